@@ -1,0 +1,83 @@
+//! `convlens info [--model M] [--json]`: the layer table.
+
+use std::process::ExitCode;
+
+use super::ModelArgs;
+use crate::Result;
+use crate::graph::LayerInfo;
+use crate::text::{shape_text, thousands};
+
+/// Arguments of `convlens info`.
+#[derive(clap::Args, Debug)]
+pub struct InfoArgs {
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Prints the model's description and its layer table.
+pub fn run(args: &InfoArgs) -> Result<ExitCode> {
+    let model = args.model.load()?;
+    let m = &model.spec.manifest;
+    let table = model.network.layers(m.input_size as usize);
+    if args.json {
+        let out = serde_json::json!({
+            "name": m.name,
+            "architecture": m.architecture,
+            "weights": model.spec.weights_path,
+            "input_size": m.input_size,
+            "num_classes": m.num_classes,
+            "default_cam_layer": m.default_cam_layer,
+            "layers": table,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serialisable")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} ({}), {} classes, input {}x{}, weights {}",
+        m.name,
+        m.architecture,
+        m.num_classes,
+        m.input_size,
+        m.input_size,
+        model.spec.weights_path.display()
+    );
+    if !m.provenance.source.is_empty() {
+        println!("source: {} ({})", m.provenance.source, m.provenance.license);
+    }
+    println!();
+    print!("{}", format_table(&table));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The layer table as aligned text, with a total line.
+pub fn format_table(table: &[LayerInfo]) -> String {
+    let mut s = format!(
+        "{:<10} {:>16} {:>12} {:>10}\n",
+        "layer", "output", "params", "MFLOPs"
+    );
+    for l in table {
+        s += &format!(
+            "{:<10} {:>16} {:>12} {:>10.1}\n",
+            l.id,
+            shape_text(&l.output_shape),
+            thousands(l.params),
+            l.flops as f64 / 1e6
+        );
+    }
+    let params: usize = table.iter().map(|l| l.params).sum();
+    let flops: u64 = table.iter().map(|l| l.flops).sum();
+    s += &format!(
+        "{:<10} {:>16} {:>12} {:>10.1}\n",
+        "total",
+        "",
+        thousands(params),
+        flops as f64 / 1e6
+    );
+    s
+}

@@ -1,0 +1,240 @@
+//! The one abstraction everything shares: a [`Network`] is an ordered list of named stages.
+//!
+//! A stage's id is the checkpoint's (or fixture's) own dotted name, e.g. `blocks.4`, so any
+//! stage's output can be tapped ([`Network::forward_with_taps`]) and the network can be run
+//! piecewise ([`Network::forward_range`]): candle keeps gradients only for `Var` leaves, so
+//! Grad-CAM and gradient ascent split the network at the layer they look at.
+
+pub mod layers;
+
+use candle_core::Tensor;
+
+use crate::{Error, Result};
+
+/// One stage of a network: a module whose output can be tapped.
+pub trait Stage: Send + Sync {
+    /// Runs the stage on a batch. `train` switches on training-only behaviour (dropout).
+    /// Shapes: `[batch, ...input]` -> `[batch, ...output]`.
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor>;
+
+    /// The output shape, without the batch dimension, for an input shape without it
+    /// (e.g. `[3, 224, 224]` -> `[32, 112, 112]`).
+    fn output_shape(&self, input: &[usize]) -> Vec<usize>;
+
+    /// Multiply-accumulates per image for that input shape.
+    fn macs(&self, input: &[usize]) -> u64;
+
+    /// Learnable parameters as the checkpoint counts them (BatchNorm's scale and shift
+    /// included, running statistics excluded).
+    fn param_count(&self) -> usize;
+}
+
+/// What the layer table shows about one stage.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LayerInfo {
+    /// The stage's id, e.g. `blocks.4`.
+    pub id: String,
+    /// Output shape without the batch dimension, e.g. `[40, 28, 28]`.
+    pub output_shape: Vec<usize>,
+    /// Learnable parameters of this stage.
+    pub params: usize,
+    /// Floating-point operations per image (2 x multiply-accumulates).
+    pub flops: u64,
+}
+
+struct NamedStage {
+    id: String,
+    stage: Box<dyn Stage>,
+}
+
+/// A network of named stages, run in order.
+pub struct Network {
+    stages: Vec<NamedStage>,
+    input_channels: usize,
+}
+
+impl Network {
+    /// A network from its stages in execution order; `input_channels` is the image's (3).
+    pub fn new(input_channels: usize, stages: Vec<(String, Box<dyn Stage>)>) -> Self {
+        let stages = stages
+            .into_iter()
+            .map(|(id, stage)| NamedStage { id, stage })
+            .collect();
+        Network {
+            stages,
+            input_channels,
+        }
+    }
+
+    /// The stage ids in execution order.
+    pub fn layer_ids(&self) -> impl Iterator<Item = &str> {
+        self.stages.iter().map(|s| s.id.as_str())
+    }
+
+    /// The position of a stage, or an error naming the unknown id and listing the known ones.
+    pub fn index_of(&self, id: &str) -> Result<usize> {
+        self.stages
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or_else(|| Error::UnknownLayer {
+                id: id.to_string(),
+                known: self.layer_ids().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// The whole network in inference mode: `[batch, 3, h, w]` -> the last stage's output
+    /// (the logits, `[batch, classes]`).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, 0, self.stages.len(), false)
+    }
+
+    /// Runs the network up to the deepest requested tap (inference mode) and returns the
+    /// tapped outputs in the order asked, each `[batch, ...]` as [`LayerInfo::output_shape`].
+    pub fn forward_with_taps(&self, x: &Tensor, taps: &[&str]) -> Result<Vec<Tensor>> {
+        let wanted = taps
+            .iter()
+            .map(|id| self.index_of(id))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(&last) = wanted.iter().max() else {
+            return Ok(Vec::new());
+        };
+        let mut outputs: Vec<Option<Tensor>> = vec![None; taps.len()];
+        let mut h = x.clone();
+        for (i, named) in self.stages[..=last].iter().enumerate() {
+            h = named.stage.forward(&h, false)?;
+            for (slot, &w) in outputs.iter_mut().zip(&wanted) {
+                if w == i {
+                    *slot = Some(h.clone());
+                }
+            }
+        }
+        Ok(outputs
+            .into_iter()
+            .map(|t| t.expect("every tap was run"))
+            .collect())
+    }
+
+    /// Runs the stages after `from` up to and including `to`. `x` is the output of `from`,
+    /// or the network's input when `from` is `None`. `train` enables dropout.
+    /// An empty range (`to` before or at `from`) is an error naming both layers.
+    pub fn forward_range(
+        &self,
+        from: Option<&str>,
+        to: &str,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let start = match from {
+            Some(id) => self.index_of(id)? + 1,
+            None => 0,
+        };
+        let end = self.index_of(to)? + 1;
+        if end <= start {
+            return Err(Error::Model(format!(
+                "layer `{to}` does not come after `{}`: nothing to run",
+                from.unwrap_or("input")
+            )));
+        }
+        self.run(x, start, end, train)
+    }
+
+    fn run(&self, x: &Tensor, start: usize, end: usize, train: bool) -> Result<Tensor> {
+        let mut h = x.clone();
+        for named in &self.stages[start..end] {
+            h = named.stage.forward(&h, train)?;
+        }
+        Ok(h)
+    }
+
+    /// The layer table for a square input of `input_size` pixels.
+    pub fn layers(&self, input_size: usize) -> Vec<LayerInfo> {
+        let mut shape = vec![self.input_channels, input_size, input_size];
+        self.stages
+            .iter()
+            .map(|named| {
+                let flops = 2 * named.stage.macs(&shape);
+                shape = named.stage.output_shape(&shape);
+                LayerInfo {
+                    id: named.id.clone(),
+                    output_shape: shape.clone(),
+                    params: named.stage.param_count(),
+                    flops,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Adds a constant; output shape = input shape.
+    struct AddConst(f64);
+    impl Stage for AddConst {
+        fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+            Ok((x + self.0)?)
+        }
+        fn output_shape(&self, input: &[usize]) -> Vec<usize> {
+            input.to_vec()
+        }
+        fn macs(&self, input: &[usize]) -> u64 {
+            input.iter().product::<usize>() as u64
+        }
+        fn param_count(&self) -> usize {
+            1
+        }
+    }
+
+    fn net() -> Network {
+        Network::new(
+            1,
+            vec![
+                ("a".into(), Box::new(AddConst(1.0)) as Box<dyn Stage>),
+                ("b".into(), Box::new(AddConst(10.0))),
+                ("c".into(), Box::new(AddConst(100.0))),
+            ],
+        )
+    }
+
+    #[test]
+    fn taps_come_back_in_the_order_asked() -> Result<()> {
+        let x = Tensor::zeros((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu)?;
+        let taps = net().forward_with_taps(&x, &["b", "a"])?;
+        assert_eq!(taps[0].flatten_all()?.to_vec1::<f32>()?[0], 11.0);
+        assert_eq!(taps[1].flatten_all()?.to_vec1::<f32>()?[0], 1.0);
+        Ok(())
+    }
+
+    #[test]
+    fn range_runs_after_from_through_to() -> Result<()> {
+        let x = Tensor::zeros((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu)?;
+        let n = net();
+        let y = n.forward_range(Some("a"), "c", &x, false)?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?[0], 110.0);
+        let y = n.forward_range(None, "a", &x, false)?;
+        assert_eq!(y.flatten_all()?.to_vec1::<f32>()?[0], 1.0);
+        assert!(n.forward_range(Some("c"), "a", &x, false).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_layer_lists_known_ones() {
+        let x = Tensor::zeros((1, 1, 2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let err = net().forward_with_taps(&x, &["blocks.99"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("blocks.99") && msg.contains("a, b, c"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn layer_table_follows_shapes() {
+        let table = net().layers(4);
+        assert_eq!(table.len(), 3);
+        assert_eq!(table[2].output_shape, vec![1, 4, 4]);
+        assert_eq!(table[0].flops, 32);
+    }
+}

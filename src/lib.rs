@@ -1,0 +1,20 @@
+//! convlens: transfer learning and a look inside convnets, on candle.
+//!
+//! Data flows one way: [`zoo`] turns weights into a [`graph::Network`], [`data`] turns image
+//! files into tensors, [`predict`] ranks classes; the CLI ([`cli`]) and the desktop app (`gui`,
+//! cargo feature `gui`) are thin shells over them.
+
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod graph;
+pub mod ops;
+pub mod predict;
+pub mod text;
+pub mod zoo;
+
+#[cfg(feature = "gui")]
+pub mod gui;
+
+pub use error::{Error, Result};

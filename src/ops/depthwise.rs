@@ -1,0 +1,854 @@
+//! Depthwise 2-D convolution with bias and activation fused: `[B,C,H,W]` -> `[B,C,OH,OW]`.
+//!
+//! Every kernel here works one `(b, c)` plane at a time (rayon-parallel over planes, or over
+//! channels for the weight gradient) and first copies the input plane into a *polyphase padded*
+//! scratch buffer: the zero-padded plane split into `stride x stride` sub-planes by
+//! `(row % stride, col % stride)`, each `RL x PL` with `RL = OH + (k-1)/stride` and
+//! `PL = OW + (k-1)/stride`. In that layout, kernel tap `(ky, kx)` reads, for output `(oy, ox)`,
+//! sub-plane `(ky % s, kx % s)` at `(oy + ky/s, ox + kx/s)`. So if the output is also laid out
+//! with a row pitch of `PL` (the `OW..PL` columns being junk), each tap over a block of output
+//! rows is one contiguous `y += w * x` over a single slice: no bounds checks, no strides, and
+//! it vectorises for any stride and kernel size. Output rows are processed in L1-sized tiles;
+//! bias goes in first and the activation is applied while copying a finished tile out.
+//!
+//! The input gradient is the transposed scatter of the same taps into a polyphase buffer, then
+//! copied back out of the polyphase layout; the weight gradient is, per tap, a dot product
+//! between the output gradient (pitch `PL`, zeros in the junk columns) and the same slices of
+//! the polyphase input.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+use super::{Activation, act_grad, axpy, channel_sum, dot, f32_data, min_planes_per_task};
+
+/// Elements of output (at pitch `PL`) per tile: 8 KiB, so the tile stays in L1 across taps.
+const TILE: usize = 2048;
+
+/// The geometry of one plane of a depthwise convolution.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    oh: usize,
+    ow: usize,
+    /// Rows of each polyphase sub-plane.
+    rl: usize,
+    /// Columns of each polyphase sub-plane; also the row pitch of the extended output.
+    pl: usize,
+}
+
+impl Geom {
+    fn new(h: usize, w: usize, k: usize, s: usize, p: usize) -> Result<Self> {
+        if s == 0 {
+            bail!("depthwise_conv2d: stride must be >= 1");
+        }
+        if k == 0 || h + 2 * p < k || w + 2 * p < k {
+            bail!("depthwise_conv2d: kernel {k}x{k} does not fit a {h}x{w} plane padded by {p}");
+        }
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let ext = (k - 1) / s;
+        Ok(Self {
+            h,
+            w,
+            k,
+            s,
+            p,
+            oh,
+            ow,
+            rl: oh + ext,
+            pl: ow + ext,
+        })
+    }
+
+    fn in_plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    fn out_plane(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn sub_len(&self) -> usize {
+        self.rl * self.pl
+    }
+
+    fn poly_len(&self) -> usize {
+        self.s * self.s * self.sub_len()
+    }
+
+    fn rows_per_tile(&self) -> usize {
+        (TILE / self.pl).clamp(1, self.oh)
+    }
+
+    /// Scratch needed per plane: the polyphase buffer plus one extended tile.
+    fn scratch_len(&self) -> usize {
+        self.poly_len() + self.rows_per_tile() * self.pl
+    }
+
+    /// Offset in the polyphase buffer of tap `(ky, kx)` for output `(0, 0)`.
+    fn tap_offset(&self, ky: usize, kx: usize) -> usize {
+        let s = self.s;
+        ((ky % s) * s + kx % s) * self.sub_len() + (ky / s) * self.pl + kx / s
+    }
+
+    /// Tiles of output rows as `(first row, rows, start, len)`, where `start..start + len` is
+    /// the tile's span at pitch `PL` (ending at the last real column of its last row).
+    fn tiles(&self) -> impl Iterator<Item = (usize, usize, usize, usize)> + use<> {
+        let (oh, ow, pl, rpt) = (self.oh, self.ow, self.pl, self.rows_per_tile());
+        (0..oh).step_by(rpt).map(move |oy0| {
+            let rows = rpt.min(oh - oy0);
+            (oy0, rows, oy0 * pl, (rows - 1) * pl + ow)
+        })
+    }
+
+    /// The columns `j` of sub-plane phase `q` that hold input pixels (the rest is padding).
+    fn valid_cols(&self, q: usize) -> (usize, usize) {
+        let (s, p) = (self.s, self.p);
+        let hi = (p + self.w).saturating_sub(q).div_ceil(s).min(self.pl);
+        let lo = if q >= p { 0 } else { (p - q).div_ceil(s) };
+        (lo.min(hi), hi)
+    }
+
+    /// The input row of polyphase row `a` of phase `r`, if it is not padding.
+    fn input_row(&self, a: usize, r: usize) -> Option<usize> {
+        let py = a * self.s + r;
+        (py >= self.p && py - self.p < self.h).then(|| py - self.p)
+    }
+}
+
+/// Copies an input plane (`H*W`) into the polyphase padded layout (`poly_len`).
+fn fill_poly(g: &Geom, x: &[f32], poly: &mut [f32]) {
+    let (s, p, pl, w) = (g.s, g.p, g.pl, g.w);
+    for r in 0..s {
+        for q in 0..s {
+            let sub = &mut poly[(r * s + q) * g.sub_len()..][..g.sub_len()];
+            let (lo, hi) = g.valid_cols(q);
+            for (a, row) in sub.chunks_exact_mut(pl).enumerate() {
+                let Some(y) = g.input_row(a, r) else {
+                    row.fill(0.0);
+                    continue;
+                };
+                let src = &x[y * w..][..w];
+                row[..lo].fill(0.0);
+                row[hi..].fill(0.0);
+                if s == 1 {
+                    row[lo..hi].copy_from_slice(&src[lo - p..hi - p]);
+                } else {
+                    for (j, v) in (lo..hi).zip(&mut row[lo..hi]) {
+                        *v = src[j * s + q - p];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the polyphase layout back into an input-shaped plane (`H*W`, written where covered).
+fn unfill_poly(g: &Geom, poly: &[f32], x: &mut [f32]) {
+    let (s, p, pl, w) = (g.s, g.p, g.pl, g.w);
+    for r in 0..s {
+        for q in 0..s {
+            let sub = &poly[(r * s + q) * g.sub_len()..][..g.sub_len()];
+            let (lo, hi) = g.valid_cols(q);
+            for (a, row) in sub.chunks_exact(pl).enumerate() {
+                let Some(y) = g.input_row(a, r) else {
+                    continue;
+                };
+                let dst = &mut x[y * w..][..w];
+                if s == 1 {
+                    dst[lo - p..hi - p].copy_from_slice(&row[lo..hi]);
+                } else {
+                    for (j, v) in (lo..hi).zip(&row[lo..hi]) {
+                        dst[j * s + q - p] = *v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies output rows `oy0..oy0 + rows` of a plane (`OH*OW`) into pitch `PL`, zeros in the
+/// junk columns (`ext` holds the tile's `len`).
+fn to_pitch(g: &Geom, plane: &[f32], oy0: usize, ext: &mut [f32]) {
+    let (ow, pl) = (g.ow, g.pl);
+    for (r, row) in ext.chunks_mut(pl).enumerate() {
+        row[..ow].copy_from_slice(&plane[(oy0 + r) * ow..][..ow]);
+        row[ow..].fill(0.0);
+    }
+}
+
+/// Runs `$imp::<true>` compiled for AVX2 + FMA when the CPU has them, otherwise `$imp::<false>`
+/// (`<true>` on aarch64, where FMA is baseline).
+macro_rules! dispatch_fma {
+    ($imp:ident($($arg:expr),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn with_fma(f: impl FnOnce()) {
+                f()
+            }
+            if super::has_avx2_fma() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+                unsafe { with_fma(|| $imp::<true>($($arg),*)) };
+            } else {
+                $imp::<false>($($arg),*);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $imp::<{ cfg!(target_arch = "aarch64") }>($($arg),*);
+        }
+    }};
+}
+
+/// Forward of one plane: `out (OH*OW) = act(bias + conv(x (H*W), w (k*k)))`.
+#[inline(always)]
+fn fwd_plane<const FMA: bool>(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    act: Activation,
+    out: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (poly, ext) = scratch.split_at_mut(g.poly_len());
+    fill_poly(g, x, poly);
+    for (oy0, rows, start, len) in g.tiles() {
+        let ext = &mut ext[..len];
+        ext.fill(bias);
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let src = &poly[g.tap_offset(ky, kx) + start..][..len];
+                axpy::<FMA>(ext, w[ky * g.k + kx], src);
+            }
+        }
+        for r in 0..rows {
+            let o = &mut out[(oy0 + r) * g.ow..][..g.ow];
+            o.copy_from_slice(&ext[r * g.pl..][..g.ow]);
+            act.apply_slice(o);
+        }
+    }
+}
+
+/// Input gradient of one plane: `gx (H*W) = conv_transpose(gp (OH*OW), w (k*k))`.
+#[inline(always)]
+fn grad_input_plane<const FMA: bool>(
+    g: &Geom,
+    gp: &[f32],
+    w: &[f32],
+    gx: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (poly, ext) = scratch.split_at_mut(g.poly_len());
+    poly.fill(0.0);
+    for (oy0, _, start, len) in g.tiles() {
+        let ext = &mut ext[..len];
+        to_pitch(g, gp, oy0, ext);
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let dst = &mut poly[g.tap_offset(ky, kx) + start..][..len];
+                axpy::<FMA>(dst, w[ky * g.k + kx], ext);
+            }
+        }
+    }
+    unfill_poly(g, poly, gx);
+}
+
+/// Weight gradient of one channel: `gw (k*k) = sum_b corr(x[b] (H*W), gp[b] (OH*OW))`, where
+/// plane `b` of the channel is at `b * b_stride` in `x` and `gp` (in units of planes).
+#[inline(always)]
+fn grad_weight_channel<const FMA: bool>(
+    g: &Geom,
+    x: &[f32],
+    gp: &[f32],
+    first_plane: usize,
+    plane_step: usize,
+    gw: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (poly, ext) = scratch.split_at_mut(g.poly_len());
+    let mut acc = vec![0f64; g.k * g.k];
+    let batch = x.len() / g.in_plane();
+    for plane in (first_plane..batch).step_by(plane_step) {
+        fill_poly(g, &x[plane * g.in_plane()..][..g.in_plane()], poly);
+        let gp = &gp[plane * g.out_plane()..][..g.out_plane()];
+        for (oy0, _, start, len) in g.tiles() {
+            let ext = &mut ext[..len];
+            to_pitch(g, gp, oy0, ext);
+            for ky in 0..g.k {
+                for kx in 0..g.k {
+                    let src = &poly[g.tap_offset(ky, kx) + start..][..len];
+                    acc[ky * g.k + kx] += dot::<FMA>(ext, src) as f64;
+                }
+            }
+        }
+    }
+    for (o, a) in gw.iter_mut().zip(&acc) {
+        *o = *a as f32;
+    }
+}
+
+/// Checks `x [B,C,H,W]`, `w [C,1,k,k]` and `bias [C]`; returns `(B, C, geometry)`.
+fn check(
+    x: &[usize],
+    w: &[usize],
+    bias: &[usize],
+    stride: usize,
+    padding: usize,
+) -> Result<(usize, usize, Geom)> {
+    let &[b, c, h, wd] = x else {
+        bail!("depthwise_conv2d: x must be [B,C,H,W], got {x:?}");
+    };
+    let &[wc, 1, k, k2] = w else {
+        bail!("depthwise_conv2d: w must be [C,1,k,k], got {w:?}");
+    };
+    if wc != c || k != k2 {
+        bail!("depthwise_conv2d: w must be [C,1,k,k] with C = {c}, got {w:?}");
+    }
+    if bias != [c] {
+        bail!("depthwise_conv2d: bias must be [C] with C = {c}, got {bias:?}");
+    }
+    Ok((b, c, Geom::new(h, wd, k, stride, padding)?))
+}
+
+/// The forward op: `(x, w, bias)` -> `act(conv(x, w) + bias)`.
+struct DepthwiseConv {
+    stride: usize,
+    padding: usize,
+    act: Activation,
+}
+
+impl CustomOp3 for DepthwiseConv {
+    fn name(&self) -> &'static str {
+        "convlens-depthwise-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, c, g) = check(l1.dims(), l2.dims(), l3.dims(), self.stride, self.padding)?;
+        let x = f32_data(s1, l1, self.name())?;
+        let w = f32_data(s2, l2, self.name())?;
+        let bias = f32_data(s3, l3, self.name())?;
+        let (kk, act) = (g.k * g.k, self.act);
+        let mut out = vec![0f32; b * c * g.out_plane()];
+        out.par_chunks_mut(g.out_plane())
+            .with_min_len(min_planes_per_task(g.out_plane()))
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; g.scratch_len()],
+                |scratch, (i, o)| {
+                    let ch = i % c;
+                    let x = &x[i * g.in_plane()..][..g.in_plane()];
+                    let w = &w[ch * kk..][..kk];
+                    dispatch_fma!(fwd_plane(&g, x, w, bias[ch], act, o, scratch));
+                },
+            );
+        Ok((CpuStorage::F32(out), Shape::from((b, c, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, _, h, wd) = x.dims4()?;
+        let gp = act_grad(grad, res, self.act)?;
+        let gx = gp.apply_op2_no_bwd(
+            w,
+            &DepthwiseGradInput {
+                stride: self.stride,
+                padding: self.padding,
+                h,
+                w: wd,
+            },
+        )?;
+        let gw = x.apply_op2_no_bwd(
+            &gp,
+            &DepthwiseGradWeight {
+                stride: self.stride,
+                padding: self.padding,
+                k: w.dim(2)?,
+            },
+        )?;
+        let gb = channel_sum(&gp)?;
+        Ok((Some(gx), Some(gw), Some(gb)))
+    }
+}
+
+/// `(grad_pre [B,C,OH,OW], w [C,1,k,k])` -> grad x `[B,C,H,W]`.
+struct DepthwiseGradInput {
+    stride: usize,
+    padding: usize,
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp2 for DepthwiseGradInput {
+    fn name(&self) -> &'static str {
+        "convlens-depthwise-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let &[b, c, oh, ow] = l1.dims() else {
+            bail!(
+                "{}: grad must be [B,C,OH,OW], got {:?}",
+                self.name(),
+                l1.dims()
+            );
+        };
+        let (_, _, g) = check(
+            &[b, c, self.h, self.w],
+            l2.dims(),
+            &[c],
+            self.stride,
+            self.padding,
+        )?;
+        if (oh, ow) != (g.oh, g.ow) {
+            bail!(
+                "{}: grad {:?} does not match the geometry {g:?}",
+                self.name(),
+                l1.dims()
+            );
+        }
+        let gp = f32_data(s1, l1, self.name())?;
+        let w = f32_data(s2, l2, self.name())?;
+        let kk = g.k * g.k;
+        let mut gx = vec![0f32; b * c * g.in_plane()];
+        gx.par_chunks_mut(g.in_plane())
+            .with_min_len(min_planes_per_task(g.in_plane()))
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; g.scratch_len()],
+                |scratch, (i, gx)| {
+                    let gp = &gp[i * g.out_plane()..][..g.out_plane()];
+                    let w = &w[(i % c) * kk..][..kk];
+                    dispatch_fma!(grad_input_plane(&g, gp, w, gx, scratch));
+                },
+            );
+        Ok((CpuStorage::F32(gx), Shape::from((b, c, g.h, g.w))))
+    }
+}
+
+/// `(x [B,C,H,W], grad_pre [B,C,OH,OW])` -> grad w `[C,1,k,k]`.
+struct DepthwiseGradWeight {
+    stride: usize,
+    padding: usize,
+    k: usize,
+}
+
+impl CustomOp2 for DepthwiseGradWeight {
+    fn name(&self) -> &'static str {
+        "convlens-depthwise-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let k = self.k;
+        let c = l1.dims().get(1).copied().unwrap_or(0);
+        let (b, c, g) = check(l1.dims(), &[c, 1, k, k], &[c], self.stride, self.padding)?;
+        if l2.dims() != [b, c, g.oh, g.ow] {
+            bail!(
+                "{}: grad {:?} does not match the geometry {g:?}",
+                self.name(),
+                l2.dims()
+            );
+        }
+        let x = f32_data(s1, l1, self.name())?;
+        let gp = f32_data(s2, l2, self.name())?;
+        let mut gw = vec![0f32; c * k * k];
+        gw.par_chunks_mut(k * k).enumerate().for_each_init(
+            || vec![0f32; g.scratch_len()],
+            |scratch, (ch, gw)| {
+                dispatch_fma!(grad_weight_channel(&g, &x, &gp, ch, c, gw, scratch));
+            },
+        );
+        Ok((CpuStorage::F32(gw), Shape::from((c, 1, k, k))))
+    }
+}
+
+/// Depthwise 2-D convolution with bias and activation fused: `act(conv(x, w) + bias)`.
+///
+/// - `x`: `[B,C,H,W]`; `w`: `[C,1,k,k]` (any `k`); `bias`: `[C]`.
+/// - Zero padding of `padding` on every side, square `stride`.
+/// - Returns `[B,C,OH,OW]` with `OH = (H + 2*padding - k) / stride + 1` (same for `OW`).
+///
+/// Differentiable w.r.t. `x`, `w` and `bias`. On the CPU everything must be f32 (any layout);
+/// other devices fall back to candle's `conv2d(groups = C)` + `broadcast_add` + activation.
+pub fn depthwise_conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+    act: Activation,
+) -> Result<Tensor> {
+    let (_, c, _) = check(x.dims(), w.dims(), bias.dims(), stride, padding)?;
+    if !x.device().is_cpu() {
+        let y = x
+            .conv2d(w, padding, stride, 1, c)?
+            .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+        return act.apply_tensor(&y);
+    }
+    for (name, t) in [("x", x), ("w", w), ("bias", bias)] {
+        if t.dtype() != DType::F32 {
+            bail!(
+                "depthwise_conv2d: {name} must be f32 on the CPU, got {:?}",
+                t.dtype()
+            );
+        }
+    }
+    x.apply_op3(
+        w,
+        bias,
+        DepthwiseConv {
+            stride,
+            padding,
+            act,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::super::test_util::{max_abs_diff, rel_to_max, tensor, to_f64};
+    use super::*;
+
+    /// `(B, C, H, W, k, stride, padding)`.
+    type Case = (usize, usize, usize, usize, usize, usize, usize);
+
+    const CASES: &[Case] = &[
+        (1, 3, 8, 8, 3, 1, 1),
+        (4, 4, 9, 7, 3, 2, 1),
+        (1, 3, 10, 10, 5, 1, 2),
+        (4, 3, 9, 7, 5, 2, 2),
+        (2, 3, 8, 8, 3, 2, 1),
+        (2, 3, 8, 8, 5, 2, 2),
+        (1, 2, 7, 7, 3, 1, 0),
+        // Even kernels, and padding beyond k - 1.
+        (2, 3, 7, 6, 4, 1, 1),
+        (1, 2, 6, 5, 2, 2, 0),
+        (1, 2, 5, 5, 3, 1, 3),
+        // A 1x1 output, and a 1x1 kernel.
+        (2, 2, 3, 3, 3, 1, 0),
+        (1, 3, 5, 4, 1, 2, 0),
+    ];
+
+    const ACTS: [Activation; 3] = [Activation::Identity, Activation::Relu, Activation::Relu6];
+
+    fn inputs(case: Case, seed: u64) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, c, h, w, k, _, _) = case;
+        Ok((
+            tensor(&[b, c, h, w], seed, 2.0)?,
+            tensor(&[c, 1, k, k], seed + 1, 1.0)?,
+            tensor(&[c], seed + 2, 1.0)?,
+        ))
+    }
+
+    /// candle's own ops.
+    fn reference(
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        s: usize,
+        p: usize,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let y = x
+            .conv2d(w, p, s, 1, c)?
+            .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+        act.apply_tensor(&y)
+    }
+
+    /// Whether candle's conv2d backward handles the case: it derives the transposed
+    /// convolution's output padding from the height alone.
+    fn candle_backward_ok(case: Case) -> bool {
+        let (_, _, h, w, k, s, p) = case;
+        let g = Geom::new(h, w, k, s, p).unwrap();
+        let out_pad = |n: usize, o: usize| n as isize - ((o - 1) * s + k) as isize + 2 * p as isize;
+        out_pad(h, g.oh) == out_pad(w, g.ow) && p < k
+    }
+
+    #[test]
+    fn forward_matches_candle() -> Result<()> {
+        for (i, &case) in CASES.iter().enumerate() {
+            let (x, w, bias) = inputs(case, 10 * i as u64)?;
+            for act in ACTS {
+                let got = depthwise_conv2d(&x, &w, &bias, case.5, case.6, act)?;
+                let want = reference(&x, &w, &bias, case.5, case.6, act)?;
+                assert_eq!(got.dims(), want.dims(), "{case:?}");
+                let d = max_abs_diff(&got, &want)?;
+                assert!(d <= 1e-5, "{case:?} {act:?}: max abs diff {d}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn forward_non_contiguous_inputs() -> Result<()> {
+        let (b, c, h, w, k, s, p) = (2, 3, 9, 7, 3, 2, 1);
+        // x: transposed from [B,C,W,H]; w: a narrowed view; bias: a strided view.
+        let xt = tensor(&[b, c, w, h], 1, 2.0)?.transpose(2, 3)?;
+        let wt = tensor(&[c, 1, k, k + 2], 2, 1.0)?.narrow(3, 1, k)?;
+        let bt = tensor(&[c, 2], 3, 1.0)?.narrow(1, 1, 1)?.squeeze(1)?;
+        assert!(!xt.is_contiguous() && !wt.is_contiguous() && !bt.is_contiguous());
+        for act in ACTS {
+            let got = depthwise_conv2d(&xt, &wt, &bt, s, p, act)?;
+            let want = reference(
+                &xt.contiguous()?,
+                &wt.contiguous()?,
+                &bt.contiguous()?,
+                s,
+                p,
+                act,
+            )?;
+            assert!(max_abs_diff(&got, &want)? <= 1e-5, "{act:?}");
+        }
+        // A narrowed batch with an offset into its storage.
+        let xn = tensor(&[4, c, h, w], 4, 2.0)?.narrow(0, 1, 2)?;
+        let (_, wt, bt) = inputs((b, c, h, w, k, s, p), 5)?;
+        let got = depthwise_conv2d(&xn, &wt, &bt, s, p, Activation::Relu6)?;
+        let want = reference(&xn, &wt, &bt, s, p, Activation::Relu6)?;
+        assert!(max_abs_diff(&got, &want)? <= 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() -> Result<()> {
+        let (x, w, bias) = inputs((1, 3, 8, 8, 3, 1, 1), 0)?;
+        let act = Activation::Identity;
+        assert!(depthwise_conv2d(&x, &w, &bias, 0, 1, act).is_err());
+        assert!(depthwise_conv2d(&x.narrow(1, 0, 2)?, &w, &bias, 1, 1, act).is_err());
+        assert!(depthwise_conv2d(&x, &w, &bias.narrow(0, 0, 2)?, 1, 1, act).is_err());
+        assert!(depthwise_conv2d(&x.narrow(2, 0, 1)?, &w, &bias, 1, 0, act).is_err());
+        let err = depthwise_conv2d(&x.to_dtype(DType::F64)?, &w, &bias, 1, 1, act).unwrap_err();
+        assert!(err.to_string().contains("f32"), "{err}");
+        Ok(())
+    }
+
+    fn act_f64(act: Activation, v: f64) -> f64 {
+        match act {
+            Activation::Identity => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// `sum(act(conv(x, w) + bias) * r)` in f64, by the definition.
+    fn loss_f64(case: Case, act: Activation, x: &[f64], w: &[f64], bias: &[f64], r: &[f64]) -> f64 {
+        let (b, c, h, wd, k, s, p) = case;
+        let g = Geom::new(h, wd, k, s, p).unwrap();
+        let mut loss = 0.0;
+        for bc in 0..b * c {
+            let ch = bc % c;
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut v = bias[ch];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = (
+                                (oy * s + ky) as isize - p as isize,
+                                (ox * s + kx) as isize - p as isize,
+                            );
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                v += w[ch * k * k + ky * k + kx]
+                                    * x[bc * h * wd + iy as usize * wd + ix as usize];
+                            }
+                        }
+                    }
+                    loss += act_f64(act, v) * r[(bc * g.oh + oy) * g.ow + ox];
+                }
+            }
+        }
+        loss
+    }
+
+    /// Gradients of `sum(y * r)` w.r.t. `(x, w, bias)` through `Var` and `backward`.
+    fn grads(
+        f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        r: &Tensor,
+    ) -> Result<[Tensor; 3]> {
+        let (xv, wv, bv) = (
+            Var::from_tensor(x)?,
+            Var::from_tensor(w)?,
+            Var::from_tensor(bias)?,
+        );
+        let loss = f(xv.as_tensor(), wv.as_tensor(), bv.as_tensor())?
+            .mul(r)?
+            .sum_all()?;
+        let g = loss.backward()?;
+        let get = |v: &Var| g.get(v.as_tensor()).cloned().expect("a gradient");
+        Ok([get(&xv), get(&wv), get(&bv)])
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() -> Result<()> {
+        let eps = 1e-6;
+        for (i, &case) in CASES.iter().enumerate() {
+            let (b, c, _, _, _, s, p) = case;
+            let (x, w, bias) = inputs(case, 100 + 10 * i as u64)?;
+            let g = Geom::new(case.2, case.3, case.4, s, p)?;
+            let r = tensor(&[b, c, g.oh, g.ow], 7 + i as u64, 1.0)?;
+            for act in [Activation::Identity, Activation::Relu6] {
+                let analytic = grads(
+                    |x, w, b| depthwise_conv2d(x, w, b, s, p, act),
+                    &x,
+                    &w,
+                    &bias,
+                    &r,
+                )?;
+                let mut params = [to_f64(&x)?, to_f64(&w)?, to_f64(&bias)?];
+                let rf = to_f64(&r)?;
+                for which in 0..3 {
+                    let mut fd = Vec::with_capacity(params[which].len());
+                    for j in 0..params[which].len() {
+                        let orig = params[which][j];
+                        params[which][j] = orig + eps;
+                        let plus = loss_f64(case, act, &params[0], &params[1], &params[2], &rf);
+                        params[which][j] = orig - eps;
+                        let minus = loss_f64(case, act, &params[0], &params[1], &params[2], &rf);
+                        params[which][j] = orig;
+                        fd.push(((plus - minus) / (2.0 * eps)) as f32);
+                    }
+                    let fd = Tensor::from_vec(fd, analytic[which].dims(), &Device::Cpu)?;
+                    let e = rel_to_max(&analytic[which], &fd)?;
+                    assert!(e < 1e-4, "{case:?} {act:?} grad {which}: rel error {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn backward_matches_candle() -> Result<()> {
+        for (i, &case) in CASES
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| candle_backward_ok(**c))
+        {
+            let (b, c, _, _, _, s, p) = case;
+            let (x, w, bias) = inputs(case, 200 + 10 * i as u64)?;
+            let g = Geom::new(case.2, case.3, case.4, s, p)?;
+            let r = tensor(&[b, c, g.oh, g.ow], 9 + i as u64, 1.0)?;
+            for act in ACTS {
+                let ours = grads(
+                    |x, w, b| depthwise_conv2d(x, w, b, s, p, act),
+                    &x,
+                    &w,
+                    &bias,
+                    &r,
+                )?;
+                let theirs = grads(|x, w, b| reference(x, w, b, s, p, act), &x, &w, &bias, &r)?;
+                for which in 0..3 {
+                    let e = rel_to_max(&ours[which], &theirs[which])?;
+                    assert!(e < 1e-4, "{case:?} {act:?} grad {which}: rel error {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn backward_through_non_contiguous_input() -> Result<()> {
+        let (b, c, h, w, k, s, p) = (2, 3, 7, 7, 5, 2, 2);
+        let xt = tensor(&[b, c, w, h], 11, 2.0)?;
+        let (_, wt, bt) = inputs((b, c, h, w, k, s, p), 12)?;
+        let g = Geom::new(h, w, k, s, p)?;
+        let r = tensor(&[b, c, g.oh, g.ow], 13, 1.0)?;
+        let f_ours = |x: &Tensor, w: &Tensor, b: &Tensor| {
+            depthwise_conv2d(&x.transpose(2, 3)?, w, b, s, p, Activation::Relu6)
+        };
+        let f_ref = |x: &Tensor, w: &Tensor, b: &Tensor| {
+            reference(
+                &x.transpose(2, 3)?.contiguous()?,
+                w,
+                b,
+                s,
+                p,
+                Activation::Relu6,
+            )
+        };
+        let ours = grads(f_ours, &xt, &wt, &bt, &r)?;
+        let theirs = grads(f_ref, &xt, &wt, &bt, &r)?;
+        for which in 0..3 {
+            let e = rel_to_max(&ours[which], &theirs[which])?;
+            assert!(e < 1e-4, "grad {which}: rel error {e}");
+        }
+        Ok(())
+    }
+
+    /// Throwaway timing: `cargo test --release --lib ops::depthwise -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn timing() -> Result<()> {
+        for (b, c, hw, k, s) in [
+            (32, 96, 112, 3, 1),
+            (32, 672, 14, 5, 1),
+            (32, 144, 112, 3, 2),
+            (32, 1152, 7, 5, 1),
+        ] {
+            let (x, w, bias) = inputs((b, c, hw, hw, k, s, k / 2), 1)?;
+            let time = |f: &dyn Fn() -> Result<Tensor>, n: usize| -> Result<f64> {
+                f()?;
+                let t = std::time::Instant::now();
+                for _ in 0..n {
+                    f()?;
+                }
+                Ok(t.elapsed().as_secs_f64() * 1e3 / n as f64)
+            };
+            let ours = time(
+                &|| depthwise_conv2d(&x, &w, &bias, s, k / 2, Activation::Relu6),
+                10,
+            )?;
+            let y = depthwise_conv2d(&x, &w, &bias, s, k / 2, Activation::Relu6)?;
+            let gp = y.ones_like()?;
+            let op = DepthwiseGradInput {
+                stride: s,
+                padding: k / 2,
+                h: hw,
+                w: hw,
+            };
+            let gin = time(&|| gp.apply_op2_no_bwd(&w, &op), 5)?;
+            let op = DepthwiseGradWeight {
+                stride: s,
+                padding: k / 2,
+                k,
+            };
+            let gw = time(&|| x.apply_op2_no_bwd(&gp, &op), 5)?;
+            println!(
+                "B={b} C={c} {hw}x{hw} k={k} s={s}: forward {ours:.1} ms, grad input {gin:.1} ms, grad weight {gw:.1} ms"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,389 @@
+//! Fused, differentiable CPU kernels for the hot layers of EfficientNet-Lite.
+//!
+//! candle's generic `conv2d(groups = C)` runs a depthwise convolution as `C` separate
+//! single-channel convolutions, and a bias plus activation costs two more full passes over the
+//! activations. The ops here do each of those in one pass on the CPU:
+//!
+//! - [`depthwise_conv2d`]: depthwise convolution, bias and activation fused (`[B,C,H,W]`);
+//! - [`bias_act`]: `act(x + bias[c])` in one pass (`[B,C,...]`);
+//! - [`fold_batchnorm`]: eval-mode BatchNorm folded into a convolution's weight and bias.
+//!
+//! Both are candle custom ops with a backward pass, so they train through `Var` and
+//! `Tensor::backward` like built-in ops. On other devices (cuda, metal) they fall back to
+//! candle's own ops, so GPU builds keep working, only without the fused kernels.
+
+pub mod batchnorm;
+pub mod bias_act;
+pub mod depthwise;
+
+pub use batchnorm::{BatchNormParams, batchnorm_eval, fold_batchnorm};
+pub use bias_act::bias_act;
+pub use depthwise::depthwise_conv2d;
+
+use std::borrow::Cow;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+
+/// Activation fused into a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Activation {
+    /// `y = x`.
+    Identity,
+    /// `y = max(x, 0)`; the gradient passes where `y > 0`.
+    Relu,
+    /// `y = min(max(x, 0), 6)`; the gradient passes where `0 < y < 6` (PyTorch's hardtanh).
+    Relu6,
+}
+
+impl Activation {
+    /// The activation of one value.
+    #[inline(always)]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::Identity => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// Whether the gradient passes through, judged from the activation's output `out`.
+    #[inline(always)]
+    pub fn passes(self, out: f32) -> bool {
+        match self {
+            Activation::Identity => true,
+            Activation::Relu => out > 0.0,
+            Activation::Relu6 => out > 0.0 && out < 6.0,
+        }
+    }
+
+    /// Applies the activation in place (the `match` is hoisted out of the loop so each arm
+    /// vectorises).
+    #[inline(always)]
+    pub(crate) fn apply_slice(self, s: &mut [f32]) {
+        match self {
+            Activation::Identity => {}
+            Activation::Relu => s.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Relu6 => s.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        }
+    }
+
+    /// The same activation with candle's own ops (the non-CPU fallback and test reference).
+    pub(crate) fn apply_tensor(self, t: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Identity => Ok(t.clone()),
+            Activation::Relu => t.relu(),
+            Activation::Relu6 => t.clamp(0f32, 6f32),
+        }
+    }
+}
+
+/// The f32 elements of `storage` under `layout`, in row-major order: borrowed when the layout
+/// is contiguous, gathered into a new buffer otherwise (broadcasts, transposes, narrows).
+pub(crate) fn f32_data<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<Cow<'a, [f32]>> {
+    let data = match storage {
+        CpuStorage::F32(v) => v.as_slice(),
+        other => bail!("{op}: only f32 is supported, got {:?}", other.dtype()),
+    };
+    if let Some((start, end)) = layout.contiguous_offsets() {
+        return Ok(Cow::Borrowed(&data[start..end]));
+    }
+    let dims = layout.dims();
+    let stride = layout.stride();
+    let n: usize = dims.iter().product();
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return Ok(Cow::Owned(out));
+    }
+    let rank = dims.len();
+    let (inner, inner_stride) = (dims[rank - 1], stride[rank - 1]);
+    let mut index = vec![0usize; rank - 1];
+    loop {
+        let base =
+            layout.start_offset() + index.iter().zip(stride).map(|(i, s)| i * s).sum::<usize>();
+        out.extend((0..inner).map(|j| data[base + j * inner_stride]));
+        // Odometer increment over the outer dimensions.
+        let mut d = rank - 1;
+        loop {
+            if d == 0 {
+                return Ok(Cow::Owned(out));
+            }
+            d -= 1;
+            index[d] += 1;
+            if index[d] < dims[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+}
+
+/// The minimum number of `plane`-sized items per rayon task, so that tiny planes (7x7, or the
+/// single values of a `[B,C]` tensor) are not scheduled one by one.
+pub(crate) fn min_planes_per_task(plane: usize) -> usize {
+    (16_384 / plane.max(1)).max(1)
+}
+
+/// Checks that a tensor has rank >= 2, and returns `(channels, plane)` where `plane` is the
+/// product of the dimensions after the channel dimension 1.
+pub(crate) fn channels_and_plane(dims: &[usize], op: &str) -> Result<(usize, usize)> {
+    if dims.len() < 2 {
+        bail!("{op}: expected a tensor of rank >= 2 with channels in dim 1, got {dims:?}");
+    }
+    Ok((dims[1], dims[2..].iter().product()))
+}
+
+/// Whether the kernels can use the AVX2 + FMA code path (checked once, then cached by std).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// `y += a * x`, element by element. With `FMA` it uses fused multiply-adds, which is only fast
+/// inside a function compiled with the `fma` target feature (or on aarch64).
+#[inline(always)]
+pub(crate) fn axpy<const FMA: bool>(y: &mut [f32], a: f32, x: &[f32]) {
+    debug_assert_eq!(y.len(), x.len());
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi = if FMA {
+            xi.mul_add(a, *yi)
+        } else {
+            *yi + a * xi
+        };
+    }
+}
+
+/// `sum(a * b)` with 16 independent accumulators so that it vectorises.
+#[inline(always)]
+pub(crate) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (ca, cb) in ac.zip(bc) {
+        for i in 0..LANES {
+            acc[i] = if FMA {
+                ca[i].mul_add(cb[i], acc[i])
+            } else {
+                acc[i] + ca[i] * cb[i]
+            };
+        }
+    }
+    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `sum(a)` with 16 independent accumulators so that it vectorises.
+#[inline]
+pub(crate) fn lane_sum(a: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let chunks = a.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Backward of an activation: `grad * act'(out)`, with the mask taken from the output.
+struct ActGrad {
+    act: Activation,
+}
+
+impl CustomOp2 for ActGrad {
+    fn name(&self) -> &'static str {
+        "convlens-act-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            bail!(
+                "{}: gradient {:?} and output {:?} differ in shape",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let grad = f32_data(s1, l1, self.name())?;
+        let out = f32_data(s2, l2, self.name())?;
+        let mut res = vec![0f32; grad.len()];
+        const BLOCK: usize = 16_384;
+        let act = self.act;
+        res.par_chunks_mut(BLOCK)
+            .zip(grad.par_chunks(BLOCK))
+            .zip(out.par_chunks(BLOCK))
+            .for_each(|((r, g), o)| {
+                for ((r, &g), &o) in r.iter_mut().zip(g).zip(o) {
+                    *r = if act.passes(o) { g } else { 0.0 };
+                }
+            });
+        Ok((CpuStorage::F32(res), l1.shape().clone()))
+    }
+}
+
+/// `grad * act'(out)` (`grad`, `out`: same shape). No backward of its own.
+pub(crate) fn act_grad(grad: &Tensor, out: &Tensor, act: Activation) -> Result<Tensor> {
+    match act {
+        Activation::Identity => Ok(grad.clone()),
+        _ if !grad.device().is_cpu() => {
+            let mask = match act {
+                Activation::Relu => out.gt(0f64)?,
+                _ => out.gt(0f64)?.mul(&out.lt(6f64)?)?,
+            };
+            grad.mul(&mask.to_dtype(grad.dtype())?)
+        }
+        _ => grad.apply_op2_no_bwd(out, &ActGrad { act }),
+    }
+}
+
+/// Sum over every dimension but 1: `[B,C,...]` -> `[C]`.
+struct ChannelSum;
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "convlens-channel-sum"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (c, plane) = channels_and_plane(layout.dims(), self.name())?;
+        let data = f32_data(storage, layout, self.name())?;
+        let batch = layout.dims()[0];
+        let res: Vec<f32> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                (0..batch)
+                    .map(|b| lane_sum(&data[(b * c + ch) * plane..][..plane]) as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        Ok((CpuStorage::F32(res), Shape::from(c)))
+    }
+}
+
+/// Sum over every dimension but the channel dimension 1: `[B,C,...]` -> `[C]` (the bias
+/// gradient). No backward of its own.
+pub(crate) fn channel_sum(t: &Tensor) -> Result<Tensor> {
+    if t.device().is_cpu() {
+        t.apply_op1_no_bwd(&ChannelSum)
+    } else {
+        let (c, _) = channels_and_plane(t.dims(), "channel_sum")?;
+        t.transpose(0, 1)?.reshape((c, ()))?.sum(1)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! Deterministic data for the kernel tests (candle's CPU `randn` is not seeded).
+
+    use candle_core::{Device, Result, Tensor};
+
+    /// `n` values in `[-scale, scale)` from a 64-bit LCG seeded with `seed`.
+    pub fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+                (2.0 * u - 1.0) * scale
+            })
+            .collect()
+    }
+
+    /// A CPU f32 tensor of deterministic values in `[-scale, scale)`.
+    pub fn tensor(dims: &[usize], seed: u64, scale: f32) -> Result<Tensor> {
+        let n = dims.iter().product();
+        Tensor::from_vec(lcg(n, seed, scale), dims, &Device::Cpu)
+    }
+
+    /// `max |a - b|` over all elements.
+    pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        assert_eq!(a.dims(), b.dims());
+        a.sub(b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    /// `max |a - b| / max(max |b|, 1e-6)`.
+    pub fn rel_to_max(a: &Tensor, b: &Tensor) -> Result<f32> {
+        let scale = b
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?
+            .max(1e-6);
+        Ok(max_abs_diff(a, b)? / scale)
+    }
+
+    /// The f64 values of a tensor, row-major.
+    pub fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
+        t.flatten_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::tensor;
+    use super::*;
+
+    #[test]
+    fn gather_non_contiguous_matches_contiguous() -> Result<()> {
+        let t = tensor(&[2, 3, 4, 5], 1, 1.0)?;
+        for view in [
+            t.transpose(1, 3)?,
+            t.narrow(2, 1, 2)?,
+            t.narrow(3, 1, 3)?.transpose(0, 2)?,
+            // A stride-0 view: one channel broadcast over 4.
+            t.narrow(1, 0, 1)?.broadcast_as((2, 4, 4, 5))?,
+        ] {
+            let (storage, layout) = view.storage_and_layout();
+            let got = match &*storage {
+                candle_core::Storage::Cpu(s) => f32_data(s, layout, "test")?.into_owned(),
+                _ => unreachable!(),
+            };
+            let want = view.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(got, want);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn act_grad_and_channel_sum() -> Result<()> {
+        let grad = tensor(&[2, 3, 4], 2, 1.0)?;
+        let out = tensor(&[2, 3, 4], 3, 8.0)?;
+        for act in [Activation::Identity, Activation::Relu, Activation::Relu6] {
+            let got = act_grad(&grad, &out, act)?;
+            let g = grad.flatten_all()?.to_vec1::<f32>()?;
+            let o = out.flatten_all()?.to_vec1::<f32>()?;
+            let want: Vec<f32> = g
+                .iter()
+                .zip(&o)
+                .map(|(&g, &o)| if act.passes(o) { g } else { 0.0 })
+                .collect();
+            assert_eq!(got.flatten_all()?.to_vec1::<f32>()?, want);
+        }
+        let sum = channel_sum(&grad)?;
+        let want = grad.sum(2)?.sum(0)?;
+        assert!(test_util::max_abs_diff(&sum, &want)? < 1e-5);
+        Ok(())
+    }
+}

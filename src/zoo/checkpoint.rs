@@ -1,0 +1,133 @@
+//! A weights file opened for building a network, with the key/shape audit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::ops::BatchNormParams;
+use crate::{Error, Result};
+
+/// The tensors an architecture needs: checkpoint key -> shape, in the architecture's order.
+pub type ExpectedTensors = Vec<(String, Vec<usize>)>;
+
+/// The tensors of a safetensors file, converted to f32 and moved to the device.
+pub struct Checkpoint {
+    path: PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Checkpoint {
+    /// Reads every tensor of a safetensors file. A missing or unreadable file is an error
+    /// naming it.
+    pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::Model(format!(
+                "{}: weights file not found",
+                path.display()
+            )));
+        }
+        let raw = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+            Error::Model(format!(
+                "{}: not a readable safetensors weights file ({e})",
+                path.display()
+            ))
+        })?;
+        let tensors = raw
+            .into_iter()
+            .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?.to_device(device)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok(Checkpoint {
+            path: path.to_path_buf(),
+            tensors,
+        })
+    }
+
+    /// The file the tensors came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The checkpoint's keys, sorted.
+    pub fn keys(&self) -> Vec<&str> {
+        let mut keys: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Checks that the file holds exactly the `expected` tensors with the expected shapes.
+    /// The first problem becomes an [`Error::Weights`] naming the tensor, both shapes and the
+    /// file; the count of further problems rides along.
+    pub fn audit(&self, architecture: &str, expected: &ExpectedTensors) -> Result<()> {
+        let mut problems: Vec<(String, String, String)> = Vec::new();
+        for (name, shape) in expected {
+            match self.tensors.get(name) {
+                None => problems.push((name.clone(), fmt_shape(shape), "no such tensor".into())),
+                Some(t) if t.dims() != shape.as_slice() => {
+                    problems.push((name.clone(), fmt_shape(shape), fmt_shape(t.dims())))
+                }
+                Some(_) => {}
+            }
+        }
+        let known: std::collections::HashSet<&str> =
+            expected.iter().map(|(n, _)| n.as_str()).collect();
+        for key in self.keys() {
+            if !known.contains(key) {
+                problems.push((
+                    key.to_string(),
+                    format!("no such tensor in {architecture}"),
+                    fmt_shape(self.tensors[key].dims()),
+                ));
+            }
+        }
+        match problems.first() {
+            None => Ok(()),
+            Some((tensor, expected, found)) => Err(Error::Weights {
+                path: self.path.clone(),
+                tensor: tensor.clone(),
+                expected: expected.clone(),
+                found: found.clone(),
+                more: problems.len() - 1,
+            }),
+        }
+    }
+
+    /// A tensor by key (call after [`Checkpoint::audit`]; a missing key is still an error).
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        self.tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::Weights {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                expected: "a tensor".into(),
+                found: "no such tensor".into(),
+                more: 0,
+            })
+    }
+
+    /// The four tensors of the BatchNorm layer at `prefix` (`prefix.weight`, `.bias`,
+    /// `.running_mean`, `.running_var`).
+    pub fn batchnorm(&self, prefix: &str, eps: f64) -> Result<BatchNormParams> {
+        Ok(BatchNormParams {
+            weight: self.get(&format!("{prefix}.weight"))?,
+            bias: self.get(&format!("{prefix}.bias"))?,
+            running_mean: self.get(&format!("{prefix}.running_mean"))?,
+            running_var: self.get(&format!("{prefix}.running_var"))?,
+            eps,
+        })
+    }
+}
+
+/// The four BatchNorm tensors of `prefix`, each `[channels]`, for an expected-tensor list.
+pub fn expected_batchnorm(prefix: &str, channels: usize) -> ExpectedTensors {
+    ["weight", "bias", "running_mean", "running_var"]
+        .iter()
+        .map(|s| (format!("{prefix}.{s}"), vec![channels]))
+        .collect()
+}
+
+/// `[32, 3, 3, 3]`.
+pub fn fmt_shape(dims: &[usize]) -> String {
+    format!("{dims:?}")
+}

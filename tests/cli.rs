@@ -1,0 +1,119 @@
+//! End-to-end runs of the built `convlens` binary on the bundled images.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::repo;
+
+fn convlens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_convlens"))
+        .args(args)
+        .current_dir(repo(""))
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn predict_names_the_classes() {
+    let out = convlens(&[
+        "predict",
+        "assets/images/chelsea.png",
+        "assets/images/coffee.png",
+        "--top",
+        "3",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("assets/images/chelsea.png"), "{stdout}");
+    assert!(stdout.contains("Egyptian cat"), "{stdout}");
+    assert!(stdout.contains("espresso"), "{stdout}");
+}
+
+#[test]
+fn predict_json_has_the_promised_shape() {
+    let out = convlens(&[
+        "predict",
+        "assets/images/coffee.png",
+        "--top",
+        "2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let first = &v.as_array().expect("an array")[0];
+    assert_eq!(first["image"], "assets/images/coffee.png");
+    let top = first["top"].as_array().unwrap();
+    assert_eq!(top.len(), 2);
+    assert_eq!(top[0]["index"], 967);
+    assert_eq!(top[0]["class"], "espresso");
+    let prob = top[0]["prob"].as_f64().unwrap();
+    assert!((prob - 0.9287).abs() < 0.02, "{prob}");
+}
+
+#[test]
+fn bad_files_are_reported_and_the_rest_still_predicted() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.jpg");
+    std::fs::write(&corrupt, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let missing = dir.path().join("missing.png");
+    let out = convlens(&[
+        "predict",
+        corrupt.to_str().unwrap(),
+        "assets/images/chelsea.png",
+        missing.to_str().unwrap(),
+        "assets/images/rocket.jpg",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stdout.contains("Egyptian cat"), "{stdout}");
+    assert!(stdout.contains("assets/images/rocket.jpg"), "{stdout}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per bad file: {stderr}");
+    assert!(lines.iter().any(|l| l.contains("corrupt.jpg")), "{stderr}");
+    assert!(lines.iter().any(|l| l.contains("missing.png")), "{stderr}");
+}
+
+#[test]
+fn info_prints_the_layer_table() {
+    let out = convlens(&["info"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for needle in [
+        "stem",
+        "blocks.15",
+        "head",
+        "pooled",
+        "logits",
+        "1280x7x7",
+        "4,652,008",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle}: {stdout}");
+    }
+}
+
+#[test]
+fn an_unknown_model_is_a_clear_error() {
+    let out = convlens(&["info", "--model", "no_such_model"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no_such_model") && stderr.contains("efficientnet_lite0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_device_not_compiled_in_says_so() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let out = convlens(&["predict", "assets/images/chelsea.png", "--device", "cuda"]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("without CUDA"), "{stderr}");
+}

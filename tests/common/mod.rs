@@ -1,0 +1,54 @@
+//! Helpers shared by the integration tests: repo paths and tensor comparisons.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+
+/// A path inside the repository.
+pub fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The tensors of a fixture file in `tests/fixtures`.
+pub fn fixture(name: &str) -> HashMap<String, Tensor> {
+    let path = repo(&format!("tests/fixtures/{name}.safetensors"));
+    candle_core::safetensors::load(&path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The bundled Lite0 on the CPU.
+pub fn lite0() -> convlens::zoo::Model {
+    convlens::zoo::resolve(repo("models/efficientnet_lite0.json").to_str().unwrap())
+        .and_then(|spec| spec.load(&Device::Cpu))
+        .expect("the bundled model loads")
+}
+
+/// `max|a - b| / max|reference|` over the whole tensor (shapes must agree).
+pub fn rel_to_max(actual: &Tensor, reference: &Tensor) -> f32 {
+    assert_eq!(actual.dims(), reference.dims(), "shapes differ");
+    let diff = (actual - reference)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = reference
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    diff / scale.max(1e-12)
+}
+
+/// Class indices sorted by decreasing score.
+pub fn ranking(scores: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order
+}
