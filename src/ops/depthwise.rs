@@ -830,6 +830,7 @@ mod tests {
                 &|| depthwise_conv2d(&x, &w, &bias, s, k / 2, Activation::Relu6),
                 10,
             )?;
+            let copy = time(&|| x.affine(1.0, 0.5), 10)?;
             let y = depthwise_conv2d(&x, &w, &bias, s, k / 2, Activation::Relu6)?;
             let gp = y.ones_like()?;
             let op = DepthwiseGradInput {
@@ -846,7 +847,7 @@ mod tests {
             };
             let gw = time(&|| x.apply_op2_no_bwd(&gp, &op), 5)?;
             println!(
-                "B={b} C={c} {hw}x{hw} k={k} s={s}: forward {ours:.1} ms, grad input {gin:.1} ms, grad weight {gw:.1} ms"
+                "B={b} C={c} {hw}x{hw} k={k} s={s}: forward {ours:.1} ms, grad input {gin:.1} ms, grad weight {gw:.1} ms; x.affine {copy:.1} ms"
             );
         }
         Ok(())
