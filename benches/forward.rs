@@ -46,4 +46,37 @@ fn main() {
         s32 * 1e3,
         32.0 / s32
     );
+    if std::env::args().any(|a| a == "--stages") {
+        stage_profile(&model, &input(32));
+    }
+}
+
+/// Median time of each stage at batch 32 (`-- --stages`): where the forward spends its time.
+fn stage_profile(model: &convlens::zoo::Model, x: &Tensor) {
+    let ids: Vec<String> = model.network.layer_ids().map(str::to_string).collect();
+    let inputs = model
+        .network
+        .forward_with_taps(x, &ids.iter().map(String::as_str).collect::<Vec<_>>())
+        .expect("taps");
+    let mut total = 0.0;
+    for (i, id) in ids.iter().enumerate() {
+        let from = if i == 0 {
+            None
+        } else {
+            Some(ids[i - 1].as_str())
+        };
+        let input = if i == 0 { x } else { &inputs[i - 1] };
+        let times: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                let y = model.network.forward_range(from, id, input, false).unwrap();
+                std::hint::black_box(y);
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        let ms = median(times) * 1e3;
+        total += ms;
+        println!("  {id:>10}: {ms:8.1} ms");
+    }
+    println!("  {:>10}: {total:8.1} ms", "sum");
 }

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod ops;
 pub mod predict;
 pub mod text;
+pub mod viz;
 pub mod zoo;
 
 #[cfg(feature = "gui")]

@@ -582,6 +582,13 @@ mod tests {
         // One level is 1 / (255 * 0.502) = 7.8e-3 in normalised units; f32 rounding aside.
         let bound = f32::from(max_diff) / (255.0 * 0.502) + 1e-6;
         assert!(tdiff <= bound, "{name}: tensor diff {tdiff} > {bound}");
+        if max_diff == 0 {
+            // Same uint8 levels and the same f32 operations as torchvision: bit-identical.
+            assert_eq!(
+                tdiff, 0.0,
+                "{name}: identical crops but tensor diff {tdiff}"
+            );
+        }
         (max_diff, differing)
     }
 

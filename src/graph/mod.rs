@@ -71,6 +71,11 @@ impl Network {
         self.stages.iter().map(|s| s.id.as_str())
     }
 
+    /// The id of the last stage (whose output is the network's output).
+    pub fn output_layer(&self) -> &str {
+        self.stages.last().map_or("", |s| s.id.as_str())
+    }
+
     /// The position of a stage, or an error naming the unknown id and listing the known ones.
     pub fn index_of(&self, id: &str) -> Result<usize> {
         self.stages

@@ -58,14 +58,17 @@ impl Activation {
         }
     }
 
-    /// Applies the activation in place (the `match` is hoisted out of the loop so each arm
-    /// vectorises).
+    /// `dst = act(src)` element by element (the `match` is hoisted out of the loop so each
+    /// arm vectorises).
     #[inline(always)]
-    pub(crate) fn apply_slice(self, s: &mut [f32]) {
+    pub(crate) fn copy(self, dst: &mut [f32], src: &[f32]) {
         match self {
-            Activation::Identity => {}
-            Activation::Relu => s.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Relu6 => s.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+            Activation::Identity => dst.copy_from_slice(src),
+            Activation::Relu => dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.max(0.0)),
+            Activation::Relu6 => dst
+                .iter_mut()
+                .zip(src)
+                .for_each(|(d, s)| *d = s.clamp(0.0, 6.0)),
         }
     }
 
@@ -143,41 +146,6 @@ pub(crate) fn channels_and_plane(dims: &[usize], op: &str) -> Result<(usize, usi
 #[inline]
 pub(crate) fn has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
-
-/// `y += a * x`, element by element. With `FMA` it uses fused multiply-adds, which is only fast
-/// inside a function compiled with the `fma` target feature (or on aarch64).
-#[inline(always)]
-pub(crate) fn axpy<const FMA: bool>(y: &mut [f32], a: f32, x: &[f32]) {
-    debug_assert_eq!(y.len(), x.len());
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi = if FMA {
-            xi.mul_add(a, *yi)
-        } else {
-            *yi + a * xi
-        };
-    }
-}
-
-/// `sum(a * b)` with 16 independent accumulators so that it vectorises.
-#[inline(always)]
-pub(crate) fn dot<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (ca, cb) in ac.zip(bc) {
-        for i in 0..LANES {
-            acc[i] = if FMA {
-                ca[i].mul_add(cb[i], acc[i])
-            } else {
-                acc[i] + ca[i] * cb[i]
-            };
-        }
-    }
-    let tail: f32 = ar.iter().zip(br).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `sum(a)` with 16 independent accumulators so that it vectorises.

@@ -1,0 +1,168 @@
+//! The CAM family against pytorch-grad-cam 1.5.7 (tests/fixtures, see its README).
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::{fixture, lite0, rel_to_max};
+use convlens::viz::cam::{self, CamMethod, CamOptions};
+
+fn tensor(v: &[f32], dims: &[usize]) -> Tensor {
+    Tensor::from_vec(v.to_vec(), dims, &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &Tensor) -> f32 {
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check(name: &str, method: CamMethod, lib_key: &str) {
+    let model = lite0();
+    let fx = fixture(name);
+    let out = cam::compute(
+        &model.network,
+        &fx["input"],
+        &CamOptions::new(method, "head"),
+    )
+    .unwrap();
+    let lowres_err = rel_to_max(
+        &tensor(&out.lowres, &[7, 7]),
+        &fx[&format!("{lib_key}.lowres")],
+    );
+    let map_err = max_abs_diff(&out.map, &fx[lib_key]);
+    println!("{name} {method}: lowres rel-to-max {lowres_err:.2e}, map max abs {map_err:.2e}");
+    assert!(
+        lowres_err <= 1e-4,
+        "{name} {method}: lowres off by {lowres_err:e}"
+    );
+    assert!(
+        map_err <= 1e-4,
+        "{name} {method}: 224x224 map off by {map_err:e}"
+    );
+    assert_eq!(out.size, (224, 224));
+}
+
+#[test]
+fn grad_cam_intermediates_match() {
+    let model = lite0();
+    for name in ["lite0_chelsea", "lite0_coffee"] {
+        let fx = fixture(name);
+        let out = cam::compute(
+            &model.network,
+            &fx["input"],
+            &CamOptions::new(CamMethod::GradCam, "head"),
+        )
+        .unwrap();
+        let top1: usize = if name == "lite0_chelsea" { 285 } else { 967 };
+        assert_eq!(out.class, top1);
+        assert_eq!(out.layer, "head");
+        let raw = tensor(&out.lowres, &[7, 7]);
+        assert!(rel_to_max(&raw, &fx["gradcam.raw"]) <= 1e-4);
+        let max = out.lowres.iter().copied().fold(0.0, f32::max);
+        let norm: Vec<f32> = out.lowres.iter().map(|v| v / max).collect();
+        assert!(max_abs_diff(&norm, &fx["gradcam.norm"]) <= 1e-4);
+    }
+}
+
+#[test]
+fn gradients_at_the_head_match_pytorch() {
+    // The gradient flows through frozen weights: d logit[top1] / d head.
+    let model = lite0();
+    let fx = fixture("lite0_chelsea");
+    let head = model
+        .network
+        .forward_range(None, "head", &fx["input"], false)
+        .unwrap();
+    let var = candle_core::Var::from_tensor(&head).unwrap();
+    let logits = model
+        .network
+        .forward_range(Some("head"), "logits", &var, false)
+        .unwrap();
+    let grads = logits.get(0).unwrap().get(285).unwrap().backward().unwrap();
+    let g = grads.get(&var).unwrap();
+    assert!(rel_to_max(g, &fx["gradcam.grads"]) <= 1e-4);
+    let weights = g.mean((2, 3)).unwrap().squeeze(0).unwrap();
+    assert!(rel_to_max(&weights, &fx["gradcam.weights"]) <= 1e-4);
+}
+
+#[test]
+fn grad_cam_matches_the_library() {
+    check("lite0_chelsea", CamMethod::GradCam, "lib.gradcam");
+    check("lite0_coffee", CamMethod::GradCam, "lib.gradcam");
+}
+
+#[test]
+fn grad_cam_plus_plus_matches_the_library() {
+    check("lite0_chelsea", CamMethod::GradCamPlusPlus, "lib.gradcampp");
+    check("lite0_coffee", CamMethod::GradCamPlusPlus, "lib.gradcampp");
+}
+
+#[test]
+fn layer_cam_matches_the_library() {
+    check("lite0_chelsea", CamMethod::LayerCam, "lib.layercam");
+    check("lite0_coffee", CamMethod::LayerCam, "lib.layercam");
+}
+
+#[test]
+fn eigen_cam_matches_the_library() {
+    check("lite0_chelsea", CamMethod::EigenCam, "lib.eigencam");
+    check("lite0_coffee", CamMethod::EigenCam, "lib.eigencam");
+    let model = lite0();
+    let fx = fixture("lite0_chelsea");
+    let out = cam::compute(
+        &model.network,
+        &fx["input"],
+        &CamOptions::new(CamMethod::EigenCam, "head"),
+    )
+    .unwrap();
+    // lowres is after ReLU; the signed projection's positive part must agree.
+    let projection = fx["eigencam.projection"].relu().unwrap();
+    assert!(rel_to_max(&tensor(&out.lowres, &[7, 7]), &projection) <= 1e-4);
+}
+
+/// 1280 masked forwards of Lite0 (80 batches of 16): the slowest test, one image only.
+#[test]
+fn score_cam_matches_the_library() {
+    check("lite0_chelsea", CamMethod::ScoreCam, "lib.scorecam");
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let model = lite0();
+    let fx = fixture("lite0_chelsea");
+    let mut opts = CamOptions::new(CamMethod::GradCam, "blocks.99");
+    let err = cam::compute(&model.network, &fx["input"], &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("blocks.99"), "{err}");
+    opts.layer = "pooled".into();
+    let err = cam::compute(&model.network, &fx["input"], &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("pooled") && err.contains("spatial"), "{err}");
+    opts.layer = "head".into();
+    opts.class = Some(1000);
+    let err = cam::compute(&model.network, &fx["input"], &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("1000") && err.contains("out of range"),
+        "{err}"
+    );
+}
+
+#[test]
+fn any_class_can_be_asked_for() {
+    let model = lite0();
+    let fx = fixture("lite0_chelsea");
+    let mut opts = CamOptions::new(CamMethod::GradCam, "blocks.14");
+    opts.class = Some(281); // tabby
+    let out = cam::compute(&model.network, &fx["input"], &opts).unwrap();
+    assert_eq!(out.class, 281);
+    assert_eq!(out.lowres_size, (7, 7));
+    assert!(out.map.iter().all(|v| (0.0..1.0).contains(v)));
+    assert!(out.map.iter().any(|&v| v > 0.5), "a map with structure");
+}
