@@ -118,6 +118,7 @@ impl ModelSpec {
             spec: self.clone(),
             network,
             device: device.clone(),
+            weights_hash: file_sha256(&self.weights_path)?,
         })
     }
 }
@@ -127,6 +128,16 @@ pub struct Model {
     pub spec: ModelSpec,
     pub network: Network,
     pub device: Device,
+    /// SHA-256 of the weights file (hex): keys feature caches and figure sidecars.
+    pub weights_hash: String,
+}
+
+/// The SHA-256 of a file's bytes, as lowercase hex.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let digest = Sha256::digest(&bytes);
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The bundled models folder: `$CONVLENS_MODELS`, else `./models` when it holds the default
