@@ -30,6 +30,9 @@ pub enum Error {
     /// A device that is not compiled in or not present.
     #[error("{0}")]
     Device(String),
+    /// A training run that cannot go on (diverged, bad configuration).
+    #[error("{0}")]
+    Training(String),
     /// The user cancelled the job.
     #[error("cancelled")]
     Cancelled,

@@ -4,14 +4,17 @@
 //! files into tensors, [`predict`] ranks classes; the CLI ([`cli`]) and the desktop app (`gui`,
 //! cargo feature `gui`) are thin shells over them.
 
+pub mod cancel;
 pub mod cli;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod fsutil;
 pub mod graph;
 pub mod ops;
 pub mod predict;
 pub mod text;
+pub mod train;
 pub mod viz;
 pub mod zoo;
 

@@ -60,7 +60,7 @@ impl Model {
     /// Decodes and preprocesses image files in parallel (rayon) into one batch; a file that
     /// cannot be read is set aside with its error and the others go on.
     pub fn load_batch(&self, paths: &[PathBuf]) -> Result<LoadedBatch> {
-        let transform = self.spec.eval_transform();
+        let transform = &self.spec.preprocess;
         let decoded: Vec<Result<Tensor>> = paths
             .par_iter()
             .map(|p| transform.load(p, &Device::Cpu))
@@ -84,7 +84,7 @@ impl Model {
 
     /// The top-`k` classes of one image file.
     pub fn classify_file(&self, path: &Path, k: usize) -> Result<Vec<ClassScore>> {
-        let x = self.spec.eval_transform().load(path, &self.device)?;
+        let x = self.spec.preprocess.load(path, &self.device)?;
         let probs = self.probabilities(&x)?;
         Ok(top_k(&probs[0], k, &self.spec.labels))
     }

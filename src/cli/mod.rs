@@ -1,7 +1,9 @@
 //! The headless command line: one file per subcommand, thin shells over the library.
 
+mod evaluate;
 mod info;
 mod predict;
+mod train;
 
 use std::process::ExitCode;
 
@@ -24,6 +26,10 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Print a model's layer table (output shapes, parameters, FLOPs).
     Info(info::InfoArgs),
+    /// Train a classifier on an image folder (one subfolder per class).
+    Train(train::TrainArgs),
+    /// Evaluate a trained model on a labelled image folder.
+    Evaluate(evaluate::EvaluateArgs),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
     Gui(GuiArgs),
@@ -62,6 +68,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Some(Command::Predict(args)) => predict::run(&args),
         Some(Command::Info(args)) => info::run(&args),
+        Some(Command::Train(args)) => train::run(&args),
+        Some(Command::Evaluate(args)) => evaluate::run(&args),
         #[cfg(feature = "gui")]
         Some(Command::Gui(args)) => crate::gui::run(&args.model).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "gui")]

@@ -4,4 +4,7 @@
 //! float tensor a model expects, reproducing the PyTorch/Pillow reference pipeline bit for bit
 //! (Pillow's fixed-point antialiased bilinear resize, Python rounding of sizes and crop offsets).
 
+pub mod augment;
+pub mod folder;
 pub mod preprocess;
+pub mod train_transform;

@@ -1,11 +1,14 @@
 //! Building blocks shared by the architectures of the zoo: convolutions with BatchNorm folded
 //! in and a fused activation, global average pooling, a dense classifier.
 
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 
 use super::Stage;
 use crate::Result;
-use crate::ops::{Activation, BatchNormParams, bias_act, depthwise_conv2d, fold_batchnorm};
+use crate::ops::{
+    Activation, BatchNormParams, DropoutSeeds, bias_act, depthwise_conv2d, fold_batchnorm,
+    seeded_dropout,
+};
 
 /// How a convolution connects its input and output channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +123,13 @@ impl Stage for ConvBnAct {
     fn param_count(&self) -> usize {
         self.params
     }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        vec![
+            ("weight".into(), &mut self.weight),
+            ("bias".into(), &mut self.bias),
+        ]
+    }
 }
 
 /// Spatial mean: `[batch, channels, h, w]` -> `[batch, channels]`.
@@ -141,23 +151,30 @@ impl Stage for GlobalAvgPool {
     fn param_count(&self) -> usize {
         0
     }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        Vec::new()
+    }
 }
 
 /// Dropout (training only) then a dense layer: `[batch, in]` -> `[batch, out]`.
 pub struct Classifier {
-    linear: candle_nn::Linear,
+    /// `[out, in]`.
+    weight: Tensor,
+    /// `[out]`.
+    bias: Tensor,
     dropout: f32,
-    params: usize,
+    seeds: DropoutSeeds,
 }
 
 impl Classifier {
     /// `weight` `[out, in]`, `bias` `[out]`; `dropout` is the drop probability in training.
     pub fn new(weight: Tensor, bias: Tensor, dropout: f32) -> Self {
-        let params = weight.elem_count() + bias.elem_count();
         Classifier {
-            linear: candle_nn::Linear::new(weight, Some(bias)),
+            weight,
+            bias,
             dropout,
-            params,
+            seeds: DropoutSeeds::new(0),
         }
     }
 }
@@ -165,22 +182,29 @@ impl Classifier {
 impl Stage for Classifier {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = if train && self.dropout > 0.0 {
-            candle_nn::ops::dropout(x, self.dropout)?
+            seeded_dropout(x, self.dropout, self.seeds.next())?
         } else {
             x.clone()
         };
-        Ok(self.linear.forward(&x)?)
+        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
     }
 
     fn output_shape(&self, _input: &[usize]) -> Vec<usize> {
-        vec![self.linear.weight().dims()[0]]
+        vec![self.weight.dims()[0]]
     }
 
     fn macs(&self, _input: &[usize]) -> u64 {
-        self.linear.weight().elem_count() as u64
+        self.weight.elem_count() as u64
     }
 
     fn param_count(&self) -> usize {
-        self.params
+        self.weight.elem_count() + self.bias.elem_count()
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        vec![
+            ("weight".into(), &mut self.weight),
+            ("bias".into(), &mut self.bias),
+        ]
     }
 }

@@ -27,6 +27,11 @@ pub trait Stage: Send + Sync {
     /// Learnable parameters as the checkpoint counts them (BatchNorm's scale and shift
     /// included, running statistics excluded).
     fn param_count(&self) -> usize;
+
+    /// The tensors the stage computes with, by name relative to the stage (e.g.
+    /// `project.weight`), for saving and for making them trainable (`Var`s) in fine-tuning.
+    /// With BatchNorm folded these are the folded weights and biases.
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)>;
 }
 
 /// What the layer table shows about one stage.
@@ -69,6 +74,53 @@ impl Network {
     /// The stage ids in execution order.
     pub fn layer_ids(&self) -> impl Iterator<Item = &str> {
         self.stages.iter().map(|s| s.id.as_str())
+    }
+
+    /// The tensors of every stage from `from` (inclusive) to the end, named
+    /// `<stage id>.<tensor name>` (e.g. `blocks.15.project.weight`).
+    pub fn tensors_mut_from(&mut self, from: &str) -> Result<Vec<(String, &mut Tensor)>> {
+        let start = self.index_of(from)?;
+        Ok(self.stages[start..]
+            .iter_mut()
+            .flat_map(|named| {
+                let id = named.id.clone();
+                named
+                    .stage
+                    .tensors_mut()
+                    .into_iter()
+                    .map(move |(name, t)| (format!("{id}.{name}"), t))
+            })
+            .collect())
+    }
+
+    /// Every stage's tensors, named `<stage id>.<tensor name>`, cloned (cheap: shared storage).
+    /// (`&mut` only because stages hand out their tensors mutably; nothing changes.)
+    pub fn named_tensors(&mut self) -> Vec<(String, Tensor)> {
+        let first = self.stages.first().map(|s| s.id.clone());
+        match first {
+            Some(id) => self
+                .tensors_mut_from(&id)
+                .expect("the first stage exists")
+                .into_iter()
+                .map(|(n, t)| (n, t.clone()))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Drops every stage after `id` (e.g. to put a new classifier on `pooled`).
+    pub fn truncate_after(&mut self, id: &str) -> Result<()> {
+        let i = self.index_of(id)?;
+        self.stages.truncate(i + 1);
+        Ok(())
+    }
+
+    /// Appends a stage at the end.
+    pub fn push(&mut self, id: &str, stage: Box<dyn Stage>) {
+        self.stages.push(NamedStage {
+            id: id.to_string(),
+            stage,
+        });
     }
 
     /// The id of the last stage (whose output is the network's output).
@@ -189,6 +241,9 @@ mod tests {
         }
         fn param_count(&self) -> usize {
             1
+        }
+        fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+            Vec::new()
         }
     }
 

@@ -51,14 +51,14 @@ impl CustomOp2 for BiasAct {
 
     fn bwd(
         &self,
-        _x: &Tensor,
-        _bias: &Tensor,
+        x: &Tensor,
+        bias: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let gx = act_grad(grad, res, self.act)?;
-        let gb = channel_sum(&gx)?;
-        Ok((Some(gx), Some(gb)))
+        let gb = bias.track_op().then(|| channel_sum(&gx)).transpose()?;
+        Ok((x.track_op().then_some(gx), gb))
     }
 }
 

@@ -1,27 +1,33 @@
 //! Depthwise 2-D convolution with bias and activation fused: `[B,C,H,W]` -> `[B,C,OH,OW]`.
 //!
-//! Every kernel here works one `(b, c)` plane at a time (rayon-parallel over planes, or over
+//! Every kernel works one `(b, c)` plane at a time (rayon-parallel over planes, or over
 //! channels for the weight gradient) and first copies the input plane into a *polyphase padded*
-//! scratch buffer: the zero-padded plane split into `stride x stride` sub-planes by
-//! `(row % stride, col % stride)`, each `RL x PL` with `RL = OH + (k-1)/stride` and
-//! `PL = OW + (k-1)/stride`. In that layout, kernel tap `(ky, kx)` reads, for output `(oy, ox)`,
-//! sub-plane `(ky % s, kx % s)` at `(oy + ky/s, ox + kx/s)`. So if the output is also laid out
-//! with a row pitch of `PL` (the `OW..PL` columns being junk), each tap over a block of output
-//! rows is one contiguous `y += w * x` over a single slice: no bounds checks, no strides, and
-//! it vectorises for any stride and kernel size. Output rows are processed in L1-sized tiles;
-//! bias goes in first and the activation is applied while copying a finished tile out.
+//! scratch buffer: the zero-padded plane split into `s x s` sub-planes by
+//! `(row % s, col % s)` (`s` the stride), each `RL x PL` with `RL = OH + E`, `PL = OW + E` and
+//! `E = (k-1)/s`. In that layout tap `(ky, kx)` reads, for output `(oy, ox)`, sub-plane
+//! `(ky % s, kx % s)` at `(oy + ky/s, ox + kx/s)`. So with the output laid out at a row pitch
+//! of `PL` too (columns `OW..PL` being junk), output `i` of a tile needs `src[off_t + i]` for
+//! each tap `t`: a 1-D correlation over one contiguous slice, for any stride and kernel size.
+//! `correlate` runs it 32 outputs at a time with the accumulators in registers (one load and
+//! one FMA per tap, one store per output), starting from the bias. Tiles of output rows stay
+//! in L1 and get the activation while they are copied into the output tensor.
 //!
-//! The input gradient is the transposed scatter of the same taps into a polyphase buffer, then
-//! copied back out of the polyphase layout; the weight gradient is, per tap, a dot product
-//! between the output gradient (pitch `PL`, zeros in the junk columns) and the same slices of
-//! the polyphase input.
+//! The input gradient is, per polyphase sub-plane, the same kind of correlation of the output
+//! gradient (at pitch `PL` after `E` zero rows and columns) with the sub-plane's taps flipped;
+//! the result is copied back out of the polyphase layout. The weight gradient is, per tap, a
+//! dot product between the output gradient (pitch `PL`, zeros in the junk columns) and the
+//! tap's slice of the polyphase input, summed over the batch.
+//!
+//! The scratch buffers are zeroed once per rayon task: every plane of an op has the same
+//! geometry, so their padding cells are never written afterwards.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use super::{Activation, act_grad, channel_sum, f32_data, min_planes_per_task};
 
-/// Elements of output (at pitch `PL`) per tile: 8 KiB, so the tile stays in L1 across taps.
+/// Elements of output (at pitch `PL`) per tile: 8 KiB, so a finished tile is still in L1 when it
+/// is copied out.
 const TILE: usize = 2048;
 
 /// The geometry of one plane of a depthwise convolution, and its tap offsets.
@@ -45,12 +51,17 @@ struct Geom {
     /// For each polyphase sub-plane `r * s + q` of the input gradient, its taps as
     /// `(offset in the padded output gradient, tap index)`.
     phase_taps: Vec<Vec<(usize, usize)>>,
+    /// Output elements (at pitch `PL`) per tile: `TILE` except in tests.
+    tile: usize,
 }
 
 impl Geom {
     fn new(h: usize, w: usize, k: usize, s: usize, p: usize) -> Result<Self> {
         if s == 0 {
             bail!("depthwise_conv2d: stride must be >= 1");
+        }
+        if h == 0 || w == 0 {
+            bail!("depthwise_conv2d: empty {h}x{w} planes");
         }
         if k == 0 || h + 2 * p < k || w + 2 * p < k {
             bail!("depthwise_conv2d: kernel {k}x{k} does not fit a {h}x{w} plane padded by {p}");
@@ -90,6 +101,7 @@ impl Geom {
             e,
             tap_offsets,
             phase_taps,
+            tile: TILE,
         })
     }
 
@@ -110,7 +122,7 @@ impl Geom {
     }
 
     fn rows_per_tile(&self) -> usize {
-        (TILE / self.pl).clamp(1, self.oh)
+        (self.tile / self.pl).clamp(1, self.oh)
     }
 
     /// Scratch of the forward and weight-gradient kernels: the polyphase input plus one tile
@@ -222,8 +234,8 @@ impl Scratch {
     }
 }
 
-/// `acc[i] = init + sum over taps (off, w) of w * src[base + off + i]`, for `N` outputs kept in
-/// registers across all taps, then stored once.
+/// `dst[base + i] = init + sum over taps (off, w) of w * src[base + off + i]` for `i < N`, with
+/// the `N` accumulators kept in registers across all taps and stored once.
 #[inline(always)]
 fn block<const FMA: bool, const N: usize>(
     dst: &mut [f32],
@@ -267,7 +279,9 @@ fn correlate<const FMA: bool>(dst: &mut [f32], init: f32, src: &[f32], taps: &[(
 }
 
 /// Runs `$imp::<true>` compiled for AVX2 + FMA when the CPU has them, otherwise `$imp::<false>`
-/// (`<true>` on aarch64, where FMA is baseline).
+/// (`<true>` on aarch64, where FMA is baseline). The kernels are `#[inline(always)]` and the
+/// closure has a single caller, so the whole kernel is inlined into `with_fma` and compiled with
+/// its target features (`mul_add` becomes `vfmadd`, loops use 256-bit vectors).
 macro_rules! dispatch_fma {
     ($imp:ident($($arg:expr),* $(,)?)) => {{
         #[cfg(target_arch = "x86_64")]
@@ -397,8 +411,8 @@ fn grad_weight_channel<const FMA: bool>(
         }
     };
     let mut pending = 0;
-    let batch = x.len() / g.in_plane();
-    for plane in (first_plane..batch).step_by(plane_step) {
+    let planes = x.len() / g.in_plane();
+    for plane in (first_plane..planes).step_by(plane_step) {
         fill_poly(g, &x[plane * g.in_plane()..][..g.in_plane()], poly);
         let gp = &gp[plane * g.out_plane()..][..g.out_plane()];
         for (oy0, rows, start, len) in g.tiles() {
@@ -488,35 +502,44 @@ impl CustomOp3 for DepthwiseConv {
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.oh, g.ow))))
     }
 
+    /// Gradients are only computed for the arguments that the graph tracks (a frozen input
+    /// costs nothing).
     fn bwd(
         &self,
         x: &Tensor,
         w: &Tensor,
-        _bias: &Tensor,
+        bias: &Tensor,
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (_, _, h, wd) = x.dims4()?;
+        let (stride, padding) = (self.stride, self.padding);
         let gp = act_grad(grad, res, self.act)?;
-        let gx = gp.apply_op2_no_bwd(
-            w,
-            &DepthwiseGradInput {
-                stride: self.stride,
-                padding: self.padding,
-                h,
-                w: wd,
-            },
-        )?;
-        let gw = x.apply_op2_no_bwd(
-            &gp,
-            &DepthwiseGradWeight {
-                stride: self.stride,
-                padding: self.padding,
-                k: w.dim(2)?,
-            },
-        )?;
-        let gb = channel_sum(&gp)?;
-        Ok((Some(gx), Some(gw), Some(gb)))
+        let gx = x
+            .track_op()
+            .then(|| {
+                let op = DepthwiseGradInput {
+                    stride,
+                    padding,
+                    h,
+                    w: wd,
+                };
+                gp.apply_op2_no_bwd(w, &op)
+            })
+            .transpose()?;
+        let gw = w
+            .track_op()
+            .then(|| {
+                let op = DepthwiseGradWeight {
+                    stride,
+                    padding,
+                    k: w.dim(2)?,
+                };
+                x.apply_op2_no_bwd(&gp, &op)
+            })
+            .transpose()?;
+        let gb = bias.track_op().then(|| channel_sum(&gp)).transpose()?;
+        Ok((gx, gw, gb))
     }
 }
 
@@ -745,6 +768,39 @@ mod tests {
         Ok(())
     }
 
+    /// Planes large enough to span several tiles (forward and weight gradient).
+    #[test]
+    fn large_planes_match_candle() -> Result<()> {
+        for (i, case) in [(1, 2, 70, 70, 3, 1, 1), (2, 2, 130, 130, 5, 2, 2)]
+            .into_iter()
+            .enumerate()
+        {
+            let (b, c, h, w, k, s, p) = case;
+            let g = Geom::new(h, w, k, s, p)?;
+            assert!(g.rows_per_tile() < g.oh, "{case:?} fits one tile");
+            assert!(candle_backward_ok(case));
+            let (x, w, bias) = inputs(case, 500 + 10 * i as u64)?;
+            let r = tensor(&[b, c, g.oh, g.ow], 501, 1.0)?;
+            let act = Activation::Relu6;
+            let got = depthwise_conv2d(&x, &w, &bias, s, p, act)?;
+            let want = reference(&x, &w, &bias, s, p, act)?;
+            assert!(max_abs_diff(&got, &want)? <= 1e-5, "{case:?}");
+            let ours = grads(
+                |x, w, b| depthwise_conv2d(x, w, b, s, p, act),
+                &x,
+                &w,
+                &bias,
+                &r,
+            )?;
+            let theirs = grads(|x, w, b| reference(x, w, b, s, p, act), &x, &w, &bias, &r)?;
+            for which in 0..3 {
+                let e = rel_to_max(&ours[which], &theirs[which])?;
+                assert!(e < 1e-4, "{case:?} grad {which}: rel error {e}");
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn forward_non_contiguous_inputs() -> Result<()> {
         let (b, c, h, w, k, s, p) = (2, 3, 9, 7, 3, 2, 1);
@@ -908,6 +964,98 @@ mod tests {
                     assert!(e < 1e-4, "{case:?} {act:?} grad {which}: rel error {e}");
                 }
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn backward_skips_untracked_arguments() -> Result<()> {
+        let case = (2, 3, 9, 7, 3, 2, 1);
+        let (x, w, bias) = inputs(case, 300)?;
+        let g = Geom::new(case.2, case.3, case.4, case.5, case.6)?;
+        let r = tensor(&[2, 3, g.oh, g.ow], 301, 1.0)?;
+        let want = grads(
+            |x, w, b| reference(x, w, b, 2, 1, Activation::Relu),
+            &x,
+            &w,
+            &bias,
+            &r,
+        )?;
+        // x is a plain tensor (a frozen input), only w is a variable.
+        let wv = Var::from_tensor(&w)?;
+        let y = depthwise_conv2d(&x, wv.as_tensor(), &bias, 2, 1, Activation::Relu)?;
+        let g = y.mul(&r)?.sum_all()?.backward()?;
+        assert!(g.get(&x).is_none() && g.get(&bias).is_none());
+        let gw = g.get(wv.as_tensor()).expect("a weight gradient");
+        assert!(rel_to_max(gw, &want[1])? < 1e-4);
+        Ok(())
+    }
+
+    /// The kernels without FMA, and with one output row per tile, give the same results as
+    /// the default path (the other tests' planes fit one tile).
+    #[test]
+    fn kernels_agree_across_fma_and_tiling() -> Result<()> {
+        use super::super::test_util::lcg;
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-5);
+        for &case in CASES {
+            let (b, c, h, wd, k, s, p) = case;
+            let g = Geom::new(h, wd, k, s, p)?;
+            let mut g_rows = g.clone();
+            g_rows.tile = 1;
+            let x = lcg(b * c * h * wd, 400, 2.0);
+            let gp = lcg(b * c * g.out_plane(), 401, 1.0);
+            let w = lcg(k * k, 402, 1.0);
+            let (xp, gpp) = (&x[..g.in_plane()], &gp[..g.out_plane()]);
+
+            let fwd = |g: &Geom, fma: bool| {
+                let mut out = vec![0.0; g.out_plane()];
+                let mut sc = Scratch::new(g.fwd_scratch_len());
+                let act = Activation::Relu6;
+                if fma {
+                    fwd_plane::<true>(g, xp, &w, 0.5, act, &mut out, &mut sc);
+                } else {
+                    fwd_plane::<false>(g, xp, &w, 0.5, act, &mut out, &mut sc);
+                }
+                out
+            };
+            let want = fwd(&g, true);
+            assert!(close(&fwd(&g, false), &want), "{case:?} forward");
+            assert!(
+                close(&fwd(&g_rows, true), &want),
+                "{case:?} forward, row tiles"
+            );
+
+            let gin = |g: &Geom, fma: bool| {
+                let mut gx = vec![0.0; g.in_plane()];
+                let mut sc = Scratch::new(g.grad_input_scratch_len());
+                if fma {
+                    grad_input_plane::<true>(g, gpp, &w, &mut gx, &mut sc);
+                } else {
+                    grad_input_plane::<false>(g, gpp, &w, &mut gx, &mut sc);
+                }
+                gx
+            };
+            assert!(
+                close(&gin(&g, false), &gin(&g, true)),
+                "{case:?} grad input"
+            );
+
+            let gw = |g: &Geom, fma: bool| {
+                let mut gw = vec![0.0; k * k];
+                let mut sc = Scratch::new(g.fwd_scratch_len());
+                if fma {
+                    grad_weight_channel::<true>(g, &x, &gp, 0, c, &mut gw, &mut sc);
+                } else {
+                    grad_weight_channel::<false>(g, &x, &gp, 0, c, &mut gw, &mut sc);
+                }
+                gw
+            };
+            let want = gw(&g, true);
+            assert!(close(&gw(&g, false), &want), "{case:?} grad weight");
+            assert!(
+                close(&gw(&g_rows, true), &want),
+                "{case:?} grad weight, row tiles"
+            );
         }
         Ok(())
     }

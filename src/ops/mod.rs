@@ -5,20 +5,23 @@
 //! activations. The ops here do each of those in one pass on the CPU:
 //!
 //! - [`depthwise_conv2d`]: depthwise convolution, bias and activation fused (`[B,C,H,W]`);
-//! - [`bias_act`]: `act(x + bias[c])` in one pass (`[B,C,...]`);
+//! - [`bias_act()`]: `act(x + bias[c])` in one pass (`[B,C,...]`);
 //! - [`fold_batchnorm`]: eval-mode BatchNorm folded into a convolution's weight and bias.
 //!
-//! Both are candle custom ops with a backward pass, so they train through `Var` and
-//! `Tensor::backward` like built-in ops. On other devices (cuda, metal) they fall back to
-//! candle's own ops, so GPU builds keep working, only without the fused kernels.
+//! [`depthwise_conv2d`] and [`bias_act()`] are candle custom ops with a backward pass, so they
+//! train through `Var` and `Tensor::backward` like built-in ops. On other devices (cuda, metal)
+//! they fall back to candle's own ops, so GPU builds keep working, only without the fused
+//! kernels.
 
 pub mod batchnorm;
 pub mod bias_act;
 pub mod depthwise;
+pub mod dropout;
 
 pub use batchnorm::{BatchNormParams, batchnorm_eval, fold_batchnorm};
 pub use bias_act::bias_act;
 pub use depthwise::depthwise_conv2d;
+pub use dropout::{DropoutSeeds, seeded_dropout};
 
 use std::borrow::Cow;
 

@@ -146,6 +146,23 @@ impl Stage for MbConv {
             + self.depthwise.param_count()
             + self.project.param_count()
     }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut parts: Vec<(&str, &mut ConvBnAct)> = Vec::new();
+        if let Some(e) = self.expand.as_mut() {
+            parts.push(("expand", e));
+        }
+        parts.push(("depthwise", &mut self.depthwise));
+        parts.push(("project", &mut self.project));
+        parts
+            .into_iter()
+            .flat_map(|(part, conv)| {
+                conv.tensors_mut()
+                    .into_iter()
+                    .map(move |(name, t)| (format!("{part}.{name}"), t))
+            })
+            .collect()
+    }
 }
 
 /// Builds Lite0 from an audited checkpoint; every weight ends up on `device`.

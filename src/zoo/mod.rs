@@ -3,15 +3,83 @@
 
 pub mod checkpoint;
 pub mod efficientnet_lite;
+pub mod small_convnet;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::data::preprocess::EvalTransform;
+use candle_core::Tensor;
+use image::RgbImage;
+
+use crate::data::preprocess::{EvalTransform, center_crop_box, shorter_side_size};
+use crate::data::train_transform::TrainTransform;
 use crate::graph::Network;
+use crate::train::bundle::{self, TrainedManifest};
 use crate::{Error, Result};
 use checkpoint::Checkpoint;
+
+/// How a model turns an image file into its input.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Preprocess {
+    /// Shorter side resized, centre crop (pretrained ImageNet models).
+    CenterCrop(EvalTransform),
+    /// The whole image resized to a square (models trained by convlens).
+    Resize(TrainTransform),
+}
+
+impl Preprocess {
+    /// Side of the square network input, in pixels.
+    pub fn input_size(&self) -> u32 {
+        match self {
+            Preprocess::CenterCrop(t) => t.crop,
+            Preprocess::Resize(t) => t.size,
+        }
+    }
+
+    /// The image the network sees (size x size, before normalisation).
+    pub fn apply(&self, img: &RgbImage) -> RgbImage {
+        match self {
+            Preprocess::CenterCrop(t) => t.apply(img),
+            Preprocess::Resize(t) => t.apply(img),
+        }
+    }
+
+    /// Normalises an image already through [`Preprocess::apply`]: `[1, 3, size, size]`.
+    pub fn to_tensor(&self, img: &RgbImage, device: &Device) -> Result<Tensor> {
+        match self {
+            Preprocess::CenterCrop(t) => t.to_tensor(img, device),
+            Preprocess::Resize(t) => t.to_tensor(img, device),
+        }
+    }
+
+    /// Decodes and preprocesses an image file: `[1, 3, size, size]`; errors name the file.
+    pub fn load(&self, path: &Path, device: &Device) -> Result<Tensor> {
+        match self {
+            Preprocess::CenterCrop(t) => t.load(path, device),
+            Preprocess::Resize(t) => t.load(path, device),
+        }
+    }
+
+    /// The region `[x0, y0, x1, y1]` of a `width` x `height` original image that the network
+    /// input shows, in original pixel coordinates (for placing a map back on the image).
+    pub fn source_region(&self, width: u32, height: u32) -> [f32; 4] {
+        match self {
+            Preprocess::CenterCrop(t) => {
+                let (rw, rh) = shorter_side_size(width, height, t.resize_shorter);
+                let (left, top) = center_crop_box(rw, rh, t.crop);
+                let (sx, sy) = (width as f32 / rw as f32, height as f32 / rh as f32);
+                [
+                    left as f32 * sx,
+                    top as f32 * sy,
+                    (left + t.crop) as f32 * sx,
+                    (top + t.crop) as f32 * sy,
+                ]
+            }
+            Preprocess::Resize(_) => [0.0, 0.0, width as f32, height as f32],
+        }
+    }
+}
 
 /// The name of the model convlens opens when none is given.
 pub const DEFAULT_MODEL: &str = "efficientnet_lite0";
@@ -51,6 +119,8 @@ pub struct Manifest {
 /// A model resolved on disk: everything needed to build and use it.
 #[derive(Clone, Debug)]
 pub struct ModelSpec {
+    /// The pretrained manifest, or one describing a trained model (architecture, input size,
+    /// normalisation, classes, CAM layer, provenance).
     pub manifest: Manifest,
     /// The manifest file.
     pub manifest_path: PathBuf,
@@ -58,6 +128,10 @@ pub struct ModelSpec {
     pub weights_path: PathBuf,
     /// Class names, `num_classes` of them.
     pub labels: Vec<String>,
+    /// How an image file becomes the network input.
+    pub preprocess: Preprocess,
+    /// For a model trained by convlens: its folder and manifest.
+    pub trained: Option<(PathBuf, TrainedManifest)>,
 }
 
 impl ModelSpec {
@@ -84,26 +158,85 @@ impl ModelSpec {
                 manifest.num_classes
             )));
         }
+        let preprocess = Preprocess::CenterCrop(EvalTransform {
+            resize_shorter: manifest.resize_shorter,
+            crop: manifest.input_size,
+            mean: manifest.mean,
+            std: manifest.std,
+        });
         Ok(ModelSpec {
             weights_path: dir.join(&manifest.weights),
             manifest_path: path.to_path_buf(),
             manifest,
             labels,
+            preprocess,
+            trained: None,
         })
     }
 
-    /// The model's evaluation preprocessing.
-    pub fn eval_transform(&self) -> EvalTransform {
-        EvalTransform {
-            resize_shorter: self.manifest.resize_shorter,
-            crop: self.manifest.input_size,
-            mean: self.manifest.mean,
-            std: self.manifest.std,
-        }
+    /// Reads a trained-model folder (`model.json` + `weights.safetensors`); its base model must
+    /// be found and have unchanged weights.
+    pub fn from_trained(dir: &Path) -> Result<Self> {
+        let m = TrainedManifest::read(dir)?;
+        let base = bundle::base_of(dir, &m)?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "trained".into());
+        let (architecture, provenance) = match &base {
+            Some(b) => (
+                b.manifest.architecture.clone(),
+                Provenance {
+                    source: format!(
+                        "trained by convlens {} ({} mode) on top of {}",
+                        m.convlens_version, m.mode, b.manifest.name
+                    ),
+                    license: b.manifest.provenance.license.clone(),
+                    notes: b.manifest.provenance.source.clone(),
+                },
+            ),
+            None => (
+                "small_convnet".to_string(),
+                Provenance {
+                    source: format!("trained from scratch by convlens {}", m.convlens_version),
+                    license: String::new(),
+                    notes: String::new(),
+                },
+            ),
+        };
+        let manifest = Manifest {
+            name,
+            architecture,
+            weights: bundle::WEIGHTS.into(),
+            num_classes: m.classes.len(),
+            input_size: m.preprocess.size,
+            resize_shorter: m.preprocess.size,
+            mean: m.preprocess.mean,
+            std: m.preprocess.std,
+            labels: String::new(),
+            default_cam_layer: m.default_cam_layer.clone(),
+            provenance,
+        };
+        Ok(ModelSpec {
+            manifest,
+            manifest_path: dir.join(bundle::MANIFEST),
+            weights_path: dir.join(bundle::WEIGHTS),
+            labels: m.classes.clone(),
+            preprocess: Preprocess::Resize(m.preprocess.clone()),
+            trained: Some((dir.to_path_buf(), m)),
+        })
     }
 
     /// Opens the weights, audits them and builds the network on `device`.
     pub fn load(&self, device: &Device) -> Result<Model> {
+        if let Some((dir, m)) = &self.trained {
+            return Ok(Model {
+                spec: self.clone(),
+                network: bundle::build_network(dir, m, device)?,
+                device: device.clone(),
+                weights_hash: file_sha256(&self.weights_path)?,
+            });
+        }
         let ckpt = Checkpoint::open(&self.weights_path, device)?;
         let network = match self.manifest.architecture.as_str() {
             "efficientnet_lite0" => efficientnet_lite::build(&ckpt, self.manifest.num_classes)?,
@@ -158,6 +291,9 @@ pub fn models_dir() -> PathBuf {
 pub fn resolve(name_or_path: &str) -> Result<ModelSpec> {
     let path = Path::new(name_or_path);
     if path.is_dir() {
+        if bundle::is_trained_model(path) {
+            return ModelSpec::from_trained(path);
+        }
         return ModelSpec::from_manifest(&path.join("model.json"));
     }
     if path.is_file() {

@@ -1,0 +1,1122 @@
+//! Image-folder datasets: one subfolder per class, split into train / validation / test, streamed
+//! in batches.
+//!
+//! Two layouts are recognised by [`ImageFolder::scan`]:
+//!
+//! - **split folders**: `root/train/<class>/...`, `root/validation/<class>/...` (or `val/`) and
+//!   optionally `root/test/<class>/...`, with the same classes in each;
+//! - **class folders only**: `root/<class>/...`, split into train and validation by a seeded,
+//!   stratified draw ([`FolderOptions::validation_fraction`], default 80/20); no test split.
+//!   A `root/train/` without a validation folder is split the same way, and `root/test/` (if
+//!   present) is the test split.
+//!
+//! Class labels are the class folder names in sorted (byte) order, as Keras'
+//! `image_dataset_from_directory` does. Class folders are searched recursively. Hidden files and
+//! folders (name starting with `.`), files without an image extension and (with
+//! [`FolderOptions::check_decodable`]) files whose image header cannot be read are skipped and
+//! listed in [`ImageFolder::skipped`] with the reason; the scan goes on. Problems that make the
+//! dataset unusable (missing root, fewer than 2 classes, an empty class, classes that differ
+//! between splits) are an [`Error::Dataset`] before any image is decoded.
+//!
+//! Training streams the samples: [`batches`] cuts a split into chunks and [`load_batch`] decodes
+//! one chunk in parallel into a `[n, 3, size, size]` tensor, so at most one batch of images is in
+//! memory at a time.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use super::augment::{Augment, augment_seed};
+use super::preprocess::load_rgb;
+use super::train_transform::TrainTransform;
+use crate::{Error, Result};
+
+/// File extensions (lower case) treated as images; the check is case-insensitive.
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"];
+
+/// One labelled image file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Sample {
+    /// Path of the image file (the dataset root joined with the relative path).
+    pub path: PathBuf,
+    /// Class index into [`ImageFolder::classes`].
+    pub label: usize,
+}
+
+/// A file or folder that was left out, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedFile {
+    /// The skipped file or folder.
+    pub path: PathBuf,
+    /// Why it was skipped (hidden, not an image, unreadable: the decoder's message).
+    pub reason: String,
+}
+
+impl fmt::Display for SkippedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// One of the three splits of a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// Samples the model is trained on.
+    Train,
+    /// Samples for early stopping and model selection.
+    Validation,
+    /// Held-out samples for the final evaluation (empty unless the dataset has `test/`).
+    Test,
+}
+
+impl Split {
+    /// All splits, in order.
+    pub const ALL: [Split; 3] = [Split::Train, Split::Validation, Split::Test];
+
+    /// `"train"`, `"validation"` or `"test"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Validation => "validation",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The samples of each split, each sorted by class and then by path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Splits {
+    /// Training samples.
+    pub train: Vec<Sample>,
+    /// Validation samples.
+    pub validation: Vec<Sample>,
+    /// Test samples (empty when the dataset has no `test/` folder).
+    pub test: Vec<Sample>,
+}
+
+/// How [`ImageFolder::scan`] splits and checks a dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FolderOptions {
+    /// Fraction of each class drawn for validation when the dataset has no validation folder,
+    /// strictly between 0 and 1 (default 0.2).
+    pub validation_fraction: f32,
+    /// Seed of the stratified split (default 42).
+    pub seed: u64,
+    /// Read every image's header (in parallel) and skip the unreadable ones (default true).
+    pub check_decodable: bool,
+}
+
+impl Default for FolderOptions {
+    fn default() -> Self {
+        FolderOptions {
+            validation_fraction: 0.2,
+            seed: 42,
+            check_decodable: true,
+        }
+    }
+}
+
+/// A scanned image-folder dataset: the classes and the labelled files of each split.
+#[derive(Clone, Debug)]
+pub struct ImageFolder {
+    /// The dataset folder that was scanned.
+    pub root: PathBuf,
+    /// Class names, sorted; a sample's label indexes this list.
+    pub classes: Vec<String>,
+    /// The samples of each split.
+    pub splits: Splits,
+    /// Files and folders left out, with the reason, in scan order.
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// A class folder and its image files (sorted).
+struct ClassDir {
+    name: String,
+    dir: PathBuf,
+    files: Vec<PathBuf>,
+}
+
+/// The class folders of one folder (the root, or a split folder), sorted by name.
+struct ClassSet {
+    dir: PathBuf,
+    classes: Vec<ClassDir>,
+}
+
+impl ClassSet {
+    fn names(&self) -> BTreeSet<&str> {
+        self.classes.iter().map(|c| c.name.as_str()).collect()
+    }
+}
+
+impl ImageFolder {
+    /// Scans the dataset at `root` (see the [module docs](self) for the layouts).
+    ///
+    /// Errors ([`Error::Dataset`], before any image is decoded): `root` missing or not a
+    /// folder; a validation fraction outside (0, 1); both `validation/` and `val/`; classes that
+    /// differ between split folders (naming the classes missing from each split); fewer than 2
+    /// classes; a class folder without any image, or (with
+    /// [`FolderOptions::check_decodable`]) without any readable image, naming the class and the
+    /// folder. Unreadable folders give [`Error::Io`].
+    pub fn scan(root: &Path, opts: &FolderOptions) -> Result<ImageFolder> {
+        let f = opts.validation_fraction;
+        if !(f > 0.0 && f < 1.0) {
+            return Err(Error::Dataset(format!(
+                "the validation fraction must be between 0 and 1, got {f}"
+            )));
+        }
+        match std::fs::metadata(root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Dataset(format!(
+                    "dataset folder {} does not exist",
+                    root.display()
+                )));
+            }
+            Err(e) => return Err(Error::io(root, e)),
+            Ok(meta) if !meta.is_dir() => {
+                return Err(Error::Dataset(format!(
+                    "{} is not a folder; a dataset is a folder with one subfolder per class",
+                    root.display()
+                )));
+            }
+            Ok(_) => {}
+        }
+
+        let mut skipped = Vec::new();
+        let (dirs, files) = list_dir(root, &mut skipped)?;
+        let has = |name: &str| dirs.iter().any(|(n, _)| n == name);
+        let val_name = match (has("validation"), has("val")) {
+            (true, true) => {
+                return Err(Error::Dataset(format!(
+                    "{} has both validation/ and val/; keep one",
+                    root.display()
+                )));
+            }
+            (true, false) => Some("validation"),
+            (false, true) => Some("val"),
+            (false, false) => None,
+        };
+        let split_layout = has("train");
+        if val_name.is_some() && !split_layout {
+            return Err(Error::Dataset(format!(
+                "{} has a {}/ folder but no train/ folder next to it",
+                root.display(),
+                val_name.unwrap_or_default()
+            )));
+        }
+
+        for file in files {
+            skipped.push(SkippedFile {
+                path: file,
+                reason: "file at the top level of the dataset (images belong in class folders)"
+                    .into(),
+            });
+        }
+
+        // (train pool, validation folder, test folder)
+        let (train, validation, test) = if split_layout {
+            let val_name = val_name.unwrap_or("validation");
+            for (name, dir) in &dirs {
+                if !matches!(name.as_str(), "train" | "test") && name != val_name {
+                    skipped.push(SkippedFile {
+                        path: dir.clone(),
+                        reason: "folder next to train/ that is not a split \
+                                 (expected train/, validation/ or val/, test/)"
+                            .into(),
+                    });
+                }
+            }
+            let scan_split = |name: &str, skipped: &mut Vec<SkippedFile>| -> Result<ClassSet> {
+                class_set(&root.join(name), skipped)
+            };
+            let train = scan_split("train", &mut skipped)?;
+            let validation = if has(val_name) {
+                Some(scan_split(val_name, &mut skipped)?)
+            } else {
+                None
+            };
+            let test = if has("test") {
+                Some(scan_split("test", &mut skipped)?)
+            } else {
+                None
+            };
+            (train, validation, test)
+        } else {
+            let classes = dirs
+                .into_iter()
+                .map(|(name, dir)| {
+                    let files = class_files(&dir, &mut skipped)?;
+                    Ok(ClassDir { name, dir, files })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let set = ClassSet {
+                dir: root.to_path_buf(),
+                classes,
+            };
+            (set, None, None)
+        };
+
+        check_same_classes(&train, validation.as_ref(), test.as_ref())?;
+        check_class_count(&train)?;
+        let mut sets: Vec<ClassSet> = [Some(train), validation, test]
+            .into_iter()
+            .flatten()
+            .collect();
+        for set in &sets {
+            check_not_empty(set, "no image files")?;
+        }
+        if opts.check_decodable {
+            check_headers(&mut sets, &mut skipped);
+            for set in &sets {
+                check_not_empty(set, "no readable images")?;
+            }
+        }
+
+        let classes: Vec<String> = sets[0].classes.iter().map(|c| c.name.clone()).collect();
+        let mut sets = sets.into_iter();
+        let train_set = sets.next().expect("the train set is always present");
+        let (validation_set, test_set) = if val_name.is_some() {
+            (sets.next(), sets.next())
+        } else {
+            (None, sets.next())
+        };
+        let to_samples = |set: Option<ClassSet>| -> Vec<Sample> {
+            set.map(|s| {
+                s.classes
+                    .into_iter()
+                    .enumerate()
+                    .flat_map(|(label, c)| {
+                        c.files.into_iter().map(move |path| Sample { path, label })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let (train, validation) = match validation_set {
+            Some(v) => (to_samples(Some(train_set)), to_samples(Some(v))),
+            None => stratified_split(train_set, opts),
+        };
+        Ok(ImageFolder {
+            root: root.to_path_buf(),
+            classes,
+            splits: Splits {
+                train,
+                validation,
+                test: to_samples(test_set),
+            },
+            skipped,
+        })
+    }
+
+    /// The samples of `split`, sorted by class and then by path.
+    pub fn split(&self, split: Split) -> &[Sample] {
+        match split {
+            Split::Train => &self.splits.train,
+            Split::Validation => &self.splits.validation,
+            Split::Test => &self.splits.test,
+        }
+    }
+
+    /// How many samples of each class `split` has (indexed by label, `classes.len()` long).
+    pub fn class_counts(&self, split: Split) -> Vec<usize> {
+        let mut counts = vec![0; self.classes.len()];
+        for s in self.split(split) {
+            counts[s.label] += 1;
+        }
+        counts
+    }
+}
+
+/// Splits each class of `set` into train and validation: the class's sorted files are shuffled
+/// with a `ChaCha8Rng` seeded from `(opts.seed, class index)` and the first
+/// `round(fraction * n)` (at least 1 and at most `n - 1` when `n >= 2`) go to validation.
+fn stratified_split(set: ClassSet, opts: &FolderOptions) -> (Vec<Sample>, Vec<Sample>) {
+    let (mut train, mut validation) = (Vec::new(), Vec::new());
+    for (label, class) in set.classes.into_iter().enumerate() {
+        let mut files = class.files;
+        let n = files.len();
+        let n_val = if n >= 2 {
+            ((f64::from(opts.validation_fraction) * n as f64).round() as usize).clamp(1, n - 1)
+        } else {
+            0
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(class_seed(opts.seed, label as u64));
+        files.shuffle(&mut rng);
+        let mut train_files = files.split_off(n_val);
+        files.sort();
+        train_files.sort();
+        validation.extend(files.into_iter().map(|path| Sample { path, label }));
+        train.extend(train_files.into_iter().map(|path| Sample { path, label }));
+    }
+    (train, validation)
+}
+
+/// The split seed of class `class` (SplitMix64 mixing, a stream separate from augmentation).
+fn class_seed(seed: u64, class: u64) -> u64 {
+    let mix = |x: u64| {
+        let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    mix(mix(seed ^ 0x7370_6c69_7421) ^ class) // "split!"
+}
+
+/// Whether `name` is hidden (starts with `.`).
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'.')
+}
+
+/// Whether `path` has an image extension ([`IMAGE_EXTENSIONS`], case-insensitive).
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// The entries of `dir`, sorted by name, hidden ones skipped and reported.
+fn sorted_entries(dir: &Path, skipped: &mut Vec<SkippedFile>) -> Result<Vec<(PathBuf, bool)>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let mut is_dir = entry.file_type().map_err(|e| Error::io(&path, e))?.is_dir();
+        let mut is_link = false;
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            is_link = true;
+            is_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
+        }
+        if is_hidden(&entry.file_name()) {
+            let what = if is_dir {
+                "hidden folder"
+            } else {
+                "hidden file"
+            };
+            skipped.push(SkippedFile {
+                path,
+                reason: what.into(),
+            });
+        } else if is_link && is_dir {
+            skipped.push(SkippedFile {
+                path,
+                reason: "symbolic link to a folder (not followed)".into(),
+            });
+        } else {
+            entries.push((path, is_dir));
+        }
+    }
+    entries.sort();
+    Ok(entries)
+}
+
+/// The subfolders `(name, path)` and files of `dir`, sorted, hidden ones skipped and reported.
+fn list_dir(
+    dir: &Path,
+    skipped: &mut Vec<SkippedFile>,
+) -> Result<(Vec<(String, PathBuf)>, Vec<PathBuf>)> {
+    let (mut dirs, mut files) = (Vec::new(), Vec::new());
+    for (path, is_dir) in sorted_entries(dir, skipped)? {
+        if is_dir {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            dirs.push((name, path));
+        } else {
+            files.push(path);
+        }
+    }
+    Ok((dirs, files))
+}
+
+/// The class folders of `dir` and their image files; files directly in `dir` are reported.
+fn class_set(dir: &Path, skipped: &mut Vec<SkippedFile>) -> Result<ClassSet> {
+    let (dirs, files) = list_dir(dir, skipped)?;
+    for file in files {
+        skipped.push(SkippedFile {
+            path: file,
+            reason: "file outside the class folders".into(),
+        });
+    }
+    let classes = dirs
+        .into_iter()
+        .map(|(name, dir)| {
+            let files = class_files(&dir, skipped)?;
+            Ok(ClassDir { name, dir, files })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ClassSet {
+        dir: dir.to_path_buf(),
+        classes,
+    })
+}
+
+/// The image files under the class folder `dir` (recursively), sorted; hidden entries and
+/// files without an image extension are reported in `skipped`.
+fn class_files(dir: &Path, skipped: &mut Vec<SkippedFile>) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for (path, is_dir) in sorted_entries(&d, skipped)? {
+            if is_dir {
+                stack.push(path);
+            } else if has_image_extension(&path) {
+                files.push(path);
+            } else {
+                let reason = match path.extension() {
+                    Some(ext) => format!(
+                        "not an image file (extension `.{}`; images are {})",
+                        ext.to_string_lossy(),
+                        IMAGE_EXTENSIONS.join(", ")
+                    ),
+                    None => format!(
+                        "not an image file (no extension; images are {})",
+                        IMAGE_EXTENSIONS.join(", ")
+                    ),
+                };
+                skipped.push(SkippedFile { path, reason });
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Errors unless the validation and test folders have exactly the classes of `train`.
+fn check_same_classes(
+    train: &ClassSet,
+    validation: Option<&ClassSet>,
+    test: Option<&ClassSet>,
+) -> Result<()> {
+    let sets: Vec<&ClassSet> = [Some(train), validation, test]
+        .into_iter()
+        .flatten()
+        .collect();
+    if sets.len() < 2 {
+        return Ok(());
+    }
+    let all: BTreeSet<&str> = sets.iter().flat_map(|s| s.names()).collect();
+    let mut problems = Vec::new();
+    for set in &sets {
+        let names = set.names();
+        let missing: Vec<String> = all
+            .iter()
+            .filter(|c| !names.contains(*c))
+            .map(|c| format!("`{c}`"))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "{} missing from {}",
+                missing.join(", "),
+                set.dir.display()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Dataset(format!(
+            "the split folders must have the same class folders: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+/// Errors unless `set` has at least 2 classes.
+fn check_class_count(set: &ClassSet) -> Result<()> {
+    match set.classes.len() {
+        0 => Err(Error::Dataset(format!(
+            "{} has no class folders; a dataset needs one subfolder per class, at least 2",
+            set.dir.display()
+        ))),
+        1 => Err(Error::Dataset(format!(
+            "{} has only one class folder (`{}`); a classifier needs at least 2 classes, \
+             one subfolder each",
+            set.dir.display(),
+            set.classes[0].name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Errors naming the first class of `set` without files; `what` says what is lacking.
+fn check_not_empty(set: &ClassSet, what: &str) -> Result<()> {
+    let empty: Vec<&ClassDir> = set.classes.iter().filter(|c| c.files.is_empty()).collect();
+    match empty.as_slice() {
+        [] => Ok(()),
+        [c] => Err(Error::Dataset(format!(
+            "class `{}` has {what} (folder {})",
+            c.name,
+            c.dir.display()
+        ))),
+        [c, rest @ ..] => Err(Error::Dataset(format!(
+            "class `{}` has {what} (folder {}), and so do {}",
+            c.name,
+            c.dir.display(),
+            rest.iter()
+                .map(|c| format!("`{}`", c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Reads every file's image header in parallel; unreadable ones are removed and reported.
+fn check_headers(sets: &mut [ClassSet], skipped: &mut Vec<SkippedFile>) {
+    let paths: Vec<&PathBuf> = sets
+        .iter()
+        .flat_map(|s| s.classes.iter().flat_map(|c| c.files.iter()))
+        .collect();
+    let bad: Vec<SkippedFile> = paths
+        .par_iter()
+        .filter_map(|p| {
+            header_problem(p).map(|reason| SkippedFile {
+                path: p.to_path_buf(),
+                reason,
+            })
+        })
+        .collect();
+    if bad.is_empty() {
+        return;
+    }
+    let bad_paths: BTreeSet<&Path> = bad.iter().map(|s| s.path.as_path()).collect();
+    for class in sets.iter_mut().flat_map(|s| s.classes.iter_mut()) {
+        class.files.retain(|f| !bad_paths.contains(f.as_path()));
+    }
+    skipped.extend(bad);
+}
+
+/// Why the image header of `path` cannot be read, if it cannot.
+fn header_problem(path: &Path) -> Option<String> {
+    let reader = match image::ImageReader::open(path).and_then(|r| r.with_guessed_format()) {
+        Ok(r) => r,
+        Err(e) => return Some(format!("cannot read the file: {e}")),
+    };
+    if reader.format().is_none() {
+        return Some("not an image (unrecognised file format)".into());
+    }
+    match reader.into_dimensions() {
+        Ok((0, _)) | Ok((_, 0)) => Some("empty image (0 pixels)".into()),
+        Ok(_) => None,
+        Err(e) => Some(format!("unreadable image: {e}")),
+    }
+}
+
+/// Consecutive chunks of `batch_size` samples (the last one may be shorter); a `batch_size` of
+/// 0 is treated as 1. Batch `b` starts at sample index `b * batch_size`.
+pub fn batches(samples: &[Sample], batch_size: usize) -> impl Iterator<Item = &[Sample]> {
+    samples.chunks(batch_size.max(1))
+}
+
+/// How the images of one batch are augmented in [`load_batch`].
+#[derive(Clone, Copy, Debug)]
+pub struct BatchAugment<'a> {
+    /// The augmentations to apply (to the resized `size` x `size` image).
+    pub augment: &'a Augment,
+    /// The run's seed.
+    pub seed: u64,
+    /// The epoch (so every epoch sees fresh augmentations).
+    pub epoch: u64,
+    /// Index, in the epoch's sample order, of the batch's first sample: sample `i` of the batch
+    /// is augmented with seed [`augment_seed`]`(seed, epoch, first_index + i)`.
+    pub first_index: u64,
+}
+
+/// A decoded batch: the samples of a chunk that decoded, in their order.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// `[n, 3, size, size]` f32 images, normalised by the [`TrainTransform`].
+    pub images: Tensor,
+    /// `[n]` u32 class labels.
+    pub labels: Tensor,
+    /// For each of the `n` rows, its index in the `samples` slice given to [`load_batch`].
+    pub indices: Vec<usize>,
+}
+
+impl Batch {
+    /// The number of images `n` (never 0).
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Always false: [`load_batch`] returns no batch instead of an empty one.
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+}
+
+/// Decodes, resizes ([`TrainTransform::apply`]), optionally augments ([`BatchAugment`]) and
+/// normalises `samples` in parallel on rayon into one batch on `device`.
+///
+/// Returns the [`Batch`] (`images` `[n, 3, size, size]` f32, `labels` `[n]` u32, `n <= samples.len()`),
+/// or `None` when no sample decoded, and the files that failed to decode as [`SkippedFile`]s
+/// (they are left out, the batch goes on). The only errors are tensor errors on `device` and
+/// an input size of 0. Memory: one `n x 3 x size x size` f32 buffer plus at most one decoded
+/// image per rayon thread.
+pub fn load_batch(
+    samples: &[Sample],
+    transform: &TrainTransform,
+    augment: Option<BatchAugment<'_>>,
+    device: &Device,
+) -> Result<(Option<Batch>, Vec<SkippedFile>)> {
+    let s = transform.size as usize;
+    if s == 0 {
+        return Err(Error::Dataset("the input size must be at least 1".into()));
+    }
+    let per = 3 * s * s;
+    let mut data = vec![0f32; samples.len() * per];
+    let outcomes: Vec<Option<String>> = data
+        .par_chunks_mut(per)
+        .zip(samples.par_iter())
+        .enumerate()
+        .map(|(i, (out, sample))| {
+            let img = match load_rgb(&sample.path) {
+                Ok(img) => img,
+                Err(Error::Image { reason, .. }) => return Some(reason),
+                Err(Error::Io { source, .. }) => return Some(source.to_string()),
+                Err(e) => return Some(e.to_string()),
+            };
+            let mut img = transform.apply(&img);
+            if let Some(a) = &augment {
+                let seed = augment_seed(a.seed, a.epoch, a.first_index + i as u64);
+                img = a.augment.apply(&img, seed);
+            }
+            transform.normalize_into(&img, out);
+            None
+        })
+        .collect();
+
+    let (mut indices, mut labels, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
+            None => {
+                let kept = indices.len();
+                if kept != i {
+                    data.copy_within(i * per..(i + 1) * per, kept * per);
+                }
+                indices.push(i);
+                labels.push(samples[i].label as u32);
+            }
+            Some(reason) => skipped.push(SkippedFile {
+                path: samples[i].path.clone(),
+                reason,
+            }),
+        }
+    }
+    let n = indices.len();
+    if n == 0 {
+        return Ok((None, skipped));
+    }
+    data.truncate(n * per);
+    let images = Tensor::from_vec(data, (n, 3, s, s), device)?;
+    let labels = Tensor::from_vec(labels, n, device)?;
+    Ok((
+        Some(Batch {
+            images,
+            labels,
+            indices,
+        }),
+        skipped,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Rgb, RgbImage};
+
+    fn fashion_mini() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/datasets/fashion-mini")
+    }
+
+    /// Writes a small distinct PNG at `path` (creating folders).
+    fn png(path: &Path, shade: u8) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        RgbImage::from_fn(6, 5, |x, y| Rgb([shade, x as u8 * 40, y as u8 * 50]))
+            .save(path)
+            .unwrap();
+    }
+
+    /// `root/<class>/img_<i>.png` with `n` images per class.
+    fn class_folders(root: &Path, classes: &[(&str, usize)]) {
+        for (c, (name, n)) in classes.iter().enumerate() {
+            for i in 0..*n {
+                png(
+                    &root.join(name).join(format!("img_{i:02}.png")),
+                    (c * 50 + i) as u8,
+                );
+            }
+        }
+    }
+
+    fn dataset_error(root: &Path) -> String {
+        match ImageFolder::scan(root, &FolderOptions::default()) {
+            Ok(_) => panic!("{} scanned without error", root.display()),
+            Err(e) => {
+                assert!(matches!(e, Error::Dataset(_)), "{e:?}");
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn fashion_mini_has_four_classes_and_its_splits() {
+        let root = fashion_mini();
+        let ds = ImageFolder::scan(&root, &FolderOptions::default()).unwrap();
+        assert_eq!(ds.classes, ["ankle_boot", "bag", "sandal", "sneaker"]);
+        assert!(ds.skipped.is_empty(), "{:?}", ds.skipped);
+        let count = |split: &str, class: &str| {
+            std::fs::read_dir(root.join(split).join(class))
+                .unwrap()
+                .count()
+        };
+        for (split, name) in Split::ALL.into_iter().zip(["train", "validation", "test"]) {
+            let expect: Vec<usize> = ds.classes.iter().map(|c| count(name, c)).collect();
+            assert_eq!(ds.class_counts(split), expect, "{split}");
+            assert_eq!(ds.split(split).len(), expect.iter().sum::<usize>());
+            for s in ds.split(split) {
+                let class = s.path.parent().unwrap().file_name().unwrap();
+                assert_eq!(class.to_str().unwrap(), ds.classes[s.label]);
+                assert!(s.path.starts_with(root.join(name)));
+            }
+        }
+        assert_eq!(ds.class_counts(Split::Train), [60; 4]);
+        assert_eq!(ds.class_counts(Split::Validation), [20; 4]);
+        assert_eq!(ds.class_counts(Split::Test), [20; 4]);
+    }
+
+    #[test]
+    fn class_folders_get_a_seeded_stratified_split() {
+        let dir = tempfile::tempdir().unwrap();
+        class_folders(dir.path(), &[("cat", 10), ("dog", 5), ("eel", 2)]);
+        let scan = |seed| {
+            ImageFolder::scan(
+                dir.path(),
+                &FolderOptions {
+                    seed,
+                    ..FolderOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        let a = scan(42);
+        assert_eq!(a.classes, ["cat", "dog", "eel"]);
+        // round(0.2 n): 2 of 10, 1 of 5, and at least 1 of 2.
+        assert_eq!(a.class_counts(Split::Validation), [2, 1, 1]);
+        assert_eq!(a.class_counts(Split::Train), [8, 4, 1]);
+        assert!(a.splits.test.is_empty());
+        // Disjoint and complete.
+        let mut all: Vec<&Sample> = a.splits.train.iter().chain(&a.splits.validation).collect();
+        all.sort_by(|x, y| x.path.cmp(&y.path));
+        all.dedup();
+        assert_eq!(all.len(), 17);
+
+        assert_eq!(scan(42).splits, a.splits, "same seed, same split");
+        assert_ne!(scan(7).splits, a.splits, "different seed, different split");
+
+        let half = ImageFolder::scan(
+            dir.path(),
+            &FolderOptions {
+                validation_fraction: 0.5,
+                ..FolderOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(half.class_counts(Split::Validation), [5, 2, 1]);
+        let bad = ImageFolder::scan(
+            dir.path(),
+            &FolderOptions {
+                validation_fraction: 1.0,
+                ..FolderOptions::default()
+            },
+        );
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn train_folder_without_validation_is_split_and_test_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        class_folders(&dir.path().join("train"), &[("a", 5), ("b", 5)]);
+        class_folders(&dir.path().join("test"), &[("a", 2), ("b", 3)]);
+        let ds = ImageFolder::scan(dir.path(), &FolderOptions::default()).unwrap();
+        assert_eq!(ds.classes, ["a", "b"]);
+        assert_eq!(ds.class_counts(Split::Train), [4, 4]);
+        assert_eq!(ds.class_counts(Split::Validation), [1, 1]);
+        assert_eq!(ds.class_counts(Split::Test), [2, 3]);
+    }
+
+    #[test]
+    fn val_is_accepted_as_the_validation_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        class_folders(&dir.path().join("train"), &[("a", 3), ("b", 3)]);
+        class_folders(&dir.path().join("val"), &[("a", 1), ("b", 2)]);
+        let ds = ImageFolder::scan(dir.path(), &FolderOptions::default()).unwrap();
+        assert_eq!(ds.class_counts(Split::Train), [3, 3]);
+        assert_eq!(ds.class_counts(Split::Validation), [1, 2]);
+        assert!(ds.splits.test.is_empty());
+    }
+
+    #[test]
+    fn hidden_non_image_and_corrupt_files_are_skipped_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        class_folders(root, &[("cat", 5), ("dog", 5)]);
+        std::fs::write(root.join("cat/.DS_Store"), b"junk").unwrap();
+        png(&root.join("cat/.thumbs/hidden.png"), 9);
+        png(&root.join(".cache/cls/x.png"), 9);
+        std::fs::write(root.join("dog/notes.txt"), b"some notes").unwrap();
+        std::fs::write(root.join("dog/broken.png"), b"this is not a png").unwrap();
+        png(&root.join("dog/nested/deep.PNG"), 77);
+        std::fs::write(root.join("README.md"), b"# data").unwrap();
+
+        let ds = ImageFolder::scan(root, &FolderOptions::default()).unwrap();
+        assert_eq!(ds.classes, ["cat", "dog"]);
+        let reason_of = |rel: &str| {
+            ds.skipped
+                .iter()
+                .find(|s| s.path == root.join(rel))
+                .map(|s| s.reason.clone())
+                .unwrap_or_else(|| panic!("{rel} not reported: {:?}", ds.skipped))
+        };
+        assert!(reason_of("cat/.DS_Store").contains("hidden file"));
+        assert!(reason_of("cat/.thumbs").contains("hidden folder"));
+        assert!(reason_of(".cache").contains("hidden folder"));
+        assert!(reason_of("dog/notes.txt").contains("not an image"));
+        assert!(reason_of("README.md").contains("top level"));
+        let broken = reason_of("dog/broken.png");
+        assert!(!broken.is_empty());
+        eprintln!("broken.png: {broken}");
+        assert_eq!(ds.skipped.len(), 6, "{:#?}", ds.skipped);
+        for s in &ds.skipped {
+            eprintln!("skipped {s}");
+        }
+        // The rest goes on: 10 good images plus the nested upper-case one.
+        let n = ds.splits.train.len() + ds.splits.validation.len();
+        assert_eq!(n, 11);
+        let all: Vec<&Sample> = ds
+            .splits
+            .train
+            .iter()
+            .chain(&ds.splits.validation)
+            .collect();
+        assert!(
+            all.iter()
+                .any(|s| s.path == root.join("dog/nested/deep.PNG") && s.label == 1)
+        );
+        assert!(!all.iter().any(|s| s.path.ends_with("broken.png")));
+
+        // Without the header check the corrupt file is kept (load_batch will skip it).
+        let unchecked = ImageFolder::scan(
+            root,
+            &FolderOptions {
+                check_decodable: false,
+                ..FolderOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(unchecked.skipped.len(), 5);
+        assert_eq!(
+            unchecked.splits.train.len() + unchecked.splits.validation.len(),
+            12
+        );
+    }
+
+    #[test]
+    fn unusable_datasets_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+
+        // Missing root, and a file as root.
+        let missing = dir.path().join("nope");
+        assert!(dataset_error(&missing).contains("does not exist"));
+        let file = dir.path().join("file.png");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(dataset_error(&file).contains("not a folder"));
+
+        // An empty class folder (a non-image in it does not count).
+        let empty = dir.path().join("empty");
+        class_folders(&empty, &[("bag", 3), ("shoe", 3)]);
+        std::fs::create_dir_all(empty.join("coat")).unwrap();
+        std::fs::write(empty.join("coat/notes.txt"), b"x").unwrap();
+        let msg = dataset_error(&empty);
+        assert!(msg.contains("`coat`") && msg.contains("no image"), "{msg}");
+        assert!(
+            msg.contains(&empty.join("coat").display().to_string()),
+            "{msg}"
+        );
+
+        // A class whose only image is corrupt.
+        let corrupt = dir.path().join("corrupt");
+        class_folders(&corrupt, &[("bag", 3), ("shoe", 3)]);
+        std::fs::create_dir_all(corrupt.join("coat")).unwrap();
+        std::fs::write(corrupt.join("coat/broken.png"), b"x").unwrap();
+        let msg = dataset_error(&corrupt);
+        assert!(
+            msg.contains("`coat`") && msg.contains("no readable images"),
+            "{msg}"
+        );
+
+        // A single class, and none.
+        let single = dir.path().join("single");
+        class_folders(&single, &[("bag", 3)]);
+        let msg = dataset_error(&single);
+        assert!(
+            msg.contains("only one class") && msg.contains("`bag`"),
+            "{msg}"
+        );
+        let none = dir.path().join("none");
+        std::fs::create_dir_all(&none).unwrap();
+        assert!(dataset_error(&none).contains("no class folders"));
+
+        // Split folders with different classes.
+        let mismatch = dir.path().join("mismatch");
+        class_folders(
+            &mismatch.join("train"),
+            &[("bag", 2), ("coat", 2), ("shoe", 2)],
+        );
+        class_folders(
+            &mismatch.join("validation"),
+            &[("bag", 1), ("shoe", 1), ("sock", 1)],
+        );
+        let msg = dataset_error(&mismatch);
+        eprintln!("mismatch: {msg}");
+        assert!(msg.contains("`coat` missing from"), "{msg}");
+        assert!(
+            msg.contains(&mismatch.join("validation").display().to_string()),
+            "{msg}"
+        );
+        assert!(msg.contains("`sock` missing from"), "{msg}");
+        assert!(
+            msg.contains(&mismatch.join("train").display().to_string()),
+            "{msg}"
+        );
+
+        // Both validation/ and val/.
+        let both = dir.path().join("both");
+        class_folders(&both.join("train"), &[("a", 2), ("b", 2)]);
+        class_folders(&both.join("validation"), &[("a", 1), ("b", 1)]);
+        class_folders(&both.join("val"), &[("a", 1), ("b", 1)]);
+        assert!(dataset_error(&both).contains("both validation/ and val/"));
+    }
+
+    #[test]
+    fn batches_are_chunks() {
+        let samples: Vec<Sample> = (0..7)
+            .map(|i| Sample {
+                path: PathBuf::from(format!("{i}.png")),
+                label: 0,
+            })
+            .collect();
+        let sizes: Vec<usize> = batches(&samples, 3).map(<[Sample]>::len).collect();
+        assert_eq!(sizes, [3, 3, 1]);
+        assert_eq!(batches(&samples, 0).count(), 7);
+    }
+
+    #[test]
+    fn load_batch_returns_good_images_and_reports_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let good: Vec<PathBuf> = (0..3).map(|i| root.join(format!("good{i}.png"))).collect();
+        for (i, p) in good.iter().enumerate() {
+            png(p, 60 * i as u8);
+        }
+        let garbage = root.join("broken.png");
+        std::fs::write(&garbage, b"not an image at all").unwrap();
+        let truncated = root.join("truncated.png");
+        let bytes = std::fs::read(&good[0]).unwrap();
+        std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        let samples = vec![
+            Sample {
+                path: good[0].clone(),
+                label: 0,
+            },
+            Sample {
+                path: garbage.clone(),
+                label: 1,
+            },
+            Sample {
+                path: good[1].clone(),
+                label: 1,
+            },
+            Sample {
+                path: truncated.clone(),
+                label: 0,
+            },
+            Sample {
+                path: good[2].clone(),
+                label: 2,
+            },
+        ];
+        let t = TrainTransform::new(8, [0.5; 3], [0.25; 3]);
+        let dev = Device::Cpu;
+        let (batch, skipped) = load_batch(&samples, &t, None, &dev).unwrap();
+        let batch = batch.unwrap();
+        assert_eq!(batch.images.dims(), &[3, 3, 8, 8]);
+        assert_eq!(batch.labels.to_vec1::<u32>().unwrap(), [0, 1, 2]);
+        assert_eq!(batch.indices, [0, 2, 4]);
+        assert_eq!(batch.len(), 3);
+        let bad: Vec<&Path> = skipped.iter().map(|s| s.path.as_path()).collect();
+        assert_eq!(bad, [garbage.as_path(), truncated.as_path()]);
+        for s in &skipped {
+            eprintln!("load_batch skipped {s}");
+            assert!(!s.reason.is_empty());
+        }
+        // Each row is exactly the single-image transform.
+        for (row, &i) in batch.indices.iter().enumerate() {
+            let single = t.load(&samples[i].path, &dev).unwrap();
+            let got = batch.images.narrow(0, row, 1).unwrap();
+            let diff = (got - single)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(diff, 0.0, "row {row}");
+        }
+
+        // Augmented: deterministic, and sample i uses augment_seed(seed, epoch, first + i).
+        let aug = Augment::default();
+        let spec = BatchAugment {
+            augment: &aug,
+            seed: 5,
+            epoch: 2,
+            first_index: 10,
+        };
+        let (a1, _) = load_batch(&samples, &t, Some(spec), &dev).unwrap();
+        let (a2, _) = load_batch(&samples, &t, Some(spec), &dev).unwrap();
+        let (a1, a2) = (a1.unwrap(), a2.unwrap());
+        let v1 = a1.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(
+            v1,
+            a2.images.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        let img = t.apply(&load_rgb(&samples[4].path).unwrap());
+        let expect = t
+            .to_tensor(&aug.apply(&img, augment_seed(5, 2, 14)), &dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(&v1[2 * 3 * 64..], expect.as_slice());
+
+        // A batch of only bad files.
+        let (none, skipped) = load_batch(&samples[1..2], &t, None, &dev).unwrap();
+        assert!(none.is_none());
+        assert_eq!(skipped.len(), 1);
+    }
+}

@@ -1,0 +1,98 @@
+//! Evaluating a model on a labelled split: accuracy, per-class precision and recall, the
+//! confusion matrix and the misclassified files.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::metrics::{ClassMetrics, ConfusionMatrix, argmax_rows};
+use crate::cancel::CancelToken;
+use crate::data::folder::Sample;
+use crate::zoo::Model;
+use crate::{Error, Result};
+
+/// One misclassified image.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Misclassified {
+    pub path: PathBuf,
+    pub true_class: String,
+    pub predicted_class: String,
+    /// Probability of the true class.
+    pub true_prob: f32,
+    /// Probability of the predicted class.
+    pub predicted_prob: f32,
+}
+
+/// The result of an evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub accuracy: f32,
+    pub classes: Vec<String>,
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<usize>>,
+    pub per_class: Vec<ClassMetrics>,
+    pub misclassified: Vec<Misclassified>,
+    /// Files that could not be read, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Classifies every sample (labels index the model's classes) in batches of `batch_size`.
+/// `progress(done, total)` after each batch.
+pub fn evaluate(
+    model: &Model,
+    samples: &[Sample],
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &CancelToken,
+) -> Result<Evaluation> {
+    let classes = model.spec.labels.clone();
+    if let Some(s) = samples.iter().find(|s| s.label >= classes.len()) {
+        return Err(Error::Dataset(format!(
+            "{}: label {} but the model has {} classes",
+            s.path.display(),
+            s.label,
+            classes.len()
+        )));
+    }
+    let mut cm = ConfusionMatrix::new(classes.len());
+    let mut misclassified = Vec::new();
+    let mut skipped = Vec::new();
+    let mut done = 0;
+    for chunk in samples.chunks(batch_size.max(1)) {
+        cancel.check()?;
+        let paths: Vec<PathBuf> = chunk.iter().map(|s| s.path.clone()).collect();
+        let loaded = model.load_batch(&paths)?;
+        skipped.extend(loaded.failures.into_iter().map(|(p, e)| (p, e.to_string())));
+        if let Some(batch) = &loaded.batch {
+            let probs = model.probabilities(batch)?;
+            let predicted = argmax_rows(&probs);
+            for ((path, p), pred) in loaded.paths.iter().zip(&probs).zip(predicted) {
+                let truth = chunk
+                    .iter()
+                    .find(|s| &s.path == path)
+                    .expect("a loaded path comes from the chunk")
+                    .label;
+                cm.add(truth, pred);
+                if pred != truth {
+                    misclassified.push(Misclassified {
+                        path: path.clone(),
+                        true_class: classes[truth].clone(),
+                        predicted_class: classes[pred].clone(),
+                        true_prob: p[truth],
+                        predicted_prob: p[pred],
+                    });
+                }
+            }
+        }
+        done += chunk.len();
+        progress(done, samples.len());
+    }
+    Ok(Evaluation {
+        accuracy: cm.accuracy(),
+        per_class: cm.per_class(&classes),
+        confusion: cm.counts,
+        classes,
+        misclassified,
+        skipped,
+    })
+}

@@ -1,0 +1,226 @@
+//! Feature extraction with a frozen base, cached on disk so that a second run over the same
+//! folder does no base forward at all.
+//!
+//! A cache entry is keyed by the base weights' hash, the layer, the preprocessing and the image
+//! file (canonical path, size, modification time): change any and the features are recomputed.
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::cancel::CancelToken;
+use crate::data::folder::{Sample, SkippedFile};
+use crate::data::train_transform::TrainTransform;
+use crate::graph::Network;
+use crate::{Error, Result};
+
+/// Where feature caches live: `$CONVLENS_CACHE`, else `$XDG_CACHE_HOME/convlens`, else
+/// `~/.cache/convlens`.
+pub fn default_cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CONVLENS_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("convlens");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("convlens"),
+        None => PathBuf::from(".convlens-cache"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One cache folder for one (weights, layer, preprocessing) combination.
+pub struct FeatureCache {
+    dir: PathBuf,
+}
+
+impl FeatureCache {
+    /// Opens (creating) the cache for features of `layer` of the base with `weights_hash`,
+    /// computed after `transform`.
+    pub fn open(
+        root: &Path,
+        weights_hash: &str,
+        layer: &str,
+        transform: &TrainTransform,
+    ) -> Result<Self> {
+        let mut h = Sha256::new();
+        h.update(weights_hash.as_bytes());
+        h.update(layer.as_bytes());
+        h.update(
+            serde_json::to_string(transform)
+                .expect("serialisable")
+                .as_bytes(),
+        );
+        let dir = root.join("features").join(&hex(&h.finalize())[..24]);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(FeatureCache { dir })
+    }
+
+    /// The cache folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn entry(&self, image: &Path) -> Option<PathBuf> {
+        let meta = std::fs::metadata(image).ok()?;
+        let mtime = meta
+            .modified()
+            .ok()?
+            .duration_since(UNIX_EPOCH)
+            .ok()?
+            .as_nanos();
+        let canonical = std::fs::canonicalize(image).ok()?;
+        let mut h = Sha256::new();
+        h.update(canonical.to_string_lossy().as_bytes());
+        h.update(meta.len().to_le_bytes());
+        h.update(mtime.to_le_bytes());
+        Some(self.dir.join(format!("{}.f32", &hex(&h.finalize())[..32])))
+    }
+
+    /// The cached features of an image, if present and of the expected length.
+    pub fn get(&self, image: &Path, len: usize) -> Option<Vec<f32>> {
+        let bytes = std::fs::read(self.entry(image)?).ok()?;
+        if bytes.len() != len * 4 {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
+    }
+
+    /// Stores an image's features (atomically: a reader never sees half a file).
+    pub fn put(&self, image: &Path, features: &[f32]) -> Result<()> {
+        let Some(path) = self.entry(image) else {
+            return Ok(()); // an image without metadata is simply not cached
+        };
+        let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
+        crate::fsutil::write_atomic(&path, &bytes)
+    }
+}
+
+/// Features of a set of images.
+pub struct Features {
+    /// `[n, features]` on the CPU.
+    pub x: Tensor,
+    /// The class of each row.
+    pub labels: Vec<u32>,
+    /// The image of each row.
+    pub paths: Vec<PathBuf>,
+}
+
+/// How much work extraction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExtractStats {
+    /// Images run through the base network.
+    pub computed: usize,
+    /// Images whose features came from the cache.
+    pub cached: usize,
+}
+
+/// Runs the frozen base up to `layer` (`[batch, features]` output, e.g. `pooled`) on every
+/// sample, in batches, reading and filling `cache`. Images that fail to decode are skipped and
+/// returned. `progress(done, total)` after each batch.
+#[allow(clippy::too_many_arguments)]
+pub fn extract_features(
+    base: &Network,
+    layer: &str,
+    samples: &[Sample],
+    transform: &TrainTransform,
+    cache: Option<&FeatureCache>,
+    batch_size: usize,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &CancelToken,
+) -> Result<(Features, Vec<SkippedFile>, ExtractStats)> {
+    let size = transform.size as usize;
+    let width = *base
+        .layers(size)
+        .iter()
+        .find(|l| l.id == layer)
+        .ok_or_else(|| base.index_of(layer).err().expect("unknown layer"))?
+        .output_shape
+        .first()
+        .unwrap_or(&0);
+    let mut rows: Vec<f32> = Vec::with_capacity(samples.len() * width);
+    let mut labels = Vec::new();
+    let mut paths = Vec::new();
+    let mut skipped = Vec::new();
+    let mut stats = ExtractStats::default();
+    for (done, chunk) in samples.chunks(batch_size.max(1)).enumerate() {
+        cancel.check()?;
+        let cached: Vec<Option<Vec<f32>>> = chunk
+            .iter()
+            .map(|s| cache.and_then(|c| c.get(&s.path, width)))
+            .collect();
+        let to_compute: Vec<&Sample> = chunk
+            .iter()
+            .zip(&cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|(s, _)| s)
+            .collect();
+        let decoded: Vec<Result<Tensor>> = to_compute
+            .par_iter()
+            .map(|s| transform.load(&s.path, &Device::Cpu))
+            .collect();
+        let mut computed: Vec<Option<Vec<f32>>> = vec![None; to_compute.len()];
+        let ok: Vec<usize> = (0..decoded.len()).filter(|&i| decoded[i].is_ok()).collect();
+        if !ok.is_empty() {
+            let inputs: Vec<Tensor> = ok
+                .iter()
+                .map(|&i| decoded[i].as_ref().expect("ok").clone())
+                .collect();
+            let x = Tensor::cat(&inputs, 0)?.to_device(device)?;
+            let feats = base
+                .forward_range(None, layer, &x, false)?
+                .to_device(&Device::Cpu)?
+                .to_vec2::<f32>()?;
+            stats.computed += ok.len();
+            for (&i, f) in ok.iter().zip(feats) {
+                if let Some(c) = cache {
+                    c.put(&to_compute[i].path, &f)?;
+                }
+                computed[i] = Some(f);
+            }
+        }
+        for (s, d) in to_compute.iter().zip(&decoded) {
+            if let Err(e) = d {
+                skipped.push(SkippedFile {
+                    path: s.path.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        let mut fresh = computed.into_iter();
+        for (s, c) in chunk.iter().zip(cached) {
+            let f = match c {
+                Some(f) => {
+                    stats.cached += 1;
+                    Some(f)
+                }
+                None => fresh.next().flatten(),
+            };
+            if let Some(f) = f {
+                rows.extend_from_slice(&f);
+                labels.push(s.label as u32);
+                paths.push(s.path.clone());
+            }
+        }
+        progress(
+            (done * batch_size + chunk.len()).min(samples.len()),
+            samples.len(),
+        );
+    }
+    let n = labels.len();
+    let x = Tensor::from_vec(rows, (n, width), &Device::Cpu)?;
+    Ok((Features { x, labels, paths }, skipped, stats))
+}

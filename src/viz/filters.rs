@@ -1,0 +1,483 @@
+//! Filter patterns by gradient ascent in input space: the image that excites one filter most.
+//!
+//! The `chollet` preset is the algorithm of *Deep Learning with Python* (5.4.2), exactly as
+//! `tests/fixtures/README.md` (`filters_lite0.safetensors`) describes it: a uniform
+//! `[0.4, 0.6]` start in pixel space, normalised with the model's mean and std; loss = mean of
+//! the filter's activation without a 2-pixel border; the gradient is L2-normalised over the
+//! whole image and 30 steps of 10 are taken; the result is standardised, `x64 + 128`, clipped
+//! and its border cropped.
+//!
+//! Several filters are ascended at once, one image per filter in a batch: the batch loss is the
+//! sum of each image's own filter loss, so each image gets exactly its own gradient (eval mode
+//! has no cross-image coupling).
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device, Tensor, Var};
+use image::{Rgb, RgbImage};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::activations::{GridLayout, not_spatial};
+use crate::graph::Network;
+use crate::zoo::Model;
+use crate::{Error, Result};
+
+/// How filter patterns are found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterMethod {
+    /// Plain gradient ascent on the pixels (Chollet).
+    #[default]
+    Chollet,
+}
+
+impl FilterMethod {
+    /// The method's command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterMethod::Chollet => "chollet",
+        }
+    }
+}
+
+impl fmt::Display for FilterMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for FilterMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "chollet" => Ok(FilterMethod::Chollet),
+            "lucid" => Err(
+                "the `lucid` method (Fourier parameterisation, jitter, Adam) is not available \
+                 yet; use `chollet`"
+                    .to_string(),
+            ),
+            _ => Err(format!("unknown filter method `{s}`; use chollet")),
+        }
+    }
+}
+
+/// The ascent itself.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AscentOptions {
+    /// Gradient steps (30).
+    pub steps: usize,
+    /// Length of each step in normalised input space (10).
+    pub step_size: f32,
+    /// Activation pixels left out of the loss on each side (2).
+    pub border: usize,
+}
+
+impl Default for AscentOptions {
+    fn default() -> Self {
+        AscentOptions {
+            steps: 30,
+            step_size: 10.0,
+            border: 2,
+        }
+    }
+}
+
+/// Everything that decides a filter picture besides the model and layer.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FilterOptions {
+    pub method: FilterMethod,
+    pub ascent: AscentOptions,
+    /// Side of the square input image, pixels (128).
+    pub size: usize,
+    /// Pixels cropped from each side of the result (`size / 8`: 16 at 128, Chollet's 25 at 200).
+    pub crop: usize,
+    /// Seeds the start images; filter `f` uses stream `f` of `ChaCha8Rng::seed_from_u64(seed)`,
+    /// so its start does not depend on which other filters are computed.
+    pub seed: u64,
+    /// Filters ascended together in one forward/backward (8). Changing it can change the last
+    /// bits of the arithmetic, and the ascent is chaotic: it is part of what reproduces a picture.
+    pub batch: usize,
+}
+
+impl Default for FilterOptions {
+    fn default() -> Self {
+        FilterOptions::with_size(128)
+    }
+}
+
+impl FilterOptions {
+    /// The defaults for a `size` x `size` input (crop `size / 8`).
+    pub fn with_size(size: usize) -> Self {
+        FilterOptions {
+            method: FilterMethod::Chollet,
+            ascent: AscentOptions::default(),
+            size,
+            crop: size / 8,
+            seed: 0,
+            batch: 8,
+        }
+    }
+}
+
+/// The result of [`ascend`] on a batch.
+#[derive(Clone, Debug)]
+pub struct Ascent {
+    /// The final images `[n, 3, size, size]`, normalised input space, not clipped.
+    pub images: Tensor,
+    /// `losses[i][s]`: image `i`'s loss at the start of step `s` (before its update).
+    pub losses: Vec<Vec<f32>>,
+    /// Each image's loss after the last update.
+    pub final_losses: Vec<f32>,
+}
+
+/// One finished filter picture.
+#[derive(Clone, Debug)]
+pub struct FilterPattern {
+    /// The filter (channel) index in the layer.
+    pub filter: usize,
+    /// The deprocessed picture, `(size - 2 crop)` square.
+    pub image: RgbImage,
+    /// Loss at the start of each step.
+    pub losses: Vec<f32>,
+    /// Loss after the last step.
+    pub final_loss: f32,
+}
+
+/// Per-image losses of `images` `[n, 3, s, s]`: image `i`'s `loss_i` is the mean of channel
+/// `filters[i]` of `layer`'s output without `border` pixels on each side. Returns the losses and
+/// the graph's summed loss tensor (for `backward`).
+fn losses(
+    net: &Network,
+    layer: &str,
+    filters: &[usize],
+    images: &Tensor,
+    border: usize,
+) -> Result<(Vec<f32>, Tensor)> {
+    let act = net.forward_range(None, layer, images, false)?;
+    if act.rank() != 4 {
+        return Err(not_spatial(net, images, layer, act.dims()));
+    }
+    let (n, channels, h, w) = act.dims4()?;
+    if n != filters.len() {
+        return Err(Error::Model(format!(
+            "{n} images for {} filters: give one image per filter",
+            filters.len()
+        )));
+    }
+    if let Some(&bad) = filters.iter().find(|&&f| f >= channels) {
+        return Err(Error::Model(format!(
+            "layer `{layer}` has {channels} filters (0..{channels}); there is no filter {bad}"
+        )));
+    }
+    if h <= 2 * border || w <= 2 * border {
+        let size = images.dim(3)?;
+        let min = size * (2 * border + 1).div_ceil(h.min(w).max(1));
+        return Err(Error::Model(format!(
+            "layer `{layer}` is only {h}x{w} at {size} px: nothing is left inside its \
+             {border}-px border; use an input of at least {min} px"
+        )));
+    }
+    let inner = act
+        .narrow(2, border, h - 2 * border)?
+        .narrow(3, border, w - 2 * border)?;
+    let mut onehot = vec![0f32; n * channels];
+    for (i, &f) in filters.iter().enumerate() {
+        onehot[i * channels + f] = 1.0;
+    }
+    let mask = Tensor::from_vec(onehot, (n, channels, 1, 1), act.device())?;
+    let per_image = inner
+        .broadcast_mul(&mask)?
+        .sum((1, 2, 3))?
+        .affine(1.0 / ((h - 2 * border) * (w - 2 * border)) as f64, 0.0)?;
+    let values = per_image.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+    Ok((values, per_image.sum_all()?))
+}
+
+/// Each image's loss (as [`ascend`] defines it) and its L2-normalised gradient
+/// `g / (sqrt(sum g^2) + 1e-8)`, normalised per image: `[n, 3, s, s]` for `images` of that shape.
+pub fn loss_and_gradient(
+    net: &Network,
+    layer: &str,
+    filters: &[usize],
+    images: &Tensor,
+    border: usize,
+) -> Result<(Vec<f32>, Tensor)> {
+    let var = Var::from_tensor(images)?;
+    let (values, total) = losses(net, layer, filters, var.as_tensor(), border)?;
+    let grads = total.backward()?;
+    let g = grads.get(var.as_tensor()).ok_or_else(|| {
+        Error::Model(format!(
+            "no gradient reaches the input from layer `{layer}`"
+        ))
+    })?;
+    let norm = g.sqr()?.sum_keepdim((1, 2, 3))?.sqrt()?.affine(1.0, 1e-8)?;
+    Ok((values, g.broadcast_div(&norm)?))
+}
+
+/// Gradient ascent from `init` `[n, 3, s, s]` (normalised input space), image `i` towards
+/// filter `filters[i]` of `layer`. `progress(step)` is called before each step and cancels
+/// ([`Error::Cancelled`]) when it returns `false`.
+pub fn ascend(
+    net: &Network,
+    layer: &str,
+    filters: &[usize],
+    init: &Tensor,
+    opts: &AscentOptions,
+    progress: &mut dyn FnMut(usize) -> bool,
+) -> Result<Ascent> {
+    let n = filters.len();
+    let mut images = init.detach();
+    let mut losses_per_image = vec![Vec::with_capacity(opts.steps); n];
+    for step in 0..opts.steps {
+        if !progress(step) {
+            return Err(Error::Cancelled);
+        }
+        let (values, g) = loss_and_gradient(net, layer, filters, &images, opts.border)?;
+        for (l, v) in losses_per_image.iter_mut().zip(values) {
+            l.push(v);
+        }
+        images = (images + g.affine(f64::from(opts.step_size), 0.0)?)?.detach();
+    }
+    let (final_losses, _) = losses(net, layer, filters, &images, opts.border)?;
+    Ok(Ascent {
+        images,
+        losses: losses_per_image,
+        final_losses,
+    })
+}
+
+/// The seeded start image of one filter, `[3, size, size]` in normalised input space:
+/// `u ~ U[0.4, 0.6]` from stream `filter` of `ChaCha8Rng::seed_from_u64(seed)` (channel-major),
+/// then `(u - mean[c]) / std[c]`.
+pub fn init_image(
+    seed: u64,
+    filter: usize,
+    size: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+    device: &Device,
+) -> Result<Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(filter as u64);
+    let plane = size * size;
+    let data: Vec<f32> = (0..3 * plane)
+        .map(|i| {
+            let c = i / plane;
+            let u = rng.random::<f32>() * 0.2 + 0.4;
+            (u - mean[c]) / std[c]
+        })
+        .collect();
+    Ok(Tensor::from_vec(data, (3, size, size), device)?)
+}
+
+/// Deprocesses one image `[3, s, s]` (normalised input space) into a picture: back to pixel
+/// space (`x * std + mean`), standardised over the whole image, `x64 + 128`, clipped to
+/// `[0, 255]`, truncated, and `crop` pixels cut from each side.
+pub fn deprocess(image: &Tensor, mean: [f32; 3], std: [f32; 3], crop: usize) -> Result<RgbImage> {
+    let (c, h, w) = image.dims3()?;
+    if c != 3 || h <= 2 * crop || w <= 2 * crop {
+        return Err(Error::Model(format!(
+            "cannot deprocess a {c}x{h}x{w} image cropping {crop} px per side"
+        )));
+    }
+    let data = image
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let plane = h * w;
+    let pixels: Vec<f32> = data
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| v * std[i / plane] + mean[i / plane])
+        .collect();
+    let stats = super::activations::ChannelStats::of(&pixels);
+    let levels = super::activations::standardise(&pixels, stats.mean, stats.std);
+    let (ow, oh) = ((w - 2 * crop) as u32, (h - 2 * crop) as u32);
+    Ok(RgbImage::from_fn(ow, oh, |x, y| {
+        let i = (y as usize + crop) * w + x as usize + crop;
+        Rgb([levels[i], levels[plane + i], levels[2 * plane + i]])
+    }))
+}
+
+/// The pattern of one filter from an explicit start `init` (`[1, 3, s, s]` or `[3, s, s]`,
+/// normalised input space).
+pub fn filter_pattern_from(
+    model: &Model,
+    layer: &str,
+    filter: usize,
+    init: &Tensor,
+    opts: &FilterOptions,
+) -> Result<FilterPattern> {
+    let init = if init.rank() == 3 {
+        init.unsqueeze(0)?
+    } else {
+        init.clone()
+    };
+    let ascent = ascend(
+        &model.network,
+        layer,
+        &[filter],
+        &init,
+        &opts.ascent,
+        &mut |_| true,
+    )?;
+    let m = &model.spec.manifest;
+    Ok(FilterPattern {
+        filter,
+        image: deprocess(&ascent.images.squeeze(0)?, m.mean, m.std, opts.crop)?,
+        losses: ascent.losses.into_iter().next().unwrap_or_default(),
+        final_loss: ascent.final_losses[0],
+    })
+}
+
+/// The pattern of one filter from its seeded start ([`init_image`]).
+pub fn filter_pattern(
+    model: &Model,
+    layer: &str,
+    filter: usize,
+    opts: &FilterOptions,
+) -> Result<FilterPattern> {
+    let m = &model.spec.manifest;
+    let init = init_image(opts.seed, filter, opts.size, m.mean, m.std, &model.device)?;
+    filter_pattern_from(model, layer, filter, &init, opts)
+}
+
+/// The number of filters (output channels) of a spatial layer.
+pub fn filter_count(model: &Model, layer: &str) -> Result<usize> {
+    let size = model.spec.manifest.input_size as usize;
+    let i = model.network.index_of(layer)?;
+    let info = &model.network.layers(size)[i];
+    if info.output_shape.len() != 3 {
+        let probe = Tensor::zeros((1, 3, size, size), DType::F32, &Device::Cpu)?;
+        return Err(not_spatial(
+            &model.network,
+            &probe,
+            layer,
+            &info.output_shape,
+        ));
+    }
+    Ok(info.output_shape[0])
+}
+
+/// The patterns of `filters` of `layer`, computed `opts.batch` at a time from their seeded
+/// starts. `on_tile(i, &picture)` is called as each finishes (`i` indexes `filters`) and
+/// cancels the rest ([`Error::Cancelled`]) when it returns `false`. Same options, same pictures.
+pub fn filter_patterns(
+    model: &Model,
+    layer: &str,
+    filters: &[usize],
+    opts: &FilterOptions,
+    on_tile: &mut dyn FnMut(usize, &RgbImage) -> bool,
+) -> Result<Vec<FilterPattern>> {
+    let count = filter_count(model, layer)?;
+    if let Some(&bad) = filters.iter().find(|&&f| f >= count) {
+        return Err(Error::Model(format!(
+            "layer `{layer}` has {count} filters (0..{count}); there is no filter {bad}"
+        )));
+    }
+    let m = &model.spec.manifest;
+    let mut out = Vec::with_capacity(filters.len());
+    for chunk in filters.chunks(opts.batch.max(1)) {
+        let inits = chunk
+            .iter()
+            .map(|&f| init_image(opts.seed, f, opts.size, m.mean, m.std, &model.device))
+            .collect::<Result<Vec<_>>>()?;
+        let init = Tensor::stack(&inits, 0)?;
+        let ascent = ascend(
+            &model.network,
+            layer,
+            chunk,
+            &init,
+            &opts.ascent,
+            &mut |_| true,
+        )?;
+        for (k, &filter) in chunk.iter().enumerate() {
+            let image = deprocess(&ascent.images.get(k)?, m.mean, m.std, opts.crop)?;
+            let index = out.len();
+            let keep_going = on_tile(index, &image);
+            out.push(FilterPattern {
+                filter,
+                image,
+                losses: ascent.losses[k].clone(),
+                final_loss: ascent.final_losses[k],
+            });
+            if !keep_going {
+                return Err(Error::Cancelled);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Pictures side by side, `cols` per row, `gutter` white pixels between them (all pictures the
+/// same size).
+pub fn tile_grid(tiles: &[RgbImage], cols: usize, gutter: u32) -> RgbImage {
+    let tile = tiles.first().map_or((0, 0), |t| t.dimensions());
+    let layout = GridLayout::new(tiles.len(), cols, tile, gutter);
+    let (w, h) = layout.size();
+    let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
+    for (i, t) in tiles.iter().enumerate() {
+        let (x, y) = layout.origin(i);
+        image::imageops::replace(&mut img, t, i64::from(x), i64::from(y));
+    }
+    img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names() {
+        assert_eq!("Chollet".parse::<FilterMethod>(), Ok(FilterMethod::Chollet));
+        assert!(
+            "lucid"
+                .parse::<FilterMethod>()
+                .unwrap_err()
+                .contains("chollet")
+        );
+        assert!("deepdream".parse::<FilterMethod>().is_err());
+    }
+
+    #[test]
+    fn seeded_starts_are_uniform_and_per_filter() -> Result<()> {
+        let (mean, std) = ([0.5; 3], [0.5; 3]);
+        let a = init_image(7, 3, 16, mean, std, &Device::Cpu)?;
+        let b = init_image(7, 3, 16, mean, std, &Device::Cpu)?;
+        let c = init_image(7, 4, 16, mean, std, &Device::Cpu)?;
+        let a = a.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(a, b.flatten_all()?.to_vec1::<f32>()?);
+        assert_ne!(a, c.flatten_all()?.to_vec1::<f32>()?);
+        // U[0.4, 0.6] normalised with mean 0.5, std 0.5 lies in [-0.2, 0.2].
+        assert!(a.iter().all(|v| (-0.2..=0.2).contains(v)));
+        Ok(())
+    }
+
+    #[test]
+    fn deprocessing_standardises_and_crops() -> Result<()> {
+        let data: Vec<f32> = (0..3 * 8 * 8).map(|i| (i % 7) as f32).collect();
+        let t = Tensor::from_vec(data, (3, 8, 8), &Device::Cpu)?;
+        let img = deprocess(&t, [0.0; 3], [1.0; 3], 2)?;
+        assert_eq!(img.dimensions(), (4, 4));
+        let levels: Vec<u8> = img.as_raw().clone();
+        assert!(levels.iter().any(|&v| v < 128) && levels.iter().any(|&v| v > 128));
+        assert!(deprocess(&t, [0.0; 3], [1.0; 3], 4).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn tile_grid_places_tiles() {
+        let tiles: Vec<RgbImage> = (0..3u8)
+            .map(|i| RgbImage::from_pixel(2, 2, Rgb([i, i, i])))
+            .collect();
+        let g = tile_grid(&tiles, 2, 1);
+        assert_eq!(g.dimensions(), (5, 5));
+        assert_eq!(g.get_pixel(3, 0).0, [1, 1, 1]);
+        assert_eq!(g.get_pixel(0, 3).0, [2, 2, 2]);
+        assert_eq!(g.get_pixel(3, 3).0, [255, 255, 255]);
+    }
+}
