@@ -340,7 +340,8 @@ impl ImageFolder {
 
 /// Splits each class of `set` into train and validation: the class's sorted files are shuffled
 /// with a `ChaCha8Rng` seeded from `(opts.seed, class index)` and the first
-/// `round(fraction * n)` (at least 1 and at most `n - 1` when `n >= 2`) go to validation.
+/// `round(fraction * n)` (halves away from zero; at least 1 and at most `n - 1` when `n >= 2`)
+/// go to validation.
 fn stratified_split(set: ClassSet, opts: &FolderOptions) -> (Vec<Sample>, Vec<Sample>) {
     let (mut train, mut validation) = (Vec::new(), Vec::new());
     for (label, class) in set.classes.into_iter().enumerate() {
@@ -420,11 +421,11 @@ fn sorted_entries(dir: &Path, skipped: &mut Vec<SkippedFile>) -> Result<Vec<(Pat
     Ok(entries)
 }
 
+/// Subfolders as `(name, path)`, sorted by name.
+type NamedDirs = Vec<(String, PathBuf)>;
+
 /// The subfolders `(name, path)` and files of `dir`, sorted, hidden ones skipped and reported.
-fn list_dir(
-    dir: &Path,
-    skipped: &mut Vec<SkippedFile>,
-) -> Result<(Vec<(String, PathBuf)>, Vec<PathBuf>)> {
+fn list_dir(dir: &Path, skipped: &mut Vec<SkippedFile>) -> Result<(NamedDirs, Vec<PathBuf>)> {
     let (mut dirs, mut files) = (Vec::new(), Vec::new());
     for (path, is_dir) in sorted_entries(dir, skipped)? {
         if is_dir {
@@ -833,7 +834,8 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(half.class_counts(Split::Validation), [5, 2, 1]);
+        // round(2.5) = 3: halves round away from zero.
+        assert_eq!(half.class_counts(Split::Validation), [5, 3, 1]);
         let bad = ImageFolder::scan(
             dir.path(),
             &FolderOptions {

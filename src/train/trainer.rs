@@ -94,6 +94,7 @@ pub fn train(
         skipped: Vec::new(),
         reported: HashSet::new(),
         manifest: None,
+        trained_layers: Vec::new(),
     };
     let device = base.device.clone();
     let mut extract = ExtractStats::default();
@@ -242,6 +243,8 @@ struct Run<'a> {
     skipped: Vec<(PathBuf, String)>,
     reported: HashSet<PathBuf>,
     manifest: Option<TrainedManifest>,
+    /// Base stages the current phase trains (recorded with each checkpoint that holds them).
+    trained_layers: Vec<String>,
 }
 
 impl Run<'_> {
@@ -449,9 +452,7 @@ impl Run<'_> {
         let mut vars = make_trainable(&mut net, &first_unfrozen)?;
         let unfrozen: Vec<String> = ids[pooled - cfg.unfreeze..pooled].to_vec();
         vars.extend(head.make_trainable()?);
-        if let Some(m) = self.manifest.as_mut() {
-            m.finetuned_layers = unfrozen;
-        }
+        self.trained_layers = unfrozen;
         let mut learner = ImageLearner::new(
             Trunk::Split { net, last_frozen },
             None,

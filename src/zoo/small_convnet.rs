@@ -94,7 +94,7 @@ pub fn flat_features(size: usize) -> Result<usize> {
     for i in 0..5 {
         if s < 3 {
             return Err(Error::Model(format!(
-                "input size {size} is too small for the small convnet (at least 76 pixels)"
+                "input size {size} is too small for the small convnet (at least 78 pixels)"
             )));
         }
         s -= 2;
@@ -104,7 +104,7 @@ pub fn flat_features(size: usize) -> Result<usize> {
     }
     if s == 0 {
         return Err(Error::Model(format!(
-            "input size {size} is too small for the small convnet (at least 76 pixels)"
+            "input size {size} is too small for the small convnet (at least 78 pixels)"
         )));
     }
     Ok(CHANNELS[4] * s * s)
@@ -214,7 +214,8 @@ mod tests {
         assert_eq!(table[0].output_shape, vec![32, 89, 89]);
         assert_eq!(table[4].output_shape, vec![256, 7, 7]);
         assert_eq!(table.last().unwrap().output_shape, vec![4]);
-        assert!(flat_features(40).is_err());
+        assert!(flat_features(77).is_err());
+        assert_eq!(flat_features(78)?, 256);
         Ok(())
     }
 

@@ -1,0 +1,205 @@
+//! Transfer learning end to end on the bundled fashion-mini dataset.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+use common::{lite0, repo};
+use convlens::cancel::CancelToken;
+use convlens::data::augment::Augment;
+use convlens::data::folder::{FolderOptions, ImageFolder, Split};
+use convlens::train::evaluate::evaluate;
+use convlens::train::{Mode, TrainConfig, TrainReport, train};
+use convlens::zoo::Model;
+
+fn dataset() -> ImageFolder {
+    ImageFolder::scan(&repo("assets/datasets/fashion-mini"), &FolderOptions::default()).unwrap()
+}
+
+fn run(base: &Model, cfg: &TrainConfig, out: &Path) -> convlens::Result<TrainReport> {
+    train(base, &dataset(), cfg, out, &mut |_| {}, &CancelToken::new())
+}
+
+fn load(dir: &Path) -> Model {
+    convlens::zoo::resolve(dir.to_str().unwrap())
+        .and_then(|s| s.load(&Device::Cpu))
+        .unwrap()
+}
+
+fn tensors(model: &mut Model) -> HashMap<String, Vec<f32>> {
+    model
+        .network
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}
+
+fn probabilities(model: &Model, split: Split) -> Vec<Vec<f32>> {
+    let paths: Vec<_> = dataset().split(split).iter().map(|s| s.path.clone()).collect();
+    let batch = model.load_batch(&paths).unwrap().batch.unwrap();
+    model.probabilities(&batch).unwrap()
+}
+
+/// extract (cache filled, then hit), evaluate, reload, a diverging run, fine-tuning.
+#[test]
+fn transfer_learning_end_to_end() {
+    let base = lite0();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        epochs: 15,
+        cache_dir: Some(work.path().join("cache")),
+        ..TrainConfig::default()
+    };
+
+    // 1. Fast feature extraction: the base runs once per image.
+    let out = work.path().join("extract");
+    let first = run(&base, &cfg, &out).unwrap();
+    println!("extract: best val acc {:.3}", first.best_val_accuracy);
+    assert_eq!(first.extract.computed, 320, "240 train + 80 validation images");
+    assert!(first.best_val_accuracy >= 0.93, "{}", first.best_val_accuracy);
+    assert!(first.history.iter().any(|e| e.best));
+
+    // 2. Second run: every feature from the cache, no base forward; same seed, same metrics.
+    let second = run(&base, &cfg, &work.path().join("extract2")).unwrap();
+    assert_eq!(second.extract.computed, 0, "the cache is hit");
+    assert_eq!(second.extract.cached, 320);
+    assert_eq!(second.history, {
+        let mut h = first.history.clone();
+        for (a, b) in h.iter_mut().zip(&second.history) {
+            a.secs = b.secs;
+        }
+        h
+    });
+
+    // 3. The saved model reloads, uses the user's classes and predicts identically.
+    let model = load(&out);
+    assert_eq!(model.spec.labels, ["ankle_boot", "bag", "sandal", "sneaker"]);
+    let again = load(&out);
+    assert_eq!(probabilities(&model, Split::Test), probabilities(&again, Split::Test));
+    let eval = evaluate(&model, dataset().split(Split::Test), 32, &mut |_, _| {}, &CancelToken::new())
+        .unwrap();
+    let total: usize = eval.confusion.iter().flatten().sum();
+    assert_eq!(total, 80);
+    assert!(eval.accuracy >= 0.85, "test accuracy {}", eval.accuracy);
+    assert_eq!(
+        eval.misclassified.len(),
+        80 - (0..4).map(|i| eval.confusion[i][i]).sum::<usize>()
+    );
+
+    // 4. A diverging run stops with a clear message; its checkpoint still loads.
+    let nan_dir = work.path().join("nan");
+    let nan_cfg = TrainConfig {
+        lr: 1e6,
+        ..cfg.clone()
+    };
+    let err = run(&base, &nan_cfg, &nan_dir).unwrap_err().to_string();
+    assert!(err.contains("loss became") && err.contains("learning rate"), "{err}");
+    let survivor = load(&nan_dir);
+    assert!(probabilities(&survivor, Split::Validation)
+        .iter()
+        .flatten()
+        .all(|p| p.is_finite()));
+
+    // 5. Fine-tuning changes only the unfrozen stages (and the head).
+    let ft_dir = work.path().join("finetune");
+    let ft_cfg = TrainConfig {
+        mode: Mode::Finetune,
+        epochs: 15,
+        finetune_epochs: 1,
+        finetune_lr: 1e-4, // large enough that one epoch changes the weights measurably
+        patience: None,
+        ..cfg.clone()
+    };
+    let report = run(&base, &ft_cfg, &ft_dir).unwrap();
+    assert_eq!(report.extract.computed, 0, "the head phase reuses the cache");
+    assert!(report.history.iter().any(|e| e.phase == "finetune"));
+    assert!(
+        report.best_val_accuracy >= first.best_val_accuracy - 0.02,
+        "{} vs {}",
+        report.best_val_accuracy,
+        first.best_val_accuracy
+    );
+    let mut tuned = load(&ft_dir);
+    let mut pretrained = lite0();
+    let before = tensors(&mut pretrained);
+    let after = tensors(&mut tuned);
+    let unfrozen = ["blocks.15.", "head."];
+    let finetuned_saved = {
+        let m = convlens::train::bundle::TrainedManifest::read(&ft_dir).unwrap();
+        !m.finetuned_layers.is_empty()
+    };
+    for (name, values) in &after {
+        if name.starts_with("logits.") {
+            continue; // the new head
+        }
+        let original = &before[name];
+        if unfrozen.iter().any(|p| name.starts_with(p)) {
+            if finetuned_saved {
+                assert_ne!(values, original, "{name} should have been fine-tuned");
+            }
+        } else {
+            assert_eq!(values, original, "{name} must stay bit-identical");
+        }
+    }
+}
+
+#[test]
+fn scratch_convnet_beats_chance() {
+    let base = lite0();
+    let work = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        mode: Mode::Scratch,
+        scratch_size: 80,
+        epochs: 3,
+        augment: Augment::none(),
+        ..TrainConfig::default()
+    };
+    let report = run(&base, &cfg, work.path()).unwrap();
+    println!("scratch: best val acc {:.3}", report.best_val_accuracy);
+    assert!(report.best_val_accuracy > 0.5, "{}", report.best_val_accuracy);
+    let model = load(work.path());
+    assert_eq!(model.spec.manifest.architecture, "small_convnet");
+    let x = Tensor::zeros((1, 3, 80, 80), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(model.network.forward(&x).unwrap().dims(), &[1, 4]);
+}
+
+#[test]
+fn cli_train_then_evaluate_json() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("model");
+    let status = Command::new(env!("CARGO_BIN_EXE_convlens"))
+        .args(["train", "assets/datasets/fashion-mini", "--epochs", "3", "--head", "linear"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--cache")
+        .arg(work.path().join("cache"))
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{stderr}");
+    assert!(stderr.contains("head epoch   3"), "{stderr}");
+    let eval = Command::new(env!("CARGO_BIN_EXE_convlens"))
+        .arg("evaluate")
+        .arg(&out)
+        .args(["assets/datasets/fashion-mini", "--split", "validation", "--json"])
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    for key in ["accuracy", "classes", "confusion", "per_class", "misclassified"] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    let total: u64 = v["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|n| n.as_u64().unwrap()))
+        .sum();
+    assert_eq!(total, 80);
+}
