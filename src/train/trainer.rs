@@ -305,6 +305,7 @@ impl Run<'_> {
             .as_mut()
             .expect("manifest set before training");
         manifest.history = self.history.clone();
+        manifest.finetuned_layers = self.trained_layers.clone();
         manifest.best_val_loss = self.best_val_loss;
         manifest.best_val_accuracy = self.best_val_accuracy;
         bundle::save(&self.out_dir, manifest, &tensors)
