@@ -10,7 +10,6 @@ use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 use super::bundle::{self, BaseModelRef, TrainedManifest};
 use super::features::{ExtractStats, FeatureCache, Features, default_cache_root, extract_features};
@@ -20,8 +19,8 @@ use super::optim::Optimizer;
 use super::{EpochMetrics, Mode, TrainConfig, TrainEvent};
 use crate::cancel::CancelToken;
 use crate::data::augment::{Augment, augment_seed};
+use crate::data::folder::{BatchAugment, load_batch};
 use crate::data::folder::{ImageFolder, Sample, Split};
-use crate::data::preprocess::load_rgb;
 use crate::data::train_transform::TrainTransform;
 use crate::graph::Network;
 use crate::zoo::{Model, ModelSpec, small_convnet};
@@ -633,46 +632,24 @@ impl<'a> ImageLearner<'a> {
         }
     }
 
-    /// Decodes (and, with `augment_epoch`, augments) samples in parallel: `[n, 3, s, s]` and
-    /// the labels of the images that could be read.
+    /// Decodes (and, for `augment_epoch`, augments) a batch in parallel: `[n, 3, s, s]` and
+    /// the labels `[n]` of the images that could be read; unreadable ones are remembered.
     fn load(
         &mut self,
-        samples: &[(usize, &Sample)],
+        samples: &[Sample],
         augment_epoch: Option<usize>,
-    ) -> Result<(Tensor, Vec<u32>)> {
-        let t = &self.transform;
-        let augment = &self.augment;
-        let seed = self.seed;
-        let decoded: Vec<Result<Vec<f32>>> = samples
-            .par_iter()
-            .map(|&(index, s)| {
-                let img = t.apply(&load_rgb(&s.path)?);
-                let img = match augment_epoch {
-                    Some(epoch) => {
-                        augment.apply(&img, augment_seed(seed, epoch as u64, index as u64))
-                    }
-                    None => img,
-                };
-                Ok(t.to_tensor(&img, &Device::Cpu)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?)
-            })
-            .collect();
-        let mut data = Vec::new();
-        let mut labels = Vec::new();
-        for ((_, s), d) in samples.iter().zip(decoded) {
-            match d {
-                Ok(v) => {
-                    data.extend(v);
-                    labels.push(s.label as u32);
-                }
-                Err(e) => self.skipped.push((s.path.clone(), e.to_string())),
-            }
-        }
-        let size = t.size as usize;
-        let x = Tensor::from_vec(data, (labels.len(), 3, size, size), &Device::Cpu)?
-            .to_device(&self.device)?;
-        Ok((x, labels))
+        first_index: usize,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        let augment = augment_epoch.map(|epoch| BatchAugment {
+            augment: &self.augment,
+            seed: self.seed,
+            epoch: epoch as u64,
+            first_index: first_index as u64,
+        });
+        let (batch, skipped) = load_batch(samples, &self.transform, augment, &self.device)?;
+        self.skipped
+            .extend(skipped.into_iter().map(|s| (s.path, s.reason)));
+        Ok(batch.map(|b| (b.images, b.labels)))
     }
 
     /// Logits for a batch of images; `train` enables dropout and keeps the graph.
@@ -708,22 +685,18 @@ impl Learner for ImageLearner<'_> {
 
     fn train_batch(&mut self, epoch: usize, i: usize) -> Result<(Tensor, Tensor)> {
         let bs = self.batch_size;
-        let train = std::mem::take(&mut self.train);
-        let picked: Vec<(usize, &Sample)> = self.order
-            [i * bs..((i + 1) * bs).min(self.order.len())]
+        let picked: Vec<Sample> = self.order[i * bs..((i + 1) * bs).min(self.order.len())]
             .iter()
-            .map(|&j| (j, &train[j]))
+            .map(|&j| self.train[j].clone())
             .collect();
-        let loaded = self.load(&picked, (!self.augment.is_none()).then_some(epoch));
-        drop(picked);
-        self.train = train;
-        let (x, labels) = loaded?;
-        let logits = if labels.is_empty() {
-            Tensor::zeros((0, self.classes), candle_core::DType::F32, &self.device)?
-        } else {
-            self.logits(&x, true)?
-        };
-        Ok((logits, labels_tensor(&labels, &self.device)?))
+        let augment_epoch = (!self.augment.is_none()).then_some(epoch);
+        match self.load(&picked, augment_epoch, i * bs)? {
+            Some((x, labels)) => Ok((self.logits(&x, true)?, labels)),
+            None => Ok((
+                Tensor::zeros((0, self.classes), candle_core::DType::F32, &self.device)?,
+                Tensor::zeros(0, candle_core::DType::U32, &self.device)?,
+            )),
+        }
     }
 
     fn validate(&mut self) -> Result<(f32, ConfusionMatrix)> {
@@ -734,19 +707,15 @@ impl Learner for ImageLearner<'_> {
         let mut loss_sum = 0f64;
         let val = std::mem::take(&mut self.val);
         for chunk in val.chunks(self.batch_size) {
-            let picked: Vec<(usize, &Sample)> = chunk.iter().enumerate().collect();
-            let (x, labels) = self.load(&picked, None)?;
-            if labels.is_empty() {
+            let Some((x, labels)) = self.load(chunk, None, 0)? else {
                 continue;
-            }
+            };
             let logits = self.logits(&x, false)?.detach();
-            let loss =
-                candle_nn::loss::cross_entropy(&logits, &labels_tensor(&labels, &self.device)?)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64 * labels.len() as f64;
-            for (&t, p) in labels
-                .iter()
-                .zip(argmax_rows(&logits.to_device(&Device::Cpu)?.to_vec2()?))
-            {
+            let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
+            let n = labels.dim(0)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64 * n as f64;
+            let predicted = argmax_rows(&logits.to_device(&Device::Cpu)?.to_vec2()?);
+            for (t, p) in labels.to_vec1::<u32>()?.into_iter().zip(predicted) {
                 cm.add(t as usize, p);
             }
         }
