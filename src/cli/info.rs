@@ -30,6 +30,7 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
             "input_size": m.input_size,
             "num_classes": m.num_classes,
             "default_cam_layer": m.default_cam_layer,
+            "provenance": m.provenance,
             "layers": table,
         });
         println!(
@@ -49,6 +50,9 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
     );
     if !m.provenance.source.is_empty() {
         println!("source: {} ({})", m.provenance.source, m.provenance.license);
+    }
+    if !m.provenance.notes.is_empty() {
+        println!("notes: {}", m.provenance.notes);
     }
     println!();
     print!("{}", format_table(&table));

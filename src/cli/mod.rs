@@ -1,8 +1,13 @@
 //! The headless command line: one file per subcommand, thin shells over the library.
 
+mod activations;
+mod cam;
 mod evaluate;
+mod figure_io;
+mod filters;
 mod info;
 mod predict;
+mod reproduce;
 mod train;
 
 use std::process::ExitCode;
@@ -17,6 +22,14 @@ use crate::device::DeviceChoice;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Render the window once everything has loaded, write it to this PNG and exit.
+    #[cfg(feature = "gui")]
+    #[arg(long, value_name = "OUT.png")]
+    pub screenshot: Option<std::path::PathBuf>,
+    /// The tab to open on (Model, Data, Train, Activations, Filters, Heatmap, Predict).
+    #[cfg(feature = "gui")]
+    #[arg(long)]
+    pub tab: Option<String>,
 }
 
 /// The subcommands; none opens the desktop app.
@@ -30,6 +43,14 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Evaluate a trained model on a labelled image folder.
     Evaluate(evaluate::EvaluateArgs),
+    /// Every channel of a layer's output for an image, as a grid figure (PNG + JSON sidecar).
+    Activations(activations::ActivationsArgs),
+    /// The pattern each filter of a layer responds to, by gradient ascent (PNG + sidecar).
+    Filters(filters::FiltersArgs),
+    /// Where in an image a class is found: a class-activation map figure (PNG + sidecar).
+    Cam(cam::CamArgs),
+    /// Render a figure again from its JSON sidecar (same PNG, byte for byte).
+    Reproduce(reproduce::ReproduceArgs),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
     Gui(GuiArgs),
@@ -70,10 +91,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Info(args)) => info::run(&args),
         Some(Command::Train(args)) => train::run(&args),
         Some(Command::Evaluate(args)) => evaluate::run(&args),
+        Some(Command::Activations(args)) => activations::run(&args),
+        Some(Command::Filters(args)) => filters::run(&args),
+        Some(Command::Cam(args)) => cam::run(&args),
+        Some(Command::Reproduce(args)) => reproduce::run(&args),
         #[cfg(feature = "gui")]
-        Some(Command::Gui(args)) => crate::gui::run(&args.model).map(|()| ExitCode::SUCCESS),
+        Some(Command::Gui(args)) => open_gui(Some(args.model), cli.screenshot, cli.tab),
         #[cfg(feature = "gui")]
-        None => crate::gui::run(crate::zoo::DEFAULT_MODEL).map(|()| ExitCode::SUCCESS),
+        None => open_gui(None, cli.screenshot, cli.tab),
         #[cfg(not(feature = "gui"))]
         None => {
             use clap::CommandFactory;
@@ -86,6 +111,39 @@ pub fn run(cli: Cli) -> ExitCode {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })
+}
+
+/// Opens the desktop app, or renders it once to a PNG with `--screenshot`.
+#[cfg(feature = "gui")]
+fn open_gui(
+    model: Option<String>,
+    screenshot: Option<std::path::PathBuf>,
+    tab: Option<String>,
+) -> crate::Result<ExitCode> {
+    let tab = match tab {
+        Some(name) => Some(crate::gui::Tab::from_name(&name).ok_or_else(|| {
+            crate::Error::Model(format!(
+                "unknown tab `{name}`; use one of {}",
+                crate::gui::Tab::ALL.map(|t| t.title()).join(", ")
+            ))
+        })?),
+        None => None,
+    };
+    let options = crate::gui::AppOptions {
+        model,
+        // A screenshot shows the defaults, not whatever the user last looked at.
+        settings_path: if screenshot.is_some() {
+            None
+        } else {
+            crate::gui::settings::Settings::default_path()
+        },
+        tab,
+    };
+    match screenshot {
+        Some(out) => crate::gui::screenshot(options, out)?,
+        None => crate::gui::run(options)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A progress bar on stderr (drawn only when stderr is a terminal).

@@ -34,6 +34,10 @@ pub struct Evaluation {
     pub misclassified: Vec<Misclassified>,
     /// Files that could not be read, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
+    /// Every classified image: (path, true class, predicted class, predicted probability), so
+    /// that any confusion cell can list its images.
+    #[serde(skip)]
+    pub predictions: Vec<(PathBuf, usize, usize, f32)>,
 }
 
 /// Classifies every sample (labels index the model's classes) in batches of `batch_size`.
@@ -57,6 +61,7 @@ pub fn evaluate(
     let mut cm = ConfusionMatrix::new(classes.len());
     let mut misclassified = Vec::new();
     let mut skipped = Vec::new();
+    let mut predictions = Vec::new();
     let mut done = 0;
     for chunk in samples.chunks(batch_size.max(1)) {
         cancel.check()?;
@@ -73,6 +78,7 @@ pub fn evaluate(
                     .expect("a loaded path comes from the chunk")
                     .label;
                 cm.add(truth, pred);
+                predictions.push((path.clone(), truth, pred, p[pred]));
                 if pred != truth {
                     misclassified.push(Misclassified {
                         path: path.clone(),
@@ -94,5 +100,6 @@ pub fn evaluate(
         classes,
         misclassified,
         skipped,
+        predictions,
     })
 }

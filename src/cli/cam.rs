@@ -1,0 +1,206 @@
+//! `convlens cam IMAGE|FOLDER [--class NAME|INDEX] [--method M] [--layer L] [--alpha A]
+//! [--colormap C] [--scale S] [--out F.png] [--json]`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::figure_io::{default_out, export_folder};
+use super::{ModelArgs, progress_bar};
+use crate::export::{self, CamRequest, Exported, FigureRequest};
+use crate::viz::cam::{CamMethod, CamScore};
+use crate::viz::colormap::Colormap;
+use crate::{Error, Result};
+
+/// Arguments of `convlens cam`.
+#[derive(clap::Args, Debug)]
+pub struct CamArgs {
+    /// An image file, or a folder: one figure per image, with index.csv and index.json.
+    pub image: PathBuf,
+    /// The class, by name (case-insensitive) or index; default: the top-1 prediction.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// gradcam, gradcam++, layercam, scorecam or eigencam.
+    #[arg(long, default_value = "gradcam")]
+    pub method: CamMethod,
+    /// The layer; default: the model's default CAM layer.
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// Weight of the heatmap in the overlay, 0-1.
+    #[arg(long, default_value_t = 0.4)]
+    pub alpha: f32,
+    /// viridis, magma, inferno, gray, turbo or jet.
+    #[arg(long, default_value = "jet")]
+    pub colormap: Colormap,
+    /// The class score: the raw logit (default) or the softmax probability.
+    #[arg(long)]
+    pub prob_score: bool,
+    /// Figure scale factor, 1-4.
+    #[arg(long, default_value_t = 1)]
+    pub scale: u32,
+    /// The PNG to write (a sidecar .json goes beside it); for a folder, the output folder.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print JSON: the low-resolution map, the class, its probability and the figure's path.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+#[derive(serde::Serialize)]
+struct CamJson {
+    image: String,
+    class: usize,
+    class_name: String,
+    prob: f32,
+    method: String,
+    layer: String,
+    /// Rows of the map at the layer's resolution (after ReLU, before normalisation).
+    lowres: Vec<Vec<f32>>,
+    figure: String,
+    sidecar: String,
+}
+
+fn to_json(image: &Path, e: &Exported) -> Option<CamJson> {
+    let cam = e.cam.as_ref()?;
+    let (_, w) = cam.lowres_size;
+    Some(CamJson {
+        image: image.display().to_string(),
+        class: cam.class,
+        class_name: e.result["class_name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        prob: cam.prob,
+        method: cam.method.name().to_string(),
+        layer: cam.layer.clone(),
+        lowres: cam.lowres.chunks(w.max(1)).map(<[f32]>::to_vec).collect(),
+        figure: e.png.display().to_string(),
+        sidecar: e.sidecar.display().to_string(),
+    })
+}
+
+/// Computes the map, writes the figure and its sidecar, prints a summary (or JSON).
+pub fn run(args: &CamArgs) -> Result<ExitCode> {
+    export::check_scale(args.scale)?;
+    if !(0.0..=1.0).contains(&args.alpha) {
+        return Err(Error::Model(format!(
+            "--alpha {} is outside 0..1",
+            args.alpha
+        )));
+    }
+    let model = args.model.load()?;
+    let layer = args
+        .layer
+        .clone()
+        .unwrap_or_else(|| model.spec.manifest.default_cam_layer.clone());
+    model.network.index_of(&layer)?;
+    let class = args
+        .class
+        .as_deref()
+        .map(|c| export::resolve_class(&model.spec.labels, c))
+        .transpose()?;
+    let make = |image: &Path| {
+        FigureRequest::Cam(CamRequest {
+            image: image.to_path_buf(),
+            layer: layer.clone(),
+            method: args.method,
+            class,
+            score: if args.prob_score {
+                CamScore::Probability
+            } else {
+                CamScore::Logit
+            },
+            colormap: args.colormap,
+            alpha: args.alpha,
+        })
+    };
+    if args.image.is_dir() {
+        let out_dir = args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("convlens-cam"));
+        let mut found = Vec::new();
+        let (_, failed) = export_folder(
+            &model,
+            &args.model.model,
+            &args.image,
+            &out_dir,
+            args.scale,
+            &["class", "class_name", "prob"],
+            &make,
+            &mut |image, res| match res {
+                Ok(e) => {
+                    if args.json {
+                        found.extend(to_json(image, e));
+                    } else {
+                        println!(
+                            "{}: {} ({:.3}) -> {}",
+                            image.display(),
+                            e.result["class_name"].as_str().unwrap_or_default(),
+                            e.result["prob"].as_f64().unwrap_or_default(),
+                            e.png.display()
+                        );
+                    }
+                }
+                Err(err) => eprintln!("error: {err}"),
+            },
+        )?;
+        if args.json {
+            print_json(&found);
+        } else {
+            println!("index: {}", out_dir.join("index.csv").display());
+        }
+        return Ok(if failed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(Some(&args.image), &format!("{layer}-{}", args.method)));
+    let request = make(&args.image);
+    let bar = (args.method == CamMethod::ScoreCam).then(|| progress_bar(0, "score-cam"));
+    let exported = export::export(
+        &model,
+        &args.model.model,
+        &request,
+        args.scale,
+        &out,
+        &mut |done, total| {
+            if let Some(b) = &bar {
+                b.set_length(total as u64);
+                b.set_position(done as u64);
+            }
+            true
+        },
+    )?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if args.json {
+        print_json(&to_json(&args.image, &exported));
+    } else {
+        println!(
+            "{} at {}: {} (class {}, p = {:.3})",
+            args.method,
+            layer,
+            exported.result["class_name"].as_str().unwrap_or_default(),
+            exported.result["class"],
+            exported.result["prob"].as_f64().unwrap_or_default()
+        );
+        println!("figure: {}", exported.png.display());
+        println!("sidecar: {}", exported.sidecar.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    serde_json::to_writer_pretty(&mut out, v).expect("stdout is writable");
+    let _ = writeln!(out);
+}

@@ -1,0 +1,47 @@
+//! `convlens reproduce SIDECAR.json [--out F.png] [--device D]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::progress_bar;
+use crate::Result;
+use crate::device::DeviceChoice;
+use crate::export;
+
+/// Arguments of `convlens reproduce`.
+#[derive(clap::Args, Debug)]
+pub struct ReproduceArgs {
+    /// The JSON sidecar written beside a figure.
+    pub sidecar: PathBuf,
+    /// Where to write the figure (default: `<sidecar stem>.reproduced.png` beside it).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override the recorded device (cpu, cuda[:N], metal[:N], auto).
+    #[arg(long)]
+    pub device: Option<DeviceChoice>,
+}
+
+/// Renders the figure again; exit code 1 if its bytes differ from the recorded PNG's.
+pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
+    let device = args.device.map(|d| d.open()).transpose()?;
+    let bar = progress_bar(0, "reproduce");
+    let r = export::reproduce(
+        &args.sidecar,
+        args.out.as_deref(),
+        device,
+        &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            true
+        },
+    )?;
+    bar.finish_and_clear();
+    println!("figure: {}", r.png.display());
+    if r.identical {
+        println!("identical to the recorded PNG (same SHA-256)");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("the new PNG differs from the recorded one (another device, build or input?)");
+        Ok(ExitCode::FAILURE)
+    }
+}

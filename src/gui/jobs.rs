@@ -1,0 +1,359 @@
+//! The GUI's jobs: each runs on the worker thread (see [`crate::jobs`]) against the engine and
+//! answers with a [`Msg`]. Panels never call the engine directly; they ask for one of these.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use crate::data::augment::Augment;
+use crate::data::folder::{FolderOptions, ImageFolder, Split};
+use crate::data::preprocess::load_rgb;
+use crate::graph::LayerInfo;
+use crate::jobs::{Engine, JobContext};
+use crate::predict::{ClassScore, top_k};
+use crate::train::evaluate::{Evaluation, evaluate};
+use crate::train::{TrainConfig, TrainEvent, TrainReport, train};
+use crate::viz::activations::{
+    ChannelStats, GridLayout, GridOptions, LayerSparsity, layer_activations, sparsity_profile,
+    spatial_layers,
+};
+use crate::viz::cam::{self, CamOptions};
+use crate::viz::colormap::Colormap;
+use crate::viz::filters::{FilterOptions, filter_patterns};
+use crate::viz::overlay::{CamImages, cam_images};
+use crate::{Error, Result};
+
+/// What the window learns about a loaded model.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    /// The name or path it was loaded by.
+    pub key: String,
+    pub title: String,
+    pub source: String,
+    pub layers: Vec<LayerInfo>,
+    /// Layers with a spatial output (for activations, filters and CAMs).
+    pub spatial: Vec<String>,
+    pub labels: Vec<String>,
+    pub default_cam_layer: String,
+    pub input_size: usize,
+}
+
+/// An activation grid ready to show.
+#[derive(Clone, Debug)]
+pub struct ActivationView {
+    pub image: PathBuf,
+    pub layer: String,
+    pub grid: RgbImage,
+    pub layout: GridLayout,
+    pub stats: Vec<ChannelStats>,
+    /// Each channel alone, enlarged on click: `channels` maps of `height` x `width` levels.
+    pub channels: Vec<RgbImage>,
+    pub options: GridOptions,
+}
+
+/// A class-activation map ready to show.
+#[derive(Clone, Debug)]
+pub struct CamView {
+    pub model: String,
+    pub image: PathBuf,
+    pub images: CamImages,
+    pub class: usize,
+    pub class_name: String,
+    pub prob: f32,
+    pub top5: Vec<ClassScore>,
+    pub options: CamOptions,
+}
+
+/// A finished training run and its validation evaluation.
+#[derive(Clone, Debug)]
+pub struct TrainOutcome {
+    pub report: TrainReport,
+    pub evaluation: Evaluation,
+}
+
+/// Messages from the worker to the window.
+pub enum Msg {
+    Model(Result<ModelInfo, String>),
+    Data(Result<ImageFolder, String>),
+    Progress {
+        what: String,
+        done: usize,
+        total: usize,
+    },
+    Activations(Result<ActivationView, String>),
+    Sparsity(Result<Vec<LayerSparsity>, String>),
+    Cam(Result<CamView, String>),
+    Predictions(Vec<(PathBuf, Result<Vec<ClassScore>, String>)>),
+    Train(TrainEvent),
+    TrainDone(Result<TrainOutcome, String>),
+    FilterTile {
+        index: usize,
+        image: RgbImage,
+    },
+    FiltersDone(Result<usize, String>),
+    Augmented(Result<Vec<RgbImage>, String>),
+    Exported(Result<Vec<PathBuf>, String>),
+}
+
+fn text<T>(r: Result<T>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}
+
+/// Loads a model and describes it.
+pub fn load_model(engine: &mut Engine, key: &str) -> Result<ModelInfo> {
+    let model = engine.model(key)?;
+    let m = &model.spec.manifest;
+    let input_size = m.input_size as usize;
+    Ok(ModelInfo {
+        key: key.to_string(),
+        title: format!(
+            "{} — {} classes, input {}×{}",
+            m.name, m.num_classes, m.input_size, m.input_size
+        ),
+        source: if m.provenance.license.is_empty() {
+            m.provenance.source.clone()
+        } else {
+            format!("{} ({})", m.provenance.source, m.provenance.license)
+        },
+        layers: model.network.layers(input_size),
+        spatial: spatial_layers(&model.network, input_size),
+        labels: model.spec.labels.clone(),
+        default_cam_layer: m.default_cam_layer.clone(),
+        input_size,
+    })
+}
+
+/// The job that loads a model.
+pub fn model_job(key: String) -> impl FnOnce(&mut Engine, &JobContext<Msg>) + Send {
+    move |engine, ctx| ctx.send(Msg::Model(text(load_model(engine, &key))))
+}
+
+/// The job that scans an image folder.
+pub fn data_job(dir: PathBuf) -> impl FnOnce(&mut Engine, &JobContext<Msg>) + Send {
+    move |_, ctx| {
+        ctx.send(Msg::Data(text(ImageFolder::scan(
+            &dir,
+            &FolderOptions::default(),
+        ))))
+    }
+}
+
+/// Activation grid of one layer for one image.
+pub fn activations(
+    engine: &mut Engine,
+    key: &str,
+    image: &Path,
+    layer: &str,
+    options: &GridOptions,
+) -> Result<ActivationView> {
+    let model = engine.model(key)?;
+    let input = model.spec.preprocess.load(image, &model.device)?;
+    let acts = layer_activations(&model.network, &input, layer)?;
+    let single = GridOptions {
+        cols: 1,
+        gutter: 0,
+        ..options.clone()
+    };
+    let shared = options.shared_scale.then(|| acts.layer_stats());
+    let channels = (0..acts.channels)
+        .map(|c| {
+            let levels = acts.levels(c, shared.as_ref());
+            let mut img = RgbImage::new(acts.width as u32, acts.height as u32);
+            for (p, &l) in img.pixels_mut().zip(&levels) {
+                *p = image::Rgb(if acts.stats[c].is_blank() {
+                    [255, 255, 255]
+                } else {
+                    single.colormap.rgb(l as f32 / 255.0)
+                });
+            }
+            img
+        })
+        .collect();
+    Ok(ActivationView {
+        image: image.to_path_buf(),
+        layer: layer.to_string(),
+        grid: acts.grid(options),
+        layout: acts.layout(options),
+        stats: acts.stats.clone(),
+        channels,
+        options: options.clone(),
+    })
+}
+
+/// Sparsity by depth for one image.
+pub fn sparsity(engine: &mut Engine, key: &str, image: &Path) -> Result<Vec<LayerSparsity>> {
+    let model = engine.model(key)?;
+    let input = model.spec.preprocess.load(image, &model.device)?;
+    sparsity_profile(&model.network, &input)
+}
+
+/// A class-activation map over the original image.
+pub fn cam_view(
+    engine: &mut Engine,
+    key: &str,
+    image: &Path,
+    options: &CamOptions,
+    colormap: Colormap,
+    alpha: f32,
+    cancel: &crate::cancel::CancelToken,
+) -> Result<CamView> {
+    let model = engine.model(key)?;
+    let original = load_rgb(image)?;
+    let input = model
+        .spec
+        .preprocess
+        .to_tensor(&model.spec.preprocess.apply(&original), &model.device)?;
+    let probs = model.probabilities(&input)?;
+    let top5 = top_k(&probs[0], 5, &model.spec.labels);
+    let cam = cam::compute_with_progress(&model.network, &input, options, &mut |_, _| {
+        !cancel.is_cancelled()
+    })?;
+    let (w, h) = original.dimensions();
+    let region = model.spec.preprocess.source_region(w, h);
+    let images = cam_images(&original, &cam.map, cam.size, region, colormap, alpha);
+    Ok(CamView {
+        model: key.to_string(),
+        image: image.to_path_buf(),
+        images,
+        class: cam.class,
+        class_name: model.spec.labels[cam.class].clone(),
+        prob: cam.prob,
+        top5,
+        options: options.clone(),
+    })
+}
+
+/// Top-k classes of each image.
+pub fn predictions(
+    engine: &mut Engine,
+    key: &str,
+    paths: &[PathBuf],
+    k: usize,
+) -> Result<Vec<(PathBuf, Result<Vec<ClassScore>, String>)>> {
+    let model = engine.model(key)?;
+    let loaded = model.load_batch(paths)?;
+    let mut out: Vec<(PathBuf, Result<Vec<ClassScore>, String>)> = loaded
+        .failures
+        .into_iter()
+        .map(|(p, e)| (p, Err(e.to_string())))
+        .collect();
+    if let Some(batch) = &loaded.batch {
+        for (p, probs) in loaded.paths.iter().zip(model.probabilities(batch)?) {
+            out.push((p.clone(), Ok(top_k(&probs, k, &model.spec.labels))));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Trains on a folder, streaming events, then evaluates the result on the validation split.
+pub fn train_job(
+    key: String,
+    data_dir: PathBuf,
+    cfg: TrainConfig,
+    out_dir: PathBuf,
+) -> impl FnOnce(&mut Engine, &JobContext<Msg>) + Send {
+    move |engine, ctx| {
+        let result = (|| -> Result<TrainOutcome> {
+            let base = engine.model(&key)?;
+            let data = ImageFolder::scan(
+                &data_dir,
+                &FolderOptions {
+                    validation_fraction: cfg.validation_fraction,
+                    seed: cfg.seed,
+                    check_decodable: true,
+                },
+            )?;
+            let report = train(
+                &base,
+                &data,
+                &cfg,
+                &out_dir,
+                &mut |event| ctx.send(Msg::Train(event)),
+                &ctx.cancel,
+            )?;
+            let out_key = out_dir.to_string_lossy().into_owned();
+            engine.forget(&out_key);
+            let trained = engine.model(&out_key)?;
+            let evaluation = evaluate(
+                &trained,
+                data.split(Split::Validation),
+                cfg.batch_size,
+                &mut |done, total| {
+                    ctx.send(Msg::Progress {
+                        what: "evaluating".into(),
+                        done,
+                        total,
+                    })
+                },
+                &ctx.cancel,
+            )?;
+            Ok(TrainOutcome { report, evaluation })
+        })();
+        ctx.send(Msg::TrainDone(text(result)));
+    }
+}
+
+/// Filter patterns, one tile message per finished filter.
+pub fn filters_job(
+    key: String,
+    layer: String,
+    filters: Vec<usize>,
+    options: FilterOptions,
+) -> impl FnOnce(&mut Engine, &JobContext<Msg>) + Send {
+    move |engine, ctx| {
+        let total = filters.len();
+        let result = engine.model(&key).and_then(|model| {
+            let mut done = 0;
+            filter_patterns(&model, &layer, &filters, &options, &mut |index, image| {
+                done += 1;
+                ctx.send(Msg::FilterTile {
+                    index,
+                    image: image.clone(),
+                });
+                ctx.send(Msg::Progress {
+                    what: "filters".into(),
+                    done,
+                    total,
+                });
+                !ctx.cancel.is_cancelled()
+            })
+            .map(|patterns| patterns.len())
+        });
+        ctx.send(Msg::FiltersDone(text(result)));
+    }
+}
+
+/// Augmented previews of one image at the model's training size.
+pub fn augment_previews(
+    image: &Path,
+    augment: &Augment,
+    size: u32,
+    n: usize,
+) -> Result<Vec<RgbImage>> {
+    let img = load_rgb(image)?;
+    let resized = crate::data::preprocess::resize_bilinear(&img, size, size);
+    Ok(augment.previews(&resized, n, 0))
+}
+
+/// A small thumbnail of an image file (`None` if it cannot be read).
+pub fn thumbnail(path: &Path, size: u32) -> Option<RgbImage> {
+    let img = load_rgb(path).ok()?;
+    let (w, h) = img.dimensions();
+    let scale = size as f32 / w.max(h) as f32;
+    let (tw, th) = (
+        ((w as f32 * scale).round() as u32).max(1),
+        ((h as f32 * scale).round() as u32).max(1),
+    );
+    Some(image::imageops::thumbnail(&img, tw, th))
+}
+
+/// Runs `f`, turning an error into the message text.
+pub fn or_text<T>(f: impl FnOnce() -> Result<T>) -> Result<T, String> {
+    text(f())
+}
+
+/// An error for a missing selection (no image, no layer).
+pub fn missing(what: &str) -> Error {
+    Error::Model(format!("choose {what} first"))
+}
