@@ -24,11 +24,11 @@ pub struct Cli {
     pub command: Option<Command>,
     /// Render the window once everything has loaded, write it to this PNG and exit.
     #[cfg(feature = "gui")]
-    #[arg(long, value_name = "OUT.png")]
+    #[arg(long, value_name = "OUT.png", global = true)]
     pub screenshot: Option<std::path::PathBuf>,
     /// The tab to open on (Model, Data, Train, Activations, Filters, Heatmap, Predict).
     #[cfg(feature = "gui")]
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub tab: Option<String>,
 }
 

@@ -239,6 +239,9 @@ impl ConvlensApp {
                 {
                     self.settings.cam_layer = None;
                 }
+                if self.history.is_empty() && !self.training {
+                    self.history = info.history.clone();
+                }
                 self.model = Some(info);
                 self.request_activations();
                 self.request_cam();

@@ -36,6 +36,8 @@ pub struct ModelInfo {
     pub labels: Vec<String>,
     pub default_cam_layer: String,
     pub input_size: usize,
+    /// For a model trained by convlens: its training history (for the Train tab's curves).
+    pub history: Vec<crate::train::EpochMetrics>,
 }
 
 /// An activation grid ready to show.
@@ -120,6 +122,12 @@ pub fn load_model(engine: &mut Engine, key: &str) -> Result<ModelInfo> {
         labels: model.spec.labels.clone(),
         default_cam_layer: m.default_cam_layer.clone(),
         input_size,
+        history: model
+            .spec
+            .trained
+            .as_ref()
+            .map(|(_, t)| t.history.clone())
+            .unwrap_or_default(),
     })
 }
 

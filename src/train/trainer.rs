@@ -71,6 +71,15 @@ pub fn train(
     on_event: &mut dyn FnMut(TrainEvent),
     cancel: &CancelToken,
 ) -> Result<TrainReport> {
+    if let (Some((dir, _)), Mode::Extract | Mode::ExtractAugment | Mode::Finetune) =
+        (&base.spec.trained, cfg.mode)
+    {
+        return Err(Error::Training(format!(
+            "{} is a model trained by convlens; transfer learning starts from a pretrained \
+             model (e.g. efficientnet_lite0)",
+            dir.display()
+        )));
+    }
     let classes = data.classes.clone();
     for (split, name) in [
         (Split::Train, "training"),
