@@ -12,7 +12,6 @@ use super::settings::{Settings, Tab};
 use super::widgets;
 use crate::data::folder::ImageFolder;
 use crate::jobs::Worker;
-use crate::predict::ClassScore;
 use crate::train::{EpochMetrics, TrainEvent};
 use crate::viz::activations::LayerSparsity;
 
@@ -72,7 +71,7 @@ pub struct ConvlensApp {
     pub(super) trained_cam: Option<CamView>,
     pub(super) cam_class: Option<usize>,
     pub(super) class_search: String,
-    pub(super) predictions: Vec<(PathBuf, Result<Vec<ClassScore>, String>)>,
+    pub(super) predictions: Vec<jobs::PredictionRow>,
     pub(super) predict_input: String,
     /// Textures by name, rebuilt when their image changes.
     pub(super) textures: HashMap<String, egui::TextureHandle>,

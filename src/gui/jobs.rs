@@ -73,6 +73,9 @@ pub struct TrainOutcome {
     pub evaluation: Evaluation,
 }
 
+/// One image's top classes, or why it could not be classified.
+pub type PredictionRow = (PathBuf, Result<Vec<ClassScore>, String>);
+
 /// Messages from the worker to the window.
 pub enum Msg {
     Model(Result<ModelInfo, String>),
@@ -85,7 +88,7 @@ pub enum Msg {
     Activations(Result<ActivationView, String>),
     Sparsity(Result<Vec<LayerSparsity>, String>),
     Cam(Result<CamView, String>),
-    Predictions(Vec<(PathBuf, Result<Vec<ClassScore>, String>)>),
+    Predictions(Vec<PredictionRow>),
     Train(TrainEvent),
     TrainDone(Result<TrainOutcome, String>),
     FilterTile {
@@ -237,10 +240,10 @@ pub fn predictions(
     key: &str,
     paths: &[PathBuf],
     k: usize,
-) -> Result<Vec<(PathBuf, Result<Vec<ClassScore>, String>)>> {
+) -> Result<Vec<PredictionRow>> {
     let model = engine.model(key)?;
     let loaded = model.load_batch(paths)?;
-    let mut out: Vec<(PathBuf, Result<Vec<ClassScore>, String>)> = loaded
+    let mut out: Vec<PredictionRow> = loaded
         .failures
         .into_iter()
         .map(|(p, e)| (p, Err(e.to_string())))

@@ -189,9 +189,11 @@ mod tests {
     fn round_trips_and_survives_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json");
-        let mut s = Settings::default();
-        s.tab = Tab::Heatmap;
-        s.alpha = 0.7;
+        let s = Settings {
+            tab: Tab::Heatmap,
+            alpha: 0.7,
+            ..Settings::default()
+        };
         s.save(&path);
         assert_eq!(Settings::load(Some(&path)), s);
         std::fs::write(&path, "{not json").unwrap();

@@ -613,7 +613,7 @@ impl ConvlensApp {
         let tex = self.tex(&ctx, "activations", &view.grid, false);
         let blank = view.stats.iter().filter(|s| s.is_blank()).count();
         ui.label(format!(
-            "{}: {} channels of {}×{}, {} blank ({:.0}%) — scroll to zoom, drag to pan, click a channel",
+            "{}: {} channels of {}×{}, {} blank ({:.0}%) — ctrl+wheel zooms, drag pans, click a channel",
             view.layer,
             view.stats.len(),
             view.layout.tile.0,
@@ -639,16 +639,15 @@ impl ConvlensApp {
                     .show(ui, |ui| {
                         ui.add(
                             egui::Image::from_texture((tex.id(), size * zoom))
-                                .sense(egui::Sense::click_and_drag()),
+                                .sense(egui::Sense::click()),
                         )
                     });
                 let response = r.inner;
                 if response.hovered() {
-                    let scroll = ui.input(|i| i.smooth_scroll_delta.y);
-                    if scroll != 0.0
-                        && ui.input(|i| i.modifiers.ctrl || i.modifiers.command || true)
-                    {
-                        zoom = (zoom * (1.0 + scroll * 0.002)).clamp(0.05, 40.0);
+                    // Ctrl + wheel (or a pinch) zooms; the wheel alone and dragging pan.
+                    let factor = ui.input(|i| i.zoom_delta());
+                    if factor != 1.0 {
+                        zoom = (zoom * factor).clamp(0.05, 40.0);
                     }
                 }
                 ui.data_mut(|d| d.insert_temp(zoom_id, zoom));
@@ -668,7 +667,7 @@ impl ConvlensApp {
             });
             ui.vertical(|ui| {
                 if let Some(c) = self.enlarged_channel {
-                    let s = view.stats[c].clone();
+                    let s = view.stats[c];
                     ui.label(format!(
                         "channel {c}: min {:.3}, max {:.3}, mean {:.3}",
                         s.min, s.max, s.mean

@@ -143,14 +143,13 @@ pub fn extract_features(
     cancel: &CancelToken,
 ) -> Result<(Features, Vec<SkippedFile>, ExtractStats)> {
     let size = transform.size as usize;
-    let width = *base
+    base.index_of(layer)?; // an unknown layer is an error naming the known ones
+    let width = base
         .layers(size)
         .iter()
         .find(|l| l.id == layer)
-        .ok_or_else(|| base.index_of(layer).err().expect("unknown layer"))?
-        .output_shape
-        .first()
-        .unwrap_or(&0);
+        .and_then(|l| l.output_shape.first().copied())
+        .unwrap_or(0);
     let mut rows: Vec<f32> = Vec::with_capacity(samples.len() * width);
     let mut labels = Vec::new();
     let mut paths = Vec::new();
