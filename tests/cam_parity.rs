@@ -163,6 +163,6 @@ fn any_class_can_be_asked_for() {
     let out = cam::compute(&model.network, &fx["input"], &opts).unwrap();
     assert_eq!(out.class, 281);
     assert_eq!(out.lowres_size, (7, 7));
-    assert!(out.map.iter().all(|v| (0.0..1.0).contains(v)));
+    assert!(out.map.iter().all(|v| (0.0..=1.0).contains(v)));
     assert!(out.map.iter().any(|&v| v > 0.5), "a map with structure");
 }

@@ -20,7 +20,7 @@ use crate::viz::activations::{
 use crate::viz::cam::{self, CamOptions};
 use crate::viz::colormap::Colormap;
 use crate::viz::filters::{FilterOptions, filter_patterns};
-use crate::viz::overlay::{CamImages, cam_images};
+use crate::viz::overlay::{CamImages, CropPlacement, cam_images};
 use crate::{Error, Result};
 
 /// What the window learns about a loaded model.
@@ -220,8 +220,8 @@ pub fn cam_view(
         !cancel.is_cancelled()
     })?;
     let (w, h) = original.dimensions();
-    let region = model.spec.preprocess.source_region(w, h);
-    let images = cam_images(&original, &cam.map, cam.size, region, colormap, alpha);
+    let placement = CropPlacement::new(w, h, &model.spec.preprocess);
+    let images = cam_images(&original, &cam.map, cam.size, &placement, colormap, alpha);
     Ok(CamView {
         model: key.to_string(),
         image: image.to_path_buf(),

@@ -106,57 +106,6 @@ impl FromStr for Colormap {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for c in Colormap::ALL {
-            assert_eq!(c.name().parse::<Colormap>(), Ok(c));
-            assert_eq!(c.to_string(), c.name());
-        }
-        assert_eq!("Grey".parse::<Colormap>(), Ok(Colormap::Gray));
-        let err = "rainbow".parse::<Colormap>().unwrap_err();
-        assert!(
-            err.contains("rainbow") && err.contains("viridis, magma"),
-            "{err}"
-        );
-        assert_eq!(Colormap::default(), Colormap::Viridis);
-    }
-
-    #[test]
-    fn matches_matplotlib_at_known_points() {
-        // matplotlib 3.11: cmap(t, bytes=True)[:3]
-        assert_eq!(Colormap::Viridis.rgb(0.0), [68, 1, 84]);
-        assert_eq!(Colormap::Viridis.rgb(0.5), [32, 144, 140]);
-        assert_eq!(Colormap::Viridis.rgb(1.0), [253, 231, 36]);
-        assert_eq!(Colormap::Viridis.rgb(0.00390625), [68, 2, 85]);
-        assert_eq!(Colormap::Jet.rgb(0.0), [0, 0, 127]);
-        assert_eq!(Colormap::Jet.rgb(1.0), [127, 0, 0]);
-        assert_eq!(Colormap::Gray.rgb(0.0), [0, 0, 0]);
-        assert_eq!(Colormap::Gray.rgb(1.0), [255, 255, 255]);
-    }
-
-    #[test]
-    fn out_of_range_values_clamp() {
-        for c in Colormap::ALL {
-            assert_eq!(c.rgb(-3.0), c.rgb(0.0));
-            assert_eq!(c.rgb(7.0), c.rgb(1.0));
-            assert_eq!(c.rgb(f32::NAN), c.rgb(0.0));
-        }
-    }
-
-    #[test]
-    fn gray_is_monotone() {
-        let t = Colormap::Gray.table();
-        assert!(
-            t.windows(2)
-                .all(|w| w[0][0] <= w[1][0] && w[0][0] == w[0][1])
-        );
-    }
-}
-
 // Generated from matplotlib 3.11.2: `matplotlib.colormaps[name].resampled(256)(np.arange(256), bytes=True)[:, :3]`.
 #[rustfmt::skip]
 const VIRIDIS: [[u8; 3]; 256] = [
@@ -368,3 +317,54 @@ const JET: [[u8; 3]; 256] = [
     [195, 0, 0], [191, 0, 0], [186, 0, 0], [182, 0, 0], [177, 0, 0], [172, 0, 0], [168, 0, 0], [163, 0, 0],
     [159, 0, 0], [154, 0, 0], [150, 0, 0], [145, 0, 0], [141, 0, 0], [136, 0, 0], [132, 0, 0], [127, 0, 0],
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for c in Colormap::ALL {
+            assert_eq!(c.name().parse::<Colormap>(), Ok(c));
+            assert_eq!(c.to_string(), c.name());
+        }
+        assert_eq!("Grey".parse::<Colormap>(), Ok(Colormap::Gray));
+        let err = "rainbow".parse::<Colormap>().unwrap_err();
+        assert!(
+            err.contains("rainbow") && err.contains("viridis, magma"),
+            "{err}"
+        );
+        assert_eq!(Colormap::default(), Colormap::Viridis);
+    }
+
+    #[test]
+    fn matches_matplotlib_at_known_points() {
+        // matplotlib 3.11: cmap(t, bytes=True)[:3]
+        assert_eq!(Colormap::Viridis.rgb(0.0), [68, 1, 84]);
+        assert_eq!(Colormap::Viridis.rgb(0.5), [32, 144, 140]);
+        assert_eq!(Colormap::Viridis.rgb(1.0), [253, 231, 36]);
+        assert_eq!(Colormap::Viridis.rgb(0.00390625), [68, 2, 85]);
+        assert_eq!(Colormap::Jet.rgb(0.0), [0, 0, 127]);
+        assert_eq!(Colormap::Jet.rgb(1.0), [127, 0, 0]);
+        assert_eq!(Colormap::Gray.rgb(0.0), [0, 0, 0]);
+        assert_eq!(Colormap::Gray.rgb(1.0), [255, 255, 255]);
+    }
+
+    #[test]
+    fn out_of_range_values_clamp() {
+        for c in Colormap::ALL {
+            assert_eq!(c.rgb(-3.0), c.rgb(0.0));
+            assert_eq!(c.rgb(7.0), c.rgb(1.0));
+            assert_eq!(c.rgb(f32::NAN), c.rgb(0.0));
+        }
+    }
+
+    #[test]
+    fn gray_is_monotone() {
+        let t = Colormap::Gray.table();
+        assert!(
+            t.windows(2)
+                .all(|w| w[0][0] <= w[1][0] && w[0][0] == w[0][1])
+        );
+    }
+}

@@ -89,6 +89,7 @@ impl Default for AscentOptions {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FilterOptions {
     pub method: FilterMethod,
+    #[serde(flatten)]
     pub ascent: AscentOptions,
     /// Side of the square input image, pixels (128).
     pub size: usize,
@@ -146,19 +147,38 @@ pub struct FilterPattern {
     pub final_loss: f32,
 }
 
+/// A differentiable function from input images `[n, 3, s, s]` to a layer's output
+/// `[n, C, h, w]`: usually [`layer_tap`], or a reference implementation in tests.
+pub type TapFn<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
+
+/// The network run from its input to `layer` (inference mode), as a [`TapFn`]. A layer without
+/// a spatial output is an error naming the layers that have one.
+pub fn layer_tap<'a>(net: &'a Network, layer: &'a str) -> impl Fn(&Tensor) -> Result<Tensor> + 'a {
+    move |x: &Tensor| {
+        let act = net.forward_range(None, layer, x, false)?;
+        if act.rank() != 4 {
+            return Err(not_spatial(net, x, layer, act.dims()));
+        }
+        Ok(act)
+    }
+}
+
 /// Per-image losses of `images` `[n, 3, s, s]`: image `i`'s `loss_i` is the mean of channel
 /// `filters[i]` of `layer`'s output without `border` pixels on each side. Returns the losses and
 /// the graph's summed loss tensor (for `backward`).
 fn losses(
-    net: &Network,
+    tap: &TapFn,
     layer: &str,
     filters: &[usize],
     images: &Tensor,
     border: usize,
 ) -> Result<(Vec<f32>, Tensor)> {
-    let act = net.forward_range(None, layer, images, false)?;
+    let act = tap(images)?;
     if act.rank() != 4 {
-        return Err(not_spatial(net, images, layer, act.dims()));
+        return Err(Error::Model(format!(
+            "layer `{layer}` has no spatial output (shape {:?})",
+            act.dims()
+        )));
     }
     let (n, channels, h, w) = act.dims4()?;
     if n != filters.len() {
@@ -205,8 +225,19 @@ pub fn loss_and_gradient(
     images: &Tensor,
     border: usize,
 ) -> Result<(Vec<f32>, Tensor)> {
+    loss_and_gradient_with(&layer_tap(net, layer), layer, filters, images, border)
+}
+
+/// As [`loss_and_gradient`] through any differentiable `tap` (`layer` names it in errors).
+pub fn loss_and_gradient_with(
+    tap: &TapFn,
+    layer: &str,
+    filters: &[usize],
+    images: &Tensor,
+    border: usize,
+) -> Result<(Vec<f32>, Tensor)> {
     let var = Var::from_tensor(images)?;
-    let (values, total) = losses(net, layer, filters, var.as_tensor(), border)?;
+    let (values, total) = losses(tap, layer, filters, var.as_tensor(), border)?;
     let grads = total.backward()?;
     let g = grads.get(var.as_tensor()).ok_or_else(|| {
         Error::Model(format!(
@@ -228,6 +259,18 @@ pub fn ascend(
     opts: &AscentOptions,
     progress: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Ascent> {
+    ascend_with(&layer_tap(net, layer), layer, filters, init, opts, progress)
+}
+
+/// As [`ascend`] through any differentiable `tap` (`layer` names it in errors).
+pub fn ascend_with(
+    tap: &TapFn,
+    layer: &str,
+    filters: &[usize],
+    init: &Tensor,
+    opts: &AscentOptions,
+    progress: &mut dyn FnMut(usize) -> bool,
+) -> Result<Ascent> {
     let n = filters.len();
     let mut images = init.detach();
     let mut losses_per_image = vec![Vec::with_capacity(opts.steps); n];
@@ -235,13 +278,13 @@ pub fn ascend(
         if !progress(step) {
             return Err(Error::Cancelled);
         }
-        let (values, g) = loss_and_gradient(net, layer, filters, &images, opts.border)?;
+        let (values, g) = loss_and_gradient_with(tap, layer, filters, &images, opts.border)?;
         for (l, v) in losses_per_image.iter_mut().zip(values) {
             l.push(v);
         }
         images = (images + g.affine(f64::from(opts.step_size), 0.0)?)?.detach();
     }
-    let (final_losses, _) = losses(net, layer, filters, &images, opts.border)?;
+    let (final_losses, _) = losses(tap, layer, filters, &images, opts.border)?;
     Ok(Ascent {
         images,
         losses: losses_per_image,

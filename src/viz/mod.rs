@@ -5,7 +5,7 @@
 
 pub mod activations;
 pub mod cam;
-pub mod overlay;
 pub mod colormap;
 pub mod filters;
+pub mod overlay;
 pub mod resize;

@@ -4,41 +4,68 @@
 use image::RgbImage;
 
 use super::colormap::Colormap;
+use crate::zoo::Preprocess;
 
-/// Resamples `map` (`[map_h, map_w]`, row-major, values in `[0, 1]`) over `region`
-/// (`[x0, y0, x1, y1]` in canvas pixels) of a `width` x `height` canvas, bilinearly with
-/// half-pixel centres; canvas pixels outside the region get `None`.
-pub fn place_map(
-    map: &[f32],
-    (map_h, map_w): (usize, usize),
-    region: [f32; 4],
-    (width, height): (u32, u32),
-) -> Vec<Option<f32>> {
-    let [x0, y0, x1, y1] = region;
-    let sample = |v: f32, n: usize| -> (usize, usize, f32) {
-        let v = v.clamp(0.0, (n - 1) as f32);
-        let lo = v.floor() as usize;
-        let hi = (lo + 1).min(n - 1);
-        (lo, hi, v - lo as f32)
-    };
-    let mut out = Vec::with_capacity((width * height) as usize);
-    for y in 0..height {
-        let cy = y as f32 + 0.5;
-        let inside_y = cy >= y0 && cy < y1;
-        let (r0, r1, fy) = sample((cy - y0) / (y1 - y0) * map_h as f32 - 0.5, map_h);
-        for x in 0..width {
-            let cx = x as f32 + 0.5;
-            if !inside_y || cx < x0 || cx >= x1 {
-                out.push(None);
-                continue;
-            }
-            let (c0, c1, fx) = sample((cx - x0) / (x1 - x0) * map_w as f32 - 0.5, map_w);
-            let top = map[r0 * map_w + c0] * (1.0 - fx) + map[r0 * map_w + c1] * fx;
-            let bottom = map[r1 * map_w + c0] * (1.0 - fx) + map[r1 * map_w + c1] * fx;
-            out.push(Some(top * (1.0 - fy) + bottom * fy));
+/// The region a model's input shows, in original-image pixel coordinates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CropPlacement {
+    /// `(width, height)` of the original image.
+    pub original: (u32, u32),
+    /// Left edge of the crop, original pixels.
+    pub x0: f64,
+    /// Top edge of the crop, original pixels.
+    pub y0: f64,
+    /// Width of the crop, original pixels.
+    pub w: f64,
+    /// Height of the crop, original pixels.
+    pub h: f64,
+}
+
+impl CropPlacement {
+    /// The region [`Preprocess::source_region`] of an original of `width` x `height`: for a
+    /// centre crop, the crop box in resized coordinates scaled back by `original / resized`.
+    pub fn new(width: u32, height: u32, preprocess: &Preprocess) -> Self {
+        let [x0, y0, x1, y1] = preprocess.source_region(width, height).map(f64::from);
+        CropPlacement {
+            original: (width, height),
+            x0,
+            y0,
+            w: x1 - x0,
+            h: y1 - y0,
         }
     }
-    out
+
+    /// The value of `map` (`[h, w]` row-major, covering the crop) at the continuous original
+    /// coordinate `(x, y)` (pixel centres at `i + 0.5`), by half-pixel bilinear interpolation
+    /// with clamped edges; `None` outside the crop.
+    pub fn sample(&self, map: &[f32], (mh, mw): (usize, usize), x: f64, y: f64) -> Option<f32> {
+        let (dx, dy) = (x - self.x0, y - self.y0);
+        if dx < 0.0 || dy < 0.0 || dx >= self.w || dy >= self.h || mh == 0 || mw == 0 {
+            return None;
+        }
+        let u = (dx / self.w * mw as f64 - 0.5).clamp(0.0, (mw - 1) as f64);
+        let v = (dy / self.h * mh as f64 - 0.5).clamp(0.0, (mh - 1) as f64);
+        let (x0, y0) = (u.floor() as usize, v.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(mw - 1), (y0 + 1).min(mh - 1));
+        let (fx, fy) = ((u - x0 as f64) as f32, (v - y0 as f64) as f32);
+        let at = |yy: usize, xx: usize| map[yy * mw + xx];
+        let top = at(y0, x0) + (at(y0, x1) - at(y0, x0)) * fx;
+        let bottom = at(y1, x0) + (at(y1, x1) - at(y1, x0)) * fx;
+        Some(top + (bottom - top) * fy)
+    }
+
+    /// `map` placed on the original at its resolution, `[height, width]` row-major, `NaN`
+    /// outside the crop.
+    pub fn place(&self, map: &[f32], size: (usize, usize)) -> Vec<f32> {
+        let (w, h) = self.original;
+        (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| {
+                self.sample(map, size, f64::from(x) + 0.5, f64::from(y) + 0.5)
+                    .unwrap_or(f32::NAN)
+            })
+            .collect()
+    }
 }
 
 /// The three panels of a CAM figure, at the original image's size.
@@ -51,26 +78,28 @@ pub struct CamImages {
     pub overlay: RgbImage,
 }
 
-/// Colours `map` (`[h, w]` at network-input resolution) with `colormap`, stretches it over
-/// `region` of `original` and blends it with opacity `alpha` (0: photo, 1: map).
+/// Colours `map` (`[h, w]` at network-input resolution) with `colormap`, places it over the
+/// region of `original` the network saw and blends it with opacity `alpha` (0: photo, 1: map).
 pub fn cam_images(
     original: &RgbImage,
     map: &[f32],
     map_size: (usize, usize),
-    region: [f32; 4],
+    placement: &CropPlacement,
     colormap: Colormap,
     alpha: f32,
 ) -> CamImages {
     let (w, h) = original.dimensions();
-    let placed = place_map(map, map_size, region, (w, h));
+    let placed = (0..h).flat_map(|y| (0..w).map(move |x| (x, y))).map(|(x, y)| {
+        placement.sample(map, map_size, f64::from(x) + 0.5, f64::from(y) + 0.5)
+    });
     let mut heatmap = RgbImage::new(w, h);
     let mut overlay = original.clone();
     let a = alpha.clamp(0.0, 1.0);
-    for (i, value) in placed.iter().enumerate() {
+    for (i, value) in placed.enumerate() {
         let (x, y) = ((i as u32) % w, (i as u32) / w);
         match value {
             Some(v) => {
-                let c = colormap.rgb(*v);
+                let c = colormap.rgb(v);
                 heatmap.put_pixel(x, y, image::Rgb(c));
                 let p = overlay.get_pixel_mut(x, y);
                 for k in 0..3 {
@@ -90,23 +119,35 @@ pub fn cam_images(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::preprocess::EvalTransform;
 
     #[test]
-    fn placement_covers_only_the_region() {
-        let placed = place_map(&[1.0; 4], (2, 2), [2.0, 0.0, 6.0, 4.0], (8, 4));
-        assert!(placed[0].is_none() && placed[7].is_none());
-        assert_eq!(placed[3], Some(1.0));
-        assert_eq!(placed.iter().filter(|v| v.is_some()).count(), 16);
+    fn chelsea_crop_maps_back() {
+        // 451x300 -> 385x256, crop at (80, 16) of 224: in original pixels x0 = 80 * 451/385.
+        let p = CropPlacement::new(451, 300, &Preprocess::CenterCrop(EvalTransform::imagenet()));
+        assert!((p.x0 - 80.0 * 451.0 / 385.0).abs() < 1e-4);
+        assert!((p.y0 - 16.0 * 300.0 / 256.0).abs() < 1e-4);
+        assert!((p.w - 224.0 * 451.0 / 385.0).abs() < 1e-4);
+        assert!((p.h - 224.0 * 300.0 / 256.0).abs() < 1e-4);
     }
 
     #[test]
-    fn placement_interpolates_a_ramp() {
-        // A 1x2 ramp over the full canvas: left half low, right half high, monotone.
-        let placed = place_map(&[0.0, 1.0], (1, 2), [0.0, 0.0, 8.0, 1.0], (8, 1));
-        let v: Vec<f32> = placed.into_iter().map(Option::unwrap).collect();
-        assert!(v.windows(2).all(|w| w[0] <= w[1]));
-        assert_eq!(v[0], 0.0);
-        assert_eq!(v[7], 1.0);
+    fn sampling_is_identity_on_the_crop_grid_and_none_outside() {
+        let t = EvalTransform {
+            resize_shorter: 4,
+            crop: 4,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let p = CropPlacement::new(4, 4, &Preprocess::CenterCrop(t.clone()));
+        let map: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let placed = p.place(&map, (4, 4));
+        assert_eq!(placed, map);
+        assert_eq!(p.sample(&map, (4, 4), -0.5, 1.0), None);
+        let wide = CropPlacement::new(8, 4, &Preprocess::CenterCrop(t));
+        let placed = wide.place(&map, (4, 4));
+        assert!(placed[0].is_nan() && placed[7].is_nan());
+        assert_eq!(placed[2], 0.0);
     }
 
     #[test]

@@ -1,0 +1,579 @@
+//! Publication figures: every view rendered to PNG at a scale factor (1-4) with a title,
+//! labels and a colorbar wherever a colormap is used, text in the bundled DejaVu Sans; written
+//! atomically, with a JSON sidecar beside it that holds everything needed to render it again
+//! ([`reproduce`] gives the same PNG, byte for byte, on the same build and device).
+
+pub mod canvas;
+pub mod figures;
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_atomic;
+use crate::viz::activations::{self, GridOptions, LayerSparsity};
+use crate::viz::cam::{self, Cam, CamMethod, CamOptions, CamScore};
+use crate::viz::colormap::Colormap;
+use crate::viz::filters::{self, FilterOptions};
+use crate::zoo::{Model, file_sha256};
+use crate::{Error, Result};
+use crate::viz::overlay::CropPlacement;
+
+/// The version written into every sidecar.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A class-activation-map figure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CamRequest {
+    /// The image file.
+    pub image: PathBuf,
+    /// The layer the map is computed at.
+    pub layer: String,
+    #[serde(with = "method_name")]
+    pub method: CamMethod,
+    /// The class; `None` takes the top-1 prediction.
+    pub class: Option<usize>,
+    #[serde(default)]
+    pub score: CamScore,
+    pub colormap: Colormap,
+    /// Weight of the heatmap in the overlay.
+    pub alpha: f32,
+}
+
+/// An activation-grid figure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActivationsRequest {
+    pub image: PathBuf,
+    pub layer: String,
+    #[serde(flatten)]
+    pub grid: GridOptions,
+}
+
+/// A filter-pattern figure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FiltersRequest {
+    pub layer: String,
+    /// The filter indices, in figure order.
+    pub filters: Vec<usize>,
+    /// Tiles per row.
+    pub cols: usize,
+    #[serde(flatten)]
+    pub options: FilterOptions,
+}
+
+/// What a figure shows: everything besides the model and the scale that decides its pixels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum FigureRequest {
+    Cam(CamRequest),
+    Activations(ActivationsRequest),
+    Filters(FiltersRequest),
+}
+
+impl FigureRequest {
+    /// The input image, if the figure has one.
+    pub fn image(&self) -> Option<&Path> {
+        match self {
+            FigureRequest::Cam(r) => Some(&r.image),
+            FigureRequest::Activations(r) => Some(&r.image),
+            FigureRequest::Filters(_) => None,
+        }
+    }
+
+    fn image_mut(&mut self) -> Option<&mut PathBuf> {
+        match self {
+            FigureRequest::Cam(r) => Some(&mut r.image),
+            FigureRequest::Activations(r) => Some(&mut r.image),
+            FigureRequest::Filters(_) => None,
+        }
+    }
+}
+
+mod method_name {
+    use super::CamMethod;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &CamMethod, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(m.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CamMethod, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The model a figure was made with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    /// The manifest's name.
+    pub name: String,
+    /// What `--model` was given (a name, a manifest, weights or a folder).
+    pub source: String,
+    /// SHA-256 of the weights file.
+    pub weights_sha256: String,
+}
+
+/// The JSON written beside a figure (`F.png` -> `F.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sidecar {
+    pub convlens_version: String,
+    pub model: ModelRef,
+    /// The device the numbers were computed on (`cpu`, `cuda:0` ...).
+    pub device: String,
+    #[serde(flatten)]
+    pub figure: FigureRequest,
+    /// SHA-256 of the input image file, if any.
+    pub image_sha256: Option<String>,
+    /// The figure's scale factor (1-4).
+    pub scale: u32,
+    /// The PNG's file name (beside the sidecar).
+    pub png: String,
+    /// SHA-256 of the PNG's bytes.
+    pub png_sha256: String,
+    /// What was found (class, probability, sparsity, losses ...); not read back.
+    pub result: serde_json::Value,
+}
+
+/// A rendered figure and what was computed for it.
+pub struct Rendered {
+    pub image: RgbImage,
+    /// The CAM, for a CAM figure.
+    pub cam: Option<Cam>,
+    /// A summary for the sidecar's `result` and `--json` output.
+    pub result: serde_json::Value,
+}
+
+/// A figure written to disk.
+#[derive(Clone, Debug)]
+pub struct Exported {
+    pub png: PathBuf,
+    pub sidecar: PathBuf,
+    pub result: serde_json::Value,
+    /// The CAM, for a CAM figure.
+    pub cam: Option<Cam>,
+}
+
+/// Checks the scale factor (1-4).
+pub fn check_scale(scale: u32) -> Result<()> {
+    if (1..=4).contains(&scale) {
+        Ok(())
+    } else {
+        Err(Error::Model(format!(
+            "scale {scale} is out of range: use 1, 2, 3 or 4"
+        )))
+    }
+}
+
+/// A class by index or by name (case-insensitive, exact), against the model's labels; an
+/// unknown class lists the valid ones (or their range, for many).
+pub fn resolve_class(labels: &[String], class: &str) -> Result<usize> {
+    let class = class.trim();
+    if let Ok(i) = class.parse::<usize>() {
+        if i < labels.len() {
+            return Ok(i);
+        }
+        return Err(Error::Model(format!(
+            "class {i} is out of range: the model has {} classes (0..{})",
+            labels.len(),
+            labels.len().saturating_sub(1)
+        )));
+    }
+    let key = class.to_lowercase();
+    if let Some(i) = labels.iter().position(|l| l.to_lowercase() == key) {
+        return Ok(i);
+    }
+    let close: Vec<&str> = labels
+        .iter()
+        .filter(|l| l.to_lowercase().contains(&key))
+        .map(String::as_str)
+        .take(10)
+        .collect();
+    let hint = if !close.is_empty() {
+        format!("did you mean: {}?", close.join(", "))
+    } else if labels.len() <= 50 {
+        format!("the classes are: {}", labels.join(", "))
+    } else {
+        format!(
+            "give a name from the model's labels or an index 0..{}",
+            labels.len() - 1
+        )
+    };
+    Err(Error::Model(format!("unknown class `{class}`; {hint}")))
+}
+
+fn file_label(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Computes and renders a figure at `scale`. `progress(done, total)` reports long work
+/// (Score-CAM batches, filter tiles) and cancels it ([`Error::Cancelled`]) by returning `false`.
+pub fn render(
+    model: &Model,
+    request: &FigureRequest,
+    scale: u32,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Rendered> {
+    check_scale(scale)?;
+    let m = &model.spec.manifest;
+    match request {
+        FigureRequest::Cam(r) => {
+            let original = crate::data::preprocess::load_rgb(&r.image)?;
+            let pre = &model.spec.preprocess;
+            let input = pre.to_tensor(&pre.apply(&original), &model.device)?;
+            let mut opts = CamOptions::new(r.method, &r.layer);
+            opts.class = r.class;
+            opts.score = r.score;
+            let cam = cam::compute_with_progress(&model.network, &input, &opts, progress)?;
+            let class_name = model
+                .spec
+                .labels
+                .get(cam.class)
+                .cloned()
+                .unwrap_or_else(|| format!("class {}", cam.class));
+            let fig = figures::CamFigure {
+                original: &original,
+                placement: CropPlacement::new(original.width(), original.height(), pre),
+                cam: &cam,
+                title: format!("{class_name}  (p = {:.3})", cam.prob),
+                subtitle: format!(
+                    "{} · layer {} · class {} · {} · {}",
+                    method_title(cam.method),
+                    cam.layer,
+                    cam.class,
+                    m.name,
+                    file_label(&r.image)
+                ),
+                colormap: r.colormap,
+                alpha: r.alpha,
+            };
+            let image = figures::cam_figure(&fig, scale);
+            let result = serde_json::json!({
+                "class": cam.class,
+                "class_name": class_name,
+                "prob": cam.prob,
+                "layer": cam.layer,
+                "method": cam.method.name(),
+                "lowres_size": [cam.lowres_size.0, cam.lowres_size.1],
+            });
+            Ok(Rendered {
+                image,
+                cam: Some(cam),
+                result,
+            })
+        }
+        FigureRequest::Activations(r) => {
+            let input = model.spec.preprocess.load(&r.image, &model.device)?;
+            let acts = activations::layer_activations(&model.network, &input, &r.layer)?;
+            let sparsity: LayerSparsity = acts.sparsity();
+            let title = format!("{} activations · {}", r.layer, file_label(&r.image));
+            let subtitle = format!(
+                "{} · {} channels of {}×{} · blank {:.1}% · mean {:.3} · {} scale · {}",
+                m.name,
+                acts.channels,
+                acts.height,
+                acts.width,
+                100.0 * sparsity.blank_fraction,
+                sparsity.mean,
+                if r.grid.shared_scale {
+                    "shared"
+                } else {
+                    "per-channel"
+                },
+                r.grid.colormap
+            );
+            let image = figures::activations_figure(&acts, &r.grid, &title, &subtitle, scale);
+            let result = serde_json::json!({
+                "channels": acts.channels,
+                "height": acts.height,
+                "width": acts.width,
+                "blank_fraction": sparsity.blank_fraction,
+                "mean": sparsity.mean,
+                "active_fraction": sparsity.active_fraction,
+            });
+            Ok(Rendered {
+                image,
+                cam: None,
+                result,
+            })
+        }
+        FigureRequest::Filters(r) => {
+            let total = r.filters.len();
+            let patterns =
+                filters::filter_patterns(model, &r.layer, &r.filters, &r.options, &mut |i, _| {
+                    progress(i + 1, total)
+                })?;
+            let o = &r.options;
+            let title = format!("{} filter patterns · {}", r.layer, filter_span(&r.filters));
+            let subtitle = format!(
+                "{} · {}: gradient ascent, {} steps of {} at {} px, seed {}",
+                m.name,
+                o.method,
+                o.ascent.steps,
+                trim(o.ascent.step_size),
+                o.size,
+                o.seed
+            );
+            let image = figures::filters_figure(&patterns, r.cols, &title, &subtitle, scale);
+            let result = serde_json::json!({
+                "final_loss": patterns.iter().map(|p| p.final_loss).collect::<Vec<_>>(),
+            });
+            Ok(Rendered {
+                image,
+                cam: None,
+                result,
+            })
+        }
+    }
+}
+
+fn trim(v: f32) -> String {
+    let t = format!("{v:.4}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// `0..64` style description of a filter list (or a count when it is not a range).
+fn filter_span(filters: &[usize]) -> String {
+    match (filters.first(), filters.last()) {
+        (Some(&a), Some(&b)) if filters.windows(2).all(|w| w[1] == w[0] + 1) => {
+            format!("filters {a}–{b}")
+        }
+        _ => format!("{} filters", filters.len()),
+    }
+}
+
+/// The display name of a CAM method.
+pub fn method_title(m: CamMethod) -> &'static str {
+    match m {
+        CamMethod::GradCam => "Grad-CAM",
+        CamMethod::GradCamPlusPlus => "Grad-CAM++",
+        CamMethod::LayerCam => "Layer-CAM",
+        CamMethod::ScoreCam => "Score-CAM",
+        CamMethod::EigenCam => "Eigen-CAM",
+    }
+}
+
+/// A figure's PNG bytes (deterministic: same pixels, same bytes).
+pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| Error::Model(format!("PNG encoding failed: {e}")))?;
+    Ok(out)
+}
+
+use image::ImageEncoder;
+
+/// The sidecar path of a figure: `F.png` -> `F.json`.
+pub fn sidecar_path(png: &Path) -> PathBuf {
+    png.with_extension("json")
+}
+
+/// Renders a figure and writes it to `out` (PNG) with its sidecar beside it. `model_source`
+/// is what `--model` was given (recorded for [`reproduce`]).
+pub fn export(
+    model: &Model,
+    model_source: &str,
+    request: &FigureRequest,
+    scale: u32,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Exported> {
+    let rendered = render(model, request, scale, progress)?;
+    let bytes = png_bytes(&rendered.image)?;
+    write_atomic(out, &bytes)?;
+    let sidecar = Sidecar {
+        convlens_version: VERSION.to_string(),
+        model: ModelRef {
+            name: model.spec.manifest.name.clone(),
+            source: model_source.to_string(),
+            weights_sha256: model.weights_hash.clone(),
+        },
+        device: device_name(&model.device),
+        figure: request.clone(),
+        image_sha256: request.image().map(file_sha256).transpose()?,
+        scale,
+        png: file_label(out),
+        png_sha256: sha256_hex(&bytes),
+        result: rendered.result.clone(),
+    };
+    let path = sidecar_path(out);
+    let mut json = serde_json::to_vec_pretty(&sidecar).expect("a sidecar serialises");
+    json.push(b'\n');
+    write_atomic(&path, &json)?;
+    Ok(Exported {
+        png: out.to_path_buf(),
+        sidecar: path,
+        result: rendered.result,
+        cam: rendered.cam,
+    })
+}
+
+/// `cpu`, `cuda:N` or `metal:N`.
+pub fn device_name(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads a sidecar.
+pub fn read_sidecar(path: &Path) -> Result<Sidecar> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+/// The outcome of [`reproduce`].
+#[derive(Clone, Debug)]
+pub struct Reproduced {
+    pub png: PathBuf,
+    /// Whether the new PNG's bytes hash to the sidecar's `png_sha256`.
+    pub identical: bool,
+}
+
+/// Renders the figure a sidecar describes again and writes it to `out` (default: beside the
+/// sidecar, `<stem>.reproduced.png`). The model is resolved from the recorded source and must
+/// have the recorded weights hash; the image is looked for as recorded, then relative to the
+/// sidecar's folder, and must have the recorded hash. `device` overrides the recorded one.
+pub fn reproduce(
+    sidecar_file: &Path,
+    out: Option<&Path>,
+    device: Option<candle_core::Device>,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Reproduced> {
+    let sc = read_sidecar(sidecar_file)?;
+    let dir = sidecar_file.parent().unwrap_or(Path::new("."));
+    let mut request = sc.figure.clone();
+    if let Some(image) = request.image_mut() {
+        if !image.exists() && dir.join(&*image).exists() {
+            *image = dir.join(&*image);
+        }
+        let found = file_sha256(image)?;
+        if Some(&found) != sc.image_sha256.as_ref() {
+            return Err(Error::Model(format!(
+                "{}: the image differs from the one the figure was made from (sha256 {found}, \
+                 recorded {})",
+                image.display(),
+                sc.image_sha256.as_deref().unwrap_or("none")
+            )));
+        }
+    }
+    let spec =
+        crate::zoo::resolve(&sc.model.source).or_else(|_| crate::zoo::resolve(&sc.model.name))?;
+    let device = match device {
+        Some(d) => d,
+        None => sc
+            .device
+            .parse::<crate::device::DeviceChoice>()
+            .map_err(Error::Device)?
+            .open()?,
+    };
+    let model = spec.load(&device)?;
+    if model.weights_hash != sc.model.weights_sha256 {
+        return Err(Error::Model(format!(
+            "{}: weights sha256 {} differ from the recorded {}",
+            model.spec.weights_path.display(),
+            model.weights_hash,
+            sc.model.weights_sha256
+        )));
+    }
+    if sc.convlens_version != VERSION {
+        eprintln!(
+            "note: the figure was made by convlens {}, this is {VERSION}",
+            sc.convlens_version
+        );
+    }
+    let rendered = render(&model, &request, sc.scale, progress)?;
+    let bytes = png_bytes(&rendered.image)?;
+    let out = out.map_or_else(
+        || {
+            let stem = sidecar_file
+                .file_stem()
+                .map_or_else(|| "figure".into(), |s| s.to_string_lossy().into_owned());
+            dir.join(format!("{stem}.reproduced.png"))
+        },
+        Path::to_path_buf,
+    );
+    write_atomic(&out, &bytes)?;
+    Ok(Reproduced {
+        png: out,
+        identical: sha256_hex(&bytes) == sc.png_sha256,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_resolve_by_index_and_name() {
+        let labels: Vec<String> = ["tabby", "Egyptian cat", "espresso"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(resolve_class(&labels, "2").unwrap(), 2);
+        assert_eq!(resolve_class(&labels, "egyptian CAT").unwrap(), 1);
+        let err = resolve_class(&labels, "cat").unwrap_err().to_string();
+        assert!(
+            err.contains("did you mean") && err.contains("Egyptian cat"),
+            "{err}"
+        );
+        let err = resolve_class(&labels, "zebra").unwrap_err().to_string();
+        assert!(err.contains("tabby, Egyptian cat, espresso"), "{err}");
+        assert!(
+            resolve_class(&labels, "3")
+                .unwrap_err()
+                .to_string()
+                .contains("0..2")
+        );
+    }
+
+    #[test]
+    fn requests_round_trip_through_json() {
+        let r = FigureRequest::Cam(CamRequest {
+            image: "x.png".into(),
+            layer: "head".into(),
+            method: CamMethod::GradCamPlusPlus,
+            class: Some(3),
+            score: CamScore::Logit,
+            colormap: Colormap::Jet,
+            alpha: 0.4,
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["kind"], "cam");
+        assert_eq!(v["method"], "gradcam++");
+        assert_eq!(v["colormap"], "jet");
+        assert_eq!(serde_json::from_value::<FigureRequest>(v).unwrap(), r);
+        let f = FigureRequest::Filters(FiltersRequest {
+            layer: "blocks.4".into(),
+            filters: vec![0, 1],
+            cols: 8,
+            options: FilterOptions::default(),
+        });
+        let v = serde_json::to_value(&f).unwrap();
+        assert_eq!(v["seed"], 0);
+        assert_eq!(v["method"], "chollet");
+        assert_eq!(serde_json::from_value::<FigureRequest>(v).unwrap(), f);
+    }
+}
