@@ -85,6 +85,26 @@ fn heatmap_method_change_recomputes() {
     });
     let second = h.state().cam_view().unwrap();
     assert_ne!(first.images.heatmap, second.images.heatmap);
+    // Export the figure on screen: a PNG and its JSON sidecar.
+    let out = tempfile::tempdir().unwrap();
+    h.state_mut().settings_mut().export_dir = out.path().to_string_lossy().into_owned();
+    h.get_by_label("Export PNG").click();
+    h.step();
+    step_until(&mut h, 60, "the export", |a| {
+        a.last_note().is_some_and(|n| n.starts_with("exported"))
+    });
+    let files: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("layercam.png")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with("layercam.json")),
+        "{files:?}"
+    );
     // Another class from the top-5 row.
     h.get_by_label("tiger cat 0.323").click();
     h.step();

@@ -335,6 +335,35 @@ pub fn filters_job(
     }
 }
 
+/// Renders figures and writes each PNG with its JSON sidecar.
+pub fn export_job(
+    key: String,
+    figures: Vec<(crate::export::FigureRequest, PathBuf)>,
+    scale: u32,
+) -> impl FnOnce(&mut Engine, &JobContext<Msg>) + Send {
+    move |engine, ctx| {
+        let total = figures.len();
+        let result = engine.model(&key).and_then(|model| {
+            let mut written = Vec::new();
+            for (i, (request, out)) in figures.iter().enumerate() {
+                ctx.send(Msg::Progress {
+                    what: format!("exporting {}", out.display()),
+                    done: i,
+                    total,
+                });
+                let exported =
+                    crate::export::export(&model, &key, request, scale, out, &mut |_, _| {
+                        !ctx.cancel.is_cancelled()
+                    })?;
+                written.push(exported.png);
+                written.push(exported.sidecar);
+            }
+            Ok(written)
+        });
+        ctx.send(Msg::Exported(text(result)));
+    }
+}
+
 /// Augmented previews of one image at the model's training size.
 pub fn augment_previews(
     image: &Path,

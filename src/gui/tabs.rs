@@ -65,7 +65,57 @@ fn layer_combo(
     picked
 }
 
+/// A file-name-safe version of a layer id or class name.
+fn slug(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
 impl ConvlensApp {
+    /// The export row of a tab: folder, scale, "Export PNG" (the figure on screen) and
+    /// "Export all" (every layer or method). Returns which button was clicked.
+    fn export_row(&mut self, ui: &mut egui::Ui) -> (bool, bool) {
+        let mut clicked = (false, false);
+        ui.horizontal(|ui| {
+            widgets::labelled(ui, "export to", |ui| {
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.settings.export_dir).desired_width(220.0),
+                )
+            });
+            if ui.button("Folder…").clicked()
+                && let Some(p) = rfd::FileDialog::new().pick_folder()
+            {
+                self.settings.export_dir = p.to_string_lossy().into_owned();
+            }
+            widgets::labelled(ui, "scale", |ui| {
+                ui.add(egui::DragValue::new(&mut self.settings.export_scale).range(1..=4))
+            });
+            clicked.0 = ui.button("Export PNG").clicked();
+            clicked.1 = ui.button("Export all").clicked();
+        });
+        clicked
+    }
+
+    /// Queues figure exports into the export folder.
+    fn export(&mut self, figures: Vec<(crate::export::FigureRequest, String)>) {
+        let Some(model) = &self.model else { return };
+        let dir = PathBuf::from(&self.settings.export_dir);
+        let figures = figures
+            .into_iter()
+            .map(|(request, name)| (request, dir.join(format!("{name}.png"))))
+            .collect();
+        let job = jobs::export_job(model.key.clone(), figures, self.settings.export_scale);
+        self.submit("exporting", job);
+    }
+
+    fn image_stem(&self) -> String {
+        PathBuf::from(&self.settings.image)
+            .file_stem()
+            .map(|s| slug(&s.to_string_lossy()))
+            .unwrap_or_else(|| "image".into())
+    }
+
     /// Recomputes the activation grid (and the sparsity profile) for the current image/layer.
     pub(super) fn request_activations(&mut self) {
         let (Some(model), Some(layer)) = (&self.model, self.settings.layer.clone()) else {
@@ -609,6 +659,30 @@ impl ConvlensApp {
         let Some(view) = self.activations.clone() else {
             return;
         };
+        let (one, all) = self.export_row(ui);
+        if one || all {
+            let layers = if all {
+                model.spatial.clone()
+            } else {
+                vec![view.layer.clone()]
+            };
+            let stem = self.image_stem();
+            let figures = layers
+                .into_iter()
+                .map(|layer| {
+                    let name = format!("activations_{stem}_{}", slug(&layer));
+                    let request = crate::export::FigureRequest::Activations(
+                        crate::export::ActivationsRequest {
+                            image: view.image.clone(),
+                            layer,
+                            grid: view.options.clone(),
+                        },
+                    );
+                    (request, name)
+                })
+                .collect();
+            self.export(figures);
+        }
         let ctx = ui.ctx().clone();
         let tex = self.tex(&ctx, "activations", &view.grid, false);
         let blank = view.stats.iter().filter(|s| s.is_blank()).count();
@@ -872,6 +946,40 @@ impl ConvlensApp {
         }
         if changed {
             self.request_cam();
+        }
+        if let Some(view) = self.cam.clone() {
+            let (one, all) = self.export_row(ui);
+            if one || all {
+                let methods = if all {
+                    CamMethod::ALL.to_vec()
+                } else {
+                    vec![view.options.method]
+                };
+                let stem = self.image_stem();
+                let figures = methods
+                    .into_iter()
+                    .map(|method| {
+                        let name = format!(
+                            "cam_{stem}_{}_{}_{}",
+                            slug(&view.class_name),
+                            slug(&view.options.layer),
+                            slug(method.name())
+                        );
+                        let request =
+                            crate::export::FigureRequest::Cam(crate::export::CamRequest {
+                                image: view.image.clone(),
+                                layer: view.options.layer.clone(),
+                                method,
+                                class: Some(view.class),
+                                score: view.options.score,
+                                colormap: self.settings.cam_colormap,
+                                alpha: self.settings.alpha,
+                            });
+                        (request, name)
+                    })
+                    .collect();
+                self.export(figures);
+            }
         }
         let ctx = ui.ctx().clone();
         for (prefix, view) in [
