@@ -153,11 +153,20 @@ mod tests {
     #[test]
     fn alpha_zero_keeps_the_photo() {
         let photo = RgbImage::from_pixel(4, 4, image::Rgb([10, 20, 30]));
+        let whole = CropPlacement::new(
+            4,
+            4,
+            &Preprocess::Resize(crate::data::train_transform::TrainTransform::new(
+                4,
+                [0.0; 3],
+                [1.0; 3],
+            )),
+        );
         let out = cam_images(
             &photo,
             &[0.5; 4],
             (2, 2),
-            [0.0, 0.0, 4.0, 4.0],
+            &whole,
             Colormap::Jet,
             0.0,
         );

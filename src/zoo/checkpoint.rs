@@ -43,6 +43,36 @@ impl Checkpoint {
         })
     }
 
+    /// A checkpoint from tensors already in memory (tests, weights built in code); `path` only
+    /// names it in error messages. Tensors are converted to f32 and moved to `device`.
+    pub fn from_tensors(
+        path: impl Into<PathBuf>,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?.to_device(device)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok(Checkpoint {
+            path: path.into(),
+            tensors,
+        })
+    }
+
+    /// Every tensor's key and shape, sorted by key (what architecture detection reads).
+    pub fn shapes(&self) -> std::collections::BTreeMap<String, Vec<usize>> {
+        self.tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+            .collect()
+    }
+
+    /// Whether the checkpoint holds a tensor named `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
     /// The file the tensors came from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,9 +1,14 @@
 //! Models on disk: a weights file plus a small JSON manifest next to it, found by name in the
 //! models folder or by path, and built into a [`Network`] by the architecture's module.
 
+pub mod blocks;
 pub mod checkpoint;
+pub mod detect;
 pub mod efficientnet_lite;
+pub mod mobilenet_v2;
+pub mod resnet;
 pub mod small_convnet;
+pub mod vgg;
 
 use std::path::{Path, PathBuf};
 
@@ -80,6 +85,11 @@ impl Preprocess {
         }
     }
 }
+
+/// ImageNet's per-channel mean (RGB), the default normalisation of a bare weights file.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet's per-channel standard deviation (RGB).
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// The name of the model convlens opens when none is given.
 pub const DEFAULT_MODEL: &str = "efficientnet_lite0";
@@ -227,6 +237,81 @@ impl ModelSpec {
         })
     }
 
+    /// A spec for a safetensors weights file without a manifest: the architecture and class
+    /// count are detected from its tensors ([`detect::detect`]; the reason goes into
+    /// `provenance.notes`), with ImageNet defaults: input 224 after resizing the shorter side
+    /// to 256, ImageNet mean/std, the ImageNet class names for 1000 classes (`class N`
+    /// otherwise), the architecture's default class-activation-map layer.
+    pub fn from_weights(path: &Path) -> Result<Self> {
+        let shapes = detect::read_shapes(path)?;
+        let found = detect::detect(&shapes)?;
+        let n = found.num_classes;
+        let imagenet_labels = models_dir().join("imagenet_classes.txt");
+        let (labels_file, labels) = if n == 1000 && imagenet_labels.is_file() {
+            let text = std::fs::read_to_string(&imagenet_labels)
+                .map_err(|e| Error::io(&imagenet_labels, e))?;
+            let labels: Vec<String> = text
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            (imagenet_labels.display().to_string(), labels)
+        } else {
+            (
+                String::new(),
+                (0..n).map(|i| format!("class {i}")).collect(),
+            )
+        };
+        if labels.len() != n {
+            return Err(Error::Model(format!(
+                "{labels_file}: {} class names for a model with {n} classes",
+                labels.len()
+            )));
+        }
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| found.architecture.clone());
+        let manifest = Manifest {
+            name,
+            default_cam_layer: detect::default_cam_layer(&found.architecture).unwrap_or_default(),
+            architecture: found.architecture,
+            weights: path
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            num_classes: n,
+            input_size: 224,
+            resize_shorter: 256,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            labels: labels_file,
+            provenance: Provenance {
+                source: "a weights file without a manifest".into(),
+                license: "license unknown".into(),
+                notes: format!(
+                    "architecture detected from the tensor names and shapes: {}",
+                    found.why
+                ),
+            },
+        };
+        let preprocess = Preprocess::CenterCrop(EvalTransform {
+            resize_shorter: manifest.resize_shorter,
+            crop: manifest.input_size,
+            mean: manifest.mean,
+            std: manifest.std,
+        });
+        Ok(ModelSpec {
+            manifest,
+            // The weights file stands in for the manifest: resolving it again gives this spec.
+            manifest_path: path.to_path_buf(),
+            weights_path: path.to_path_buf(),
+            labels,
+            preprocess,
+            trained: None,
+        })
+    }
+
     /// Opens the weights, audits them and builds the network on `device`.
     pub fn load(&self, device: &Device) -> Result<Model> {
         if let Some((dir, m)) = &self.trained {
@@ -237,22 +322,74 @@ impl ModelSpec {
                 weights_hash: file_sha256(&self.weights_path)?,
             });
         }
+        let architecture = self.manifest.architecture.as_str();
+        if !ARCHITECTURES.contains(&architecture) {
+            return Err(Error::Model(format!(
+                "{}: unknown architecture `{architecture}`; known: {}",
+                self.manifest_path.display(),
+                ARCHITECTURES.join(", ")
+            )));
+        }
         let ckpt = Checkpoint::open(&self.weights_path, device)?;
-        let network = match self.manifest.architecture.as_str() {
-            "efficientnet_lite0" => efficientnet_lite::build(&ckpt, self.manifest.num_classes)?,
-            other => {
-                return Err(Error::Model(format!(
-                    "{}: unknown architecture `{other}`; known: efficientnet_lite0",
-                    self.manifest_path.display()
-                )));
-            }
-        };
+        let network = build_network(architecture, &ckpt, self.manifest.num_classes)?;
         Ok(Model {
             spec: self.clone(),
             network,
             device: device.clone(),
             weights_hash: file_sha256(&self.weights_path)?,
         })
+    }
+}
+
+/// The architecture ids [`build_network`] builds (a manifest's `architecture`).
+pub const ARCHITECTURES: [&str; 10] = [
+    "efficientnet_lite0",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "mobilenet_v2",
+    "vgg11",
+    "vgg13",
+    "vgg16",
+    "vgg19",
+];
+
+/// Builds the network of `architecture` from a checkpoint, after auditing its keys and shapes
+/// (`num_classes` 0: a feature-only checkpoint, the network ends at `pooled`; not for
+/// EfficientNet-Lite0, whose classifier is required). Input `[batch, 3, h, w]`.
+///
+/// When the file does not fit and its tensors look like another architecture, the error says
+/// which one and why (e.g. a ResNet-18 file opened as `vgg16`).
+pub fn build_network(architecture: &str, ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
+    let built = match architecture {
+        "efficientnet_lite0" => efficientnet_lite::build(ckpt, num_classes),
+        "mobilenet_v2" => mobilenet_v2::build(ckpt, num_classes),
+        a if resnet::ARCHITECTURES.contains(&a) => resnet::build(ckpt, a, num_classes),
+        a if vgg::ARCHITECTURES.contains(&a) => vgg::build(ckpt, a, num_classes),
+        other => {
+            return Err(Error::Model(format!(
+                "{}: unknown architecture `{other}`; known: {}",
+                ckpt.path().display(),
+                ARCHITECTURES.join(", ")
+            )));
+        }
+    };
+    match built {
+        Err(audit @ Error::Weights { .. }) => {
+            let looks_like = match detect::detect(&ckpt.shapes()) {
+                Ok(d) if d.architecture != architecture => {
+                    format!("it looks like {} ({})", d.architecture, d.why)
+                }
+                Ok(_) => return Err(audit),
+                Err(e) => e.to_string(),
+            };
+            Err(Error::Model(format!(
+                "{}: these weights do not fit {architecture}: {looks_like}. First problem: {audit}",
+                ckpt.path().display()
+            )))
+        }
+        other => other,
     }
 }
 
@@ -287,7 +424,8 @@ pub fn models_dir() -> PathBuf {
 }
 
 /// Finds a model by name in [`models_dir`] or by path: a manifest (`.json`), a weights file
-/// with a manifest of the same stem beside it, or a folder holding `model.json`.
+/// with a manifest of the same stem beside it, a bare weights file (architecture detected, see
+/// [`ModelSpec::from_weights`]), or a folder holding `model.json`.
 pub fn resolve(name_or_path: &str) -> Result<ModelSpec> {
     let path = Path::new(name_or_path);
     if path.is_dir() {
@@ -304,12 +442,14 @@ pub fn resolve(name_or_path: &str) -> Result<ModelSpec> {
         if manifest.is_file() {
             return ModelSpec::from_manifest(&manifest);
         }
-        return Err(Error::Model(format!(
-            "{}: no manifest `{}` beside the weights file (it names the architecture, \
-             input size, normalisation and labels)",
-            path.display(),
-            manifest.display()
-        )));
+        return ModelSpec::from_weights(path).map_err(|e| {
+            Error::Model(format!(
+                "{}: no manifest `{}` beside the weights file, and the architecture cannot be \
+                 detected: {e}",
+                path.display(),
+                manifest.display()
+            ))
+        });
     }
     let dir = models_dir();
     let manifest = dir.join(format!("{name_or_path}.json"));

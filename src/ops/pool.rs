@@ -1,0 +1,529 @@
+//! Pooling with gradients for every geometry the zoo needs:
+//!
+//! - [`max_pool2d`]: max pooling with any kernel, stride and padding (ResNet's 3x3/s2/p1 stem),
+//!   `[B,C,H,W]` -> `[B,C,OH,OW]`. candle's own `max_pool2d` has no padding and refuses the
+//!   backward pass when kernel != stride; this one is a custom op whose backward routes each
+//!   output's gradient to the *first* maximum of its window in row-major order (PyTorch's CPU
+//!   convention; a NaN counts as a maximum), summing where windows overlap.
+//! - [`adaptive_avg_pool2d`]: PyTorch's `adaptive_avg_pool2d` (cell `i` of `n` averages input
+//!   rows `floor(i*H/n) .. ceil((i+1)*H/n)`), as two matrix products, so candle differentiates
+//!   it (VGG's 7x7 `avgpool`).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{D, bail};
+use rayon::prelude::*;
+
+use super::{f32_data, min_planes_per_task};
+
+/// The geometry of one plane of a max pooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PoolGeom {
+    h: usize,
+    w: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl PoolGeom {
+    /// Checks the geometry like PyTorch does (padding at most half the kernel, so every window
+    /// holds at least one input element) and computes the output size (floor mode).
+    fn new(h: usize, w: usize, k: usize, s: usize, p: usize) -> Result<Self> {
+        if k == 0 || s == 0 {
+            bail!("max_pool2d: kernel ({k}) and stride ({s}) must be >= 1");
+        }
+        if 2 * p > k {
+            bail!("max_pool2d: padding {p} is more than half the kernel {k}");
+        }
+        if h + 2 * p < k || w + 2 * p < k {
+            bail!("max_pool2d: kernel {k}x{k} does not fit a {h}x{w} plane padded by {p}");
+        }
+        Ok(PoolGeom {
+            h,
+            w,
+            k,
+            s,
+            p,
+            oh: (h + 2 * p - k) / s + 1,
+            ow: (w + 2 * p - k) / s + 1,
+        })
+    }
+
+    fn in_plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    fn out_plane(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// The input range `start..end` covered by output `o` along an axis of length `n`.
+    #[inline]
+    fn window(&self, o: usize, n: usize) -> (usize, usize) {
+        let start = (o * self.s).saturating_sub(self.p);
+        let end = (o * self.s + self.k).saturating_sub(self.p).min(n);
+        (start, end)
+    }
+
+    /// The pooled plane `out` (`OH x OW`) of `x` (`H x W`), separably: first the maximum over
+    /// each output column's window in every input row (`rows`, `H x OW`), then over each
+    /// output row's window of those, a vectorisable element-wise maximum of whole rows.
+    /// Same values as [`PoolGeom::for_each_argmax`] (a NaN in a window gives NaN).
+    #[inline]
+    fn max_plane(&self, x: &[f32], rows: &mut [f32], out: &mut [f32]) {
+        let cols: Vec<(usize, usize)> = (0..self.ow).map(|o| self.window(o, self.w)).collect();
+        for (xr, rr) in x.chunks_exact(self.w).zip(rows.chunks_exact_mut(self.ow)) {
+            for (r, &(x0, x1)) in rr.iter_mut().zip(&cols) {
+                *r = xr[x0..x1].iter().copied().fold(f32::NEG_INFINITY, nan_max);
+            }
+        }
+        for (oy, o) in out.chunks_exact_mut(self.ow).enumerate() {
+            let (y0, y1) = self.window(oy, self.h);
+            o.copy_from_slice(&rows[y0 * self.ow..][..self.ow]);
+            for r in rows[(y0 + 1) * self.ow..y1 * self.ow].chunks_exact(self.ow) {
+                for (o, &r) in o.iter_mut().zip(r) {
+                    *o = nan_max(*o, r);
+                }
+            }
+        }
+    }
+
+    /// Calls `f(output index, input index of the window's first maximum, maximum)` for every
+    /// output of one plane.
+    #[inline]
+    fn for_each_argmax(&self, x: &[f32], mut f: impl FnMut(usize, usize, f32)) {
+        for oy in 0..self.oh {
+            let (y0, y1) = self.window(oy, self.h);
+            for ox in 0..self.ow {
+                let (x0, x1) = self.window(ox, self.w);
+                let mut best = f32::NEG_INFINITY;
+                let mut arg = y0 * self.w + x0;
+                for iy in y0..y1 {
+                    let row = iy * self.w;
+                    for (ix, &v) in x[row + x0..row + x1].iter().enumerate() {
+                        if v > best || v.is_nan() {
+                            best = v;
+                            arg = row + x0 + ix;
+                        }
+                    }
+                }
+                f(oy * self.ow + ox, arg, best);
+            }
+        }
+    }
+}
+
+/// `max(a, b)` where a NaN in either wins (PyTorch's max pooling propagates NaN).
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() { b } else { a }
+}
+
+/// Checks `x [B,C,H,W]`; returns `(B, C, geometry)`.
+fn check(dims: &[usize], k: usize, s: usize, p: usize) -> Result<(usize, usize, PoolGeom)> {
+    let &[b, c, h, w] = dims else {
+        bail!("max_pool2d: x must be [B,C,H,W], got {dims:?}");
+    };
+    Ok((b, c, PoolGeom::new(h, w, k, s, p)?))
+}
+
+/// The forward op: `x [B,C,H,W]` -> `[B,C,OH,OW]`.
+struct MaxPool {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "convlens-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, g) = check(layout.dims(), self.kernel, self.stride, self.padding)?;
+        let x = f32_data(storage, layout, self.name())?;
+        let mut out = vec![0f32; b * c * g.out_plane()];
+        out.par_chunks_mut(g.out_plane())
+            .with_min_len(min_planes_per_task(g.in_plane()))
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; g.h * g.ow],
+                |rows, (i, o)| {
+                    let x = &x[i * g.in_plane()..][..g.in_plane()];
+                    g.max_plane(x, rows, o);
+                },
+            );
+        Ok((CpuStorage::F32(out), Shape::from((b, c, g.oh, g.ow))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let op = MaxPoolGrad {
+            kernel: self.kernel,
+            stride: self.stride,
+            padding: self.padding,
+        };
+        Ok(Some(arg.apply_op2_no_bwd(grad_res, &op)?))
+    }
+}
+
+/// `(x [B,C,H,W], grad [B,C,OH,OW])` -> grad x `[B,C,H,W]`: each output's gradient added at
+/// its window's first maximum.
+struct MaxPoolGrad {
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "convlens-max-pool2d-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, c, g) = check(l1.dims(), self.kernel, self.stride, self.padding)?;
+        if l2.dims() != [b, c, g.oh, g.ow] {
+            bail!(
+                "{}: grad {:?} is not the output of x {:?}",
+                self.name(),
+                l2.dims(),
+                l1.dims()
+            );
+        }
+        let x = f32_data(s1, l1, self.name())?;
+        let grad = f32_data(s2, l2, self.name())?;
+        let mut gx = vec![0f32; b * c * g.in_plane()];
+        gx.par_chunks_mut(g.in_plane())
+            .with_min_len(min_planes_per_task(g.in_plane()))
+            .enumerate()
+            .for_each(|(i, gx)| {
+                let x = &x[i * g.in_plane()..][..g.in_plane()];
+                let grad = &grad[i * g.out_plane()..][..g.out_plane()];
+                g.for_each_argmax(x, |j, arg, _| gx[arg] += grad[j]);
+            });
+        Ok((CpuStorage::F32(gx), l1.shape().clone()))
+    }
+}
+
+/// Max pooling over `kernel x kernel` windows at `stride`, with implicit `-inf` padding of
+/// `padding` on every side (PyTorch's `max_pool2d(x, kernel, stride, padding)`, floor mode).
+///
+/// `x`: `[B,C,H,W]` -> `[B,C,OH,OW]` with `OH = (H + 2*padding - kernel) / stride + 1` (same
+/// for `OW`); `padding` may be at most `kernel / 2`.
+///
+/// Differentiable w.r.t. `x`: the gradient of each output goes to the first maximum of its
+/// window (row-major), as in PyTorch. Runs on the CPU in f32; tensors on other devices or of
+/// other float types are converted there and back (both conversions are differentiable).
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    check(x.dims(), kernel, stride, padding)?;
+    let op = MaxPool {
+        kernel,
+        stride,
+        padding,
+    };
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        return x.apply_op1(op);
+    }
+    x.to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .apply_op1(op)?
+        .to_dtype(x.dtype())?
+        .to_device(x.device())
+}
+
+/// The `[out, n]` averaging matrix of adaptive average pooling along one axis: row `i` is
+/// `1 / len` on `floor(i*n/out) .. ceil((i+1)*n/out)`.
+fn adaptive_matrix(n: usize, out: usize, device: &Device) -> Result<Tensor> {
+    let mut m = vec![0f32; out * n];
+    for i in 0..out {
+        let (start, end) = (i * n / out, ((i + 1) * n).div_ceil(out));
+        let v = 1.0 / (end - start) as f32;
+        m[i * n + start..i * n + end].fill(v);
+    }
+    Tensor::from_vec(m, (out, n), device)
+}
+
+/// Adaptive average pooling (PyTorch's `adaptive_avg_pool2d`): `[B,C,H,W]` -> `[B,C,OH,OW]`
+/// where output cell `(i, j)` averages input rows `floor(i*H/OH) .. ceil((i+1)*H/OH)` and the
+/// same columns for `j`. Works for any sizes, also when the output is larger than the input.
+/// Differentiable (built from candle matmuls); `(H,W) == (OH,OW)` returns `x` unchanged.
+pub fn adaptive_avg_pool2d(x: &Tensor, out: (usize, usize)) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (oh, ow) = out;
+    if oh == 0 || ow == 0 || h == 0 || w == 0 {
+        bail!("adaptive_avg_pool2d: cannot pool {h}x{w} to {oh}x{ow}");
+    }
+    if (h, w) == (oh, ow) {
+        return Ok(x.clone());
+    }
+    if (oh, ow) == (1, 1) {
+        return x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2);
+    }
+    let dt = x.dtype();
+    let pw = adaptive_matrix(w, ow, x.device())?.to_dtype(dt)?;
+    let ph = adaptive_matrix(h, oh, x.device())?.to_dtype(dt)?;
+    // Columns: [B*C*H, W] x [W, OW]; then rows: [B*C*OW, H] x [H, OH].
+    let y = x
+        .contiguous()?
+        .reshape((b * c * h, w))?
+        .matmul(&pw.t()?)?
+        .reshape((b, c, h, ow))?
+        .transpose(2, 3)?
+        .contiguous()?
+        .reshape((b * c * ow, h))?
+        .matmul(&ph.t()?)?
+        .reshape((b, c, ow, oh))?
+        .transpose(2, 3)?;
+    y.contiguous()
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{IndexOp, Var};
+
+    use super::super::test_util::{lcg, max_abs_diff, tensor, to_f64};
+    use super::*;
+
+    /// `(B, C, H, W, kernel, stride, padding)`.
+    type Case = (usize, usize, usize, usize, usize, usize, usize);
+
+    const CASES: &[Case] = &[
+        // ResNet's stem geometry, even and odd planes.
+        (2, 3, 8, 8, 3, 2, 1),
+        (1, 2, 9, 7, 3, 2, 1),
+        // kernel == stride (VGG), with and without a remainder.
+        (2, 3, 8, 8, 2, 2, 0),
+        (1, 2, 7, 9, 2, 2, 0),
+        (1, 2, 9, 6, 3, 3, 0),
+        // Overlapping windows, stride 1, larger kernels and paddings.
+        (1, 2, 6, 6, 3, 1, 1),
+        (1, 2, 7, 6, 5, 2, 2),
+        (2, 1, 5, 5, 4, 3, 2),
+        (1, 1, 3, 3, 3, 1, 0),
+    ];
+
+    /// Inputs without ties: a seeded permutation of distinct values.
+    fn distinct(case: Case, seed: u64) -> Result<Tensor> {
+        let (b, c, h, w, ..) = case;
+        let n = b * c * h * w;
+        let keys = lcg(n, seed, 1.0);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&i, &j| keys[i].total_cmp(&keys[j]));
+        let mut v = vec![0f32; n];
+        for (rank, &i) in order.iter().enumerate() {
+            v[i] = rank as f32 / n as f32 * 4.0 - 2.0;
+        }
+        Tensor::from_vec(v, (b, c, h, w), &Device::Cpu)
+    }
+
+    /// Naive max pooling in f64 over an explicitly padded plane.
+    fn reference(x: &[f64], case: Case) -> Vec<f64> {
+        let (b, c, h, w, k, s, p) = case;
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let mut out = Vec::with_capacity(b * c * oh * ow);
+        for plane in 0..b * c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut m = f64::NEG_INFINITY;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = (
+                                (oy * s + ky) as isize - p as isize,
+                                (ox * s + kx) as isize - p as isize,
+                            );
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                m = m.max(x[plane * h * w + iy as usize * w + ix as usize]);
+                            }
+                        }
+                    }
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    /// `sum(max_pool(x) * r)` in f64 for the finite differences.
+    fn loss_f64(x: &[f64], r: &[f64], case: Case) -> f64 {
+        reference(x, case).iter().zip(r).map(|(a, b)| a * b).sum()
+    }
+
+    #[test]
+    fn forward_matches_naive_reference() -> Result<()> {
+        for (n, &case) in CASES.iter().enumerate() {
+            let (_, _, _, _, k, s, p) = case;
+            let x = tensor(&[case.0, case.1, case.2, case.3], n as u64, 3.0)?;
+            let y = max_pool2d(&x, k, s, p)?;
+            let want = reference(&to_f64(&x)?, case);
+            let got = to_f64(&y)?;
+            assert_eq!(got, want, "case {case:?}");
+            // A non-contiguous view gives the same result.
+            let xt = x.transpose(2, 3)?.contiguous()?.transpose(2, 3)?;
+            assert!(!xt.is_contiguous());
+            assert_eq!(to_f64(&max_pool2d(&xt, k, s, p)?)?, want, "case {case:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() -> Result<()> {
+        for (n, &case) in CASES.iter().enumerate() {
+            let (b, c, h, w, k, s, p) = case;
+            let x = distinct(case, 10 + n as u64)?;
+            let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+            let r = tensor(&[b, c, oh, ow], 20 + n as u64, 1.0)?;
+            let var = Var::from_tensor(&x)?;
+            let loss = (max_pool2d(var.as_tensor(), k, s, p)? * &r)?.sum_all()?;
+            let grads = loss.backward()?;
+            let got = to_f64(grads.get(var.as_tensor()).expect("gradient"))?;
+            let (xv, rv) = (to_f64(&x)?, to_f64(&r)?);
+            // The values are at least 4/n apart, so a step of 1e-3 of that keeps every argmax.
+            let eps = 1e-3 * 4.0 / xv.len() as f64;
+            for i in 0..xv.len() {
+                let (mut plus, mut minus) = (xv.clone(), xv.clone());
+                plus[i] += eps;
+                minus[i] -= eps;
+                let fd = (loss_f64(&plus, &rv, case) - loss_f64(&minus, &rv, case)) / (2.0 * eps);
+                assert!(
+                    (got[i] - fd).abs() < 1e-4,
+                    "case {case:?} element {i}: autograd {} vs finite differences {fd}",
+                    got[i]
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn backward_matches_candle_when_kernel_equals_stride() -> Result<()> {
+        // Where candle's backward works (kernel == stride dividing the plane, no padding) the
+        // gradients agree up to candle's constant factor, i.e. the same elements receive it.
+        for (n, &case) in CASES.iter().enumerate() {
+            let (b, c, h, w, k, s, p) = case;
+            // candle's backward upsamples the pooled gradient to the input size by nearest
+            // neighbour, which misplaces it when the kernel does not divide the plane.
+            if k != s || p != 0 || h % k != 0 || w % k != 0 {
+                continue;
+            }
+            let x = distinct(case, 30 + n as u64)?;
+            let r = tensor(&[b, c, h / k, w / k], 40 + n as u64, 1.0)?;
+            let grad_of = |ours: bool| -> Result<Tensor> {
+                let var = Var::from_tensor(&x)?;
+                let y = if ours {
+                    max_pool2d(var.as_tensor(), k, s, p)?
+                } else {
+                    var.as_tensor().max_pool2d(k)?
+                };
+                let grads = (y * &r)?.sum_all()?.backward()?;
+                Ok(grads.get(var.as_tensor()).expect("gradient").clone())
+            };
+            let (ours, candle) = (grad_of(true)?, grad_of(false)?);
+            // candle 0.11.1 scales the gradient by `count of maxima / k^2` instead of dividing
+            // by the count (`[[1,2],[3,4]]` pooled and summed gives 0.25 at the 4, not 1; the
+            // finite-difference test above confirms 1). Without ties that is a factor 1/k^2.
+            let candle = (candle * (k * k) as f64)?;
+            let err = max_abs_diff(&ours, &candle)?;
+            assert!(err < 1e-6, "case {case:?}: {err}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ties_go_to_the_first_maximum() -> Result<()> {
+        // One 2x2 window of equal values, one output: PyTorch gives the gradient to (0, 0).
+        let x = Var::from_tensor(&Tensor::ones((1, 1, 2, 2), DType::F32, &Device::Cpu)?)?;
+        let grads = max_pool2d(x.as_tensor(), 2, 2, 0)?.sum_all()?.backward()?;
+        let g = grads.get(x.as_tensor()).expect("gradient");
+        assert_eq!(g.flatten_all()?.to_vec1::<f32>()?, [1.0, 0.0, 0.0, 0.0]);
+        // Overlapping windows that share their maximum add up there.
+        let x = Tensor::from_vec(vec![0f32, 5.0, 1.0, 2.0], (1, 1, 1, 4), &Device::Cpu)?;
+        let x = Var::from_tensor(&x.broadcast_as((1, 1, 3, 4))?.contiguous()?)?;
+        let grads = max_pool2d(x.as_tensor(), 3, 1, 1)?.sum_all()?.backward()?;
+        let g = grads.get(x.as_tensor()).expect("gradient").i((0, 0))?;
+        // 3x4 outputs: the windows of output rows 0-1 start at input row 0, those of row 2 at
+        // row 1; every window holds column 1 except those centred on column 3.
+        assert_eq!(
+            g.to_vec2::<f32>()?,
+            [[0.0, 6.0, 0.0, 2.0], [0.0, 3.0, 0.0, 1.0], [0.0; 4]]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn nan_propagates_like_pytorch() -> Result<()> {
+        let v = vec![1f32, f32::NAN, 3.0, 2.0, 0.0, 5.0];
+        let x = Var::from_tensor(&Tensor::from_vec(v, (1, 1, 2, 3), &Device::Cpu)?)?;
+        let y = max_pool2d(x.as_tensor(), 2, 1, 0)?;
+        let out = y.flatten_all()?.to_vec1::<f32>()?;
+        assert!(out[0].is_nan() && out[1].is_nan(), "{out:?}");
+        let grads = y.sum_all()?.backward()?;
+        let g = grads.get(x.as_tensor()).expect("gradient");
+        assert_eq!(
+            g.flatten_all()?.to_vec1::<f32>()?,
+            [0.0, 2.0, 0.0, 0.0, 0.0, 0.0]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn bad_geometry_is_an_error() -> Result<()> {
+        let x = tensor(&[1, 1, 4, 4], 1, 1.0)?;
+        assert!(max_pool2d(&x, 3, 2, 2).is_err());
+        assert!(max_pool2d(&x, 0, 1, 0).is_err());
+        assert!(max_pool2d(&x, 5, 1, 0).is_err());
+        assert!(max_pool2d(&x.flatten_all()?, 2, 2, 0).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn adaptive_average_matches_the_definition() -> Result<()> {
+        for &(h, w, oh, ow) in &[
+            (7, 7, 7, 7),
+            (14, 10, 7, 7),
+            (2, 3, 7, 7),
+            (5, 9, 3, 4),
+            (6, 6, 1, 1),
+        ] {
+            let x = tensor(&[2, 3, h, w], (h * w) as u64, 1.0)?;
+            let got = to_f64(&adaptive_avg_pool2d(&x, (oh, ow))?)?;
+            let xv = to_f64(&x)?;
+            let mut want = Vec::new();
+            for plane in 0..6 {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let (y0, y1) = (i * h / oh, ((i + 1) * h).div_ceil(oh));
+                        let (x0, x1) = (j * w / ow, ((j + 1) * w).div_ceil(ow));
+                        let mut sum = 0.0;
+                        for y in y0..y1 {
+                            for x in x0..x1 {
+                                sum += xv[plane * h * w + y * w + x];
+                            }
+                        }
+                        want.push(sum / ((y1 - y0) * (x1 - x0)) as f64);
+                    }
+                }
+            }
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-6, "{h}x{w} -> {oh}x{ow}: {err}");
+        }
+        // Differentiable: d sum / dx is the number of cells covering x over their sizes.
+        let x = Var::from_tensor(&tensor(&[1, 1, 2, 2], 3, 1.0)?)?;
+        let grads = adaptive_avg_pool2d(x.as_tensor(), (3, 3))?
+            .sum_all()?
+            .backward()?;
+        let g = grads.get(x.as_tensor()).expect("gradient");
+        assert!(max_abs_diff(g, &Tensor::full(2.25f32, (1, 1, 2, 2), &Device::Cpu)?)? < 1e-6);
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! Stages the classic architectures share beyond [`crate::graph::layers`]: max pooling,
+//! a convolution with its own bias (no BatchNorm), a dense layer with activation, adaptive
+//! average pooling + flatten, and the prefix helper that names a stage's tensors.
+
+use candle_core::Tensor;
+
+use crate::Result;
+use crate::graph::Stage;
+use crate::graph::layers::ConvBnAct;
+use crate::ops::{
+    Activation, DropoutSeeds, adaptive_avg_pool2d, bias_act, max_pool2d, seeded_dropout,
+};
+
+/// Max pooling (`-inf` padding, floor mode, gradient to each window's first maximum):
+/// `[batch, c, h, w]` -> `[batch, c, (h + 2p - k)/s + 1, (w + 2p - k)/s + 1]`.
+pub struct MaxPool {
+    /// Window side `k`.
+    pub kernel: usize,
+    /// Step `s` between windows.
+    pub stride: usize,
+    /// `-inf` padding `p` on every side (at most `k / 2`).
+    pub padding: usize,
+}
+
+impl Stage for MaxPool {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        Ok(max_pool2d(x, self.kernel, self.stride, self.padding)?)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Vec<usize> {
+        let out = |n: usize| (n + 2 * self.padding - self.kernel) / self.stride + 1;
+        vec![input[0], out(input[1]), out(input[2])]
+    }
+
+    fn macs(&self, _input: &[usize]) -> u64 {
+        0
+    }
+
+    fn param_count(&self) -> usize {
+        0
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        Vec::new()
+    }
+}
+
+/// A dense convolution with its own bias, then an activation (VGG's conv + ReLU):
+/// `[batch, in, h, w]` -> `[batch, out, h', w']`.
+pub struct ConvAct {
+    /// `[out, in, k, k]`.
+    weight: Tensor,
+    /// `[out]`.
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+    act: Activation,
+}
+
+impl ConvAct {
+    /// `weight` `[out, in, k, k]`, `bias` `[out]`.
+    pub fn new(
+        weight: Tensor,
+        bias: Tensor,
+        stride: usize,
+        padding: usize,
+        act: Activation,
+    ) -> Self {
+        ConvAct {
+            weight,
+            bias,
+            stride,
+            padding,
+            act,
+        }
+    }
+}
+
+impl Stage for ConvAct {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        Ok(bias_act(&y, &self.bias, self.act)?)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Vec<usize> {
+        let k = self.weight.dims()[3];
+        let out = |n: usize| (n + 2 * self.padding - k) / self.stride + 1;
+        vec![self.weight.dims()[0], out(input[1]), out(input[2])]
+    }
+
+    fn macs(&self, input: &[usize]) -> u64 {
+        let out = self.output_shape(input);
+        let per_output: usize = self.weight.dims()[1..].iter().product();
+        (out.iter().product::<usize>() * per_output) as u64
+    }
+
+    fn param_count(&self) -> usize {
+        self.weight.elem_count() + self.bias.elem_count()
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        vec![
+            ("weight".into(), &mut self.weight),
+            ("bias".into(), &mut self.bias),
+        ]
+    }
+}
+
+/// Dropout on the input (training only), a dense layer, an activation:
+/// `[batch, in]` -> `[batch, out]` (VGG's `classifier.0` / `classifier.3` with their ReLU).
+pub struct DenseAct {
+    /// `[out, in]`.
+    weight: Tensor,
+    /// `[out]`.
+    bias: Tensor,
+    act: Activation,
+    dropout: f32,
+    seeds: DropoutSeeds,
+}
+
+impl DenseAct {
+    /// `weight` `[out, in]`, `bias` `[out]`; `dropout` is the drop probability of the input
+    /// in training.
+    pub fn new(weight: Tensor, bias: Tensor, act: Activation, dropout: f32) -> Self {
+        DenseAct {
+            weight,
+            bias,
+            act,
+            dropout,
+            seeds: DropoutSeeds::new(0),
+        }
+    }
+}
+
+impl Stage for DenseAct {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = if train && self.dropout > 0.0 {
+            seeded_dropout(x, self.dropout, self.seeds.next())?
+        } else {
+            x.clone()
+        };
+        let y = x.matmul(&self.weight.t()?)?;
+        Ok(bias_act(&y, &self.bias, self.act)?)
+    }
+
+    fn output_shape(&self, _input: &[usize]) -> Vec<usize> {
+        vec![self.weight.dims()[0]]
+    }
+
+    fn macs(&self, _input: &[usize]) -> u64 {
+        self.weight.elem_count() as u64
+    }
+
+    fn param_count(&self) -> usize {
+        self.weight.elem_count() + self.bias.elem_count()
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        vec![
+            ("weight".into(), &mut self.weight),
+            ("bias".into(), &mut self.bias),
+        ]
+    }
+}
+
+/// Adaptive average pooling to `size x size`, then flatten (torchvision VGG's `avgpool` +
+/// `flatten`): `[batch, c, h, w]` -> `[batch, c * size * size]`.
+pub struct AdaptiveAvgPoolFlatten {
+    /// Side of the pooled grid (7 for VGG).
+    pub size: usize,
+}
+
+impl Stage for AdaptiveAvgPoolFlatten {
+    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let y = adaptive_avg_pool2d(x, (self.size, self.size))?;
+        Ok(y.flatten_from(1)?)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Vec<usize> {
+        vec![input[0] * self.size * self.size]
+    }
+
+    fn macs(&self, _input: &[usize]) -> u64 {
+        0
+    }
+
+    fn param_count(&self) -> usize {
+        0
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        Vec::new()
+    }
+}
+
+/// A conv's tensors named `<part>.<name>` (e.g. `0.conv1.weight` for `part` = `0.conv1`).
+pub(crate) fn prefixed<'a>(
+    part: String,
+    conv: &'a mut ConvBnAct,
+) -> impl Iterator<Item = (String, &'a mut Tensor)> + 'a {
+    conv.tensors_mut()
+        .into_iter()
+        .map(move |(name, t)| (format!("{part}.{name}"), t))
+}

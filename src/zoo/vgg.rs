@@ -1,0 +1,208 @@
+//! VGG-11/13/16/19 (Simonyan & Zisserman; without BatchNorm), loading torchvision's key names
+//! (`features.N.weight|bias` for the 3x3 convs, `classifier.0|3|6.weight|bias`).
+//!
+//! Layer ids follow torchvision's `features` indices: each conv with its ReLU is one stage named
+//! by the conv's index (`features.0`, `features.2`, ...), each 2x2 max pool by its own
+//! (`features.4`, ... `features.30` for VGG-16). With the classifier: `avgpool` (adaptive average
+//! pool to 7x7, flattened: `[25088]`), `classifier.0` (fc + ReLU, `[4096]`), `pooled` (the second
+//! fc + ReLU, `[4096]`: the features a new classifier is trained on), `logits`. A feature-only
+//! checkpoint (no `classifier.*`) ends with `pooled` = the global average of the last pool
+//! (`[512]`).
+
+use super::blocks::{AdaptiveAvgPoolFlatten, ConvAct, DenseAct, MaxPool};
+use super::checkpoint::{Checkpoint, ExpectedTensors};
+use crate::graph::layers::{Classifier, GlobalAvgPool};
+use crate::graph::{Network, Stage};
+use crate::ops::Activation;
+use crate::{Error, Result};
+
+/// Width of the two hidden fully connected layers.
+const HIDDEN: usize = 4096;
+/// Side of the adaptive average pool before the classifier.
+const POOL_SIZE: usize = 7;
+/// Dropout before `classifier.3` and `classifier.6` in training.
+const DROPOUT: f32 = 0.5;
+
+/// The architectures this module builds.
+pub const ARCHITECTURES: [&str; 4] = ["vgg11", "vgg13", "vgg16", "vgg19"];
+
+/// One entry of a VGG configuration: a 3x3 conv with that many output channels, or a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Item {
+    Conv(usize),
+    Pool,
+}
+
+/// A pool in the configurations below.
+const M: usize = 0;
+
+/// torchvision's configurations A, B, D, E: output channels of each 3x3 conv, `M` for a pool.
+fn config(architecture: &str) -> Option<Vec<Item>> {
+    let cfg: &[usize] = match architecture {
+        "vgg11" => &[64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M],
+        "vgg13" => &[
+            64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M, 512, 512, M,
+        ],
+        "vgg16" => &[
+            64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512, M,
+        ],
+        "vgg19" => &[
+            64, 64, M, 128, 128, M, 256, 256, 256, 256, M, 512, 512, 512, 512, M, 512, 512, 512,
+            512, M,
+        ],
+        _ => return None,
+    };
+    Some(
+        cfg.iter()
+            .map(|&c| if c == M { Item::Pool } else { Item::Conv(c) })
+            .collect(),
+    )
+}
+
+/// The `features` layers as `(torchvision index, item, input channels)`: a conv takes index
+/// `i` and its ReLU `i + 1`, a pool one index.
+fn layers(items: &[Item]) -> Vec<(usize, Item, usize)> {
+    let mut out = Vec::new();
+    let (mut index, mut channels) = (0, 3);
+    for &item in items {
+        out.push((index, item, channels));
+        match item {
+            Item::Conv(c) => {
+                index += 2;
+                channels = c;
+            }
+            Item::Pool => index += 1,
+        }
+    }
+    out
+}
+
+/// The VGG variant with `convs` 3x3 convolutions (8, 10, 13 or 16), if any.
+pub fn from_conv_count(convs: usize) -> Option<&'static str> {
+    ARCHITECTURES.into_iter().find(|a| {
+        config(a).is_some_and(|c| c.iter().filter(|i| matches!(i, Item::Conv(_))).count() == convs)
+    })
+}
+
+/// The id of the last conv stage (the default class-activation-map layer), e.g. `features.28`
+/// for VGG-16.
+pub fn default_cam_layer(architecture: &str) -> Option<String> {
+    let items = config(architecture)?;
+    layers(&items)
+        .into_iter()
+        .rev()
+        .find(|(_, item, _)| matches!(item, Item::Conv(_)))
+        .map(|(i, _, _)| format!("features.{i}"))
+}
+
+fn unknown(architecture: &str) -> Error {
+    Error::Model(format!(
+        "unknown VGG `{architecture}`; known: {}",
+        ARCHITECTURES.join(", ")
+    ))
+}
+
+/// Every tensor a VGG checkpoint must hold, with its shape; `num_classes` 0 means a
+/// feature-only checkpoint (no `classifier.*`). `None` for an unknown variant.
+pub fn expected_tensors(architecture: &str, num_classes: usize) -> Option<ExpectedTensors> {
+    let items = config(architecture)?;
+    let mut t = ExpectedTensors::new();
+    let mut last = 3;
+    for (i, item, cin) in layers(&items) {
+        if let Item::Conv(c) = item {
+            t.push((format!("features.{i}.weight"), vec![c, cin, 3, 3]));
+            t.push((format!("features.{i}.bias"), vec![c]));
+            last = c;
+        }
+    }
+    if num_classes > 0 {
+        let flat = last * POOL_SIZE * POOL_SIZE;
+        for (i, (out, inp)) in [(HIDDEN, flat), (HIDDEN, HIDDEN), (num_classes, HIDDEN)]
+            .into_iter()
+            .enumerate()
+        {
+            t.push((format!("classifier.{}.weight", 3 * i), vec![out, inp]));
+            t.push((format!("classifier.{}.bias", 3 * i), vec![out]));
+        }
+    }
+    Some(t)
+}
+
+/// Builds a VGG from an audited checkpoint (`num_classes` 0: feature-only, the network ends at
+/// `pooled` = global average `[batch, 512]`). Input `[batch, 3, h, w]` (h, w >= 32), output
+/// `[batch, num_classes]`.
+pub fn build(ckpt: &Checkpoint, architecture: &str, num_classes: usize) -> Result<Network> {
+    let items = config(architecture).ok_or_else(|| unknown(architecture))?;
+    let expected =
+        expected_tensors(architecture, num_classes).ok_or_else(|| unknown(architecture))?;
+    ckpt.audit(architecture, &expected)?;
+    let mut stages: Vec<(String, Box<dyn Stage>)> = Vec::new();
+    for (i, item, _) in layers(&items) {
+        let stage: Box<dyn Stage> = match item {
+            Item::Conv(_) => Box::new(ConvAct::new(
+                ckpt.get(&format!("features.{i}.weight"))?,
+                ckpt.get(&format!("features.{i}.bias"))?,
+                1,
+                1,
+                Activation::Relu,
+            )),
+            Item::Pool => Box::new(MaxPool {
+                kernel: 2,
+                stride: 2,
+                padding: 0,
+            }),
+        };
+        stages.push((format!("features.{i}"), stage));
+    }
+    if num_classes == 0 {
+        stages.push(("pooled".into(), Box::new(GlobalAvgPool)));
+        return Ok(Network::new(3, stages));
+    }
+    let fc = |i: usize| -> Result<(candle_core::Tensor, candle_core::Tensor)> {
+        Ok((
+            ckpt.get(&format!("classifier.{i}.weight"))?,
+            ckpt.get(&format!("classifier.{i}.bias"))?,
+        ))
+    };
+    stages.push((
+        "avgpool".into(),
+        Box::new(AdaptiveAvgPoolFlatten { size: POOL_SIZE }),
+    ));
+    let (w, b) = fc(0)?;
+    stages.push((
+        "classifier.0".into(),
+        Box::new(DenseAct::new(w, b, Activation::Relu, 0.0)),
+    ));
+    let (w, b) = fc(3)?;
+    stages.push((
+        "pooled".into(),
+        Box::new(DenseAct::new(w, b, Activation::Relu, DROPOUT)),
+    ));
+    let (w, b) = fc(6)?;
+    stages.push(("logits".into(), Box::new(Classifier::new(w, b, DROPOUT))));
+    Ok(Network::new(3, stages))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_follow_torchvision() {
+        // torchvision state_dict sizes: 22, 26, 32, 38 tensors.
+        let counts: Vec<usize> = ARCHITECTURES
+            .iter()
+            .map(|a| expected_tensors(a, 1000).unwrap().len())
+            .collect();
+        assert_eq!(counts, [22, 26, 32, 38]);
+        assert_eq!(default_cam_layer("vgg16").as_deref(), Some("features.28"));
+        assert_eq!(default_cam_layer("vgg19").as_deref(), Some("features.34"));
+        assert_eq!(from_conv_count(13), Some("vgg16"));
+        assert_eq!(from_conv_count(16), Some("vgg19"));
+        assert_eq!(from_conv_count(12), None);
+        let t = expected_tensors("vgg16", 10).unwrap();
+        assert!(t.contains(&("classifier.0.weight".into(), vec![4096, 25088])));
+        assert!(t.contains(&("classifier.6.weight".into(), vec![10, 4096])));
+        assert!(t.contains(&("features.28.weight".into(), vec![512, 512, 3, 3])));
+    }
+}
