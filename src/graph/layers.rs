@@ -6,8 +6,8 @@ use candle_core::Tensor;
 use super::Stage;
 use crate::Result;
 use crate::ops::{
-    Activation, BatchNormParams, DropoutSeeds, bias_act, depthwise_conv2d, fold_batchnorm,
-    seeded_dropout,
+    Activation, BatchNormParams, DropoutSeeds, conv2d_bias_act, depthwise_conv2d,
+    expand_depthwise_conv2d, fold_batchnorm, pointwise_conv2d, seeded_dropout,
 };
 
 /// How a convolution connects its input and output channels.
@@ -70,6 +70,39 @@ impl ConvBnAct {
         }
     }
 
+    /// A pointwise convolution with `residual` (shaped like the output) added after the
+    /// activation, in the same pass: `act(conv(x)) + residual`.
+    pub fn forward_with_residual(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        Ok(match self.kind {
+            ConvKind::Pointwise => {
+                pointwise_conv2d(x, &self.weight, &self.bias, self.act, Some(residual))?
+            }
+            _ => (self.forward(x, train)? + residual)?,
+        })
+    }
+
+    /// This pointwise convolution followed by the depthwise convolution `depthwise`, fused
+    /// into one pass that never materialises this layer's (expanded) output.
+    pub fn forward_then_depthwise(&self, depthwise: &ConvBnAct, x: &Tensor) -> Result<Tensor> {
+        match (self.kind, depthwise.kind) {
+            (ConvKind::Pointwise, ConvKind::Depthwise { stride, padding }) => {
+                Ok(expand_depthwise_conv2d(
+                    x,
+                    (&self.weight, &self.bias, self.act),
+                    (&depthwise.weight, &depthwise.bias, depthwise.act),
+                    stride,
+                    padding,
+                )?)
+            }
+            _ => depthwise.forward(&self.forward(x, false)?, false),
+        }
+    }
+
     fn stride_padding(&self) -> (usize, usize) {
         match self.kind {
             ConvKind::Dense { stride, padding } | ConvKind::Depthwise { stride, padding } => {
@@ -85,19 +118,9 @@ impl Stage for ConvBnAct {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(match self.kind {
             ConvKind::Dense { stride, padding } => {
-                let y = x.conv2d(&self.weight, padding, stride, 1, 1)?;
-                bias_act(&y, &self.bias, self.act)?
+                conv2d_bias_act(x, &self.weight, &self.bias, stride, padding, self.act)?
             }
-            ConvKind::Pointwise => {
-                let (b, c, h, w) = x.dims4()?;
-                // The weight is broadcast with stride 0 over the batch: no copy per image.
-                let y = self
-                    .weight
-                    .broadcast_left(b)?
-                    .matmul(&x.reshape((b, c, h * w))?)?
-                    .reshape((b, self.out_channels(), h, w))?;
-                bias_act(&y, &self.bias, self.act)?
-            }
+            ConvKind::Pointwise => pointwise_conv2d(x, &self.weight, &self.bias, self.act, None)?,
             ConvKind::Depthwise { stride, padding } => {
                 depthwise_conv2d(x, &self.weight, &self.bias, stride, padding, self.act)?
             }

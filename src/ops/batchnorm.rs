@@ -48,7 +48,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     fn ramp(n: usize, a: f32, b: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 * a + b).sin())).collect()
+        (0..n).map(|i| (i as f32 * a + b).sin()).collect()
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::{Activation, act_grad, channel_sum, channels_and_plane, f32_data, min_planes_per_task};
+use super::{
+    Activation, act_grad, channel_sum, channels_and_plane, f32_data, min_planes_per_task, zeroed,
+};
 
 /// The op: `(x [B,C,...], bias [C])` -> `act(x + bias[c])`.
 struct BiasAct {
@@ -26,7 +28,7 @@ impl CustomOp2 for BiasAct {
         let x = f32_data(s1, l1, self.name())?;
         let bias = f32_data(s2, l2, self.name())?;
         let act = self.act;
-        let mut out = vec![0f32; x.len()];
+        let mut out = zeroed(x.len());
         if plane > 0 {
             out.par_chunks_mut(plane)
                 .zip(x.par_chunks(plane))

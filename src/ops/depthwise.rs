@@ -24,7 +24,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::{Activation, act_grad, channel_sum, f32_data, min_planes_per_task};
+use super::{Activation, act_grad, channel_sum, f32_data, min_planes_per_task, zeroed};
 
 /// Elements of output (at pitch `PL`) per tile: 8 KiB, so a finished tile is still in L1 when it
 /// is copied out.
@@ -164,8 +164,25 @@ impl Geom {
 
 /// Copies an input plane (`H*W`) into the polyphase padded layout (`poly_len`). Only the cells
 /// that hold input pixels are written: the padding cells must already be zero.
+#[inline(always)]
 fn fill_poly(g: &Geom, x: &[f32], poly: &mut [f32]) {
     let (s, p, pl, w) = (g.s, g.p, g.pl, g.w);
+    if s == 2 {
+        // Both column phases of a row in one pass: a de-interleave, which vectorises (the
+        // general path below gathers with a stride).
+        let sub_len = g.sub_len();
+        let (cols0, cols1) = (g.valid_cols(0), g.valid_cols(1));
+        for r in 0..2 {
+            let (sub0, sub1) = poly[2 * r * sub_len..][..2 * sub_len].split_at_mut(sub_len);
+            let rows = sub0.chunks_exact_mut(pl).zip(sub1.chunks_exact_mut(pl));
+            for (a, (row0, row1)) in rows.enumerate() {
+                if let Some(y) = g.input_row(a, r) {
+                    deinterleave(&x[y * w..][..w], p, (row0, cols0), (row1, cols1));
+                }
+            }
+        }
+        return;
+    }
     for r in 0..s {
         for q in 0..s {
             let sub = &mut poly[(r * s + q) * g.sub_len()..][..g.sub_len()];
@@ -185,6 +202,33 @@ fn fill_poly(g: &Geom, x: &[f32], poly: &mut [f32]) {
             }
         }
     }
+}
+
+/// Splits an input row `src` (`W`) into the two column phases of a stride-2 polyphase row:
+/// `row_q[j] = src[2j + q - p]` for `j` in the phase's valid columns `lo_q..hi_q`.
+#[inline(always)]
+fn deinterleave(
+    src: &[f32],
+    p: usize,
+    (row0, (lo0, hi0)): (&mut [f32], (usize, usize)),
+    (row1, (lo1, hi1)): (&mut [f32], (usize, usize)),
+) {
+    // Columns where both phases hold pixels: a run of consecutive pairs of src.
+    let (lo, hi) = (lo0.max(lo1), hi0.min(hi1));
+    if lo >= hi {
+        (lo0..hi0).for_each(|j| row0[j] = src[2 * j - p]);
+        (lo1..hi1).for_each(|j| row1[j] = src[2 * j + 1 - p]);
+        return;
+    }
+    (lo0..lo).for_each(|j| row0[j] = src[2 * j - p]);
+    (lo1..lo).for_each(|j| row1[j] = src[2 * j + 1 - p]);
+    let pairs = src[2 * lo - p..][..2 * (hi - lo)].chunks_exact(2);
+    for ((a, b), pair) in row0[lo..hi].iter_mut().zip(&mut row1[lo..hi]).zip(pairs) {
+        *a = pair[0];
+        *b = pair[1];
+    }
+    (hi..hi0).for_each(|j| row0[j] = src[2 * j - p]);
+    (hi..hi1).for_each(|j| row1[j] = src[2 * j + 1 - p]);
 }
 
 /// Copies the cells of the polyphase layout that hold input pixels into an input-shaped plane
@@ -214,7 +258,7 @@ fn unfill_poly(g: &Geom, poly: &[f32], x: &mut [f32]) {
 
 /// Per-task scratch. Every plane of an op has the same geometry, so the padding cells of the
 /// buffers are zeroed once here and the kernels never write them afterwards.
-struct Scratch {
+pub(super) struct Scratch {
     buf: Vec<f32>,
     /// The current plane's taps: `(offset, weight)`.
     taps: Vec<(usize, f32)>,
@@ -276,32 +320,6 @@ fn correlate<const FMA: bool>(dst: &mut [f32], init: f32, src: &[f32], taps: &[(
         block::<FMA, 1>(dst, init, src, i, taps);
         i += 1;
     }
-}
-
-/// Runs `$imp::<true>` compiled for AVX2 + FMA when the CPU has them, otherwise `$imp::<false>`
-/// (`<true>` on aarch64, where FMA is baseline). The kernels are `#[inline(always)]` and the
-/// closure has a single caller, so the whole kernel is inlined into `with_fma` and compiled with
-/// its target features (`mul_add` becomes `vfmadd`, loops use 256-bit vectors).
-macro_rules! dispatch_fma {
-    ($imp:ident($($arg:expr),* $(,)?)) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn with_fma(f: impl FnOnce()) {
-                f()
-            }
-            if super::has_avx2_fma() {
-                // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
-                unsafe { with_fma(|| $imp::<true>($($arg),*)) };
-            } else {
-                $imp::<false>($($arg),*);
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            $imp::<{ cfg!(target_arch = "aarch64") }>($($arg),*);
-        }
-    }};
 }
 
 /// Forward of one plane: `out (OH*OW) = act(bias + conv(x (H*W), w (k*k)))`.
@@ -437,6 +455,74 @@ fn grad_weight_channel<const FMA: bool>(
     }
 }
 
+/// One plane of a depthwise convolution, for kernels that produce their input planes
+/// themselves (the fused expand + depthwise op).
+pub(super) struct PlaneConv {
+    g: Geom,
+}
+
+impl PlaneConv {
+    pub(super) fn new(h: usize, w: usize, k: usize, stride: usize, padding: usize) -> Result<Self> {
+        Ok(Self {
+            g: Geom::new(h, w, k, stride, padding)?,
+        })
+    }
+
+    /// `(OH, OW)`.
+    pub(super) fn out_hw(&self) -> (usize, usize) {
+        (self.g.oh, self.g.ow)
+    }
+
+    /// A scratch buffer for [`PlaneConv::forward`] (one per task).
+    pub(super) fn scratch(&self) -> Scratch {
+        Scratch::new(self.g.fwd_scratch_len())
+    }
+
+    /// `out (OH*OW) = act(bias + conv(x (H*W), w (k*k)))`.
+    pub(super) fn forward(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        bias: f32,
+        act: Activation,
+        out: &mut [f32],
+        scratch: &mut Scratch,
+    ) {
+        let g = &self.g;
+        dispatch_fma!(fwd_plane(g, x, w, bias, act, out, scratch));
+    }
+}
+
+/// The input gradient of a depthwise convolution of `h x w` planes: `(grad_pre [B,C,OH,OW],
+/// w [C,1,k,k])` -> `[B,C,H,W]`.
+pub(super) fn grad_input(
+    gp: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    (h, wd): (usize, usize),
+) -> Result<Tensor> {
+    let op = DepthwiseGradInput {
+        stride,
+        padding,
+        h,
+        w: wd,
+    };
+    gp.apply_op2_no_bwd(w, &op)
+}
+
+/// The weight gradient of a depthwise convolution: `(x [B,C,H,W], grad_pre [B,C,OH,OW])` ->
+/// `[C,1,k,k]`.
+pub(super) fn grad_weight(
+    x: &Tensor,
+    gp: &Tensor,
+    stride: usize,
+    padding: usize,
+    k: usize,
+) -> Result<Tensor> {
+    x.apply_op2_no_bwd(gp, &DepthwiseGradWeight { stride, padding, k })
+}
+
 /// Checks `x [B,C,H,W]`, `w [C,1,k,k]` and `bias [C]`; returns `(B, C, geometry)`.
 fn check(
     x: &[usize],
@@ -486,7 +572,7 @@ impl CustomOp3 for DepthwiseConv {
         let w = f32_data(s2, l2, self.name())?;
         let bias = f32_data(s3, l3, self.name())?;
         let (kk, act) = (g.k * g.k, self.act);
-        let mut out = vec![0f32; b * c * g.out_plane()];
+        let mut out = zeroed(b * c * g.out_plane());
         out.par_chunks_mut(g.out_plane())
             .with_min_len(min_planes_per_task(g.out_plane()))
             .enumerate()
@@ -517,26 +603,11 @@ impl CustomOp3 for DepthwiseConv {
         let gp = act_grad(grad, res, self.act)?;
         let gx = x
             .track_op()
-            .then(|| {
-                let op = DepthwiseGradInput {
-                    stride,
-                    padding,
-                    h,
-                    w: wd,
-                };
-                gp.apply_op2_no_bwd(w, &op)
-            })
+            .then(|| grad_input(&gp, w, stride, padding, (h, wd)))
             .transpose()?;
         let gw = w
             .track_op()
-            .then(|| {
-                let op = DepthwiseGradWeight {
-                    stride,
-                    padding,
-                    k: w.dim(2)?,
-                };
-                x.apply_op2_no_bwd(&gp, &op)
-            })
+            .then(|| grad_weight(x, &gp, stride, padding, w.dim(2)?))
             .transpose()?;
         let gb = bias.track_op().then(|| channel_sum(&gp)).transpose()?;
         Ok((gx, gw, gb))
@@ -589,7 +660,7 @@ impl CustomOp2 for DepthwiseGradInput {
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let kk = g.k * g.k;
-        let mut gx = vec![0f32; b * c * g.in_plane()];
+        let mut gx = zeroed(b * c * g.in_plane());
         gx.par_chunks_mut(g.in_plane())
             .with_min_len(min_planes_per_task(g.in_plane()))
             .enumerate()

@@ -1,27 +1,75 @@
-//! Fused, differentiable CPU kernels for the hot layers of EfficientNet-Lite.
+//! Fused, differentiable CPU kernels for the hot layers of EfficientNet-Lite (and the other
+//! convnets of the zoo).
 //!
 //! candle's generic `conv2d(groups = C)` runs a depthwise convolution as `C` separate
-//! single-channel convolutions, and a bias plus activation costs two more full passes over the
-//! activations. The ops here do each of those in one pass on the CPU:
+//! single-channel convolutions, its dense `conv2d` unfolds the whole batch (im2col) before one
+//! product, a 1x1 convolution as a `matmul` is followed by separate passes for the bias, the
+//! activation and a residual add, and every one of those writes a fresh full-size tensor. The
+//! ops here do each layer in one pass on the CPU:
 //!
+//! - [`pointwise_conv2d`]: 1x1 convolution + bias + activation (+ residual), `gemm` tiles on
+//!   rayon with the epilogue applied in cache;
+//! - [`conv2d_bias_act`]: dense convolution + bias + activation (stems), im2col per band of
+//!   output rows into a small buffer, then `gemm`;
+//! - [`expand_depthwise_conv2d`]: an MBConv block's 1x1 expansion and depthwise convolution
+//!   (each with bias and activation) fused, without materialising the expanded tensor;
 //! - [`depthwise_conv2d`]: depthwise convolution, bias and activation fused (`[B,C,H,W]`);
 //! - [`bias_act()`]: `act(x + bias[c])` in one pass (`[B,C,...]`);
+//! - [`max_pool2d`], [`adaptive_avg_pool2d`]: pooling with gradients;
 //! - [`fold_batchnorm`]: eval-mode BatchNorm folded into a convolution's weight and bias.
 //!
-//! [`depthwise_conv2d`] and [`bias_act()`] are candle custom ops with a backward pass, so they
-//! train through `Var` and `Tensor::backward` like built-in ops. On other devices (cuda, metal)
-//! they fall back to candle's own ops, so GPU builds keep working, only without the fused
-//! kernels.
+//! The convolutions and [`bias_act()`] are candle custom ops with a backward pass, so they
+//! train through `Var` and `Tensor::backward` like built-in ops (a gradient is only computed
+//! for the arguments the graph tracks). On other devices (cuda, metal) they fall back to
+//! candle's own ops, so GPU builds keep working, only without the fused kernels.
+//!
+//! Large outputs are allocated with `zeroed`, which asks Linux for transparent huge pages: at
+//! batch 32 the page faults of fresh 4 KiB pages otherwise cost as much as the kernels.
+
+/// Runs `$imp::<true>` compiled for AVX2 + FMA when the CPU has them, otherwise `$imp::<false>`
+/// (`<true>` on aarch64, where FMA is baseline). The kernels are `#[inline(always)]` and the
+/// closure has a single caller, so the whole kernel is inlined into `with_fma` and compiled with
+/// its target features (`mul_add` becomes `vfmadd`, loops use 256-bit vectors).
+macro_rules! dispatch_fma {
+    ($imp:ident($($arg:expr),* $(,)?)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn with_fma(f: impl FnOnce()) {
+                f()
+            }
+            if super::has_avx2_fma() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+                unsafe { with_fma(|| $imp::<true>($($arg),*)) };
+            } else {
+                $imp::<false>($($arg),*);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $imp::<{ cfg!(target_arch = "aarch64") }>($($arg),*);
+        }
+    }};
+}
 
 pub mod batchnorm;
 pub mod bias_act;
+pub mod conv;
 pub mod depthwise;
 pub mod dropout;
+pub mod expand_depthwise;
+mod matmul;
+pub mod pointwise;
+pub mod pool;
 
 pub use batchnorm::{BatchNormParams, batchnorm_eval, fold_batchnorm};
 pub use bias_act::bias_act;
+pub use conv::conv2d_bias_act;
 pub use depthwise::depthwise_conv2d;
 pub use dropout::{DropoutSeeds, seeded_dropout};
+pub use expand_depthwise::expand_depthwise_conv2d;
+pub use pointwise::pointwise_conv2d;
+pub use pool::{adaptive_avg_pool2d, max_pool2d};
 
 use std::borrow::Cow;
 
@@ -129,6 +177,31 @@ pub(crate) fn f32_data<'a>(
     }
 }
 
+/// A zeroed f32 buffer for a kernel's output. Large buffers are backed by transparent huge
+/// pages where the OS offers them (Linux, `madvise` mode): a fresh 150 MB activation otherwise
+/// costs ~37k page faults on first touch, as much time as the kernel that fills it.
+pub(crate) fn zeroed(n: usize) -> Vec<f32> {
+    let v = vec![0f32; n];
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 1 << 21;
+        let bytes = n * std::mem::size_of::<f32>();
+        if bytes >= 2 * HUGE {
+            let p = v.as_ptr() as usize;
+            let (start, end) = (p.next_multiple_of(HUGE), (p + bytes) & !(HUGE - 1));
+            if end > start {
+                // SAFETY: `[start, end)` lies inside the buffer, which we own; MADV_HUGEPAGE
+                // only changes how the pages are backed, never their (zero) contents. A failure
+                // (e.g. THP unsupported) leaves ordinary pages.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+                }
+            }
+        }
+    }
+    v
+}
+
 /// The minimum number of `plane`-sized items per rayon task, so that tiny planes (7x7, or the
 /// single values of a `[B,C]` tensor) are not scheduled one by one.
 pub(crate) fn min_planes_per_task(plane: usize) -> usize {
@@ -193,7 +266,7 @@ impl CustomOp2 for ActGrad {
         }
         let grad = f32_data(s1, l1, self.name())?;
         let out = f32_data(s2, l2, self.name())?;
-        let mut res = vec![0f32; grad.len()];
+        let mut res = zeroed(grad.len());
         const BLOCK: usize = 16_384;
         let act = self.act;
         res.par_chunks_mut(BLOCK)
