@@ -8,11 +8,11 @@ use image::imageops::{FilterType, resize};
 use image::{Rgb, RgbImage};
 
 use super::canvas::{Align, Canvas, INK, MUTED};
-use crate::viz::overlay::CropPlacement;
 use crate::viz::activations::{GridOptions, LayerActivations};
 use crate::viz::cam::Cam;
 use crate::viz::colormap::Colormap;
 use crate::viz::filters::FilterPattern;
+use crate::viz::overlay::CropPlacement;
 
 /// Margin around a figure, scale-1 pixels.
 const MARGIN: u32 = 16;

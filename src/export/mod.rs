@@ -16,9 +16,9 @@ use crate::viz::activations::{self, GridOptions, LayerSparsity};
 use crate::viz::cam::{self, Cam, CamMethod, CamOptions, CamScore};
 use crate::viz::colormap::Colormap;
 use crate::viz::filters::{self, FilterOptions};
+use crate::viz::overlay::CropPlacement;
 use crate::zoo::{Model, file_sha256};
 use crate::{Error, Result};
-use crate::viz::overlay::CropPlacement;
 
 /// The version written into every sidecar.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -89,9 +89,9 @@ pub fn cam_images(
     alpha: f32,
 ) -> CamImages {
     let (w, h) = original.dimensions();
-    let placed = (0..h).flat_map(|y| (0..w).map(move |x| (x, y))).map(|(x, y)| {
-        placement.sample(map, map_size, f64::from(x) + 0.5, f64::from(y) + 0.5)
-    });
+    let placed = (0..h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .map(|(x, y)| placement.sample(map, map_size, f64::from(x) + 0.5, f64::from(y) + 0.5));
     let mut heatmap = RgbImage::new(w, h);
     let mut overlay = original.clone();
     let a = alpha.clamp(0.0, 1.0);
@@ -157,19 +157,10 @@ mod tests {
             4,
             4,
             &Preprocess::Resize(crate::data::train_transform::TrainTransform::new(
-                4,
-                [0.0; 3],
-                [1.0; 3],
+                4, [0.0; 3], [1.0; 3],
             )),
         );
-        let out = cam_images(
-            &photo,
-            &[0.5; 4],
-            (2, 2),
-            &whole,
-            Colormap::Jet,
-            0.0,
-        );
+        let out = cam_images(&photo, &[0.5; 4], (2, 2), &whole, Colormap::Jet, 0.0);
         assert_eq!(out.overlay, photo);
         assert_ne!(out.heatmap, photo);
     }
