@@ -14,14 +14,19 @@ pub use settings::Tab;
 
 use crate::{Error, Result};
 
-/// Opens the desktop window.
-pub fn run(options: AppOptions) -> Result<()> {
-    let native = eframe::NativeOptions {
+/// The main window: title and size.
+fn window_options() -> eframe::NativeOptions {
+    eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("convlens")
             .with_inner_size([1280.0, 800.0]),
         ..Default::default()
-    };
+    }
+}
+
+/// Opens the desktop window.
+pub fn run(options: AppOptions) -> Result<()> {
+    let native = window_options();
     eframe::run_native(
         "convlens",
         native,
@@ -37,12 +42,7 @@ pub fn run(options: AppOptions) -> Result<()> {
 
 /// Renders the window once everything has loaded, writes a PNG of it to `out` and exits.
 pub fn screenshot(options: AppOptions, out: PathBuf) -> Result<()> {
-    let native = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title("convlens")
-            .with_inner_size([1280.0, 800.0]),
-        ..Default::default()
-    };
+    let native = window_options();
     let result: std::sync::Arc<std::sync::Mutex<Option<Result<()>>>> = Default::default();
     let outcome = result.clone();
     eframe::run_native(

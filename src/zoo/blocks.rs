@@ -193,6 +193,86 @@ impl Stage for AdaptiveAvgPoolFlatten {
     }
 }
 
+/// Mobile inverted bottleneck (EfficientNet-Lite's MBConv, MobileNetV2's inverted residual):
+/// 1x1 expand (ReLU6) -> depthwise kxk (ReLU6) -> 1x1 project (linear), plus the input when
+/// stride is 1 and channels match.
+pub struct MbConv {
+    expand: Option<ConvBnAct>,
+    depthwise: ConvBnAct,
+    project: ConvBnAct,
+    residual: bool,
+}
+
+impl MbConv {
+    /// A block from its convolutions; `expand` is `None` when the expansion factor is 1.
+    pub fn new(
+        expand: Option<ConvBnAct>,
+        depthwise: ConvBnAct,
+        project: ConvBnAct,
+        residual: bool,
+    ) -> Self {
+        MbConv {
+            expand,
+            depthwise,
+            project,
+            residual,
+        }
+    }
+}
+
+impl Stage for MbConv {
+    /// `[batch, in, h, w]` -> `[batch, out, h/stride, w/stride]`.
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        // Expansion and depthwise convolution in one pass: the expanded tensor (six times the
+        // input) is never written out.
+        let h = match &self.expand {
+            Some(e) => e.forward_then_depthwise(&self.depthwise, x)?,
+            None => self.depthwise.forward(x, train)?,
+        };
+        // The residual is added in the projection's own pass.
+        if self.residual {
+            self.project.forward_with_residual(&h, x, train)
+        } else {
+            self.project.forward(&h, train)
+        }
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Vec<usize> {
+        let hidden = match &self.expand {
+            Some(e) => e.output_shape(input),
+            None => input.to_vec(),
+        };
+        self.project
+            .output_shape(&self.depthwise.output_shape(&hidden))
+    }
+
+    fn macs(&self, input: &[usize]) -> u64 {
+        let (expand_macs, hidden) = match &self.expand {
+            Some(e) => (e.macs(input), e.output_shape(input)),
+            None => (0, input.to_vec()),
+        };
+        let dw_out = self.depthwise.output_shape(&hidden);
+        expand_macs + self.depthwise.macs(&hidden) + self.project.macs(&dw_out)
+    }
+
+    fn param_count(&self) -> usize {
+        self.expand.as_ref().map_or(0, |e| e.param_count())
+            + self.depthwise.param_count()
+            + self.project.param_count()
+    }
+
+    /// Named `expand.*`, `depthwise.*`, `project.*` (`weight`, `bias`).
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = Vec::new();
+        if let Some(e) = self.expand.as_mut() {
+            out.extend(prefixed("expand".into(), e));
+        }
+        out.extend(prefixed("depthwise".into(), &mut self.depthwise));
+        out.extend(prefixed("project".into(), &mut self.project));
+        out
+    }
+}
+
 /// A conv's tensors named `<part>.<name>` (e.g. `0.conv1.weight` for `part` = `0.conv1`).
 pub(crate) fn prefixed<'a>(
     part: String,

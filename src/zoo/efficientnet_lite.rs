@@ -4,8 +4,7 @@
 //!
 //! Layer ids: `stem`, `blocks.0` .. `blocks.15`, `head`, `pooled`, `logits`.
 
-use candle_core::Tensor;
-
+use super::blocks::MbConv;
 use super::checkpoint::{Checkpoint, ExpectedTensors, expected_batchnorm};
 use crate::Result;
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
@@ -102,74 +101,6 @@ pub fn expected_tensors(num_classes: usize) -> ExpectedTensors {
     t
 }
 
-/// Mobile inverted bottleneck: 1x1 expand (ReLU6) -> depthwise kxk (ReLU6) -> 1x1 project
-/// (linear), plus the input when stride is 1 and channels match.
-pub struct MbConv {
-    expand: Option<ConvBnAct>,
-    depthwise: ConvBnAct,
-    project: ConvBnAct,
-    residual: bool,
-}
-
-impl Stage for MbConv {
-    /// `[batch, in, h, w]` -> `[batch, out, h/stride, w/stride]`.
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        // Expansion and depthwise convolution in one pass: the expanded tensor (six times the
-        // input) is never written out.
-        let h = match &self.expand {
-            Some(e) => e.forward_then_depthwise(&self.depthwise, x)?,
-            None => self.depthwise.forward(x, train)?,
-        };
-        // The residual is added in the projection's own pass.
-        if self.residual {
-            self.project.forward_with_residual(&h, x, train)
-        } else {
-            self.project.forward(&h, train)
-        }
-    }
-
-    fn output_shape(&self, input: &[usize]) -> Vec<usize> {
-        let hidden = match &self.expand {
-            Some(e) => e.output_shape(input),
-            None => input.to_vec(),
-        };
-        self.project
-            .output_shape(&self.depthwise.output_shape(&hidden))
-    }
-
-    fn macs(&self, input: &[usize]) -> u64 {
-        let (expand_macs, hidden) = match &self.expand {
-            Some(e) => (e.macs(input), e.output_shape(input)),
-            None => (0, input.to_vec()),
-        };
-        let dw_out = self.depthwise.output_shape(&hidden);
-        expand_macs + self.depthwise.macs(&hidden) + self.project.macs(&dw_out)
-    }
-
-    fn param_count(&self) -> usize {
-        self.expand.as_ref().map_or(0, |e| e.param_count())
-            + self.depthwise.param_count()
-            + self.project.param_count()
-    }
-
-    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        let mut parts: Vec<(&str, &mut ConvBnAct)> = Vec::new();
-        if let Some(e) = self.expand.as_mut() {
-            parts.push(("expand", e));
-        }
-        parts.push(("depthwise", &mut self.depthwise));
-        parts.push(("project", &mut self.project));
-        parts
-            .into_iter()
-            .flat_map(|(part, conv)| {
-                conv.tensors_mut()
-                    .into_iter()
-                    .map(move |(name, t)| (format!("{part}.{name}"), t))
-            })
-            .collect()
-    }
-}
-
 /// Builds Lite0 from an audited checkpoint; every weight ends up on `device`.
 pub fn build(ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
     ckpt.audit("efficientnet_lite0", &expected_tensors(num_classes))?;
@@ -216,12 +147,7 @@ pub fn build(ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
         )?;
         stages.push((
             format!("blocks.{i}"),
-            Box::new(MbConv {
-                expand,
-                depthwise,
-                project,
-                residual: b.has_residual(),
-            }),
+            Box::new(MbConv::new(expand, depthwise, project, b.has_residual())),
         ));
     }
     stages.push((

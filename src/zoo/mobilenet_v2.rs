@@ -8,9 +8,7 @@
 //! `features.17` (inverted residual blocks), `features.18` (1x1 conv 320 -> 1280 + BN + ReLU6,
 //! `[1280, 7, 7]`), `pooled` (`[1280]`), `logits` (absent for a feature-only checkpoint).
 
-use candle_core::Tensor;
-
-use super::blocks::prefixed;
+use super::blocks::MbConv;
 use super::checkpoint::{Checkpoint, ExpectedTensors, expected_batchnorm};
 use crate::Result;
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
@@ -134,63 +132,6 @@ pub fn expected_tensors(num_classes: usize) -> ExpectedTensors {
     t
 }
 
-/// Inverted residual: 1x1 expand (ReLU6) -> depthwise 3x3 (ReLU6) -> 1x1 project (linear),
-/// plus the input when stride is 1 and channels match:
-/// `[batch, in, h, w]` -> `[batch, out, h/stride, w/stride]`.
-pub struct InvertedResidual {
-    expand: Option<ConvBnAct>,
-    depthwise: ConvBnAct,
-    project: ConvBnAct,
-    residual: bool,
-}
-
-impl Stage for InvertedResidual {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = match &self.expand {
-            Some(e) => e.forward(x, train)?,
-            None => x.clone(),
-        };
-        let h = self.depthwise.forward(&h, train)?;
-        let h = self.project.forward(&h, train)?;
-        Ok(if self.residual { (h + x)? } else { h })
-    }
-
-    fn output_shape(&self, input: &[usize]) -> Vec<usize> {
-        let hidden = match &self.expand {
-            Some(e) => e.output_shape(input),
-            None => input.to_vec(),
-        };
-        self.project
-            .output_shape(&self.depthwise.output_shape(&hidden))
-    }
-
-    fn macs(&self, input: &[usize]) -> u64 {
-        let (expand_macs, hidden) = match &self.expand {
-            Some(e) => (e.macs(input), e.output_shape(input)),
-            None => (0, input.to_vec()),
-        };
-        let dw_out = self.depthwise.output_shape(&hidden);
-        expand_macs + self.depthwise.macs(&hidden) + self.project.macs(&dw_out)
-    }
-
-    fn param_count(&self) -> usize {
-        self.expand.as_ref().map_or(0, |e| e.param_count())
-            + self.depthwise.param_count()
-            + self.project.param_count()
-    }
-
-    /// Named `expand.*`, `depthwise.*`, `project.*` (`weight`, `bias`).
-    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        let mut out = Vec::new();
-        if let Some(e) = self.expand.as_mut() {
-            out.extend(prefixed("expand".into(), e));
-        }
-        out.extend(prefixed("depthwise".into(), &mut self.depthwise));
-        out.extend(prefixed("project".into(), &mut self.project));
-        out
-    }
-}
-
 /// Builds MobileNetV2 from an audited checkpoint (`num_classes` 0: feature-only, the network
 /// ends at `pooled`). Input `[batch, 3, h, w]`, output `[batch, num_classes]` (or
 /// `[batch, 1280]`).
@@ -232,12 +173,7 @@ pub fn build(ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
         let project = conv(ConvKind::Pointwise, Activation::Identity)?;
         stages.push((
             format!("features.{}", i + 1),
-            Box::new(InvertedResidual {
-                expand,
-                depthwise,
-                project,
-                residual: b.has_residual(),
-            }),
+            Box::new(MbConv::new(expand, depthwise, project, b.has_residual())),
         ));
     }
     let head = blocks.len() + 1;
