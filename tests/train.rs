@@ -271,3 +271,127 @@ fn cli_train_then_evaluate_json() {
         .sum();
     assert_eq!(total, 80);
 }
+
+/// A small copy of fashion-mini (`per_class` train and `per_class / 2` validation images per
+/// class) so that image-by-image training stays quick.
+fn small_dataset(root: &Path, per_class: usize) -> ImageFolder {
+    let full = dataset();
+    for (split, name, n) in [
+        (Split::Train, "train", per_class),
+        (Split::Validation, "validation", per_class / 2),
+    ] {
+        for class in &full.classes {
+            let dir = root.join(name).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            let picked = full
+                .split(split)
+                .iter()
+                .filter(|s| full.classes[s.label] == *class)
+                .take(n);
+            for s in picked {
+                std::fs::copy(&s.path, dir.join(s.path.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    ImageFolder::scan(root, &FolderOptions::default()).unwrap()
+}
+
+/// Fine-tuning with BatchNorm trained: the unfrozen stage's running statistics, scale and
+/// shift move, the saved model folds them in, and the stages before it stay bit-identical.
+#[test]
+fn finetuning_can_train_batchnorm() {
+    let base = lite0();
+    let work = tempfile::tempdir().unwrap();
+    let data = small_dataset(&work.path().join("data"), 8);
+    let cfg = TrainConfig {
+        mode: Mode::Finetune,
+        epochs: 1,
+        finetune_epochs: 2,
+        finetune_lr: 1e-3,
+        unfreeze: 1,
+        train_batchnorm: true,
+        batch_size: 16,
+        augment: Augment::none(),
+        patience: None,
+        cache_dir: Some(work.path().join("cache")),
+        ..TrainConfig::default()
+    };
+    let out = work.path().join("model");
+    let report = train(&base, &data, &cfg, &out, &mut |_| {}, &CancelToken::new()).unwrap();
+    assert!(report.history.iter().any(|e| e.phase == "finetune"));
+    let m = convlens::train::bundle::TrainedManifest::read(&out).unwrap();
+    assert!(m.config.train_batchnorm);
+    assert_eq!(m.finetuned_layers, ["head"], "a fine-tuned epoch was best");
+    let mut tuned = load(&out);
+    let before = tensors(&mut lite0());
+    for (name, values) in tensors(&mut tuned) {
+        if name.starts_with("logits.") {
+            continue;
+        }
+        if name.starts_with("head.") {
+            assert_ne!(values, before[&name], "{name} should have moved");
+        } else {
+            assert_eq!(values, before[&name], "{name} must stay bit-identical");
+        }
+    }
+    assert!(
+        probabilities(&tuned, Split::Test)
+            .iter()
+            .flatten()
+            .all(|p| p.is_finite())
+    );
+}
+
+/// Cancelling between batches stops the run with `Cancelled` and leaves the best checkpoint
+/// of the finished epochs on disk, exactly as a run of that many epochs writes it.
+#[test]
+fn cancelling_keeps_the_best_checkpoint() {
+    let base = lite0();
+    let work = tempfile::tempdir().unwrap();
+    let data = small_dataset(&work.path().join("data"), 16);
+    let cfg = TrainConfig {
+        epochs: 10,
+        batch_size: 8,
+        patience: None,
+        cache_dir: Some(work.path().join("cache")),
+        ..TrainConfig::default()
+    };
+    let cancel = CancelToken::new();
+    let mut epochs_done = 0;
+    let mut on_event = |e: convlens::train::TrainEvent| match e {
+        convlens::train::TrainEvent::Epoch(_) => epochs_done += 1,
+        convlens::train::TrainEvent::Progress { done, .. } if epochs_done == 2 && done >= 1 => {
+            cancel.cancel()
+        }
+        _ => {}
+    };
+    let cancelled_dir = work.path().join("cancelled");
+    let err = train(&base, &data, &cfg, &cancelled_dir, &mut on_event, &cancel).unwrap_err();
+    assert!(matches!(err, convlens::Error::Cancelled), "{err}");
+    let saved = convlens::train::bundle::TrainedManifest::read(&cancelled_dir).unwrap();
+    assert_eq!(saved.history.len(), 2, "two finished epochs on record");
+
+    let two = TrainConfig {
+        epochs: 2,
+        ..cfg.clone()
+    };
+    let complete_dir = work.path().join("two-epochs");
+    train(
+        &base,
+        &data,
+        &two,
+        &complete_dir,
+        &mut |_| {},
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let weights = |dir: &Path| std::fs::read(dir.join(convlens::train::bundle::WEIGHTS)).unwrap();
+    assert_eq!(weights(&cancelled_dir), weights(&complete_dir));
+    let model = load(&cancelled_dir);
+    assert!(
+        probabilities(&model, Split::Validation)
+            .iter()
+            .flatten()
+            .all(|p| p.is_finite())
+    );
+}

@@ -41,6 +41,10 @@ pub struct TrainArgs {
     /// Epochs of the fine-tuning phase.
     #[arg(long, default_value_t = 5)]
     pub finetune_epochs: usize,
+    /// Fine-tuning: train the unfrozen stages' BatchNorm (batch statistics, running statistics
+    /// updated) instead of keeping the pretrained statistics.
+    #[arg(long)]
+    pub train_batchnorm: bool,
     /// dense (Dense 256 + dropout + Dense) or linear.
     #[arg(long, default_value = "dense")]
     pub head: HeadKind,
@@ -91,6 +95,7 @@ impl TrainArgs {
             unfreeze: self.unfreeze,
             finetune_lr: self.finetune_lr,
             finetune_epochs: self.finetune_epochs,
+            train_batchnorm: self.train_batchnorm,
             augment: Augment::from_list(&self.augment)?,
             scratch_size: self.size,
             validation_fraction: self.validation_split,

@@ -1,14 +1,17 @@
-//! Building blocks shared by the architectures of the zoo: convolutions with BatchNorm folded
-//! in and a fused activation, global average pooling, a dense classifier.
+//! Building blocks shared by the architectures of the zoo: convolutions with BatchNorm (folded
+//! in, or unfolded for exact gradients and training) and a fused activation, global average pooling, a dense classifier.
 
-use candle_core::Tensor;
+use std::sync::Mutex;
+
+use candle_core::{Tensor, TensorId};
 
 use super::Stage;
-use crate::Result;
 use crate::ops::{
-    Activation, BatchNormParams, DropoutSeeds, conv2d_bias_act, depthwise_conv2d,
-    expand_depthwise_conv2d, fold_batchnorm, pointwise_conv2d, seeded_dropout,
+    Activation, BatchNormParams, DropoutSeeds, batchnorm_eval, batchnorm_train, conv2d_bias_act,
+    depthwise_conv2d, expand_depthwise_conv2d, fold_batchnorm, pointwise_conv2d, seeded_dropout,
+    update_running,
 };
+use crate::{Error, Result};
 
 /// How a convolution connects its input and output channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,40 +24,68 @@ pub enum ConvKind {
     Depthwise { stride: usize, padding: usize },
 }
 
-/// Convolution + eval-mode BatchNorm (folded into the weights) + activation, run fused.
+/// How a [`ConvBnAct`] runs its BatchNorm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchNormMode {
+    /// Folded into the convolution, run by the fused kernels (inference, frozen layers).
+    #[default]
+    Folded,
+    /// Unfolded with the running statistics, in PyTorch's order of operations (convolution,
+    /// then BatchNorm, then activation): the rounding of the reference, for gradient work that
+    /// must match it where a unit sits on an activation's kink.
+    Exact,
+    /// Trainable BatchNorm: with `train` set, the batch's own statistics normalise and the
+    /// running statistics move by [`BATCHNORM_MOMENTUM`]; without it, as [`BatchNormMode::Exact`].
+    /// The convolution weight and BatchNorm's scale and shift are the trainable tensors.
+    Train,
+}
+
+/// How far one training batch moves BatchNorm's running statistics (PyTorch's default).
+pub const BATCHNORM_MOMENTUM: f64 = 0.1;
+
+/// Convolution + BatchNorm + activation. Runs fused with BatchNorm folded into the weights
+/// ([`BatchNormMode::Folded`], the default) or unfolded ([`ConvBnAct::set_batchnorm_mode`]).
 pub struct ConvBnAct {
     kind: ConvKind,
-    /// `[out, in/groups, k, k]`, BatchNorm scale folded in.
+    /// `[out, in/groups, k, k]` (`[out, in]` for pointwise), BatchNorm scale folded in.
     weight: Tensor,
     /// `[out]`, BatchNorm shift.
     bias: Tensor,
     act: Activation,
     params: usize,
+    mode: BatchNormMode,
+    /// The unfolded convolution weight `[out, in/groups, k, k]`.
+    conv_weight: Tensor,
+    /// BatchNorm's tensors; the running statistics change in training forwards (hence the lock).
+    bn: Mutex<BatchNormParams>,
+    /// Ids of `weight` and `bias` when they were last folded from the unfolded tensors: other ids
+    /// mean someone replaced them (fine-tuning in folded mode) and they cannot be unfolded.
+    folded_ids: (TensorId, TensorId),
 }
 
 impl ConvBnAct {
-    /// Folds `bn` into `weight` (`[out, in/groups, k, k]`, no conv bias).
+    /// Keeps `weight` (`[out, in/groups, k, k]`, no conv bias) and `bn`, and folds them for the
+    /// fused kernels.
     pub fn new(
         kind: ConvKind,
         weight: &Tensor,
         bn: &BatchNormParams,
         act: Activation,
     ) -> Result<Self> {
-        let (weight, bias) = fold_batchnorm(weight, bn)?;
-        let params = weight.elem_count() + 2 * bias.elem_count();
-        let weight = match kind {
-            ConvKind::Pointwise => {
-                let (out, inp) = (weight.dim(0)?, weight.dim(1)?);
-                weight.reshape((out, inp))?
-            }
-            _ => weight,
-        };
+        let (folded, bias) = fold_batchnorm(weight, bn)?;
+        let params = folded.elem_count() + 2 * bias.elem_count();
+        let folded = pointwise_as_matrix(kind, folded)?;
         Ok(ConvBnAct {
             kind,
-            weight,
+            folded_ids: (folded.id(), bias.id()),
+            weight: folded,
             bias,
             act,
             params,
+            mode: BatchNormMode::Folded,
+            conv_weight: weight.clone(),
+            bn: Mutex::new(bn.clone()),
         })
     }
 
@@ -63,11 +94,46 @@ impl ConvBnAct {
         self.bias.dims()[0]
     }
 
-    fn kernel_size(&self) -> usize {
-        match self.kind {
-            ConvKind::Pointwise => 1,
-            _ => self.weight.dims()[3],
+    /// The current BatchNorm mode.
+    pub fn batchnorm_mode(&self) -> BatchNormMode {
+        self.mode
+    }
+
+    /// Switches how BatchNorm runs. Back to [`BatchNormMode::Folded`], the (possibly trained)
+    /// unfolded tensors and running statistics are folded anew. Leaving it is an error if the
+    /// folded tensors were replaced (fine-tuned folded), since they cannot be unfolded exactly.
+    pub fn set_batchnorm_mode(&mut self, mode: BatchNormMode) -> Result<()> {
+        if mode == self.mode {
+            return Ok(());
         }
+        if mode == BatchNormMode::Folded {
+            let bn = self.bn.get_mut().map_err(|_| poisoned())?;
+            let detached = BatchNormParams {
+                weight: bn.weight.detach(),
+                bias: bn.bias.detach(),
+                running_mean: bn.running_mean.clone(),
+                running_var: bn.running_var.clone(),
+                eps: bn.eps,
+            };
+            let (folded, bias) = fold_batchnorm(&self.conv_weight.detach(), &detached)?;
+            self.weight = pointwise_as_matrix(self.kind, folded)?;
+            self.bias = bias;
+            self.folded_ids = (self.weight.id(), self.bias.id());
+        } else if self.mode == BatchNormMode::Folded
+            && (self.weight.id(), self.bias.id()) != self.folded_ids
+        {
+            return Err(Error::Model(
+                "these folded convolution weights were replaced (fine-tuned with BatchNorm \
+                 folded), so BatchNorm cannot be unfolded"
+                    .into(),
+            ));
+        }
+        self.mode = mode;
+        Ok(())
+    }
+
+    fn kernel_size(&self) -> usize {
+        self.conv_weight.dims()[3]
     }
 
     /// A pointwise convolution with `residual` (shaped like the output) added after the
@@ -78,8 +144,8 @@ impl ConvBnAct {
         residual: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
-        Ok(match self.kind {
-            ConvKind::Pointwise => {
+        Ok(match (self.kind, self.mode) {
+            (ConvKind::Pointwise, BatchNormMode::Folded) => {
                 pointwise_conv2d(x, &self.weight, &self.bias, self.act, Some(residual))?
             }
             _ => (self.forward(x, train)? + residual)?,
@@ -87,19 +153,28 @@ impl ConvBnAct {
     }
 
     /// This pointwise convolution followed by the depthwise convolution `depthwise`, fused
-    /// into one pass that never materialises this layer's (expanded) output.
-    pub fn forward_then_depthwise(&self, depthwise: &ConvBnAct, x: &Tensor) -> Result<Tensor> {
-        match (self.kind, depthwise.kind) {
-            (ConvKind::Pointwise, ConvKind::Depthwise { stride, padding }) => {
-                Ok(expand_depthwise_conv2d(
-                    x,
-                    (&self.weight, &self.bias, self.act),
-                    (&depthwise.weight, &depthwise.bias, depthwise.act),
-                    stride,
-                    padding,
-                )?)
-            }
-            _ => depthwise.forward(&self.forward(x, false)?, false),
+    /// into one pass that never materialises this layer's (expanded) output when both are
+    /// folded.
+    pub fn forward_then_depthwise(
+        &self,
+        depthwise: &ConvBnAct,
+        x: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        match (self.kind, depthwise.kind, self.mode, depthwise.mode) {
+            (
+                ConvKind::Pointwise,
+                ConvKind::Depthwise { stride, padding },
+                BatchNormMode::Folded,
+                BatchNormMode::Folded,
+            ) => Ok(expand_depthwise_conv2d(
+                x,
+                (&self.weight, &self.bias, self.act),
+                (&depthwise.weight, &depthwise.bias, depthwise.act),
+                stride,
+                padding,
+            )?),
+            _ => depthwise.forward(&self.forward(x, train)?, train),
         }
     }
 
@@ -111,11 +186,66 @@ impl ConvBnAct {
             ConvKind::Pointwise => (1, 0),
         }
     }
+
+    /// The convolution alone with the unfolded weight: `[batch, out, h', w']`.
+    fn conv_unfolded(&self, x: &Tensor) -> Result<Tensor> {
+        let (stride, padding) = self.stride_padding();
+        Ok(match self.kind {
+            ConvKind::Dense { .. } | ConvKind::Pointwise => {
+                x.conv2d(&self.conv_weight, padding, stride, 1, 1)?
+            }
+            ConvKind::Depthwise { .. } => {
+                let zero = Tensor::zeros(self.out_channels(), x.dtype(), x.device())?;
+                depthwise_conv2d(
+                    x,
+                    &self.conv_weight,
+                    &zero,
+                    stride,
+                    padding,
+                    Activation::Identity,
+                )?
+            }
+        })
+    }
+
+    /// Convolution, BatchNorm (batch statistics when training in [`BatchNormMode::Train`],
+    /// else the running ones), activation: three passes, differentiable in every tensor.
+    fn forward_unfolded(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv_unfolded(x)?;
+        let mut bn = self.bn.lock().map_err(|_| poisoned())?;
+        let normalised = if train && self.mode == BatchNormMode::Train {
+            let (y, mean, var) = batchnorm_train(&y, &bn.weight, &bn.bias, bn.eps)?;
+            bn.running_mean = update_running(&bn.running_mean, &mean, BATCHNORM_MOMENTUM)?;
+            bn.running_var = update_running(&bn.running_var, &var, BATCHNORM_MOMENTUM)?;
+            y
+        } else {
+            batchnorm_eval(&y, &bn)?
+        };
+        Ok(self.act.apply_tensor(&normalised)?)
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Model("a BatchNorm layer's statistics lock was poisoned by a panic".into())
+}
+
+/// A pointwise convolution's weight as the `[out, in]` matrix its kernel takes.
+fn pointwise_as_matrix(kind: ConvKind, weight: Tensor) -> Result<Tensor> {
+    Ok(match kind {
+        ConvKind::Pointwise => {
+            let (out, inp) = (weight.dim(0)?, weight.dim(1)?);
+            weight.reshape((out, inp))?
+        }
+        _ => weight,
+    })
 }
 
 impl Stage for ConvBnAct {
     /// `[batch, in, h, w]` -> `[batch, out, h', w']`.
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if self.mode != BatchNormMode::Folded {
+            return self.forward_unfolded(x, train);
+        }
         Ok(match self.kind {
             ConvKind::Dense { stride, padding } => {
                 conv2d_bias_act(x, &self.weight, &self.bias, stride, padding, self.act)?
@@ -147,11 +277,25 @@ impl Stage for ConvBnAct {
         self.params
     }
 
+    /// Folded: `weight` and `bias` (the folded pair). Unfolded: `conv.weight`, `bn.weight` and
+    /// `bn.bias` (the running statistics are not trained).
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        if self.mode == BatchNormMode::Folded {
+            return vec![
+                ("weight".into(), &mut self.weight),
+                ("bias".into(), &mut self.bias),
+            ];
+        }
+        let bn = self.bn.get_mut().unwrap_or_else(|e| e.into_inner());
         vec![
-            ("weight".into(), &mut self.weight),
-            ("bias".into(), &mut self.bias),
+            ("conv.weight".into(), &mut self.conv_weight),
+            ("bn.weight".into(), &mut bn.weight),
+            ("bn.bias".into(), &mut bn.bias),
         ]
+    }
+
+    fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {
+        vec![self]
     }
 }
 
@@ -229,5 +373,136 @@ impl Stage for Classifier {
             ("weight".into(), &mut self.weight),
             ("bias".into(), &mut self.bias),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn ramp(n: usize, a: f32, b: f32) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * a + b).sin()).collect()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// A conv of `kind` with 4 output channels, BatchNorm and ReLU6, and a `[2, 4, 6, 6]` input.
+    fn layer(kind: ConvKind) -> (ConvBnAct, Tensor) {
+        let dev = Device::Cpu;
+        let c = |v: Vec<f32>| Tensor::from_vec(v, 4, &dev).unwrap();
+        let bn = BatchNormParams {
+            weight: c(vec![1.5, 0.5, -0.7, 1.0]),
+            bias: c(vec![0.1, -0.2, 0.3, 0.0]),
+            running_mean: c(vec![0.05, 0.4, -0.3, 0.2]),
+            running_var: c(vec![0.9, 1.7, 0.2, 1.1]),
+            eps: 1e-3,
+        };
+        let (inp, k) = match kind {
+            ConvKind::Depthwise { .. } => (1, 3),
+            ConvKind::Pointwise => (4, 1),
+            ConvKind::Dense { .. } => (4, 3),
+        };
+        let w = Tensor::from_vec(ramp(4 * inp * k * k, 0.91, 0.3), (4, inp, k, k), &dev).unwrap();
+        let x = Tensor::from_vec(ramp(2 * 4 * 6 * 6, 0.37, 0.1), (2, 4, 6, 6), &dev).unwrap();
+        let x = (x * 2.0).unwrap();
+        (ConvBnAct::new(kind, &w, &bn, Activation::Relu6).unwrap(), x)
+    }
+
+    const KINDS: [ConvKind; 3] = [
+        ConvKind::Dense {
+            stride: 2,
+            padding: 1,
+        },
+        ConvKind::Pointwise,
+        ConvKind::Depthwise {
+            stride: 1,
+            padding: 1,
+        },
+    ];
+
+    #[test]
+    fn exact_mode_computes_what_the_folded_one_does() -> Result<()> {
+        for kind in KINDS {
+            let (mut conv, x) = layer(kind);
+            let folded = conv.forward(&x, false)?;
+            conv.set_batchnorm_mode(BatchNormMode::Exact)?;
+            let exact = conv.forward(&x, true)?;
+            assert!(max_diff(&folded, &exact) < 1e-5, "{kind:?}");
+            let names: Vec<String> = conv.tensors_mut().into_iter().map(|(n, _)| n).collect();
+            assert_eq!(names, ["conv.weight", "bn.weight", "bn.bias"]);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn train_mode_normalises_with_batch_statistics_and_refolds() -> Result<()> {
+        for kind in KINDS {
+            let (mut conv, x) = layer(kind);
+            let pretrained = conv.forward(&x, false)?;
+            conv.set_batchnorm_mode(BatchNormMode::Train)?;
+            // Evaluation in train mode keeps the running statistics.
+            assert!(max_diff(&conv.forward(&x, false)?, &pretrained) < 1e-5);
+            // A training forward: before the activation each channel has mean `bn.bias`.
+            let mut linear = layer(kind).0;
+            linear.act = Activation::Identity;
+            linear.set_batchnorm_mode(BatchNormMode::Train)?;
+            let y = linear.forward(&x, true)?;
+            let means: Vec<f32> = y.mean((0, 2, 3))?.to_vec1()?;
+            for (m, b) in means.iter().zip([0.1, -0.2, 0.3, 0.0]) {
+                assert!((m - b).abs() < 1e-4, "{kind:?}: {m} vs {b}");
+            }
+            // The running statistics moved; folding them in gives the unfolded evaluation.
+            conv.forward(&x, true)?;
+            let exact = conv.forward(&x, false)?;
+            assert!(max_diff(&exact, &pretrained) > 1e-3, "{kind:?}");
+            conv.set_batchnorm_mode(BatchNormMode::Folded)?;
+            assert!(
+                max_diff(&conv.forward(&x, false)?, &exact) < 1e-5,
+                "{kind:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_reach_the_unfolded_tensors() -> Result<()> {
+        let (mut conv, x) = layer(KINDS[0]);
+        conv.set_batchnorm_mode(BatchNormMode::Train)?;
+        let vars: Vec<Var> = conv
+            .tensors_mut()
+            .into_iter()
+            .map(|(_, t)| {
+                let v = Var::from_tensor(t)?;
+                *t = v.as_tensor().clone();
+                Ok(v)
+            })
+            .collect::<Result<_>>()?;
+        let grads = conv.forward(&x, true)?.sqr()?.sum_all()?.backward()?;
+        for v in &vars {
+            let g = grads.get(v.as_tensor()).expect("a gradient");
+            assert!(g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn replaced_folded_weights_cannot_be_unfolded() -> Result<()> {
+        let (mut conv, _) = layer(KINDS[1]);
+        for (_, t) in conv.tensors_mut() {
+            *t = (&*t * 1.0)?;
+        }
+        let err = conv.set_batchnorm_mode(BatchNormMode::Exact).unwrap_err();
+        assert!(err.to_string().contains("cannot be unfolded"), "{err}");
+        Ok(())
     }
 }

@@ -32,6 +32,11 @@ pub trait Stage: Send + Sync {
     /// `project.weight`), for saving and for making them trainable (`Var`s) in fine-tuning.
     /// With BatchNorm folded these are the folded weights and biases.
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)>;
+
+    /// The convolution + BatchNorm layers inside the stage (to switch how BatchNorm runs).
+    fn batchnorm_layers(&mut self) -> Vec<&mut layers::ConvBnAct> {
+        Vec::new()
+    }
 }
 
 /// What the layer table shows about one stage.
@@ -106,6 +111,28 @@ impl Network {
                 .collect(),
             None => Vec::new(),
         }
+    }
+
+    /// Runs BatchNorm as `mode` in every stage from `from` (inclusive; `None`: all stages).
+    /// See [`layers::BatchNormMode`]; returning to `Folded` folds the current tensors anew.
+    pub fn set_batchnorm_mode(
+        &mut self,
+        from: Option<&str>,
+        mode: layers::BatchNormMode,
+    ) -> Result<()> {
+        let start = match from {
+            Some(id) => self.index_of(id)?,
+            None => 0,
+        };
+        for named in &mut self.stages[start..] {
+            for layer in named.stage.batchnorm_layers() {
+                layer.set_batchnorm_mode(mode).map_err(|e| match e {
+                    Error::Model(msg) => Error::Model(format!("stage `{}`: {msg}", named.id)),
+                    other => other,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Drops every stage after `id` (e.g. to put a new classifier on `pooled`).

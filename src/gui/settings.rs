@@ -67,6 +67,8 @@ pub struct TrainForm {
     pub seed: u64,
     pub unfreeze: usize,
     pub finetune_epochs: usize,
+    /// Fine-tuning trains BatchNorm's statistics, scale and shift.
+    pub train_batchnorm: bool,
     pub head: HeadKind,
     pub augment: Augment,
     /// Where the trained model goes.
@@ -83,6 +85,7 @@ impl Default for TrainForm {
             seed: 42,
             unfreeze: 2,
             finetune_epochs: 3,
+            train_batchnorm: false,
             head: HeadKind::Dense,
             augment: Augment::default(),
             out_dir: std::env::temp_dir()

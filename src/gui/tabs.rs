@@ -218,6 +218,7 @@ impl ConvlensApp {
             seed: f.seed,
             unfreeze: f.unfreeze,
             finetune_epochs: f.finetune_epochs,
+            train_batchnorm: f.train_batchnorm,
             head: f.head,
             augment: f.augment.clone(),
             ..TrainConfig::default()
@@ -438,6 +439,15 @@ impl ConvlensApp {
                     ui.add(egui::DragValue::new(&mut f.finetune_epochs).range(1..=100))
                 });
                 widgets::labelled(ui, "save to", |ui| ui.text_edit_singleline(&mut f.out_dir));
+                ui.end_row();
+                widgets::labelled(ui, "BatchNorm", |ui| {
+                    ui.checkbox(&mut f.train_batchnorm, "train statistics when fine-tuning")
+                        .on_hover_text(
+                            "Off (the usual recipe): the unfrozen stages keep the pretrained \
+                             statistics. On: batch statistics, running statistics updated, \
+                             scale and shift trained.",
+                        )
+                });
                 ui.end_row();
             });
             ui.horizontal(|ui| {

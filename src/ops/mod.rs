@@ -62,7 +62,9 @@ mod matmul;
 pub mod pointwise;
 pub mod pool;
 
-pub use batchnorm::{BatchNormParams, batchnorm_eval, fold_batchnorm};
+pub use batchnorm::{
+    BatchNormParams, batchnorm_eval, batchnorm_train, fold_batchnorm, update_running,
+};
 pub use bias_act::bias_act;
 pub use conv::conv2d_bias_act;
 pub use depthwise::depthwise_conv2d;

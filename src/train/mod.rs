@@ -100,6 +100,10 @@ pub struct TrainConfig {
     pub finetune_lr: f64,
     /// Fine-tuning: epochs of the unfrozen phase.
     pub finetune_epochs: usize,
+    /// Fine-tuning: the unfrozen stages' BatchNorm normalises with batch statistics, updates its
+    /// running statistics and trains its scale and shift (off: it keeps the pretrained
+    /// statistics, folded into the convolutions, as Keras' recipe advises).
+    pub train_batchnorm: bool,
     /// Augmentation for `extract-augment`, `finetune` and `scratch`.
     pub augment: Augment,
     /// Scratch: input size in pixels.
@@ -124,6 +128,7 @@ impl Default for TrainConfig {
             unfreeze: 2,
             finetune_lr: 1e-5,
             finetune_epochs: 5,
+            train_batchnorm: false,
             augment: Augment::default(),
             scratch_size: 180,
             validation_fraction: 0.2,

@@ -23,6 +23,7 @@ use crate::data::folder::{BatchAugment, load_batch};
 use crate::data::folder::{ImageFolder, Sample, Split};
 use crate::data::train_transform::TrainTransform;
 use crate::graph::Network;
+use crate::graph::layers::BatchNormMode;
 use crate::zoo::{Model, ModelSpec, small_convnet};
 use crate::{Error, Result};
 
@@ -361,7 +362,11 @@ impl Run<'_> {
             let (mut loss_sum, mut seen) = (0f64, 0usize);
             let mut cm = ConfusionMatrix::new(self.classes.len());
             for i in 0..batches {
-                cancel.check()?;
+                if let Err(cancelled) = cancel.check() {
+                    // The best checkpoint stays; the manifest records the finished epochs.
+                    self.finish()?;
+                    return Err(cancelled);
+                }
                 let (logits, labels) = learner.train_batch(epoch, i)?;
                 let skipped = learner.take_skipped();
                 self.note_skipped(skipped, on_event);
@@ -458,6 +463,9 @@ impl Run<'_> {
         }
         let first_unfrozen = ids[pooled - cfg.unfreeze].clone();
         let last_frozen = ids[pooled - cfg.unfreeze - 1].clone();
+        if cfg.train_batchnorm {
+            net.set_batchnorm_mode(Some(&first_unfrozen), BatchNormMode::Train)?;
+        }
         let mut vars = make_trainable(&mut net, &first_unfrozen)?;
         let unfrozen: Vec<String> = ids[pooled - cfg.unfreeze..pooled].to_vec();
         vars.extend(head.make_trainable()?);
@@ -607,6 +615,8 @@ struct ImageLearner<'a> {
     order: Vec<usize>,
     device: Device,
     skipped: Vec<(PathBuf, String)>,
+    /// The trainable stages run BatchNorm in [`BatchNormMode::Train`].
+    train_batchnorm: bool,
 }
 
 impl<'a> ImageLearner<'a> {
@@ -638,6 +648,7 @@ impl<'a> ImageLearner<'a> {
             order: Vec::new(),
             device,
             skipped: Vec::new(),
+            train_batchnorm: cfg.train_batchnorm,
         }
     }
 
@@ -741,7 +752,18 @@ impl Learner for ImageLearner<'_> {
         match &mut self.trunk {
             Trunk::Frozen(_) => {}
             Trunk::Split { net, last_frozen } => {
+                // Saved folded (the trained BatchNorm and its running statistics folded in),
+                // as the base's own stages are; then back to training BatchNorm.
+                let first = net.index_of(last_frozen)? + 1;
+                let first = net.layer_ids().nth(first).unwrap_or_default().to_string();
+                let train_bn = self.train_batchnorm;
+                if train_bn {
+                    net.set_batchnorm_mode(Some(&first), BatchNormMode::Folded)?;
+                }
                 tensors.extend(trainable_tensors(net, last_frozen, true)?);
+                if train_bn {
+                    net.set_batchnorm_mode(Some(&first), BatchNormMode::Train)?;
+                }
             }
             Trunk::Whole(net) => {
                 let first = net.layer_ids().next().unwrap_or_default().to_string();

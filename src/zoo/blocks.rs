@@ -226,7 +226,7 @@ impl Stage for MbConv {
         // Expansion and depthwise convolution in one pass: the expanded tensor (six times the
         // input) is never written out.
         let h = match &self.expand {
-            Some(e) => e.forward_then_depthwise(&self.depthwise, x)?,
+            Some(e) => e.forward_then_depthwise(&self.depthwise, x, train)?,
             None => self.depthwise.forward(x, train)?,
         };
         // The residual is added in the projection's own pass.
@@ -269,6 +269,13 @@ impl Stage for MbConv {
         }
         out.extend(prefixed("depthwise".into(), &mut self.depthwise));
         out.extend(prefixed("project".into(), &mut self.project));
+        out
+    }
+
+    fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {
+        let mut out: Vec<&mut ConvBnAct> = self.expand.iter_mut().collect();
+        out.push(&mut self.depthwise);
+        out.push(&mut self.project);
         out
     }
 }

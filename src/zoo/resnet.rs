@@ -242,6 +242,13 @@ impl Stage for ResLayer {
         }
         out
     }
+
+    fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {
+        self.blocks
+            .iter_mut()
+            .flat_map(|b| b.convs.iter_mut().chain(b.downsample.as_mut()))
+            .collect()
+    }
 }
 
 /// The conv kind of a `k x k` conv at `stride` with "same" padding.
