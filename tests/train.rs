@@ -395,3 +395,47 @@ fn cancelling_keeps_the_best_checkpoint() {
             .all(|p| p.is_finite())
     );
 }
+
+/// Ctrl-C during `convlens train` stops between batches: exit code 130, a message, and a
+/// model folder that loads with the finished epochs on record.
+#[cfg(unix)]
+#[test]
+fn cli_train_interrupted_keeps_the_checkpoint() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("model");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_convlens"))
+        .args(["train", "assets/datasets/fashion-mini", "--epochs", "500"])
+        .args(["--patience", "0", "--batch-size", "4"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--cache")
+        .arg(work.path().join("cache"))
+        .current_dir(repo(""))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        log.push_str(&line);
+        if line.contains("head epoch   2") {
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            break;
+        }
+        line.clear();
+    }
+    std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("interrupted"), "{log}");
+    let m = convlens::train::bundle::TrainedManifest::read(&out).unwrap();
+    assert!(
+        m.history.len() >= 2 && m.history.len() < 500,
+        "{}",
+        m.history.len()
+    );
+    load(&out);
+}

@@ -167,14 +167,22 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             }
         }
     };
-    let report = train(
-        &base,
-        &data,
-        &cfg,
-        &args.out,
-        &mut on_event,
-        &CancelToken::new(),
-    )?;
+    // Ctrl-C stops between batches; the best checkpoint and the finished epochs stay on disk.
+    let cancel = CancelToken::new();
+    let on_interrupt = cancel.clone();
+    if let Err(e) = ctrlc::set_handler(move || on_interrupt.cancel()) {
+        eprintln!("warning: Ctrl-C will not stop training cleanly ({e})");
+    }
+    let report = match train(&base, &data, &cfg, &args.out, &mut on_event, &cancel) {
+        Err(crate::Error::Cancelled) => {
+            eprintln!(
+                "interrupted: the best checkpoint so far is kept in {}",
+                args.out.display()
+            );
+            return Ok(ExitCode::from(130));
+        }
+        other => other?,
+    };
     println!(
         "saved {} (best validation loss {:.4}, accuracy {:.3}; {} images through the base, {} from the cache)",
         report.out_dir.display(),
