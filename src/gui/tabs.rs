@@ -163,11 +163,12 @@ impl ConvlensApp {
         if let Some(trained) = self.trained_model.clone()
             && trained != model.key
         {
-            let mut o = CamOptions::new(self.settings.cam_method, "head");
-            o.layer = crate::zoo::resolve(&trained)
+            // A trained model's own default (a scratch convnet has other layers); if its
+            // manifest cannot be read, the base's layer, and the job reports the load error.
+            let layer = crate::zoo::resolve(&trained)
                 .map(|s| s.manifest.default_cam_layer)
-                .unwrap_or_else(|_| "head".into());
-            targets.push((trained, o));
+                .unwrap_or_else(|_| model.default_cam_layer.clone());
+            targets.push((trained, CamOptions::new(self.settings.cam_method, &layer)));
         }
         for (key, options) in targets {
             let image = PathBuf::from(&self.settings.image);
