@@ -560,8 +560,7 @@ fn unreadable_pytorch_files_are_refused_naming_the_file() {
     let zip = dir.path().join("notes.pt");
     std::fs::write(&zip, b"PK\x03\x04 truncated").unwrap();
     let msg = zoo::resolve(zip.to_str().unwrap())
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         msg.contains("notes.pt") && msg.contains("PyTorch checkpoint"),

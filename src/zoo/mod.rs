@@ -380,6 +380,24 @@ pub const ARCHITECTURES: [&str; 18] = [
     "vgg19_timm",
 ];
 
+/// Every tensor a checkpoint of `architecture` with `num_classes` outputs must hold (0: the
+/// feature-only checkpoint), with its shape; `None` for an unknown architecture.
+pub fn expected_tensors(
+    architecture: &str,
+    num_classes: usize,
+) -> Option<checkpoint::ExpectedTensors> {
+    match architecture {
+        a if efficientnet_lite::ARCHITECTURES.contains(&a) => {
+            efficientnet_lite::expected_tensors(a, num_classes)
+        }
+        "mobilenet_v2" => Some(mobilenet_v2::expected_tensors(num_classes)),
+        a => match resnet::ResNetConfig::of(a) {
+            Some(cfg) => Some(resnet::expected_tensors(&cfg, num_classes)),
+            None => vgg::expected_tensors(a, num_classes),
+        },
+    }
+}
+
 /// Builds the network of `architecture` from a checkpoint, after auditing its keys and shapes
 /// (`num_classes` 0: a feature-only checkpoint, the network ends at `pooled`). Input
 /// `[batch, 3, h, w]`.
