@@ -658,3 +658,23 @@ fn efficientnet_lite1_to_4_build_detect_and_run() {
     assert_eq!(net.output_layer(), "pooled");
     check_shapes_and_gradients(&net, 64, &[1280]);
 }
+
+#[test]
+fn a_data_parallel_module_prefix_is_removed() {
+    // torch.nn.DataParallel saves every key as `module.<name>`.
+    let tensors: HashMap<String, Tensor> = fixture_weights(MOBILENET_V2)
+        .into_iter()
+        .map(|(k, t)| (format!("module.{k}"), t))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrapped.safetensors");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    let model = zoo::resolve(path.to_str().unwrap())
+        .and_then(|spec| spec.load(&Device::Cpu))
+        .unwrap();
+    assert_eq!(model.spec.manifest.architecture, "mobilenet_v2");
+    let x = random_input(32, 8);
+    let a = model.network.forward(&x).unwrap();
+    let b = open_bare(MOBILENET_V2).network.forward(&x).unwrap();
+    assert_eq!(rel_to_max(&a, &b), 0.0);
+}

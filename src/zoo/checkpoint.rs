@@ -31,7 +31,9 @@ pub fn weights_format(path: &Path) -> Result<WeightsFormat> {
     let n = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
     match &magic[..n] {
         [b'P', b'K', 3, 4] => Ok(WeightsFormat::PytorchZip),
-        [0x80, 2..=5, ..] => Err(Error::Model(format!(
+        // Pickle protocol 2, then the LONG1 magic number that legacy `torch.save` writes first
+        // (a safetensors header length with these bytes would be ~176 MB).
+        [0x80, 0x02, 0x8a, 0x0a] => Err(Error::Model(format!(
             "{}: a legacy (not zipped) PyTorch pickle; re-save it with a current PyTorch \
              (`torch.save(torch.load(f), f2)`) or convert it to safetensors",
             path.display()

@@ -262,13 +262,8 @@ fn efficientnet_lite(shapes: &Shapes) -> Result<Detected> {
 pub fn default_preprocess(architecture: &str) -> (u32, u32, [f32; 3], [f32; 3]) {
     match efficientnet_lite::LiteConfig::of(architecture) {
         Some(c) => {
-            let resize = match c.resolution {
-                224 => 256,
-                240 => 272,
-                260 => 292,
-                280 => 309,
-                r => (r as f32 / 0.92) as u32,
-            };
+            // 256, 272, 292, 309, 326 for Lite0..4.
+            let resize = (c.resolution as f64 / c.crop_fraction + 1e-6).floor() as u32;
             (c.resolution, resize, [0.498; 3], [0.502; 3])
         }
         None => (224, 256, super::IMAGENET_MEAN, super::IMAGENET_STD),
@@ -369,6 +364,12 @@ mod tests {
                 );
             }
         }
+        let resize: Vec<u32> = efficientnet_lite::ARCHITECTURES
+            .iter()
+            .map(|a| default_preprocess(a).1)
+            .collect();
+        assert_eq!(resize, [256, 272, 292, 309, 326]);
+        assert_eq!(default_preprocess("resnet50").0, 224);
         for arch in efficientnet_lite::ARCHITECTURES {
             for classes in [1000, 0] {
                 let t = efficientnet_lite::expected_tensors(arch, classes).unwrap();

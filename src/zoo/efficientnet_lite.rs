@@ -55,6 +55,8 @@ pub struct LiteConfig {
     pub depth: f64,
     /// Input side the variant was trained at, in pixels.
     pub resolution: u32,
+    /// The centre crop's share of the resized image at evaluation (timm's `crop_pct`).
+    pub crop_fraction: f64,
     /// Dropout before the classifier in training.
     pub dropout: f32,
 }
@@ -62,18 +64,19 @@ pub struct LiteConfig {
 impl LiteConfig {
     /// The scaling of `efficientnet_lite0` .. `efficientnet_lite4`.
     pub fn of(architecture: &str) -> Option<Self> {
-        let (width, depth, resolution, dropout) = match architecture {
-            "efficientnet_lite0" => (1.0, 1.0, 224, 0.2),
-            "efficientnet_lite1" => (1.0, 1.1, 240, 0.2),
-            "efficientnet_lite2" => (1.1, 1.2, 260, 0.3),
-            "efficientnet_lite3" => (1.2, 1.4, 280, 0.3),
-            "efficientnet_lite4" => (1.4, 1.8, 300, 0.3),
+        let (width, depth, resolution, crop_fraction, dropout) = match architecture {
+            "efficientnet_lite0" => (1.0, 1.0, 224, 0.875, 0.2),
+            "efficientnet_lite1" => (1.0, 1.1, 240, 0.882, 0.2),
+            "efficientnet_lite2" => (1.1, 1.2, 260, 0.890, 0.3),
+            "efficientnet_lite3" => (1.2, 1.4, 280, 0.904, 0.3),
+            "efficientnet_lite4" => (1.4, 1.8, 300, 0.920, 0.3),
             _ => return None,
         };
         Some(LiteConfig {
             width,
             depth,
             resolution,
+            crop_fraction,
             dropout,
         })
     }
