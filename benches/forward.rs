@@ -3,6 +3,10 @@
 //! `cargo bench --bench forward` (add `-- --quick` for fewer repetitions). Prints medians; the
 //! machine is shared, so compare against PyTorch/ONNX Runtime run side by side, not against a
 //! number from another day.
+//!
+//! `-- --arch NAME[,NAME...]` (or `--arch all`): throughput at batch 32 of other zoo
+//! architectures, built from seeded random weights of the right shapes (the arithmetic does
+//! not depend on the values), at the architecture's own input size.
 
 use std::time::Instant;
 
@@ -25,8 +29,74 @@ fn time_forward(model: &convlens::zoo::Model, x: &Tensor, runs: usize) -> Vec<f6
         .collect()
 }
 
+/// A zoo network of `architecture` (1000 classes) with seeded random weights.
+fn random_network(architecture: &str) -> convlens::graph::Network {
+    use rand::{Rng, SeedableRng};
+    let expected = convlens::zoo::expected_tensors(architecture, 1000)
+        .unwrap_or_else(|| panic!("unknown architecture {architecture}"));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let tensors = expected
+        .iter()
+        .map(|(name, shape)| {
+            let n: usize = shape.iter().product();
+            let positive = name.ends_with("running_var") || shape.len() == 1;
+            let scale = if positive {
+                1.0
+            } else {
+                (3.0 / shape[1..].iter().product::<usize>() as f32).sqrt()
+            };
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    let u: f32 = rng.random_range(-1.0..1.0);
+                    if positive { 1.0 + 0.5 * u } else { scale * u }
+                })
+                .collect();
+            let t = Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).unwrap();
+            (name.clone(), t)
+        })
+        .collect();
+    let ckpt = convlens::zoo::checkpoint::Checkpoint::from_tensors("random", tensors, &Device::Cpu)
+        .unwrap();
+    convlens::zoo::build_network(architecture, &ckpt, 1000).unwrap()
+}
+
+/// Batch-32 throughput of each architecture in `list` (`all`: the whole zoo).
+fn architectures(list: &str, quick: bool) {
+    let names: Vec<&str> = if list == "all" {
+        convlens::zoo::ARCHITECTURES.to_vec()
+    } else {
+        list.split(',').collect()
+    };
+    for arch in names {
+        let size = convlens::zoo::detect::default_preprocess(arch).0 as usize;
+        let net = random_network(arch);
+        let n = 32 * 3 * size * size;
+        let data: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.618).sin()).collect();
+        let x = Tensor::from_vec(data, (32, 3, size, size), &Device::Cpu).unwrap();
+        net.forward(&x).expect("warm-up");
+        let times: Vec<f64> = (0..if quick { 1 } else { 3 })
+            .map(|_| {
+                let t = Instant::now();
+                std::hint::black_box(net.forward(&x).expect("forward"));
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        let s = median(times);
+        println!(
+            "{arch} forward batch 32 at {size}x{size}: median {:.0} ms per batch, {:.1} img/s",
+            s * 1e3,
+            32.0 / s
+        );
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--arch") {
+        architectures(args.get(i + 1).map_or("all", String::as_str), quick);
+        return;
+    }
     let device = Device::Cpu;
     let model = convlens::zoo::resolve(convlens::zoo::DEFAULT_MODEL)
         .and_then(|spec| spec.load(&device))

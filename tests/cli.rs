@@ -117,3 +117,64 @@ fn a_device_not_compiled_in_says_so() {
     assert!(!out.status.success());
     assert!(stderr.contains("without CUDA"), "{stderr}");
 }
+
+#[test]
+fn info_says_what_the_weights_are_and_why() {
+    // The bundled manifest names Lite0; the tensors are checked against it.
+    let out = convlens(&["info"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("detected: the tensors agree with the manifest")
+            && stdout.contains("efficientnet_lite0"),
+        "{stdout}"
+    );
+    // A bare PyTorch checkpoint: format, where the state dict was, architecture and evidence.
+    let out = convlens(&[
+        "info",
+        "--model",
+        "tests/fixtures/mobilenet_v2_random_fp16.pth",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for needle in [
+        "(mobilenet_v2)",
+        "PyTorch checkpoint",
+        "under `state_dict`",
+        "17 inverted residual blocks",
+        "1000 classes",
+        "features.18",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle}: {stdout}");
+    }
+}
+
+#[test]
+fn info_refuses_a_manifest_that_names_the_wrong_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels: String = (0..1000).map(|i| format!("c{i}\n")).collect();
+    std::fs::write(dir.path().join("labels.txt"), labels).unwrap();
+    let manifest = serde_json::json!({
+        "name": "mislabelled",
+        "architecture": "resnet50",
+        "weights": repo("tests/fixtures/resnet18_random_fp16.safetensors"),
+        "num_classes": 1000,
+        "input_size": 224,
+        "resize_shorter": 256,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "labels": "labels.txt",
+        "default_cam_layer": "layer4",
+    });
+    let path = dir.path().join("mislabelled.json");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let out = convlens(&["info", "--model", path.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("do not fit resnet50")
+            && stderr.contains("looks like resnet18")
+            && stderr.contains("2-2-2-2 BasicBlock"),
+        "{stderr}"
+    );
+}

@@ -226,3 +226,41 @@ fn a_model_that_cannot_load_is_shown_not_panicked() {
     h.step();
     h.get_by_label_contains("no model `no_such_model`");
 }
+
+#[test]
+fn a_resnet_weights_file_opens_with_its_own_layers() {
+    // A bare ResNet-18 file (architecture detected): the Lite0 layer in the default settings
+    // is replaced by one of its own, and the heatmap uses its CAM layer.
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/resnet18_random_fp16.safetensors"
+    );
+    let app = ConvlensApp::new(
+        AppOptions {
+            model: Some(model.to_string()),
+            tab: Some(Tab::Heatmap),
+            ..AppOptions::default()
+        },
+        || {},
+    );
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .build_ui_state(|ui, app: &mut ConvlensApp| app.draw(ui), app);
+    step_until(&mut h, 60, "the model", |a| a.model_info().is_some());
+    let info = h.state().model_info().unwrap();
+    assert_eq!(info.default_cam_layer, "layer4");
+    assert!(info.spatial.contains(&"maxpool".to_string()));
+    let layer = h.state().selected_layer().map(str::to_string);
+    assert!(
+        layer.as_ref().is_some_and(|l| info.spatial.contains(l)),
+        "{layer:?}"
+    );
+    step_until(&mut h, 60, "the heatmap", |a| a.cam_view().is_some());
+    idle(&mut h);
+    assert_eq!(h.state().cam_view().unwrap().options.layer, "layer4");
+    assert!(
+        h.state().last_error().is_none(),
+        "{:?}",
+        h.state().last_error()
+    );
+}

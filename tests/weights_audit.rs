@@ -20,7 +20,7 @@ fn build_error(tensors: &HashMap<String, Tensor>) -> (String, std::path::PathBuf
     let path = dir.path().join("broken.safetensors");
     candle_core::safetensors::save(tensors, &path).unwrap();
     let ckpt = Checkpoint::open(&path, &Device::Cpu).unwrap();
-    let err = efficientnet_lite::build(&ckpt, 1000)
+    let err = efficientnet_lite::build(&ckpt, "efficientnet_lite0", 1000)
         .err()
         .expect("refused");
     (err.to_string(), path)
@@ -88,7 +88,7 @@ fn the_bundled_file_passes_the_audit() {
         Checkpoint::open(&repo("models/efficientnet_lite0.safetensors"), &Device::Cpu).unwrap();
     ckpt.audit(
         "efficientnet_lite0",
-        &efficientnet_lite::expected_tensors(1000),
+        &efficientnet_lite::expected_tensors("efficientnet_lite0", 1000).unwrap(),
     )
     .unwrap();
 }

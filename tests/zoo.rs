@@ -471,3 +471,210 @@ fn detection_reads_only_the_header_of_each_file() {
         .to_string();
     assert!(msg.contains("notes.safetensors"), "{msg}");
 }
+
+const MOBILENET_V2_PTH: &str = "tests/fixtures/mobilenet_v2_random_fp16.pth";
+
+#[test]
+fn a_pytorch_checkpoint_nested_under_state_dict_matches_the_safetensors_file() {
+    // The same fp16 tensors as MOBILENET_V2, saved by torch.save under `state_dict` beside an
+    // `epoch`, with BatchNorm's `num_batches_tracked` (see tests/fixtures/make_pth_fixture.py).
+    let shapes = zoo::detect::read_shapes(&repo(MOBILENET_V2_PTH)).unwrap();
+    assert!(!shapes.keys().any(|k| k.contains("num_batches_tracked")));
+    assert_eq!(shapes.len(), 262);
+    let model = open_bare(MOBILENET_V2_PTH);
+    let m = &model.spec.manifest;
+    assert_eq!(
+        (m.architecture.as_str(), m.num_classes),
+        ("mobilenet_v2", 1000)
+    );
+    assert!(
+        m.provenance.source.contains("PyTorch") && m.provenance.source.contains("state_dict"),
+        "{}",
+        m.provenance.source
+    );
+    let taps = [
+        "features.0",
+        "features.7",
+        "features.18",
+        "pooled",
+        "logits",
+    ];
+    check_parity(&model.network, &fixture("mobilenet_v2_ref"), &taps);
+    // Bit-identical to the network built from the safetensors file.
+    let x = random_input(64, 3);
+    let a = model.network.forward(&x).unwrap();
+    let b = open_bare(MOBILENET_V2).network.forward(&x).unwrap();
+    assert_eq!(rel_to_max(&a, &b), 0.0);
+}
+
+#[test]
+fn f16_and_bf16_tensors_become_f32_in_both_formats() {
+    let expected: Vec<f32> = (-6..6).map(|i| i as f32 / 4.0).collect();
+    let check = |ckpt: &Checkpoint, names: &[&str]| {
+        for name in names {
+            let t = ckpt.get(name).unwrap();
+            assert_eq!(t.dtype(), candle_core::DType::F32, "{name}");
+            assert_eq!(t.dims(), [3, 4], "{name}");
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(v, expected, "{name}");
+        }
+    };
+    // torch.save'd state dict: float32, float16, bfloat16.
+    let pth = Checkpoint::open(&repo("tests/fixtures/dtypes.pth"), &Device::Cpu).unwrap();
+    assert_eq!(pth.keys(), ["w.bf16", "w.f16", "w.f32"]);
+    check(&pth, &["w.f32", "w.f16", "w.bf16"]);
+    // safetensors with the same three dtypes.
+    let base = Tensor::from_vec(expected.clone(), (3, 4), &Device::Cpu).unwrap();
+    let tensors: HashMap<String, Tensor> = [
+        ("w.f32", candle_core::DType::F32),
+        ("w.f16", candle_core::DType::F16),
+        ("w.bf16", candle_core::DType::BF16),
+    ]
+    .into_iter()
+    .map(|(n, d)| (n.to_string(), base.to_dtype(d).unwrap()))
+    .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dtypes.safetensors");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    check(
+        &Checkpoint::open(&path, &Device::Cpu).unwrap(),
+        &["w.f32", "w.f16", "w.bf16"],
+    );
+}
+
+#[test]
+fn unreadable_pytorch_files_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // A legacy (pre-1.6) torch.save file starts with a bare pickle, not a zip archive.
+    let legacy = dir.path().join("legacy.pth");
+    std::fs::write(&legacy, b"\x80\x02\x8a\x0alz\xfc\x9cF\xf9 j\xa8P\x19.").unwrap();
+    let msg = Checkpoint::open(&legacy, &Device::Cpu)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        msg.contains("legacy.pth") && msg.contains("legacy"),
+        "{msg}"
+    );
+    // A zip archive that is not a PyTorch checkpoint.
+    let zip = dir.path().join("notes.pt");
+    std::fs::write(&zip, b"PK\x03\x04 truncated").unwrap();
+    let msg = zoo::resolve(zip.to_str().unwrap())
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        msg.contains("notes.pt") && msg.contains("PyTorch checkpoint"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn vgg16_timm_random_weights_shapes_and_gradients() {
+    let expected = vgg::expected_tensors("vgg16_timm", 10).unwrap();
+    let shapes: zoo::detect::Shapes = expected.iter().cloned().collect();
+    let found = zoo::detect::detect(&shapes).unwrap();
+    assert_eq!(
+        (found.architecture.as_str(), found.num_classes),
+        ("vgg16_timm", 10)
+    );
+    assert!(found.why.contains("pre_logits.fc1"), "{}", found.why);
+    let ckpt = random_checkpoint(&expected, 161);
+    let net = zoo::build_network("vgg16_timm", &ckpt, 10).unwrap();
+    let ids: Vec<&str> = net.layer_ids().collect();
+    assert_eq!(
+        &ids[16..],
+        [
+            "features.28",
+            "features.30",
+            "pre_logits.fc1",
+            "pre_logits.fc2",
+            "pooled",
+            "logits"
+        ]
+    );
+    let table = net.layers(224);
+    assert_eq!(table[18].output_shape, [4096, 1, 1]);
+    assert_eq!(table[20].output_shape, [4096]);
+    // The same parameters as torchvision's vgg16, reshaped into convs.
+    let params: usize = table.iter().map(|l| l.params).sum();
+    assert_eq!(params, 138_357_544 - 990 * 4097);
+    // A larger input leaves a map after the 7x7 conv, pooled by the head.
+    assert_eq!(net.layers(288)[18].output_shape, [4096, 3, 3]);
+    // At 32x32 the last pool is 1x1 and is spread over 7x7 before `pre_logits.fc1`.
+    check_shapes_and_gradients(&net, 32, &[10]);
+    // A wrong file for the timm layout names what it is.
+    let msg = build_error("vgg16_timm", fixture_weights(RESNET18));
+    assert!(msg.contains("looks like resnet18"), "{msg}");
+}
+
+#[test]
+fn efficientnet_lite1_to_4_build_detect_and_run() {
+    use convlens::zoo::efficientnet_lite::{self, LiteConfig};
+    for (arch, blocks, head_side) in [
+        ("efficientnet_lite1", 21, 8),
+        ("efficientnet_lite2", 21, 9),
+        ("efficientnet_lite3", 24, 9),
+        ("efficientnet_lite4", 30, 10),
+    ] {
+        let expected = efficientnet_lite::expected_tensors(arch, 10).unwrap();
+        let found = zoo::detect::detect(&expected.iter().cloned().collect()).unwrap();
+        assert_eq!(
+            (found.architecture.as_str(), found.num_classes),
+            (arch, 10),
+            "{}",
+            found.why
+        );
+        let ckpt = random_checkpoint(&expected, blocks as u64);
+        let net = zoo::build_network(arch, &ckpt, 10).unwrap();
+        assert_eq!(net.layer_ids().count(), blocks + 4, "{arch}");
+        let resolution = LiteConfig::of(arch).unwrap().resolution as usize;
+        let table = net.layers(resolution);
+        let head = &table[blocks + 1];
+        assert_eq!(
+            (head.id.as_str(), head.output_shape.as_slice()),
+            ("head", &[1280, head_side, head_side][..]),
+            "{arch}"
+        );
+        let y = net.forward(&random_input(64, 5)).unwrap();
+        assert_eq!(y.dims(), [1, 10]);
+        let v = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{arch}");
+        // Opened as the wrong variant, the message names the right one.
+        let wrong = if arch == "efficientnet_lite4" {
+            "efficientnet_lite3"
+        } else {
+            "efficientnet_lite4"
+        };
+        let msg = match zoo::build_network(wrong, &ckpt, 10) {
+            Ok(_) => panic!("{arch} built as {wrong}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(msg.contains(&format!("looks like {arch}")), "{msg}");
+    }
+    // Gradients reach every stage and the input of the deepest variant.
+    let expected = efficientnet_lite::expected_tensors("efficientnet_lite4", 0).unwrap();
+    let net =
+        zoo::build_network("efficientnet_lite4", &random_checkpoint(&expected, 4), 0).unwrap();
+    assert_eq!(net.output_layer(), "pooled");
+    check_shapes_and_gradients(&net, 64, &[1280]);
+}
+
+#[test]
+fn a_data_parallel_module_prefix_is_removed() {
+    // torch.nn.DataParallel saves every key as `module.<name>`.
+    let tensors: HashMap<String, Tensor> = fixture_weights(MOBILENET_V2)
+        .into_iter()
+        .map(|(k, t)| (format!("module.{k}"), t))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrapped.safetensors");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    let model = zoo::resolve(path.to_str().unwrap())
+        .and_then(|spec| spec.load(&Device::Cpu))
+        .unwrap();
+    assert_eq!(model.spec.manifest.architecture, "mobilenet_v2");
+    let x = random_input(32, 8);
+    let a = model.network.forward(&x).unwrap();
+    let b = open_bare(MOBILENET_V2).network.forward(&x).unwrap();
+    assert_eq!(rel_to_max(&a, &b), 0.0);
+}

@@ -6,6 +6,7 @@ use super::ModelArgs;
 use crate::Result;
 use crate::graph::LayerInfo;
 use crate::text::{shape_text, thousands};
+use crate::zoo::{Model, detect};
 
 /// Arguments of `convlens info`.
 #[derive(clap::Args, Debug)]
@@ -17,11 +18,33 @@ pub struct InfoArgs {
     pub model: ModelArgs,
 }
 
+/// What the tensor names and shapes of a pretrained model's weights file say, when a manifest
+/// named the architecture (a bare weights file has the detection in its notes already; a
+/// trained model's file holds only what training changed).
+fn detection_line(model: &Model) -> Option<String> {
+    let spec = &model.spec;
+    if spec.trained.is_some() || spec.manifest_path == spec.weights_path {
+        return None;
+    }
+    let found = detect::read_shapes(&spec.weights_path).and_then(|s| detect::detect(&s));
+    Some(match found {
+        Ok(d) if d.architecture == spec.manifest.architecture => {
+            format!("the tensors agree with the manifest: {}", d.why)
+        }
+        Ok(d) => format!(
+            "the manifest says {}, the tensors look like {}: {}",
+            spec.manifest.architecture, d.architecture, d.why
+        ),
+        Err(e) => format!("the tensors match no known layout: {e}"),
+    })
+}
+
 /// Prints the model's description and its layer table.
 pub fn run(args: &InfoArgs) -> Result<ExitCode> {
     let model = args.model.load()?;
     let m = &model.spec.manifest;
     let table = model.network.layers(m.input_size as usize);
+    let detected = detection_line(&model);
     if args.json {
         let out = serde_json::json!({
             "name": m.name,
@@ -31,6 +54,7 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
             "num_classes": m.num_classes,
             "default_cam_layer": m.default_cam_layer,
             "provenance": m.provenance,
+            "detected": detected,
             "layers": table,
         });
         println!(
@@ -53,6 +77,9 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
     }
     if !m.provenance.notes.is_empty() {
         println!("notes: {}", m.provenance.notes);
+    }
+    if let Some(line) = &detected {
+        println!("detected: {line}");
     }
     println!();
     print!("{}", format_table(&table));

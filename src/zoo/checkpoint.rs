@@ -1,25 +1,101 @@
-//! A weights file opened for building a network, with the key/shape audit.
+//! A weights file (safetensors or a PyTorch zip checkpoint) opened for building a network,
+//! with the key/shape audit.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
+use super::pth::PthFile;
 use crate::ops::BatchNormParams;
 use crate::{Error, Result};
 
 /// The tensors an architecture needs: checkpoint key -> shape, in the architecture's order.
 pub type ExpectedTensors = Vec<(String, Vec<usize>)>;
 
-/// The tensors of a safetensors file, converted to f32 and moved to the device.
+/// How a weights file stores its tensors, told from its first bytes (not its extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightsFormat {
+    /// A safetensors file (8-byte header length, JSON header, data).
+    Safetensors,
+    /// A PyTorch `torch.save` zip archive (`.pth`, `.pt`, `.bin`), read by candle.
+    PytorchZip,
+}
+
+/// The format of a weights file; a legacy (pre-1.6, not zipped) PyTorch pickle is refused
+/// with a message saying how to re-save it. Errors name the file.
+pub fn weights_format(path: &Path) -> Result<WeightsFormat> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let n = file.read(&mut magic).map_err(|e| Error::io(path, e))?;
+    match &magic[..n] {
+        [b'P', b'K', 3, 4] => Ok(WeightsFormat::PytorchZip),
+        // Pickle protocol 2, then the LONG1 magic number that legacy `torch.save` writes first
+        // (a safetensors header length with these bytes would be ~176 MB).
+        [0x80, 0x02, 0x8a, 0x0a] => Err(Error::Model(format!(
+            "{}: a legacy (not zipped) PyTorch pickle; re-save it with a current PyTorch \
+             (`torch.save(torch.load(f), f2)`) or convert it to safetensors",
+            path.display()
+        ))),
+        _ => Ok(WeightsFormat::Safetensors),
+    }
+}
+
+/// Whether a state-dict key is bookkeeping rather than a weight: BatchNorm's
+/// `num_batches_tracked` counter, dropped at load.
+pub fn is_bookkeeping(key: &str) -> bool {
+    key.ends_with("num_batches_tracked")
+}
+
+/// The key without the `module.` prefix that `torch.nn.DataParallel` adds, when every key has
+/// it (`strip` true).
+fn unwrapped(key: String, strip: bool) -> String {
+    match key.strip_prefix("module.") {
+        Some(rest) if strip => rest.to_string(),
+        _ => key,
+    }
+}
+
+/// Whether every key carries DataParallel's `module.` prefix.
+fn all_wrapped<'a>(mut keys: impl Iterator<Item = &'a str>) -> bool {
+    let mut any = false;
+    let all = keys.all(|k| {
+        any = true;
+        k.starts_with("module.")
+    });
+    any && all
+}
+
+/// The weight tensors' names and shapes of a weights file in either format, without reading
+/// tensor data (bookkeeping keys dropped, a DataParallel `module.` prefix removed).
+pub fn read_shapes(path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
+    let shapes = match weights_format(path)? {
+        WeightsFormat::PytorchZip => PthFile::open(path)?.shapes(),
+        WeightsFormat::Safetensors => super::detect::read_safetensors_shapes(path)?
+            .into_iter()
+            .collect(),
+    };
+    let strip = all_wrapped(shapes.iter().map(|(k, _)| k.as_str()));
+    Ok(shapes
+        .into_iter()
+        .filter(|(k, _)| !is_bookkeeping(k))
+        .map(|(k, s)| (unwrapped(k, strip), s))
+        .collect())
+}
+
+/// The tensors of a weights file, converted to f32 (from f16, bf16 or f64) and moved to the
+/// device.
 pub struct Checkpoint {
     path: PathBuf,
     tensors: HashMap<String, Tensor>,
 }
 
 impl Checkpoint {
-    /// Reads every tensor of a safetensors file. A missing or unreadable file is an error
-    /// naming it.
+    /// Reads every tensor of a safetensors file or a PyTorch zip checkpoint (its state dict at
+    /// the top level or under `state_dict` / `model` ..., see [`super::pth`]); BatchNorm's
+    /// `num_batches_tracked` is dropped and a DataParallel `module.` prefix removed. A missing
+    /// or unreadable file is an error naming it.
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::Model(format!(
@@ -27,15 +103,26 @@ impl Checkpoint {
                 path.display()
             )));
         }
-        let raw = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-            Error::Model(format!(
-                "{}: not a readable safetensors weights file ({e})",
-                path.display()
-            ))
-        })?;
+        let raw: Vec<(String, Tensor)> = match weights_format(path)? {
+            WeightsFormat::PytorchZip => PthFile::open(path)?.load(path)?,
+            WeightsFormat::Safetensors => candle_core::safetensors::load(path, &Device::Cpu)
+                .map_err(|e| {
+                    Error::Model(format!(
+                        "{}: not a readable safetensors weights file ({e})",
+                        path.display()
+                    ))
+                })?
+                .into_iter()
+                .collect(),
+        };
+        let strip = all_wrapped(raw.iter().map(|(k, _)| k.as_str()));
         let tensors = raw
             .into_iter()
-            .map(|(k, t)| Ok((k, t.to_dtype(DType::F32)?.to_device(device)?)))
+            .filter(|(k, _)| !is_bookkeeping(k))
+            .map(|(k, t)| {
+                let t = t.to_dtype(DType::F32)?.to_device(device)?;
+                Ok((unwrapped(k, strip), t))
+            })
             .collect::<Result<HashMap<_, _>>>()?;
         Ok(Checkpoint {
             path: path.to_path_buf(),

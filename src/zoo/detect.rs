@@ -25,9 +25,16 @@ pub struct Detected {
 /// Tensor name -> shape (e.g. `conv1.weight` -> `[64, 3, 7, 7]`).
 pub type Shapes = BTreeMap<String, Vec<usize>>;
 
-/// The tensor names and shapes of a safetensors file, read from its header only (no tensor
-/// data is loaded). Errors name the file.
+/// The weight tensors' names and shapes of a weights file (safetensors, or a PyTorch zip
+/// checkpoint), read from its header or pickled metadata only (no tensor data is loaded);
+/// see [`super::checkpoint::read_shapes`]. Errors name the file.
 pub fn read_shapes(path: &Path) -> Result<Shapes> {
+    Ok(super::checkpoint::read_shapes(path)?.into_iter().collect())
+}
+
+/// The tensor names and shapes of a safetensors file, read from its header only. Errors name
+/// the file.
+pub(crate) fn read_safetensors_shapes(path: &Path) -> Result<Shapes> {
     let bad = |why: String| {
         Error::Model(format!(
             "{}: not a readable safetensors weights file ({why})",
@@ -187,11 +194,12 @@ fn vgg(shapes: &Shapes) -> Result<Detected> {
         )));
     };
     if shapes.contains_key("pre_logits.fc1.weight") {
-        return Err(Error::Model(format!(
-            "the weights look like timm's {name} (`pre_logits.fc1` / `head.fc` keys); convlens \
-             reads torchvision's `classifier.N` layout only (or drop the head for a \
-             feature-only checkpoint)"
-        )));
+        let timm = vgg::id(name, vgg::Layout::Timm).expect("a known VGG");
+        let why = format!(
+            "keys `features.N.weight|bias` without BatchNorm with {convs} 3x3 convs, then \
+             `pre_logits.fc1` (7x7 conv) / `pre_logits.fc2` / `head.fc` (timm's VGG): {timm}"
+        );
+        return Ok(detected(timm, why, classes(shapes, "head.fc.weight")));
     }
     let why = format!(
         "keys `features.N.weight|bias` without BatchNorm (torchvision VGG) with {convs} \
@@ -202,37 +210,64 @@ fn vgg(shapes: &Shapes) -> Result<Detected> {
 
 fn efficientnet_lite(shapes: &Shapes) -> Result<Detected> {
     if shapes.keys().any(|k| k.contains("._se_reduce.")) {
-        return Err(Error::Model(
-            "the weights look like an EfficientNet with squeeze-excitation (`_se_reduce` \
-             keys, B0..B7); convlens builds the Lite variant efficientnet_lite0"
-                .into(),
-        ));
-    }
-    let blocks = indices_after(shapes, "_blocks.").len();
-    let wanted: BTreeSet<String> = efficientnet_lite::expected_tensors(1)
-        .into_iter()
-        .map(|(k, _)| k)
-        .filter(|k| !k.starts_with("_fc."))
-        .collect();
-    let have: BTreeSet<String> = shapes
-        .keys()
-        .filter(|k| !k.starts_with("_fc."))
-        .cloned()
-        .collect();
-    if blocks != 16 || wanted != have {
         return Err(Error::Model(format!(
-            "the weights look like an EfficientNet-Lite (`_conv_stem`, `_blocks.N` keys) with \
-             {blocks} blocks; convlens builds only efficientnet_lite0 (16 blocks)"
+            "the weights look like an EfficientNet with squeeze-excitation (`_se_reduce` \
+             keys, B0..B7); convlens builds the Lite variants {}",
+            efficientnet_lite::ARCHITECTURES.join(", ")
         )));
     }
-    let why = "keys `_conv_stem.weight`, `_blocks.0..15.*` without squeeze-excitation, \
-               `_conv_head.weight` (EfficientNet-Lite0)"
-        .to_string();
-    Ok(detected(
-        "efficientnet_lite0",
-        why,
-        classes(shapes, "_fc.weight"),
-    ))
+    let blocks = indices_after(shapes, "_blocks.").len();
+    let body: Shapes = shapes
+        .iter()
+        .filter(|(k, _)| !k.starts_with("_fc."))
+        .map(|(k, s)| (k.clone(), s.clone()))
+        .collect();
+    let found = efficientnet_lite::ARCHITECTURES.into_iter().find(|a| {
+        efficientnet_lite::expected_tensors(a, 0)
+            .is_some_and(|t| t.into_iter().collect::<Shapes>() == body)
+    });
+    let Some(name) = found else {
+        let counts: Vec<String> = efficientnet_lite::ARCHITECTURES
+            .iter()
+            .map(|a| {
+                let n = efficientnet_lite::LiteConfig::of(a).map_or(0, |c| c.blocks().len());
+                format!("{a} {n}")
+            })
+            .collect();
+        return Err(Error::Model(format!(
+            "the weights look like an EfficientNet-Lite (`_conv_stem`, `_blocks.N` keys) with \
+             {blocks} blocks whose shapes fit none of the variants convlens builds ({} blocks)",
+            counts.join(", ")
+        )));
+    };
+    let last = shapes
+        .get(&format!(
+            "_blocks.{}._project_conv.weight",
+            blocks.saturating_sub(1)
+        ))
+        .map_or(0, |s| s[0]);
+    let why = format!(
+        "keys `_conv_stem.weight`, `_blocks.0..{}.*` without squeeze-excitation, \
+         `_conv_head.weight` (EfficientNet-Lite) with {blocks} blocks, the last {last} channels \
+         wide: {name}",
+        blocks.saturating_sub(1)
+    );
+    Ok(detected(name, why, classes(shapes, "_fc.weight")))
+}
+
+/// How a bare weights file of `architecture` prepares images: (input side, shorter side after
+/// the resize, mean, std). ImageNet's 224 / 256 and mean/std except for EfficientNet-Lite,
+/// trained at its own resolution (timm's crop fractions) with TensorFlow's normalisation
+/// (mean 127/255, std 128/255).
+pub fn default_preprocess(architecture: &str) -> (u32, u32, [f32; 3], [f32; 3]) {
+    match efficientnet_lite::LiteConfig::of(architecture) {
+        Some(c) => {
+            // 256, 272, 292, 309, 326 for Lite0..4.
+            let resize = (c.resolution as f64 / c.crop_fraction + 1e-6).floor() as u32;
+            (c.resolution, resize, [0.498; 3], [0.502; 3])
+        }
+        None => (224, 256, super::IMAGENET_MEAN, super::IMAGENET_STD),
+    }
 }
 
 /// The architecture of a checkpoint from its tensor names and shapes, with the reason; an
@@ -259,7 +294,7 @@ pub fn detect(shapes: &Shapes) -> Result<Detected> {
     Err(Error::Model(format!(
         "cannot tell the architecture from the {} tensor names (first: {}); convlens reads \
          torchvision/timm ResNet (`conv1`, `layer1..4`), VGG (`features.N`, `classifier.N`), \
-         MobileNetV2 (`features.N.conv`) and EfficientNet-Lite0 (`_conv_stem`, `_blocks.N`) \
+         MobileNetV2 (`features.N.conv`) and EfficientNet-Lite0..4 (`_conv_stem`, `_blocks.N`) \
          names; a manifest (`<weights stem>.json`) can name the architecture",
         shapes.len(),
         if first.is_empty() {
@@ -275,7 +310,7 @@ pub fn default_cam_layer(architecture: &str) -> Option<String> {
     match architecture {
         a if resnet::ARCHITECTURES.contains(&a) => Some(resnet::DEFAULT_CAM_LAYER.into()),
         "mobilenet_v2" => Some(mobilenet_v2::DEFAULT_CAM_LAYER.into()),
-        "efficientnet_lite0" => Some("head".into()),
+        a if efficientnet_lite::ARCHITECTURES.contains(&a) => Some("head".into()),
         a => vgg::default_cam_layer(a),
     }
 }
@@ -318,11 +353,35 @@ mod tests {
         }
         let d = detect(&shapes_of(mobilenet_v2::expected_tensors(1000))).unwrap();
         assert_eq!(d.architecture, "mobilenet_v2");
-        let d = detect(&shapes_of(efficientnet_lite::expected_tensors(1000))).unwrap();
-        assert_eq!(
-            (d.architecture.as_str(), d.num_classes),
-            ("efficientnet_lite0", 1000)
-        );
+        for arch in vgg::TIMM_ARCHITECTURES {
+            for classes in [1000, 0] {
+                let d = detect(&shapes_of(vgg::expected_tensors(arch, classes).unwrap())).unwrap();
+                assert_eq!(
+                    (d.architecture.as_str(), d.num_classes),
+                    (arch, classes),
+                    "{}",
+                    d.why
+                );
+            }
+        }
+        let resize: Vec<u32> = efficientnet_lite::ARCHITECTURES
+            .iter()
+            .map(|a| default_preprocess(a).1)
+            .collect();
+        assert_eq!(resize, [256, 272, 292, 309, 326]);
+        assert_eq!(default_preprocess("resnet50").0, 224);
+        for arch in efficientnet_lite::ARCHITECTURES {
+            for classes in [1000, 0] {
+                let t = efficientnet_lite::expected_tensors(arch, classes).unwrap();
+                let d = detect(&shapes_of(t)).unwrap();
+                assert_eq!(
+                    (d.architecture.as_str(), d.num_classes),
+                    (arch, classes),
+                    "{}",
+                    d.why
+                );
+            }
+        }
     }
 
     #[test]

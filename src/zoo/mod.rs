@@ -5,7 +5,9 @@ pub mod blocks;
 pub mod checkpoint;
 pub mod detect;
 pub mod efficientnet_lite;
+pub mod hub;
 pub mod mobilenet_v2;
+pub mod pth;
 pub mod resnet;
 pub mod small_convnet;
 pub mod vgg;
@@ -237,10 +239,11 @@ impl ModelSpec {
         })
     }
 
-    /// A spec for a safetensors weights file without a manifest: the architecture and class
+    /// A spec for a weights file (safetensors or PyTorch zip) without a manifest: the architecture and class
     /// count are detected from its tensors ([`detect::detect`]; the reason goes into
-    /// `provenance.notes`), with ImageNet defaults: input 224 after resizing the shorter side
-    /// to 256, ImageNet mean/std, the ImageNet class names for 1000 classes (`class N`
+    /// `provenance.notes`), with the architecture's preprocessing ([`detect::default_preprocess`]:
+    /// input 224 after resizing the shorter side to 256 and ImageNet mean/std but for
+    /// EfficientNet-Lite), the ImageNet class names for 1000 classes (`class N`
     /// otherwise), the architecture's default class-activation-map layer.
     pub fn from_weights(path: &Path) -> Result<Self> {
         let shapes = detect::read_shapes(path)?;
@@ -272,6 +275,20 @@ impl ModelSpec {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| found.architecture.clone());
+        let (input_size, resize_shorter, mean, std) =
+            detect::default_preprocess(&found.architecture);
+        let source = match checkpoint::weights_format(path)? {
+            checkpoint::WeightsFormat::Safetensors => {
+                "a safetensors weights file without a manifest".to_string()
+            }
+            checkpoint::WeightsFormat::PytorchZip => {
+                let place = match pth::PthFile::open(path)?.key {
+                    Some(key) => format!("under `{key}`"),
+                    None => "at the top level".into(),
+                };
+                format!("a PyTorch checkpoint without a manifest (state dict {place})")
+            }
+        };
         let manifest = Manifest {
             name,
             default_cam_layer: detect::default_cam_layer(&found.architecture).unwrap_or_default(),
@@ -281,13 +298,13 @@ impl ModelSpec {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             num_classes: n,
-            input_size: 224,
-            resize_shorter: 256,
-            mean: IMAGENET_MEAN,
-            std: IMAGENET_STD,
+            input_size,
+            resize_shorter,
+            mean,
+            std,
             labels: labels_file,
             provenance: Provenance {
-                source: "a weights file without a manifest".into(),
+                source,
                 license: "license unknown".into(),
                 notes: format!(
                     "architecture detected from the tensor names and shapes: {}",
@@ -342,8 +359,12 @@ impl ModelSpec {
 }
 
 /// The architecture ids [`build_network`] builds (a manifest's `architecture`).
-pub const ARCHITECTURES: [&str; 10] = [
+pub const ARCHITECTURES: [&str; 18] = [
     "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "efficientnet_lite3",
+    "efficientnet_lite4",
     "resnet18",
     "resnet34",
     "resnet50",
@@ -353,20 +374,44 @@ pub const ARCHITECTURES: [&str; 10] = [
     "vgg13",
     "vgg16",
     "vgg19",
+    "vgg11_timm",
+    "vgg13_timm",
+    "vgg16_timm",
+    "vgg19_timm",
 ];
 
+/// Every tensor a checkpoint of `architecture` with `num_classes` outputs must hold (0: the
+/// feature-only checkpoint), with its shape; `None` for an unknown architecture.
+pub fn expected_tensors(
+    architecture: &str,
+    num_classes: usize,
+) -> Option<checkpoint::ExpectedTensors> {
+    match architecture {
+        a if efficientnet_lite::ARCHITECTURES.contains(&a) => {
+            efficientnet_lite::expected_tensors(a, num_classes)
+        }
+        "mobilenet_v2" => Some(mobilenet_v2::expected_tensors(num_classes)),
+        a => match resnet::ResNetConfig::of(a) {
+            Some(cfg) => Some(resnet::expected_tensors(&cfg, num_classes)),
+            None => vgg::expected_tensors(a, num_classes),
+        },
+    }
+}
+
 /// Builds the network of `architecture` from a checkpoint, after auditing its keys and shapes
-/// (`num_classes` 0: a feature-only checkpoint, the network ends at `pooled`; not for
-/// EfficientNet-Lite0, whose classifier is required). Input `[batch, 3, h, w]`.
+/// (`num_classes` 0: a feature-only checkpoint, the network ends at `pooled`). Input
+/// `[batch, 3, h, w]`.
 ///
 /// When the file does not fit and its tensors look like another architecture, the error says
 /// which one and why (e.g. a ResNet-18 file opened as `vgg16`).
 pub fn build_network(architecture: &str, ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
     let built = match architecture {
-        "efficientnet_lite0" => efficientnet_lite::build(ckpt, num_classes),
+        a if efficientnet_lite::ARCHITECTURES.contains(&a) => {
+            efficientnet_lite::build(ckpt, a, num_classes)
+        }
         "mobilenet_v2" => mobilenet_v2::build(ckpt, num_classes),
         a if resnet::ARCHITECTURES.contains(&a) => resnet::build(ckpt, a, num_classes),
-        a if vgg::ARCHITECTURES.contains(&a) => vgg::build(ckpt, a, num_classes),
+        a if vgg::parse(a).is_some() => vgg::build(ckpt, a, num_classes),
         other => {
             return Err(Error::Model(format!(
                 "{}: unknown architecture `{other}`; known: {}",
@@ -425,8 +470,16 @@ pub fn models_dir() -> PathBuf {
 
 /// Finds a model by name in [`models_dir`] or by path: a manifest (`.json`), a weights file
 /// with a manifest of the same stem beside it, a bare weights file (architecture detected, see
-/// [`ModelSpec::from_weights`]), or a folder holding `model.json`.
+/// [`ModelSpec::from_weights`]), a folder holding `model.json`, or a file on the Hugging Face
+/// hub, `hf:ORG/REPO[/FILE][@REVISION]` (fetched into the hub's cache with the `hub` feature,
+/// see [`hub`]; the model keeps that name).
 pub fn resolve(name_or_path: &str) -> Result<ModelSpec> {
+    if let Some(reference) = hub::parse(name_or_path) {
+        let local = hub::fetch(&reference?)?;
+        let mut spec = resolve(&local.to_string_lossy())?;
+        spec.manifest.name = name_or_path.to_string();
+        return Ok(spec);
+    }
     let path = Path::new(name_or_path);
     if path.is_dir() {
         if bundle::is_trained_model(path) {

@@ -1,5 +1,7 @@
 //! VGG-11/13/16/19 (Simonyan & Zisserman; without BatchNorm), loading torchvision's key names
-//! (`features.N.weight|bias` for the 3x3 convs, `classifier.0|3|6.weight|bias`).
+//! (`features.N.weight|bias` for the 3x3 convs, `classifier.0|3|6.weight|bias`) or timm's
+//! (`vgg16_timm` ...: the same `features`, then `pre_logits.fc1` a 7x7 conv, `pre_logits.fc2` a
+//! 1x1 conv, `head.fc` the classifier).
 //!
 //! Layer ids follow torchvision's `features` indices: each conv with its ReLU is one stage named
 //! by the conv's index (`features.0`, `features.2`, ...), each 2x2 max pool by its own
@@ -8,12 +10,19 @@
 //! fc + ReLU, `[4096]`: the features a new classifier is trained on), `logits`. A feature-only
 //! checkpoint (no `classifier.*`) ends with `pooled` = the global average of the last pool
 //! (`[512]`).
+//!
+//! timm's layout after `features`: `pre_logits.fc1` (7x7 conv 512 -> 4096 + ReLU, the input first
+//! average-pooled up to 7x7 when smaller; `[4096, h/32 - 6, w/32 - 6]`, 1x1 at 224),
+//! `pre_logits.fc2` (1x1 conv + ReLU), `pooled` (global average, `[4096]`), `logits` (`head.fc`).
+//! Without `head.fc` it ends at `pooled`.
+
+use candle_core::Tensor;
 
 use super::blocks::{AdaptiveAvgPoolFlatten, ConvAct, DenseAct, MaxPool};
 use super::checkpoint::{Checkpoint, ExpectedTensors};
 use crate::graph::layers::{Classifier, GlobalAvgPool};
 use crate::graph::{Network, Stage};
-use crate::ops::Activation;
+use crate::ops::{Activation, adaptive_avg_pool2d};
 use crate::{Error, Result};
 
 /// Width of the two hidden fully connected layers.
@@ -23,8 +32,43 @@ const POOL_SIZE: usize = 7;
 /// Dropout before `classifier.3` and `classifier.6` in training.
 const DROPOUT: f32 = 0.5;
 
-/// The architectures this module builds.
+/// The architectures this module builds with torchvision's names.
 pub const ARCHITECTURES: [&str; 4] = ["vgg11", "vgg13", "vgg16", "vgg19"];
+
+/// The same architectures with timm's names (`pre_logits.fc1|fc2` convs, `head.fc`).
+pub const TIMM_ARCHITECTURES: [&str; 4] = ["vgg11_timm", "vgg13_timm", "vgg16_timm", "vgg19_timm"];
+
+/// Side of `pre_logits.fc1`'s kernel in timm's layout (the 7x7 grid torchvision pools to).
+const TIMM_FC1_KERNEL: usize = 7;
+
+/// How a checkpoint names the layers after `features`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// torchvision: `classifier.0|3|6` fully connected layers after a 7x7 adaptive pool.
+    Torchvision,
+    /// timm: `pre_logits.fc1` (7x7 conv), `pre_logits.fc2` (1x1 conv), `head.fc`.
+    Timm,
+}
+
+/// The base VGG id (`vgg16`) and the layout of an architecture id (`vgg16` or `vgg16_timm`).
+pub fn parse(architecture: &str) -> Option<(&'static str, Layout)> {
+    if let Some(i) = ARCHITECTURES.iter().position(|a| *a == architecture) {
+        return Some((ARCHITECTURES[i], Layout::Torchvision));
+    }
+    TIMM_ARCHITECTURES
+        .iter()
+        .position(|a| *a == architecture)
+        .map(|i| (ARCHITECTURES[i], Layout::Timm))
+}
+
+/// The architecture id of a base VGG (`vgg16`) in a layout.
+pub fn id(base: &str, layout: Layout) -> Option<&'static str> {
+    let i = ARCHITECTURES.iter().position(|a| *a == base)?;
+    Some(match layout {
+        Layout::Torchvision => ARCHITECTURES[i],
+        Layout::Timm => TIMM_ARCHITECTURES[i],
+    })
+}
 
 /// One entry of a VGG configuration: a 3x3 conv with that many output channels, or a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +82,8 @@ const M: usize = 0;
 
 /// torchvision's configurations A, B, D, E: output channels of each 3x3 conv, `M` for a pool.
 fn config(architecture: &str) -> Option<Vec<Item>> {
-    let cfg: &[usize] = match architecture {
+    let (base, _) = parse(architecture)?;
+    let cfg: &[usize] = match base {
         "vgg11" => &[64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M],
         "vgg13" => &[
             64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M, 512, 512, M,
@@ -97,14 +142,17 @@ pub fn default_cam_layer(architecture: &str) -> Option<String> {
 
 fn unknown(architecture: &str) -> Error {
     Error::Model(format!(
-        "unknown VGG `{architecture}`; known: {}",
-        ARCHITECTURES.join(", ")
+        "unknown VGG `{architecture}`; known: {}, {}",
+        ARCHITECTURES.join(", "),
+        TIMM_ARCHITECTURES.join(", ")
     ))
 }
 
 /// Every tensor a VGG checkpoint must hold, with its shape; `num_classes` 0 means a
-/// feature-only checkpoint (no `classifier.*`). `None` for an unknown variant.
+/// feature-only checkpoint (no `classifier.*`; with timm's names, `pre_logits.*` but no
+/// `head.fc`). `None` for an unknown variant.
 pub fn expected_tensors(architecture: &str, num_classes: usize) -> Option<ExpectedTensors> {
+    let (_, layout) = parse(architecture)?;
     let items = config(architecture)?;
     let mut t = ExpectedTensors::new();
     let mut last = 3;
@@ -114,6 +162,18 @@ pub fn expected_tensors(architecture: &str, num_classes: usize) -> Option<Expect
             t.push((format!("features.{i}.bias"), vec![c]));
             last = c;
         }
+    }
+    if layout == Layout::Timm {
+        let k = TIMM_FC1_KERNEL;
+        t.push(("pre_logits.fc1.weight".into(), vec![HIDDEN, last, k, k]));
+        t.push(("pre_logits.fc1.bias".into(), vec![HIDDEN]));
+        t.push(("pre_logits.fc2.weight".into(), vec![HIDDEN, HIDDEN, 1, 1]));
+        t.push(("pre_logits.fc2.bias".into(), vec![HIDDEN]));
+        if num_classes > 0 {
+            t.push(("head.fc.weight".into(), vec![num_classes, HIDDEN]));
+            t.push(("head.fc.bias".into(), vec![num_classes]));
+        }
+        return Some(t);
     }
     if num_classes > 0 {
         let flat = last * POOL_SIZE * POOL_SIZE;
@@ -129,9 +189,10 @@ pub fn expected_tensors(architecture: &str, num_classes: usize) -> Option<Expect
 }
 
 /// Builds a VGG from an audited checkpoint (`num_classes` 0: feature-only, the network ends at
-/// `pooled` = global average `[batch, 512]`). Input `[batch, 3, h, w]` (h, w >= 32), output
-/// `[batch, num_classes]`.
+/// `pooled` = global average `[batch, 512]`, `[batch, 4096]` with timm's `pre_logits`). Input
+/// `[batch, 3, h, w]` (h, w >= 32), output `[batch, num_classes]`.
 pub fn build(ckpt: &Checkpoint, architecture: &str, num_classes: usize) -> Result<Network> {
+    let (_, layout) = parse(architecture).ok_or_else(|| unknown(architecture))?;
     let items = config(architecture).ok_or_else(|| unknown(architecture))?;
     let expected =
         expected_tensors(architecture, num_classes).ok_or_else(|| unknown(architecture))?;
@@ -153,6 +214,37 @@ pub fn build(ckpt: &Checkpoint, architecture: &str, num_classes: usize) -> Resul
             }),
         };
         stages.push((format!("features.{i}"), stage));
+    }
+    if layout == Layout::Timm {
+        let conv = |name: &str| -> Result<ConvAct> {
+            Ok(ConvAct::new(
+                ckpt.get(&format!("pre_logits.{name}.weight"))?,
+                ckpt.get(&format!("pre_logits.{name}.bias"))?,
+                1,
+                0,
+                Activation::Relu,
+            ))
+        };
+        stages.push((
+            "pre_logits.fc1".into(),
+            Box::new(PoolUpThenConv {
+                min_size: TIMM_FC1_KERNEL,
+                conv: conv("fc1")?,
+            }),
+        ));
+        stages.push(("pre_logits.fc2".into(), Box::new(conv("fc2")?)));
+        stages.push(("pooled".into(), Box::new(GlobalAvgPool)));
+        if num_classes > 0 {
+            stages.push((
+                "logits".into(),
+                Box::new(Classifier::new(
+                    ckpt.get("head.fc.weight")?,
+                    ckpt.get("head.fc.bias")?,
+                    0.0,
+                )),
+            ));
+        }
+        return Ok(Network::new(3, stages));
     }
     if num_classes == 0 {
         stages.push(("pooled".into(), Box::new(GlobalAvgPool)));
@@ -183,6 +275,52 @@ pub fn build(ckpt: &Checkpoint, architecture: &str, num_classes: usize) -> Resul
     Ok(Network::new(3, stages))
 }
 
+/// timm's `pre_logits.fc1`: an input smaller than `min_size` on a side is first average-pooled
+/// up to it (`adaptive_avg_pool2d` to `max(min_size, side)`), then the conv + ReLU:
+/// `[batch, c, h, w]` -> `[batch, out, max(h, k) - k + 1, max(w, k) - k + 1]`.
+struct PoolUpThenConv {
+    min_size: usize,
+    conv: ConvAct,
+}
+
+impl PoolUpThenConv {
+    fn grown(&self, input: &[usize]) -> Vec<usize> {
+        vec![
+            input[0],
+            input[1].max(self.min_size),
+            input[2].max(self.min_size),
+        ]
+    }
+}
+
+impl Stage for PoolUpThenConv {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let x = if h < self.min_size || w < self.min_size {
+            adaptive_avg_pool2d(x, (h.max(self.min_size), w.max(self.min_size)))?
+        } else {
+            x.clone()
+        };
+        self.conv.forward(&x, train)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Vec<usize> {
+        self.conv.output_shape(&self.grown(input))
+    }
+
+    fn macs(&self, input: &[usize]) -> u64 {
+        self.conv.macs(&self.grown(input))
+    }
+
+    fn param_count(&self) -> usize {
+        self.conv.param_count()
+    }
+
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        self.conv.tensors_mut()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,5 +342,18 @@ mod tests {
         assert!(t.contains(&("classifier.0.weight".into(), vec![4096, 25088])));
         assert!(t.contains(&("classifier.6.weight".into(), vec![10, 4096])));
         assert!(t.contains(&("features.28.weight".into(), vec![512, 512, 3, 3])));
+        // timm's layout: the same 26 feature tensors, then pre_logits (4) and head.fc (2).
+        let t = expected_tensors("vgg16_timm", 1000).unwrap();
+        assert_eq!(t.len(), 32);
+        assert!(t.contains(&("pre_logits.fc1.weight".into(), vec![4096, 512, 7, 7])));
+        assert!(t.contains(&("pre_logits.fc2.weight".into(), vec![4096, 4096, 1, 1])));
+        assert!(t.contains(&("head.fc.weight".into(), vec![1000, 4096])));
+        assert_eq!(expected_tensors("vgg16_timm", 0).unwrap().len(), 30);
+        assert_eq!(parse("vgg19_timm"), Some(("vgg19", Layout::Timm)));
+        assert_eq!(id("vgg11", Layout::Timm), Some("vgg11_timm"));
+        assert_eq!(
+            default_cam_layer("vgg16_timm").as_deref(),
+            Some("features.28")
+        );
     }
 }
