@@ -93,8 +93,9 @@ pub struct TrainConfig {
     pub patience: Option<usize>,
     pub head: HeadKind,
     pub optimizer: OptimizerKind,
-    /// Fine-tuning: how many stages before the pooling are unfrozen (Lite0's default 2: the
-    /// last block stage `blocks.15` and the `head` conv).
+    /// Fine-tuning: how many stages before the pooling are unfrozen, counted back from it
+    /// (default 2: Lite0's last block `blocks.15` and `head` conv; a ResNet's `layer3` and
+    /// `layer4`).
     pub unfreeze: usize,
     /// Fine-tuning: learning rate of the unfrozen phase.
     pub finetune_lr: f64,
