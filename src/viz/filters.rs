@@ -109,8 +109,9 @@ pub struct FilterOptions {
     /// Seeds the start images; filter `f` uses stream `f` of `ChaCha8Rng::seed_from_u64(seed)`,
     /// so its start does not depend on which other filters are computed.
     pub seed: u64,
-    /// Filters ascended together in one forward/backward (8). Changing it can change the last
-    /// bits of the arithmetic, and the ascent is chaotic: it is part of what reproduces a picture.
+    /// Filters ascended together in one forward/backward (8). The kernels compute each batch
+    /// element alone, so a filter's picture does not depend on it (the tests check this bit for
+    /// bit); it only trades memory for speed.
     pub batch: usize,
     /// The `lucid` preset's parameters (`None`: its defaults); absent from chollet sidecars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
