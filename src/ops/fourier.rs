@@ -12,12 +12,49 @@
 //! imaginary parts of the DC and Nyquist columns after the transform along `H` do not count.
 //!
 //! It is computed as two matrix products with precomputed cosine/sine matrices (first the
-//! complex inverse DFT along `H`, then the real one along `W`), so candle's autograd
-//! differentiates it. `O(H^2 K + H K W)` per plane: fine for the 128-512 px images it is for.
+//! complex inverse DFT along `H`, then the real one along `W`), `O(H^2 K + H K W)` per plane:
+//! fine for the 128-512 px images it is for. Each product is a small custom op whose backward
+//! is the product with the transposed matrix: candle's own `matmul` backward would also compute
+//! the (unused) gradient of the constant matrix, as much work again.
 
 use std::f64::consts::PI;
 
-use candle_core::{DType, Device, Result, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, bail};
+
+use super::f32_data;
+
+/// `x [R, n]` -> `x · m` `[R, p]` for a constant `m [n, p]`, differentiable w.r.t. `x` only.
+#[derive(Clone, Debug)]
+struct ConstMatmul {
+    m: Tensor,
+}
+
+impl CustomOp1 for ConstMatmul {
+    fn name(&self) -> &'static str {
+        "convlens-const-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_data(storage, layout, self.name())?;
+        let x = Tensor::from_slice(&x, layout.dims(), &Device::Cpu)?;
+        let y = x.matmul(&self.m)?;
+        let shape = y.shape().clone();
+        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), shape))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.m.t()?)?))
+    }
+}
+
+/// `x · m` for a constant `m`: [`ConstMatmul`] on CPU f32, candle's `matmul` elsewhere.
+fn const_matmul(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && m.dtype() == DType::F32 {
+        x.apply_op1(ConstMatmul { m: m.clone() })
+    } else {
+        x.matmul(m)
+    }
+}
 
 /// A precomputed inverse real 2-D DFT for `H x W` images (see the module doc).
 #[derive(Clone, Debug)]
@@ -95,14 +132,14 @@ impl Irfft2 {
             .permute((0, 2, 3, 1))?
             .contiguous()?
             .reshape((n * k, 2 * h))?;
-        let y = x.matmul(&self.along_h_t)?; // [N*K, 2H] = [Yr, Yi]
+        let y = const_matmul(&x, &self.along_h_t)?; // [N*K, 2H] = [Yr, Yi]
         // [N, K, 2, H] -> [N, H, 2, K] -> [N*H, 2K].
         let y = y
             .reshape((n, k, 2, h))?
             .permute((0, 3, 2, 1))?
             .contiguous()?
             .reshape((n * h, 2 * k))?;
-        let img = y.matmul(&self.along_w)?; // [N*H, W]
+        let img = const_matmul(&y, &self.along_w)?; // [N*H, W]
         let mut out: Vec<usize> = lead.to_vec();
         out.extend([h, self.w]);
         img.reshape(out)

@@ -180,9 +180,10 @@ pub struct FilterPattern {
     pub filter: usize,
     /// The deprocessed picture, `(size - 2 crop)` square.
     pub image: RgbImage,
-    /// Loss at the start of each step.
+    /// The loss (the filter's mean activation) at each step: before the step's update
+    /// (chollet), or on the step's randomly transformed image (lucid).
     pub losses: Vec<f32>,
-    /// Loss after the last step.
+    /// The loss of the final image (lucid: untransformed, the whole map).
     pub final_loss: f32,
 }
 
