@@ -18,6 +18,7 @@ use super::{f32_data, min_planes_per_task};
 /// `m = [a, b, c, d, e, f]`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Affine {
+    /// `[a, b, c, d, e, f]`, row-major `2 x 3`.
     pub m: [f64; 6],
 }
 

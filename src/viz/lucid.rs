@@ -52,11 +52,13 @@ pub struct LucidOptions {
     pub init_sd: f64,
     /// The spectrum's scale falls as `1 / f^decay_power` (1).
     pub decay_power: f64,
-    /// Padding before the transforms, pixels (12), and its value (0.5).
+    /// Padding before the transforms, pixels (12).
     pub pad: usize,
+    /// The padding's value (0.5, mid-grey).
     pub pad_value: f32,
-    /// Largest random shift before (8) and after (4) the scale and rotation, pixels.
+    /// Largest random shift before the scale and rotation, pixels (8).
     pub jitter: usize,
+    /// Largest random shift after them, pixels (4).
     pub jitter_after: usize,
     /// The scales drawn from (`1 + (i - 5) / 50` for `i` in `0..11`).
     pub scales: Vec<f64>,
