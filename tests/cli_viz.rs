@@ -100,8 +100,8 @@ fn bad_layers_and_classes_list_the_valid_ones() {
         !run.status.success() && stderr.contains("24 filters"),
         "{stderr}"
     );
-    let run = convlens(&["filters", "--layer", "blocks.2", "--method", "lucid"]);
-    assert!(!run.status.success() && text(&run.stderr).contains("lucid"));
+    let run = convlens(&["filters", "--layer", "blocks.2", "--method", "deepdream"]);
+    assert!(!run.status.success() && text(&run.stderr).contains("chollet or lucid"));
 }
 
 #[test]
@@ -158,6 +158,51 @@ fn activations_and_filters_write_figures_at_scale() {
     assert_eq!(sidecar["filters"], serde_json::json!([0, 1, 2]));
     assert_eq!(sidecar["steps"], 3);
     assert_eq!(sidecar["seed"], 5);
+}
+
+#[test]
+fn lucid_filters_reproduce_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lucid.png");
+    let run = convlens(&[
+        "filters",
+        "--layer",
+        "blocks.4",
+        "--method",
+        "lucid",
+        "--filters",
+        "0..4",
+        "--steps",
+        "8",
+        "--size",
+        "64",
+        "--seed",
+        "3",
+        "--batch",
+        "3",
+        "--out",
+        path(&out),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("lucid.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["method"], "lucid");
+    assert_eq!(sidecar["steps"], 8);
+    assert_eq!(sidecar["size"], 64);
+    assert_eq!(sidecar["seed"], 3);
+    assert_eq!(sidecar["batch"], 3);
+    assert_eq!(sidecar["crop"], 0);
+    assert_eq!(sidecar["lucid"]["pad"], 12);
+    let again = dir.path().join("again.png");
+    let run = convlens(&[
+        "reproduce",
+        path(&dir.path().join("lucid.json")),
+        "--out",
+        path(&again),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(text(&run.stdout).contains("identical"));
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&out).unwrap());
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use convlens::gui::{AppOptions, ConvlensApp, Tab};
 use convlens::viz::cam::CamMethod;
+use convlens::viz::filters::FilterMethod;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
@@ -208,6 +209,32 @@ fn the_window_paints_while_a_job_runs() {
     assert!(partial_seen, "tiles arrive one by one");
     h.step();
     h.get_by_label("filter 9");
+}
+
+#[test]
+fn the_lucid_method_computes_tiles() {
+    let mut h = harness(Tab::Filters);
+    step_until(&mut h, 60, "the model", |a| a.model_info().is_some());
+    idle(&mut h);
+    h.get_by_label("method");
+    {
+        let s = h.state_mut().settings_mut();
+        s.filter_method = FilterMethod::Lucid;
+        s.filter_count = 2;
+        s.filter_steps = 4;
+        s.filter_size = 64;
+    }
+    h.step();
+    h.get_by_label("Compute").click();
+    h.step();
+    step_until(&mut h, 120, "the lucid tiles", |a| {
+        let (done, total) = a.filter_progress();
+        done == total || a.last_error().is_some()
+    });
+    assert_eq!(h.state().last_error(), None);
+    assert_eq!(h.state().filter_progress(), (2, 2));
+    h.step();
+    h.get_by_label("filter 1");
 }
 
 #[test]

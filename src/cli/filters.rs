@@ -1,4 +1,4 @@
-//! `convlens filters --layer L [--filters 0..64] [--method chollet] [--steps N] [--size PX]
+//! `convlens filters --layer L [--filters 0..64] [--method chollet|lucid] [--steps N] [--size PX]
 //! [--seed S] [--cols 8] [--batch 8] [--scale 1] [--out F.png]`.
 
 use std::path::PathBuf;
@@ -20,12 +20,13 @@ pub struct FiltersArgs {
     /// first 64 (fewer if the layer has fewer).
     #[arg(long)]
     pub filters: Option<String>,
-    /// chollet (gradient ascent on the pixels).
+    /// chollet (gradient ascent on the pixels) or lucid (Fourier image, decorrelated colours,
+    /// random jitter/scale/rotation, Adam: the textures of Olah et al.).
     #[arg(long, default_value = "chollet")]
     pub method: FilterMethod,
-    /// Gradient steps.
-    #[arg(long, default_value_t = 30)]
-    pub steps: usize,
+    /// Gradient steps (default 30 for chollet, 256 for lucid).
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Side of the input image, pixels.
     #[arg(long, default_value_t = 128)]
     pub size: usize,
@@ -83,7 +84,8 @@ pub fn parse_filters(spec: &str, count: usize) -> std::result::Result<Vec<usize>
 /// Computes the filter patterns (progress bar per tile), writes the figure and its sidecar.
 pub fn run(args: &FiltersArgs) -> Result<ExitCode> {
     export::check_scale(args.scale)?;
-    if args.size < 16 || args.steps == 0 {
+    let steps = args.steps.unwrap_or(args.method.default_steps());
+    if args.size < 16 || steps == 0 {
         return Err(Error::Model(
             "--size must be at least 16 and --steps at least 1".into(),
         ));
@@ -94,9 +96,8 @@ pub fn run(args: &FiltersArgs) -> Result<ExitCode> {
         Some(s) => parse_filters(s, count).map_err(Error::Model)?,
         None => (0..count.min(64)).collect(),
     };
-    let mut options = FilterOptions::with_size(args.size);
-    options.method = args.method;
-    options.ascent.steps = args.steps;
+    let mut options = FilterOptions::for_method(args.method, args.size);
+    options.ascent.steps = steps;
     options.seed = args.seed;
     options.batch = args.batch.max(1);
     let request = FigureRequest::Filters(FiltersRequest {

@@ -15,7 +15,7 @@ use crate::fsutil::write_atomic;
 use crate::viz::activations::{self, GridOptions, LayerSparsity};
 use crate::viz::cam::{self, Cam, CamMethod, CamOptions, CamScore};
 use crate::viz::colormap::Colormap;
-use crate::viz::filters::{self, FilterOptions};
+use crate::viz::filters::{self, FilterMethod, FilterOptions, FilterProgress};
 use crate::viz::overlay::CropPlacement;
 use crate::zoo::{Model, file_sha256};
 use crate::{Error, Result};
@@ -304,20 +304,34 @@ pub fn render(
         FigureRequest::Filters(r) => {
             let total = r.filters.len();
             let patterns =
-                filters::filter_patterns(model, &r.layer, &r.filters, &r.options, &mut |i, _| {
-                    progress(i + 1, total)
+                filters::filter_patterns_with(model, &r.layer, &r.filters, &r.options, &mut |p| {
+                    match p {
+                        FilterProgress::Step { first, .. } => progress(first, total),
+                        FilterProgress::Tile { index, .. } => progress(index + 1, total),
+                    }
                 })?;
             let o = &r.options;
             let title = format!("{} filter patterns · {}", r.layer, filter_span(&r.filters));
-            let subtitle = format!(
-                "{} · {}: gradient ascent, {} steps of {} at {} px, seed {}",
-                m.name,
-                o.method,
-                o.ascent.steps,
-                trim(o.ascent.step_size),
-                o.size,
-                o.seed
-            );
+            let subtitle = match o.method {
+                FilterMethod::Chollet => format!(
+                    "{} · {}: gradient ascent, {} steps of {} at {} px, seed {}",
+                    m.name,
+                    o.method,
+                    o.ascent.steps,
+                    trim(o.ascent.step_size),
+                    o.size,
+                    o.seed
+                ),
+                FilterMethod::Lucid => format!(
+                    "{} · lucid: Fourier image, decorrelated colour, jitter/scale/rotate, \
+                     {} Adam steps of lr {} at {} px, seed {}",
+                    m.name,
+                    o.ascent.steps,
+                    trim(o.lucid.clone().unwrap_or_default().learning_rate as f32),
+                    o.size,
+                    o.seed
+                ),
+            };
             let image = figures::filters_figure(&patterns, r.cols, &title, &subtitle, scale);
             let result = serde_json::json!({
                 "final_loss": patterns.iter().map(|p| p.final_loss).collect::<Vec<_>>(),

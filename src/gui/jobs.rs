@@ -19,7 +19,7 @@ use crate::viz::activations::{
 };
 use crate::viz::cam::{self, CamOptions};
 use crate::viz::colormap::Colormap;
-use crate::viz::filters::{FilterOptions, filter_patterns};
+use crate::viz::filters::{FilterOptions, FilterProgress, filter_patterns_with};
 use crate::viz::overlay::{CamImages, CropPlacement, cam_images};
 use crate::{Error, Result};
 
@@ -305,7 +305,8 @@ pub fn train_job(
     }
 }
 
-/// Filter patterns, one tile message per finished filter.
+/// Filter patterns, one tile message per finished filter; Cancel stops it before the next
+/// ascent step.
 pub fn filters_job(
     key: String,
     layer: String,
@@ -316,17 +317,19 @@ pub fn filters_job(
         let total = filters.len();
         let result = engine.model(&key).and_then(|model| {
             let mut done = 0;
-            filter_patterns(&model, &layer, &filters, &options, &mut |index, image| {
-                done += 1;
-                ctx.send(Msg::FilterTile {
-                    index,
-                    image: image.clone(),
-                });
-                ctx.send(Msg::Progress {
-                    what: "filters".into(),
-                    done,
-                    total,
-                });
+            filter_patterns_with(&model, &layer, &filters, &options, &mut |p| {
+                if let FilterProgress::Tile { index, image } = p {
+                    done += 1;
+                    ctx.send(Msg::FilterTile {
+                        index,
+                        image: image.clone(),
+                    });
+                    ctx.send(Msg::Progress {
+                        what: "filters".into(),
+                        done,
+                        total,
+                    });
+                }
                 !ctx.cancel.is_cancelled()
             })
             .map(|patterns| patterns.len())

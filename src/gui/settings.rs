@@ -9,6 +9,7 @@ use crate::data::augment::Augment;
 use crate::train::{HeadKind, Mode};
 use crate::viz::cam::CamMethod;
 use crate::viz::colormap::Colormap;
+use crate::viz::filters::FilterMethod;
 
 /// The tabs of the central area.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +116,7 @@ pub struct Settings {
     pub alpha: f32,
     pub filter_first: usize,
     pub filter_count: usize,
+    pub filter_method: FilterMethod,
     pub filter_steps: usize,
     pub filter_size: usize,
     pub filter_seed: u64,
@@ -147,6 +149,7 @@ impl Default for Settings {
             alpha: 0.4,
             filter_first: 0,
             filter_count: 16,
+            filter_method: FilterMethod::Chollet,
             filter_steps: 30,
             filter_size: 128,
             filter_seed: 0,

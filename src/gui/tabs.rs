@@ -13,7 +13,7 @@ use crate::train::{Mode, TrainConfig};
 use crate::viz::activations::GridOptions;
 use crate::viz::cam::{CamMethod, CamOptions};
 use crate::viz::colormap::Colormap;
-use crate::viz::filters::FilterOptions;
+use crate::viz::filters::{FilterMethod, FilterOptions};
 
 /// Colormaps offered in the combo boxes.
 const COLORMAPS: [Colormap; 6] = [
@@ -822,8 +822,22 @@ impl ConvlensApp {
             widgets::labelled(ui, "count", |ui| {
                 ui.add(egui::DragValue::new(&mut s.filter_count).range(1..=256))
             });
-            widgets::labelled(ui, "preset: chollet, steps", |ui| {
-                ui.add(egui::DragValue::new(&mut s.filter_steps).range(1..=500))
+            let l = ui.label("method");
+            let before = s.filter_method;
+            egui::ComboBox::from_id_salt("filter-method")
+                .selected_text(s.filter_method.name())
+                .show_ui(ui, |ui| {
+                    for m in [FilterMethod::Chollet, FilterMethod::Lucid] {
+                        ui.selectable_value(&mut s.filter_method, m, m.name());
+                    }
+                })
+                .response
+                .labelled_by(l.id);
+            if s.filter_method != before {
+                s.filter_steps = s.filter_method.default_steps();
+            }
+            widgets::labelled(ui, "steps", |ui| {
+                ui.add(egui::DragValue::new(&mut s.filter_steps).range(1..=1024))
             });
             widgets::labelled(ui, "size", |ui| {
                 ui.add(egui::DragValue::new(&mut s.filter_size).range(32..=512))
@@ -876,7 +890,7 @@ impl ConvlensApp {
         };
         let s = &self.settings;
         let filters: Vec<usize> = (s.filter_first..s.filter_first + s.filter_count).collect();
-        let mut options = FilterOptions::with_size(s.filter_size);
+        let mut options = FilterOptions::for_method(s.filter_method, s.filter_size);
         options.ascent.steps = s.filter_steps;
         options.seed = s.filter_seed;
         self.filter_tiles = vec![None; filters.len()];

@@ -16,7 +16,9 @@
 //! - [`depthwise_conv2d`]: depthwise convolution, bias and activation fused (`[B,C,H,W]`);
 //! - [`bias_act()`]: `act(x + bias[c])` in one pass (`[B,C,...]`);
 //! - [`max_pool2d`], [`adaptive_avg_pool2d`]: pooling with gradients;
-//! - [`fold_batchnorm`]: eval-mode BatchNorm folded into a convolution's weight and bias.
+//! - [`fold_batchnorm`]: eval-mode BatchNorm folded into a convolution's weight and bias;
+//! - [`irfft2`] and [`affine_warp`]: the inverse real 2-D DFT and bilinear affine warps of
+//!   feature visualisation, differentiable.
 //!
 //! The convolutions and [`bias_act()`] are candle custom ops with a backward pass, so they
 //! train through `Var` and `Tensor::backward` like built-in ops (a gradient is only computed
@@ -58,9 +60,11 @@ pub mod conv;
 pub mod depthwise;
 pub mod dropout;
 pub mod expand_depthwise;
+pub mod fourier;
 mod matmul;
 pub mod pointwise;
 pub mod pool;
+pub mod warp;
 
 pub use batchnorm::{
     BatchNormParams, batchnorm_eval, batchnorm_train, fold_batchnorm, update_running,
@@ -70,8 +74,10 @@ pub use conv::conv2d_bias_act;
 pub use depthwise::depthwise_conv2d;
 pub use dropout::{DropoutSeeds, seeded_dropout};
 pub use expand_depthwise::expand_depthwise_conv2d;
+pub use fourier::{Irfft2, irfft2};
 pub use pointwise::pointwise_conv2d;
 pub use pool::{adaptive_avg_pool2d, max_pool2d};
+pub use warp::{Affine, WarpPadding, affine_warp};
 
 use std::borrow::Cow;
 

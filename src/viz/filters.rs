@@ -7,6 +7,9 @@
 //! whole image and 30 steps of 10 are taken; the result is standardised, `x64 + 128`, clipped
 //! and its border cropped.
 //!
+//! The `lucid` preset (Fourier parameterisation, decorrelated colours, random transforms, Adam)
+//! lives in [`super::lucid`]; this module runs either over a grid of filters.
+//!
 //! Several filters are ascended at once, one image per filter in a batch: the batch loss is the
 //! sum of each image's own filter loss, so each image gets exactly its own gradient (eval mode
 //! has no cross-image coupling).
@@ -20,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::activations::{GridLayout, not_spatial};
+use super::lucid::{self, LucidOptions};
 use crate::graph::Network;
 use crate::zoo::Model;
 use crate::{Error, Result};
@@ -31,6 +35,8 @@ pub enum FilterMethod {
     /// Plain gradient ascent on the pixels (Chollet).
     #[default]
     Chollet,
+    /// Fourier, colour-decorrelated parameterisation with random transforms and Adam (lucid).
+    Lucid,
 }
 
 impl FilterMethod {
@@ -38,6 +44,15 @@ impl FilterMethod {
     pub fn name(self) -> &'static str {
         match self {
             FilterMethod::Chollet => "chollet",
+            FilterMethod::Lucid => "lucid",
+        }
+    }
+
+    /// The method's default number of steps (30 for chollet, 256 for lucid).
+    pub fn default_steps(self) -> usize {
+        match self {
+            FilterMethod::Chollet => 30,
+            FilterMethod::Lucid => 256,
         }
     }
 }
@@ -54,17 +69,13 @@ impl FromStr for FilterMethod {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "chollet" => Ok(FilterMethod::Chollet),
-            "lucid" => Err(
-                "the `lucid` method (Fourier parameterisation, jitter, Adam) is not available \
-                 yet; use `chollet`"
-                    .to_string(),
-            ),
-            _ => Err(format!("unknown filter method `{s}`; use chollet")),
+            "lucid" => Ok(FilterMethod::Lucid),
+            _ => Err(format!("unknown filter method `{s}`; use chollet or lucid")),
         }
     }
 }
 
-/// The ascent itself.
+/// The ascent itself (`steps` for both methods, the rest for `chollet` only).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AscentOptions {
     /// Gradient steps (30).
@@ -98,9 +109,13 @@ pub struct FilterOptions {
     /// Seeds the start images; filter `f` uses stream `f` of `ChaCha8Rng::seed_from_u64(seed)`,
     /// so its start does not depend on which other filters are computed.
     pub seed: u64,
-    /// Filters ascended together in one forward/backward (8). Changing it can change the last
-    /// bits of the arithmetic, and the ascent is chaotic: it is part of what reproduces a picture.
+    /// Filters ascended together in one forward/backward (8). The kernels compute each batch
+    /// element alone, so a filter's picture does not depend on it (the tests check this bit for
+    /// bit); it only trades memory for speed.
     pub batch: usize,
+    /// The `lucid` preset's parameters (`None`: its defaults); absent from chollet sidecars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lucid: Option<LucidOptions>,
 }
 
 impl Default for FilterOptions {
@@ -119,6 +134,30 @@ impl FilterOptions {
             crop: size / 8,
             seed: 0,
             batch: 8,
+            lucid: None,
+        }
+    }
+
+    /// The `lucid` defaults for a `size` x `size` image: 256 steps, no crop, lucid's
+    /// parameters.
+    pub fn lucid(size: usize) -> Self {
+        FilterOptions {
+            method: FilterMethod::Lucid,
+            ascent: AscentOptions {
+                steps: FilterMethod::Lucid.default_steps(),
+                ..AscentOptions::default()
+            },
+            crop: 0,
+            lucid: Some(LucidOptions::default()),
+            ..FilterOptions::with_size(size)
+        }
+    }
+
+    /// The defaults of `method` for a `size` x `size` image.
+    pub fn for_method(method: FilterMethod, size: usize) -> Self {
+        match method {
+            FilterMethod::Chollet => FilterOptions::with_size(size),
+            FilterMethod::Lucid => FilterOptions::lucid(size),
         }
     }
 }
@@ -141,9 +180,10 @@ pub struct FilterPattern {
     pub filter: usize,
     /// The deprocessed picture, `(size - 2 crop)` square.
     pub image: RgbImage,
-    /// Loss at the start of each step.
+    /// The loss (the filter's mean activation) at each step: before the step's update
+    /// (chollet), or on the step's randomly transformed image (lucid).
     pub losses: Vec<f32>,
-    /// Loss after the last step.
+    /// The loss of the final image (lucid: untransformed, the whole map).
     pub final_loss: f32,
 }
 
@@ -166,7 +206,7 @@ pub fn layer_tap<'a>(net: &'a Network, layer: &'a str) -> impl Fn(&Tensor) -> Re
 /// Per-image losses of `images` `[n, 3, s, s]`: image `i`'s `loss_i` is the mean of channel
 /// `filters[i]` of `layer`'s output without `border` pixels on each side. Returns the losses and
 /// the graph's summed loss tensor (for `backward`).
-fn losses(
+pub(super) fn losses(
     tap: &TapFn,
     layer: &str,
     filters: &[usize],
@@ -406,6 +446,19 @@ pub fn filter_count(model: &Model, layer: &str) -> Result<usize> {
     Ok(info.output_shape[0])
 }
 
+/// What [`filter_patterns_with`] reports while it works.
+#[derive(Clone, Copy, Debug)]
+pub enum FilterProgress<'a> {
+    /// Before ascent step `step` (of `steps`) of the batch whose first tile is `first`.
+    Step {
+        first: usize,
+        step: usize,
+        steps: usize,
+    },
+    /// A finished tile: its index in the filter list and its picture.
+    Tile { index: usize, image: &'a RgbImage },
+}
+
 /// The patterns of `filters` of `layer`, computed `opts.batch` at a time from their seeded
 /// starts. `on_tile(i, &picture)` is called as each finishes (`i` indexes `filters`) and
 /// cancels the rest ([`Error::Cancelled`]) when it returns `false`. Same options, same pictures.
@@ -416,6 +469,25 @@ pub fn filter_patterns(
     opts: &FilterOptions,
     on_tile: &mut dyn FnMut(usize, &RgbImage) -> bool,
 ) -> Result<Vec<FilterPattern>> {
+    filter_patterns_with(model, layer, filters, opts, &mut |p| match p {
+        FilterProgress::Tile { index, image } => on_tile(index, image),
+        FilterProgress::Step { .. } => true,
+    })
+}
+
+/// As [`filter_patterns`], reporting every ascent step as well as every tile: `on_progress`
+/// returning `false` cancels ([`Error::Cancelled`]) before the next step.
+///
+/// A batch runs `min(opts.batch, remaining)` filters through one forward and backward pass per
+/// step. Each filter's start (and, for `lucid`, its random transforms) comes from its own seeded
+/// stream, so its picture does not depend on which filters share its batch.
+pub fn filter_patterns_with(
+    model: &Model,
+    layer: &str,
+    filters: &[usize],
+    opts: &FilterOptions,
+    on_progress: &mut dyn FnMut(FilterProgress) -> bool,
+) -> Result<Vec<FilterPattern>> {
     let count = filter_count(model, layer)?;
     if let Some(&bad) = filters.iter().find(|&&f| f >= count) {
         return Err(Error::Model(format!(
@@ -423,31 +495,81 @@ pub fn filter_patterns(
         )));
     }
     let m = &model.spec.manifest;
+    let steps = opts.ascent.steps;
     let mut out = Vec::with_capacity(filters.len());
     for chunk in filters.chunks(opts.batch.max(1)) {
-        let inits = chunk
-            .iter()
-            .map(|&f| init_image(opts.seed, f, opts.size, m.mean, m.std, &model.device))
-            .collect::<Result<Vec<_>>>()?;
-        let init = Tensor::stack(&inits, 0)?;
-        let ascent = ascend(
-            &model.network,
-            layer,
-            chunk,
-            &init,
-            &opts.ascent,
-            &mut |_| true,
-        )?;
-        for (k, &filter) in chunk.iter().enumerate() {
-            let image = deprocess(&ascent.images.get(k)?, m.mean, m.std, opts.crop)?;
+        let first = out.len();
+        let mut progress = |step| on_progress(FilterProgress::Step { first, step, steps });
+        let batch: Vec<FilterPattern> = match opts.method {
+            FilterMethod::Chollet => {
+                let inits = chunk
+                    .iter()
+                    .map(|&f| init_image(opts.seed, f, opts.size, m.mean, m.std, &model.device))
+                    .collect::<Result<Vec<_>>>()?;
+                let init = Tensor::stack(&inits, 0)?;
+                let a = ascend(
+                    &model.network,
+                    layer,
+                    chunk,
+                    &init,
+                    &opts.ascent,
+                    &mut progress,
+                )?;
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &filter)| {
+                        Ok(FilterPattern {
+                            filter,
+                            image: deprocess(&a.images.get(k)?, m.mean, m.std, opts.crop)?,
+                            losses: a.losses[k].clone(),
+                            final_loss: a.final_losses[k],
+                        })
+                    })
+                    .collect::<Result<_>>()?
+            }
+            FilterMethod::Lucid => {
+                let lo = opts.lucid.clone().unwrap_or_default();
+                let mut rngs: Vec<_> = chunk
+                    .iter()
+                    .map(|&f| lucid::filter_rng(opts.seed, f))
+                    .collect();
+                let inits = rngs
+                    .iter_mut()
+                    .map(|rng| lucid::init_spectrum(rng, opts.size, &lo, &model.device))
+                    .collect::<Result<Vec<_>>>()?;
+                let a = lucid::ascend(
+                    &layer_tap(&model.network, layer),
+                    layer,
+                    chunk,
+                    &Tensor::stack(&inits, 0)?,
+                    &mut rngs,
+                    steps,
+                    &lo,
+                    (m.mean, m.std),
+                    &mut progress,
+                )?;
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &filter)| {
+                        Ok(FilterPattern {
+                            filter,
+                            image: lucid::to_picture(&a.images.get(k)?, opts.crop)?,
+                            losses: a.objectives[k].clone(),
+                            final_loss: a.final_objectives[k],
+                        })
+                    })
+                    .collect::<Result<_>>()?
+            }
+        };
+        for pattern in batch {
             let index = out.len();
-            let keep_going = on_tile(index, &image);
-            out.push(FilterPattern {
-                filter,
-                image,
-                losses: ascent.losses[k].clone(),
-                final_loss: ascent.final_losses[k],
+            let keep_going = on_progress(FilterProgress::Tile {
+                index,
+                image: &pattern.image,
             });
+            out.push(pattern);
             if !keep_going {
                 return Err(Error::Cancelled);
             }
@@ -477,13 +599,14 @@ mod tests {
     #[test]
     fn method_names() {
         assert_eq!("Chollet".parse::<FilterMethod>(), Ok(FilterMethod::Chollet));
+        assert_eq!(" lucid".parse::<FilterMethod>(), Ok(FilterMethod::Lucid));
+        assert_eq!(FilterMethod::Lucid.to_string(), "lucid");
         assert!(
-            "lucid"
+            "deepdream"
                 .parse::<FilterMethod>()
                 .unwrap_err()
-                .contains("chollet")
+                .contains("chollet or lucid")
         );
-        assert!("deepdream".parse::<FilterMethod>().is_err());
     }
 
     #[test]
