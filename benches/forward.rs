@@ -26,6 +26,7 @@ fn time_forward(model: &convlens::zoo::Model, x: &Tensor, runs: usize) -> Vec<f6
 }
 
 fn main() {
+    convlens::ops::configure_cpu_threads();
     let quick = std::env::args().any(|a| a == "--quick");
     let device = Device::Cpu;
     let model = convlens::zoo::resolve(convlens::zoo::DEFAULT_MODEL)
