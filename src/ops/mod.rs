@@ -312,8 +312,16 @@ impl CustomOp2 for ActGrad {
             .zip(grad.par_chunks(BLOCK))
             .zip(out.par_chunks(BLOCK))
             .for_each(|((r, g), o)| {
-                for ((r, &g), &o) in r.iter_mut().zip(g).zip(o) {
-                    *r = if act.passes(o) { g } else { 0.0 };
+                // One loop per activation, with non-short-circuit conditions, so that each
+                // vectorises to a compare and a blend (the same values as `act.passes`).
+                let rows = r.iter_mut().zip(g).zip(o);
+                match act {
+                    Activation::Identity => rows.for_each(|((r, &g), _)| *r = g),
+                    Activation::Relu => {
+                        rows.for_each(|((r, &g), &o)| *r = if o > 0.0 { g } else { 0.0 })
+                    }
+                    Activation::Relu6 => rows
+                        .for_each(|((r, &g), &o)| *r = if (o > 0.0) & (o < 6.0) { g } else { 0.0 }),
                 }
             });
         Ok((CpuStorage::F32(res), l1.shape().clone()))
