@@ -91,6 +91,7 @@ fn architectures(list: &str, quick: bool) {
 }
 
 fn main() {
+    convlens::ops::configure_cpu_threads();
     let quick = std::env::args().any(|a| a == "--quick");
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--arch") {

@@ -127,9 +127,45 @@ pub struct ExtractStats {
     pub cached: usize,
 }
 
+/// One batch read ahead: the cached rows, and the decoded inputs of the others.
+struct Prepared {
+    /// Per sample of the chunk, its cached features.
+    cached: Vec<Option<Vec<f32>>>,
+    /// Indices (into the chunk) of the samples to compute, and their decoded inputs.
+    to_compute: Vec<usize>,
+    decoded: Vec<Result<Tensor>>,
+}
+
+/// Cache look-ups and decoding (on rayon) of one chunk.
+fn prepare(
+    chunk: &[Sample],
+    transform: &TrainTransform,
+    cache: Option<&FeatureCache>,
+    width: usize,
+) -> Prepared {
+    let cached: Vec<Option<Vec<f32>>> = chunk
+        .par_iter()
+        .map(|s| cache.and_then(|c| c.get(&s.path, width)))
+        .collect();
+    let to_compute: Vec<usize> = (0..chunk.len()).filter(|&i| cached[i].is_none()).collect();
+    let decoded = to_compute
+        .par_iter()
+        .map(|&i| transform.load(&chunk[i].path, &Device::Cpu))
+        .collect();
+    Prepared {
+        cached,
+        to_compute,
+        decoded,
+    }
+}
+
 /// Runs the frozen base up to `layer` (`[batch, features]` output, e.g. `pooled`) on every
 /// sample, in batches, reading and filling `cache`. Images that fail to decode are skipped and
 /// returned. `progress(done, total)` after each batch.
+///
+/// Bounded prefetch: while batch `k` runs through the network, batch `k + 1` is read from the
+/// cache and decoded on the same rayon pool (`rayon::join`), so decoding fills the gaps of the
+/// forward instead of following it; at most two batches of inputs exist at a time.
 #[allow(clippy::too_many_arguments)]
 pub fn extract_features(
     base: &Network,
@@ -155,46 +191,55 @@ pub fn extract_features(
     let mut paths = Vec::new();
     let mut skipped = Vec::new();
     let mut stats = ExtractStats::default();
-    for (done, chunk) in samples.chunks(batch_size.max(1)).enumerate() {
+    let batch_size = batch_size.max(1);
+    let chunks: Vec<&[Sample]> = samples.chunks(batch_size).collect();
+    let mut next = chunks
+        .first()
+        .map(|chunk| prepare(chunk, transform, cache, width));
+    for (done, &chunk) in chunks.iter().enumerate() {
         cancel.check()?;
-        let cached: Vec<Option<Vec<f32>>> = chunk
-            .iter()
-            .map(|s| cache.and_then(|c| c.get(&s.path, width)))
-            .collect();
-        let to_compute: Vec<&Sample> = chunk
-            .iter()
-            .zip(&cached)
-            .filter(|(_, c)| c.is_none())
-            .map(|(s, _)| s)
-            .collect();
-        let decoded: Vec<Result<Tensor>> = to_compute
-            .par_iter()
-            .map(|s| transform.load(&s.path, &Device::Cpu))
-            .collect();
-        let mut computed: Vec<Option<Vec<f32>>> = vec![None; to_compute.len()];
-        let ok: Vec<usize> = (0..decoded.len()).filter(|&i| decoded[i].is_ok()).collect();
-        if !ok.is_empty() {
-            let inputs: Vec<Tensor> = ok
-                .iter()
-                .map(|&i| decoded[i].as_ref().expect("ok").clone())
-                .collect();
-            let x = Tensor::cat(&inputs, 0)?.to_device(device)?;
-            let feats = base
-                .forward_range(None, layer, &x, false)?
-                .to_device(&Device::Cpu)?
-                .to_vec2::<f32>()?;
-            stats.computed += ok.len();
-            for (&i, f) in ok.iter().zip(feats) {
-                if let Some(c) = cache {
-                    c.put(&to_compute[i].path, &f)?;
+        let Prepared {
+            cached,
+            to_compute,
+            decoded,
+        } = next.take().expect("prepared ahead");
+        let compute = || -> Result<Vec<Option<Vec<f32>>>> {
+            let mut computed: Vec<Option<Vec<f32>>> = vec![None; to_compute.len()];
+            let ok: Vec<usize> = (0..decoded.len()).filter(|&i| decoded[i].is_ok()).collect();
+            if !ok.is_empty() {
+                let inputs: Vec<Tensor> = ok
+                    .iter()
+                    .map(|&i| decoded[i].as_ref().expect("ok").clone())
+                    .collect();
+                let x = Tensor::cat(&inputs, 0)?.to_device(device)?;
+                let feats = base
+                    .forward_range(None, layer, &x, false)?
+                    .to_device(&Device::Cpu)?
+                    .to_vec2::<f32>()?;
+                for (&i, f) in ok.iter().zip(feats) {
+                    computed[i] = Some(f);
                 }
-                computed[i] = Some(f);
+            }
+            Ok(computed)
+        };
+        let (computed, prefetched) = match chunks.get(done + 1) {
+            Some(following) => {
+                let (c, p) = rayon::join(compute, || prepare(following, transform, cache, width));
+                (c?, Some(p))
+            }
+            None => (compute()?, None),
+        };
+        next = prefetched;
+        for (&i, f) in to_compute.iter().zip(&computed) {
+            if let (Some(c), Some(f)) = (cache, f) {
+                c.put(&chunk[i].path, f)?;
             }
         }
-        for (s, d) in to_compute.iter().zip(&decoded) {
+        stats.computed += computed.iter().filter(|f| f.is_some()).count();
+        for (&i, d) in to_compute.iter().zip(&decoded) {
             if let Err(e) = d {
                 skipped.push(SkippedFile {
-                    path: s.path.clone(),
+                    path: chunk[i].path.clone(),
                     reason: e.to_string(),
                 });
             }
