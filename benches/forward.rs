@@ -91,7 +91,8 @@ fn architectures(list: &str, quick: bool) {
 }
 
 fn main() {
-    convlens::ops::configure_cpu_threads();
+    // SAFETY: first thing in `main`, before any thread is started.
+    unsafe { convlens::ops::configure_cpu_threads() };
     let quick = std::env::args().any(|a| a == "--quick");
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--arch") {

@@ -191,7 +191,8 @@ fn finetune_setup(
 }
 
 fn main() {
-    convlens::ops::configure_cpu_threads();
+    // SAFETY: first thing in `main`, before any thread is started.
+    unsafe { convlens::ops::configure_cpu_threads() };
     let opts = parse_args();
     let want = |name: &str| {
         opts.only

@@ -74,10 +74,13 @@ macro_rules! dispatch_fma {
 /// step in the profile; the step 1.6-1.8x faster without). Peak memory is unchanged in kind
 /// (the same buffers), the process just keeps them. `MALLOC_*_` environment variables set by the
 /// user win.
-pub fn configure_cpu_threads() {
+///
+/// # Safety
+/// No other thread may exist yet (the environment is changed, which races with any thread
+/// reading it).
+pub unsafe fn configure_cpu_threads() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // SAFETY: documented to be called before any other thread is started, so nothing
-        // reads the environment concurrently.
+        // SAFETY: the caller guarantees no other thread runs yet.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
