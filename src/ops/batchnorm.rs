@@ -68,18 +68,21 @@ pub fn batchnorm_train(
             x.dims()
         );
     }
-    let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-    let centred = x.broadcast_sub(&mean)?;
-    let var = centred
-        .sqr()?
-        .mean_keepdim(0)?
-        .mean_keepdim(2)?
-        .mean_keepdim(3)?;
+    // Channel-major `[c, n * h * w]`: the statistics, and the gradients that flow back to the
+    // per-channel tensors, are then reductions over the last, contiguous dimension (candle
+    // reduces a broadcast `[1, c, 1, 1]` over dims 0, 2, 3 with slow strided loops).
+    let xc = x.transpose(0, 1)?.contiguous()?.reshape((c, count))?;
+    let mean = xc.mean_keepdim(1)?;
+    let centred = xc.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(1)?;
     let inv_std = (var.clone() + eps)?.sqrt()?.recip()?;
     let y = centred
         .broadcast_mul(&inv_std)?
-        .broadcast_mul(&weight.reshape((1, c, 1, 1))?)?
-        .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;
+        .broadcast_mul(&weight.reshape((c, 1))?)?
+        .broadcast_add(&bias.reshape((c, 1))?)?
+        .reshape((c, n, h, w))?
+        .transpose(0, 1)?
+        .contiguous()?;
     let unbiased = (var.flatten_all()? * (count as f64 / (count - 1) as f64))?;
     Ok((y, mean.flatten_all()?.detach(), unbiased.detach()))
 }
