@@ -119,11 +119,15 @@ fn main() {
         32.0 / s32
     );
     if std::env::args().any(|a| a == "--stages") {
-        stage_profile(&model, &input(32));
+        for batch in [1, 32] {
+            println!("stages at batch {batch} (median of 5):");
+            stage_profile(&model, &input(batch));
+        }
     }
 }
 
-/// Median time of each stage at batch 32 (`-- --stages`): where the forward spends its time.
+/// Median time of each stage (`-- --stages`, at batch 1 and 32): where the forward spends its
+/// time.
 fn stage_profile(model: &convlens::zoo::Model, x: &Tensor) {
     let ids: Vec<String> = model.network.layer_ids().map(str::to_string).collect();
     let inputs = model
@@ -138,7 +142,7 @@ fn stage_profile(model: &convlens::zoo::Model, x: &Tensor) {
             Some(ids[i - 1].as_str())
         };
         let input = if i == 0 { x } else { &inputs[i - 1] };
-        let times: Vec<f64> = (0..5)
+        let times: Vec<f64> = (0..if x.dim(0).unwrap() == 1 { 21 } else { 5 })
             .map(|_| {
                 let t = Instant::now();
                 let y = model.network.forward_range(from, id, input, false).unwrap();
