@@ -191,6 +191,8 @@ impl ConvBnAct {
     fn conv_unfolded(&self, x: &Tensor) -> Result<Tensor> {
         let (stride, padding) = self.stride_padding();
         Ok(match self.kind {
+            // candle's convolution for 1x1 too: it rounds like the reference, while the gemm
+            // kernel's order of summation moves a kink of the filter fixture by step 2.
             ConvKind::Dense { .. } | ConvKind::Pointwise => {
                 x.conv2d(&self.conv_weight, padding, stride, 1, 1)?
             }
