@@ -100,12 +100,11 @@ pub fn bias_act(x: &Tensor, bias: &Tensor, act: Activation) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Var};
+    use candle_core::Device;
 
-    use super::super::test_util::{max_abs_diff, rel_to_max, tensor, to_f64};
+    use super::super::test_util::{ACTS, grads_all, max_abs_diff, rel_to_max, tensor, to_f64};
     use super::*;
 
-    const ACTS: [Activation; 3] = [Activation::Identity, Activation::Relu, Activation::Relu6];
     const SHAPES: &[&[usize]] = &[
         &[4, 5],
         &[2, 3, 4, 5],
@@ -126,11 +125,8 @@ mod tests {
         bias: &Tensor,
         r: &Tensor,
     ) -> Result<[Tensor; 2]> {
-        let (xv, bv) = (Var::from_tensor(x)?, Var::from_tensor(bias)?);
-        let loss = f(xv.as_tensor(), bv.as_tensor())?.mul(r)?.sum_all()?;
-        let g = loss.backward()?;
-        let get = |v: &Var| g.get(v.as_tensor()).cloned().expect("a gradient");
-        Ok([get(&xv), get(&bv)])
+        let g = grads_all(|t| f(t[0], t[1]), &[x, bias], r)?;
+        Ok(g.try_into().expect("two gradients"))
     }
 
     #[test]

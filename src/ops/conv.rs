@@ -494,10 +494,8 @@ pub fn conv2d_bias_act(
 mod tests {
     use candle_core::{Device, Var};
 
-    use super::super::test_util::{rel_to_max, tensor, to_f64};
+    use super::super::test_util::{ACTS, act_f64, conv_grads, rel_to_max, tensor, to_f64};
     use super::*;
-
-    const ACTS: [Activation; 3] = [Activation::Identity, Activation::Relu, Activation::Relu6];
 
     /// `(B, Cin, Cout, H, W, k, stride, padding)`.
     type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
@@ -527,21 +525,6 @@ mod tests {
     fn out_hw(case: Case) -> (usize, usize) {
         let (_, _, _, h, w, k, s, p) = case;
         ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
-    }
-
-    /// Gradients of `sum(y * r)` w.r.t. `(x, w, bias)` through `Var` and `backward`.
-    fn grads(
-        f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
-        x: &Tensor,
-        w: &Tensor,
-        bias: &Tensor,
-        r: &Tensor,
-    ) -> Result<[Tensor; 3]> {
-        let vars = [x, w, bias].map(|t| Var::from_tensor(t).unwrap());
-        let t = vars.each_ref().map(|v| v.as_tensor());
-        let loss = f(t[0], t[1], t[2])?.mul(r)?.sum_all()?;
-        let g = loss.backward()?;
-        Ok(vars.map(|v| g.get(v.as_tensor()).cloned().expect("a gradient")))
     }
 
     /// Whether candle's conv2d backward handles the case: it derives the transposed
@@ -612,14 +595,15 @@ mod tests {
             let (oh, ow) = out_hw(case);
             let r = tensor(&[b, cout, oh, ow], 7 + i as u64, 1.0)?;
             for act in ACTS {
-                let ours = grads(
+                let ours = conv_grads(
                     |x, w, b| conv2d_bias_act(x, w, b, s, p, act),
                     &x,
                     &w,
                     &bias,
                     &r,
                 )?;
-                let theirs = grads(|x, w, b| with_candle(x, w, b, s, p, act), &x, &w, &bias, &r)?;
+                let theirs =
+                    conv_grads(|x, w, b| with_candle(x, w, b, s, p, act), &x, &w, &bias, &r)?;
                 for which in 0..3 {
                     let e = rel_to_max(&ours[which], &theirs[which])?;
                     assert!(e < 1e-5, "{case:?} {act:?} grad {which}: rel error {e}");
@@ -627,14 +611,6 @@ mod tests {
             }
         }
         Ok(())
-    }
-
-    fn act_f64(act: Activation, v: f64) -> f64 {
-        match act {
-            Activation::Identity => v,
-            Activation::Relu => v.max(0.0),
-            Activation::Relu6 => v.clamp(0.0, 6.0),
-        }
     }
 
     /// `sum(act(conv(x, w) + bias) * r)` in f64, by the definition.
@@ -680,7 +656,7 @@ mod tests {
             let r = tensor(&[b, cout, oh, ow], 9 + i as u64, 1.0)?;
             let rf = to_f64(&r)?;
             for act in ACTS {
-                let analytic = grads(
+                let analytic = conv_grads(
                     |x, w, b| conv2d_bias_act(x, w, b, s, p, act),
                     &x,
                     &w,
@@ -736,8 +712,8 @@ mod tests {
                 }
             }
         };
-        let ours = grads(views(true), &x, &w, &bias, &r)?;
-        let theirs = grads(views(false), &x, &w, &bias, &r)?;
+        let ours = conv_grads(views(true), &x, &w, &bias, &r)?;
+        let theirs = conv_grads(views(false), &x, &w, &bias, &r)?;
         for which in 0..3 {
             let e = rel_to_max(&ours[which], &theirs[which])?;
             assert!(e < 1e-5, "grad {which}: rel error {e}");
@@ -750,7 +726,7 @@ mod tests {
         let case = (2, 3, 4, 8, 8, 3, 2, 1);
         let (x, w, bias) = inputs(case, 300)?;
         let r = tensor(&[2, 4, 4, 4], 301, 1.0)?;
-        let want = grads(
+        let want = conv_grads(
             |x, w, b| with_candle(x, w, b, 2, 1, Activation::Relu),
             &x,
             &w,

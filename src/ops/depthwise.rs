@@ -765,7 +765,9 @@ pub fn depthwise_conv2d(
 mod tests {
     use candle_core::{Device, Var};
 
-    use super::super::test_util::{max_abs_diff, rel_to_max, tensor, to_f64};
+    use super::super::test_util::{
+        ACTS, act_f64, conv_grads, max_abs_diff, rel_to_max, tensor, to_f64,
+    };
     use super::*;
 
     /// `(B, C, H, W, k, stride, padding)`.
@@ -787,8 +789,6 @@ mod tests {
         (2, 2, 3, 3, 3, 1, 0),
         (1, 3, 5, 4, 1, 2, 0),
     ];
-
-    const ACTS: [Activation; 3] = [Activation::Identity, Activation::Relu, Activation::Relu6];
 
     fn inputs(case: Case, seed: u64) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, c, h, w, k, _, _) = case;
@@ -856,14 +856,14 @@ mod tests {
             let got = depthwise_conv2d(&x, &w, &bias, s, p, act)?;
             let want = reference(&x, &w, &bias, s, p, act)?;
             assert!(max_abs_diff(&got, &want)? <= 1e-5, "{case:?}");
-            let ours = grads(
+            let ours = conv_grads(
                 |x, w, b| depthwise_conv2d(x, w, b, s, p, act),
                 &x,
                 &w,
                 &bias,
                 &r,
             )?;
-            let theirs = grads(|x, w, b| reference(x, w, b, s, p, act), &x, &w, &bias, &r)?;
+            let theirs = conv_grads(|x, w, b| reference(x, w, b, s, p, act), &x, &w, &bias, &r)?;
             for which in 0..3 {
                 let e = rel_to_max(&ours[which], &theirs[which])?;
                 assert!(e < 1e-4, "{case:?} grad {which}: rel error {e}");
@@ -914,14 +914,6 @@ mod tests {
         Ok(())
     }
 
-    fn act_f64(act: Activation, v: f64) -> f64 {
-        match act {
-            Activation::Identity => v,
-            Activation::Relu => v.max(0.0),
-            Activation::Relu6 => v.clamp(0.0, 6.0),
-        }
-    }
-
     /// `sum(act(conv(x, w) + bias) * r)` in f64, by the definition.
     fn loss_f64(case: Case, act: Activation, x: &[f64], w: &[f64], bias: &[f64], r: &[f64]) -> f64 {
         let (b, c, h, wd, k, s, p) = case;
@@ -951,27 +943,6 @@ mod tests {
         loss
     }
 
-    /// Gradients of `sum(y * r)` w.r.t. `(x, w, bias)` through `Var` and `backward`.
-    fn grads(
-        f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
-        x: &Tensor,
-        w: &Tensor,
-        bias: &Tensor,
-        r: &Tensor,
-    ) -> Result<[Tensor; 3]> {
-        let (xv, wv, bv) = (
-            Var::from_tensor(x)?,
-            Var::from_tensor(w)?,
-            Var::from_tensor(bias)?,
-        );
-        let loss = f(xv.as_tensor(), wv.as_tensor(), bv.as_tensor())?
-            .mul(r)?
-            .sum_all()?;
-        let g = loss.backward()?;
-        let get = |v: &Var| g.get(v.as_tensor()).cloned().expect("a gradient");
-        Ok([get(&xv), get(&wv), get(&bv)])
-    }
-
     #[test]
     fn backward_matches_finite_differences() -> Result<()> {
         let eps = 1e-6;
@@ -981,7 +952,7 @@ mod tests {
             let g = Geom::new(case.2, case.3, case.4, s, p)?;
             let r = tensor(&[b, c, g.oh, g.ow], 7 + i as u64, 1.0)?;
             for act in [Activation::Identity, Activation::Relu6] {
-                let analytic = grads(
+                let analytic = conv_grads(
                     |x, w, b| depthwise_conv2d(x, w, b, s, p, act),
                     &x,
                     &w,
@@ -1022,14 +993,15 @@ mod tests {
             let g = Geom::new(case.2, case.3, case.4, s, p)?;
             let r = tensor(&[b, c, g.oh, g.ow], 9 + i as u64, 1.0)?;
             for act in ACTS {
-                let ours = grads(
+                let ours = conv_grads(
                     |x, w, b| depthwise_conv2d(x, w, b, s, p, act),
                     &x,
                     &w,
                     &bias,
                     &r,
                 )?;
-                let theirs = grads(|x, w, b| reference(x, w, b, s, p, act), &x, &w, &bias, &r)?;
+                let theirs =
+                    conv_grads(|x, w, b| reference(x, w, b, s, p, act), &x, &w, &bias, &r)?;
                 for which in 0..3 {
                     let e = rel_to_max(&ours[which], &theirs[which])?;
                     assert!(e < 1e-4, "{case:?} {act:?} grad {which}: rel error {e}");
@@ -1045,7 +1017,7 @@ mod tests {
         let (x, w, bias) = inputs(case, 300)?;
         let g = Geom::new(case.2, case.3, case.4, case.5, case.6)?;
         let r = tensor(&[2, 3, g.oh, g.ow], 301, 1.0)?;
-        let want = grads(
+        let want = conv_grads(
             |x, w, b| reference(x, w, b, 2, 1, Activation::Relu),
             &x,
             &w,
@@ -1151,8 +1123,8 @@ mod tests {
                 Activation::Relu6,
             )
         };
-        let ours = grads(f_ours, &xt, &wt, &bt, &r)?;
-        let theirs = grads(f_ref, &xt, &wt, &bt, &r)?;
+        let ours = conv_grads(f_ours, &xt, &wt, &bt, &r)?;
+        let theirs = conv_grads(f_ref, &xt, &wt, &bt, &r)?;
         for which in 0..3 {
             let e = rel_to_max(&ours[which], &theirs[which])?;
             assert!(e < 1e-4, "grad {which}: rel error {e}");

@@ -246,7 +246,7 @@ pub fn expand_depthwise_conv2d(
 mod tests {
     use candle_core::{Device, Var};
 
-    use super::super::test_util::{rel_to_max, tensor, to_f64};
+    use super::super::test_util::{act_f64, grads_all, rel_to_max, tensor, to_f64};
     use super::*;
 
     /// `(B, Cin, Chid, H, W, k, stride)`, padding `k / 2`.
@@ -304,16 +304,7 @@ mod tests {
         args: &[Tensor; 5],
         r: &Tensor,
     ) -> Result<Vec<Tensor>> {
-        let vars = args
-            .iter()
-            .map(Var::from_tensor)
-            .collect::<Result<Vec<_>>>()?;
-        let t: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
-        let g = f(&t)?.mul(r)?.sum_all()?.backward()?;
-        Ok(vars
-            .iter()
-            .map(|v| g.get(v.as_tensor()).cloned().expect("a gradient"))
-            .collect())
+        grads_all(f, &args.each_ref(), r)
     }
 
     fn out_dims(case: Case) -> [usize; 4] {
@@ -392,14 +383,6 @@ mod tests {
             }
         }
         Ok(())
-    }
-
-    fn act_f64(act: Activation, v: f64) -> f64 {
-        match act {
-            Activation::Identity => v,
-            Activation::Relu => v.max(0.0),
-            Activation::Relu6 => v.clamp(0.0, 6.0),
-        }
     }
 
     /// `sum(y * r)` in f64, by the definition.

@@ -391,9 +391,64 @@ pub(crate) fn channel_sum(t: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 pub(crate) mod test_util {
-    //! Deterministic data for the kernel tests (candle's CPU `randn` is not seeded).
+    //! Deterministic data and gradient helpers for the kernel tests (candle's CPU `randn` is
+    //! not seeded).
 
-    use candle_core::{Device, Result, Tensor};
+    use candle_core::{Device, Result, Tensor, Var};
+
+    use super::Activation;
+
+    /// Every fused activation, for tests that loop over them.
+    pub const ACTS: [Activation; 3] = [Activation::Identity, Activation::Relu, Activation::Relu6];
+
+    /// The activation of one f64 value (the f64 references of the kernel tests).
+    pub fn act_f64(act: Activation, v: f64) -> f64 {
+        match act {
+            Activation::Identity => v,
+            Activation::Relu => v.max(0.0),
+            Activation::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// The gradients of `sum(f(args) * r)` with respect to each argument, `None` for an
+    /// argument that no gradient reaches.
+    pub fn grads_or_none(
+        f: impl Fn(&[&Tensor]) -> Result<Tensor>,
+        args: &[&Tensor],
+        r: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let vars = args
+            .iter()
+            .map(|t| Var::from_tensor(t))
+            .collect::<Result<Vec<_>>>()?;
+        let t: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+        let g = f(&t)?.mul(r)?.sum_all()?.backward()?;
+        Ok(vars.iter().map(|v| g.get(v.as_tensor()).cloned()).collect())
+    }
+
+    /// As [`grads_or_none`], every argument must get a gradient.
+    pub fn grads_all(
+        f: impl Fn(&[&Tensor]) -> Result<Tensor>,
+        args: &[&Tensor],
+        r: &Tensor,
+    ) -> Result<Vec<Tensor>> {
+        Ok(grads_or_none(f, args, r)?
+            .into_iter()
+            .map(|g| g.expect("a gradient"))
+            .collect())
+    }
+
+    /// [`grads_all`] of a convolution `f(x, w, bias)`: `[dx, dw, dbias]`.
+    pub fn conv_grads(
+        f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+        x: &Tensor,
+        w: &Tensor,
+        bias: &Tensor,
+        r: &Tensor,
+    ) -> Result<[Tensor; 3]> {
+        let g = grads_all(|t| f(t[0], t[1], t[2]), &[x, w, bias], r)?;
+        Ok(g.try_into().expect("three gradients"))
+    }
 
     /// `n` values in `[-scale, scale)` from a 64-bit LCG seeded with `seed`.
     pub fn lcg(n: usize, seed: u64, scale: f32) -> Vec<f32> {

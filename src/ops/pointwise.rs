@@ -364,10 +364,8 @@ pub fn pointwise_conv2d(
 mod tests {
     use candle_core::{Device, Var};
 
-    use super::super::test_util::{rel_to_max, tensor, to_f64};
+    use super::super::test_util::{ACTS, act_f64, grads_or_none, rel_to_max, tensor, to_f64};
     use super::*;
-
-    const ACTS: [Activation; 3] = [Activation::Identity, Activation::Relu, Activation::Relu6];
 
     /// `(B, Cin, Cout, H, W)`.
     type Case = (usize, usize, usize, usize, usize);
@@ -397,18 +395,12 @@ mod tests {
         args: &[Tensor; 4],
         r: &Tensor,
     ) -> Result<[Tensor; 4]> {
-        let vars = args
-            .iter()
-            .map(Var::from_tensor)
-            .collect::<Result<Vec<_>>>()?;
-        let t: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
-        let loss = f(t[0], t[1], t[2], t[3])?.mul(r)?.sum_all()?;
-        let g = loss.backward()?;
-        let get = |v: &Var| g.get(v.as_tensor()).cloned().expect("a gradient");
+        let mut g = grads_or_none(|t| f(t[0], t[1], t[2], t[3]), &args.each_ref(), r)?;
         // Without the residual argument, its variable gets no gradient.
-        let res = g.get(vars[3].as_tensor()).cloned();
-        let res = res.map_or_else(|| vars[3].zeros_like(), Ok)?;
-        Ok([get(&vars[0]), get(&vars[1]), get(&vars[2]), res])
+        let res = g.pop().flatten().map_or_else(|| args[3].zeros_like(), Ok)?;
+        let get = |g: Option<Tensor>| g.expect("a gradient");
+        let [x, w, b]: [Option<Tensor>; 3] = g.try_into().expect("three gradients");
+        Ok([get(x), get(w), get(b), res])
     }
 
     /// `ours` or candle's reference, with or without the residual argument.
@@ -511,14 +503,6 @@ mod tests {
             }
         }
         Ok(())
-    }
-
-    fn act_f64(act: Activation, v: f64) -> f64 {
-        match act {
-            Activation::Identity => v,
-            Activation::Relu => v.max(0.0),
-            Activation::Relu6 => v.clamp(0.0, 6.0),
-        }
     }
 
     /// `sum((act(w · x + bias) + residual) * r)` in f64, by the definition.
