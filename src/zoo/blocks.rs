@@ -193,6 +193,33 @@ impl Stage for AdaptiveAvgPoolFlatten {
     }
 }
 
+/// The shape of one mobile inverted bottleneck ([`MbConv`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MbConvConfig {
+    /// Side of the depthwise kernel (3 or 5).
+    pub kernel: usize,
+    /// Stride of the depthwise conv (1 or 2).
+    pub stride: usize,
+    /// Expansion factor of the hidden width (1 or 6).
+    pub expand: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+}
+
+impl MbConvConfig {
+    /// Channels of the expanded (hidden) tensor.
+    pub fn hidden(&self) -> usize {
+        self.in_channels * self.expand
+    }
+
+    /// Whether the input is added to the output (stride 1, same channels).
+    pub fn has_residual(&self) -> bool {
+        self.stride == 1 && self.in_channels == self.out_channels
+    }
+}
+
 /// Mobile inverted bottleneck (EfficientNet-Lite's MBConv, MobileNetV2's inverted residual):
 /// 1x1 expand (ReLU6) -> depthwise kxk (ReLU6) -> 1x1 project (linear), plus the input when
 /// stride is 1 and channels match.

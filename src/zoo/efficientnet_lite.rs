@@ -11,7 +11,7 @@
 //! Layer ids: `stem`, `blocks.0` .. `blocks.N-1` (16, 21, 21, 24, 30 blocks), `head`, `pooled`,
 //! `logits` (absent for a feature-only checkpoint without `_fc.*`).
 
-use super::blocks::MbConv;
+use super::blocks::{MbConv, MbConvConfig};
 use super::checkpoint::{Checkpoint, ExpectedTensors, expected_batchnorm};
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
 use crate::graph::{Network, Stage};
@@ -125,24 +125,7 @@ impl LiteConfig {
 }
 
 /// The shape of one MBConv block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlockConfig {
-    pub kernel: usize,
-    pub stride: usize,
-    pub expand: usize,
-    pub in_channels: usize,
-    pub out_channels: usize,
-}
-
-impl BlockConfig {
-    fn hidden(&self) -> usize {
-        self.in_channels * self.expand
-    }
-
-    fn has_residual(&self) -> bool {
-        self.stride == 1 && self.in_channels == self.out_channels
-    }
-}
+pub type BlockConfig = MbConvConfig;
 
 /// The 16 blocks of Lite0, in order (strides 2 at blocks 1, 3, 5 and 11).
 pub fn lite0_blocks() -> Vec<BlockConfig> {

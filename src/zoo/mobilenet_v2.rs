@@ -8,7 +8,7 @@
 //! `features.17` (inverted residual blocks), `features.18` (1x1 conv 320 -> 1280 + BN + ReLU6,
 //! `[1280, 7, 7]`), `pooled` (`[1280]`), `logits` (absent for a feature-only checkpoint).
 
-use super::blocks::MbConv;
+use super::blocks::{MbConv, MbConvConfig};
 use super::checkpoint::{Checkpoint, ExpectedTensors, expected_batchnorm};
 use crate::Result;
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
@@ -37,42 +37,22 @@ const SETTINGS: [(usize, usize, usize, usize); 7] = [
     (6, 320, 1, 1),
 ];
 
-/// The shape of one inverted residual block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlockConfig {
-    /// Stride of the depthwise conv (1 or 2).
-    pub stride: usize,
-    /// Expansion factor `t` of the hidden width (1 or 6).
-    pub expand: usize,
-    /// Input channels.
-    pub in_channels: usize,
-    /// Output channels.
-    pub out_channels: usize,
-}
+/// The shape of one inverted residual block (the depthwise kernel is always 3x3).
+pub type BlockConfig = MbConvConfig;
 
-impl BlockConfig {
-    fn hidden(&self) -> usize {
-        self.in_channels * self.expand
+/// Key prefixes of block `i`'s (`features.i`) three conv + BN pairs as `(conv weight, bn)`:
+/// expand (only when `expand != 1`), depthwise, project.
+fn block_keys(b: &BlockConfig, i: usize) -> Vec<(String, String)> {
+    let p = format!("features.{i}.conv");
+    let mut keys = Vec::new();
+    let mut n = 0;
+    if b.expand != 1 {
+        keys.push((format!("{p}.0.0.weight"), format!("{p}.0.1")));
+        n = 1;
     }
-
-    fn has_residual(&self) -> bool {
-        self.stride == 1 && self.in_channels == self.out_channels
-    }
-
-    /// Key prefixes of the block's three conv + BN pairs as `(conv weight, bn)`: expand (only
-    /// when `expand != 1`), depthwise, project.
-    fn keys(&self, i: usize) -> Vec<(String, String)> {
-        let p = format!("features.{i}.conv");
-        let mut keys = Vec::new();
-        let mut n = 0;
-        if self.expand != 1 {
-            keys.push((format!("{p}.0.0.weight"), format!("{p}.0.1")));
-            n = 1;
-        }
-        keys.push((format!("{p}.{n}.0.weight"), format!("{p}.{n}.1")));
-        keys.push((format!("{p}.{}.weight", n + 1), format!("{p}.{}", n + 2)));
-        keys
-    }
+    keys.push((format!("{p}.{n}.0.weight"), format!("{p}.{n}.1")));
+    keys.push((format!("{p}.{}.weight", n + 1), format!("{p}.{}", n + 2)));
+    keys
 }
 
 /// The 17 blocks (`features.1` .. `features.17`), in order.
@@ -82,6 +62,7 @@ pub fn blocks() -> Vec<BlockConfig> {
     for &(expand, c, n, s) in &SETTINGS {
         for r in 0..n {
             out.push(BlockConfig {
+                kernel: 3,
                 stride: if r == 0 { s } else { 1 },
                 expand,
                 in_channels,
@@ -100,12 +81,12 @@ pub fn expected_tensors(num_classes: usize) -> ExpectedTensors {
     t.extend(expected_batchnorm("features.0.1", STEM_CHANNELS));
     let blocks = blocks();
     for (i, b) in blocks.iter().enumerate() {
-        let keys = b.keys(i + 1);
+        let keys = block_keys(b, i + 1);
         let mut shapes = Vec::new();
         if b.expand != 1 {
             shapes.push((vec![b.hidden(), b.in_channels, 1, 1], b.hidden()));
         }
-        shapes.push((vec![b.hidden(), 1, 3, 3], b.hidden()));
+        shapes.push((vec![b.hidden(), 1, b.kernel, b.kernel], b.hidden()));
         shapes.push((vec![b.out_channels, b.hidden(), 1, 1], b.out_channels));
         for ((w, bn), (shape, c)) in keys.into_iter().zip(shapes) {
             t.push((w, shape));
@@ -153,7 +134,7 @@ pub fn build(ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
     ));
     let blocks = blocks();
     for (i, b) in blocks.iter().enumerate() {
-        let mut keys = b.keys(i + 1).into_iter();
+        let mut keys = block_keys(b, i + 1).into_iter();
         let mut conv = |kind, act| -> Result<ConvBnAct> {
             let (w, bn) = keys.next().expect("three convs per block");
             ConvBnAct::new(kind, &ckpt.get(&w)?, &ckpt.batchnorm(&bn, BN_EPS)?, act)
