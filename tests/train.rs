@@ -2,12 +2,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
-use common::{lite0, repo};
+use common::{lite0, repo, small_dataset, tensors};
 use convlens::cancel::CancelToken;
 use convlens::data::augment::Augment;
 use convlens::data::folder::{FolderOptions, ImageFolder, Split};
@@ -31,15 +30,6 @@ fn load(dir: &Path) -> Model {
     convlens::zoo::resolve(dir.to_str().unwrap())
         .and_then(|s| s.load(&Device::Cpu))
         .unwrap()
-}
-
-fn tensors(model: &mut Model) -> HashMap<String, Vec<f32>> {
-    model
-        .network
-        .named_tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect()
 }
 
 fn probabilities(model: &Model, split: Split) -> Vec<Vec<f32>> {
@@ -272,37 +262,13 @@ fn cli_train_then_evaluate_json() {
     assert_eq!(total, 80);
 }
 
-/// A small copy of fashion-mini (`per_class` train and `per_class / 2` validation images per
-/// class) so that image-by-image training stays quick.
-fn small_dataset(root: &Path, per_class: usize) -> ImageFolder {
-    let full = dataset();
-    for (split, name, n) in [
-        (Split::Train, "train", per_class),
-        (Split::Validation, "validation", per_class / 2),
-    ] {
-        for class in &full.classes {
-            let dir = root.join(name).join(class);
-            std::fs::create_dir_all(&dir).unwrap();
-            let picked = full
-                .split(split)
-                .iter()
-                .filter(|s| full.classes[s.label] == *class)
-                .take(n);
-            for s in picked {
-                std::fs::copy(&s.path, dir.join(s.path.file_name().unwrap())).unwrap();
-            }
-        }
-    }
-    ImageFolder::scan(root, &FolderOptions::default()).unwrap()
-}
-
 /// Fine-tuning with BatchNorm trained: the unfrozen stage's running statistics, scale and
 /// shift move, the saved model folds them in, and the stages before it stay bit-identical.
 #[test]
 fn finetuning_can_train_batchnorm() {
     let base = lite0();
     let work = tempfile::tempdir().unwrap();
-    let data = small_dataset(&work.path().join("data"), 8);
+    let data = small_dataset(&work.path().join("data"), 8, 4);
     let cfg = TrainConfig {
         mode: Mode::Finetune,
         epochs: 1,
@@ -348,7 +314,7 @@ fn finetuning_can_train_batchnorm() {
 fn cancelling_keeps_the_best_checkpoint() {
     let base = lite0();
     let work = tempfile::tempdir().unwrap();
-    let data = small_dataset(&work.path().join("data"), 16);
+    let data = small_dataset(&work.path().join("data"), 16, 8);
     let cfg = TrainConfig {
         epochs: 10,
         batch_size: 8,

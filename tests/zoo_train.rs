@@ -3,14 +3,11 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::Path;
-
 use candle_core::Device;
-use common::repo;
+use common::{repo, small_dataset, tensors};
 use convlens::cancel::CancelToken;
 use convlens::data::augment::Augment;
-use convlens::data::folder::{FolderOptions, ImageFolder, Split};
+use convlens::data::folder::Split;
 use convlens::train::{Mode, TrainConfig, train};
 use convlens::viz::activations::layer_activations;
 use convlens::viz::cam::{self, CamMethod, CamOptions};
@@ -23,36 +20,6 @@ fn resnet18() -> Model {
     zoo::resolve(repo(RESNET18).to_str().unwrap())
         .and_then(|spec| spec.load(&Device::Cpu))
         .expect("the ResNet-18 fixture loads")
-}
-
-/// The first `train` and `validation` images of each fashion-mini class, copied into `dir`.
-fn small_dataset(dir: &Path, train: usize, validation: usize) -> ImageFolder {
-    let source = repo("assets/datasets/fashion-mini");
-    for (split, n) in [("train", train), ("validation", validation)] {
-        for class in ["ankle_boot", "bag", "sandal", "sneaker"] {
-            let from = source.join(split).join(class);
-            let to = dir.join(split).join(class);
-            std::fs::create_dir_all(&to).unwrap();
-            let mut files: Vec<_> = std::fs::read_dir(&from)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
-            for f in files.iter().take(n) {
-                std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
-            }
-        }
-    }
-    ImageFolder::scan(dir, &FolderOptions::default()).unwrap()
-}
-
-fn tensors(model: &mut Model) -> HashMap<String, Vec<f32>> {
-    model
-        .network
-        .named_tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect()
 }
 
 #[test]

@@ -1,10 +1,11 @@
-//! Helpers shared by the integration tests: repo paths and tensor comparisons.
+//! Helpers shared by the integration tests: repo paths, tensor comparisons, a small dataset.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use convlens::data::folder::{FolderOptions, ImageFolder};
 
 /// A path inside the repository.
 pub fn repo(path: &str) -> PathBuf {
@@ -51,4 +52,35 @@ pub fn ranking(scores: &[f32]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     order
+}
+
+/// The first `train` and `validation` images of each fashion-mini class, copied into `dir`.
+pub fn small_dataset(dir: &Path, train: usize, validation: usize) -> ImageFolder {
+    let source = repo("assets/datasets/fashion-mini");
+    for (split, n) in [("train", train), ("validation", validation)] {
+        for class in ["ankle_boot", "bag", "sandal", "sneaker"] {
+            let from = source.join(split).join(class);
+            let to = dir.join(split).join(class);
+            std::fs::create_dir_all(&to).unwrap();
+            let mut files: Vec<_> = std::fs::read_dir(&from)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            for f in files.iter().take(n) {
+                std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    ImageFolder::scan(dir, &FolderOptions::default()).unwrap()
+}
+
+/// Every tensor of a model's network, flattened, by name.
+pub fn tensors(model: &mut convlens::zoo::Model) -> HashMap<String, Vec<f32>> {
+    model
+        .network
+        .named_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
 }
