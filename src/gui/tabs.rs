@@ -156,26 +156,28 @@ impl ConvlensApp {
     /// Recomputes the heatmap for the base model (and the trained model, if one is loaded).
     pub(super) fn request_cam(&mut self) {
         let Some(model) = &self.model else { return };
+        // The base with the tab's options; a trained model at its own default layer (a scratch
+        // convnet has other layers), which the worker reads from the loaded model.
         let mut targets = vec![(
             model.key.clone(),
             self.cam_options(&model.default_cam_layer),
+            false,
         )];
         if let Some(trained) = self.trained_model.clone()
             && trained != model.key
         {
-            // A trained model's own default (a scratch convnet has other layers); if its
-            // manifest cannot be read, the base's layer, and the job reports the load error.
-            let layer = crate::zoo::resolve(&trained)
-                .map(|s| s.manifest.default_cam_layer)
-                .unwrap_or_else(|_| model.default_cam_layer.clone());
-            targets.push((trained, CamOptions::new(self.settings.cam_method, &layer)));
+            let options = CamOptions::new(self.settings.cam_method, &model.default_cam_layer);
+            targets.push((trained, options, true));
         }
-        for (key, options) in targets {
+        for (key, mut options, own_default_layer) in targets {
             let image = PathBuf::from(&self.settings.image);
             let colormap = self.settings.cam_colormap;
             let alpha = self.settings.alpha;
             self.submit("heatmap", move |engine, ctx| {
                 ctx.send(Msg::Cam(jobs::or_text(|| {
+                    if own_default_layer {
+                        options.layer = engine.model(&key)?.spec.manifest.default_cam_layer.clone();
+                    }
                     jobs::cam_view(engine, &key, &image, &options, colormap, alpha, &ctx.cancel)
                 })));
             });
