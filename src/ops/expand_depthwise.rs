@@ -21,16 +21,25 @@ use super::{Activation, act_grad, channel_sum, f32_data, pointwise, zeroed};
 /// Floats of expanded activation per task buffer (256 KiB).
 const GROUP_FLOATS: usize = 65_536;
 
-/// The op: `(x [B,Cin,H,W], [w_e | b_e] [Chid,Cin+1], [w_d | b_d] [Chid,k*k+1])`.
+/// The op: `(x [B,Cin,H,W], we [Chid,Cin], wd [Chid,k*k])` with the biases `(b_e, b_d)` riding
+/// in the op (`biases`) when no gradient is wanted for them, otherwise packed beside the
+/// weights: `(x, [w_e | b_e] [Chid,Cin+1], [w_d | b_d] [Chid,k*k+1])` (a custom op takes at
+/// most three arguments, and packing copies every weight on every call).
 struct ExpandDepthwise {
     k: usize,
     stride: usize,
     padding: usize,
     expand_act: Activation,
     depthwise_act: Activation,
+    biases: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl ExpandDepthwise {
+    /// Columns of each weight argument that are not weights: 1 when the biases are packed.
+    fn packed(&self) -> usize {
+        usize::from(self.biases.is_none())
+    }
+
     /// Checks the shapes; returns `(B, Cin, Chid, H, W)`.
     fn check(
         &self,
@@ -42,7 +51,12 @@ impl ExpandDepthwise {
             bail!("expand_depthwise: x must be [B,Cin,H,W], got {x:?}");
         };
         let chid = web.first().copied().unwrap_or(0);
-        if web != [chid, cin + 1] || wdb != [chid, self.k * self.k + 1] {
+        let extra = self.packed();
+        let biases_fit = self
+            .biases
+            .as_ref()
+            .is_none_or(|(be, bd)| be.len() == chid && bd.len() == chid);
+        if web != [chid, cin + extra] || wdb != [chid, self.k * self.k + extra] || !biases_fit {
             bail!(
                 "expand_depthwise: packed weights {web:?} and {wdb:?} do not fit x {x:?} and \
                  a {k}x{k} kernel",
@@ -74,7 +88,18 @@ impl CustomOp3 for ExpandDepthwise {
         let web = f32_data(s2, l2, self.name())?;
         let wdb = f32_data(s3, l3, self.name())?;
         let (hw, ohw, kk) = (h * w, oh * ow, self.k * self.k);
-        let be: Vec<f32> = (0..chid).map(|j| web[j * (cin + 1) + cin]).collect();
+        let (we_cols, wd_cols) = (cin + self.packed(), kk + self.packed());
+        let packed_biases: (Vec<f32>, Vec<f32>);
+        let (be, bd) = match &self.biases {
+            Some((be, bd)) => (be.as_slice(), bd.as_slice()),
+            None => {
+                packed_biases = (
+                    (0..chid).map(|j| web[j * we_cols + cin]).collect(),
+                    (0..chid).map(|j| wdb[j * wd_cols + kk]).collect(),
+                );
+                (packed_biases.0.as_slice(), packed_biases.1.as_slice())
+            }
+        };
         let mut out = zeroed(b * chid * ohw);
         if out.is_empty() {
             return Ok((CpuStorage::F32(out), Shape::from((b, chid, oh, ow))));
@@ -102,8 +127,8 @@ impl CustomOp3 for ExpandDepthwise {
                     hid.resize(rows * hw, 0.0);
                 }
                 let hid = &mut hid[..rows * hw];
-                // SAFETY: hid is `rows x hw`; lhs is rows j0.. of w_e inside `[w_e | b_e]`
-                // (row stride Cin + 1), rhs image img of x (`cin x hw`).
+                // SAFETY: hid is `rows x hw`; lhs is rows j0.. of w_e (row stride `we_cols`),
+                // rhs image img of x (`cin x hw`).
                 unsafe {
                     gemm_into(
                         rows,
@@ -112,7 +137,7 @@ impl CustomOp3 for ExpandDepthwise {
                         hid.as_mut_ptr(),
                         hw,
                         false,
-                        MatRef::row_major(&web, j0 * (cin + 1), cin + 1),
+                        MatRef::row_major(&web, j0 * we_cols, we_cols),
                         MatRef::row_major(&x, img * cin * hw, hw),
                     );
                 }
@@ -123,8 +148,8 @@ impl CustomOp3 for ExpandDepthwise {
                     let o = unsafe {
                         std::slice::from_raw_parts_mut(dst.get().add((img * chid + j) * ohw), ohw)
                     };
-                    let wd = &wdb[j * (kk + 1)..][..kk + 1];
-                    plane.forward(src, &wd[..kk], wd[kk], da, o, scratch);
+                    let wd = &wdb[j * wd_cols..][..kk];
+                    plane.forward(src, wd, bd[j], da, o, scratch);
                 }
             },
         );
@@ -142,7 +167,11 @@ impl CustomOp3 for ExpandDepthwise {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (_, cin, chid, h, w) = self.check(x.dims(), web.dims(), wdb.dims())?;
         let (k, kk, s, p) = (self.k, self.k * self.k, self.stride, self.padding);
-        let (we, be) = (web.narrow(1, 0, cin)?, web.narrow(1, cin, 1)?.squeeze(1)?);
+        let we = web.narrow(1, 0, cin)?;
+        let be = match &self.biases {
+            Some((be, _)) => Tensor::from_slice(be, chid, web.device())?,
+            None => web.narrow(1, cin, 1)?.squeeze(1)?,
+        };
         // The expanded activation, recomputed.
         let hidden = pointwise::forward_no_grad(x, &we, &be, self.expand_act)?;
         let gpd = act_grad(grad, res, self.depthwise_act)?;
@@ -150,6 +179,9 @@ impl CustomOp3 for ExpandDepthwise {
             .track_op()
             .then(|| {
                 let gwd = depthwise::grad_weight(&hidden, &gpd, s, p, k)?.reshape((chid, kk))?;
+                if self.biases.is_some() {
+                    return Ok(gwd);
+                }
                 Tensor::cat(&[&gwd, &channel_sum(&gpd)?.unsqueeze(1)?], 1)
             })
             .transpose()?;
@@ -163,7 +195,10 @@ impl CustomOp3 for ExpandDepthwise {
             }
             if web.track_op() {
                 let gwe = pointwise::grad_weight(x, &gpe)?;
-                gweb = Some(Tensor::cat(&[&gwe, &channel_sum(&gpe)?.unsqueeze(1)?], 1)?);
+                gweb = Some(match self.biases {
+                    Some(_) => gwe,
+                    None => Tensor::cat(&[&gwe, &channel_sum(&gpe)?.unsqueeze(1)?], 1)?,
+                });
             }
         }
         Ok((gx, gweb, gwdb))
@@ -230,16 +265,22 @@ pub fn expand_depthwise_conv2d(
             );
         }
     }
-    let web = Tensor::cat(&[we, &be.unsqueeze(1)?], 1)?;
-    let wdb = Tensor::cat(&[&wd.reshape((chid, k * k))?, &bd.unsqueeze(1)?], 1)?;
-    let op = ExpandDepthwise {
+    let wd = wd.reshape((chid, k * k))?;
+    let mut op = ExpandDepthwise {
         k,
         stride,
         padding,
         expand_act,
         depthwise_act,
+        biases: None,
     };
-    x.apply_op3(&web, &wdb, op)
+    if be.track_op() || bd.track_op() {
+        let web = Tensor::cat(&[we, &be.unsqueeze(1)?], 1)?;
+        let wdb = Tensor::cat(&[&wd, &bd.unsqueeze(1)?], 1)?;
+        return x.apply_op3(&web, &wdb, op);
+    }
+    op.biases = Some((be.to_vec1()?, bd.to_vec1()?));
+    x.apply_op3(we, &wd, op)
 }
 
 #[cfg(test)]

@@ -84,10 +84,21 @@ impl CustomOp3 for PointwiseConv {
     }
 }
 
-/// The forward op with a residual: `(x, wb, residual)` -> `act(w · x + bias) + residual`, where
-/// `wb = [w | bias]` is `[Cout, Cin + 1]` (a custom op takes at most three arguments).
+/// The forward op with a residual: `(x, wb, residual)` -> `act(w · x + bias) + residual`. A
+/// custom op takes at most three arguments, so the bias either rides in the op (`bias`, when
+/// no gradient is wanted for it: `wb` is then `w`, `[Cout, Cin]`), or is packed beside the
+/// weight (`wb = [w | bias]`, `[Cout, Cin + 1]`; copying every weight on every call, so only
+/// when the bias is trained).
 struct PointwiseConvResidual {
     act: Activation,
+    bias: Option<Vec<f32>>,
+}
+
+impl PointwiseConvResidual {
+    /// Columns of `wb` that are not weights: 1 when the bias is packed beside the weight.
+    fn packed(&self) -> usize {
+        usize::from(self.bias.is_none())
+    }
 }
 
 impl CustomOp3 for PointwiseConvResidual {
@@ -104,14 +115,14 @@ impl CustomOp3 for PointwiseConvResidual {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let &[cout, cin1] = l2.dims() else {
+        let &[cout, cols] = l2.dims() else {
             bail!(
-                "{}: wb must be [Cout,Cin+1], got {:?}",
+                "{}: wb must be [Cout,Cin(+1)], got {:?}",
                 self.name(),
                 l2.dims()
             );
         };
-        let (b, cin, cout, hw) = check(l1.dims(), &[cout, cin1.saturating_sub(1)])?;
+        let (b, cin, cout, hw) = check(l1.dims(), &[cout, cols.saturating_sub(self.packed())])?;
         let dims = l1.dims();
         let out_dims = [b, cout, dims[2], dims[3]];
         if l3.dims() != out_dims {
@@ -124,13 +135,21 @@ impl CustomOp3 for PointwiseConvResidual {
         let x = f32_data(s1, l1, self.name())?;
         let wb = f32_data(s2, l2, self.name())?;
         let residual = f32_data(s3, l3, self.name())?;
-        let bias: Vec<f32> = (0..cout).map(|o| wb[o * cin1 + cin]).collect();
+        let packed_bias: Vec<f32>;
+        let bias = match &self.bias {
+            Some(bias) if bias.len() == cout => bias.as_slice(),
+            Some(bias) => bail!("{}: {} biases for {cout} channels", self.name(), bias.len()),
+            None => {
+                packed_bias = (0..cout).map(|o| wb[o * cols + cin]).collect();
+                &packed_bias
+            }
+        };
         let epi = Epilogue {
-            bias: Some(&bias),
+            bias: Some(bias),
             act: self.act,
             residual: Some(&residual),
         };
-        let out = batched_matmul(MatRef::row_major(&wb, 0, cin1), cout, cin, &x, b, hw, epi);
+        let out = batched_matmul(MatRef::row_major(&wb, 0, cols), cout, cin, &x, b, hw, epi);
         Ok((CpuStorage::F32(out), Shape::from(out_dims.to_vec())))
     }
 
@@ -149,7 +168,10 @@ impl CustomOp3 for PointwiseConvResidual {
             // The mask needs the activation's output, before the residual was added: recompute
             // it (subtracting the residual from `res` could misjudge a value clamped at 6).
             act => {
-                let bias = wb.narrow(1, cin, 1)?.squeeze(1)?;
+                let bias = match &self.bias {
+                    Some(bias) => Tensor::from_slice(bias, bias.len(), wb.device())?,
+                    None => wb.narrow(1, cin, 1)?.squeeze(1)?,
+                };
                 let pre = x.apply_op3_no_bwd(&w, &bias, &PointwiseConv { act })?;
                 act_grad(grad, &pre, act)?
             }
@@ -159,6 +181,9 @@ impl CustomOp3 for PointwiseConvResidual {
             .track_op()
             .then(|| {
                 let gw = grad_weight(x, &gp)?;
+                if self.bias.is_some() {
+                    return Ok(gw);
+                }
                 let gb = channel_sum(&gp)?;
                 Tensor::cat(&[&gw, &gb.unsqueeze(1)?], 1)
             })
@@ -353,9 +378,13 @@ pub fn pointwise_conv2d(
     }
     match residual {
         None => x.apply_op3(w, bias, PointwiseConv { act }),
-        Some(r) => {
+        Some(r) if bias.track_op() => {
             let wb = Tensor::cat(&[w, &bias.unsqueeze(1)?], 1)?;
-            x.apply_op3(&wb, r, PointwiseConvResidual { act })
+            x.apply_op3(&wb, r, PointwiseConvResidual { act, bias: None })
+        }
+        Some(r) => {
+            let bias = Some(bias.to_vec1()?);
+            x.apply_op3(w, r, PointwiseConvResidual { act, bias })
         }
     }
 }
@@ -615,6 +644,14 @@ mod tests {
             assert!(g.get(&x).is_none() && g.get(&bias).is_none() && g.get(&res).is_none());
             let gw = g.get(wv.as_tensor()).expect("a weight gradient");
             assert!(rel_to_max(gw, &want[1])? < 1e-5);
+            // Only x is a variable (a frozen network's input gradient: the bias rides in the
+            // op instead of being packed beside the weight).
+            let xv = Var::from_tensor(&x)?;
+            let y = pointwise_conv2d(xv.as_tensor(), &w, &bias, Activation::Relu, rr)?;
+            let g = y.mul(&r)?.sum_all()?.backward()?;
+            assert!(g.get(&w).is_none() && g.get(&bias).is_none() && g.get(&res).is_none());
+            let gx = g.get(xv.as_tensor()).expect("an input gradient");
+            assert!(rel_to_max(gx, &want[0])? < 1e-5);
         }
         Ok(())
     }
