@@ -97,14 +97,36 @@ pub(crate) unsafe fn gemm_into(
     lhs: MatRef,
     rhs: MatRef,
 ) {
+    // SAFETY: forwarded from the caller.
+    unsafe { gemm_strided(m, n, k, dst, (dst_rs, 1), accumulate, lhs, rhs) }
+}
+
+/// [`gemm_into`] with any output strides: `dst` element `(i, j)` at `i * rs + j * cs`
+/// (`(1, m)` writes the product transposed, e.g. channels-last).
+///
+/// # Safety
+/// As [`gemm_into`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    (dst_rs, dst_cs): (usize, usize),
+    accumulate: bool,
+    lhs: MatRef,
+    rhs: MatRef,
+) {
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
             for i in 0..m {
-                // SAFETY: row i of dst holds n values (caller's contract).
-                unsafe { std::slice::from_raw_parts_mut(dst.add(i * dst_rs), n) }.fill(0.0);
+                for j in 0..n {
+                    // SAFETY: element (i, j) of dst (caller's contract).
+                    unsafe { dst.add(i * dst_rs + j * dst_cs).write(0.0) };
+                }
             }
         }
         return;
@@ -117,7 +139,7 @@ pub(crate) unsafe fn gemm_into(
             n,
             k,
             dst,
-            1,
+            dst_cs as isize,
             dst_rs as isize,
             accumulate,
             lhs.ptr,

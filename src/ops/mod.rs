@@ -12,7 +12,8 @@
 //! - [`conv2d_bias_act`]: dense convolution + bias + activation (stems), im2col per band of
 //!   output rows into a small buffer, then `gemm`;
 //! - [`expand_depthwise_conv2d`]: an MBConv block's 1x1 expansion and depthwise convolution
-//!   (each with bias and activation) fused, without materialising the expanded tensor;
+//!   (each with bias and activation) fused, without materialising the expanded tensor (on
+//!   AVX2 + FMA with a channels-last depthwise kernel for planes up to 64x64, `channels_last`);
 //! - [`depthwise_conv2d`]: depthwise convolution, bias and activation fused (`[B,C,H,W]`);
 //! - [`bias_act()`]: `act(x + bias[c])` in one pass (`[B,C,...]`);
 //! - [`max_pool2d`], [`adaptive_avg_pool2d`]: pooling with gradients;
@@ -98,6 +99,8 @@ pub unsafe fn configure_cpu_threads() {
 
 pub mod batchnorm;
 pub mod bias_act;
+#[cfg(target_arch = "x86_64")]
+mod channels_last;
 pub mod conv;
 pub mod depthwise;
 pub mod dropout;

@@ -1,0 +1,369 @@
+//! The depthwise half of the fused MBConv op ([`super::expand_depthwise`]) on a channels-last
+//! tile, with AVX2 + FMA (x86_64).
+//!
+//! The plane-major kernel of [`super::depthwise`] works one `H x W` plane at a time: for the
+//! 14x14 and 7x7 planes of late layers its per-plane work (the padded copy, row loops, tails,
+//! junk columns) costs several times the arithmetic. Here a task's group of `G` hidden channels
+//! (`G` a multiple of 8) is laid out channels-last, `[pixel][G]`, in a zero-padded buffer, and
+//! the depthwise convolution is vectorised over 8 channels: each tap is one FMA per 8 outputs
+//! with its weights `[tap][G]` loaded once for 8 output pixels (8 independent accumulators),
+//! whatever the plane size. An 8x8 transpose turns each `8 pixels x 8 channels` block back into
+//! rows of the NCHW output planes.
+//!
+//! The expansion product writes channels-last directly (`gemm` takes any output strides), and
+//! its bias and activation are applied while it is copied into the padded buffer. The sums are
+//! the plane-major kernel's, in the same order (bias, then the taps row by row, one FMA each),
+//! so the two kernels agree bit for bit.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+
+use super::Activation;
+
+/// The geometry of one op's tiles: input `h x w` (zero-padded by `p` on each side to
+/// `hp x wp`), kernel `k x k`, stride `s`, output `oh x ow`, `g8` channels per pixel.
+pub(super) struct Tile {
+    h: usize,
+    w: usize,
+    s: usize,
+    p: usize,
+    wp: usize,
+    ow: usize,
+    /// Output pixels per plane.
+    ohw: usize,
+    /// Channels per pixel in the buffers (a multiple of 8).
+    pub g8: usize,
+    /// Offset in the padded buffer of tap `ky * k + kx` for output `(0, 0)`.
+    tap_offsets: Vec<usize>,
+    /// Floats of the padded buffer.
+    padded_len: usize,
+    /// Whether the expansion product is written channels-last (`[h*w][g8]`) rather than as
+    /// planes (`[g8][h*w]`, transposed while it is padded): whichever gives `gemm` the longer
+    /// contiguous output dimension (its microkernel runs along it).
+    pub product_channels_last: bool,
+}
+
+/// A task's buffers for [`Tile`]: the expansion's output, the padded channels-last input of
+/// the depthwise convolution (its border stays zero: only the interior is ever written), the
+/// group's depthwise weights `[tap][g8]` and biases.
+pub(super) struct TileBuffers {
+    /// `[h*w][g8]`: the expansion product, before its bias and activation.
+    pub expanded: Vec<f32>,
+    padded: Vec<f32>,
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+    expand_bias: Vec<f32>,
+}
+
+impl Tile {
+    /// The tile of a `k x k` depthwise convolution with stride `s` and padding `p` over
+    /// `h x w` planes, `g8` channels at a time (rounded up to a multiple of 8).
+    pub fn new(h: usize, w: usize, k: usize, s: usize, p: usize, g8: usize) -> Self {
+        let g8 = g8.next_multiple_of(8).max(8);
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let (oh, ow) = ((hp - k) / s + 1, (wp - k) / s + 1);
+        let tap_offsets = (0..k * k).map(|t| (t / k * wp + t % k) * g8).collect();
+        Self {
+            h,
+            w,
+            s,
+            p,
+            wp,
+            ow,
+            ohw: oh * ow,
+            g8,
+            tap_offsets,
+            padded_len: hp * wp * g8,
+            product_channels_last: g8 >= h * w,
+        }
+    }
+
+    /// Fresh buffers for one task (zeroed: the padded buffer's border must be).
+    pub fn buffers(&self) -> TileBuffers {
+        let taps = self.tap_offsets.len();
+        TileBuffers {
+            expanded: vec![0.0; self.h * self.w * self.g8],
+            padded: vec![0.0; self.padded_len],
+            weights: vec![0.0; taps * self.g8],
+            bias: vec![0.0; self.g8],
+            expand_bias: vec![0.0; self.g8],
+        }
+    }
+
+    /// Copies the group's parameters into `bufs`: channel `j < rows` has depthwise weights
+    /// `wd.0[j * wd.1..][..k*k]` (rows of `wd.1` floats), bias `bd[j]` and expansion bias
+    /// `be[j]`; the lanes past `rows` get zeros.
+    pub fn load_params(
+        &self,
+        bufs: &mut TileBuffers,
+        (wd, stride): (&[f32], usize),
+        bd: &[f32],
+        be: &[f32],
+    ) {
+        let (kk, rows) = (self.tap_offsets.len(), bd.len());
+        assert!(rows <= self.g8 && be.len() == rows);
+        bufs.weights.fill(0.0);
+        for j in 0..rows {
+            for (t, &v) in wd[j * stride..][..kk].iter().enumerate() {
+                bufs.weights[t * self.g8 + j] = v;
+            }
+        }
+        bufs.bias.fill(0.0);
+        bufs.bias[..rows].copy_from_slice(bd);
+        bufs.expand_bias.fill(0.0);
+        bufs.expand_bias[..rows].copy_from_slice(be);
+    }
+
+    /// `padded[interior] = act(expanded + expand_bias)`, from the expansion product laid out
+    /// as [`Tile::product_channels_last`] says (`rows` channels of it written).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `bufs` must come from [`Tile::buffers`] of this tile.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn pad_bias_act(&self, bufs: &mut TileBuffers, rows: usize, act: Activation) {
+        if self.product_channels_last {
+            // SAFETY: forwarded.
+            unsafe { self.pad_channels_last(bufs, act) }
+        } else {
+            // SAFETY: forwarded.
+            unsafe { self.pad_planes(bufs, rows, act) }
+        }
+    }
+
+    /// [`Tile::pad_bias_act`] from a channels-last product, pixel by pixel.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pad_channels_last(&self, bufs: &mut TileBuffers, act: Activation) {
+        let g8 = self.g8;
+        assert!(
+            bufs.expanded.len() == self.h * self.w * g8 && bufs.padded.len() == self.padded_len
+        );
+        let (src, dst, bias) = (
+            bufs.expanded.as_ptr(),
+            bufs.padded.as_mut_ptr(),
+            bufs.expand_bias.as_ptr(),
+        );
+        for y in 0..self.h {
+            for x in 0..self.w {
+                let at_src = (y * self.w + x) * g8;
+                let at_dst = ((y + self.p) * self.wp + x + self.p) * g8;
+                for c in (0..g8).step_by(8) {
+                    // SAFETY: pixel (y, x) of `expanded` and interior pixel (y + p, x + p) of
+                    // `padded` hold g8 values each (sizes asserted above); c + 8 <= g8.
+                    unsafe {
+                        let v = _mm256_add_ps(
+                            _mm256_loadu_ps(src.add(at_src + c)),
+                            _mm256_loadu_ps(bias.add(c)),
+                        );
+                        _mm256_storeu_ps(dst.add(at_dst + c), activate(act, v));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The depthwise convolution of the padded buffer, with bias and activation, written as
+    /// planes: channel `j < rows` to `out[j * ohw..][..ohw]`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `bufs` must come from [`Tile::buffers`] of this tile,
+    /// `rows <= g8`, and `out` must be valid for writes of `rows * ohw` values that no one else
+    /// accesses meanwhile.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn depthwise_to_planes(
+        &self,
+        bufs: &TileBuffers,
+        rows: usize,
+        act: Activation,
+        out: *mut f32,
+    ) {
+        let (g8, ohw, ow) = (self.g8, self.ohw, self.ow);
+        assert!(rows <= g8 && bufs.padded.len() == self.padded_len);
+        let (padded, weights, bias) = (
+            bufs.padded.as_ptr(),
+            bufs.weights.as_ptr(),
+            bufs.bias.as_ptr(),
+        );
+        // The output pixel of the chunk's next lane, as (row, column).
+        let (mut oy, mut ox) = (0, 0);
+        for q0 in (0..ohw).step_by(8) {
+            let n = 8.min(ohw - q0);
+            // Offsets of the 8 pixels' windows; lanes past the plane repeat its last pixel
+            // (computed, never stored).
+            let mut base = [0usize; 8];
+            for b in base.iter_mut().take(n) {
+                *b = (oy * self.s * self.wp + ox * self.s) * g8;
+                ox += 1;
+                if ox == ow {
+                    (oy, ox) = (oy + 1, 0);
+                }
+            }
+            let last = base[n - 1];
+            base[n..].fill(last);
+            let mask = lane_mask(n);
+            for c in (0..rows).step_by(8) {
+                // SAFETY: every window lies inside `padded` (the geometry of `Tile::new`),
+                // c + 8 <= g8, and the weights and biases hold `taps * g8` and `g8` values.
+                let acc = unsafe {
+                    let mut acc = [_mm256_loadu_ps(bias.add(c)); 8];
+                    for (t, &off) in self.tap_offsets.iter().enumerate() {
+                        let wv = _mm256_loadu_ps(weights.add(t * g8 + c));
+                        let at = padded.add(off + c);
+                        for i in 0..8 {
+                            acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(at.add(base[i])), wv, acc[i]);
+                        }
+                    }
+                    for v in &mut acc {
+                        *v = activate(act, *v);
+                    }
+                    transpose8(acc)
+                };
+                for (l, v) in acc.iter().enumerate().take(rows - c) {
+                    // SAFETY: plane c + l < rows, pixels q0..q0 + n of it: inside `out`'s
+                    // `rows * ohw` values (the mask stores only the first n lanes).
+                    unsafe {
+                        let dst = out.add((c + l) * ohw + q0);
+                        if n == 8 {
+                            _mm256_storeu_ps(dst, *v);
+                        } else {
+                            _mm256_maskstore_ps(dst, mask, *v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Tile {
+    /// [`Tile::pad_bias_act`] from a product laid out as planes (`rows` of `h*w`): blocks of 8
+    /// channels x 8 pixels are loaded as rows, get their bias and activation, and are
+    /// transposed into 8 channels-last pixels. The lanes of channels past `rows` repeat the
+    /// last channel (finite values, never stored to the output).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pad_planes(&self, bufs: &mut TileBuffers, rows: usize, act: Activation) {
+        let (g8, hw) = (self.g8, self.h * self.w);
+        assert!(rows >= 1 && rows <= g8 && bufs.expanded.len() >= rows * hw);
+        assert!(bufs.padded.len() == self.padded_len);
+        let (src, dst, bias) = (
+            bufs.expanded.as_ptr(),
+            bufs.padded.as_mut_ptr(),
+            bufs.expand_bias.as_ptr(),
+        );
+        for c in (0..rows).step_by(8) {
+            let (mut y, mut x) = (0, 0);
+            for px in (0..hw).step_by(8) {
+                let n = 8.min(hw - px);
+                let mask = lane_mask(n);
+                // SAFETY: channel rows `min(c + l, rows - 1)` of `expanded` hold `hw` values,
+                // read at px..px + n (masked past n); the bias holds g8 values.
+                let block = unsafe {
+                    let mut block = [_mm256_setzero_ps(); 8];
+                    for (l, v) in block.iter_mut().enumerate() {
+                        let ch = (c + l).min(rows - 1);
+                        let row = src.add(ch * hw + px);
+                        let raw = if n == 8 {
+                            _mm256_loadu_ps(row)
+                        } else {
+                            _mm256_maskload_ps(row, mask)
+                        };
+                        *v = activate(act, _mm256_add_ps(raw, _mm256_set1_ps(*bias.add(ch))));
+                    }
+                    transpose8(block)
+                };
+                for v in block.iter().take(n) {
+                    // SAFETY: interior pixel (y + p, x + p) of `padded`, lanes c..c + 8 <= g8.
+                    unsafe {
+                        let at = ((y + self.p) * self.wp + x + self.p) * g8 + c;
+                        _mm256_storeu_ps(dst.add(at), *v);
+                    }
+                    x += 1;
+                    if x == self.w {
+                        (y, x) = (y + 1, 0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The activation of 8 lanes, as [`Activation::apply`] does it (NaN and -0 included:
+/// `max_ps(a, b)` returns `b` when either is NaN, so `max(v, 0)` maps NaN to 0 like `f32::max`
+/// and `min(6, max(0, v))` keeps it like `f32::clamp`).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn activate(act: Activation, v: __m256) -> __m256 {
+    match act {
+        Activation::Identity => v,
+        Activation::Relu => _mm256_max_ps(v, _mm256_setzero_ps()),
+        Activation::Relu6 => {
+            _mm256_min_ps(_mm256_set1_ps(6.0), _mm256_max_ps(_mm256_setzero_ps(), v))
+        }
+    }
+}
+
+/// A mask enabling the first `n` (1..=8) of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn lane_mask(n: usize) -> __m256i {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
+}
+
+/// Transposes 8 rows of 8 lanes: lane `l` of row `i` becomes lane `i` of row `l`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose8_swaps_rows_and_lanes() {
+        if !super::super::has_avx2_fma() {
+            return;
+        }
+        let m: Vec<f32> = (0..64).map(|i| i as f32).collect();
+        let mut got = [0f32; 64];
+        // SAFETY: AVX2 + FMA checked above; every access is inside `m` and `got`.
+        unsafe {
+            let rows: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(m[8 * i..].as_ptr()));
+            for (i, v) in transpose8(rows).iter().enumerate() {
+                _mm256_storeu_ps(got[8 * i..].as_mut_ptr(), *v);
+            }
+        }
+        for i in 0..8 {
+            for l in 0..8 {
+                assert_eq!(got[8 * l + i], m[8 * i + l], "row {i} lane {l}");
+            }
+        }
+    }
+}
