@@ -15,6 +15,8 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, b
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
+use super::Unfilled;
+#[cfg(target_arch = "x86_64")]
 use super::channels_last;
 use super::depthwise::{self, PlaneConv};
 #[cfg(target_arch = "x86_64")]
@@ -260,9 +262,9 @@ impl CustomOp3 for ExpandDepthwise {
                 (packed_biases.0.as_slice(), packed_biases.1.as_slice())
             }
         };
-        let mut out = zeroed(b * chid * ohw);
-        if out.is_empty() {
-            return Ok((CpuStorage::F32(out), Shape::from((b, chid, oh, ow))));
+        let shape = Shape::from((b, chid, oh, ow));
+        if shape.elem_count() == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), shape));
         }
         let args = Args {
             b,
@@ -276,15 +278,23 @@ impl CustomOp3 for ExpandDepthwise {
             wd: (&wdb, wd_cols),
             bd,
         };
-        let dst = SyncPtr(out.as_mut_ptr());
         #[cfg(target_arch = "x86_64")]
         if super::has_avx2_fma() && !self.plane_major && h * w <= CHANNELS_LAST_MAX_PIXELS {
-            // SAFETY: AVX2 + FMA checked just above; `dst` holds `b * chid * ohw` values.
-            unsafe { self.forward_channels_last(&args, ohw, dst) };
-            return Ok((CpuStorage::F32(out), Shape::from((b, chid, oh, ow))));
+            let mut out = Unfilled::new(shape.elem_count());
+            // SAFETY: AVX2 + FMA checked just above; `out` has room for `b * chid * ohw`
+            // values, which the tasks write through raw pointers (every output plane, every
+            // pixel), so the buffer is filled afterwards.
+            let out = unsafe {
+                self.forward_channels_last(&args, ohw, SyncPtr(out.ptr()));
+                out.assume_filled()
+            };
+            return Ok((CpuStorage::F32(out), shape));
         }
-        self.forward_planes(&args, &plane, dst);
-        Ok((CpuStorage::F32(out), Shape::from((b, chid, oh, ow))))
+        // The plane-major kernel writes through slices: those must not point at uninitialised
+        // memory, so its output starts zeroed.
+        let mut out = zeroed(shape.elem_count());
+        self.forward_planes(&args, &plane, SyncPtr(out.as_mut_ptr()));
+        Ok((CpuStorage::F32(out), shape))
     }
 
     /// Gradients only for the arguments that the graph tracks.

@@ -9,7 +9,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{Activation, zeroed};
+use super::{Activation, Unfilled};
 
 /// A raw pointer that rayon tasks share; each task writes a disjoint part of the buffer.
 #[derive(Clone, Copy)]
@@ -301,13 +301,13 @@ pub(crate) fn tiled_matmul(
     epi: Epilogue<'_>,
     rhs: impl Fn(usize, usize, usize, &mut Vec<f32>) -> MatRef + Sync,
 ) -> Vec<f32> {
-    let mut out = zeroed(batch * m * n);
-    if out.is_empty() {
-        return out;
+    if batch * m * n == 0 {
+        return Vec::new();
     }
+    let mut out = Unfilled::new(batch * m * n);
     let (nt, mt) = (nt.clamp(1, n), mt.clamp(1, m));
     let (col_tiles, row_tiles) = (n.div_ceil(nt), m.div_ceil(mt));
-    let dst = SyncPtr(out.as_mut_ptr());
+    let dst = SyncPtr(out.ptr());
     let noop = epi.is_noop();
     (0..batch * col_tiles * row_tiles)
         .into_par_iter()
@@ -339,7 +339,9 @@ pub(crate) fn tiled_matmul(
                 dispatch_fma!(epilogue_tile(&epi, dst, img, m, n, r0, rows, c0, cols));
             }
         });
-    out
+    // SAFETY: the tasks' tiles cover every row and column of every image, and `gemm_into`
+    // (not accumulating) writes each value of its tile.
+    unsafe { out.assume_filled() }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -235,24 +235,64 @@ pub(crate) fn f32_data<'a>(
 /// costs ~37k page faults on first touch, as much time as the kernel that fills it.
 pub(crate) fn zeroed(n: usize) -> Vec<f32> {
     let v = vec![0f32; n];
+    advise_huge_pages(v.as_ptr(), n);
+    v
+}
+
+/// An output buffer of `n` f32 for a kernel that writes every value through raw pointers
+/// before anything reads it: no zeroing pass (3% of a batch-1 forward, as the allocator hands
+/// back recycled memory), huge pages as for [`zeroed`].
+pub(crate) struct Unfilled {
+    buf: Vec<f32>,
+    n: usize,
+}
+
+impl Unfilled {
+    /// Room for `n` values, none of them initialised.
+    pub fn new(n: usize) -> Self {
+        let buf = Vec::with_capacity(n);
+        advise_huge_pages(buf.as_ptr(), n);
+        Self { buf, n }
+    }
+
+    /// Where the kernel writes value `i` (`ptr().add(i)`, `i < n`).
+    pub fn ptr(&mut self) -> *mut f32 {
+        self.buf.as_mut_ptr()
+    }
+
+    /// The filled buffer.
+    ///
+    /// # Safety
+    /// Every one of the `n` values must have been written.
+    pub unsafe fn assume_filled(mut self) -> Vec<f32> {
+        // SAFETY: the capacity is n, and the caller promises all n values are initialised.
+        unsafe { self.buf.set_len(self.n) };
+        self.buf
+    }
+}
+
+/// Asks Linux to back the 2 MiB pages inside `n` f32 at `ptr` with transparent huge pages
+/// (when the buffer spans at least two of them).
+fn advise_huge_pages(ptr: *const f32, n: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 1 << 21;
         let bytes = n * std::mem::size_of::<f32>();
         if bytes >= 2 * HUGE {
-            let p = v.as_ptr() as usize;
+            let p = ptr as usize;
             let (start, end) = (p.next_multiple_of(HUGE), (p + bytes) & !(HUGE - 1));
             if end > start {
-                // SAFETY: `[start, end)` lies inside the buffer, which we own; MADV_HUGEPAGE
-                // only changes how the pages are backed, never their (zero) contents. A failure
-                // (e.g. THP unsupported) leaves ordinary pages.
+                // SAFETY: `[start, end)` lies inside the buffer, which the caller owns;
+                // MADV_HUGEPAGE only changes how the pages are backed, never their contents. A
+                // failure (e.g. THP unsupported) leaves ordinary pages.
                 unsafe {
                     libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
                 }
             }
         }
     }
-    v
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, n);
 }
 
 /// The minimum number of `plane`-sized items per rayon task, so that tiny planes (7x7, or the
