@@ -22,20 +22,21 @@ use std::arch::x86_64::*;
 use super::Activation;
 
 /// The geometry of one op's tiles: input `h x w` (zero-padded by `p` on each side to
-/// `hp x wp`), kernel `k x k`, stride `s`, output `oh x ow`, `g8` channels per pixel.
+/// `hp x wp`), kernel `k x k`, stride `s`, `ohw` output pixels, `g8` channels per pixel.
 pub(super) struct Tile {
     h: usize,
     w: usize,
-    s: usize,
     p: usize,
     wp: usize,
-    ow: usize,
     /// Output pixels per plane.
     ohw: usize,
     /// Channels per pixel in the buffers (a multiple of 8).
     pub g8: usize,
     /// Offset in the padded buffer of tap `ky * k + kx` for output `(0, 0)`.
     tap_offsets: Vec<usize>,
+    /// Offset in the padded buffer of each output pixel's window, in chunks of 8 (the last
+    /// chunk padded with the last pixel's: computed, never stored).
+    window_offsets: Vec<usize>,
     /// Floats of the padded buffer.
     padded_len: usize,
     /// Whether the expansion product is written channels-last (`[h*w][g8]`) rather than as
@@ -44,13 +45,18 @@ pub(super) struct Tile {
     pub product_channels_last: bool,
 }
 
-/// A task's buffers for [`Tile`]: the expansion's output, the padded channels-last input of
-/// the depthwise convolution (its border stays zero: only the interior is ever written), the
-/// group's depthwise weights `[tap][g8]` and biases.
+/// A task's buffers for [`Tile`]: the expansion's output and the padded channels-last input
+/// of the depthwise convolution (its border stays zero: only the interior is ever written).
 pub(super) struct TileBuffers {
-    /// `[h*w][g8]`: the expansion product, before its bias and activation.
+    /// The expansion product, before its bias and activation (`[h*w][g8]` or `[g8][h*w]`,
+    /// see [`Tile::product_channels_last`]).
     pub expanded: Vec<f32>,
-    padded: Vec<f32>,
+    padded: Aligned,
+}
+
+/// One op's parameters laid out for the kernels, per channel group (`g8` lanes, zeros past
+/// the op's channels): depthwise weights `[tap][g8]`, depthwise and expansion biases `[g8]`.
+pub(super) struct TileParams {
     weights: Vec<f32>,
     bias: Vec<f32>,
     expand_bias: Vec<f32>,
@@ -64,16 +70,20 @@ impl Tile {
         let (hp, wp) = (h + 2 * p, w + 2 * p);
         let (oh, ow) = ((hp - k) / s + 1, (wp - k) / s + 1);
         let tap_offsets = (0..k * k).map(|t| (t / k * wp + t % k) * g8).collect();
+        let ohw = oh * ow;
+        let window_offsets = (0..ohw.next_multiple_of(8))
+            .map(|q| q.min(ohw - 1))
+            .map(|q| ((q / ow) * s * wp + (q % ow) * s) * g8)
+            .collect();
         Self {
             h,
             w,
-            s,
             p,
             wp,
-            ow,
-            ohw: oh * ow,
+            ohw,
             g8,
             tap_offsets,
+            window_offsets,
             padded_len: hp * wp * g8,
             product_channels_last: g8 >= h * w,
         }
@@ -81,38 +91,39 @@ impl Tile {
 
     /// Fresh buffers for one task (zeroed: the padded buffer's border must be).
     pub fn buffers(&self) -> TileBuffers {
-        let taps = self.tap_offsets.len();
         TileBuffers {
             expanded: vec![0.0; self.h * self.w * self.g8],
-            padded: vec![0.0; self.padded_len],
-            weights: vec![0.0; taps * self.g8],
-            bias: vec![0.0; self.g8],
-            expand_bias: vec![0.0; self.g8],
+            padded: Aligned::zeroed(self.padded_len),
         }
     }
 
-    /// Copies the group's parameters into `bufs`: channel `j < rows` has depthwise weights
-    /// `wd.0[j * wd.1..][..k*k]` (rows of `wd.1` floats), bias `bd[j]` and expansion bias
-    /// `be[j]`; the lanes past `rows` get zeros.
-    pub fn load_params(
+    /// The op's parameters in groups of `group <= g8` channels: channel `j` (group
+    /// `j / group`, lane `j % group`) has depthwise weights `wd.0[j * wd.1..][..k*k]` (rows of
+    /// `wd.1` floats), bias `bd[j]` and expansion bias `be[j]`.
+    pub fn params(
         &self,
-        bufs: &mut TileBuffers,
         (wd, stride): (&[f32], usize),
         bd: &[f32],
         be: &[f32],
-    ) {
-        let (kk, rows) = (self.tap_offsets.len(), bd.len());
-        assert!(rows <= self.g8 && be.len() == rows);
-        bufs.weights.fill(0.0);
-        for j in 0..rows {
+        group: usize,
+    ) -> TileParams {
+        let (kk, g8, chid) = (self.tap_offsets.len(), self.g8, bd.len());
+        assert!(group >= 1 && group <= g8 && be.len() == chid);
+        let groups = chid.div_ceil(group);
+        let mut p = TileParams {
+            weights: vec![0.0; groups * kk * g8],
+            bias: vec![0.0; groups * g8],
+            expand_bias: vec![0.0; groups * g8],
+        };
+        for j in 0..chid {
+            let (gi, lane) = (j / group, j % group);
             for (t, &v) in wd[j * stride..][..kk].iter().enumerate() {
-                bufs.weights[t * self.g8 + j] = v;
+                p.weights[(gi * kk + t) * g8 + lane] = v;
             }
+            p.bias[gi * g8 + lane] = bd[j];
+            p.expand_bias[gi * g8 + lane] = be[j];
         }
-        bufs.bias.fill(0.0);
-        bufs.bias[..rows].copy_from_slice(bd);
-        bufs.expand_bias.fill(0.0);
-        bufs.expand_bias[..rows].copy_from_slice(be);
+        p
     }
 
     /// `padded[interior] = act(expanded + expand_bias)`, from the expansion product laid out
@@ -121,19 +132,26 @@ impl Tile {
     /// # Safety
     /// The CPU must have AVX2 and FMA; `bufs` must come from [`Tile::buffers`] of this tile.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn pad_bias_act(&self, bufs: &mut TileBuffers, rows: usize, act: Activation) {
+    pub unsafe fn pad_bias_act(
+        &self,
+        bufs: &mut TileBuffers,
+        (params, gi): (&TileParams, usize),
+        rows: usize,
+        act: Activation,
+    ) {
+        let bias = &params.expand_bias[gi * self.g8..][..self.g8];
         if self.product_channels_last {
             // SAFETY: forwarded.
-            unsafe { self.pad_channels_last(bufs, act) }
+            unsafe { self.pad_channels_last(bufs, bias, act) }
         } else {
             // SAFETY: forwarded.
-            unsafe { self.pad_planes(bufs, rows, act) }
+            unsafe { self.pad_planes(bufs, bias, rows, act) }
         }
     }
 
     /// [`Tile::pad_bias_act`] from a channels-last product, pixel by pixel.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn pad_channels_last(&self, bufs: &mut TileBuffers, act: Activation) {
+    unsafe fn pad_channels_last(&self, bufs: &mut TileBuffers, bias: &[f32], act: Activation) {
         let g8 = self.g8;
         assert!(
             bufs.expanded.len() == self.h * self.w * g8 && bufs.padded.len() == self.padded_len
@@ -141,7 +159,7 @@ impl Tile {
         let (src, dst, bias) = (
             bufs.expanded.as_ptr(),
             bufs.padded.as_mut_ptr(),
-            bufs.expand_bias.as_ptr(),
+            bias.as_ptr(),
         );
         for y in 0..self.h {
             for x in 0..self.w {
@@ -173,35 +191,26 @@ impl Tile {
     pub unsafe fn depthwise_to_planes(
         &self,
         bufs: &TileBuffers,
+        (params, gi): (&TileParams, usize),
         rows: usize,
         act: Activation,
         out: *mut f32,
     ) {
-        let (g8, ohw, ow) = (self.g8, self.ohw, self.ow);
+        let (g8, ohw) = (self.g8, self.ohw);
         assert!(rows <= g8 && bufs.padded.len() == self.padded_len);
+        let kk = self.tap_offsets.len();
         let (padded, weights, bias) = (
             bufs.padded.as_ptr(),
-            bufs.weights.as_ptr(),
-            bufs.bias.as_ptr(),
+            params.weights[gi * kk * g8..][..kk * g8].as_ptr(),
+            params.bias[gi * g8..][..g8].as_ptr(),
         );
-        // The output pixel of the chunk's next lane, as (row, column).
-        let (mut oy, mut ox) = (0, 0);
-        for q0 in (0..ohw).step_by(8) {
-            let n = 8.min(ohw - q0);
-            // Offsets of the 8 pixels' windows; lanes past the plane repeat its last pixel
-            // (computed, never stored).
-            let mut base = [0usize; 8];
-            for b in base.iter_mut().take(n) {
-                *b = (oy * self.s * self.wp + ox * self.s) * g8;
-                ox += 1;
-                if ox == ow {
-                    (oy, ox) = (oy + 1, 0);
-                }
-            }
-            let last = base[n - 1];
-            base[n..].fill(last);
-            let mask = lane_mask(n);
-            for c in (0..rows).step_by(8) {
+        // Channels outer, pixels inner: one pass over the padded plane per 8 channels keeps
+        // the windows of neighbouring pixels in L1 (pixels outer re-read every channel of
+        // every window, 35 KB for a 7x7 plane of 144 channels, from L2).
+        for c in (0..rows).step_by(8) {
+            for (chunk, base) in self.window_offsets.chunks_exact(8).enumerate() {
+                let q0 = 8 * chunk;
+                let n = 8.min(ohw - q0);
                 // SAFETY: every window lies inside `padded` (the geometry of `Tile::new`),
                 // c + 8 <= g8, and the weights and biases hold `taps * g8` and `g8` values.
                 let acc = unsafe {
@@ -218,6 +227,7 @@ impl Tile {
                     }
                     transpose8(acc)
                 };
+                let mask = lane_mask(n);
                 for (l, v) in acc.iter().enumerate().take(rows - c) {
                     // SAFETY: plane c + l < rows, pixels q0..q0 + n of it: inside `out`'s
                     // `rows * ohw` values (the mask stores only the first n lanes).
@@ -241,14 +251,20 @@ impl Tile {
     /// transposed into 8 channels-last pixels. The lanes of channels past `rows` repeat the
     /// last channel (finite values, never stored to the output).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn pad_planes(&self, bufs: &mut TileBuffers, rows: usize, act: Activation) {
+    unsafe fn pad_planes(
+        &self,
+        bufs: &mut TileBuffers,
+        bias: &[f32],
+        rows: usize,
+        act: Activation,
+    ) {
         let (g8, hw) = (self.g8, self.h * self.w);
         assert!(rows >= 1 && rows <= g8 && bufs.expanded.len() >= rows * hw);
         assert!(bufs.padded.len() == self.padded_len);
         let (src, dst, bias) = (
             bufs.expanded.as_ptr(),
             bufs.padded.as_mut_ptr(),
-            bufs.expand_bias.as_ptr(),
+            bias.as_ptr(),
         );
         for c in (0..rows).step_by(8) {
             let (mut y, mut x) = (0, 0);
@@ -284,6 +300,33 @@ impl Tile {
                 }
             }
         }
+    }
+}
+
+/// A zeroed f32 buffer whose first value sits on a 64-byte cache line (a `Vec<f32>` is only
+/// 16-byte aligned: half the 32-byte loads of the depthwise loop would straddle two lines).
+struct Aligned {
+    buf: Vec<f32>,
+    at: usize,
+}
+
+impl Aligned {
+    fn zeroed(len: usize) -> Self {
+        let buf = vec![0.0; len + 16];
+        let at = (buf.as_ptr() as usize).next_multiple_of(64) - buf.as_ptr() as usize;
+        Self { buf, at: at / 4 }
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len() - 16
+    }
+
+    fn as_ptr(&self) -> *const f32 {
+        self.buf[self.at..].as_ptr()
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut f32 {
+        self.buf[self.at..].as_mut_ptr()
     }
 }
 

@@ -183,6 +183,7 @@ impl ExpandDepthwise {
         let group = a.group((GROUP_FLOATS / padded / 8).max(1) * 8, 8);
         let groups = a.chid.div_ceil(group);
         let tile = channels_last::Tile::new(a.h, a.w, k, s, p, group);
+        let params = tile.params(a.wd, a.bd, a.be, group);
         let (ea, da) = (self.expand_act, self.depthwise_act);
         (0..a.b * groups).into_par_iter().for_each_init(
             || tile.buffers(),
@@ -209,20 +210,14 @@ impl ExpandDepthwise {
                         MatRef::row_major(a.x, img * a.cin * hw, hw),
                     );
                 }
-                let wd = &a.wd.0[j0 * a.wd.1..];
-                tile.load_params(
-                    bufs,
-                    (wd, a.wd.1),
-                    &a.bd[j0..j0 + rows],
-                    &a.be[j0..j0 + rows],
-                );
-                // SAFETY: AVX2 + FMA (the caller's contract); the buffers are the tile's own;
-                // planes j0..j0 + rows of image img lie inside `dst` and only this task writes
-                // them.
+                let gi = (&params, task % groups);
+                // SAFETY: AVX2 + FMA (the caller's contract); the buffers and parameters are
+                // the tile's own; planes j0..j0 + rows of image img lie inside `dst` and only
+                // this task writes them.
                 unsafe {
-                    tile.pad_bias_act(bufs, rows, ea);
+                    tile.pad_bias_act(bufs, gi, rows, ea);
                     let out = dst.get().add((img * a.chid + j0) * ohw);
-                    tile.depthwise_to_planes(bufs, rows, da, out);
+                    tile.depthwise_to_planes(bufs, gi, rows, da, out);
                 }
             },
         );
