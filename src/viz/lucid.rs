@@ -25,13 +25,13 @@
 use std::f64::consts::PI;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::Optimizer as _;
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::filters::{TapFn, losses};
 use crate::ops::{Affine, Irfft2, WarpPadding, affine_warp, fourier};
+use crate::train::optim::{Optimizer, OptimizerKind};
 use crate::{Error, Result};
 
 /// lucid's `color_correlation_svd_sqrt`: row `c` mixes the decorrelated channels into RGB
@@ -260,13 +260,10 @@ pub fn ascend(
     let pad = opts.pad;
     let pad_value = f64::from(opts.pad_value);
     let var = Var::from_tensor(&init.to_dtype(DType::F32)?)?;
-    let mut adam = candle_nn::AdamW::new(
+    let mut adam = Optimizer::new(
+        OptimizerKind::AdamW { weight_decay: 0.0 },
         vec![var.clone()],
-        candle_nn::ParamsAdamW {
-            lr: opts.learning_rate,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
+        opts.learning_rate,
     )?;
     let mut objectives = vec![Vec::with_capacity(steps); n];
     for step in 0..steps {
