@@ -10,10 +10,12 @@
 //! whatever the plane size. An 8x8 transpose turns each `8 pixels x 8 channels` block back into
 //! rows of the NCHW output planes.
 //!
-//! The expansion product writes channels-last directly (`gemm` takes any output strides), and
-//! its bias and activation are applied while it is copied into the padded buffer. The sums are
+//! The expansion product is written channels-last directly when the group has at least as many
+//! channels as the plane has pixels (`gemm` takes any output strides, and its microkernel runs
+//! along the longer dimension), otherwise as planes that are transposed 8x8 on their way into
+//! the padded buffer; either way its bias and activation are applied in that copy. The sums are
 //! the plane-major kernel's, in the same order (bias, then the taps row by row, one FMA each),
-//! so the two kernels agree bit for bit.
+//! so the two kernels agree bit for bit (tested in `expand_depthwise`).
 
 #![cfg(target_arch = "x86_64")]
 
