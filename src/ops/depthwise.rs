@@ -766,7 +766,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::super::test_util::{
-        ACTS, act_f64, conv_grads, max_abs_diff, rel_to_max, tensor, to_f64,
+        ACTS, act_f64, central_differences, conv_grads, max_abs_diff, rel_to_max, tensor, to_f64,
     };
     use super::*;
 
@@ -961,19 +961,14 @@ mod tests {
                 )?;
                 let mut params = [to_f64(&x)?, to_f64(&w)?, to_f64(&bias)?];
                 let rf = to_f64(&r)?;
-                for which in 0..3 {
-                    let mut fd = Vec::with_capacity(params[which].len());
-                    for j in 0..params[which].len() {
-                        let orig = params[which][j];
-                        params[which][j] = orig + eps;
-                        let plus = loss_f64(case, act, &params[0], &params[1], &params[2], &rf);
-                        params[which][j] = orig - eps;
-                        let minus = loss_f64(case, act, &params[0], &params[1], &params[2], &rf);
-                        params[which][j] = orig;
-                        fd.push(((plus - minus) / (2.0 * eps)) as f32);
-                    }
-                    let fd = Tensor::from_vec(fd, analytic[which].dims(), &Device::Cpu)?;
-                    let e = rel_to_max(&analytic[which], &fd)?;
+                for (which, analytic) in analytic.iter().enumerate().take(3) {
+                    let loss = |p: &[Vec<f64>; 3]| loss_f64(case, act, &p[0], &p[1], &p[2], &rf);
+                    let fd: Vec<f32> = central_differences(&mut params, which, eps, loss)
+                        .into_iter()
+                        .map(|v| v as f32)
+                        .collect();
+                    let fd = Tensor::from_vec(fd, analytic.dims(), &Device::Cpu)?;
+                    let e = rel_to_max(analytic, &fd)?;
                     assert!(e < 1e-4, "{case:?} {act:?} grad {which}: rel error {e}");
                 }
             }

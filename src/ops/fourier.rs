@@ -185,7 +185,7 @@ pub fn rfft2_frequencies(h: usize, w: usize) -> Vec<f64> {
 mod tests {
     use candle_core::Var;
 
-    use super::super::test_util::{lcg, tensor, to_f64};
+    use super::super::test_util::{central_differences, lcg, tensor, to_f64};
     use super::*;
 
     /// The direct definition in f64: the Hermitian-completed full spectrum, inverse DFT over
@@ -374,11 +374,8 @@ mod tests {
                     .sum()
             };
             let eps = 1e-4;
-            for i in 0..sv.len() {
-                let (mut plus, mut minus) = (sv.clone(), sv.clone());
-                plus[i] += eps;
-                minus[i] -= eps;
-                let fd = (f(&plus) - f(&minus)) / (2.0 * eps);
+            let fds = central_differences(&mut [sv], 0, eps, |p| f(&p[0]));
+            for (i, fd) in fds.into_iter().enumerate() {
                 assert!(
                     (got[i] - fd).abs() < 1e-4,
                     "{h}x{w} element {i}: autograd {} vs finite differences {fd}",

@@ -453,6 +453,28 @@ pub(crate) mod test_util {
         }
     }
 
+    /// Central differences of `f` with respect to every element of `params[which]`:
+    /// `(f(p + eps e_j) - f(p - eps e_j)) / (2 eps)`, perturbing `params` in place (restored
+    /// afterwards).
+    pub fn central_differences<P: AsMut<[Vec<f64>]>>(
+        params: &mut P,
+        which: usize,
+        eps: f64,
+        f: impl Fn(&P) -> f64,
+    ) -> Vec<f64> {
+        (0..params.as_mut()[which].len())
+            .map(|j| {
+                let orig = params.as_mut()[which][j];
+                params.as_mut()[which][j] = orig + eps;
+                let plus = f(params);
+                params.as_mut()[which][j] = orig - eps;
+                let minus = f(params);
+                params.as_mut()[which][j] = orig;
+                (plus - minus) / (2.0 * eps)
+            })
+            .collect()
+    }
+
     /// The gradients of `sum(f(args) * r)` with respect to each argument, `None` for an
     /// argument that no gradient reaches.
     pub fn grads_or_none(

@@ -393,7 +393,9 @@ pub fn pointwise_conv2d(
 mod tests {
     use candle_core::{Device, Var};
 
-    use super::super::test_util::{ACTS, act_f64, grads_or_none, rel_to_max, tensor, to_f64};
+    use super::super::test_util::{
+        ACTS, act_f64, central_differences, grads_or_none, rel_to_max, tensor, to_f64,
+    };
     use super::*;
 
     /// `(B, Cin, Cout, H, W)`.
@@ -574,19 +576,19 @@ mod tests {
                         to_f64(&args[2])?,
                         to_f64(&args[3])?,
                     ];
-                    for which in 0..if with_res { 4 } else { 3 } {
-                        let mut fd = Vec::with_capacity(params[which].len());
-                        for j in 0..params[which].len() {
-                            let orig = params[which][j];
-                            params[which][j] = orig + eps;
-                            let plus = loss_f64(case, act, &params, with_res, &rf);
-                            params[which][j] = orig - eps;
-                            let minus = loss_f64(case, act, &params, with_res, &rf);
-                            params[which][j] = orig;
-                            fd.push(((plus - minus) / (2.0 * eps)) as f32);
-                        }
-                        let fd = Tensor::from_vec(fd, analytic[which].dims(), &Device::Cpu)?;
-                        let e = rel_to_max(&analytic[which], &fd)?;
+                    for (which, analytic) in
+                        analytic
+                            .iter()
+                            .enumerate()
+                            .take(if with_res { 4 } else { 3 })
+                    {
+                        let loss = |p: &[Vec<f64>; 4]| loss_f64(case, act, p, with_res, &rf);
+                        let fd: Vec<f32> = central_differences(&mut params, which, eps, loss)
+                            .into_iter()
+                            .map(|v| v as f32)
+                            .collect();
+                        let fd = Tensor::from_vec(fd, analytic.dims(), &Device::Cpu)?;
+                        let e = rel_to_max(analytic, &fd)?;
                         assert!(
                             e < 1e-4,
                             "{case:?} {act:?} residual {with_res} grad {which}: rel error {e}"

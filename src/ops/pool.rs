@@ -288,7 +288,7 @@ pub fn adaptive_avg_pool2d(x: &Tensor, out: (usize, usize)) -> Result<Tensor> {
 mod tests {
     use candle_core::{IndexOp, Var};
 
-    use super::super::test_util::{lcg, max_abs_diff, tensor, to_f64};
+    use super::super::test_util::{central_differences, lcg, max_abs_diff, tensor, to_f64};
     use super::*;
 
     /// `(B, C, H, W, kernel, stride, padding)`.
@@ -386,11 +386,8 @@ mod tests {
             let (xv, rv) = (to_f64(&x)?, to_f64(&r)?);
             // The values are at least 4/n apart, so a step of 1e-3 of that keeps every argmax.
             let eps = 1e-3 * 4.0 / xv.len() as f64;
-            for i in 0..xv.len() {
-                let (mut plus, mut minus) = (xv.clone(), xv.clone());
-                plus[i] += eps;
-                minus[i] -= eps;
-                let fd = (loss_f64(&plus, &rv, case) - loss_f64(&minus, &rv, case)) / (2.0 * eps);
+            let fds = central_differences(&mut [xv], 0, eps, |p| loss_f64(&p[0], &rv, case));
+            for (i, fd) in fds.into_iter().enumerate() {
                 assert!(
                     (got[i] - fd).abs() < 1e-4,
                     "case {case:?} element {i}: autograd {} vs finite differences {fd}",

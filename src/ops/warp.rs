@@ -260,7 +260,7 @@ pub fn affine_warp(
 mod tests {
     use candle_core::Var;
 
-    use super::super::test_util::{max_abs_diff, tensor, to_f64};
+    use super::super::test_util::{central_differences, max_abs_diff, tensor, to_f64};
     use super::*;
 
     /// Bilinear sampling the textbook way, in f64: `sum over the 4 neighbours of
@@ -408,11 +408,8 @@ mod tests {
                     .sum()
             };
             let eps = 1e-3;
-            for i in 0..xv.len() {
-                let (mut plus, mut minus) = (xv.clone(), xv.clone());
-                plus[i] += eps;
-                minus[i] -= eps;
-                let fd = (f(&plus) - f(&minus)) / (2.0 * eps);
+            let fds = central_differences(&mut [xv], 0, eps, |p| f(&p[0]));
+            for (i, fd) in fds.into_iter().enumerate() {
                 assert!(
                     (got[i] - fd).abs() < 1e-4,
                     "{pad:?} element {i}: autograd {} vs finite differences {fd}",
