@@ -4,7 +4,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::repo;
+use common::{manifest_for, repo};
 
 fn convlens(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_convlens"))
@@ -152,22 +152,8 @@ fn info_says_what_the_weights_are_and_why() {
 #[test]
 fn info_refuses_a_manifest_that_names_the_wrong_architecture() {
     let dir = tempfile::tempdir().unwrap();
-    let labels: String = (0..1000).map(|i| format!("c{i}\n")).collect();
-    std::fs::write(dir.path().join("labels.txt"), labels).unwrap();
-    let manifest = serde_json::json!({
-        "name": "mislabelled",
-        "architecture": "resnet50",
-        "weights": repo("tests/fixtures/resnet18_random_fp16.safetensors"),
-        "num_classes": 1000,
-        "input_size": 224,
-        "resize_shorter": 256,
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-        "labels": "labels.txt",
-        "default_cam_layer": "layer4",
-    });
-    let path = dir.path().join("mislabelled.json");
-    std::fs::write(&path, manifest.to_string()).unwrap();
+    let weights = repo("tests/fixtures/resnet18_random_fp16.safetensors");
+    let path = manifest_for(dir.path(), &weights, "resnet50");
     let out = convlens(&["info", "--model", path.to_str().unwrap()]);
     let stderr = text(&out.stderr);
     assert!(!out.status.success());

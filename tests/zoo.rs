@@ -5,10 +5,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
-use common::{fixture, rel_to_max, repo};
+use common::{fixture, manifest_for, rel_to_max, repo};
 use convlens::graph::Network;
 use convlens::zoo::checkpoint::{Checkpoint, ExpectedTensors};
 use convlens::zoo::{self, mobilenet_v2, resnet, vgg};
@@ -320,27 +319,6 @@ fn the_audit_names_the_missing_or_misshaped_tensor() {
             && msg.contains("[1000, 1000]"),
         "{msg}"
     );
-}
-
-/// Writes a manifest naming `architecture` for `weights` into `dir` (1000 dummy labels).
-fn manifest_for(dir: &Path, weights: &Path, architecture: &str) -> std::path::PathBuf {
-    let labels: String = (0..1000).map(|i| format!("c{i}\n")).collect();
-    std::fs::write(dir.join("labels.txt"), labels).unwrap();
-    let manifest = serde_json::json!({
-        "name": "wrong",
-        "architecture": architecture,
-        "weights": weights,
-        "num_classes": 1000,
-        "input_size": 224,
-        "resize_shorter": 256,
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-        "labels": "labels.txt",
-        "default_cam_layer": "features.28",
-    });
-    let path = dir.join("wrong.json");
-    std::fs::write(&path, manifest.to_string()).unwrap();
-    path
 }
 
 #[test]

@@ -84,3 +84,24 @@ pub fn tensors(model: &mut convlens::zoo::Model) -> HashMap<String, Vec<f32>> {
         .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
         .collect()
 }
+
+/// Writes a manifest naming `architecture` for `weights` into `dir` (1000 dummy labels).
+pub fn manifest_for(dir: &Path, weights: &Path, architecture: &str) -> PathBuf {
+    let labels: String = (0..1000).map(|i| format!("c{i}\n")).collect();
+    std::fs::write(dir.join("labels.txt"), labels).unwrap();
+    let manifest = serde_json::json!({
+        "name": "wrong",
+        "architecture": architecture,
+        "weights": weights,
+        "num_classes": 1000,
+        "input_size": 224,
+        "resize_shorter": 256,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "labels": "labels.txt",
+        "default_cam_layer": "features.28",
+    });
+    let path = dir.join("wrong.json");
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    path
+}
