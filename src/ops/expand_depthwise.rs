@@ -123,10 +123,9 @@ impl Args<'_> {
 impl ExpandDepthwise {
     /// The forward with the plane-major depthwise kernel: each task computes its group's
     /// expanded planes with one `gemm` into a buffer, applies the bias and activation there,
-    /// and convolves plane by plane into `dst` (`[B,Chid,OH,OW]`).
-    fn forward_planes(&self, a: &Args<'_>, plane: &PlaneConv, dst: SyncPtr) {
+    /// and convolves plane by plane into `dst` (`[B,Chid,OH,OW]`, `ohw = OH*OW`).
+    fn forward_planes(&self, a: &Args<'_>, plane: &PlaneConv, ohw: usize, dst: SyncPtr) {
         let (hw, kk) = (a.h * a.w, self.k * self.k);
-        let ohw = plane.out_hw().0 * plane.out_hw().1;
         // Hidden channels per task: the group's planes fit the buffer (a multiple of 4 for the
         // product's microkernel).
         let group = a.group(GROUP_FLOATS / hw, 4);
@@ -290,7 +289,7 @@ impl CustomOp3 for ExpandDepthwise {
         // The plane-major kernel writes through slices: those must not point at uninitialised
         // memory, so its output starts zeroed.
         let mut out = zeroed(shape.elem_count());
-        self.forward_planes(&args, &plane, SyncPtr(out.as_mut_ptr()));
+        self.forward_planes(&args, &plane, ohw, SyncPtr(out.as_mut_ptr()));
         Ok((CpuStorage::F32(out), shape))
     }
 
