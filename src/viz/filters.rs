@@ -500,7 +500,8 @@ pub fn filter_patterns_with(
     for chunk in filters.chunks(opts.batch.max(1)) {
         let first = out.len();
         let mut progress = |step| on_progress(FilterProgress::Step { first, step, steps });
-        let batch: Vec<FilterPattern> = match opts.method {
+        // Per filter of the chunk: its picture, its losses per step and its final loss.
+        let (images, losses, final_losses) = match opts.method {
             FilterMethod::Chollet => {
                 let inits = chunk
                     .iter()
@@ -515,18 +516,10 @@ pub fn filter_patterns_with(
                     &opts.ascent,
                     &mut progress,
                 )?;
-                chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &filter)| {
-                        Ok(FilterPattern {
-                            filter,
-                            image: deprocess(&a.images.get(k)?, m.mean, m.std, opts.crop)?,
-                            losses: a.losses[k].clone(),
-                            final_loss: a.final_losses[k],
-                        })
-                    })
-                    .collect::<Result<_>>()?
+                let images = (0..chunk.len())
+                    .map(|k| deprocess(&a.images.get(k)?, m.mean, m.std, opts.crop))
+                    .collect::<Result<Vec<_>>>()?;
+                (images, a.losses, a.final_losses)
             }
             FilterMethod::Lucid => {
                 let lo = opts.lucid.clone().unwrap_or_default();
@@ -549,21 +542,23 @@ pub fn filter_patterns_with(
                     (m.mean, m.std),
                     &mut progress,
                 )?;
-                chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &filter)| {
-                        Ok(FilterPattern {
-                            filter,
-                            image: lucid::to_picture(&a.images.get(k)?, opts.crop)?,
-                            losses: a.objectives[k].clone(),
-                            final_loss: a.final_objectives[k],
-                        })
-                    })
-                    .collect::<Result<_>>()?
+                let images = (0..chunk.len())
+                    .map(|k| lucid::to_picture(&a.images.get(k)?, opts.crop))
+                    .collect::<Result<Vec<_>>>()?;
+                (images, a.objectives, a.final_objectives)
             }
         };
-        for pattern in batch {
+        let batch = chunk
+            .iter()
+            .zip(images)
+            .zip(losses.into_iter().zip(final_losses));
+        for ((&filter, image), (losses, final_loss)) in batch {
+            let pattern = FilterPattern {
+                filter,
+                image,
+                losses,
+                final_loss,
+            };
             let index = out.len();
             let keep_going = on_progress(FilterProgress::Tile {
                 index,
