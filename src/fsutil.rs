@@ -1,13 +1,16 @@
-//! File-system helpers: atomic writes.
+//! File-system helpers that keep the user's files safe: atomic writes, "is this output one of
+//! the inputs?", writable-folder checks, and a model folder written by one run at a time and
+//! replaced as a whole.
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename,
 /// so a reader (or a crash) never sees half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_of(path);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = path
         .file_name()
@@ -19,6 +22,257 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// The folder a file goes into (`.` for a bare file name).
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// What identifies a file whatever the path it is reached by (hard links, symlinks, `..`):
+/// device and inode on Unix, the canonical path elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileId(#[cfg(unix)] (u64, u64), #[cfg(not(unix))] PathBuf);
+
+impl FileId {
+    /// The identity of an existing file (symlinks followed); `None` if it does not exist.
+    pub fn of(path: &Path) -> Option<FileId> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(path).ok()?;
+            Some(FileId((m.dev(), m.ino())))
+        }
+        #[cfg(not(unix))]
+        {
+            std::fs::canonicalize(path).ok().map(FileId)
+        }
+    }
+}
+
+/// Refuses an output that is one of the inputs (the same file by any path): writing it would
+/// destroy the input.
+pub fn check_not_input(out: &Path, inputs: &[&Path]) -> Result<()> {
+    let Some(out_id) = FileId::of(out) else {
+        return Ok(());
+    };
+    match inputs
+        .iter()
+        .find(|i| FileId::of(i).as_ref() == Some(&out_id))
+    {
+        Some(input) => Err(Error::Model(format!(
+            "refusing to write {}: it is the input {} (the same file); choose another --out",
+            out.display(),
+            input.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Makes sure files can be created in `dir`: creates it (and its parents) if missing and
+/// writes then removes a probe file, so a bad output folder is reported before any work.
+pub fn ensure_writable_dir(dir: &Path) -> Result<()> {
+    create_dir(dir)?;
+    probe(dir)
+}
+
+/// Creates `dir` and its parents, refusing a file in its place.
+fn create_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Model(format!(
+            "{}: is a file, but a folder is needed here",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::Model(format!(
+            "{}: cannot create this folder ({e})",
+            dir.display()
+        ))
+    })
+}
+
+/// Writes then removes a hidden file in `dir`: the one sure test that it is writable.
+fn probe(dir: &Path) -> Result<()> {
+    let probe = dir.join(format!(".convlens-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(Error::Model(format!(
+            "{}: cannot write into this folder ({e})",
+            dir.display()
+        ))),
+    }
+}
+
+/// Checks, before any work, that a file can be written at `out`: not a folder, its folder
+/// writable (created if missing).
+pub fn ensure_writable_file(out: &Path) -> Result<()> {
+    if out.is_dir() {
+        return Err(Error::Model(format!(
+            "{}: is a folder, but a file is needed here",
+            out.display()
+        )));
+    }
+    ensure_writable_dir(parent_of(out))
+}
+
+/// Whether `dir` holds anything (a missing folder holds nothing).
+fn has_entries(dir: &Path) -> Result<bool> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+/// An output folder that one process writes at a time (a lock held until drop) and that
+/// replaces an existing folder only as a whole: with `overwrite`, the run writes into a
+/// hidden sibling (`.NAME.convlens-new-PID`) that [`OutputDir::commit`] renames into place,
+/// so the folder never holds a mix of two runs. A new or empty folder is written in place.
+#[derive(Debug)]
+pub struct OutputDir {
+    target: PathBuf,
+    work: PathBuf,
+    /// Whether this process created `target` (removed again if nothing was written).
+    created: bool,
+    _lock: File,
+}
+
+impl OutputDir {
+    /// Validates and locks `target`: refuses a file, a folder another run holds, and a
+    /// non-empty folder unless `overwrite`.
+    pub fn open(target: &Path, overwrite: bool) -> Result<OutputDir> {
+        let created = !target.exists();
+        create_dir(target)?;
+        // `.` or `..` has no name to put a sibling beside: use the folder's real path.
+        let target = &match target.file_name() {
+            Some(_) => target.to_path_buf(),
+            None => std::fs::canonicalize(target).map_err(|e| Error::io(target, e))?,
+        };
+        // Locked before it is looked into, so two runs never both find it empty.
+        let lock = lock_dir(target)?;
+        let replace = has_entries(target)?;
+        if replace && !overwrite {
+            return Err(Error::Model(format!(
+                "{}: this folder exists and is not empty; use --overwrite to replace it as a \
+                 whole, or choose another --out",
+                target.display()
+            )));
+        }
+        let work = if replace {
+            let work = sibling(target, &format!("convlens-new-{}", std::process::id()));
+            if work.exists() {
+                std::fs::remove_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+            }
+            std::fs::create_dir(&work).map_err(|e| {
+                Error::Model(format!(
+                    "{}: cannot write beside this folder to replace it ({e})",
+                    target.display()
+                ))
+            })?;
+            work
+        } else {
+            probe(target)?;
+            target.to_path_buf()
+        };
+        Ok(OutputDir {
+            target: target.to_path_buf(),
+            work,
+            created,
+            _lock: lock,
+        })
+    }
+
+    /// The folder to write into now (the target, or its hidden sibling when replacing).
+    pub fn work(&self) -> &Path {
+        &self.work
+    }
+
+    /// The folder the result ends up in.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Whether the work folder holds anything.
+    pub fn has_output(&self) -> bool {
+        has_entries(&self.work).unwrap_or(false)
+    }
+
+    /// Puts what was written in place: when replacing, the old folder is moved aside, the new
+    /// one renamed to the target, and the old one deleted. Returns the target.
+    pub fn commit(&self) -> Result<&Path> {
+        if self.work == self.target {
+            return Ok(&self.target);
+        }
+        let old = self.work.with_file_name(
+            self.work
+                .file_name()
+                .map(|n| {
+                    n.to_string_lossy()
+                        .replace(".convlens-new-", ".convlens-old-")
+                })
+                .unwrap_or_default(),
+        );
+        std::fs::rename(&self.target, &old).map_err(|e| Error::io(&self.target, e))?;
+        if let Err(e) = std::fs::rename(&self.work, &self.target) {
+            let _ = std::fs::rename(&old, &self.target);
+            return Err(Error::io(&self.target, e));
+        }
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        Ok(&self.target)
+    }
+
+    /// Drops what was written: removes the hidden work folder, or the target if this process
+    /// created it and it is still empty. The previous content, if any, stays untouched.
+    pub fn discard(&self) {
+        if self.work != self.target {
+            let _ = std::fs::remove_dir_all(&self.work);
+        } else if self.created && !self.has_output() {
+            let _ = std::fs::remove_dir(&self.target);
+        }
+    }
+}
+
+/// A hidden path beside `dir`: `.NAME.<tag>`.
+fn sibling(dir: &Path, tag: &str) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    parent_of(dir).join(format!(".{name}.{tag}"))
+}
+
+/// Takes the exclusive lock of a folder, failing at once if another process holds it.
+fn lock_dir(dir: &Path) -> Result<File> {
+    // On Unix the folder itself is locked (nothing left behind); elsewhere a hidden lock file
+    // beside it, as a folder cannot be opened as a file there.
+    #[cfg(unix)]
+    let file = File::open(dir).map_err(|e| Error::io(dir, e))?;
+    #[cfg(not(unix))]
+    let file = {
+        let path = sibling(dir, "convlens-lock");
+        File::create(&path).map_err(|e| Error::io(&path, e))?
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Model(format!(
+            "{}: another convlens run is writing this folder; wait for it or choose another --out",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::Model(format!(
+            "{}: cannot lock this folder ({e})",
+            dir.display()
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -33,5 +287,75 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_input_is_found_by_any_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("photo.png");
+        std::fs::write(&input, b"x").unwrap();
+        let other = dir.path().join("other.png");
+        check_not_input(&other, &[&input]).unwrap();
+        std::fs::write(&other, b"y").unwrap();
+        check_not_input(&other, &[&input]).unwrap();
+        let dotted = dir.path().join(".").join("photo.png");
+        let err = check_not_input(&dotted, &[&input]).unwrap_err().to_string();
+        assert!(err.contains("photo.png") && err.contains("input"), "{err}");
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link.png");
+            std::os::unix::fs::symlink(&input, &link).unwrap();
+            assert!(check_not_input(&link, &[&input]).is_err());
+            let hard = dir.path().join("hard.png");
+            std::fs::hard_link(&input, &hard).unwrap();
+            assert!(check_not_input(&hard, &[&input]).is_err());
+        }
+    }
+
+    #[test]
+    fn a_file_is_not_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let err = ensure_writable_dir(&file).unwrap_err().to_string();
+        assert!(err.contains("is a file"), "{err}");
+        assert!(ensure_writable_file(&file.join("x.png")).is_err());
+        assert!(ensure_writable_file(dir.path()).is_err());
+        ensure_writable_file(&dir.path().join("new").join("x.png")).unwrap();
+        assert!(dir.path().join("new").is_dir());
+    }
+
+    #[test]
+    fn an_output_folder_is_replaced_as_a_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("model");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("old.txt"), b"old").unwrap();
+        let err = OutputDir::open(&target, false).unwrap_err().to_string();
+        assert!(err.contains("--overwrite"), "{err}");
+        let out = OutputDir::open(&target, true).unwrap();
+        assert_ne!(out.work(), target);
+        // The old run stays whole until the new one is committed.
+        std::fs::write(out.work().join("new.txt"), b"new").unwrap();
+        assert!(target.join("old.txt").exists());
+        out.commit().unwrap();
+        assert!(!target.join("old.txt").exists());
+        assert_eq!(std::fs::read(target.join("new.txt")).unwrap(), b"new");
+        drop(out);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_folder_is_written_by_one_run_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("model");
+        let first = OutputDir::open(&target, false).unwrap();
+        assert_eq!(first.work(), target);
+        let err = OutputDir::open(&target, true).unwrap_err().to_string();
+        assert!(err.contains("another convlens run"), "{err}");
+        first.discard();
+        drop(first);
+        assert!(!target.exists(), "an empty folder it created is removed");
+        OutputDir::open(&target, false).unwrap();
     }
 }

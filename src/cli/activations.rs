@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::ModelArgs;
-use super::figure_io::{default_out, export_folder};
+use super::figure_io::{check_figure_out, check_out, default_out, export_folder};
+use super::output::outln;
 use crate::Result;
 use crate::export::{self, ActivationsRequest, FigureRequest};
 use crate::viz::activations::{self, GridOptions};
@@ -31,7 +32,7 @@ pub struct ActivationsArgs {
     /// Figure scale factor, 1-4.
     #[arg(long, default_value_t = 1)]
     pub scale: u32,
-    /// The PNG to write (a sidecar .json goes beside it); for a folder, the output folder.
+    /// The figure to write, .png or .jpg/.jpeg (a sidecar .json goes beside it); for a folder, the output folder.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Also print the sparsity of every spatial layer (blank channels and mean by depth).
@@ -44,6 +45,7 @@ pub struct ActivationsArgs {
 /// Writes the activation grid and its sidecar; prints the layer's sparsity.
 pub fn run(args: &ActivationsArgs) -> Result<ExitCode> {
     export::check_scale(args.scale)?;
+    check_out(args.out.as_deref(), &args.image)?;
     let model = args.model.load()?;
     model.network.index_of(&args.layer)?;
     let grid = GridOptions {
@@ -73,11 +75,11 @@ pub fn run(args: &ActivationsArgs) -> Result<ExitCode> {
             &["channels", "blank_fraction", "mean", "active_fraction"],
             &make,
             &mut |image, res| match res {
-                Ok(e) => println!("{}: {}", image.display(), summary(&e.result)),
+                Ok(e) => outln!("{}: {}", image.display(), summary(&e.result)),
                 Err(err) => eprintln!("error: {err}"),
             },
         )?;
-        println!("index: {}", out_dir.join("index.csv").display());
+        outln!("index: {}", out_dir.join("index.csv").display());
         return Ok(if failed > 0 {
             ExitCode::FAILURE
         } else {
@@ -88,6 +90,7 @@ pub fn run(args: &ActivationsArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(Some(&args.image), &format!("{}-activations", args.layer)));
+    check_figure_out(&out, &[&args.image])?;
     let exported = export::export(
         &model,
         &args.model.model,
@@ -96,17 +99,20 @@ pub fn run(args: &ActivationsArgs) -> Result<ExitCode> {
         &out,
         &mut |_, _| true,
     )?;
-    println!("{}: {}", args.layer, summary(&exported.result));
-    println!("figure: {}", exported.png.display());
-    println!("sidecar: {}", exported.sidecar.display());
+    outln!("{}: {}", args.layer, summary(&exported.result));
+    outln!("figure: {}", exported.png.display());
+    outln!("sidecar: {}", exported.sidecar.display());
     if args.profile {
         let input = model.spec.preprocess.load(&args.image, &model.device)?;
-        println!(
+        outln!(
             "\n{:<12} {:>8} {:>10} {:>8}",
-            "layer", "blank", "mean", "active"
+            "layer",
+            "blank",
+            "mean",
+            "active"
         );
         for l in activations::sparsity_profile(&model.network, &input)? {
-            println!(
+            outln!(
                 "{:<12} {:>7.1}% {:>10.4} {:>7.1}%",
                 l.layer,
                 100.0 * l.blank_fraction,

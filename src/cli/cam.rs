@@ -1,12 +1,12 @@
 //! `convlens cam IMAGE|FOLDER [--class NAME|INDEX] [--method M] [--layer L] [--alpha A]
 //! [--colormap C] [--scale S] [--out F.png] [--json]`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::figure_io::{default_out, export_folder};
-use super::{ModelArgs, progress_bar};
+use super::figure_io::{check_figure_out, check_out, default_out, export_folder};
+use super::output::{outln, print_json};
+use super::{ModelArgs, Progress};
 use crate::export::{self, CamRequest, Exported, FigureRequest};
 use crate::viz::cam::{CamMethod, CamScore};
 use crate::viz::colormap::Colormap;
@@ -38,7 +38,7 @@ pub struct CamArgs {
     /// Figure scale factor, 1-4.
     #[arg(long, default_value_t = 1)]
     pub scale: u32,
-    /// The PNG to write (a sidecar .json goes beside it); for a folder, the output folder.
+    /// The figure to write, .png or .jpg/.jpeg (a sidecar .json goes beside it); for a folder, the output folder.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Print JSON: the low-resolution map, the class, its probability and the figure's path.
@@ -90,6 +90,7 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
             args.alpha
         )));
     }
+    check_out(args.out.as_deref(), &args.image)?;
     let model = args.model.load()?;
     let layer = args
         .layer
@@ -135,7 +136,7 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
                     if args.json {
                         found.extend(to_json(image, e));
                     } else {
-                        println!(
+                        outln!(
                             "{}: {} ({:.3}) -> {}",
                             image.display(),
                             e.result["class_name"].as_str().unwrap_or_default(),
@@ -150,7 +151,7 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
         if args.json {
             print_json(&found);
         } else {
-            println!("index: {}", out_dir.join("index.csv").display());
+            outln!("index: {}", out_dir.join("index.csv").display());
         }
         return Ok(if failed > 0 {
             ExitCode::FAILURE
@@ -162,8 +163,9 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(Some(&args.image), &format!("{layer}-{}", args.method)));
+    check_figure_out(&out, &[&args.image])?;
     let request = make(&args.image);
-    let bar = (args.method == CamMethod::ScoreCam).then(|| progress_bar(0, "score-cam"));
+    let mut bar = (args.method == CamMethod::ScoreCam).then(|| Progress::new(0, "score-cam"));
     let exported = export::export(
         &model,
         &args.model.model,
@@ -171,7 +173,7 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
         args.scale,
         &out,
         &mut |done, total| {
-            if let Some(b) = &bar {
+            if let Some(b) = &mut bar {
                 b.set_length(total as u64);
                 b.set_position(done as u64);
             }
@@ -179,12 +181,12 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
         },
     )?;
     if let Some(b) = bar {
-        b.finish_and_clear();
+        b.finish();
     }
     if args.json {
         print_json(&to_json(&args.image, &exported));
     } else {
-        println!(
+        outln!(
             "{} at {}: {} (class {}, p = {:.3})",
             args.method,
             layer,
@@ -192,15 +194,8 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
             exported.result["class"],
             exported.result["prob"].as_f64().unwrap_or_default()
         );
-        println!("figure: {}", exported.png.display());
-        println!("sidecar: {}", exported.sidecar.display());
+        outln!("figure: {}", exported.png.display());
+        outln!("sidecar: {}", exported.sidecar.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_json<T: serde::Serialize>(v: &T) {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    serde_json::to_writer_pretty(&mut out, v).expect("stdout is writable");
-    let _ = writeln!(out);
 }

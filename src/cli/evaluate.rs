@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::progress_bar;
+use super::Progress;
+use super::output::{outln, print_json};
 use crate::cancel::CancelToken;
 use crate::data::folder::{FolderOptions, ImageFolder, Split};
 use crate::device::DeviceChoice;
@@ -60,7 +61,7 @@ pub fn run(args: &EvaluateArgs) -> Result<ExitCode> {
             args.split
         )));
     }
-    let bar = progress_bar(samples.len() as u64, "evaluate");
+    let mut bar = Progress::new(samples.len() as u64, "evaluate");
     let eval = evaluate(
         &model,
         samples,
@@ -68,42 +69,45 @@ pub fn run(args: &EvaluateArgs) -> Result<ExitCode> {
         &mut |done, _| bar.set_position(done as u64),
         &CancelToken::new(),
     )?;
-    bar.finish_and_clear();
+    bar.finish();
     for (path, reason) in &eval.skipped {
         eprintln!("skipped {}: {reason}", path.display());
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&eval).expect("serialisable")
-        );
+        print_json(&eval);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "accuracy {:.4} on {} images ({})",
         eval.accuracy,
         samples.len(),
         args.split
     );
-    println!(
+    outln!(
         "\n{:<16} {:>9} {:>9} {:>8}",
-        "class", "precision", "recall", "support"
+        "class",
+        "precision",
+        "recall",
+        "support"
     );
     for c in &eval.per_class {
-        println!(
+        outln!(
             "{:<16} {:>9.3} {:>9.3} {:>8}",
-            c.class, c.precision, c.recall, c.support
+            c.class,
+            c.precision,
+            c.recall,
+            c.support
         );
     }
-    println!("\nconfusion (rows: true, columns: predicted)");
+    outln!("\nconfusion (rows: true, columns: predicted)");
     for (name, row) in eval.classes.iter().zip(&eval.confusion) {
         let cells: Vec<String> = row.iter().map(|n| format!("{n:>5}")).collect();
-        println!("{name:<16} {}", cells.join(""));
+        outln!("{name:<16} {}", cells.join(""));
     }
     if !eval.misclassified.is_empty() {
-        println!("\nmisclassified");
+        outln!("\nmisclassified");
         for m in &eval.misclassified {
-            println!(
+            outln!(
                 "  {}: {} ({:.3}) predicted as {} ({:.3})",
                 m.path.display(),
                 m.true_class,

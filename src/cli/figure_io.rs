@@ -1,9 +1,12 @@
-//! What the figure subcommands share: output paths, a folder of images in place of one image,
-//! and the index written beside a folder's figures.
+//! What the figure subcommands share: output paths (checked before any work, never an
+//! input), a folder of images in place of one image, and the index written beside a folder's
+//! figures.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::export::{self, Exported, FigureRequest};
+use crate::fsutil::{self, FileId};
 use crate::zoo::Model;
 use crate::{Error, Result};
 
@@ -48,6 +51,75 @@ pub fn default_out(image: Option<&Path>, suffix: &str) -> PathBuf {
     PathBuf::from(sanitize(&name))
 }
 
+/// Checks a figure's output path before any work: a supported extension, a writable folder
+/// (created if missing), and neither the figure nor its sidecar one of the `inputs`.
+pub fn check_figure_out(out: &Path, inputs: &[&Path]) -> Result<()> {
+    export::check_figure_path(out)?;
+    fsutil::ensure_writable_file(out)?;
+    fsutil::check_not_input(out, inputs)?;
+    fsutil::check_not_input(&export::sidecar_path(out), inputs)
+}
+
+/// Checks a folder's output folder before any work: writable (created if missing) and not the
+/// folder of images itself (figures there would mix with, and could replace, the inputs).
+pub fn check_folder_out(out_dir: &Path, folder: &Path) -> Result<()> {
+    if FileId::of(out_dir).is_some() && FileId::of(out_dir) == FileId::of(folder) {
+        return Err(Error::Model(format!(
+            "refusing to write figures into {}: it is the input folder {}; choose another --out",
+            out_dir.display(),
+            folder.display()
+        )));
+    }
+    fsutil::ensure_writable_dir(out_dir)
+}
+
+/// Checks an explicit `--out` for `image` (a file, or a folder of images) before any work.
+pub fn check_out(out: Option<&Path>, image: &Path) -> Result<()> {
+    match out {
+        Some(out) if image.is_dir() => check_folder_out(out, image),
+        Some(out) => check_figure_out(out, &[image]),
+        None => Ok(()),
+    }
+}
+
+/// The figure file name of each image of a folder: `<stem>.png`, or `<stem>_<ext>.png` when
+/// another image shares the stem (`x.jpg` and `x.png` give `x_jpg.png` and `x_png.png`); a
+/// name still taken (after replacing odd characters, ignoring case) gets `-2`, `-3` ... The
+/// same folder always gives the same names.
+pub fn figure_names(images: &[PathBuf]) -> Vec<String> {
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map_or_else(|| "figure".into(), |s| s.to_string_lossy().into_owned())
+    };
+    let mut stems: HashMap<String, usize> = HashMap::new();
+    for image in images {
+        *stems.entry(stem(image).to_lowercase()).or_default() += 1;
+    }
+    let mut used = HashSet::new();
+    images
+        .iter()
+        .map(|image| {
+            let s = stem(image);
+            let base = if stems[&s.to_lowercase()] > 1 {
+                let ext = image
+                    .extension()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                sanitize(&format!("{s}_{ext}"))
+            } else {
+                sanitize(&s)
+            };
+            let mut name = format!("{base}.png");
+            let mut n = 1;
+            while !used.insert(name.to_lowercase()) {
+                n += 1;
+                name = format!("{base}-{n}.png");
+            }
+            name
+        })
+        .collect()
+}
+
 /// Replaces characters that do not belong in a file name.
 fn sanitize(name: &str) -> String {
     name.chars()
@@ -71,10 +143,10 @@ pub struct IndexRow {
     pub error: Option<String>,
 }
 
-/// Exports one figure per image of a folder into `out_dir` (`<stem>.png` + sidecar), then
-/// `index.csv` and `index.json`. `make(image)` builds each request; `csv_columns` picks result
-/// fields for the CSV. A failing image is recorded in the index and reported; the exit code
-/// is 1 if any failed.
+/// Exports one figure per image of a folder into `out_dir` (names from [`figure_names`], each
+/// with its sidecar), then `index.csv` and `index.json`. `make(image)` builds each request;
+/// `csv_columns` picks result fields for the CSV. A failing image is recorded in the index and
+/// reported; the exit code is 1 if any failed. `out_dir` is checked before any work.
 #[allow(clippy::too_many_arguments)]
 pub fn export_folder(
     model: &Model,
@@ -87,16 +159,25 @@ pub fn export_folder(
     on_done: &mut dyn FnMut(&Path, &Result<Exported>),
 ) -> Result<(Vec<IndexRow>, usize)> {
     let images = images_in(folder)?;
-    let bar = super::progress_bar(images.len() as u64, "figures");
+    check_folder_out(out_dir, folder)?;
+    let inputs: Vec<&Path> = images.iter().map(PathBuf::as_path).collect();
+    let mut bar = super::Progress::new(images.len() as u64, "figures");
     let mut rows = Vec::new();
     let mut failed = 0;
-    for image in &images {
-        let stem = image
-            .file_stem()
-            .map_or_else(|| "figure".into(), |s| s.to_string_lossy());
-        let out = out_dir.join(sanitize(&format!("{stem}.png")));
-        let request = make(image);
-        let res = export::export(model, model_source, &request, scale, &out, &mut |_, _| true);
+    for (image, name) in images.iter().zip(figure_names(&images)) {
+        let out = out_dir.join(name);
+        let res = fsutil::check_not_input(&out, &inputs)
+            .and_then(|()| fsutil::check_not_input(&export::sidecar_path(&out), &inputs))
+            .and_then(|()| {
+                export::export(
+                    model,
+                    model_source,
+                    &make(image),
+                    scale,
+                    &out,
+                    &mut |_, _| true,
+                )
+            });
         bar.suspend(|| on_done(image, &res));
         rows.push(match res {
             Ok(e) => IndexRow {
@@ -119,7 +200,7 @@ pub fn export_folder(
         });
         bar.inc(1);
     }
-    bar.finish_and_clear();
+    bar.finish();
     write_index(out_dir, &rows, csv_columns)?;
     Ok((rows, failed))
 }
@@ -179,5 +260,26 @@ mod tests {
             PathBuf::from("blocks.4-filters.png")
         );
         assert_eq!(csv_field("a,b"), "\"a,b\"");
+    }
+
+    #[test]
+    fn figure_names_never_collide() {
+        let images: Vec<PathBuf> = ["a.png", "x.JPG", "x.png", "x_png.png", "y z.png", "y_z.png"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let names = figure_names(&images);
+        assert_eq!(
+            names,
+            [
+                "a.png",
+                "x_JPG.png",
+                "x_png.png",
+                "x_png-2.png",
+                "y_z.png",
+                "y_z-2.png"
+            ]
+        );
+        assert_eq!(figure_names(&images), names, "stable");
     }
 }

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::figure_io::default_out;
-use super::{ModelArgs, progress_bar};
+use super::figure_io::{check_figure_out, default_out};
+use super::output::outln;
+use super::{ModelArgs, Progress};
 use crate::export::{self, FigureRequest, FiltersRequest};
 use crate::viz::filters::{self, FilterMethod, FilterOptions};
 use crate::{Error, Result};
@@ -42,7 +43,7 @@ pub struct FiltersArgs {
     /// Figure scale factor, 1-4.
     #[arg(long, default_value_t = 1)]
     pub scale: u32,
-    /// The PNG to write (a sidecar .json goes beside it).
+    /// The figure to write, .png or .jpg/.jpeg (a sidecar .json goes beside it).
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[command(flatten)]
@@ -90,6 +91,9 @@ pub fn run(args: &FiltersArgs) -> Result<ExitCode> {
             "--size must be at least 16 and --steps at least 1".into(),
         ));
     }
+    if let Some(out) = &args.out {
+        check_figure_out(out, &[])?;
+    }
     let model = args.model.load()?;
     let count = filters::filter_count(&model, &args.layer)?;
     let list = match &args.filters {
@@ -110,7 +114,8 @@ pub fn run(args: &FiltersArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(None, &format!("{}-filters", args.layer)));
-    let bar = progress_bar(list.len() as u64, "filters");
+    check_figure_out(&out, &[])?;
+    let mut bar = Progress::new(list.len() as u64, "filters");
     let started = std::time::Instant::now();
     let exported = export::export(
         &model,
@@ -123,15 +128,15 @@ pub fn run(args: &FiltersArgs) -> Result<ExitCode> {
             true
         },
     )?;
-    bar.finish_and_clear();
-    println!(
+    bar.finish();
+    outln!(
         "{} filters of {} in {:.1} s",
         list.len(),
         args.layer,
         started.elapsed().as_secs_f64()
     );
-    println!("figure: {}", exported.png.display());
-    println!("sidecar: {}", exported.sidecar.display());
+    outln!("figure: {}", exported.png.display());
+    outln!("sidecar: {}", exported.sidecar.display());
     Ok(ExitCode::SUCCESS)
 }
 

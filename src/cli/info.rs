@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use super::ModelArgs;
+use super::output::{out, outln, print_json};
 use crate::Result;
 use crate::graph::LayerInfo;
 use crate::text::{shape_text, thousands};
@@ -57,13 +58,10 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
             "detected": detected,
             "layers": table,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&out).expect("serialisable")
-        );
+        print_json(&out);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{} ({}), {} classes, input {}x{}, weights {}",
         m.name,
         m.architecture,
@@ -73,16 +71,16 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode> {
         model.spec.weights_path.display()
     );
     if !m.provenance.source.is_empty() {
-        println!("source: {} ({})", m.provenance.source, m.provenance.license);
+        outln!("source: {} ({})", m.provenance.source, m.provenance.license);
     }
     if !m.provenance.notes.is_empty() {
-        println!("notes: {}", m.provenance.notes);
+        outln!("notes: {}", m.provenance.notes);
     }
     if let Some(line) = &detected {
-        println!("detected: {line}");
+        outln!("detected: {line}");
     }
-    println!();
-    print!("{}", format_table(&table));
+    outln!();
+    out!("{}", format_table(&table));
     Ok(ExitCode::SUCCESS)
 }
 

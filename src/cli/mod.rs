@@ -6,9 +6,13 @@ mod evaluate;
 mod figure_io;
 mod filters;
 mod info;
+mod output;
 mod predict;
+mod progress;
 mod reproduce;
 mod train;
+
+pub use progress::Progress;
 
 use std::process::ExitCode;
 
@@ -102,7 +106,7 @@ pub fn run(cli: Cli) -> ExitCode {
         #[cfg(not(feature = "gui"))]
         None => {
             use clap::CommandFactory;
-            let _ = Cli::command().print_help();
+            output::out!("{}", Cli::command().render_help());
             eprintln!("\n(this build has no desktop app: it was built without the `gui` feature)");
             Ok(ExitCode::from(2))
         }
@@ -144,18 +148,4 @@ fn open_gui(
         None => crate::gui::run(options)?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A progress bar on stderr (drawn only when stderr is a terminal).
-pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_string());
-    bar
 }

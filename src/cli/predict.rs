@@ -1,10 +1,10 @@
 //! `convlens predict IMAGE... [--model M] [--top K] [--json] [--device D]`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{ModelArgs, progress_bar};
+use super::output::{outln, print_json};
+use super::{ModelArgs, Progress};
 use crate::Result;
 use crate::predict::{ClassScore, top_k};
 
@@ -36,7 +36,7 @@ struct ImagePrediction {
 /// Classifies every readable image; unreadable ones get a line on stderr and exit code 1.
 pub fn run(args: &PredictArgs) -> Result<ExitCode> {
     let model = args.model.load()?;
-    let bar = progress_bar(args.images.len() as u64, "predict");
+    let mut bar = Progress::new(args.images.len() as u64, "predict");
     let mut results = Vec::new();
     let mut failed = 0usize;
     for chunk in args.images.chunks(BATCH) {
@@ -60,12 +60,9 @@ pub fn run(args: &PredictArgs) -> Result<ExitCode> {
         }
         bar.inc(chunk.len() as u64);
     }
-    bar.finish_and_clear();
+    bar.finish();
     if args.json {
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
-        serde_json::to_writer_pretty(&mut out, &results).expect("stdout is writable");
-        let _ = writeln!(out);
+        print_json(&results);
     }
     Ok(if failed > 0 {
         ExitCode::FAILURE
@@ -84,9 +81,9 @@ fn error_reason(path: &std::path::Path, err: &crate::Error) -> String {
 }
 
 fn print_text(p: &ImagePrediction) {
-    println!("{}", p.image);
+    outln!("{}", p.image);
     for (rank, c) in p.top.iter().enumerate() {
-        println!(
+        outln!(
             "  {:>2}. {:<32} {:>6.3}  (class {})",
             rank + 1,
             c.class,

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::progress_bar;
+use super::Progress;
+use super::output::outln;
 use crate::Result;
 use crate::device::DeviceChoice;
 use crate::export;
@@ -13,7 +14,7 @@ use crate::export;
 pub struct ReproduceArgs {
     /// The JSON sidecar written beside a figure.
     pub sidecar: PathBuf,
-    /// Where to write the figure (default: `<sidecar stem>.reproduced.png` beside it).
+    /// Where to write the figure, .png or .jpg (default: `<sidecar stem>.reproduced.png` beside it).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Override the recorded device (cpu, cuda[:N], metal[:N], auto).
@@ -23,8 +24,13 @@ pub struct ReproduceArgs {
 
 /// Renders the figure again; exit code 1 if its bytes differ from the recorded PNG's.
 pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
+    if let Some(out) = &args.out {
+        export::check_figure_path(out)?;
+        crate::fsutil::ensure_writable_file(out)?;
+        crate::fsutil::check_not_input(out, &[&args.sidecar])?;
+    }
     let device = args.device.map(|d| d.open()).transpose()?;
-    let bar = progress_bar(0, "reproduce");
+    let mut bar = Progress::new(0, "reproduce");
     let r = export::reproduce(
         &args.sidecar,
         args.out.as_deref(),
@@ -35,10 +41,10 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
             true
         },
     )?;
-    bar.finish_and_clear();
-    println!("figure: {}", r.png.display());
+    bar.finish();
+    outln!("figure: {}", r.png.display());
     if r.identical {
-        println!("identical to the recorded PNG (same SHA-256)");
+        outln!("identical to the recorded PNG (same SHA-256)");
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!("the new PNG differs from the recorded one (another device, build or input?)");

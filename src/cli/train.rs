@@ -1,24 +1,33 @@
 //! `convlens train DATA_DIR --out MODEL_DIR [--mode ...] ...`: transfer learning from the
 //! command line, with progress bars and a line per epoch.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::{ModelArgs, progress_bar};
-use crate::Result;
+use super::output::outln;
+use super::{ModelArgs, Progress};
 use crate::cancel::CancelToken;
 use crate::data::augment::Augment;
 use crate::data::folder::{FolderOptions, ImageFolder, Split};
-use crate::train::{HeadKind, Mode, OptimizerKind, TrainConfig, TrainEvent, train};
+use crate::fsutil::OutputDir;
+use crate::train::{
+    HeadKind, Mode, OptimizerKind, TrainConfig, TrainEvent, TrainReport, bundle, train,
+};
+use crate::{Error, Result};
 
 /// Arguments of `convlens train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// A folder with one subfolder per class (or train/ validation/ [test/] split folders).
     pub data: PathBuf,
-    /// Where the trained model (a folder) is written.
+    /// Where the trained model (a folder) is written; a folder that exists and is not empty
+    /// is refused unless --overwrite.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing --out folder as a whole (the new run is written beside it and
+    /// renamed into place; the old one stays untouched until then).
+    #[arg(long)]
+    pub overwrite: bool,
     /// extract, extract-augment, finetune or scratch.
     #[arg(long, default_value = "extract")]
     pub mode: Mode,
@@ -104,9 +113,80 @@ impl TrainArgs {
     }
 }
 
-/// Scans the folder, trains, and prints where the model went.
+/// Checks and locks the output folder, scans the data, trains, and prints where the model went.
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let cfg = args.config()?;
+    // Before any work: a bad or busy --out is reported at once.
+    let out = OutputDir::open(&args.out, args.overwrite)?;
+    let cancel = CancelToken::new();
+    let result = scan_and_train(args, &cfg, out.work(), &cancel);
+    let saved = bundle::is_trained_model(out.work());
+    match result {
+        Ok(report) => {
+            let dir = out.commit()?;
+            outln!(
+                "saved {} (best validation loss {:.4}, accuracy {:.3}; {} images through the \
+                 base, {} from the cache)",
+                dir.display(),
+                report.best_val_loss,
+                report.best_val_accuracy,
+                report.extract.computed,
+                report.extract.cached
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if !saved => {
+            out.discard();
+            if matches!(e, Error::Cancelled) {
+                eprintln!(
+                    "interrupted before the first checkpoint: nothing was saved{}",
+                    if out.work() == out.target() {
+                        String::new()
+                    } else {
+                        format!("; {} is unchanged", out.target().display())
+                    }
+                );
+                return Ok(ExitCode::from(130));
+            }
+            Err(e)
+        }
+        Err(e) => {
+            // What loads replaces the old folder (as a whole), as the user asked.
+            let dir = out.commit()?;
+            if matches!(e, Error::Cancelled) {
+                let epochs = bundle::TrainedManifest::read(dir).map_or(0, |m| m.history.len());
+                eprintln!(
+                    "interrupted: the best checkpoint so far ({epochs} finished epochs) is kept in {}",
+                    dir.display()
+                );
+                return Ok(ExitCode::from(130));
+            }
+            Err(renamed(e, out.work(), dir))
+        }
+    }
+}
+
+/// An error whose message names the work folder, restated with the folder it became.
+fn renamed(e: Error, from: &Path, to: &Path) -> Error {
+    if from == to {
+        return e;
+    }
+    let text = e.to_string();
+    let from = from.display().to_string();
+    if text.contains(&from) {
+        Error::Training(text.replace(&from, &to.display().to_string()))
+    } else {
+        e
+    }
+}
+
+/// Scans the data folder, loads the base model and trains into `work` (Ctrl-C cancels).
+fn scan_and_train(
+    args: &TrainArgs,
+    cfg: &TrainConfig,
+    work: &Path,
+    cancel: &CancelToken,
+) -> Result<TrainReport> {
     let data = ImageFolder::scan(
         &args.data,
         &FolderOptions {
@@ -126,26 +206,24 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         data.split(Split::Validation).len()
     );
     let base = args.model.load()?;
-    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut bar: Option<Progress> = None;
     let mut on_event = |event: TrainEvent| match event {
         TrainEvent::Phase { name, .. } => {
             if let Some(b) = bar.take() {
-                b.finish_and_clear();
+                b.finish();
             }
             eprintln!("== {name}");
         }
         TrainEvent::Progress { what, done, total } => {
-            let b = bar.get_or_insert_with(|| progress_bar(total as u64, &what));
-            if b.length() != Some(total as u64) || b.prefix() != what {
-                b.set_length(total as u64);
-                b.set_prefix(what);
-                b.reset();
+            let b = bar.get_or_insert_with(|| Progress::new(total as u64, &what));
+            if b.len() != total as u64 || b.what() != what {
+                b.restart(total as u64, &what);
             }
             b.set_position(done as u64);
         }
         TrainEvent::Epoch(m) => {
             if let Some(b) = bar.take() {
-                b.finish_and_clear();
+                b.finish();
             }
             eprintln!(
                 "{} epoch {:>3}: loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1}s{}",
@@ -168,28 +246,9 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         }
     };
     // Ctrl-C stops between batches; the best checkpoint and the finished epochs stay on disk.
-    let cancel = CancelToken::new();
     let on_interrupt = cancel.clone();
     if let Err(e) = ctrlc::set_handler(move || on_interrupt.cancel()) {
         eprintln!("warning: Ctrl-C will not stop training cleanly ({e})");
     }
-    let report = match train(&base, &data, &cfg, &args.out, &mut on_event, &cancel) {
-        Err(crate::Error::Cancelled) => {
-            eprintln!(
-                "interrupted: the best checkpoint so far is kept in {}",
-                args.out.display()
-            );
-            return Ok(ExitCode::from(130));
-        }
-        other => other?,
-    };
-    println!(
-        "saved {} (best validation loss {:.4}, accuracy {:.3}; {} images through the base, {} from the cache)",
-        report.out_dir.display(),
-        report.best_val_loss,
-        report.best_val_accuracy,
-        report.extract.computed,
-        report.extract.cached
-    );
-    Ok(ExitCode::SUCCESS)
+    train(&base, &data, cfg, work, &mut on_event, cancel)
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::{check_not_input, write_atomic};
 use crate::viz::activations::{self, GridOptions, LayerSparsity};
 use crate::viz::cam::{self, Cam, CamMethod, CamOptions, CamScore};
 use crate::viz::colormap::Colormap;
@@ -128,9 +128,9 @@ pub struct Sidecar {
     pub image_sha256: Option<String>,
     /// The figure's scale factor (1-4).
     pub scale: u32,
-    /// The PNG's file name (beside the sidecar).
+    /// The figure's file name (beside the sidecar; PNG, or JPEG for `.jpg`/`.jpeg`).
     pub png: String,
-    /// SHA-256 of the PNG's bytes.
+    /// SHA-256 of the figure's bytes.
     pub png_sha256: String,
     /// What was found (class, probability, sparsity, losses ...); not read back.
     pub result: serde_json::Value,
@@ -387,13 +387,59 @@ pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>> {
 
 use image::ImageEncoder;
 
+/// The file extensions a figure can be written as.
+pub const FIGURE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+/// The image format a figure path asks for by its extension, or an error listing the
+/// supported ones.
+fn figure_format(path: &Path) -> Result<image::ImageFormat> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "png" => Ok(image::ImageFormat::Png),
+        "jpg" | "jpeg" => Ok(image::ImageFormat::Jpeg),
+        _ => Err(Error::Model(format!(
+            "{}: a figure is written as {} (by the file's extension); `.{ext}` is not one",
+            path.display(),
+            FIGURE_EXTENSIONS.map(|e| format!(".{e}")).join(", ")
+        ))),
+    }
+}
+
+/// Checks that a figure can be written at `path` (a supported extension).
+pub fn check_figure_path(path: &Path) -> Result<()> {
+    figure_format(path).map(|_| ())
+}
+
+/// A figure's bytes in the format its path's extension names (PNG, or JPEG at quality 95).
+pub fn figure_bytes(img: &RgbImage, path: &Path) -> Result<Vec<u8>> {
+    match figure_format(path)? {
+        image::ImageFormat::Jpeg => {
+            let mut out = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+                .write_image(
+                    img.as_raw(),
+                    img.width(),
+                    img.height(),
+                    image::ExtendedColorType::Rgb8,
+                )
+                .map_err(|e| Error::Model(format!("JPEG encoding failed: {e}")))?;
+            Ok(out)
+        }
+        _ => png_bytes(img),
+    }
+}
+
 /// The sidecar path of a figure: `F.png` -> `F.json`.
 pub fn sidecar_path(png: &Path) -> PathBuf {
     png.with_extension("json")
 }
 
-/// Renders a figure and writes it to `out` (PNG) with its sidecar beside it. `model_source`
-/// is what `--model` was given (recorded for [`reproduce`]).
+/// Renders a figure and writes it to `out` (PNG or JPEG, by its extension) with its sidecar
+/// beside it. `model_source` is what `--model` was given (recorded for [`reproduce`]). An
+/// `out` (or sidecar) that is the input image is refused before any work.
 pub fn export(
     model: &Model,
     model_source: &str,
@@ -402,8 +448,13 @@ pub fn export(
     out: &Path,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Exported> {
+    check_figure_path(out)?;
+    let sidecar_file = sidecar_path(out);
+    let inputs: Vec<&Path> = request.image().into_iter().collect();
+    check_not_input(out, &inputs)?;
+    check_not_input(&sidecar_file, &inputs)?;
     let rendered = render(model, request, scale, progress)?;
-    let bytes = png_bytes(&rendered.image)?;
+    let bytes = figure_bytes(&rendered.image, out)?;
     write_atomic(out, &bytes)?;
     let sidecar = Sidecar {
         convlens_version: VERSION.to_string(),
@@ -420,13 +471,12 @@ pub fn export(
         png_sha256: sha256_hex(&bytes),
         result: rendered.result.clone(),
     };
-    let path = sidecar_path(out);
     let mut json = serde_json::to_vec_pretty(&sidecar).expect("a sidecar serialises");
     json.push(b'\n');
-    write_atomic(&path, &json)?;
+    write_atomic(&sidecar_file, &json)?;
     Ok(Exported {
         png: out.to_path_buf(),
-        sidecar: path,
+        sidecar: sidecar_file,
         result: rendered.result,
         cam: rendered.cam,
     })
@@ -462,13 +512,15 @@ pub fn read_sidecar(path: &Path) -> Result<Sidecar> {
 #[derive(Clone, Debug)]
 pub struct Reproduced {
     pub png: PathBuf,
-    /// Whether the new PNG's bytes hash to the sidecar's `png_sha256`.
+    /// Whether the new figure's bytes (in the recorded format) hash to the sidecar's
+    /// `png_sha256`.
     pub identical: bool,
 }
 
 /// Renders the figure a sidecar describes again and writes it to `out` (default: beside the
-/// sidecar, `<stem>.reproduced.png`). The model is resolved from the recorded source and must
-/// have the recorded weights hash; the image is looked for as recorded, then relative to the
+/// sidecar, `<stem>.reproduced.png`, or `.jpg` for a JPEG figure); an `out` that is the
+/// sidecar, the recorded figure or the image is refused. The model is resolved from the
+/// recorded source and must have the recorded weights hash; the image is looked for as recorded, then relative to the
 /// sidecar's folder, and must have the recorded hash. `device` overrides the recorded one.
 pub fn reproduce(
     sidecar_file: &Path,
@@ -478,6 +530,19 @@ pub fn reproduce(
 ) -> Result<Reproduced> {
     let sc = read_sidecar(sidecar_file)?;
     let dir = sidecar_file.parent().unwrap_or(Path::new("."));
+    let out = out.map_or_else(
+        || {
+            let stem = sidecar_file
+                .file_stem()
+                .map_or_else(|| "figure".into(), |s| s.to_string_lossy().into_owned());
+            let ext = Path::new(&sc.png)
+                .extension()
+                .map_or_else(|| "png".into(), |e| e.to_string_lossy().into_owned());
+            dir.join(format!("{stem}.reproduced.{ext}"))
+        },
+        Path::to_path_buf,
+    );
+    check_figure_path(&out)?;
     let mut request = sc.figure.clone();
     if let Some(image) = request.image_mut() {
         if !image.exists() && dir.join(&*image).exists() {
@@ -493,6 +558,13 @@ pub fn reproduce(
             )));
         }
     }
+    // Neither the sidecar, nor the figure it records, nor the image may be replaced.
+    let recorded_figure = dir.join(&sc.png);
+    let inputs: Vec<&Path> = [sidecar_file, &recorded_figure]
+        .into_iter()
+        .chain(request.image())
+        .collect();
+    check_not_input(&out, &inputs)?;
     let spec =
         crate::zoo::resolve(&sc.model.source).or_else(|_| crate::zoo::resolve(&sc.model.name))?;
     let device = match device {
@@ -519,20 +591,18 @@ pub fn reproduce(
         );
     }
     let rendered = render(&model, &request, sc.scale, progress)?;
-    let bytes = png_bytes(&rendered.image)?;
-    let out = out.map_or_else(
-        || {
-            let stem = sidecar_file
-                .file_stem()
-                .map_or_else(|| "figure".into(), |s| s.to_string_lossy().into_owned());
-            dir.join(format!("{stem}.reproduced.png"))
-        },
-        Path::to_path_buf,
-    );
+    let bytes = figure_bytes(&rendered.image, &out)?;
     write_atomic(&out, &bytes)?;
+    // Compared in the recorded figure's format, whatever format `out` asks for.
+    let recorded = Path::new(&sc.png);
+    let identical = if figure_format(recorded).ok() == figure_format(&out).ok() {
+        sha256_hex(&bytes) == sc.png_sha256
+    } else {
+        sha256_hex(&figure_bytes(&rendered.image, recorded)?) == sc.png_sha256
+    };
     Ok(Reproduced {
         png: out,
-        identical: sha256_hex(&bytes) == sc.png_sha256,
+        identical,
     })
 }
 
