@@ -252,6 +252,11 @@ fn sibling(dir: &Path, tag: &str) -> PathBuf {
 }
 
 /// Takes the exclusive lock of a folder, failing at once if another process holds it.
+#[allow(
+    clippy::incompatible_msrv,
+    reason = "File::try_lock is Rust 1.89; the crate already needs newer than the rust-version \
+              written in Cargo.toml (let-chains, egui 0.37), which issue #12 raises"
+)]
 fn lock_dir(dir: &Path) -> Result<File> {
     // On Unix the folder itself is locked (nothing left behind); elsewhere a hidden lock file
     // beside it, as a folder cannot be opened as a file there.

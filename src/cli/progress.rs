@@ -117,7 +117,7 @@ impl Progress {
     }
 
     /// The number of steps.
-    pub fn len(&self) -> u64 {
+    pub fn length(&self) -> u64 {
         match &self.inner {
             Inner::Bar(b) => b.length().unwrap_or(0),
             Inner::Plain(p) => p.len,

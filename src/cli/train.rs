@@ -216,7 +216,7 @@ fn scan_and_train(
         }
         TrainEvent::Progress { what, done, total } => {
             let b = bar.get_or_insert_with(|| Progress::new(total as u64, &what));
-            if b.len() != total as u64 || b.what() != what {
+            if b.length() != total as u64 || b.what() != what {
                 b.restart(total as u64, &what);
             }
             b.set_position(done as u64);
