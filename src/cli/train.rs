@@ -107,6 +107,7 @@ impl TrainArgs {
 /// Scans the folder, trains, and prints where the model went.
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let cfg = args.config()?;
+    cfg.validate()?;
     let data = ImageFolder::scan(
         &args.data,
         &FolderOptions {
