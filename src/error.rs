@@ -33,6 +33,13 @@ pub enum Error {
     /// A training run that cannot go on (diverged, bad configuration).
     #[error("{0}")]
     Training(String),
+    /// An option (command line, GUI or saved configuration) outside its allowed range.
+    #[error("{0}")]
+    InvalidOption(String),
+    /// A model output that is NaN or infinite (`what` names the output, and the image and
+    /// model where the caller knows them).
+    #[error("{what} is {value}, not a number: the model's weights or normalisation are broken")]
+    NonFinite { what: String, value: f32 },
     /// The user cancelled the job.
     #[error("cancelled")]
     Cancelled,

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use crate::Result;
 use crate::zoo::Model;
+use crate::{Error, Result};
 
 /// Image files decoded and preprocessed together.
 #[derive(Default)]
@@ -30,6 +30,19 @@ pub struct ClassScore {
     pub prob: f32,
 }
 
+/// Most classes a ranking may show (`--top`).
+pub const MAX_TOP: usize = 1000;
+
+/// Checks a `--top` value: 1 to [`MAX_TOP`].
+pub fn check_top(k: usize) -> Result<()> {
+    if (1..=MAX_TOP).contains(&k) {
+        return Ok(());
+    }
+    Err(Error::InvalidOption(format!(
+        "--top {k}: show 1..={MAX_TOP} classes per image"
+    )))
+}
+
 /// The `k` most probable classes of one probability vector, best first.
 pub fn top_k(probs: &[f32], k: usize, labels: &[String]) -> Vec<ClassScore> {
     let mut order: Vec<usize> = (0..probs.len()).collect();
@@ -50,11 +63,62 @@ pub fn top_k(probs: &[f32], k: usize, labels: &[String]) -> Vec<ClassScore> {
 
 impl Model {
     /// Softmax probabilities for a preprocessed batch `[batch, 3, size, size]`:
-    /// one `Vec` of `num_classes` per image.
+    /// one `Vec` of `num_classes` per image. A row that is not finite, or a row length other
+    /// than the model's class count, is an error naming the model and the row (prefer
+    /// [`Model::batch_probabilities`], whose errors name the image file).
     pub fn probabilities(&self, batch: &Tensor) -> Result<Vec<Vec<f32>>> {
+        self.checked_probabilities(batch, &|row| format!("image {row} of the batch"))
+    }
+
+    /// Softmax probabilities of a loaded batch, one row per file of `loaded.paths`; a
+    /// non-finite output is an error naming the file and the model.
+    pub fn batch_probabilities(&self, loaded: &LoadedBatch) -> Result<Vec<Vec<f32>>> {
+        match &loaded.batch {
+            Some(batch) => self.checked_probabilities(batch, &|row| {
+                loaded
+                    .paths
+                    .get(row)
+                    .map_or_else(|| format!("image {row}"), |p| p.display().to_string())
+            }),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Names this model's output for `image` in errors: "`image`: the output of model NAME
+    /// (manifest path)".
+    pub fn output_name(&self, image: &str) -> String {
+        format!(
+            "{image}: the output of model `{}` ({})",
+            self.spec.manifest.name,
+            self.spec.manifest_path.display()
+        )
+    }
+
+    fn checked_probabilities(
+        &self,
+        batch: &Tensor,
+        image: &dyn Fn(usize) -> String,
+    ) -> Result<Vec<Vec<f32>>> {
         let logits = self.network.forward(&batch.to_device(&self.device)?)?;
         let probs = candle_nn::ops::softmax_last_dim(&logits)?;
-        Ok(probs.to_device(&Device::Cpu)?.to_vec2::<f32>()?)
+        let rows = probs.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
+        let classes = self.spec.labels.len();
+        for (row, p) in rows.iter().enumerate() {
+            if p.len() != classes {
+                return Err(Error::Model(format!(
+                    "{}: the model gives {} outputs but has {classes} classes",
+                    self.spec.weights_path.display(),
+                    p.len()
+                )));
+            }
+            if let Some(&value) = p.iter().find(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    what: self.output_name(&image(row)),
+                    value,
+                });
+            }
+        }
+        Ok(rows)
     }
 
     /// Decodes and preprocesses image files in parallel (rayon) into one batch; a file that
@@ -85,7 +149,7 @@ impl Model {
     /// The top-`k` classes of one image file.
     pub fn classify_file(&self, path: &Path, k: usize) -> Result<Vec<ClassScore>> {
         let x = self.spec.preprocess.load(path, &self.device)?;
-        let probs = self.probabilities(&x)?;
+        let probs = self.checked_probabilities(&x, &|_| path.display().to_string())?;
         Ok(top_k(&probs[0], k, &self.spec.labels))
     }
 }
@@ -101,5 +165,12 @@ mod tests {
         assert_eq!(top[0].class, "b");
         assert_eq!(top[1].index, 2);
         assert_eq!(top.len(), 2);
+    }
+
+    #[test]
+    fn top_zero_is_refused() {
+        assert!(check_top(1).is_ok() && check_top(MAX_TOP).is_ok());
+        let err = check_top(0).unwrap_err().to_string();
+        assert!(err.contains("--top 0"), "{err}");
     }
 }

@@ -3,8 +3,8 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{fixture, lite0, rel_to_max};
-use convlens::viz::cam::{self, CamMethod, CamOptions};
+use common::{fixture, lite0, rel_to_max, repo};
+use convlens::viz::cam::{self, CamMethod, CamOptions, CamScore};
 
 fn tensor(v: &[f32], dims: &[usize]) -> Tensor {
     Tensor::from_vec(v.to_vec(), dims, &Device::Cpu).unwrap()
@@ -165,4 +165,47 @@ fn any_class_can_be_asked_for() {
     assert_eq!(out.lowres_size, (7, 7));
     assert!(out.map.iter().all(|v| (0.0..=1.0).contains(v)));
     assert!(out.map.iter().any(|&v| v > 0.5), "a map with structure");
+}
+
+/// Grad-CAM, Grad-CAM++ and Layer-CAM of the random ResNet-18 with a probability target
+/// (`--prob-score`) against pytorch-grad-cam's `ClassifierOutputSoftmaxTarget`
+/// (tests/fixtures/make_cam_prob_fixture.py). The gradient of a softmax differs from the
+/// logit's, so a softmax without a backward (no gradient at all) or the logit target fails.
+#[test]
+fn probability_targets_match_the_library() {
+    let spec = convlens::zoo::resolve(
+        repo("tests/fixtures/resnet18_random_fp16.safetensors")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let model = spec.load(&Device::Cpu).unwrap();
+    let input = &fixture("resnet18_ref")["input"];
+    let fx = fixture("cam_prob_resnet18");
+    let class = fx["class"].to_vec1::<f32>().unwrap()[0] as usize;
+    let prob = fx["prob"].to_vec1::<f32>().unwrap()[0];
+    let run = |method, score| {
+        let mut opts = CamOptions::new(method, "layer4");
+        opts.score = score;
+        cam::compute(&model.network, input, &opts).unwrap()
+    };
+    for (method, key) in [
+        (CamMethod::GradCam, "gradcam"),
+        (CamMethod::GradCamPlusPlus, "gradcampp"),
+        (CamMethod::LayerCam, "layercam"),
+    ] {
+        let out = run(method, CamScore::Probability);
+        assert_eq!(out.class, class, "{method}: top-1 class");
+        assert!((out.prob - prob).abs() <= 1e-5, "{method}: p {}", out.prob);
+        let err = rel_to_max(&tensor(&out.lowres, &[7, 7]), &fx[&format!("{key}.lowres")]);
+        println!("{method} with a probability target: lowres rel-to-max {err:.2e}");
+        assert!(err <= 1e-4, "{method}: lowres off by {err:e}");
+    }
+    let out = run(CamMethod::GradCam, CamScore::Probability);
+    assert!(max_abs_diff(&out.map, &fx["gradcam.map"]) <= 1e-4);
+    // The logit target gives another map: the check above can tell the two apart.
+    let logit = run(CamMethod::GradCam, CamScore::Logit);
+    let logit_lowres = tensor(&logit.lowres, &[7, 7]);
+    assert!(rel_to_max(&logit_lowres, &fx["gradcam_logit.lowres"]) <= 1e-4);
+    assert!(rel_to_max(&logit_lowres, &fx["gradcam.lowres"]) > 1.0);
 }

@@ -43,6 +43,7 @@ pub fn run(args: &EvaluateArgs) -> Result<ExitCode> {
             )));
         }
     };
+    crate::train::check_batch_size(args.batch_size)?;
     let model = crate::zoo::resolve(&args.model)?.load(&args.device.open()?)?;
     let data = ImageFolder::scan(&args.data, &FolderOptions::default())?;
     if data.classes != model.spec.labels {

@@ -35,6 +35,7 @@ struct ImagePrediction {
 
 /// Classifies every readable image; unreadable ones get a line on stderr and exit code 1.
 pub fn run(args: &PredictArgs) -> Result<ExitCode> {
+    crate::predict::check_top(args.top)?;
     let model = args.model.load()?;
     let mut bar = Progress::new(args.images.len() as u64, "predict");
     let mut results = Vec::new();
@@ -45,8 +46,8 @@ pub fn run(args: &PredictArgs) -> Result<ExitCode> {
             bar.suspend(|| eprintln!("error: {}: {}", path.display(), error_reason(path, err)));
             failed += 1;
         }
-        if let Some(batch) = &loaded.batch {
-            let probs = model.probabilities(batch)?;
+        if loaded.batch.is_some() {
+            let probs = model.batch_probabilities(&loaded)?;
             for (path, p) in loaded.paths.iter().zip(probs) {
                 let prediction = ImagePrediction {
                     image: path.display().to_string(),

@@ -116,6 +116,7 @@ impl TrainArgs {
 /// Checks and locks the output folder, scans the data, trains, and prints where the model went.
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let cfg = args.config()?;
+    cfg.validate()?;
     // Before any work: a bad or busy --out is reported at once.
     let out = OutputDir::open(&args.out, args.overwrite)?;
     let cancel = CancelToken::new();

@@ -228,7 +228,15 @@ pub fn render(
             let mut opts = CamOptions::new(r.method, &r.layer);
             opts.class = r.class;
             opts.score = r.score;
-            let cam = cam::compute_with_progress(&model.network, &input, &opts, progress)?;
+            let cam = cam::compute_with_progress(&model.network, &input, &opts, progress).map_err(
+                |e| match e {
+                    crate::Error::NonFinite { what, value } => crate::Error::NonFinite {
+                        what: format!("{}, {what}", model.output_name(&r.image.to_string_lossy())),
+                        value,
+                    },
+                    other => other,
+                },
+            )?;
             let class_name = model
                 .spec
                 .labels

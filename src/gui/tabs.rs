@@ -226,6 +226,10 @@ impl ConvlensApp {
             augment: f.augment.clone(),
             ..TrainConfig::default()
         };
+        if let Err(e) = cfg.validate() {
+            self.status.error = Some(e.to_string());
+            return;
+        }
         self.history.clear();
         self.outcome = None;
         self.selected_cell = None;

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::head::{Head, HeadKind};
+use super::head::{self, Head, HeadKind};
 use super::{EpochMetrics, Mode, TrainConfig};
 use crate::data::train_transform::TrainTransform;
 use crate::graph::Network;
-use crate::zoo::{self, small_convnet};
+use crate::zoo::checkpoint::{self, ExpectedTensors};
+use crate::zoo::{self, detect, limits, small_convnet};
 use crate::{Error, Result};
 
 /// The manifest's file name inside a trained-model folder.
@@ -53,6 +54,7 @@ pub struct TrainedManifest {
     pub finetuned_layers: Vec<String>,
     pub default_cam_layer: String,
     pub history: Vec<EpochMetrics>,
+    #[serde(deserialize_with = "infinite_if_null")]
     pub best_val_loss: f32,
     pub best_val_accuracy: f32,
 }
@@ -100,8 +102,48 @@ impl TrainedManifest {
                 m.format
             )));
         }
+        m.validate(&path)?;
         Ok(m)
     }
+
+    /// Checks what sizes and scales the model against [`limits`]: the class list, the input
+    /// size and the normalisation. Errors name `path` and the field.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        if self.classes.is_empty() {
+            return Err(Error::Model(format!(
+                "{}: `classes` is empty",
+                path.display()
+            )));
+        }
+        limits::check_class_count(path, "`classes` lists", self.classes.len())?;
+        limits::check_input_size(path, "preprocess.size", self.preprocess.size)?;
+        limits::check_normalisation(path, &self.preprocess.mean, &self.preprocess.std)
+    }
+
+    /// The manifest as JSON, refused when it would not load back: JSON has no NaN or
+    /// infinity, so serde writes them as `null`, which no reader accepts (a diverged run's
+    /// learning rate once made every later `predict --model` fail this way).
+    pub fn to_loadable_json(&self) -> Result<String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| {
+            Error::Training(format!(
+                "the trained model's manifest cannot be written: {e}"
+            ))
+        })?;
+        match serde_json::from_str::<TrainedManifest>(&text) {
+            Ok(back) if back.validate(Path::new(MANIFEST)).is_ok() => Ok(text),
+            Ok(_) | Err(_) => Err(Error::Training(
+                "the trained model's manifest holds a value that would not load back (a \
+                 non-finite number?)"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// `best_val_loss` of a run that never had a finite validation loss is infinite, which JSON
+/// writes as `null`: read back as infinity.
+fn infinite_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::INFINITY))
 }
 
 /// Whether `dir` holds a trained model.
@@ -139,15 +181,20 @@ pub fn save_manifest(dir: &Path, manifest: &TrainedManifest) -> Result<()> {
     crate::fsutil::write_atomic(&dir.join(MANIFEST), text.as_bytes())
 }
 
-/// The saved tensors of a trained model, on the CPU.
+/// The saved tensors of a trained model, on the CPU; a tensor holding NaN or an infinity is an
+/// error naming it.
 pub fn load_tensors(dir: &Path) -> Result<HashMap<String, Tensor>> {
     let path = dir.join(WEIGHTS);
-    candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| {
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| {
         Error::Model(format!(
             "{}: not a readable safetensors weights file ({e})",
             path.display()
         ))
-    })
+    })?;
+    for (name, t) in &tensors {
+        checkpoint::ensure_finite(&path, name, t)?;
+    }
+    Ok(tensors)
 }
 
 /// The base model's spec, found by name or by its recorded path, with its weights' hash checked.
@@ -177,39 +224,68 @@ fn base_spec(dir: &Path, base: &BaseModelRef) -> Result<zoo::ModelSpec> {
 
 /// Builds a trained model's network on `device`: the base up to the feature layer with any
 /// fine-tuned stages replaced, plus the trained head as `logits`; or the scratch convnet.
+///
+/// Before any tensor data is read, the weights file's header is checked against the manifest:
+/// the classifier's outputs against its class list (an error naming both counts and the
+/// file), then every tensor's name and shape and the file's size
+/// ([`checkpoint::audit_file`]). Every tensor read must be finite.
 pub fn build_network(dir: &Path, m: &TrainedManifest, device: &Device) -> Result<Network> {
-    let tensors = load_tensors(dir)?;
-    let tensors: HashMap<String, Tensor> = tensors
+    let path = dir.join(WEIGHTS);
+    let classes = m.classes.len();
+    let size = m.preprocess.size as usize;
+    let (architecture, output_weight, expected, base_net) = match &m.base {
+        None => (
+            "small_convnet",
+            small_convnet::OUTPUT_WEIGHT,
+            small_convnet::tensor_shapes(size, classes)?,
+            None,
+        ),
+        Some(base) => {
+            let mut net = base_spec(dir, base)?.load(device)?.network;
+            net.truncate_after(&base.feature_layer)?;
+            let width = net
+                .layers(size)
+                .last()
+                .and_then(|l| l.output_shape.first().copied())
+                .unwrap_or(0);
+            let mut expected: ExpectedTensors = Vec::new();
+            for layer in &m.finetuned_layers {
+                let prefix = format!("{layer}.");
+                expected.extend(
+                    net.tensors_mut_from(layer)?
+                        .into_iter()
+                        .filter(|(name, _)| name.starts_with(&prefix))
+                        .map(|(name, t)| (name, t.dims().to_vec())),
+                );
+            }
+            expected.extend(Head::expected_tensors(
+                m.head.unwrap_or_default(),
+                width,
+                classes,
+            ));
+            (
+                base.architecture.as_str(),
+                head::OUTPUT_WEIGHT,
+                expected,
+                Some(net),
+            )
+        }
+    };
+    check_classes(&path, output_weight, classes)?;
+    checkpoint::audit_file(&path, architecture, &expected)?;
+    let tensors: HashMap<String, Tensor> = load_tensors(dir)?
         .into_iter()
         .map(|(k, t)| Ok((k, t.to_device(device)?)))
         .collect::<Result<_>>()?;
-    let Some(base) = &m.base else {
-        let size = m.preprocess.size as usize;
-        return small_convnet::build(&tensors, size, m.classes.len());
+    let Some(mut net) = base_net else {
+        return small_convnet::build(&tensors, size, classes);
     };
-    let mut net = base_spec(dir, base)?.load(device)?.network;
-    net.truncate_after(&base.feature_layer)?;
     for layer in &m.finetuned_layers {
+        let prefix = format!("{layer}.");
         for (name, t) in net.tensors_mut_from(layer)? {
-            if !name.starts_with(&format!("{layer}.")) {
-                continue;
+            if let (true, Some(saved)) = (name.starts_with(&prefix), tensors.get(&name)) {
+                *t = saved.clone();
             }
-            let saved = tensors.get(&name).ok_or_else(|| {
-                Error::Model(format!(
-                    "{}: fine-tuned tensor `{name}` is missing",
-                    dir.join(WEIGHTS).display()
-                ))
-            })?;
-            if saved.dims() != t.dims() {
-                return Err(Error::Weights {
-                    path: dir.join(WEIGHTS),
-                    tensor: name,
-                    expected: format!("{:?}", t.dims()),
-                    found: format!("{:?}", saved.dims()),
-                    more: 0,
-                });
-            }
-            *t = saved.clone();
         }
     }
     let head = Head::from_tensors(m.head.unwrap_or_default(), &tensors)?;
@@ -217,7 +293,75 @@ pub fn build_network(dir: &Path, m: &TrainedManifest, device: &Device) -> Result
     Ok(net)
 }
 
+/// Refuses weights whose classifier (`output_weight`, `[classes, inputs]`) has another class
+/// count than the manifest's class list, from the file's header.
+fn check_classes(path: &Path, output_weight: &str, classes: usize) -> Result<()> {
+    let shapes = detect::read_shapes(path)?;
+    match shapes.get(output_weight).and_then(|s| s.first()) {
+        Some(&found) if found != classes => Err(Error::Model(format!(
+            "{}: the classifier `{output_weight}` has {found} outputs but {} lists {classes} \
+             classes; the weights and the manifest come from different models",
+            path.display(),
+            path.with_file_name(MANIFEST).display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The base model's spec of a trained model (for its provenance and CAM layer).
 pub fn base_of(dir: &Path, m: &TrainedManifest) -> Result<Option<zoo::ModelSpec>> {
     m.base.as_ref().map(|b| base_spec(dir, b)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(cfg: &TrainConfig) -> TrainedManifest {
+        let classes = vec!["a".to_string(), "b".to_string()];
+        let transform = TrainTransform::new(80, [0.5; 3], [0.25; 3]);
+        TrainedManifest::new(cfg, &classes, transform, None, None, Vec::new(), "conv5")
+    }
+
+    #[test]
+    fn a_manifest_that_would_not_load_back_is_refused() {
+        let ok = manifest(&TrainConfig::default());
+        // No finite validation loss yet: written as null, read back as infinity.
+        assert_eq!(ok.best_val_loss, f32::INFINITY);
+        let text = ok.to_loadable_json().unwrap();
+        let back: TrainedManifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.best_val_loss, f32::INFINITY);
+        for lr in [f64::NAN, f64::INFINITY] {
+            let bad = manifest(&TrainConfig {
+                lr,
+                ..TrainConfig::default()
+            });
+            let err = bad.to_loadable_json().unwrap_err().to_string();
+            assert!(err.contains("would not load back"), "{err}");
+        }
+    }
+
+    #[test]
+    fn read_checks_sizes_and_normalisation() {
+        let mut m = manifest(&TrainConfig::default());
+        m.preprocess.std = [0.0; 3];
+        let err = m
+            .validate(Path::new("x/model.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x/model.json") && err.contains("`std`"),
+            "{err}"
+        );
+        let mut m = manifest(&TrainConfig::default());
+        m.preprocess.size = 100_000;
+        let err = m.validate(Path::new("model.json")).unwrap_err().to_string();
+        assert!(
+            err.contains("preprocess.size") && err.contains("100000"),
+            "{err}"
+        );
+        let mut m = manifest(&TrainConfig::default());
+        m.classes.clear();
+        assert!(m.validate(Path::new("model.json")).is_err());
+    }
 }

@@ -40,8 +40,9 @@ pub struct Evaluation {
     pub predictions: Vec<(PathBuf, usize, usize, f32)>,
 }
 
-/// Classifies every sample (labels index the model's classes) in batches of `batch_size`.
-/// `progress(done, total)` after each batch.
+/// Classifies every sample (labels index the model's classes) in batches of `batch_size`
+/// (checked first, see [`super::check_batch_size`]). `progress(done, total)` after each
+/// batch. A model output that is not finite is an error naming the image.
 pub fn evaluate(
     model: &Model,
     samples: &[Sample],
@@ -49,6 +50,7 @@ pub fn evaluate(
     progress: &mut dyn FnMut(usize, usize),
     cancel: &CancelToken,
 ) -> Result<Evaluation> {
+    super::check_batch_size(batch_size)?;
     let classes = model.spec.labels.clone();
     if let Some(s) = samples.iter().find(|s| s.label >= classes.len()) {
         return Err(Error::Dataset(format!(
@@ -63,31 +65,34 @@ pub fn evaluate(
     let mut skipped = Vec::new();
     let mut predictions = Vec::new();
     let mut done = 0;
-    for chunk in samples.chunks(batch_size.max(1)) {
+    for chunk in samples.chunks(batch_size) {
         cancel.check()?;
         let paths: Vec<PathBuf> = chunk.iter().map(|s| s.path.clone()).collect();
-        let loaded = model.load_batch(&paths)?;
-        skipped.extend(loaded.failures.into_iter().map(|(p, e)| (p, e.to_string())));
-        if let Some(batch) = &loaded.batch {
-            let probs = model.probabilities(batch)?;
-            let predicted = argmax_rows(&probs);
-            for ((path, p), pred) in loaded.paths.iter().zip(&probs).zip(predicted) {
-                let truth = chunk
-                    .iter()
-                    .find(|s| &s.path == path)
-                    .expect("a loaded path comes from the chunk")
-                    .label;
-                cm.add(truth, pred);
-                predictions.push((path.clone(), truth, pred, p[pred]));
-                if pred != truth {
-                    misclassified.push(Misclassified {
-                        path: path.clone(),
-                        true_class: classes[truth].clone(),
-                        predicted_class: classes[pred].clone(),
-                        true_prob: p[truth],
-                        predicted_prob: p[pred],
-                    });
-                }
+        let mut loaded = model.load_batch(&paths)?;
+        skipped.extend(
+            std::mem::take(&mut loaded.failures)
+                .into_iter()
+                .map(|(p, e)| (p, e.to_string())),
+        );
+        // One row per class of the model, finite, or an error naming the image.
+        let probs = model.batch_probabilities(&loaded)?;
+        let predicted = argmax_rows(&probs);
+        for ((path, p), pred) in loaded.paths.iter().zip(&probs).zip(predicted) {
+            let Some(truth) = chunk.iter().find(|s| &s.path == path).map(|s| s.label) else {
+                continue;
+            };
+            // In range: labels were checked against the classes, and every row has one
+            // probability per class.
+            cm.add(truth, pred);
+            predictions.push((path.clone(), truth, pred, p[pred]));
+            if pred != truth {
+                misclassified.push(Misclassified {
+                    path: path.clone(),
+                    true_class: classes[truth].clone(),
+                    predicted_class: classes[pred].clone(),
+                    true_prob: p[truth],
+                    predicted_prob: p[pred],
+                });
             }
         }
         done += chunk.len();

@@ -3,6 +3,11 @@
 //!
 //! A cache entry is keyed by the base weights' hash, the layer, the preprocessing and the image
 //! file (canonical path, size, modification time): change any and the features are recomputed.
+//! Each entry carries a format version and the SHA-256 of its values, verified on every read:
+//! an entry of another version is recomputed, one whose bytes changed on disk too, and counted
+//! ([`ExtractStats::corrupt`]). Verifying costs about 3 ms per MB (0.3 s for 20,000 Lite0
+//! entries, 100 MB, on one core), a few microseconds per image next to milliseconds of
+//! decoding it.
 
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -84,28 +89,81 @@ impl FeatureCache {
         Some(self.dir.join(format!("{}.f32", &hex(&h.finalize())[..32])))
     }
 
-    /// The cached features of an image, if present and of the expected length.
-    pub fn get(&self, image: &Path, len: usize) -> Option<Vec<f32>> {
-        let bytes = std::fs::read(self.entry(image)?).ok()?;
-        if bytes.len() != len * 4 {
-            return None;
+    /// The cached features of an image: [`Lookup::Hit`] only for an entry of this format
+    /// version, `len` values long, whose checksum matches its bytes.
+    pub fn get(&self, image: &Path, len: usize) -> Lookup {
+        let Some(path) = self.entry(image) else {
+            return Lookup::Miss;
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => decode_entry(&bytes, len),
+            Err(_) => Lookup::Miss,
         }
-        Some(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        )
     }
 
-    /// Stores an image's features (atomically: a reader never sees half a file).
+    /// Stores an image's features (atomically: a reader never sees half a file), with the
+    /// format version and a checksum.
     pub fn put(&self, image: &Path, features: &[f32]) -> Result<()> {
         let Some(path) = self.entry(image) else {
             return Ok(()); // an image without metadata is simply not cached
         };
-        let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
-        crate::fsutil::write_atomic(&path, &bytes)
+        crate::fsutil::write_atomic(&path, &encode_entry(features))
     }
+}
+
+/// The first bytes of a cache entry.
+const ENTRY_MAGIC: &[u8; 4] = b"CLFC";
+/// The entry format: bumped whenever the layout or the meaning of the values changes.
+pub const ENTRY_VERSION: u32 = 2;
+/// Magic, version, value count (u32 each), then the SHA-256 of the values' bytes.
+const ENTRY_HEADER: usize = 4 + 4 + 4 + 32;
+
+/// What the cache holds for an image.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lookup {
+    /// Verified features.
+    Hit(Vec<f32>),
+    /// No entry, or one of another format version or length (computed anew, silently).
+    Miss,
+    /// An entry of this version whose bytes do not match its checksum: changed on disk
+    /// (computed anew, and counted so the user hears of it).
+    Corrupt,
+}
+
+/// A cache entry's bytes: header ([`ENTRY_HEADER`]) then the little-endian f32 values.
+fn encode_entry(features: &[f32]) -> Vec<u8> {
+    let data: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut bytes = Vec::with_capacity(ENTRY_HEADER + data.len());
+    bytes.extend_from_slice(ENTRY_MAGIC);
+    bytes.extend_from_slice(&ENTRY_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&(features.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&Sha256::digest(&data));
+    bytes.extend_from_slice(&data);
+    bytes
+}
+
+/// Reads an entry written by [`encode_entry`], expecting `len` values.
+fn decode_entry(bytes: &[u8], len: usize) -> Lookup {
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    if bytes.get(..4) != Some(ENTRY_MAGIC.as_slice()) || u32_at(4) != Some(ENTRY_VERSION) {
+        return Lookup::Miss;
+    }
+    if u32_at(8) != Some(len as u32) || bytes.len() != ENTRY_HEADER + len * 4 {
+        return Lookup::Miss;
+    }
+    let data = &bytes[ENTRY_HEADER..];
+    if Sha256::digest(data).as_slice() != &bytes[12..ENTRY_HEADER] {
+        return Lookup::Corrupt;
+    }
+    Lookup::Hit(
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
 }
 
 /// Features of a set of images.
@@ -125,12 +183,16 @@ pub struct ExtractStats {
     pub computed: usize,
     /// Images whose features came from the cache.
     pub cached: usize,
+    /// Cache entries that failed their checksum (changed on disk) and were computed anew.
+    pub corrupt: usize,
 }
 
 /// One batch read ahead: the cached rows, and the decoded inputs of the others.
 struct Prepared {
     /// Per sample of the chunk, its cached features.
     cached: Vec<Option<Vec<f32>>>,
+    /// Cache entries of the chunk that failed their checksum.
+    corrupt: usize,
     /// Indices (into the chunk) of the samples to compute, and their decoded inputs.
     to_compute: Vec<usize>,
     decoded: Vec<Result<Tensor>>,
@@ -143,9 +205,17 @@ fn prepare(
     cache: Option<&FeatureCache>,
     width: usize,
 ) -> Prepared {
-    let cached: Vec<Option<Vec<f32>>> = chunk
+    let lookups: Vec<Lookup> = chunk
         .par_iter()
-        .map(|s| cache.and_then(|c| c.get(&s.path, width)))
+        .map(|s| cache.map_or(Lookup::Miss, |c| c.get(&s.path, width)))
+        .collect();
+    let corrupt = lookups.iter().filter(|l| **l == Lookup::Corrupt).count();
+    let cached: Vec<Option<Vec<f32>>> = lookups
+        .into_iter()
+        .map(|l| match l {
+            Lookup::Hit(f) => Some(f),
+            Lookup::Miss | Lookup::Corrupt => None,
+        })
         .collect();
     let to_compute: Vec<usize> = (0..chunk.len()).filter(|&i| cached[i].is_none()).collect();
     let decoded = to_compute
@@ -154,6 +224,7 @@ fn prepare(
         .collect();
     Prepared {
         cached,
+        corrupt,
         to_compute,
         decoded,
     }
@@ -198,11 +269,16 @@ pub fn extract_features(
         .map(|chunk| prepare(chunk, transform, cache, width));
     for (done, &chunk) in chunks.iter().enumerate() {
         cancel.check()?;
-        let Prepared {
+        let Some(Prepared {
             cached,
+            corrupt,
             to_compute,
             decoded,
-        } = next.take().expect("prepared ahead");
+        }) = next.take()
+        else {
+            break; // every chunk is prepared before its turn
+        };
+        stats.corrupt += corrupt;
         let compute = || -> Result<Vec<Option<Vec<f32>>>> {
             let mut computed: Vec<Option<Vec<f32>>> = vec![None; to_compute.len()];
             let ok: Vec<usize> = (0..decoded.len()).filter(|&i| decoded[i].is_ok()).collect();
@@ -267,4 +343,47 @@ pub fn extract_features(
     let n = labels.len();
     let x = Tensor::from_vec(rows, (n, width), &Device::Cpu)?;
     Ok((Features { x, labels, paths }, skipped, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_any_changed_byte_is_caught() {
+        let features: Vec<f32> = (0..300).map(|i| i as f32 * 0.25 - 7.0).collect();
+        let bytes = encode_entry(&features);
+        assert_eq!(bytes.len(), ENTRY_HEADER + 4 * features.len());
+        assert_eq!(decode_entry(&bytes, 300), Lookup::Hit(features.clone()));
+        for at in [ENTRY_HEADER, ENTRY_HEADER + 517, bytes.len() - 1, 20] {
+            let mut changed = bytes.clone();
+            changed[at] ^= 0x10;
+            assert_eq!(decode_entry(&changed, 300), Lookup::Corrupt, "byte {at}");
+        }
+    }
+
+    #[test]
+    fn other_versions_lengths_and_the_old_headerless_format_are_misses() {
+        let features = vec![1.0f32; 64];
+        let bytes = encode_entry(&features);
+        assert_eq!(decode_entry(&bytes, 65), Lookup::Miss);
+        assert_eq!(decode_entry(&bytes[..bytes.len() - 4], 64), Lookup::Miss);
+        let mut other = bytes.clone();
+        other[4..8].copy_from_slice(&(ENTRY_VERSION + 1).to_le_bytes());
+        assert_eq!(decode_entry(&other, 64), Lookup::Miss);
+        let headerless: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(decode_entry(&headerless, 64), Lookup::Miss);
+        assert_eq!(decode_entry(&[], 64), Lookup::Miss);
+    }
+
+    #[test]
+    fn a_checksum_costs_little_next_to_decoding_an_image() {
+        // 100 MB of features (20,000 Lite0 entries of 1280 values): print the cost.
+        let entry = encode_entry(&vec![0.5f32; 1280]);
+        let start = std::time::Instant::now();
+        for _ in 0..20_000 {
+            assert!(matches!(decode_entry(&entry, 1280), Lookup::Hit(_)));
+        }
+        println!("20,000 entries verified in {:?}", start.elapsed());
+    }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::Stage;
 use crate::ops::{DropoutSeeds, seeded_dropout};
+use crate::zoo::checkpoint::ExpectedTensors;
 use crate::{Error, Result};
 
 /// Width of the hidden layer of the dense head.
@@ -38,6 +39,17 @@ impl std::str::FromStr for HeadKind {
         }
     }
 }
+
+/// The saved name prefix of each dense layer of a head of `kind`, in order.
+fn layer_names(kind: HeadKind) -> &'static [&'static str] {
+    match kind {
+        HeadKind::Dense => &["head.dense", "head.out"],
+        HeadKind::Linear => &["head.out"],
+    }
+}
+
+/// The saved name of the head's output layer weight (`[classes, inputs]`), whatever its kind.
+pub const OUTPUT_WEIGHT: &str = "head.out.weight";
 
 /// A trained or trainable head: `[batch, features]` -> `[batch, classes]` logits.
 pub struct Head {
@@ -81,14 +93,30 @@ impl Head {
         })
     }
 
-    /// A head from saved tensors (see [`Head::named_tensors`]); a missing one is an error
-    /// naming it.
-    pub fn from_tensors(kind: HeadKind, tensors: &HashMap<String, Tensor>) -> Result<Self> {
-        let names: &[&str] = match kind {
-            HeadKind::Dense => &["head.dense", "head.out"],
-            HeadKind::Linear => &["head.out"],
+    /// The saved tensors of a head of `kind` reading `features` and giving `classes` logits:
+    /// name and shape, in the order of [`Head::named_tensors`].
+    pub fn expected_tensors(kind: HeadKind, features: usize, classes: usize) -> ExpectedTensors {
+        let dims = match kind {
+            HeadKind::Dense => vec![(features, HIDDEN), (HIDDEN, classes)],
+            HeadKind::Linear => vec![(features, classes)],
         };
-        let layers = names
+        layer_names(kind)
+            .iter()
+            .zip(dims)
+            .flat_map(|(n, (inp, out))| {
+                [
+                    (format!("{n}.weight"), vec![out, inp]),
+                    (format!("{n}.bias"), vec![out]),
+                ]
+            })
+            .collect()
+    }
+
+    /// A head from saved tensors (see [`Head::named_tensors`]); a missing one is an error
+    /// naming it. Shapes are not checked here: audit the file first
+    /// ([`Head::expected_tensors`]).
+    pub fn from_tensors(kind: HeadKind, tensors: &HashMap<String, Tensor>) -> Result<Self> {
+        let layers = layer_names(kind)
             .iter()
             .map(|n| {
                 let get = |suffix: &str| {
@@ -110,11 +138,7 @@ impl Head {
 
     /// The head's tensors with the names they are saved under.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        let names: &[&str] = match self.kind {
-            HeadKind::Dense => &["head.dense", "head.out"],
-            HeadKind::Linear => &["head.out"],
-        };
-        names
+        layer_names(self.kind)
             .iter()
             .zip(&self.layers)
             .flat_map(|(n, (w, b))| {
@@ -229,6 +253,24 @@ mod tests {
         let c = Head::from_tensors(HeadKind::Dense, &saved)?;
         assert_eq!(c.logits(&x, false)?.to_vec2::<f32>()?, ya.to_vec2::<f32>()?);
         assert!(Head::from_tensors(HeadKind::Linear, &HashMap::new()).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn expected_tensors_are_what_a_head_saves() -> Result<()> {
+        for kind in [HeadKind::Dense, HeadKind::Linear] {
+            let head = Head::init(kind, 8, 3, 1, &Device::Cpu)?;
+            let saved: Vec<(String, Vec<usize>)> = head
+                .named_tensors()
+                .into_iter()
+                .map(|(n, t)| (n, t.dims().to_vec()))
+                .collect();
+            assert_eq!(saved, Head::expected_tensors(kind, 8, 3));
+            assert_eq!(
+                saved.iter().find(|(n, _)| n == OUTPUT_WEIGHT).unwrap().1[0],
+                3
+            );
+        }
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ pub mod features;
 pub mod head;
 pub mod metrics;
 pub mod optim;
+pub mod options;
 pub mod trainer;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::augment::Augment;
 pub use head::HeadKind;
 pub use optim::OptimizerKind;
+pub use options::{MAX_BATCH_SIZE, check_batch_size};
 pub use trainer::{TrainReport, train};
 
 /// The four classic recipes.

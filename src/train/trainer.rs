@@ -24,7 +24,7 @@ use crate::data::folder::{ImageFolder, Sample, Split};
 use crate::data::train_transform::TrainTransform;
 use crate::graph::Network;
 use crate::graph::layers::BatchNormMode;
-use crate::zoo::{Model, ModelSpec, small_convnet};
+use crate::zoo::{Model, ModelSpec, checkpoint, small_convnet};
 use crate::{Error, Result};
 
 /// The layer whose output the head is trained on.
@@ -81,6 +81,8 @@ pub fn train(
             dir.display()
         )));
     }
+    cfg.validate()?;
+    cfg.validate_for(&base.network, FEATURE_LAYER)?;
     let classes = data.classes.clone();
     for (split, name) in [
         (Split::Train, "training"),
@@ -104,6 +106,7 @@ pub fn train(
         reported: HashSet::new(),
         manifest: None,
         trained_layers: Vec::new(),
+        saved: false,
     };
     let device = base.device.clone();
     let mut extract = ExtractStats::default();
@@ -166,6 +169,7 @@ pub fn train(
             )?;
             extract.computed += stats.computed;
             extract.cached += stats.cached;
+            extract.corrupt += stats.corrupt;
             let width = val.x.dim(1)?;
             let mut head = Head::init(cfg.head, width, classes.len(), cfg.seed, &device)?;
             let vars = head.make_trainable()?;
@@ -201,6 +205,8 @@ pub fn train(
                 )?;
                 extract.computed += stats.computed;
                 extract.cached += stats.cached;
+                extract.corrupt += stats.corrupt;
+                extract.corrupt += stats.corrupt;
                 let mut learner = FeatureLearner {
                     head,
                     vars,
@@ -254,6 +260,8 @@ struct Run<'a> {
     manifest: Option<TrainedManifest>,
     /// Base stages the current phase trains (recorded with each checkpoint that holds them).
     trained_layers: Vec<String>,
+    /// Whether a checkpoint has been written.
+    saved: bool,
 }
 
 impl Run<'_> {
@@ -304,28 +312,45 @@ impl Run<'_> {
             skipped.into_iter().map(|s| (s.path, s.reason)).collect(),
             on_event,
         );
+        if stats.corrupt > 0 {
+            on_event(TrainEvent::Warning(format!(
+                "{} cached feature files in {} did not match their checksum (changed on disk) \
+                 and were computed anew",
+                stats.corrupt,
+                cache.dir().display()
+            )));
+        }
         Ok((features, stats))
     }
 
-    /// Writes the checkpoint (weights first, then the manifest), atomically.
+    /// Writes the checkpoint (weights first, then the manifest), atomically; refused, with
+    /// nothing written, when a weight is not finite or the manifest would not load back.
     fn save(&mut self, tensors: Vec<(String, Tensor)>) -> Result<()> {
         let manifest = self
             .manifest
             .as_mut()
-            .expect("manifest set before training");
+            .ok_or_else(|| Error::Training("no manifest before the first checkpoint".into()))?;
         manifest.history = self.history.clone();
         manifest.finetuned_layers = self.trained_layers.clone();
         manifest.best_val_loss = self.best_val_loss;
         manifest.best_val_accuracy = self.best_val_accuracy;
-        bundle::save(&self.out_dir, manifest, &tensors)
+        let weights = self.out_dir.join(bundle::WEIGHTS);
+        for (name, t) in &tensors {
+            checkpoint::ensure_finite(&weights, name, t)?;
+        }
+        manifest.to_loadable_json()?;
+        bundle::save(&self.out_dir, manifest, &tensors)?;
+        self.saved = true;
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
         let manifest = self
             .manifest
             .as_mut()
-            .expect("manifest set before training");
+            .ok_or_else(|| Error::Training("no manifest before the first checkpoint".into()))?;
         manifest.history = self.history.clone();
+        manifest.to_loadable_json()?;
         bundle::save_manifest(&self.out_dir, manifest)
     }
 
@@ -428,12 +453,24 @@ impl Run<'_> {
     }
 
     fn diverged(&self, value: f32, phase: &str, epoch: usize, batch: usize, lr: f64) -> Error {
+        let kept = if !self.saved {
+            "Nothing was saved.".to_string()
+        } else if self.best_val_loss.is_finite() {
+            format!(
+                "The best checkpoint (validation loss {:.4}) is kept in {}",
+                self.best_val_loss,
+                self.out_dir.display()
+            )
+        } else {
+            format!(
+                "The model saved in {} is the untrained starting point (no finite validation \
+                 loss was reached)",
+                self.out_dir.display()
+            )
+        };
         Error::Training(format!(
             "the loss became {value} in {phase} epoch {epoch}, batch {batch} (learning rate \
-             {lr}): training stopped. Try a lower learning rate. The best checkpoint \
-             (validation loss {:.4}) is kept in {}",
-            self.best_val_loss,
-            self.out_dir.display()
+             {lr}): training stopped. Try a lower learning rate. {kept}"
         ))
     }
 
@@ -453,14 +490,9 @@ impl Run<'_> {
         // A private copy of the base, so the caller's model stays frozen.
         let mut net = base.spec.load(&device)?.network;
         net.truncate_after(FEATURE_LAYER)?;
+        cfg.validate_for(&net, FEATURE_LAYER)?; // checked up front too; indexes below rely on it
         let ids: Vec<String> = net.layer_ids().map(str::to_string).collect();
         let pooled = ids.len() - 1;
-        if cfg.unfreeze == 0 || cfg.unfreeze >= pooled {
-            return Err(Error::Training(format!(
-                "--unfreeze {} is out of range: the base has {} stages before `{FEATURE_LAYER}`",
-                cfg.unfreeze, pooled
-            )));
-        }
         let first_unfrozen = ids[pooled - cfg.unfreeze].clone();
         let last_frozen = ids[pooled - cfg.unfreeze - 1].clone();
         if cfg.train_batchnorm {

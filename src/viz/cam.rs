@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::{Device, IndexOp, Tensor, Var};
+use candle_core::{D, Device, IndexOp, Tensor, Var};
 
 use super::resize::{Corners, bilinear};
 use crate::graph::Network;
@@ -174,7 +174,9 @@ pub fn compute_with_progress(
     let act_var = Var::from_tensor(&act)?;
     let logits = net.forward_range(Some(layer), output, act_var.as_tensor(), false)?;
     let num_classes = logits.dim(1)?;
-    let probs = candle_nn::ops::softmax_last_dim(&logits)?;
+    // `ops::softmax`, not `softmax_last_dim`: candle-nn 0.11's fused kernel has no backward,
+    // so a probability target would give no gradient at all.
+    let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
     let class = match opts.class {
         Some(c) if c >= num_classes => {
             return Err(Error::Model(format!(
@@ -186,6 +188,12 @@ pub fn compute_with_progress(
         None => probs.i(0)?.argmax(0)?.to_scalar::<u32>()? as usize,
     };
     let prob = probs.i((0, class))?.to_scalar::<f32>()?;
+    if !prob.is_finite() {
+        return Err(Error::NonFinite {
+            what: format!("the probability of class {class}"),
+            value: prob,
+        });
+    }
 
     let a = rows(&act)?;
     let raw = match opts.method {

@@ -1,7 +1,7 @@
 //! A weights file (safetensors or a PyTorch zip checkpoint) opened for building a network,
 //! with the key/shape audit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -95,7 +95,9 @@ impl Checkpoint {
     /// Reads every tensor of a safetensors file or a PyTorch zip checkpoint (its state dict at
     /// the top level or under `state_dict` / `model` ..., see [`super::pth`]); BatchNorm's
     /// `num_batches_tracked` is dropped and a DataParallel `module.` prefix removed. A missing
-    /// or unreadable file is an error naming it.
+    /// or unreadable file, or a tensor holding NaN or an infinity, is an error naming it (the
+    /// tensor too). Check the header first ([`audit_file`]) where the expected tensors are
+    /// known: this reads the whole file.
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
         if !path.is_file() {
             return Err(Error::Model(format!(
@@ -120,8 +122,9 @@ impl Checkpoint {
             .into_iter()
             .filter(|(k, _)| !is_bookkeeping(k))
             .map(|(k, t)| {
-                let t = t.to_dtype(DType::F32)?.to_device(device)?;
-                Ok((unwrapped(k, strip), t))
+                let t = t.to_dtype(DType::F32)?;
+                ensure_finite(path, &k, &t)?;
+                Ok((unwrapped(k, strip), t.to_device(device)?))
             })
             .collect::<Result<HashMap<_, _>>>()?;
         Ok(Checkpoint {
@@ -148,7 +151,7 @@ impl Checkpoint {
     }
 
     /// Every tensor's key and shape, sorted by key (what architecture detection reads).
-    pub fn shapes(&self) -> std::collections::BTreeMap<String, Vec<usize>> {
+    pub fn shapes(&self) -> BTreeMap<String, Vec<usize>> {
         self.tensors
             .iter()
             .map(|(k, t)| (k.clone(), t.dims().to_vec()))
@@ -176,37 +179,7 @@ impl Checkpoint {
     /// The first problem becomes an [`Error::Weights`] naming the tensor, both shapes and the
     /// file; the count of further problems rides along.
     pub fn audit(&self, architecture: &str, expected: &ExpectedTensors) -> Result<()> {
-        let mut problems: Vec<(String, String, String)> = Vec::new();
-        for (name, shape) in expected {
-            match self.tensors.get(name) {
-                None => problems.push((name.clone(), fmt_shape(shape), "no such tensor".into())),
-                Some(t) if t.dims() != shape.as_slice() => {
-                    problems.push((name.clone(), fmt_shape(shape), fmt_shape(t.dims())))
-                }
-                Some(_) => {}
-            }
-        }
-        let known: std::collections::HashSet<&str> =
-            expected.iter().map(|(n, _)| n.as_str()).collect();
-        for key in self.keys() {
-            if !known.contains(key) {
-                problems.push((
-                    key.to_string(),
-                    format!("no such tensor in {architecture}"),
-                    fmt_shape(self.tensors[key].dims()),
-                ));
-            }
-        }
-        match problems.first() {
-            None => Ok(()),
-            Some((tensor, expected, found)) => Err(Error::Weights {
-                path: self.path.clone(),
-                tensor: tensor.clone(),
-                expected: expected.clone(),
-                found: found.clone(),
-                more: problems.len() - 1,
-            }),
-        }
+        audit_shapes(&self.path, architecture, &self.shapes(), expected)
     }
 
     /// A tensor by key (call after [`Checkpoint::audit`]; a missing key is still an error).
@@ -236,6 +209,104 @@ impl Checkpoint {
     }
 }
 
+/// Checks tensor names and shapes (`shapes`, from a file or a header) against `expected`:
+/// exactly those tensors, with those shapes. The first problem becomes an [`Error::Weights`]
+/// naming the tensor, both shapes and `path`; the count of further problems rides along.
+pub fn audit_shapes(
+    path: &Path,
+    architecture: &str,
+    shapes: &BTreeMap<String, Vec<usize>>,
+    expected: &ExpectedTensors,
+) -> Result<()> {
+    let mut problems: Vec<(String, String, String)> = Vec::new();
+    for (name, shape) in expected {
+        match shapes.get(name) {
+            None => problems.push((name.clone(), fmt_shape(shape), "no such tensor".into())),
+            Some(found) if found != shape => {
+                problems.push((name.clone(), fmt_shape(shape), fmt_shape(found)))
+            }
+            Some(_) => {}
+        }
+    }
+    let known: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    for (key, found) in shapes {
+        if !known.contains(key.as_str()) {
+            problems.push((
+                key.clone(),
+                format!("no such tensor in {architecture}"),
+                fmt_shape(found),
+            ));
+        }
+    }
+    match problems.first() {
+        None => Ok(()),
+        Some((tensor, expected, found)) => Err(Error::Weights {
+            path: path.to_path_buf(),
+            tensor: tensor.clone(),
+            expected: expected.clone(),
+            found: found.clone(),
+            more: problems.len() - 1,
+        }),
+    }
+}
+
+/// Bytes a weights file may take beyond its tensors' data: the safetensors header (whose
+/// reader caps it at 100 MiB) and its length field.
+const HEADER_ALLOWANCE: u64 = (100 << 20) + 8;
+
+/// Checks a weights file against the tensors it must hold before any tensor data is read:
+/// names and shapes from the header ([`read_shapes`], see [`audit_shapes`]), and, for a
+/// safetensors file, a size no larger than those tensors take in the widest dtype (f64) plus
+/// a header. A crafted file that claims huge tensors, or is padded with gigabytes, is refused
+/// without allocating for it.
+pub fn audit_file(path: &Path, architecture: &str, expected: &ExpectedTensors) -> Result<()> {
+    let shapes: BTreeMap<String, Vec<usize>> = read_shapes(path)?.into_iter().collect();
+    audit_shapes(path, architecture, &shapes, expected)?;
+    if weights_format(path)? == WeightsFormat::Safetensors {
+        let elements: u64 = expected
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>() as u64)
+            .sum();
+        let most = elements * 8 + HEADER_ALLOWANCE;
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        if size > most {
+            return Err(Error::Model(format!(
+                "{}: {size} bytes is implausible for {architecture}: its {elements} weights \
+                 take at most {most} bytes",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An error naming `tensor` of `path` when it holds NaN or an infinity (a diverged or
+/// corrupted checkpoint would otherwise give NaN outputs without a word).
+pub fn ensure_finite(path: &Path, tensor: &str, t: &Tensor) -> Result<()> {
+    // 0 * x is 0 for every finite x and NaN otherwise; a sum of zeros cannot overflow.
+    let t = t.to_dtype(DType::F32)?;
+    let zero_or_nan = t.affine(0.0, 0.0)?.sum_all()?.to_scalar::<f32>()?;
+    if zero_or_nan.is_finite() {
+        return Ok(());
+    }
+    let values = t.flatten_all()?.to_vec1::<f32>()?;
+    let (index, value) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .map(|(i, v)| (i, *v))
+        .unwrap_or((0, f32::NAN));
+    Err(Error::Weights {
+        path: path.to_path_buf(),
+        tensor: tensor.to_string(),
+        expected: "finite values".into(),
+        found: format!("{value} at element {index}"),
+        more: 0,
+    })
+}
+
 /// The four BatchNorm tensors of `prefix`, each `[channels]`, for an expected-tensor list.
 pub fn expected_batchnorm(prefix: &str, channels: usize) -> ExpectedTensors {
     ["weight", "bias", "running_mean", "running_var"]
@@ -247,4 +318,59 @@ pub fn expected_batchnorm(prefix: &str, channels: usize) -> ExpectedTensors {
 /// `[32, 3, 3, 3]`.
 pub fn fmt_shape(dims: &[usize]) -> String {
     format!("{dims:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn save(path: &Path, tensors: &[(&str, Tensor)]) {
+        let map: HashMap<String, Tensor> = tensors
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect();
+        candle_core::safetensors::save(&map, path).unwrap();
+    }
+
+    #[test]
+    fn non_finite_values_are_named_with_their_tensor() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let good = Tensor::new(&[1.0f32, -2.0, 3.0], &Device::Cpu)?;
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let t = Tensor::new(&[1.0f32, bad, 3.0], &Device::Cpu)?.to_dtype(DType::F16)?;
+            save(&path, &[("a.weight", good.clone()), ("b.bias", t)]);
+            let err = Checkpoint::open(&path, &Device::Cpu)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains("w.safetensors") && err.contains("`b.bias`"),
+                "{err}"
+            );
+            assert!(err.contains("finite") && err.contains("element 1"), "{err}");
+        }
+        save(&path, &[("a.weight", good)]);
+        assert!(Checkpoint::open(&path, &Device::Cpu).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn the_header_is_audited_and_the_size_bounded_before_reading() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let t = Tensor::zeros((4, 3), DType::F32, &Device::Cpu)?;
+        save(&path, &[("fc.weight", t)]);
+        let expected: ExpectedTensors = vec![("fc.weight".into(), vec![4, 3])];
+        audit_file(&path, "toy", &expected)?;
+        let other: ExpectedTensors = vec![("fc.weight".into(), vec![2, 3])];
+        let err = audit_file(&path, "toy", &other).unwrap_err().to_string();
+        assert!(err.contains("[2, 3]") && err.contains("[4, 3]"), "{err}");
+        // Padded far beyond what 12 weights and a header can take.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(HEADER_ALLOWANCE + 1000).unwrap();
+        let err = audit_file(&path, "toy", &expected).unwrap_err().to_string();
+        assert!(err.contains("implausible for toy"), "{err}");
+        Ok(())
+    }
 }

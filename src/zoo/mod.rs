@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod detect;
 pub mod efficientnet_lite;
 pub mod hub;
+pub mod limits;
 pub mod mobilenet_v2;
 pub mod pth;
 pub mod resnet;
@@ -128,6 +129,18 @@ pub struct Manifest {
     pub provenance: Provenance,
 }
 
+impl Manifest {
+    /// Checks the values that size or scale the input and the classifier against
+    /// [`limits`]: `input_size`, `resize_shorter`, `mean`, `std`, `num_classes`. Errors name
+    /// `path`, the field and the allowed range.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        limits::check_input_size(path, "input_size", self.input_size)?;
+        limits::check_resize_shorter(path, self.resize_shorter, self.input_size)?;
+        limits::check_normalisation(path, &self.mean, &self.std)?;
+        limits::check_class_count(path, "`num_classes` gives", self.num_classes)
+    }
+}
+
 /// A model resolved on disk: everything needed to build and use it.
 #[derive(Clone, Debug)]
 pub struct ModelSpec {
@@ -154,6 +167,7 @@ impl ModelSpec {
             path: path.to_path_buf(),
             source: e,
         })?;
+        manifest.validate(path)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let labels_path = dir.join(&manifest.labels);
         let labels: Vec<String> = std::fs::read_to_string(&labels_path)
@@ -249,6 +263,7 @@ impl ModelSpec {
         let shapes = detect::read_shapes(path)?;
         let found = detect::detect(&shapes)?;
         let n = found.num_classes;
+        limits::check_class_count(path, "the classifier has", n)?;
         let imagenet_labels = models_dir().join("imagenet_classes.txt");
         let (labels_file, labels) = if n == 1000 && imagenet_labels.is_file() {
             let text = std::fs::read_to_string(&imagenet_labels)
@@ -347,8 +362,19 @@ impl ModelSpec {
                 ARCHITECTURES.join(", ")
             )));
         }
+        let classes = self.manifest.num_classes;
+        limits::check_class_count(&self.manifest_path, "the manifest gives", classes)?;
+        if let Some(expected) = expected_tensors(architecture, classes) {
+            // From the header alone, before a byte of tensor data is read.
+            checkpoint::audit_file(&self.weights_path, architecture, &expected).map_err(
+                |audit| match detect::read_shapes(&self.weights_path) {
+                    Ok(shapes) => misfit(&self.weights_path, architecture, &shapes, audit),
+                    Err(_) => audit,
+                },
+            )?;
+        }
         let ckpt = Checkpoint::open(&self.weights_path, device)?;
-        let network = build_network(architecture, &ckpt, self.manifest.num_classes)?;
+        let network = build_network(architecture, &ckpt, classes)?;
         Ok(Model {
             spec: self.clone(),
             network,
@@ -420,22 +446,27 @@ pub fn build_network(architecture: &str, ckpt: &Checkpoint, num_classes: usize) 
             )));
         }
     };
-    match built {
-        Err(audit @ Error::Weights { .. }) => {
-            let looks_like = match detect::detect(&ckpt.shapes()) {
-                Ok(d) if d.architecture != architecture => {
-                    format!("it looks like {} ({})", d.architecture, d.why)
-                }
-                Ok(_) => return Err(audit),
-                Err(e) => e.to_string(),
-            };
-            Err(Error::Model(format!(
-                "{}: these weights do not fit {architecture}: {looks_like}. First problem: {audit}",
-                ckpt.path().display()
-            )))
-        }
-        other => other,
+    built.map_err(|e| misfit(ckpt.path(), architecture, &ckpt.shapes(), e))
+}
+
+/// A shape-audit error ([`Error::Weights`]) of weights at `path` that do not fit
+/// `architecture`, explained: when their tensors look like another architecture, the error
+/// says which one and why. Other errors pass through.
+fn misfit(path: &Path, architecture: &str, shapes: &detect::Shapes, error: Error) -> Error {
+    if !matches!(error, Error::Weights { .. }) {
+        return error;
     }
+    let looks_like = match detect::detect(shapes) {
+        Ok(d) if d.architecture != architecture => {
+            format!("it looks like {} ({})", d.architecture, d.why)
+        }
+        Ok(_) => return error,
+        Err(e) => e.to_string(),
+    };
+    Error::Model(format!(
+        "{}: these weights do not fit {architecture}: {looks_like}. First problem: {error}",
+        path.display()
+    ))
 }
 
 /// A loaded model: its spec and its network on a device.

@@ -19,6 +19,8 @@ use crate::{Error, Result};
 pub const CHANNELS: [usize; 5] = [32, 64, 128, 256, 256];
 /// Drop probability before the dense layer.
 pub const DROPOUT: f32 = 0.5;
+/// The classifier weight, `[classes, flat features]`.
+pub const OUTPUT_WEIGHT: &str = "logits.weight";
 
 /// 3x3 valid convolution + bias + ReLU, then 2x2 max-pooling if `pool`.
 pub struct ConvReluPool {
@@ -121,7 +123,7 @@ pub fn tensor_shapes(size: usize, classes: usize) -> Result<Vec<(String, Vec<usi
         in_c = c;
     }
     let flat = flat_features(size)?;
-    shapes.push(("logits.weight".into(), vec![classes, flat]));
+    shapes.push((OUTPUT_WEIGHT.into(), vec![classes, flat]));
     shapes.push(("logits.bias".into(), vec![classes]));
     Ok(shapes)
 }

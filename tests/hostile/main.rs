@@ -1,7 +1,9 @@
-//! Fault-injection tests: the real `convlens` binary driven with hostile input, outputs and
-//! environments. One module per area.
+//! Fault injection: the real `convlens` binary driven with crafted files, hostile options,
+//! outputs and environments. Each test asserts the exit code, that the message names the file
+//! or value and the cause, and that no input changed. One module per area.
 
 #[path = "../common/mod.rs"]
 mod common;
 
+mod models;
 mod outputs;
