@@ -31,6 +31,10 @@ struct Run {
 
 /// Runs `convlens args` in `cwd` with no stdin; panics if it runs past [`TIMEOUT`] (a hang).
 /// The child is reaped with `wait4`, which gives its own peak memory.
+#[allow(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4 (which also gives its rusage), not Child::wait"
+)]
 fn convlens<S: AsRef<OsStr>>(cwd: &Path, args: &[S]) -> Run {
     let logs = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
