@@ -46,14 +46,15 @@ pub struct ActivationsArgs {
 pub fn run(args: &ActivationsArgs) -> Result<ExitCode> {
     export::check_scale(args.scale)?;
     check_out(args.out.as_deref(), &args.image)?;
-    let model = args.model.load()?;
-    model.network.index_of(&args.layer)?;
     let grid = GridOptions {
-        cols: args.cols.max(1),
+        cols: args.cols,
         gutter: 1,
         colormap: args.colormap,
         shared_scale: args.shared_scale,
     };
+    grid.validate()?;
+    let model = args.model.load()?;
+    model.network.index_of(&args.layer)?;
     let make = |image: &Path| {
         FigureRequest::Activations(ActivationsRequest {
             image: image.to_path_buf(),

@@ -1,4 +1,7 @@
-//! `convlens evaluate MODEL_DIR DATA_DIR [--split test|validation] [--json]`.
+//! `convlens evaluate MODEL_DIR DATA_DIR [--split test|validation|train] [--json]`.
+//!
+//! A labelled folder without split folders is evaluated on every image; `--split` picks one split
+//! of a folder that has split folders (`train/`, `validation/` or `val/`, `test/`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +9,7 @@ use std::process::ExitCode;
 use super::Progress;
 use super::output::{outln, print_json};
 use crate::cancel::CancelToken;
-use crate::data::folder::{FolderOptions, ImageFolder, Split};
+use crate::data::folder::{FolderOptions, ImageFolder, Sample, Split};
 use crate::device::DeviceChoice;
 use crate::train::evaluate::evaluate;
 use crate::{Error, Result};
@@ -18,9 +21,10 @@ pub struct EvaluateArgs {
     pub model: String,
     /// The labelled image folder.
     pub data: PathBuf,
-    /// test, validation or train.
-    #[arg(long, default_value = "test")]
-    pub split: String,
+    /// test, validation or train, for a folder with split folders (default: test/ if there is
+    /// one, else validation, else train). Without split folders every image is evaluated.
+    #[arg(long)]
+    pub split: Option<String>,
     /// Print JSON: accuracy, classes, confusion, per_class, misclassified.
     #[arg(long)]
     pub json: bool,
@@ -31,37 +35,30 @@ pub struct EvaluateArgs {
     pub device: DeviceChoice,
 }
 
+/// Class names shown in a message before the rest are only counted.
+const SHOWN_CLASSES: usize = 8;
+
 /// Evaluates and prints the report.
 pub fn run(args: &EvaluateArgs) -> Result<ExitCode> {
-    let split = match args.split.as_str() {
-        "test" => Split::Test,
-        "validation" | "val" => Split::Validation,
-        "train" => Split::Train,
-        other => {
-            return Err(Error::Dataset(format!(
-                "unknown split `{other}`; use test, validation or train"
-            )));
-        }
-    };
+    let requested = args.split.as_deref().map(parse_split).transpose()?;
     crate::train::check_batch_size(args.batch_size)?;
     let model = crate::zoo::resolve(&args.model)?.load(&args.device.open()?)?;
     let data = ImageFolder::scan(&args.data, &FolderOptions::default())?;
     if data.classes != model.spec.labels {
         return Err(Error::Dataset(format!(
-            "{}: classes [{}] differ from the model's [{}]",
+            "{}: its {} classes ({}) differ from the model's {} classes ({})",
             args.data.display(),
-            data.classes.join(", "),
-            model.spec.labels.join(", ")
+            data.classes.len(),
+            name_list(&data.classes),
+            model.spec.labels.len(),
+            name_list(&model.spec.labels)
         )));
     }
-    let samples = data.split(split);
-    if samples.is_empty() {
-        return Err(Error::Dataset(format!(
-            "{}: the {} split has no images",
-            args.data.display(),
-            args.split
-        )));
+    for s in &data.skipped {
+        eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }
+    let (samples, what) = chosen_samples(&data, requested)?;
+    let samples = samples.as_slice();
     let mut bar = Progress::new(samples.len() as u64, "evaluate");
     let eval = evaluate(
         &model,
@@ -78,11 +75,15 @@ pub fn run(args: &EvaluateArgs) -> Result<ExitCode> {
         print_json(&eval);
         return Ok(ExitCode::SUCCESS);
     }
+    let scored: usize = eval.confusion.iter().flatten().sum();
+    let unreadable = data.skipped.len() + eval.skipped.len();
     outln!(
-        "accuracy {:.4} on {} images ({})",
+        "accuracy {:.4} on {scored} images ({what}){}",
         eval.accuracy,
-        samples.len(),
-        args.split
+        match unreadable {
+            0 => String::new(),
+            n => format!("; {n} skipped (listed above)"),
+        }
     );
     outln!(
         "\n{:<16} {:>9} {:>9} {:>8}",
@@ -119,4 +120,77 @@ pub fn run(args: &EvaluateArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The split named on the command line.
+fn parse_split(name: &str) -> Result<Split> {
+    match name {
+        "test" => Ok(Split::Test),
+        "validation" | "val" => Ok(Split::Validation),
+        "train" => Ok(Split::Train),
+        other => Err(Error::Dataset(format!(
+            "unknown split `{other}`; use test, validation or train"
+        ))),
+    }
+}
+
+/// The samples to evaluate and how to name them: every image of a folder without split folders,
+/// else the `requested` split (by default test/, else validation, else train).
+fn chosen_samples(data: &ImageFolder, requested: Option<Split>) -> Result<(Vec<Sample>, String)> {
+    if data.split_folders.is_empty() {
+        if let Some(split) = requested {
+            return Err(Error::Dataset(format!(
+                "{} has no split folders (train/, validation/ or val/, test/), so there is no \
+                 {split} split; leave out --split to evaluate every image in it",
+                data.root.display()
+            )));
+        }
+        return Ok((data.all_samples(), "every image of the folder".into()));
+    }
+    let split = requested.unwrap_or_else(|| {
+        [Split::Test, Split::Validation, Split::Train]
+            .into_iter()
+            .find(|s| !data.split(*s).is_empty())
+            .unwrap_or(Split::Test)
+    });
+    let samples = data.split(split).to_vec();
+    if samples.is_empty() {
+        let folders: Vec<String> = data
+            .split_folders
+            .iter()
+            .map(|s| format!("{}/", s.name()))
+            .collect();
+        return Err(Error::Dataset(format!(
+            "{}: the {split} split has no images (its split folders: {})",
+            data.root.display(),
+            folders.join(", ")
+        )));
+    }
+    Ok((samples, format!("{split} split")))
+}
+
+/// At most [`SHOWN_CLASSES`] names, then how many more.
+fn name_list(names: &[String]) -> String {
+    let shown = names[..names.len().min(SHOWN_CLASSES)].join(", ");
+    match names.len().saturating_sub(SHOWN_CLASSES) {
+        0 => shown,
+        more => format!("{shown}, ... and {more} more"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_class_lists_are_capped() {
+        let names: Vec<String> = (0..1000).map(|i| format!("c{i}")).collect();
+        let text = name_list(&names);
+        assert!(
+            text.starts_with("c0, c1,") && text.ends_with("... and 992 more"),
+            "{text}"
+        );
+        assert!(text.len() < 80, "{text}");
+        assert_eq!(name_list(&names[..2]), "c0, c1");
+    }
 }

@@ -85,12 +85,11 @@ pub fn parse_filters(spec: &str, count: usize) -> std::result::Result<Vec<usize>
 /// Computes the filter patterns (progress bar per tile), writes the figure and its sidecar.
 pub fn run(args: &FiltersArgs) -> Result<ExitCode> {
     export::check_scale(args.scale)?;
-    let steps = args.steps.unwrap_or(args.method.default_steps());
-    if args.size < 16 || steps == 0 {
-        return Err(Error::Model(
-            "--size must be at least 16 and --steps at least 1".into(),
-        ));
-    }
+    let mut options = FilterOptions::for_method(args.method, args.size);
+    options.ascent.steps = args.steps.unwrap_or(args.method.default_steps());
+    options.seed = args.seed;
+    options.batch = args.batch;
+    options.validate()?;
     if let Some(out) = &args.out {
         check_figure_out(out, &[])?;
     }
@@ -100,16 +99,13 @@ pub fn run(args: &FiltersArgs) -> Result<ExitCode> {
         Some(s) => parse_filters(s, count).map_err(Error::Model)?,
         None => (0..count.min(64)).collect(),
     };
-    let mut options = FilterOptions::for_method(args.method, args.size);
-    options.ascent.steps = steps;
-    options.seed = args.seed;
-    options.batch = args.batch.max(1);
     let request = FigureRequest::Filters(FiltersRequest {
         layer: args.layer.clone(),
         filters: list.clone(),
-        cols: args.cols.max(1),
+        cols: args.cols,
         options,
     });
+    request.validate(args.scale)?;
     let out = args
         .out
         .clone()

@@ -26,6 +26,10 @@ use crate::device::DeviceChoice;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The most pixels (width x height) an image may have to be decoded: larger ones are
+    /// refused before any memory is allocated. Raise it for trusted, very large images.
+    #[arg(long, value_name = "N", global = true, default_value_t = crate::data::decode::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
     /// Render the window once everything has loaded, write it to this PNG and exit.
     #[cfg(feature = "gui")]
     #[arg(long, value_name = "OUT.png", global = true)]
@@ -90,6 +94,13 @@ pub struct GuiArgs {
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    match crate::data::decode::DecodeLimits::new(cli.max_pixels) {
+        Ok(limits) => crate::data::decode::set_process_limits(limits),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
         Some(Command::Predict(args)) => predict::run(&args),
         Some(Command::Info(args)) => info::run(&args),

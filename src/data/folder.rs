@@ -3,18 +3,22 @@
 //!
 //! Two layouts are recognised by [`ImageFolder::scan`]:
 //!
-//! - **split folders**: `root/train/<class>/...`, `root/validation/<class>/...` (or `val/`) and
-//!   optionally `root/test/<class>/...`, with the same classes in each;
+//! - **split folders**: any of `root/train/<class>/...`, `root/validation/<class>/...` (or
+//!   `val/`) and `root/test/<class>/...`, with the same classes in each (a folder with only
+//!   `test/` is a test split, not one class named `test`). A `train/` without a validation
+//!   folder is split into train and validation by the seeded draw below;
 //! - **class folders only**: `root/<class>/...`, split into train and validation by a seeded,
 //!   stratified draw ([`FolderOptions::validation_fraction`], default 80/20); no test split.
-//!   A `root/train/` without a validation folder is split the same way, and `root/test/` (if
-//!   present) is the test split.
+//!   [`ImageFolder::all_samples`] gives every image (to evaluate on a whole labelled folder).
 //!
 //! Class labels are the class folder names in sorted (byte) order, as Keras'
-//! `image_dataset_from_directory` does. Class folders are searched recursively. Hidden files and
-//! folders (name starting with `.`), files without an image extension and (with
-//! [`FolderOptions::check_decodable`]) files whose image header cannot be read are skipped and
-//! listed in [`ImageFolder::skipped`] with the reason; the scan goes on. Problems that make the
+//! `image_dataset_from_directory` does. Class folders are searched recursively; symbolic links to
+//! files and folders are followed, and a link that leads back to a folder above it (a loop) or
+//! to a folder already read is skipped. Hidden files and folders (name starting with `.`), files
+//! without an image extension, special files (named pipes, sockets, devices: reading them could
+//! hang), broken links and (with [`FolderOptions::check_decodable`]) files whose image cannot be
+//! read, is over the pixel budget or is a JPEG cut short ([`super::decode::probe`]) are skipped
+//! and listed in [`ImageFolder::skipped`] with the reason; the scan goes on. Problems that make the
 //! dataset unusable (missing root, fewer than 2 classes, an empty class, classes that differ
 //! between splits) are an [`Error::Dataset`] before any image is decoded.
 //!
@@ -33,6 +37,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::augment::{Augment, augment_seed};
+use super::decode::{probe, special_file_kind, special_file_reason};
 use super::preprocess::load_rgb;
 use super::train_transform::TrainTransform;
 use crate::{Error, Result};
@@ -137,6 +142,9 @@ pub struct ImageFolder {
     pub classes: Vec<String>,
     /// The samples of each split.
     pub splits: Splits,
+    /// The splits read from split folders (`train/`, `validation/` or `val/`, `test/`), in
+    /// order; empty when the dataset is class folders only.
+    pub split_folders: Vec<Split>,
     /// Files and folders left out, with the reason, in scan order.
     pub skipped: Vec<SkippedFile>,
 }
@@ -207,14 +215,7 @@ impl ImageFolder {
             (false, true) => Some("val"),
             (false, false) => None,
         };
-        let split_layout = has("train");
-        if val_name.is_some() && !split_layout {
-            return Err(Error::Dataset(format!(
-                "{} has a {}/ folder but no train/ folder next to it",
-                root.display(),
-                val_name.unwrap_or_default()
-            )));
-        }
+        let split_layout = has("train") || has("test") || val_name.is_some();
 
         for file in files {
             skipped.push(SkippedFile {
@@ -224,34 +225,31 @@ impl ImageFolder {
             });
         }
 
-        // (train pool, validation folder, test folder)
-        let (train, validation, test) = if split_layout {
+        // [train pool, validation folder, test folder]; class folders only: the train pool.
+        let mut sets: [Option<ClassSet>; 3] = if split_layout {
             let val_name = val_name.unwrap_or("validation");
             for (name, dir) in &dirs {
                 if !matches!(name.as_str(), "train" | "test") && name != val_name {
                     skipped.push(SkippedFile {
                         path: dir.clone(),
-                        reason: "folder next to train/ that is not a split \
+                        reason: "folder next to the split folders that is not a split \
                                  (expected train/, validation/ or val/, test/)"
                             .into(),
                     });
                 }
             }
-            let scan_split = |name: &str, skipped: &mut Vec<SkippedFile>| -> Result<ClassSet> {
-                class_set(&root.join(name), skipped)
+            let mut scan_split = |name: &str| -> Result<Option<ClassSet>> {
+                if has(name) {
+                    class_set(&root.join(name), &mut skipped).map(Some)
+                } else {
+                    Ok(None)
+                }
             };
-            let train = scan_split("train", &mut skipped)?;
-            let validation = if has(val_name) {
-                Some(scan_split(val_name, &mut skipped)?)
-            } else {
-                None
-            };
-            let test = if has("test") {
-                Some(scan_split("test", &mut skipped)?)
-            } else {
-                None
-            };
-            (train, validation, test)
+            [
+                scan_split("train")?,
+                scan_split(val_name)?,
+                scan_split("test")?,
+            ]
         } else {
             let classes = dirs
                 .into_iter()
@@ -264,33 +262,40 @@ impl ImageFolder {
                 dir: root.to_path_buf(),
                 classes,
             };
-            (set, None, None)
+            [Some(set), None, None]
+        };
+        let split_folders: Vec<Split> = if split_layout {
+            Split::ALL
+                .into_iter()
+                .zip(&sets)
+                .filter_map(|(split, set)| set.as_ref().map(|_| split))
+                .collect()
+        } else {
+            Vec::new()
         };
 
-        check_same_classes(&train, validation.as_ref(), test.as_ref())?;
-        check_class_count(&train)?;
-        let mut sets: Vec<ClassSet> = [Some(train), validation, test]
-            .into_iter()
-            .flatten()
-            .collect();
-        for set in &sets {
-            check_not_empty(set, "no image files")?;
+        {
+            let present: Vec<&ClassSet> = sets.iter().flatten().collect();
+            check_same_classes(&present)?;
+            check_class_count(present[0])?;
+            for set in &present {
+                check_not_empty(set, "no image files")?;
+            }
         }
         if opts.check_decodable {
-            check_headers(&mut sets, &mut skipped);
-            for set in &sets {
+            let mut present: Vec<&mut ClassSet> = sets.iter_mut().flatten().collect();
+            check_headers(&mut present, &mut skipped);
+            for set in &present {
                 check_not_empty(set, "no readable images")?;
             }
         }
 
-        let classes: Vec<String> = sets[0].classes.iter().map(|c| c.name.clone()).collect();
-        let mut sets = sets.into_iter();
-        let train_set = sets.next().expect("the train set is always present");
-        let (validation_set, test_set) = if val_name.is_some() {
-            (sets.next(), sets.next())
-        } else {
-            (None, sets.next())
-        };
+        let classes: Vec<String> = sets
+            .iter()
+            .flatten()
+            .next()
+            .map(|set| set.classes.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
         let to_samples = |set: Option<ClassSet>| -> Vec<Sample> {
             set.map(|s| {
                 s.classes
@@ -303,9 +308,10 @@ impl ImageFolder {
             })
             .unwrap_or_default()
         };
-        let (train, validation) = match validation_set {
-            Some(v) => (to_samples(Some(train_set)), to_samples(Some(v))),
-            None => stratified_split(train_set, opts),
+        let [train_set, validation_set, test_set] = std::mem::take(&mut sets);
+        let (train, validation) = match (train_set, validation_set) {
+            (Some(t), None) => stratified_split(t, opts),
+            (t, v) => (to_samples(t), to_samples(v)),
         };
         Ok(ImageFolder {
             root: root.to_path_buf(),
@@ -315,8 +321,20 @@ impl ImageFolder {
                 validation,
                 test: to_samples(test_set),
             },
+            split_folders,
             skipped,
         })
+    }
+
+    /// Every sample of the three splits, sorted by class and then by path (what a labelled
+    /// folder without split folders is evaluated on).
+    pub fn all_samples(&self) -> Vec<Sample> {
+        let mut all: Vec<Sample> = Split::ALL
+            .into_iter()
+            .flat_map(|split| self.split(split).iter().cloned())
+            .collect();
+        all.sort_by(|a, b| (a.label, &a.path).cmp(&(b.label, &b.path)));
+        all
     }
 
     /// The samples of `split`, sorted by class and then by path.
@@ -386,35 +404,35 @@ pub fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)))
 }
 
-/// The entries of `dir`, sorted by name, hidden ones skipped and reported.
+/// The entries of `dir` as `(path, is_folder)`, sorted by name, symbolic links followed.
+/// Hidden entries, broken links and special files (named pipes, sockets, devices) are skipped
+/// and reported.
 fn sorted_entries(dir: &Path, skipped: &mut Vec<SkippedFile>) -> Result<Vec<(PathBuf, bool)>> {
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let path = entry.path();
-        let mut is_dir = entry.file_type().map_err(|e| Error::io(&path, e))?.is_dir();
-        let mut is_link = false;
-        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
-            is_link = true;
-            is_dir = std::fs::metadata(&path).is_ok_and(|m| m.is_dir());
-        }
-        if is_hidden(&entry.file_name()) {
-            let what = if is_dir {
-                "hidden folder"
-            } else {
-                "hidden file"
-            };
-            skipped.push(SkippedFile {
-                path,
-                reason: what.into(),
-            });
-        } else if is_link && is_dir {
-            skipped.push(SkippedFile {
-                path,
-                reason: "symbolic link to a folder (not followed)".into(),
-            });
-        } else {
-            entries.push((path, is_dir));
+        let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+        // `fs::metadata` follows links: a link is what it points to.
+        let meta = std::fs::metadata(&path);
+        let is_dir = meta.as_ref().is_ok_and(|m| m.is_dir());
+        let reason = match &meta {
+            _ if is_hidden(&entry.file_name()) => Some(
+                if is_dir {
+                    "hidden folder"
+                } else {
+                    "hidden file"
+                }
+                .to_string(),
+            ),
+            Err(e) if is_link => Some(format!("broken symbolic link ({e})")),
+            Err(e) => Some(format!("cannot read it: {e}")),
+            Ok(_) if is_dir => None,
+            Ok(m) => special_file_kind(m.file_type()).map(special_file_reason),
+        };
+        match reason {
+            Some(reason) => skipped.push(SkippedFile { path, reason }),
+            None => entries.push((path, is_dir)),
         }
     }
     entries.sort();
@@ -463,15 +481,37 @@ fn class_set(dir: &Path, skipped: &mut Vec<SkippedFile>) -> Result<ClassSet> {
     })
 }
 
-/// The image files under the class folder `dir` (recursively), sorted; hidden entries and
-/// files without an image extension are reported in `skipped`.
+/// The image files under the class folder `dir` (recursively, symbolic links followed), sorted;
+/// hidden entries, files without an image extension, special files and links that loop back to
+/// a folder above them or lead to a folder already read are reported in `skipped`.
 fn class_files(dir: &Path, skipped: &mut Vec<SkippedFile>) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
+    let mut seen = BTreeSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
+        let real = std::fs::canonicalize(&d).map_err(|e| Error::io(&d, e))?;
+        if !seen.insert(real.clone()) {
+            skipped.push(SkippedFile {
+                path: d,
+                reason: format!(
+                    "folder already read (it is {}, reached through a symbolic link)",
+                    real.display()
+                ),
+            });
+            continue;
+        }
         for (path, is_dir) in sorted_entries(&d, skipped)? {
             if is_dir {
-                stack.push(path);
+                match std::fs::canonicalize(&path) {
+                    Ok(target) if real.starts_with(&target) => skipped.push(SkippedFile {
+                        reason: format!(
+                            "symbolic link loop: it leads back to {}, a folder above it",
+                            target.display()
+                        ),
+                        path,
+                    }),
+                    _ => stack.push(path),
+                }
             } else if has_image_extension(&path) {
                 files.push(path);
             } else {
@@ -494,22 +534,14 @@ fn class_files(dir: &Path, skipped: &mut Vec<SkippedFile>) -> Result<Vec<PathBuf
     Ok(files)
 }
 
-/// Errors unless the validation and test folders have exactly the classes of `train`.
-fn check_same_classes(
-    train: &ClassSet,
-    validation: Option<&ClassSet>,
-    test: Option<&ClassSet>,
-) -> Result<()> {
-    let sets: Vec<&ClassSet> = [Some(train), validation, test]
-        .into_iter()
-        .flatten()
-        .collect();
+/// Errors unless the split folders `sets` all have the same classes.
+fn check_same_classes(sets: &[&ClassSet]) -> Result<()> {
     if sets.len() < 2 {
         return Ok(());
     }
     let all: BTreeSet<&str> = sets.iter().flat_map(|s| s.names()).collect();
     let mut problems = Vec::new();
-    for set in &sets {
+    for set in sets {
         let names = set.names();
         let missing: Vec<String> = all
             .iter()
@@ -574,7 +606,7 @@ fn check_not_empty(set: &ClassSet, what: &str) -> Result<()> {
 }
 
 /// Reads every file's image header in parallel; unreadable ones are removed and reported.
-fn check_headers(sets: &mut [ClassSet], skipped: &mut Vec<SkippedFile>) {
+fn check_headers(sets: &mut [&mut ClassSet], skipped: &mut Vec<SkippedFile>) {
     let paths: Vec<&PathBuf> = sets
         .iter()
         .flat_map(|s| s.classes.iter().flat_map(|c| c.files.iter()))
@@ -598,19 +630,14 @@ fn check_headers(sets: &mut [ClassSet], skipped: &mut Vec<SkippedFile>) {
     skipped.extend(bad);
 }
 
-/// Why the image header of `path` cannot be read, if it cannot.
+/// Why the image `path` would not load, if it would not ([`probe`]: a special file, an unknown
+/// format, an empty image, over the pixel budget, a JPEG cut short), without decoding it.
 fn header_problem(path: &Path) -> Option<String> {
-    let reader = match image::ImageReader::open(path).and_then(|r| r.with_guessed_format()) {
-        Ok(r) => r,
-        Err(e) => return Some(format!("cannot read the file: {e}")),
-    };
-    if reader.format().is_none() {
-        return Some("not an image (unrecognised file format)".into());
-    }
-    match reader.into_dimensions() {
-        Ok((0, _)) | Ok((_, 0)) => Some("empty image (0 pixels)".into()),
+    match probe(path) {
         Ok(_) => None,
-        Err(e) => Some(format!("unreadable image: {e}")),
+        Err(Error::Image { reason, .. }) => Some(reason),
+        Err(Error::Io { source, .. }) => Some(format!("cannot read the file: {source}")),
+        Err(e) => Some(e.to_string()),
     }
 }
 
@@ -736,6 +763,7 @@ pub fn load_batch(
 mod tests {
     use super::*;
     use image::{Rgb, RgbImage};
+    use std::ffi::OsStr;
 
     fn fashion_mini() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/datasets/fashion-mini")
@@ -1009,6 +1037,110 @@ mod tests {
         class_folders(&both.join("validation"), &[("a", 1), ("b", 1)]);
         class_folders(&both.join("val"), &[("a", 1), ("b", 1)]);
         assert!(dataset_error(&both).contains("both validation/ and val/"));
+    }
+
+    #[test]
+    fn some_split_folders_are_read_as_splits() {
+        let dir = tempfile::tempdir().unwrap();
+        // Only test/: a test split, not one class named `test`.
+        let only_test = dir.path().join("only_test");
+        class_folders(&only_test.join("test"), &[("a", 2), ("b", 3)]);
+        let data = ImageFolder::scan(&only_test, &FolderOptions::default()).unwrap();
+        assert_eq!(data.classes, ["a", "b"]);
+        assert_eq!(data.split_folders, [Split::Test]);
+        assert_eq!(data.split(Split::Test).len(), 5);
+        assert!(data.split(Split::Train).is_empty());
+        // Only val/: a validation split.
+        let only_val = dir.path().join("only_val");
+        class_folders(&only_val.join("val"), &[("a", 1), ("b", 1)]);
+        let data = ImageFolder::scan(&only_val, &FolderOptions::default()).unwrap();
+        assert_eq!(data.split_folders, [Split::Validation]);
+        assert_eq!(data.split(Split::Validation).len(), 2);
+        // Class folders only: no split folders, every image in all_samples.
+        let plain = dir.path().join("plain");
+        class_folders(&plain, &[("a", 4), ("b", 5)]);
+        let data = ImageFolder::scan(&plain, &FolderOptions::default()).unwrap();
+        assert!(data.split_folders.is_empty());
+        let all = data.all_samples();
+        assert_eq!(all.len(), 9);
+        assert!(
+            all.windows(2)
+                .all(|w| (w[0].label, &w[0].path) < (w[1].label, &w[1].path))
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_are_followed_loops_and_special_files_skipped() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        class_folders(&root, &[("a", 2)]);
+        class_folders(dir.path(), &[("b_elsewhere", 3)]);
+        symlink(dir.path().join("b_elsewhere"), root.join("b")).unwrap();
+        // A linked file counts; a link back to the root is a loop; a broken link is reported.
+        symlink(root.join("a/img_00.png"), root.join("a/linked.png")).unwrap();
+        symlink(&root, root.join("a/loop")).unwrap();
+        symlink(root.join("nowhere"), root.join("a/broken.png")).unwrap();
+        // The same folder twice through two links is read once.
+        symlink(dir.path().join("b_elsewhere"), root.join("a/again")).unwrap();
+        symlink(dir.path().join("b_elsewhere"), root.join("a/again2")).unwrap();
+        #[cfg(target_os = "linux")]
+        {
+            let fifo = root.join("a/pipe.png");
+            let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        }
+        let data = ImageFolder::scan(&root, &FolderOptions::default()).unwrap();
+        assert_eq!(data.classes, ["a", "b"]);
+        assert_eq!(
+            data.class_counts(Split::Train)[1] + data.class_counts(Split::Validation)[1],
+            3
+        );
+        // a: 2 images, the linked file, and b_elsewhere's 3 once.
+        let a = data.class_counts(Split::Train)[0] + data.class_counts(Split::Validation)[0];
+        assert_eq!(a, 6);
+        let reason = |name: &str| -> String {
+            data.skipped
+                .iter()
+                .find(|s| s.path.file_name() == Some(OsStr::new(name)))
+                .map(|s| s.reason.clone())
+                .unwrap_or_else(|| panic!("{name} not skipped: {:?}", data.skipped))
+        };
+        assert!(reason("loop").contains("symbolic link loop"));
+        assert!(reason("broken.png").contains("broken symbolic link"));
+        assert!(
+            data.skipped
+                .iter()
+                .any(|s| s.reason.contains("already read")),
+            "{:?}",
+            data.skipped
+        );
+        #[cfg(target_os = "linux")]
+        assert!(reason("pipe.png").contains("named pipe (FIFO)"));
+    }
+
+    #[test]
+    fn truncated_jpegs_are_skipped_by_the_header_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        class_folders(root, &[("a", 2), ("b", 2)]);
+        let mut jpeg = Vec::new();
+        RgbImage::from_fn(64, 64, |x, y| Rgb([x as u8 * 4, y as u8 * 4, 7]))
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        std::fs::write(root.join("a/cut.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+        let data = ImageFolder::scan(root, &FolderOptions::default()).unwrap();
+        let skipped = data
+            .skipped
+            .iter()
+            .find(|s| s.path.ends_with("a/cut.jpg"))
+            .expect("the cut JPEG is skipped");
+        assert!(skipped.reason.contains("truncated JPEG"), "{skipped}");
+        assert_eq!(data.all_samples().len(), 4);
     }
 
     #[test]

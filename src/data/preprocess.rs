@@ -13,17 +13,17 @@
 //! point and accumulated in `i32`), so it produces Pillow's uint8 output bit for bit; the
 //! fixture crops of `chelsea.png` and `coffee.png` are reproduced with zero differing levels.
 //!
-//! One deliberate difference: [`load_rgb`] applies the EXIF orientation (Pillow's `open` does
+//! Decoding itself ([`load_rgb`]) lives in [`super::decode`]. One deliberate difference:
+//! [`load_rgb`] applies the EXIF orientation (Pillow's `open` does
 //! not), so photos taken in portrait come out upright.
 
-use std::io::Cursor;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::RgbImage;
 
-use crate::{Error, Result};
+pub use super::decode::load_rgb;
+use crate::Result;
 
 /// How an image becomes a network input (one model's evaluation preprocessing).
 ///
@@ -56,11 +56,28 @@ impl EvalTransform {
 
     /// Resizes `img` (any size) so its shorter side is `resize_shorter`
     /// ([`shorter_side_size`], [`resize_bilinear`]) and centre-crops it ([`center_crop`]):
-    /// a `crop` x `crop` uint8 RGB image.
+    /// a `crop` x `crop` uint8 RGB image. Only the cropped window of the resized image is
+    /// computed ([`resize_bilinear_window`]), so a very long thin image costs no more than a
+    /// square one.
     pub fn apply(&self, img: &RgbImage) -> RgbImage {
         let (w, h) = shorter_side_size(img.width(), img.height(), self.resize_shorter);
-        let resized = resize_bilinear(img, w, h);
-        center_crop(&resized, self.crop)
+        let (left, top) = center_crop_offset(w, h, self.crop);
+        let window = |offset: i64, side: u32| {
+            let start = offset.clamp(0, i64::from(side)) as u32;
+            let end = (offset + i64::from(self.crop)).clamp(0, i64::from(side)) as u32;
+            start..end.max(start)
+        };
+        let (xs, ys) = (window(left, w), window(top, h));
+        let resized = resize_bilinear_window(img, (w, h), xs.clone(), ys.clone());
+        let mut out = RgbImage::new(self.crop, self.crop);
+        // The window lands at its place in the crop; outside the resized image stays black.
+        image::imageops::replace(
+            &mut out,
+            &resized,
+            i64::from(xs.start) - left,
+            i64::from(ys.start) - top,
+        );
+        out
     }
 
     /// Normalises an already transformed image (the output of [`EvalTransform::apply`]) into a
@@ -79,67 +96,6 @@ impl EvalTransform {
     /// `[1, 3, crop, crop]` f32.
     pub fn load(&self, path: &Path, device: &Device) -> Result<Tensor> {
         self.process(&load_rgb(path)?, device)
-    }
-}
-
-/// Decodes the image file at `path` to 8-bit RGB, like `PIL.Image.open(path).convert("RGB")`.
-///
-/// The format is guessed from the content, not the extension (PNG, JPEG, GIF, BMP, TIFF, WebP).
-/// Grayscale is replicated to three channels; alpha is dropped without compositing (as Pillow's
-/// `convert("RGB")` does); 16-bit samples keep their high byte (Pillow's `RGB;16B` unpacking;
-/// for 16-bit grayscale Pillow would clip instead, which is not reproduced). The EXIF
-/// orientation, if any, is applied (Pillow's `open` would not). Every error names the file: a
-/// missing or unreadable file gives [`Error::Io`], an unknown format or a corrupt or truncated
-/// image gives [`Error::Image`].
-pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_rgb(&bytes).map_err(|reason| Error::image(path, reason))
-}
-
-/// Decodes an in-memory image file to RGB; the error is the reason, without a path.
-fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    if reader.format().is_none() {
-        return Err("not an image (unrecognised file format)".to_string());
-    }
-    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
-    // A broken EXIF block is not worth failing the image for; real decoding errors surface below.
-    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
-    orient(&mut img, orientation);
-    Ok(to_rgb_like_pil(img))
-}
-
-/// Applies an EXIF orientation so the image is displayed upright.
-fn orient(img: &mut DynamicImage, orientation: Orientation) {
-    img.apply_orientation(orientation);
-}
-
-/// `convert("RGB")`: replicate gray, drop alpha, 16-bit -> high byte, floats via `image`.
-fn to_rgb_like_pil(img: DynamicImage) -> RgbImage {
-    fn high_bytes<const C: usize>(w: u32, h: u32, samples: &[u16]) -> RgbImage {
-        let data = samples
-            .chunks_exact(C)
-            .flat_map(|px| {
-                let hi = |v: u16| (v >> 8) as u8;
-                match C {
-                    1 | 2 => [hi(px[0]); 3],
-                    _ => [hi(px[0]), hi(px[1]), hi(px[2])],
-                }
-            })
-            .collect();
-        RgbImage::from_raw(w, h, data).expect("buffer size matches the dimensions")
-    }
-    let (w, h) = (img.width(), img.height());
-    match img {
-        DynamicImage::ImageRgb8(rgb) => rgb,
-        DynamicImage::ImageLuma16(b) => high_bytes::<1>(w, h, b.as_raw()),
-        DynamicImage::ImageLumaA16(b) => high_bytes::<2>(w, h, b.as_raw()),
-        DynamicImage::ImageRgb16(b) => high_bytes::<3>(w, h, b.as_raw()),
-        DynamicImage::ImageRgba16(b) => high_bytes::<4>(w, h, b.as_raw()),
-        other => other.into_rgb8(),
     }
 }
 
@@ -262,8 +218,9 @@ fn bilinear_filter(x: f64) -> f64 {
 
 /// Port of Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for `Image.BILINEAR` and the
 /// full box `(0, in_size)`, operation for operation (the C `(int)` casts truncate toward zero,
-/// as Rust's `as` does).
-fn bilinear_taps(in_size: u32, out_size: u32) -> Taps {
+/// as Rust's `as` does), for the output pixels `outputs` of the `out_size` ones (each output
+/// pixel's taps depend only on its own index, so a window is computed exactly as in full).
+fn bilinear_taps(in_size: u32, out_size: u32, outputs: std::ops::Range<u32>) -> Taps {
     const SUPPORT: f64 = 1.0;
     // Pillow passes the box as C floats: in0 = 0.0f, in1 = in_size.
     let (in0, in1) = (0.0f32, in_size as f32);
@@ -274,7 +231,7 @@ fn bilinear_taps(in_size: u32, out_size: u32) -> Taps {
     let ss = 1.0 / filterscale;
     let in_size = in_size as i32;
 
-    let out = out_size as usize;
+    let out = outputs.len();
     let mut taps = Taps {
         ksize,
         start: Vec::with_capacity(out),
@@ -282,8 +239,8 @@ fn bilinear_taps(in_size: u32, out_size: u32) -> Taps {
         weights: vec![0; out * ksize],
     };
     let mut k = vec![0f64; ksize];
-    for xx in 0..out {
-        let center = f64::from(in0) + (xx as f64 + 0.5) * scale;
+    for (i, xx) in outputs.enumerate() {
+        let center = f64::from(in0) + (f64::from(xx) + 0.5) * scale;
         let xmin = ((center - support + 0.5) as i32).max(0);
         let xmax = ((center + support + 0.5) as i32).min(in_size);
         let n = ((xmax - xmin).max(0) as usize).min(ksize);
@@ -293,7 +250,7 @@ fn bilinear_taps(in_size: u32, out_size: u32) -> Taps {
             *kx = w;
             ww += w;
         }
-        let fixed = &mut taps.weights[xx * ksize..][..n];
+        let fixed = &mut taps.weights[i * ksize..][..n];
         for (f, &kx) in fixed.iter_mut().zip(&k[..n]) {
             let kx = if ww != 0.0 { kx / ww } else { kx };
             let scaled = kx * f64::from(1i32 << PRECISION_BITS);
@@ -376,47 +333,84 @@ fn resample_vertical(src: &[u8], width: usize, taps: &Taps, dst: &mut [u8]) {
 /// rounded to uint8. Identical sizes return a copy. Filter coefficients are computed once per
 /// axis; cost is about `(in_h * out_w + out_h * out_w) * taps` multiply-adds per channel.
 pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let (in_w, in_h) = img.dimensions();
-    if (in_w, in_h) == (width, height) {
+    if img.dimensions() == (width, height) {
         return img.clone();
     }
-    if width == 0 || height == 0 {
-        return RgbImage::new(width, height);
+    resize_bilinear_window(img, (width, height), 0..width, 0..height)
+}
+
+/// The columns `xs` and rows `ys` of [`resize_bilinear`]`(img, size.0, size.1)`, computed
+/// without the rest of the resized image: the same pixels, bit for bit, with memory and time
+/// proportional to the window (a 1 x 20000 image resized so its shorter side is 256 would be
+/// 256 x 5120000 pixels; its 224 x 224 centre crop is all a model needs). `xs` and `ys` must lie
+/// within `size`.
+pub fn resize_bilinear_window(
+    img: &RgbImage,
+    size: (u32, u32),
+    xs: std::ops::Range<u32>,
+    ys: std::ops::Range<u32>,
+) -> RgbImage {
+    let (in_w, in_h) = img.dimensions();
+    let (width, height) = size;
+    assert!(
+        xs.end <= width && ys.end <= height,
+        "window outside the resized image"
+    );
+    let (w_out, h_out) = (xs.len(), ys.len());
+    if w_out == 0 || h_out == 0 {
+        return RgbImage::new(w_out as u32, h_out as u32);
     }
     let need_horizontal = in_w != width;
     let need_vertical = in_h != height;
-    let taps_h = bilinear_taps(in_w, width);
-    let taps_v = bilinear_taps(in_h, height);
-
-    let (w_out, h_out) = (width as usize, height as usize);
     let src = img.as_raw();
     let mut out = vec![0u8; w_out * h_out * 3];
-    if need_horizontal {
-        // Only the source rows the vertical pass reads (Pillow's ybox_first .. ybox_last).
-        let first = taps_v.start[0];
-        let last = taps_v.start[h_out - 1] + taps_v.len[h_out - 1];
-        let last = last.max(first);
-        if need_vertical {
-            let mut temp = vec![0u8; w_out * (last - first) * 3];
-            resample_horizontal(src, in_w as usize, first..last, &taps_h, &mut temp);
-            let shifted = Taps {
-                start: taps_v.start.iter().map(|s| s - first).collect(),
-                ..taps_v
-            };
-            resample_vertical(&temp, w_out, &shifted, &mut out);
-        } else {
-            resample_horizontal(src, in_w as usize, 0..in_h as usize, &taps_h, &mut out);
-        }
+    // Without a resize on an axis, the window is a plain crop on that axis.
+    let taps_h = need_horizontal.then(|| bilinear_taps(in_w, width, xs.clone()));
+    let taps_v = if need_vertical {
+        bilinear_taps(in_h, height, ys.clone())
     } else {
-        resample_vertical(src, w_out, &taps_v, &mut out);
+        identity_taps(ys.clone())
+    };
+    // Only the source rows the vertical pass reads (Pillow's ybox_first .. ybox_last).
+    let first = taps_v.start[0];
+    let last = (taps_v.start[h_out - 1] + taps_v.len[h_out - 1]).max(first);
+    let shifted = Taps {
+        start: taps_v.start.iter().map(|s| s - first).collect(),
+        ..taps_v
+    };
+    let rows = match &taps_h {
+        Some(taps_h) => {
+            let mut temp = vec![0u8; w_out * (last - first) * 3];
+            resample_horizontal(src, in_w as usize, first..last, taps_h, &mut temp);
+            temp
+        }
+        None => {
+            let (row, x0) = (in_w as usize * 3, xs.start as usize * 3);
+            (first..last)
+                .flat_map(|y| &src[y * row + x0..][..w_out * 3])
+                .copied()
+                .collect()
+        }
+    };
+    resample_vertical(&rows, w_out, &shifted, &mut out);
+    RgbImage::from_raw(w_out as u32, h_out as u32, out).expect("buffer size matches the dimensions")
+}
+
+/// Taps that copy rows `rows` unchanged (weight 1.0 in fixed point), for an axis not resized.
+fn identity_taps(rows: std::ops::Range<u32>) -> Taps {
+    Taps {
+        ksize: 1,
+        start: rows.clone().map(|r| r as usize).collect(),
+        len: vec![1; rows.len()],
+        weights: vec![1 << PRECISION_BITS; rows.len()],
     }
-    RgbImage::from_raw(width, height, out).expect("buffer size matches the dimensions")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageBuffer, ImageEncoder, Luma, Rgb, Rgba};
+    use crate::Error;
+    use image::Rgb;
     use std::path::PathBuf;
 
     const LITE0_MEAN: [f32; 3] = [0.498; 3];
@@ -520,17 +514,48 @@ mod tests {
     }
 
     #[test]
+    fn apply_computes_only_the_crop_of_the_resize() {
+        let t = EvalTransform {
+            resize_shorter: 32,
+            crop: 24,
+            ..lite0()
+        };
+        let img = |w: u32, h: u32| {
+            RgbImage::from_fn(w, h, |x, y| {
+                Rgb([(x * 37 + y) as u8, (y * 11) as u8, (x ^ y) as u8])
+            })
+        };
+        // Wide, tall, thin, small (crop larger than the resize) and square images.
+        for (w, h) in [(90, 40), (40, 90), (1, 700), (700, 2), (32, 32), (7, 5)] {
+            let src = img(w, h);
+            let (rw, rh) = shorter_side_size(w, h, t.resize_shorter);
+            let full = center_crop(&resize_bilinear(&src, rw, rh), t.crop);
+            assert_eq!(t.apply(&src), full, "{w}x{h}");
+        }
+        let small = EvalTransform {
+            resize_shorter: 16,
+            ..t
+        };
+        let src = img(30, 20);
+        let (rw, rh) = shorter_side_size(30, 20, 16);
+        assert_eq!(
+            small.apply(&src),
+            center_crop(&resize_bilinear(&src, rw, rh), 24)
+        );
+    }
+
+    #[test]
     fn bilinear_taps_match_pillow_by_hand() {
         // 4 -> 2: scale 2, support 2; output 0 has centre 1.0, taps at x = 0, 1, 2 with
         // triangle weights (0.75, 0.75, 0.25) / 1.75 (x = 3 has weight 0 after truncation).
-        let t = bilinear_taps(4, 2);
+        let t = bilinear_taps(4, 2, 0..2);
         let (start, k) = t.of(0);
         assert_eq!(start, 0);
         let expect = [0.75 / 1.75, 0.75 / 1.75, 0.25 / 1.75]
             .map(|v: f64| (0.5 + v * f64::from(1 << 22)) as i32);
         assert_eq!(&k[..3], &expect);
         // Upscaling 2 -> 4: plain (non-widened) bilinear with edge clamping.
-        let t = bilinear_taps(2, 4);
+        let t = bilinear_taps(2, 4, 0..4);
         let (start, k) = t.of(1);
         assert_eq!(start, 0);
         assert_eq!(
@@ -623,142 +648,6 @@ mod tests {
         let t = lite0();
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(serde_json::from_str::<EvalTransform>(&json).unwrap(), t);
-    }
-
-    #[test]
-    fn grayscale_and_rgba_png_become_rgb() {
-        let dir = tempfile::tempdir().unwrap();
-        let gray_path = dir.path().join("gray.png");
-        ImageBuffer::from_fn(5, 4, |x, y| Luma([(x * 40 + y) as u8]))
-            .save(&gray_path)
-            .unwrap();
-        let gray = load_rgb(&gray_path).unwrap();
-        assert_eq!(gray.dimensions(), (5, 4));
-        assert_eq!(gray.get_pixel(3, 2), &Rgb([122, 122, 122]));
-
-        let rgba_path = dir.path().join("rgba.png");
-        ImageBuffer::from_fn(5, 4, |x, _| Rgba([10, 20, 30, (x * 60) as u8]))
-            .save(&rgba_path)
-            .unwrap();
-        let rgba = load_rgb(&rgba_path).unwrap();
-        // Alpha dropped, not composited: colour unchanged even where fully transparent.
-        assert!(rgba.pixels().all(|p| p.0 == [10, 20, 30]));
-
-        // 16-bit RGB keeps the high byte like Pillow (0x80FF -> 0x80, not rounded to 0x81).
-        let rgb16_path = dir.path().join("rgb16.png");
-        ImageBuffer::from_pixel(2, 2, Rgb([0x80FFu16, 0xFFFF, 0x00FF]))
-            .save(&rgb16_path)
-            .unwrap();
-        assert!(
-            load_rgb(&rgb16_path)
-                .unwrap()
-                .pixels()
-                .all(|p| p.0 == [0x80, 0xFF, 0])
-        );
-    }
-
-    #[test]
-    fn format_comes_from_content_not_extension() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("actually_a_png.jpg");
-        RgbImage::from_pixel(3, 2, Rgb([1, 2, 3]))
-            .save_with_format(&path, image::ImageFormat::Png)
-            .unwrap();
-        assert_eq!(
-            load_rgb(&path).unwrap(),
-            RgbImage::from_pixel(3, 2, Rgb([1, 2, 3]))
-        );
-    }
-
-    /// A minimal big-endian TIFF/EXIF block with one entry: Orientation (0x0112) = `value`.
-    fn exif_orientation_block(value: u16) -> Vec<u8> {
-        let mut b = b"MM\0\x2a".to_vec();
-        b.extend_from_slice(&8u32.to_be_bytes()); // IFD0 offset
-        b.extend_from_slice(&1u16.to_be_bytes()); // one entry
-        b.extend_from_slice(&0x0112u16.to_be_bytes()); // tag
-        b.extend_from_slice(&3u16.to_be_bytes()); // SHORT
-        b.extend_from_slice(&1u32.to_be_bytes()); // count
-        b.extend_from_slice(&value.to_be_bytes());
-        b.extend_from_slice(&[0, 0]); // padding of the value field
-        b.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
-        b
-    }
-
-    #[test]
-    fn jpeg_exif_orientation_is_applied() {
-        // 32x16: left half red, right half blue. Orientation 6 = rotate 90 degrees clockwise,
-        // so the upright image is 16x32 with red on top.
-        let img = RgbImage::from_fn(32, 16, |x, _| {
-            if x < 16 {
-                Rgb([255, 0, 0])
-            } else {
-                Rgb([0, 0, 255])
-            }
-        });
-        let mut bytes = Vec::new();
-        let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
-        enc.set_exif_metadata(exif_orientation_block(6)).unwrap();
-        enc.write_image(img.as_raw(), 32, 16, image::ExtendedColorType::Rgb8)
-            .unwrap();
-        assert!(
-            bytes.windows(6).any(|w| w == b"Exif\0\0"),
-            "no APP1 Exif segment written"
-        );
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rotated.jpg");
-        std::fs::write(&path, &bytes).unwrap();
-        let loaded = load_rgb(&path).unwrap();
-        assert_eq!(loaded.dimensions(), (16, 32));
-        let top = loaded.get_pixel(8, 4).0;
-        let bottom = loaded.get_pixel(8, 28).0;
-        assert!(top[0] > 200 && top[2] < 60, "top should be red: {top:?}");
-        assert!(
-            bottom[2] > 200 && bottom[0] < 60,
-            "bottom should be blue: {bottom:?}"
-        );
-    }
-
-    #[test]
-    fn orient_helper_rotates() {
-        let mut img =
-            DynamicImage::ImageRgb8(RgbImage::from_fn(3, 2, |x, y| Rgb([x as u8, y as u8, 0])));
-        orient(&mut img, Orientation::from_exif(6).unwrap());
-        let rgb = img.into_rgb8();
-        assert_eq!(rgb.dimensions(), (2, 3));
-        // Clockwise: the old bottom-left pixel (0, 1) becomes the new top-left.
-        assert_eq!(rgb.get_pixel(0, 0), &Rgb([0, 1, 0]));
-        assert_eq!(rgb.get_pixel(1, 0), &Rgb([0, 0, 0]));
-    }
-
-    fn assert_image_error_names(err: Error, path: &Path) {
-        let msg = err.to_string();
-        assert!(
-            matches!(err, Error::Image { .. }),
-            "expected Error::Image, got {err:?}"
-        );
-        assert!(msg.contains(&path.display().to_string()), "{msg}");
-    }
-
-    #[test]
-    fn truncated_and_fake_images_are_image_errors_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let png = std::fs::read(repo("assets/images/chelsea.png")).unwrap();
-        let truncated = dir.path().join("truncated.png");
-        std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
-        let err = load_rgb(&truncated).unwrap_err();
-        eprintln!("truncated: {err}");
-        assert_image_error_names(err, &truncated);
-
-        let text = dir.path().join("notes.png");
-        std::fs::write(&text, "this is not an image\n").unwrap();
-        let err = load_rgb(&text).unwrap_err();
-        eprintln!("text: {err}");
-        assert_image_error_names(err, &text);
-
-        let empty = dir.path().join("empty.jpg");
-        std::fs::write(&empty, b"").unwrap();
-        assert_image_error_names(load_rgb(&empty).unwrap_err(), &empty);
     }
 
     #[test]

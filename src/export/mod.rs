@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil::{check_not_input, write_atomic};
 use crate::viz::activations::{self, GridOptions, LayerSparsity};
 use crate::viz::cam::{self, Cam, CamMethod, CamOptions, CamScore};
+use crate::viz::check_range;
 use crate::viz::colormap::Colormap;
 use crate::viz::filters::{self, FilterMethod, FilterOptions, FilterProgress};
 use crate::viz::overlay::CropPlacement;
@@ -40,6 +41,21 @@ pub struct CamRequest {
     /// Weight of the heatmap in the overlay.
     pub alpha: f32,
 }
+
+impl CamRequest {
+    /// The map's options (the Score-CAM batch at its default).
+    pub fn options(&self) -> CamOptions {
+        let mut opts = CamOptions::new(self.method, &self.layer);
+        opts.class = self.class;
+        opts.score = self.score;
+        opts
+    }
+}
+
+/// The most filters in one figure.
+pub const MAX_FIGURE_FILTERS: usize = 4096;
+/// The most pixels of filter tiles in one figure (before the title and margins).
+pub const MAX_FIGURE_PIXELS: u64 = 64_000_000;
 
 /// An activation-grid figure.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,6 +94,38 @@ impl FigureRequest {
             FigureRequest::Cam(r) => Some(&r.image),
             FigureRequest::Activations(r) => Some(&r.image),
             FigureRequest::Filters(_) => None,
+        }
+    }
+
+    /// Errors, naming the option and its allowed range, unless every option is within bounds
+    /// ([`FilterOptions::validate`], [`GridOptions::validate`], [`CamOptions::validate`], the
+    /// overlay's alpha 0 to 1, 1 to [`MAX_FIGURE_FILTERS`] filters, 1 to 256 columns, at most
+    /// [`MAX_FIGURE_PIXELS`] pixels of filter tiles) and `scale` is 1 to 4. [`render`] calls it,
+    /// so the CLI, the desktop app and `reproduce` accept the same figures.
+    pub fn validate(&self, scale: u32) -> Result<()> {
+        check_scale(scale)?;
+        match self {
+            FigureRequest::Cam(r) => {
+                r.options().validate()?;
+                check_range("--alpha", r.alpha, 0.0..=1.0)
+            }
+            FigureRequest::Activations(r) => r.grid.validate(),
+            FigureRequest::Filters(r) => {
+                r.options.validate()?;
+                check_range("number of filters", r.filters.len(), 1..=MAX_FIGURE_FILTERS)?;
+                check_range("--cols", r.cols, 1..=256)?;
+                let tile = (r.options.size - 2 * r.options.crop) as u64 * u64::from(scale);
+                let pixels = r.filters.len() as u64 * tile * tile;
+                if pixels > MAX_FIGURE_PIXELS {
+                    return Err(Error::Model(format!(
+                        "{} filter tiles of {tile}x{tile} pixels make a figure of {pixels} \
+                         pixels, more than the {MAX_FIGURE_PIXELS} allowed: choose fewer \
+                         filters, a smaller --size or --scale",
+                        r.filters.len()
+                    )));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -126,6 +174,10 @@ pub struct Sidecar {
     pub figure: FigureRequest,
     /// SHA-256 of the input image file, if any.
     pub image_sha256: Option<String>,
+    /// The input image's absolute path when the figure was made (the recorded `image` is as
+    /// given, relative to the working directory of the time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_absolute: Option<PathBuf>,
     /// The figure's scale factor (1-4).
     pub scale: u32,
     /// The figure's file name (beside the sidecar; PNG, or JPEG for `.jpg`/`.jpeg`).
@@ -218,16 +270,14 @@ pub fn render(
     scale: u32,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Rendered> {
-    check_scale(scale)?;
+    request.validate(scale)?;
     let m = &model.spec.manifest;
     match request {
         FigureRequest::Cam(r) => {
             let original = crate::data::preprocess::load_rgb(&r.image)?;
             let pre = &model.spec.preprocess;
             let input = pre.to_tensor(&pre.apply(&original), &model.device)?;
-            let mut opts = CamOptions::new(r.method, &r.layer);
-            opts.class = r.class;
-            opts.score = r.score;
+            let opts = r.options();
             let cam = cam::compute_with_progress(&model.network, &input, &opts, progress).map_err(
                 |e| match e {
                     crate::Error::NonFinite { what, value } => crate::Error::NonFinite {
@@ -474,6 +524,9 @@ pub fn export(
         device: device_name(&model.device),
         figure: request.clone(),
         image_sha256: request.image().map(file_sha256).transpose()?,
+        image_absolute: request
+            .image()
+            .and_then(|image| std::fs::canonicalize(image).ok()),
         scale,
         png: file_label(out),
         png_sha256: sha256_hex(&bytes),
@@ -516,6 +569,35 @@ pub fn read_sidecar(path: &Path) -> Result<Sidecar> {
     })
 }
 
+/// Where a sidecar's image is now: `recorded` as it is (relative to the working directory),
+/// else relative to the sidecar's folder `dir` or one of the folders above it (the working
+/// directory the figure was made from usually holds the figure), else at the recorded
+/// `absolute` path; an error naming the places tried if none exists. The caller checks the
+/// image's hash, so a wrong file found this way is refused.
+fn find_image(
+    recorded: &Path,
+    dir: &Path,
+    absolute: Option<&Path>,
+    sidecar: &Path,
+) -> Result<PathBuf> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let candidates: Vec<PathBuf> = std::iter::once(recorded.to_path_buf())
+        .chain(dir.ancestors().map(|d| d.join(recorded)))
+        .chain(absolute.map(Path::to_path_buf))
+        .collect();
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    Err(Error::Model(format!(
+        "{}: the figure's image {} was not found relative to the working directory, to the \
+         sidecar's folder {} or the folders above it{}",
+        sidecar.display(),
+        recorded.display(),
+        dir.display(),
+        absolute.map_or_else(String::new, |a| format!(", nor at {}", a.display()))
+    )))
+}
+
 /// The outcome of [`reproduce`].
 #[derive(Clone, Debug)]
 pub struct Reproduced {
@@ -528,8 +610,10 @@ pub struct Reproduced {
 /// Renders the figure a sidecar describes again and writes it to `out` (default: beside the
 /// sidecar, `<stem>.reproduced.png`, or `.jpg` for a JPEG figure); an `out` that is the
 /// sidecar, the recorded figure or the image is refused. The model is resolved from the
-/// recorded source and must have the recorded weights hash; the image is looked for as recorded, then relative to the
-/// sidecar's folder, and must have the recorded hash. `device` overrides the recorded one.
+/// recorded source and must have the recorded weights hash; the image is looked for as
+/// recorded, then relative to the sidecar's folder, then at its recorded absolute path
+/// ([`find_image`]), and must have the recorded hash. The options are checked
+/// ([`FigureRequest::validate`]) before anything is loaded. `device` overrides the recorded one.
 pub fn reproduce(
     sidecar_file: &Path,
     out: Option<&Path>,
@@ -537,6 +621,9 @@ pub fn reproduce(
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Reproduced> {
     let sc = read_sidecar(sidecar_file)?;
+    sc.figure
+        .validate(sc.scale)
+        .map_err(|e| Error::Model(format!("{}: {e}", sidecar_file.display())))?;
     let dir = sidecar_file.parent().unwrap_or(Path::new("."));
     let out = out.map_or_else(
         || {
@@ -553,9 +640,7 @@ pub fn reproduce(
     check_figure_path(&out)?;
     let mut request = sc.figure.clone();
     if let Some(image) = request.image_mut() {
-        if !image.exists() && dir.join(&*image).exists() {
-            *image = dir.join(&*image);
-        }
+        *image = find_image(image, dir, sc.image_absolute.as_deref(), sidecar_file)?;
         let found = file_sha256(image)?;
         if Some(&found) != sc.image_sha256.as_ref() {
             return Err(Error::Model(format!(

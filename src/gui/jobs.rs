@@ -157,6 +157,7 @@ pub fn activations(
     layer: &str,
     options: &GridOptions,
 ) -> Result<ActivationView> {
+    options.validate()?;
     let model = engine.model(key)?;
     let input = model.spec.preprocess.load(image, &model.device)?;
     let acts = layer_activations(&model.network, &input, layer)?;
@@ -208,6 +209,7 @@ pub fn cam_view(
     alpha: f32,
     cancel: &crate::cancel::CancelToken,
 ) -> Result<CamView> {
+    options.validate()?;
     let model = engine.model(key)?;
     let original = load_rgb(image)?;
     let input = model
@@ -315,6 +317,7 @@ pub fn filters_job(
 ) -> impl FnOnce(&mut Engine, &JobContext<Msg>) + Send {
     move |engine, ctx| {
         let total = filters.len();
+        // `filter_patterns_with` validates the options before any work.
         let result = engine.model(&key).and_then(|model| {
             let mut done = 0;
             filter_patterns_with(&model, &layer, &filters, &options, &mut |p| {

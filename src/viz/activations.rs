@@ -85,6 +85,16 @@ pub struct GridOptions {
     pub shared_scale: bool,
 }
 
+impl GridOptions {
+    /// Errors, naming the option and its allowed range, unless `cols` is 1 to 256 and `gutter`
+    /// 0 to 16 pixels (the CLI, the desktop app and `reproduce` all call it).
+    pub fn validate(&self) -> Result<()> {
+        super::check_range("--cols", self.cols, 1..=256)?;
+        super::check_range("gutter", self.gutter, 0..=16)?;
+        Ok(())
+    }
+}
+
 impl Default for GridOptions {
     fn default() -> Self {
         GridOptions {

@@ -115,6 +115,15 @@ impl CamOptions {
             scorecam_batch: 16,
         }
     }
+
+    /// Errors, naming the option, unless a layer is named and `scorecam_batch` is 1 to 256
+    /// (the CLI, the desktop app and `reproduce` all call it).
+    pub fn validate(&self) -> Result<()> {
+        if self.layer.trim().is_empty() {
+            return Err(Error::Model("--layer must name a layer".into()));
+        }
+        super::check_range("scorecam_batch", self.scorecam_batch, 1..=256)
+    }
 }
 
 /// A computed map.

@@ -23,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::activations::{GridLayout, not_spatial};
+use super::check_range;
 use super::lucid::{self, LucidOptions};
 use crate::graph::Network;
 use crate::zoo::Model;
@@ -160,7 +161,60 @@ impl FilterOptions {
             FilterMethod::Lucid => FilterOptions::lucid(size),
         }
     }
+
+    /// Errors, naming the option and its allowed range, unless every value is within bounds
+    /// that keep a run's memory and time reasonable: `size` 16 to [`MAX_SIZE`] pixels, `steps`
+    /// 1 to [`MAX_STEPS`], `batch` 1 to [`MAX_BATCH`] and at most [`MAX_BATCH_PIXELS`] input
+    /// pixels per pass, a finite positive step size, a border and crop that leave a picture,
+    /// and (lucid) finite parameters within their ranges. The CLI, the desktop app and
+    /// `reproduce` all call it, and [`filter_patterns_with`] refuses what it refuses.
+    pub fn validate(&self) -> Result<()> {
+        check_range("--size", self.size, 16..=MAX_SIZE)?;
+        check_range("--steps", self.ascent.steps, 1..=MAX_STEPS)?;
+        check_range("--batch", self.batch, 1..=MAX_BATCH)?;
+        let pass = self.batch * self.size * self.size;
+        if pass > MAX_BATCH_PIXELS {
+            return Err(Error::Model(format!(
+                "--batch {} at --size {} is {pass} input pixels per pass, more than the \
+                 {MAX_BATCH_PIXELS} allowed: lower --batch to {}",
+                self.batch,
+                self.size,
+                (MAX_BATCH_PIXELS / (self.size * self.size)).max(1)
+            )));
+        }
+        check_range("step_size", self.ascent.step_size, f32::MIN_POSITIVE..=1e6)?;
+        check_range("border", self.ascent.border, 0..=self.size / 4)?;
+        check_range("crop", self.crop, 0..=(self.size - 1) / 2)?;
+        if let Some(l) = &self.lucid {
+            check_range("learning_rate", l.learning_rate, f64::MIN_POSITIVE..=10.0)?;
+            check_range("init_sd", l.init_sd, 0.0..=10.0)?;
+            check_range("decay_power", l.decay_power, 0.0..=10.0)?;
+            check_range("pad", l.pad, 0..=self.size)?;
+            check_range("pad_value", l.pad_value, -10.0..=10.0)?;
+            check_range("jitter", l.jitter, 0..=self.size)?;
+            check_range("jitter_after", l.jitter_after, 0..=self.size)?;
+            check_range("number of scales", l.scales.len(), 1..=256)?;
+            check_range("number of angles", l.angles.len(), 1..=256)?;
+            for &scale in &l.scales {
+                check_range("scale", scale, 0.01..=10.0)?;
+            }
+            for &angle in &l.angles {
+                check_range("angle", angle, -360.0..=360.0)?;
+            }
+            l.check(self.size)?;
+        }
+        Ok(())
+    }
 }
+
+/// The largest filter-pattern input, pixels per side.
+pub const MAX_SIZE: usize = 512;
+/// The most gradient steps per filter.
+pub const MAX_STEPS: usize = 10_000;
+/// The most filters ascended together.
+pub const MAX_BATCH: usize = 64;
+/// The most input pixels in one forward/backward pass (`batch x size x size`): 8 at 512 px.
+pub const MAX_BATCH_PIXELS: usize = 8 * 512 * 512;
 
 /// The result of [`ascend`] on a batch.
 #[derive(Clone, Debug)]
@@ -488,6 +542,7 @@ pub fn filter_patterns_with(
     opts: &FilterOptions,
     on_progress: &mut dyn FnMut(FilterProgress) -> bool,
 ) -> Result<Vec<FilterPattern>> {
+    opts.validate()?;
     let count = filter_count(model, layer)?;
     if let Some(&bad) = filters.iter().find(|&&f| f >= count) {
         return Err(Error::Model(format!(
