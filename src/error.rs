@@ -33,6 +33,9 @@ pub enum Error {
     /// A training run that cannot go on (diverged, bad configuration).
     #[error("{0}")]
     Training(String),
+    /// A training run's folder, or the workspace of runs, that cannot be used.
+    #[error("{0}")]
+    Workspace(String),
     /// The user cancelled the job.
     #[error("cancelled")]
     Cancelled,

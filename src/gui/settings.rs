@@ -164,12 +164,12 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// `$XDG_CONFIG_HOME/convlens/settings.json` or `~/.config/convlens/settings.json`.
+    /// `settings.json` in the config folder of [`crate::workspace::paths`]; `None` when there
+    /// is none (no home folder and no `CONVLENS_CONFIG`).
     pub fn default_path() -> Option<PathBuf> {
-        let base = std::env::var_os("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-        Some(base.join("convlens").join("settings.json"))
+        crate::workspace::paths::config_dir()
+            .ok()
+            .map(|dir| dir.join("settings.json"))
     }
 
     /// The saved settings, or the defaults when there are none (or they do not parse).

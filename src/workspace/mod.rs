@@ -1,0 +1,3 @@
+//! Where convlens keeps what it writes: see [`paths`].
+
+pub mod paths;
