@@ -1,7 +1,9 @@
-//! `convlens train DATA_DIR --out MODEL_DIR [--mode ...] ...`: transfer learning from the
-//! command line, with progress bars and a line per epoch.
+//! `convlens train DATA_DIR [--out MODEL_DIR] [--mode ...] ...`: transfer learning from the
+//! command line, with progress bars and a line per epoch; the model goes into a new run folder
+//! of the workspace unless `--out` names a folder, and its evaluation on the validation split
+//! is saved beside it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{ModelArgs, progress_bar};
@@ -10,15 +12,17 @@ use crate::cancel::CancelToken;
 use crate::data::augment::Augment;
 use crate::data::folder::{FolderOptions, ImageFolder, Split};
 use crate::train::{HeadKind, Mode, OptimizerKind, TrainConfig, TrainEvent, train};
+use crate::workspace::{Workspace, evaluate_saved};
 
 /// Arguments of `convlens train`.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// A folder with one subfolder per class (or train/ validation/ [test/] split folders).
     pub data: PathBuf,
-    /// Where the trained model (a folder) is written.
+    /// Where the trained model (a folder) is written (default: a new run folder of the
+    /// workspace, see `convlens runs`).
     #[arg(long)]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
     /// extract, extract-augment, finetune or scratch.
     #[arg(long, default_value = "extract")]
     pub mode: Mode,
@@ -126,6 +130,13 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         data.split(Split::Validation).len()
     );
     let base = args.model.load()?;
+    let (out, workspace) = match &args.out {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let workspace = Workspace::open_default()?;
+            (workspace.create_run(cfg.mode, &args.data)?, Some(workspace))
+        }
+    };
     let mut bar: Option<indicatif::ProgressBar> = None;
     let mut on_event = |event: TrainEvent| match event {
         TrainEvent::Phase { name, .. } => {
@@ -168,21 +179,41 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         }
     };
     // Ctrl-C stops between batches; the best checkpoint and the finished epochs stay on disk.
-    let cancel = CancelToken::new();
-    let on_interrupt = cancel.clone();
-    if let Err(e) = ctrlc::set_handler(move || on_interrupt.cancel()) {
+    // A second Ctrl-C stops the evaluation that follows.
+    let (cancel, cancel_evaluation) = (CancelToken::new(), CancelToken::new());
+    let (on_interrupt, evaluation_interrupt) = (cancel.clone(), cancel_evaluation.clone());
+    let interrupted = move || {
+        if on_interrupt.is_cancelled() {
+            evaluation_interrupt.cancel();
+        } else {
+            on_interrupt.cancel();
+        }
+    };
+    if let Err(e) = ctrlc::set_handler(interrupted) {
         eprintln!("warning: Ctrl-C will not stop training cleanly ({e})");
     }
-    let report = match train(&base, &data, &cfg, &args.out, &mut on_event, &cancel) {
+    let trained = train(&base, &data, &cfg, &out, &mut on_event, &cancel);
+    // A run that saved nothing leaves no folder behind.
+    let discarded = match (&trained, &workspace) {
+        (Err(_), Some(workspace)) => workspace.discard_unsaved(&out).unwrap_or(false),
+        _ => false,
+    };
+    let report = match trained {
+        Err(crate::Error::Cancelled) if discarded => {
+            eprintln!("interrupted before the first checkpoint: nothing was saved");
+            return Ok(ExitCode::from(130));
+        }
         Err(crate::Error::Cancelled) => {
             eprintln!(
                 "interrupted: the best checkpoint so far is kept in {}",
-                args.out.display()
+                out.display()
             );
+            save_evaluation(&out, &data, &cfg, &base.device, &cancel_evaluation);
             return Ok(ExitCode::from(130));
         }
         other => other?,
     };
+    save_evaluation(&out, &data, &cfg, &base.device, &cancel_evaluation);
     println!(
         "saved {} (best validation loss {:.4}, accuracy {:.3}; {} images through the base, {} from the cache)",
         report.out_dir.display(),
@@ -192,4 +223,36 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         report.extract.cached
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Evaluates the saved model on the validation split and writes `evaluation.json` beside it;
+/// a failure is a warning (the model itself is saved).
+fn save_evaluation(
+    out: &Path,
+    data: &ImageFolder,
+    cfg: &TrainConfig,
+    device: &candle_core::Device,
+    cancel: &CancelToken,
+) {
+    let total = data.split(Split::Validation).len() as u64;
+    let bar = progress_bar(total, "evaluate");
+    let evaluated = evaluate_saved(
+        out,
+        data,
+        cfg.batch_size,
+        device,
+        &mut |done, _| bar.set_position(done as u64),
+        cancel,
+    );
+    bar.finish_and_clear();
+    match evaluated {
+        Ok(Some(e)) => eprintln!(
+            "validation accuracy {:.3} ({} misclassified): {}",
+            e.accuracy,
+            e.misclassified.len(),
+            out.join(crate::workspace::evaluation::EVALUATION).display()
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("warning: the evaluation was not saved: {e}"),
+    }
 }
