@@ -40,6 +40,9 @@ pub enum Error {
     /// model where the caller knows them).
     #[error("{what} is {value}, not a number: the model's weights or normalisation are broken")]
     NonFinite { what: String, value: f32 },
+    /// A training run's folder, or the workspace of runs, that cannot be used.
+    #[error("{0}")]
+    Workspace(String),
     /// The user cancelled the job.
     #[error("cancelled")]
     Cancelled,

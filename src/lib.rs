@@ -18,6 +18,7 @@ pub mod predict;
 pub mod text;
 pub mod train;
 pub mod viz;
+pub mod workspace;
 pub mod zoo;
 
 #[cfg(feature = "gui")]

@@ -11,13 +11,13 @@ use super::output::{outln, print_json};
 use crate::cancel::CancelToken;
 use crate::data::folder::{FolderOptions, ImageFolder, Sample, Split};
 use crate::device::DeviceChoice;
-use crate::train::evaluate::evaluate;
+use crate::train::evaluate::{Evaluation, evaluate};
 use crate::{Error, Result};
 
 /// Arguments of `convlens evaluate`.
 #[derive(clap::Args, Debug)]
 pub struct EvaluateArgs {
-    /// A trained model folder (or any model whose classes match the folder's).
+    /// A trained model folder or run name (or any model whose classes match the folder's).
     pub model: String,
     /// The labelled image folder.
     pub data: PathBuf,
@@ -85,6 +85,13 @@ pub fn run(args: &EvaluateArgs) -> Result<ExitCode> {
             n => format!("; {n} skipped (listed above)"),
         }
     );
+    print_evaluation(&eval);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an evaluation's per-class precision and recall, confusion matrix and misclassified
+/// images (after its accuracy line).
+pub(super) fn print_evaluation(eval: &Evaluation) {
     outln!(
         "\n{:<16} {:>9} {:>9} {:>8}",
         "class",
@@ -119,7 +126,6 @@ pub fn run(args: &EvaluateArgs) -> Result<ExitCode> {
             );
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The split named on the command line.

@@ -10,6 +10,7 @@ mod output;
 mod predict;
 mod progress;
 mod reproduce;
+mod runs;
 mod train;
 
 pub use progress::Progress;
@@ -51,6 +52,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Evaluate a trained model on a labelled image folder.
     Evaluate(evaluate::EvaluateArgs),
+    /// The training runs of the workspace: list, show, rename, delete.
+    Runs(runs::RunsArgs),
     /// Every channel of a layer's output for an image, as a grid figure (PNG + JSON sidecar).
     Activations(activations::ActivationsArgs),
     /// The pattern each filter of a layer responds to, by gradient ascent (PNG + sidecar).
@@ -67,7 +70,8 @@ pub enum Command {
 /// Options shared by every subcommand that loads a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A model name in the models folder, a manifest, a weights file or a model folder.
+    /// A model name in the models folder, a manifest, a weights file, a model folder or the
+    /// name of a training run (`convlens runs list`).
     #[arg(long, default_value = crate::zoo::DEFAULT_MODEL)]
     pub model: String,
     /// cpu, cuda[:N], metal[:N] or auto.
@@ -106,6 +110,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Info(args)) => info::run(&args),
         Some(Command::Train(args)) => train::run(&args),
         Some(Command::Evaluate(args)) => evaluate::run(&args),
+        Some(Command::Runs(args)) => runs::run(&args),
         Some(Command::Activations(args)) => activations::run(&args),
         Some(Command::Filters(args)) => filters::run(&args),
         Some(Command::Cam(args)) => cam::run(&args),

@@ -1,5 +1,7 @@
-//! `convlens train DATA_DIR --out MODEL_DIR [--mode ...] ...`: transfer learning from the
-//! command line, with progress bars and a line per epoch.
+//! `convlens train DATA_DIR [--out MODEL_DIR] [--mode ...] ...`: transfer learning from the
+//! command line, with progress bars and a line per epoch; the model goes into a new run folder
+//! of the workspace unless `--out` names a folder, and its evaluation on the validation split
+//! is saved beside it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +15,7 @@ use crate::fsutil::OutputDir;
 use crate::train::{
     HeadKind, Mode, OptimizerKind, TrainConfig, TrainEvent, TrainReport, bundle, train,
 };
+use crate::workspace::{Workspace, evaluate_saved};
 use crate::{Error, Result};
 
 /// Arguments of `convlens train`.
@@ -20,13 +23,14 @@ use crate::{Error, Result};
 pub struct TrainArgs {
     /// A folder with one subfolder per class (or train/ validation/ [test/] split folders).
     pub data: PathBuf,
-    /// Where the trained model (a folder) is written; a folder that exists and is not empty
-    /// is refused unless --overwrite.
+    /// Where the trained model (a folder) is written (default: a new run folder of the
+    /// workspace, see `convlens runs`); a folder that exists and is not empty is refused unless
+    /// --overwrite.
     #[arg(long)]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
     /// Replace an existing --out folder as a whole (the new run is written beside it and
     /// renamed into place; the old one stays untouched until then).
-    #[arg(long)]
+    #[arg(long, requires = "out")]
     pub overwrite: bool,
     /// extract, extract-augment, finetune or scratch.
     #[arg(long, default_value = "extract")]
@@ -113,18 +117,103 @@ impl TrainArgs {
     }
 }
 
-/// Checks and locks the output folder, scans the data, trains, and prints where the model went.
+/// Where a run writes: an explicit `--out` (checked, locked, replaced as a whole with
+/// `--overwrite`) or a new run folder of the workspace.
+enum Destination {
+    Out(OutputDir),
+    Run { workspace: Workspace, dir: PathBuf },
+}
+
+impl Destination {
+    /// Checks (and for `--out`, locks) the destination before any work starts.
+    fn open(args: &TrainArgs, mode: Mode) -> Result<Destination> {
+        Ok(match &args.out {
+            Some(dir) => Destination::Out(OutputDir::open(dir, args.overwrite)?),
+            None => {
+                let workspace = Workspace::open_default()?;
+                let dir = workspace.create_run(mode, &args.data)?;
+                Destination::Run { workspace, dir }
+            }
+        })
+    }
+
+    /// The folder training writes into.
+    fn work(&self) -> &Path {
+        match self {
+            Destination::Out(out) => out.work(),
+            Destination::Run { dir, .. } => dir,
+        }
+    }
+
+    /// Keeps what was written: a replacement is renamed into place; returns the model's folder.
+    fn keep(&self) -> Result<&Path> {
+        match self {
+            Destination::Out(out) => out.commit(),
+            Destination::Run { dir, .. } => Ok(dir),
+        }
+    }
+
+    /// Removes what a run that saved nothing left behind; returns a note on what is unchanged.
+    fn discard(&self) -> String {
+        match self {
+            Destination::Out(out) => {
+                out.discard();
+                if out.work() == out.target() {
+                    String::new()
+                } else {
+                    format!("; {} is unchanged", out.target().display())
+                }
+            }
+            Destination::Run { workspace, dir } => {
+                let _ = workspace.discard_unsaved(dir);
+                String::new()
+            }
+        }
+    }
+}
+
+/// What a run needs after training: the data and the device, to evaluate the kept model.
+struct Trained {
+    data: ImageFolder,
+    device: candle_core::Device,
+    result: Result<TrainReport>,
+}
+
+/// Checks the options and the destination, scans the data, trains, saves the kept model's
+/// evaluation beside it, and prints where the model went.
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let cfg = args.config()?;
     cfg.validate()?;
     // Before any work: a bad or busy --out is reported at once.
-    let out = OutputDir::open(&args.out, args.overwrite)?;
-    let cancel = CancelToken::new();
-    let result = scan_and_train(args, &cfg, out.work(), &cancel);
-    let saved = bundle::is_trained_model(out.work());
+    let dest = Destination::open(args, cfg.mode)?;
+    // Ctrl-C stops between batches (the best checkpoint and the finished epochs stay on disk);
+    // a second Ctrl-C stops the evaluation that follows.
+    let (cancel, cancel_evaluation) = (CancelToken::new(), CancelToken::new());
+    let (on_interrupt, evaluation_interrupt) = (cancel.clone(), cancel_evaluation.clone());
+    let interrupted = move || {
+        if on_interrupt.is_cancelled() {
+            evaluation_interrupt.cancel();
+        } else {
+            on_interrupt.cancel();
+        }
+    };
+    if let Err(e) = ctrlc::set_handler(interrupted) {
+        eprintln!("warning: Ctrl-C will not stop training cleanly ({e})");
+    }
+    let (result, evaluate_on) = match scan_and_train(args, &cfg, dest.work(), &cancel) {
+        Ok(t) => (t.result, Some((t.data, t.device))),
+        Err(e) => (Err(e), None),
+    };
+    let evaluate = |dir: &Path| {
+        if let Some((data, device)) = &evaluate_on {
+            save_evaluation(dir, data, &cfg, device, &cancel_evaluation);
+        }
+    };
+    let saved = bundle::is_trained_model(dest.work());
     match result {
         Ok(report) => {
-            let dir = out.commit()?;
+            let dir = dest.keep()?;
+            evaluate(dir);
             outln!(
                 "saved {} (best validation loss {:.4}, accuracy {:.3}; {} images through the \
                  base, {} from the cache)",
@@ -137,32 +226,26 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) if !saved => {
-            out.discard();
+            let unchanged = dest.discard();
             if matches!(e, Error::Cancelled) {
-                eprintln!(
-                    "interrupted before the first checkpoint: nothing was saved{}",
-                    if out.work() == out.target() {
-                        String::new()
-                    } else {
-                        format!("; {} is unchanged", out.target().display())
-                    }
-                );
+                eprintln!("interrupted before the first checkpoint: nothing was saved{unchanged}");
                 return Ok(ExitCode::from(130));
             }
             Err(e)
         }
         Err(e) => {
             // What loads replaces the old folder (as a whole), as the user asked.
-            let dir = out.commit()?;
+            let dir = dest.keep()?;
             if matches!(e, Error::Cancelled) {
                 let epochs = bundle::TrainedManifest::read(dir).map_or(0, |m| m.history.len());
                 eprintln!(
                     "interrupted: the best checkpoint so far ({epochs} finished epochs) is kept in {}",
                     dir.display()
                 );
+                evaluate(dir);
                 return Ok(ExitCode::from(130));
             }
-            Err(renamed(e, out.work(), dir))
+            Err(renamed(e, dest.work(), dir))
         }
     }
 }
@@ -181,13 +264,14 @@ fn renamed(e: Error, from: &Path, to: &Path) -> Error {
     }
 }
 
-/// Scans the data folder, loads the base model and trains into `work` (Ctrl-C cancels).
+/// Scans the data folder, loads the base model and trains into `work` (`cancel` stops it).
+/// An error here means nothing was trained.
 fn scan_and_train(
     args: &TrainArgs,
     cfg: &TrainConfig,
     work: &Path,
     cancel: &CancelToken,
-) -> Result<TrainReport> {
+) -> Result<Trained> {
     let data = ImageFolder::scan(
         &args.data,
         &FolderOptions {
@@ -246,10 +330,42 @@ fn scan_and_train(
             }
         }
     };
-    // Ctrl-C stops between batches; the best checkpoint and the finished epochs stay on disk.
-    let on_interrupt = cancel.clone();
-    if let Err(e) = ctrlc::set_handler(move || on_interrupt.cancel()) {
-        eprintln!("warning: Ctrl-C will not stop training cleanly ({e})");
+    let result = train(&base, &data, cfg, work, &mut on_event, cancel);
+    Ok(Trained {
+        data,
+        device: base.device.clone(),
+        result,
+    })
+}
+
+/// Evaluates the saved model on the validation split and writes `evaluation.json` beside it;
+/// a failure is a warning (the model itself is saved).
+fn save_evaluation(
+    out: &Path,
+    data: &ImageFolder,
+    cfg: &TrainConfig,
+    device: &candle_core::Device,
+    cancel: &CancelToken,
+) {
+    let total = data.split(Split::Validation).len() as u64;
+    let mut bar = Progress::new(total, "evaluate");
+    let evaluated = evaluate_saved(
+        out,
+        data,
+        cfg.batch_size,
+        device,
+        &mut |done, _| bar.set_position(done as u64),
+        cancel,
+    );
+    bar.finish();
+    match evaluated {
+        Ok(Some(e)) => eprintln!(
+            "validation accuracy {:.3} ({} misclassified): {}",
+            e.accuracy,
+            e.misclassified.len(),
+            out.join(crate::workspace::evaluation::EVALUATION).display()
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("warning: the evaluation was not saved: {e}"),
     }
-    train(&base, &data, cfg, work, &mut on_event, cancel)
 }

@@ -72,7 +72,7 @@ pub struct TrainForm {
     pub train_batchnorm: bool,
     pub head: HeadKind,
     pub augment: Augment,
-    /// Where the trained model goes.
+    /// Where the trained model goes; empty: a new run folder in the workspace.
     pub out_dir: String,
 }
 
@@ -89,11 +89,27 @@ impl Default for TrainForm {
             train_batchnorm: false,
             head: HeadKind::Dense,
             augment: Augment::default(),
-            out_dir: std::env::temp_dir()
-                .join("convlens-model")
-                .to_string_lossy()
-                .into_owned(),
+            out_dir: String::new(),
         }
+    }
+}
+
+impl TrainForm {
+    /// The folder the next training saves into: `out_dir` when one is typed, else a new run
+    /// folder of the workspace for `data_dir` (made now).
+    pub fn destination(&self, data_dir: &Path) -> crate::Result<PathBuf> {
+        match self.typed_out_dir() {
+            Some(dir) => Ok(dir),
+            None => crate::workspace::Workspace::open_default()?.create_run(self.mode, data_dir),
+        }
+    }
+
+    /// The folder typed as `out_dir`, if any. The fixed temporary folder earlier versions saved
+    /// every run into counts as none, so old settings stop overwriting it.
+    fn typed_out_dir(&self) -> Option<PathBuf> {
+        let typed = self.out_dir.trim();
+        let legacy = std::env::temp_dir().join("convlens-model");
+        (!typed.is_empty() && Path::new(typed) != legacy).then(|| PathBuf::from(typed))
     }
 }
 
@@ -164,12 +180,12 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// `$XDG_CONFIG_HOME/convlens/settings.json` or `~/.config/convlens/settings.json`.
+    /// `settings.json` in the config folder of [`crate::workspace::paths`]; `None` when there
+    /// is none (no home folder and no `CONVLENS_CONFIG`).
     pub fn default_path() -> Option<PathBuf> {
-        let base = std::env::var_os("XDG_CONFIG_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-        Some(base.join("convlens").join("settings.json"))
+        crate::workspace::paths::config_dir()
+            .ok()
+            .map(|dir| dir.join("settings.json"))
     }
 
     /// The saved settings, or the defaults when there are none (or they do not parse).
@@ -205,5 +221,18 @@ mod tests {
         std::fs::write(&path, "{not json").unwrap();
         assert_eq!(Settings::load(Some(&path)), Settings::default());
         assert_eq!(Tab::from_name("heatmap"), Some(Tab::Heatmap));
+    }
+
+    #[test]
+    fn training_saves_into_a_new_run_unless_a_folder_is_typed() {
+        let mut form = TrainForm::default();
+        assert_eq!(form.typed_out_dir(), None);
+        form.out_dir = std::env::temp_dir()
+            .join("convlens-model")
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(form.typed_out_dir(), None, "the old fixed default");
+        form.out_dir = " my-model ".into();
+        assert_eq!(form.typed_out_dir(), Some(PathBuf::from("my-model")));
     }
 }

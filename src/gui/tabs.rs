@@ -1,6 +1,6 @@
 //! The central tabs. Each reads the app state and queues jobs; none calls the engine itself.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 
@@ -230,6 +230,13 @@ impl ConvlensApp {
             self.status.error = Some(e.to_string());
             return;
         }
+        let out_dir = match f.destination(Path::new(&self.settings.data_dir)) {
+            Ok(dir) => dir,
+            Err(e) => {
+                self.status.error = Some(e.to_string());
+                return;
+            }
+        };
         self.history.clear();
         self.outcome = None;
         self.selected_cell = None;
@@ -238,7 +245,7 @@ impl ConvlensApp {
             model.key.clone(),
             PathBuf::from(&self.settings.data_dir),
             cfg,
-            PathBuf::from(&f.out_dir),
+            out_dir,
         );
         self.submit("training", job);
     }

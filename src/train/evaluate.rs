@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::metrics::{ClassMetrics, ConfusionMatrix, argmax_rows};
 use crate::cancel::CancelToken;
@@ -12,7 +12,7 @@ use crate::zoo::Model;
 use crate::{Error, Result};
 
 /// One misclassified image.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Misclassified {
     pub path: PathBuf,
     pub true_class: String,
@@ -24,7 +24,7 @@ pub struct Misclassified {
 }
 
 /// The result of an evaluation.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub accuracy: f32,
     pub classes: Vec<String>,

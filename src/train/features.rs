@@ -22,19 +22,11 @@ use crate::data::train_transform::TrainTransform;
 use crate::graph::Network;
 use crate::{Error, Result};
 
-/// Where feature caches live: `$CONVLENS_CACHE`, else `$XDG_CACHE_HOME/convlens`, else
-/// `~/.cache/convlens`.
+/// Where feature caches live: the cache folder of [`crate::workspace::paths`]
+/// (`$CONVLENS_CACHE`, else the platform's), else a folder in the temporary directory.
 pub fn default_cache_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CONVLENS_CACHE") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("convlens");
-    }
-    match std::env::var_os("HOME") {
-        Some(home) => PathBuf::from(home).join(".cache").join("convlens"),
-        None => PathBuf::from(".convlens-cache"),
-    }
+    crate::workspace::paths::cache_dir()
+        .unwrap_or_else(|_| std::env::temp_dir().join("convlens-cache"))
 }
 
 fn hex(bytes: &[u8]) -> String {

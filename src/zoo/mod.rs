@@ -503,7 +503,8 @@ pub fn models_dir() -> PathBuf {
 /// with a manifest of the same stem beside it, a bare weights file (architecture detected, see
 /// [`ModelSpec::from_weights`]), a folder holding `model.json`, or a file on the Hugging Face
 /// hub, `hf:ORG/REPO[/FILE][@REVISION]` (fetched into the hub's cache with the `hub` feature,
-/// see [`hub`]; the model keeps that name).
+/// see [`hub`]; the model keeps that name), or the name of a training run of the workspace
+/// (see [`crate::workspace`]).
 pub fn resolve(name_or_path: &str) -> Result<ModelSpec> {
     if let Some(reference) = hub::parse(name_or_path) {
         let local = hub::fetch(&reference?)?;
@@ -540,8 +541,12 @@ pub fn resolve(name_or_path: &str) -> Result<ModelSpec> {
     if manifest.is_file() {
         return ModelSpec::from_manifest(&manifest);
     }
+    if let Some(run) = crate::workspace::find_run(name_or_path) {
+        return ModelSpec::from_trained(&run);
+    }
     Err(Error::Model(format!(
-        "no model `{name_or_path}`: not a file or folder, and not a name in {} (known: {})",
+        "no model `{name_or_path}`: not a file or folder, not a training run (`convlens runs \
+         list`), and not a name in {} (known: {})",
         dir.display(),
         available_models(&dir).join(", ")
     )))
