@@ -38,6 +38,10 @@ impl AppContext<'_> {
 /// Something a tab asks the app to do.
 #[must_use = "a command does nothing until the app applies it"]
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few commands per frame, each moved once: boxing buys nothing"
+)]
 pub enum Command {
     /// Queue work on the worker; a queued or running job of the same kind that only produces
     /// a view (activations, heatmap, predictions) is cancelled first.

@@ -98,6 +98,10 @@ pub enum Outcome {
 
 /// What the worker tells its owner.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few events per job, each moved once through the channel: boxing buys nothing"
+)]
 pub enum Event {
     Progress(JobId, Progress),
     Partial(JobId, Partial),
