@@ -239,7 +239,10 @@ impl ActivationsTab {
             egui::ScrollArea::vertical()
                 .id_salt("act-details")
                 .show(ui, |ui| {
-                    details(ui, view, &self.sparsity, self.enlarged, &mut self.textures)
+                    // Top to bottom, whatever the layout around it.
+                    ui.vertical(|ui| {
+                        details(ui, view, &self.sparsity, self.enlarged, &mut self.textures)
+                    });
                 });
         });
         if enlarge.is_some() {
