@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use convlens::gui::{AppOptions, ConvlensApp, Tab};
+use convlens::train::Mode;
 use convlens::viz::cam::CamMethod;
 use convlens::viz::filters::FilterMethod;
 use egui_kittest::Harness;
@@ -522,4 +523,22 @@ fn cancelling_training_leaves_no_spinner_and_no_error() {
             .accesskit_node()
             .is_disabled()
     );
+}
+
+#[test]
+fn training_modes_are_explained_and_fields_that_do_not_apply_are_disabled() {
+    let mut h = harness(Tab::Train);
+    h.step();
+    let disabled = |h: &Harness<'_, ConvlensApp>, label: &str| {
+        h.query_all_by_label(label)
+            .any(|n| n.accesskit_node().is_disabled())
+    };
+    h.get_by_label_contains("only a small head is trained");
+    assert!(disabled(&h, "unfreeze (stages)"));
+    assert!(disabled(&h, "fine-tune epochs"));
+    h.state_mut().settings_mut().train.mode = Mode::Finetune;
+    h.step();
+    h.get_by_label_contains("unfrozen and trained at a low learning rate");
+    assert!(!disabled(&h, "unfreeze (stages)"));
+    assert!(!disabled(&h, "fine-tune epochs"));
 }
