@@ -144,7 +144,8 @@ fn heatmap_method_change_recomputes() {
 #[test]
 fn training_from_the_train_tab_fills_curves_and_confusion() {
     let out = tempfile::tempdir().unwrap();
-    let mut h = harness(Tab::Train);
+    let size = SIZES[0];
+    let mut h = harness_sized(Tab::Train, size);
     step_until(&mut h, 60, "the model and the data", |a| {
         a.model_info().is_some() && a.dataset().is_some()
     });
@@ -197,6 +198,24 @@ fn training_from_the_train_tab_fills_curves_and_confusion() {
         h.state().train_outcome().unwrap().evaluation.confusion[t][p]
     );
     h.get_by_label_contains("images: true");
+    // At 1024x700 the last image of the cell's list can be scrolled into view.
+    let (t, p) = h.state().selected_cell().unwrap().0;
+    let last = h
+        .state()
+        .train_outcome()
+        .unwrap()
+        .evaluation
+        .predictions
+        .iter()
+        .rev()
+        .find(|(_, tt, pp, _)| (*tt, *pp) == (t, p))
+        .map(|(path, ..)| path.file_name().unwrap().to_string_lossy().into_owned())
+        .unwrap();
+    step_until(&mut h, 60, "the thumbnails", |a| !a.busy());
+    h.run_steps(2);
+    h.get_by_label(&last).scroll_to_me();
+    h.run_steps(3);
+    assert_in_window(&h, &last, size);
 }
 
 #[test]

@@ -221,7 +221,8 @@ impl TrainTab {
             for (path, prob) in &images {
                 match ctx.thumbs.get(path) {
                     Some(tex) => {
-                        if widgets::fitted_image(ui, tex, egui::vec2(72.0, 72.0))
+                        let name = path.file_name().unwrap_or_default().to_string_lossy();
+                        if widgets::named_image(ui, tex, egui::vec2(72.0, 72.0), &name)
                             .on_hover_text(format!("{}\np = {prob:.3}", path.display()))
                             .clicked()
                         {
