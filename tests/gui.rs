@@ -5,22 +5,49 @@
 use std::time::{Duration, Instant};
 
 use convlens::gui::{AppOptions, ConvlensApp, Tab};
+use convlens::train::Mode;
 use convlens::viz::cam::CamMethod;
 use convlens::viz::filters::FilterMethod;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
+
+/// The window sizes every layout test runs at.
+const SIZES: [(f32, f32); 2] = [(1024.0, 700.0), (1920.0, 1080.0)];
+
+/// The app with `options` in a window of `size`.
+fn harness_with(options: AppOptions, size: (f32, f32)) -> Harness<'static, ConvlensApp> {
+    let app = ConvlensApp::new(options, || {});
+    Harness::builder()
+        .with_size(egui::vec2(size.0, size.1))
+        .build_ui_state(|ui, app: &mut ConvlensApp| app.draw(ui), app)
+}
 
 fn harness(tab: Tab) -> Harness<'static, ConvlensApp> {
-    let app = ConvlensApp::new(
-        AppOptions {
-            tab: Some(tab),
-            ..AppOptions::default()
-        },
-        || {},
-    );
-    Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(|ui, app: &mut ConvlensApp| app.draw(ui), app)
+    harness_sized(tab, (1280.0, 800.0))
+}
+
+fn harness_sized(tab: Tab, size: (f32, f32)) -> Harness<'static, ConvlensApp> {
+    let options = AppOptions {
+        tab: Some(tab),
+        ..AppOptions::default()
+    };
+    harness_with(options, size)
+}
+
+/// Asserts that the widgets labelled `label` (at least one: a label and the control it names)
+/// lie inside the window.
+fn assert_in_window(h: &Harness<'_, ConvlensApp>, label: &str, size: (f32, f32)) {
+    let window = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(size.0, size.1));
+    let rects: Vec<egui::Rect> = h.query_all_by_label(label).map(|n| n.rect()).collect();
+    assert!(!rects.is_empty(), "no widget labelled `{label}`");
+    for rect in rects {
+        assert!(
+            window.contains_rect(rect),
+            "`{label}` at {rect:?} is outside the {}x{} window",
+            size.0,
+            size.1
+        );
+    }
 }
 
 /// Steps frames (the UI keeps animating while jobs run) until `done` or the time runs out.
@@ -88,7 +115,7 @@ fn heatmap_method_change_recomputes() {
     assert_ne!(first.images.heatmap, second.images.heatmap);
     // Export the figure on screen: a PNG and its JSON sidecar.
     let out = tempfile::tempdir().unwrap();
-    h.state_mut().settings_mut().export_dir = out.path().to_string_lossy().into_owned();
+    h.state_mut().settings_mut().export.dir = out.path().to_string_lossy().into_owned();
     h.get_by_label("Export PNG").click();
     h.step();
     step_until(&mut h, 60, "the export", |a| {
@@ -117,8 +144,11 @@ fn heatmap_method_change_recomputes() {
 #[test]
 fn training_from_the_train_tab_fills_curves_and_confusion() {
     let out = tempfile::tempdir().unwrap();
-    let mut h = harness(Tab::Train);
-    step_until(&mut h, 60, "the model", |a| a.model_info().is_some());
+    let size = SIZES[0];
+    let mut h = harness_sized(Tab::Train, size);
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
     idle(&mut h);
     {
         let s = h.state_mut().settings_mut();
@@ -168,6 +198,24 @@ fn training_from_the_train_tab_fills_curves_and_confusion() {
         h.state().train_outcome().unwrap().evaluation.confusion[t][p]
     );
     h.get_by_label_contains("images: true");
+    // At 1024x700 the last image of the cell's list can be scrolled into view.
+    let (t, p) = h.state().selected_cell().unwrap().0;
+    let last = h
+        .state()
+        .train_outcome()
+        .unwrap()
+        .evaluation
+        .predictions
+        .iter()
+        .rev()
+        .find(|(_, tt, pp, _)| (*tt, *pp) == (t, p))
+        .map(|(path, ..)| path.file_name().unwrap().to_string_lossy().into_owned())
+        .unwrap();
+    step_until(&mut h, 60, "the thumbnails", |a| !a.busy());
+    h.run_steps(2);
+    h.get_by_label(&last).scroll_to_me();
+    h.run_steps(3);
+    assert_in_window(&h, &last, size);
 }
 
 #[test]
@@ -177,8 +225,8 @@ fn the_window_paints_while_a_job_runs() {
     idle(&mut h);
     {
         let s = h.state_mut().settings_mut();
-        s.filter_count = 10; // two batches of the ascent (8 + 2): tiles come in twice
-        s.filter_steps = 30;
+        s.filters.count = 10; // two batches of the ascent (8 + 2): tiles come in twice
+        s.filters.steps = 30;
     }
     h.get_by_label("Compute").click();
     h.step();
@@ -219,10 +267,10 @@ fn the_lucid_method_computes_tiles() {
     h.get_by_label("method");
     {
         let s = h.state_mut().settings_mut();
-        s.filter_method = FilterMethod::Lucid;
-        s.filter_count = 2;
-        s.filter_steps = 4;
-        s.filter_size = 64;
+        s.filters.method = FilterMethod::Lucid;
+        s.filters.count = 2;
+        s.filters.steps = 4;
+        s.filters.size = 64;
     }
     h.step();
     h.get_by_label("Compute").click();
@@ -239,19 +287,18 @@ fn the_lucid_method_computes_tiles() {
 
 #[test]
 fn a_model_that_cannot_load_is_shown_not_panicked() {
-    let app = ConvlensApp::new(
-        AppOptions {
-            model: Some("no_such_model".into()),
-            ..AppOptions::default()
-        },
-        || {},
-    );
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(|ui, app: &mut ConvlensApp| app.draw(ui), app);
+    let options = AppOptions {
+        model: Some("no_such_model".into()),
+        tab: Some(Tab::Activations),
+        ..AppOptions::default()
+    };
+    let mut h = harness_with(options, (1280.0, 800.0));
     step_until(&mut h, 30, "the error", |a| a.last_error().is_some());
-    h.step();
+    idle(&mut h);
     h.get_by_label_contains("no model `no_such_model`");
+    // The tabs say what to do instead of "Loading…" forever.
+    assert!(h.query_by_label_contains("Loading").is_none());
+    h.get_by_label_contains("No model is loaded");
 }
 
 #[test]
@@ -262,17 +309,12 @@ fn a_resnet_weights_file_opens_with_its_own_layers() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/resnet18_random_fp16.safetensors"
     );
-    let app = ConvlensApp::new(
-        AppOptions {
-            model: Some(model.to_string()),
-            tab: Some(Tab::Heatmap),
-            ..AppOptions::default()
-        },
-        || {},
-    );
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .build_ui_state(|ui, app: &mut ConvlensApp| app.draw(ui), app);
+    let options = AppOptions {
+        model: Some(model.to_string()),
+        tab: Some(Tab::Heatmap),
+        ..AppOptions::default()
+    };
+    let mut h = harness_with(options, (1280.0, 800.0));
     step_until(&mut h, 60, "the model", |a| a.model_info().is_some());
     let info = h.state().model_info().unwrap();
     assert_eq!(info.default_cam_layer, "layer4");
@@ -290,4 +332,232 @@ fn a_resnet_weights_file_opens_with_its_own_layers() {
         "{:?}",
         h.state().last_error()
     );
+}
+
+#[test]
+fn launch_opens_on_the_start_view_with_the_bundled_data() {
+    for size in SIZES {
+        let mut h = harness_with(AppOptions::default(), size);
+        step_until(&mut h, 60, "the model and the data", |a| {
+            a.model_info().is_some() && a.dataset().is_some()
+        });
+        h.step();
+        assert_eq!(h.state().tab(), Tab::Start);
+        for step in ["1. Data", "2. Train", "3. Look inside"] {
+            assert_in_window(&h, step, size);
+        }
+        h.get_by_label_contains("fashion-mini: ");
+        assert!(
+            !h.get_by_label_contains("Train now")
+                .accesskit_node()
+                .is_disabled()
+        );
+        h.get_by_label("Open Filters").click();
+        h.step();
+        assert_eq!(h.state().tab(), Tab::Filters);
+        h.step();
+        // The empty state offers the one-click computation.
+        h.get_by_label_contains("Compute 16 filters of");
+    }
+}
+
+#[test]
+fn a_filter_grid_wraps_and_its_last_tile_scrolls_into_view() {
+    for size in SIZES {
+        let mut h = harness_sized(Tab::Filters, size);
+        step_until(&mut h, 60, "the model", |a| a.model_info().is_some());
+        idle(&mut h);
+        {
+            let s = h.state_mut().settings_mut();
+            s.filters.count = 16;
+            s.filters.steps = 2;
+            s.filters.size = 32;
+        }
+        h.state_mut().start_filters();
+        step_until(&mut h, 120, "16 tiles", |a| a.filter_progress() == (16, 16));
+        idle(&mut h);
+        h.get_by_label("filter 15").scroll_to_me();
+        h.run_steps(3);
+        assert_in_window(&h, "filter 15", size);
+        assert_in_window(&h, "filter 0", (size.0, f32::INFINITY));
+    }
+}
+
+#[test]
+fn heatmap_controls_and_overlay_fit_at_1024() {
+    for size in SIZES {
+        let mut h = harness_sized(Tab::Heatmap, size);
+        step_until(&mut h, 60, "the heatmap", |a| a.cam_view().is_some());
+        idle(&mut h);
+        assert_in_window(&h, "alpha", size);
+        h.get_by_label("overlay").scroll_to_me();
+        h.run_steps(3);
+        assert_in_window(&h, "overlay", size);
+    }
+}
+
+#[test]
+fn a_failed_model_load_keeps_the_previous_model() {
+    let mut h = harness(Tab::Activations);
+    step_until(&mut h, 60, "the model", |a| a.model_info().is_some());
+    idle(&mut h);
+    let before = h.state().model_info().unwrap().key.clone();
+    h.state_mut().settings_mut().model = "/no/such/model.safetensors".into();
+    h.get_by_label("Load").click();
+    h.step();
+    step_until(&mut h, 30, "the error", |a| a.last_error().is_some());
+    idle(&mut h);
+    let app = h.state();
+    assert!(
+        app.last_error()
+            .unwrap()
+            .contains("/no/such/model.safetensors")
+    );
+    assert_eq!(
+        app.model_info().unwrap().key,
+        before,
+        "the working model stays"
+    );
+    assert!(h.query_by_label_contains("Loading").is_none());
+    // The model still works: another layer is computed.
+    h.state_mut().settings_mut().activations.cols = 8;
+    h.get_by_label("shared scale").click();
+    h.step();
+    step_until(&mut h, 60, "a new grid", |a| {
+        a.activation_view().is_some_and(|v| v.options.shared_scale)
+    });
+}
+
+#[test]
+fn a_bad_data_folder_keeps_the_dataset_and_no_dataset_disables_training() {
+    let mut h = harness(Tab::Train);
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    idle(&mut h);
+    let root = h.state().dataset().unwrap().root.clone();
+    h.state_mut().settings_mut().data_dir = "/no/such/folder".into();
+    h.get_by_label("Scan").click();
+    h.step();
+    step_until(&mut h, 30, "the error", |a| a.last_error().is_some());
+    idle(&mut h);
+    assert!(h.state().last_error().unwrap().contains("/no/such/folder"));
+    assert_eq!(h.state().dataset().unwrap().root, root, "the dataset stays");
+    assert!(
+        !h.get_by_label("Start training")
+            .accesskit_node()
+            .is_disabled()
+    );
+
+    // Started on a folder that does not scan: no dataset, so no training.
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("settings.json");
+    std::fs::write(
+        &settings,
+        r#"{"data_dir": "/no/such/folder", "tab": "Train"}"#,
+    )
+    .unwrap();
+    let options = AppOptions {
+        settings_path: Some(settings),
+        ..AppOptions::default()
+    };
+    let mut h = harness_with(options, (1280.0, 800.0));
+    step_until(&mut h, 60, "the error", |a| a.last_error().is_some());
+    idle(&mut h);
+    assert!(h.state().dataset().is_none());
+    assert!(
+        h.get_by_label("Start training")
+            .accesskit_node()
+            .is_disabled()
+    );
+    h.get_by_label_contains("No dataset");
+}
+
+#[test]
+fn cancelling_filters_leaves_no_spinner_and_no_error() {
+    let mut h = harness(Tab::Filters);
+    step_until(&mut h, 60, "the model", |a| a.model_info().is_some());
+    idle(&mut h);
+    {
+        let s = h.state_mut().settings_mut();
+        s.filters.count = 16;
+        s.filters.steps = 400;
+    }
+    h.get_by_label("Compute").click();
+    h.step();
+    step_until(&mut h, 60, "ascent progress", |a| {
+        a.status_line()
+            .is_some_and(|l| l.contains("ascent steps") && l.contains(" of 800"))
+    });
+    h.get_by_label("Cancel filters").click();
+    h.step();
+    idle(&mut h);
+    let app = h.state();
+    assert_eq!(app.last_error(), None);
+    assert_eq!(app.last_note(), Some("filters cancelled"));
+    assert_eq!(app.status_line(), None);
+    assert!(app.filter_progress().0 < 16);
+    h.get_by_label("ready");
+    assert!(h.query_all_by_label("not computed").count() > 0);
+    // A later job shows no stale message as an error.
+    h.get_by_label("dismiss").click();
+    h.step();
+    assert!(h.state().last_note().is_none());
+}
+
+#[test]
+fn cancelling_training_leaves_no_spinner_and_no_error() {
+    let out = tempfile::tempdir().unwrap();
+    let mut h = harness(Tab::Train);
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    idle(&mut h);
+    {
+        let s = h.state_mut().settings_mut();
+        s.train.epochs = 200;
+        s.train.out_dir = out.path().join("model").to_string_lossy().into_owned();
+    }
+    h.get_by_label("Start training").click();
+    h.step();
+    step_until(&mut h, 120, "the first epochs", |a| {
+        a.status_line()
+            .is_some_and(|l| l.contains("epoch 2 of 200, batch"))
+    });
+    h.get_by_label("Cancel training").click();
+    h.step();
+    idle(&mut h);
+    let app = h.state();
+    assert_eq!(app.last_error(), None);
+    assert!(
+        app.last_note()
+            .is_some_and(|n| n.starts_with("training cancelled")),
+        "{:?}",
+        app.last_note()
+    );
+    assert_eq!(app.status_line(), None);
+    h.get_by_label("ready");
+    assert!(
+        !h.get_by_label("Start training")
+            .accesskit_node()
+            .is_disabled()
+    );
+}
+
+#[test]
+fn training_modes_are_explained_and_fields_that_do_not_apply_are_disabled() {
+    let mut h = harness(Tab::Train);
+    h.step();
+    let disabled = |h: &Harness<'_, ConvlensApp>, label: &str| {
+        h.query_all_by_label(label)
+            .any(|n| n.accesskit_node().is_disabled())
+    };
+    h.get_by_label_contains("only a small head is trained");
+    assert!(disabled(&h, "unfreeze (stages)"));
+    assert!(disabled(&h, "fine-tune epochs"));
+    h.state_mut().settings_mut().train.mode = Mode::Finetune;
+    h.step();
+    h.get_by_label_contains("unfrozen and trained at a low learning rate");
+    assert!(!disabled(&h, "unfreeze (stages)"));
+    assert!(!disabled(&h, "fine-tune epochs"));
 }

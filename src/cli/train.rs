@@ -11,11 +11,10 @@ use super::{ModelArgs, Progress};
 use crate::cancel::CancelToken;
 use crate::data::augment::Augment;
 use crate::data::folder::{FolderOptions, ImageFolder, Split};
-use crate::fsutil::OutputDir;
 use crate::train::{
     HeadKind, Mode, OptimizerKind, TrainConfig, TrainEvent, TrainReport, bundle, train,
 };
-use crate::workspace::{Workspace, evaluate_saved};
+use crate::workspace::{Destination, evaluate_saved};
 use crate::{Error, Result};
 
 /// Arguments of `convlens train`.
@@ -117,61 +116,6 @@ impl TrainArgs {
     }
 }
 
-/// Where a run writes: an explicit `--out` (checked, locked, replaced as a whole with
-/// `--overwrite`) or a new run folder of the workspace.
-enum Destination {
-    Out(OutputDir),
-    Run { workspace: Workspace, dir: PathBuf },
-}
-
-impl Destination {
-    /// Checks (and for `--out`, locks) the destination before any work starts.
-    fn open(args: &TrainArgs, mode: Mode) -> Result<Destination> {
-        Ok(match &args.out {
-            Some(dir) => Destination::Out(OutputDir::open(dir, args.overwrite)?),
-            None => {
-                let workspace = Workspace::open_default()?;
-                let dir = workspace.create_run(mode, &args.data)?;
-                Destination::Run { workspace, dir }
-            }
-        })
-    }
-
-    /// The folder training writes into.
-    fn work(&self) -> &Path {
-        match self {
-            Destination::Out(out) => out.work(),
-            Destination::Run { dir, .. } => dir,
-        }
-    }
-
-    /// Keeps what was written: a replacement is renamed into place; returns the model's folder.
-    fn keep(&self) -> Result<&Path> {
-        match self {
-            Destination::Out(out) => out.commit(),
-            Destination::Run { dir, .. } => Ok(dir),
-        }
-    }
-
-    /// Removes what a run that saved nothing left behind; returns a note on what is unchanged.
-    fn discard(&self) -> String {
-        match self {
-            Destination::Out(out) => {
-                out.discard();
-                if out.work() == out.target() {
-                    String::new()
-                } else {
-                    format!("; {} is unchanged", out.target().display())
-                }
-            }
-            Destination::Run { workspace, dir } => {
-                let _ = workspace.discard_unsaved(dir);
-                String::new()
-            }
-        }
-    }
-}
-
 /// What a run needs after training: the data and the device, to evaluate the kept model.
 struct Trained {
     data: ImageFolder,
@@ -185,7 +129,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     let cfg = args.config()?;
     cfg.validate()?;
     // Before any work: a bad or busy --out is reported at once.
-    let dest = Destination::open(args, cfg.mode)?;
+    let dest = Destination::open(args.out.as_deref(), args.overwrite, cfg.mode, &args.data)?;
     // Ctrl-C stops between batches (the best checkpoint and the finished epochs stay on disk);
     // a second Ctrl-C stops the evaluation that follows.
     let (cancel, cancel_evaluation) = (CancelToken::new(), CancelToken::new());

@@ -1,19 +1,21 @@
-//! The app's state and its frame: left panel (model, data, device), tabs in the centre, a status
-//! bar with progress and Cancel at the bottom. Heavy work goes to the worker thread.
+//! The app: its state and its frame. Each frame first takes in the worker's events
+//! ([`ConvlensApp::handle_events`]), then draws the left panel, the tab bar, the current tab
+//! and the status bar, collecting the [`Command`]s they return, and applies those at the end
+//! ([`ConvlensApp::apply`]). Heavy work goes to the worker thread.
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
 
-use image::RgbImage;
-
-use super::jobs::{self, ActivationView, CamView, ModelInfo, Msg, TrainOutcome};
+use super::board::JobBoard;
+use super::context::{AppContext, Command, Commands};
+use super::log::{Level, MessageLog};
 use super::settings::{Settings, Tab};
-use super::widgets;
+use super::tabs::{self, Tabs};
+use super::thumbs::Thumbnails;
 use crate::data::folder::ImageFolder;
+use crate::device::DeviceChoice;
 use crate::jobs::Worker;
-use crate::train::{EpochMetrics, TrainEvent};
-use crate::viz::activations::LayerSparsity;
+use crate::jobs::views::{ActivationView, CamView, ModelInfo, TrainOutcome};
+use crate::train::EpochMetrics;
 
 /// How the app starts.
 #[derive(Clone, Debug, Default)]
@@ -26,58 +28,33 @@ pub struct AppOptions {
     pub tab: Option<Tab>,
 }
 
-/// Progress of the running job, for the status bar.
-#[derive(Clone, Debug, Default)]
-pub(super) struct Status {
-    pub what: String,
-    pub done: usize,
-    pub total: usize,
-    /// The last error, shown until dismissed.
-    pub error: Option<String>,
-    /// The last notice (e.g. where a figure was written).
-    pub note: Option<String>,
+/// What the tabs share: the loaded model and dataset, the trained model, thumbnails.
+#[derive(Default)]
+pub(super) struct Shared {
+    /// The model in use; stays while another loads and when a load fails.
+    pub model: Option<ModelInfo>,
+    /// The dataset in use; kept the same way.
+    pub data: Option<ImageFolder>,
+    /// The folder of the model trained in this session.
+    pub trained_model: Option<String>,
+    pub thumbs: Thumbnails,
+    /// The device the worker computes on.
+    pub device: String,
 }
-
-/// A thumbnail decoded off the UI thread, waiting to become a texture.
-type PendingThumbs = Arc<Mutex<Vec<(PathBuf, Option<RgbImage>)>>>;
 
 /// The app.
 pub struct ConvlensApp {
     pub(super) settings: Settings,
     settings_path: Option<PathBuf>,
     saved_settings: Settings,
-    pub(super) worker: Worker<Msg>,
-    pub(super) ctx: Option<egui::Context>,
-    pub(super) status: Status,
-    pub(super) model: Option<ModelInfo>,
-    pub(super) data: Option<ImageFolder>,
-    pub(super) thumbs: HashMap<PathBuf, egui::TextureHandle>,
-    pub(super) thumbs_requested: HashSet<PathBuf>,
-    pub(super) thumbs_pending: PendingThumbs,
-    pub(super) previews: Vec<egui::TextureHandle>,
-    pub(super) pending_previews: Option<Vec<RgbImage>>,
-    pub(super) history: Vec<EpochMetrics>,
-    pub(super) training: bool,
-    pub(super) outcome: Option<TrainOutcome>,
-    pub(super) selected_cell: Option<(usize, usize)>,
-    pub(super) trained_model: Option<String>,
-    pub(super) activations: Option<ActivationView>,
-    pub(super) pending_activations: bool,
-    pub(super) enlarged_channel: Option<usize>,
-    pub(super) sparsity: Vec<LayerSparsity>,
-    pub(super) filter_tiles: Vec<Option<RgbImage>>,
-    pub(super) filters_running: bool,
-    pub(super) cam: Option<CamView>,
-    pub(super) trained_cam: Option<CamView>,
-    pub(super) cam_class: Option<usize>,
-    pub(super) class_search: String,
-    pub(super) predictions: Vec<jobs::PredictionRow>,
-    pub(super) predict_input: String,
-    /// Textures by name, rebuilt when their image changes.
-    pub(super) textures: HashMap<String, egui::TextureHandle>,
+    pub(super) worker: Worker,
+    pub(super) board: JobBoard,
+    pub(super) shared: Shared,
+    pub(super) log: MessageLog,
+    pub(super) tabs: Tabs,
     /// Frames drawn (tests check that the window keeps painting during training).
     pub frames: u64,
-    requested_startup: bool,
+    started: bool,
 }
 
 impl ConvlensApp {
@@ -95,35 +72,15 @@ impl ConvlensApp {
             settings,
             settings_path: options.settings_path,
             worker: Worker::spawn(candle_core::Device::Cpu, repaint),
-            ctx: None,
-            status: Status::default(),
-            model: None,
-            data: None,
-            thumbs: HashMap::new(),
-            thumbs_requested: HashSet::new(),
-            thumbs_pending: PendingThumbs::default(),
-            previews: Vec::new(),
-            pending_previews: None,
-            history: Vec::new(),
-            training: false,
-            outcome: None,
-            selected_cell: None,
-            trained_model: None,
-            activations: None,
-            pending_activations: false,
-            enlarged_channel: None,
-            sparsity: Vec::new(),
-            filter_tiles: Vec::new(),
-            filters_running: false,
-            cam: None,
-            trained_cam: None,
-            cam_class: None,
-            class_search: String::new(),
-            predictions: Vec::new(),
-            predict_input: String::new(),
-            textures: HashMap::new(),
+            board: JobBoard::default(),
+            shared: Shared {
+                device: "CPU".into(),
+                ..Shared::default()
+            },
+            log: MessageLog::default(),
+            tabs: Tabs::default(),
             frames: 0,
-            requested_startup: false,
+            started: false,
         }
     }
 
@@ -134,7 +91,12 @@ impl ConvlensApp {
 
     /// The loaded model's description, once loaded.
     pub fn model_info(&self) -> Option<&ModelInfo> {
-        self.model.as_ref()
+        self.shared.model.as_ref()
+    }
+
+    /// The scanned dataset, once scanned.
+    pub fn dataset(&self) -> Option<&ImageFolder> {
+        self.shared.data.as_ref()
     }
 
     /// The layer picked in the layer table (and used by the visualisation tabs).
@@ -142,45 +104,59 @@ impl ConvlensApp {
         self.settings.layer.as_deref()
     }
 
-    /// The epochs trained so far in this session's last run.
+    /// The epochs of the run on the Train tab.
     pub fn history(&self) -> &[EpochMetrics] {
-        &self.history
+        &self.tabs.train.run.history
     }
 
     /// The last finished training run.
     pub fn train_outcome(&self) -> Option<&TrainOutcome> {
-        self.outcome.as_ref()
+        self.tabs.train.run.outcome.as_ref()
+    }
+
+    /// The selected confusion cell and how many images it lists.
+    pub fn selected_cell(&self) -> Option<((usize, usize), usize)> {
+        self.tabs.train.run.selected_cell()
     }
 
     /// The current activation grid.
     pub fn activation_view(&self) -> Option<&ActivationView> {
-        self.activations.as_ref()
+        self.tabs.activations.view()
     }
 
-    /// The current class-activation map.
+    /// The current class-activation map of the loaded model.
     pub fn cam_view(&self) -> Option<&CamView> {
-        self.cam.as_ref()
+        self.tabs.heatmap.view()
     }
 
     /// Filter tiles finished and asked for.
     pub fn filter_progress(&self) -> (usize, usize) {
-        let done = self.filter_tiles.iter().filter(|t| t.is_some()).count();
-        (done, self.filter_tiles.len())
+        self.tabs.filters.progress()
     }
 
-    /// The last error shown in the status bar.
+    /// The newest error not dismissed.
     pub fn last_error(&self) -> Option<&str> {
-        self.status.error.as_deref()
+        self.log.last_error()
     }
 
-    /// The last notice shown in the status bar.
+    /// The newest note (or cancellation) not dismissed.
     pub fn last_note(&self) -> Option<&str> {
-        self.status.note.as_deref()
+        self.log.last_note()
     }
 
-    /// Whether the worker is running a job.
+    /// Every message of the session with its time.
+    pub fn messages(&self) -> &[super::log::Entry] {
+        self.log.entries()
+    }
+
+    /// Whether a job the window asked for has not finished yet.
     pub fn busy(&self) -> bool {
-        self.worker.busy()
+        self.board.busy()
+    }
+
+    /// The line the status bar shows for the running job.
+    pub fn status_line(&self) -> Option<String> {
+        self.board.current().map(|(_, _, line)| line.text)
     }
 
     /// The settings (for tests and persistence).
@@ -188,221 +164,106 @@ impl ConvlensApp {
         &mut self.settings
     }
 
-    /// Queues a job, reporting a full queue in the status bar.
-    pub(super) fn submit(
-        &mut self,
-        what: &str,
-        job: impl FnOnce(&mut crate::jobs::Engine, &crate::jobs::JobContext<Msg>) + Send + 'static,
-    ) {
-        self.status.what = what.to_string();
-        self.status.done = 0;
-        self.status.total = 0;
-        if let Err(e) = self.worker.submit(job) {
-            self.status.error = Some(e.to_string());
+    /// Starts a training run with the Train tab's options (nothing without model and data).
+    pub fn start_training(&mut self) {
+        let command = tabs::train::start_command(&self.context(), &self.settings.train);
+        self.apply(Commands(command.into_iter().collect()));
+    }
+
+    /// Starts computing the Filters tab's patterns.
+    pub fn start_filters(&mut self) {
+        let command =
+            tabs::filters::FiltersTab::compute_command(&self.context(), &self.settings.filters);
+        self.apply(Commands(command.into_iter().collect()));
+    }
+
+    /// The read-only view of the shared state the tabs draw from.
+    pub(super) fn context(&self) -> AppContext<'_> {
+        AppContext {
+            model: self.shared.model.as_ref(),
+            data: self.shared.data.as_ref(),
+            image: Path::new(&self.settings.image),
+            layer: self.settings.layer.as_deref(),
+            trained_model: self.shared.trained_model.as_deref(),
+            jobs: &self.board,
+            thumbs: &self.shared.thumbs,
         }
-    }
-
-    /// Loads the model named in the settings.
-    pub(super) fn load_model(&mut self) {
-        self.model = None;
-        self.activations = None;
-        self.cam = None;
-        self.filter_tiles.clear();
-        let key = self.settings.model.clone();
-        self.submit(&format!("loading {key}"), jobs::model_job(key));
-    }
-
-    /// Scans the data folder named in the settings.
-    pub(super) fn load_data(&mut self) {
-        self.data = None;
-        let dir = PathBuf::from(&self.settings.data_dir);
-        self.submit("scanning the folder", jobs::data_job(dir));
-    }
-
-    fn handle(&mut self, msg: Msg) {
-        match msg {
-            Msg::Model(Ok(info)) => {
-                let layer_ok = self
-                    .settings
-                    .layer
-                    .as_ref()
-                    .is_some_and(|l| info.spatial.contains(l));
-                if !layer_ok {
-                    self.settings.layer = info.spatial.get(info.spatial.len() / 3).cloned();
-                }
-                if self
-                    .settings
-                    .cam_layer
-                    .as_ref()
-                    .is_some_and(|l| !info.spatial.contains(l))
-                {
-                    self.settings.cam_layer = None;
-                }
-                if self.history.is_empty() && !self.training {
-                    self.history = info.history.clone();
-                }
-                self.model = Some(info);
-                self.request_activations();
-                self.request_cam();
-            }
-            Msg::Model(Err(e)) => self.status.error = Some(e),
-            Msg::Data(Ok(folder)) => {
-                self.thumbs.clear();
-                self.thumbs_requested.clear();
-                self.data = Some(folder);
-            }
-            Msg::Data(Err(e)) => self.status.error = Some(e),
-            Msg::Progress { what, done, total } => {
-                self.status.what = what;
-                self.status.done = done;
-                self.status.total = total;
-            }
-            Msg::Activations(r) => {
-                self.pending_activations = false;
-                match r {
-                    Ok(view) => {
-                        self.textures.remove("activations");
-                        self.enlarged_channel = None;
-                        self.activations = Some(view);
-                    }
-                    Err(e) => self.status.error = Some(e),
-                }
-            }
-            Msg::Sparsity(Ok(s)) => self.sparsity = s,
-            Msg::Sparsity(Err(e)) => self.status.error = Some(e),
-            Msg::Cam(Ok(view)) => {
-                let trained = self.trained_model.as_deref() == Some(view.model.as_str())
-                    && view.model != self.settings.model;
-                let prefix = if trained { "trained-cam" } else { "cam" };
-                for part in ["original", "heatmap", "overlay"] {
-                    self.textures.remove(&format!("{prefix}-{part}"));
-                }
-                if trained {
-                    self.trained_cam = Some(view);
-                } else {
-                    self.cam = Some(view);
-                }
-            }
-            Msg::Cam(Err(e)) => self.status.error = Some(e),
-            Msg::Predictions(p) => self.predictions = p,
-            Msg::Train(event) => match event {
-                TrainEvent::Epoch(m) => self.history.push(m),
-                TrainEvent::Progress { what, done, total } => {
-                    self.status.what = what;
-                    self.status.done = done;
-                    self.status.total = total;
-                }
-                TrainEvent::Phase { name, .. } => self.status.what = name,
-                TrainEvent::Warning(w) => self.status.note = Some(w),
-            },
-            Msg::TrainDone(r) => {
-                self.training = false;
-                match r {
-                    Ok(outcome) => {
-                        self.trained_model =
-                            Some(outcome.report.out_dir.to_string_lossy().into_owned());
-                        self.status.note = Some(format!(
-                            "saved {} (validation accuracy {:.3})",
-                            outcome.report.out_dir.display(),
-                            outcome.evaluation.accuracy
-                        ));
-                        self.outcome = Some(outcome);
-                    }
-                    Err(e) => self.status.error = Some(e),
-                }
-            }
-            Msg::FilterTile { index, image } => {
-                if index < self.filter_tiles.len() {
-                    self.textures.remove(&format!("filter-{index}"));
-                    self.filter_tiles[index] = Some(image);
-                }
-            }
-            Msg::FiltersDone(r) => {
-                self.filters_running = false;
-                if let Err(e) = r {
-                    self.status.error = Some(e);
-                }
-            }
-            Msg::Augmented(Ok(images)) => self.pending_previews = Some(images),
-            Msg::Augmented(Err(e)) => self.status.error = Some(e),
-            Msg::Exported(Ok(paths)) => {
-                self.status.note = Some(format!(
-                    "exported {}",
-                    paths
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            }
-            Msg::Exported(Err(e)) => self.status.error = Some(e),
-        }
-    }
-
-    /// A texture for `name`, made from `img` the first time.
-    pub(super) fn tex(
-        &mut self,
-        ctx: &egui::Context,
-        name: &str,
-        img: &RgbImage,
-        smooth: bool,
-    ) -> egui::TextureHandle {
-        self.textures
-            .entry(name.to_string())
-            .or_insert_with(|| {
-                if smooth {
-                    widgets::photo_texture(ctx, name, img)
-                } else {
-                    widgets::texture(ctx, name, img)
-                }
-            })
-            .clone()
     }
 
     /// Draws one frame into `ui` (the whole window).
     pub fn draw(&mut self, ui: &mut egui::Ui) {
         self.frames += 1;
-        let ctx = ui.ctx().clone();
-        self.ctx = Some(ctx.clone());
-        if !self.requested_startup {
-            self.requested_startup = true;
-            self.load_model();
-            self.load_data();
+        let egui_ctx = ui.ctx().clone();
+        let mut commands = Commands::default();
+        if !self.started {
+            self.started = true;
+            if self.settings.device != DeviceChoice::Cpu {
+                commands.push(Command::Submit(crate::jobs::Request::SetDevice(
+                    self.settings.device,
+                )));
+            }
+            commands.push(Command::LoadModel(None));
+            commands.push(Command::ScanData(None));
         }
-        for msg in self.worker.drain() {
-            self.handle(msg);
-        }
-        self.absorb_thumbnails(&ctx);
-        self.absorb_dropped_files(&ctx);
+        self.handle_events(&egui_ctx);
+        commands.extend(self.dropped_files(&egui_ctx));
 
-        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        egui::Panel::bottom("status").show(ui, |ui| commands.extend(self.status_bar(ui)));
         egui::Panel::left("sources")
             .default_size(250.0)
             .resizable(true)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| self.left_panel(ui));
+                egui::ScrollArea::vertical().show(ui, |ui| commands.extend(self.left_panel(ui)));
             });
-        egui::CentralPanel::default().show(ui, |ui| {
-            ui.horizontal(|ui| {
-                for tab in Tab::ALL {
-                    ui.selectable_value(&mut self.settings.tab, tab, tab.title());
-                }
-            });
-            ui.separator();
-            match self.settings.tab {
-                Tab::Model => self.model_tab(ui),
-                Tab::Data => self.data_tab(ui),
-                Tab::Train => self.train_tab(ui),
-                Tab::Activations => self.activations_tab(ui),
-                Tab::Filters => self.filters_tab(ui),
-                Tab::Heatmap => self.heatmap_tab(ui),
-                Tab::Predict => self.predict_tab(ui),
-            }
-        });
-        if self.training || self.worker.busy() {
-            ctx.request_repaint_after(std::time::Duration::from_millis(100));
+        egui::CentralPanel::default().show(ui, |ui| commands.extend(self.central(ui)));
+        self.log.window(&egui_ctx);
+        self.apply(commands);
+        if self.board.busy() {
+            egui_ctx.request_repaint_after(std::time::Duration::from_millis(100));
         }
         self.persist();
+    }
+
+    /// The tab bar and the current tab.
+    fn central(&mut self, ui: &mut egui::Ui) -> Commands {
+        ui.horizontal_wrapped(|ui| {
+            for tab in Tab::ALL {
+                ui.selectable_value(&mut self.settings.tab, tab, tab.title());
+            }
+        });
+        ui.separator();
+        let ctx = AppContext {
+            model: self.shared.model.as_ref(),
+            data: self.shared.data.as_ref(),
+            image: Path::new(&self.settings.image),
+            layer: self.settings.layer.as_deref(),
+            trained_model: self.shared.trained_model.as_deref(),
+            jobs: &self.board,
+            thumbs: &self.shared.thumbs,
+        };
+        match self.settings.tab {
+            Tab::Start => tabs::start::ui(ui, &ctx, &self.settings.train),
+            Tab::Model => self.tabs.model.ui(ui, &ctx),
+            Tab::Data => self
+                .tabs
+                .data
+                .ui(ui, &ctx, &mut self.settings.train.augment),
+            Tab::Train => self.tabs.train.ui(ui, &ctx, &mut self.settings.train),
+            Tab::Activations => self.tabs.activations.ui(
+                ui,
+                &ctx,
+                &mut self.settings.activations,
+                &mut self.settings.export,
+            ),
+            Tab::Filters => self.tabs.filters.ui(ui, &ctx, &mut self.settings.filters),
+            Tab::Heatmap => self.tabs.heatmap.ui(
+                ui,
+                &ctx,
+                &mut self.settings.heatmap,
+                &mut self.settings.export,
+            ),
+            Tab::Predict => self.tabs.predict.ui(ui, &ctx),
+        }
     }
 
     fn persist(&mut self) {
@@ -414,26 +275,10 @@ impl ConvlensApp {
         }
     }
 
-    fn absorb_thumbnails(&mut self, ctx: &egui::Context) {
-        let ready: Vec<(PathBuf, Option<RgbImage>)> =
-            std::mem::take(&mut *self.thumbs_pending.lock().expect("not poisoned"));
-        for (path, img) in ready {
-            let img = img.unwrap_or_else(|| RgbImage::from_pixel(8, 8, image::Rgb([90, 30, 30])));
-            let tex = widgets::photo_texture(ctx, &path.to_string_lossy(), &img);
-            self.thumbs.insert(path, tex);
-        }
-        if let Some(images) = self.pending_previews.take() {
-            self.previews = images
-                .iter()
-                .enumerate()
-                .map(|(i, img)| widgets::photo_texture(ctx, &format!("preview-{i}"), img))
-                .collect();
-        }
-    }
-
     /// Image files dropped on the window: the first becomes the image of the visual tabs, all
-    /// go to the Predict tab.
-    fn absorb_dropped_files(&mut self, ctx: &egui::Context) {
+    /// go to the Predict tab there.
+    fn dropped_files(&mut self, ctx: &egui::Context) -> Commands {
+        let mut out = Commands::default();
         let dropped: Vec<PathBuf> = ctx.input(|i| {
             i.raw
                 .dropped_files
@@ -443,199 +288,26 @@ impl ConvlensApp {
                 .collect()
         });
         if dropped.is_empty() {
-            return;
+            return out;
         }
         if self.settings.tab == Tab::Predict {
-            self.predict_input = dropped
+            self.tabs.predict.input = dropped
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join("\n");
-            self.request_predictions();
+            if let Some(c) = self.tabs.predict.predict_command(&self.context()) {
+                out.push(c);
+            }
         } else {
-            self.set_image(dropped[0].clone());
+            out.push(Command::SetImage(dropped[0].clone()));
         }
+        out
     }
 
-    /// Makes `path` the image of the Activations and Heatmap tabs and recomputes them.
-    pub(super) fn set_image(&mut self, path: PathBuf) {
-        self.settings.image = path.to_string_lossy().into_owned();
-        self.cam_class = None;
-        self.request_activations();
-        self.request_cam();
-    }
-
-    /// Decodes thumbnails on a background thread (no candle there), a few at a time.
-    pub(super) fn request_thumbnails(&mut self, paths: Vec<PathBuf>) {
-        let wanted: Vec<PathBuf> = paths
-            .into_iter()
-            .filter(|p| self.thumbs_requested.insert(p.clone()))
-            .collect();
-        if wanted.is_empty() {
-            return;
-        }
-        let pending = self.thumbs_pending.clone();
-        let ctx = self.ctx.clone();
-        std::thread::Builder::new()
-            .name("convlens-thumbnails".into())
-            .spawn(move || {
-                for p in wanted {
-                    let thumb = jobs::thumbnail(&p, 96);
-                    pending.lock().expect("not poisoned").push((p, thumb));
-                    if let Some(ctx) = &ctx {
-                        ctx.request_repaint();
-                    }
-                }
-            })
-            .expect("spawn a thumbnail thread");
-    }
-
-    fn status_bar(&mut self, ui: &mut egui::Ui) {
-        ui.horizontal(|ui| {
-            let busy = self.worker.busy() || self.training || self.filters_running;
-            if busy {
-                ui.spinner();
-                let frac = if self.status.total > 0 {
-                    self.status.done as f32 / self.status.total as f32
-                } else {
-                    0.0
-                };
-                ui.add(egui::ProgressBar::new(frac).desired_width(220.0).text(
-                    if self.status.total > 0 {
-                        format!(
-                            "{} {}/{}",
-                            self.status.what, self.status.done, self.status.total
-                        )
-                    } else {
-                        self.status.what.clone()
-                    },
-                ));
-                if ui.button("Cancel").clicked() {
-                    self.worker.cancel_current();
-                }
-            } else {
-                ui.label("ready");
-            }
-            ui.separator();
-            if let Some(e) = self.status.error.clone() {
-                widgets::error_line(ui, &e);
-                if ui.small_button("dismiss").clicked() {
-                    self.status.error = None;
-                }
-            } else if let Some(n) = &self.status.note {
-                ui.label(n);
-            }
-        });
-    }
-
-    fn left_panel(&mut self, ui: &mut egui::Ui) {
-        let title = widgets::section(ui, "Model");
-        let mut reload = false;
-        ui.horizontal(|ui| {
-            let r = ui
-                .add(egui::TextEdit::singleline(&mut self.settings.model).desired_width(150.0))
-                .labelled_by(title.id);
-            reload |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-            if ui
-                .button("Open…")
-                .on_hover_text("a weights file, manifest or model folder")
-                .clicked()
-                && let Some(p) = rfd::FileDialog::new().pick_file()
-            {
-                self.settings.model = p.to_string_lossy().into_owned();
-                reload = true;
-            }
-        });
-        let available = crate::zoo::available_models(&crate::zoo::models_dir());
-        ui.horizontal_wrapped(|ui| {
-            for name in available {
-                if ui.small_button(&name).clicked() {
-                    self.settings.model = name;
-                    reload = true;
-                }
-            }
-            if ui.button("Load").clicked() {
-                reload = true;
-            }
-        });
-        if reload {
-            self.load_model();
-        }
-        match &self.model {
-            Some(m) => {
-                ui.label(&m.title);
-            }
-            None => {
-                ui.label("(loading…)");
-            }
-        }
-
-        let title = widgets::section(ui, "Data");
-        let mut rescan = false;
-        ui.horizontal(|ui| {
-            let r = ui
-                .add(egui::TextEdit::singleline(&mut self.settings.data_dir).desired_width(150.0))
-                .labelled_by(title.id);
-            rescan |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-            if ui.button("Folder…").clicked()
-                && let Some(p) = rfd::FileDialog::new().pick_folder()
-            {
-                self.settings.data_dir = p.to_string_lossy().into_owned();
-                rescan = true;
-            }
-        });
-        if ui.button("Scan").clicked() {
-            rescan = true;
-        }
-        if rescan {
-            self.load_data();
-        }
-        if let Some(d) = &self.data {
-            ui.label(format!(
-                "{} classes, {} / {} / {} images",
-                d.classes.len(),
-                d.splits.train.len(),
-                d.splits.validation.len(),
-                d.splits.test.len()
-            ));
-        }
-
-        let title = widgets::section(ui, "Image");
-        let mut reimage = false;
-        ui.horizontal(|ui| {
-            let r = ui
-                .add(egui::TextEdit::singleline(&mut self.settings.image).desired_width(150.0))
-                .labelled_by(title.id);
-            reimage |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-            if ui.button("Open…").clicked()
-                && let Some(p) = rfd::FileDialog::new().pick_file()
-            {
-                self.settings.image = p.to_string_lossy().into_owned();
-                reimage = true;
-            }
-        });
-        let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/images");
-        ui.horizontal_wrapped(|ui| {
-            for name in ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"] {
-                if ui.small_button(name).clicked() {
-                    self.settings.image = samples.join(name).to_string_lossy().into_owned();
-                    reimage = true;
-                }
-            }
-        });
-        if reimage {
-            self.set_image(PathBuf::from(self.settings.image.clone()));
-        }
-        ui.label(egui::RichText::new("or drop an image on the window").weak());
-
-        widgets::section(ui, "Device");
-        ui.label(if cfg!(feature = "cuda") {
-            "CPU (CUDA compiled in)"
-        } else if cfg!(feature = "metal") {
-            "CPU (Metal compiled in)"
-        } else {
-            "CPU"
-        });
+    /// Adds a message to the log.
+    pub(super) fn note(&mut self, level: Level, text: impl Into<String>) {
+        self.log.push(level, text);
     }
 }
 

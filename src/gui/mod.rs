@@ -1,10 +1,15 @@
-//! The desktop app (feature `gui`): panels that read state and queue jobs on the worker
-//! thread, never freezing the window.
+//! The desktop app (feature `gui`): panels that read state and return commands; the app
+//! applies them and queues jobs on the worker thread (`crate::jobs`), never freezing the window.
 
 mod app;
-pub mod jobs;
+mod board;
+mod context;
+mod handling;
+mod log;
+mod panels;
 pub mod settings;
 mod tabs;
+mod thumbs;
 mod widgets;
 
 use std::path::PathBuf;

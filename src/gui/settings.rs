@@ -5,16 +5,19 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::tabs::activations::ActivationSettings;
+pub use super::tabs::filters::FilterSettings;
+pub use super::tabs::heatmap::HeatmapSettings;
 use crate::data::augment::Augment;
+use crate::device::DeviceChoice;
 use crate::train::{HeadKind, Mode};
-use crate::viz::cam::CamMethod;
-use crate::viz::colormap::Colormap;
-use crate::viz::filters::FilterMethod;
 
 /// The tabs of the central area.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Tab {
+    /// The guided first view: data, train, look inside.
     #[default]
+    Start,
     Model,
     Data,
     Train,
@@ -26,7 +29,8 @@ pub enum Tab {
 
 impl Tab {
     /// Every tab, in display order.
-    pub const ALL: [Tab; 7] = [
+    pub const ALL: [Tab; 8] = [
+        Tab::Start,
         Tab::Model,
         Tab::Data,
         Tab::Train,
@@ -39,6 +43,7 @@ impl Tab {
     /// The tab's title.
     pub fn title(self) -> &'static str {
         match self {
+            Tab::Start => "Start",
             Tab::Model => "Model",
             Tab::Data => "Data",
             Tab::Train => "Train",
@@ -95,25 +100,37 @@ impl Default for TrainForm {
 }
 
 impl TrainForm {
-    /// The folder the next training saves into: `out_dir` when one is typed, else a new run
-    /// folder of the workspace for `data_dir` (made now).
-    pub fn destination(&self, data_dir: &Path) -> crate::Result<PathBuf> {
-        match self.typed_out_dir() {
-            Some(dir) => Ok(dir),
-            None => crate::workspace::Workspace::open_default()?.create_run(self.mode, data_dir),
-        }
-    }
-
-    /// The folder typed as `out_dir`, if any. The fixed temporary folder earlier versions saved
+    /// The folder typed as `out_dir`, if any (`None`: a new run folder of the workspace). The fixed temporary folder earlier versions saved
     /// every run into counts as none, so old settings stop overwriting it.
-    fn typed_out_dir(&self) -> Option<PathBuf> {
+    pub fn typed_out_dir(&self) -> Option<PathBuf> {
         let typed = self.out_dir.trim();
         let legacy = std::env::temp_dir().join("convlens-model");
         (!typed.is_empty() && Path::new(typed) != legacy).then(|| PathBuf::from(typed))
     }
 }
 
-/// Everything persisted.
+/// Where and how big figures are exported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExportSettings {
+    pub dir: String,
+    /// Pixels per figure pixel (1 to 4).
+    pub scale: u32,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        ExportSettings {
+            dir: std::env::temp_dir()
+                .join("convlens-figures")
+                .to_string_lossy()
+                .into_owned(),
+            scale: 2,
+        }
+    }
+}
+
+/// Everything persisted: what the whole app shares, then each tab's own options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -122,22 +139,13 @@ pub struct Settings {
     pub tab: Tab,
     /// The image the Activations and Heatmap tabs look at.
     pub image: String,
+    /// The layer picked in the layer table (Activations and Filters show it).
     pub layer: Option<String>,
-    pub cols: usize,
-    pub colormap: Colormap,
-    pub shared_scale: bool,
-    pub cam_method: CamMethod,
-    pub cam_layer: Option<String>,
-    pub cam_colormap: Colormap,
-    pub alpha: f32,
-    pub filter_first: usize,
-    pub filter_count: usize,
-    pub filter_method: FilterMethod,
-    pub filter_steps: usize,
-    pub filter_size: usize,
-    pub filter_seed: u64,
-    pub export_scale: u32,
-    pub export_dir: String,
+    pub device: DeviceChoice,
+    pub activations: ActivationSettings,
+    pub heatmap: HeatmapSettings,
+    pub filters: FilterSettings,
+    pub export: ExportSettings,
     pub train: TrainForm,
 }
 
@@ -150,30 +158,17 @@ impl Default for Settings {
                 .join("datasets/fashion-mini")
                 .to_string_lossy()
                 .into_owned(),
-            tab: Tab::Activations,
+            tab: Tab::Start,
             image: assets
                 .join("images/chelsea.png")
                 .to_string_lossy()
                 .into_owned(),
             layer: Some("blocks.2".into()),
-            cols: 16,
-            colormap: Colormap::Viridis,
-            shared_scale: false,
-            cam_method: CamMethod::GradCam,
-            cam_layer: None,
-            cam_colormap: Colormap::Jet,
-            alpha: 0.4,
-            filter_first: 0,
-            filter_count: 16,
-            filter_method: FilterMethod::Chollet,
-            filter_steps: 30,
-            filter_size: 128,
-            filter_seed: 0,
-            export_scale: 2,
-            export_dir: std::env::temp_dir()
-                .join("convlens-figures")
-                .to_string_lossy()
-                .into_owned(),
+            device: DeviceChoice::Cpu,
+            activations: ActivationSettings::default(),
+            heatmap: HeatmapSettings::default(),
+            filters: FilterSettings::default(),
+            export: ExportSettings::default(),
             train: TrainForm::default(),
         }
     }
@@ -211,11 +206,11 @@ mod tests {
     fn round_trips_and_survives_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json");
-        let s = Settings {
+        let mut s = Settings {
             tab: Tab::Heatmap,
-            alpha: 0.7,
             ..Settings::default()
         };
+        s.heatmap.alpha = 0.7;
         s.save(&path);
         assert_eq!(Settings::load(Some(&path)), s);
         std::fs::write(&path, "{not json").unwrap();

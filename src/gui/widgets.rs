@@ -24,9 +24,23 @@ pub fn fitted_image(
     tex: &egui::TextureHandle,
     max: egui::Vec2,
 ) -> egui::Response {
+    ui.add(fitted(tex, max))
+}
+
+/// Like [`fitted_image`], with a name for screen readers and UI tests (e.g. the file name).
+pub fn named_image(
+    ui: &mut egui::Ui,
+    tex: &egui::TextureHandle,
+    max: egui::Vec2,
+    name: &str,
+) -> egui::Response {
+    ui.add(fitted(tex, max).alt_text(name))
+}
+
+fn fitted(tex: &egui::TextureHandle, max: egui::Vec2) -> egui::Image<'static> {
     let size = tex.size_vec2();
     let scale = (max.x / size.x).min(max.y / size.y).max(0.01);
-    ui.add(egui::Image::from_texture((tex.id(), size * scale)).sense(egui::Sense::click()))
+    egui::Image::from_texture((tex.id(), size * scale)).sense(egui::Sense::click())
 }
 
 /// A heading-sized section title (its response labels the section's inputs).

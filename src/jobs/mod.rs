@@ -1,16 +1,26 @@
 //! The only place that spawns threads: one named worker thread owns the device and the loaded
-//! networks; jobs come in on a bounded channel, results and progress go out on another and
-//! call a waker (the GUI passes `request_repaint`).
+//! networks. Work comes in as a [`Request`] on a bounded queue; progress, partial results and one
+//! final [`Outcome`] per job go out as [`Event`]s, each followed by a call to a waker (the GUI
+//! passes `request_repaint`). A job that panics ends as [`Outcome::Panicked`]; the worker lives on.
+
+mod request;
+pub mod views;
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
+use image::RgbImage;
 
 use crate::cancel::CancelToken;
+use crate::train::TrainEvent;
 use crate::zoo::Model;
 use crate::{Error, Result};
+
+pub use request::{JobKind, Reply, Request};
 
 /// What the worker thread keeps between jobs: the device and the models it has loaded.
 pub struct Engine {
@@ -41,99 +51,210 @@ impl Engine {
     pub fn forget(&mut self, name_or_path: &str) {
         self.models.remove(name_or_path);
     }
+
+    /// Moves to another device; the loaded models (on the old one) are dropped.
+    pub fn set_device(&mut self, device: Device) {
+        self.device = device;
+        self.models.clear();
+    }
 }
 
-/// What a running job can do: send messages (waking the receiver) and check for cancel.
-pub struct JobContext<M> {
-    events: Sender<M>,
+/// Names one submitted job in the events that report on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(u64);
+
+/// How far a running job is: `done` of `total` units of its current `stage`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    /// What is being counted (`"filters: ascent steps"`, `"Score-CAM batches"`, ...).
+    pub stage: String,
+    pub done: usize,
+    pub total: usize,
+}
+
+/// A piece of a job's result that is useful before the job ends.
+#[derive(Debug)]
+pub enum Partial {
+    /// One finished filter pattern (`index` into the requested filter list).
+    FilterTile { index: usize, image: RgbImage },
+    /// A training event (phase, epoch, warning).
+    Train(TrainEvent),
+    /// One thumbnail (`None`: the file could not be read).
+    Thumbnail(PathBuf, Option<RgbImage>),
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// It finished with this result.
+    Done(Reply),
+    /// The user stopped it (not an error).
+    Cancelled,
+    /// It failed.
+    Failed(Error),
+    /// It panicked (a bug): the panic's message. The worker keeps running.
+    Panicked(String),
+}
+
+/// What the worker tells its owner.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few events per job, each moved once through the channel: boxing buys nothing"
+)]
+pub enum Event {
+    Progress(JobId, Progress),
+    Partial(JobId, Partial),
+    /// The last event of every job, sent exactly once.
+    Finished(JobId, Outcome),
+}
+
+/// What a running job can do: report progress and partial results, and check for cancel.
+pub struct JobContext {
+    id: JobId,
+    events: Sender<Event>,
     waker: Arc<dyn Fn() + Send + Sync>,
     /// Set when the user asked this job to stop.
     pub cancel: CancelToken,
 }
 
-impl<M> JobContext<M> {
-    /// Sends a message to the owner of the worker and wakes it.
-    pub fn send(&self, message: M) {
-        let _ = self.events.send(message);
+impl JobContext {
+    fn send(&self, event: Event) {
+        let _ = self.events.send(event);
         (self.waker)();
+    }
+
+    /// Reports `done` of `total` units of `stage`.
+    pub fn progress(&self, stage: &str, done: usize, total: usize) {
+        let progress = Progress {
+            stage: stage.to_string(),
+            done,
+            total,
+        };
+        self.send(Event::Progress(self.id, progress));
+    }
+
+    /// Hands over a piece of the result.
+    pub fn partial(&self, partial: Partial) {
+        self.send(Event::Partial(self.id, partial));
     }
 }
 
-type Task<M> = Box<dyn FnOnce(&mut Engine, &JobContext<M>) + Send>;
+type Task = Box<dyn FnOnce(&mut Engine, &JobContext) -> Result<Reply> + Send>;
 
 /// A worker thread running one job at a time, in order.
-pub struct Worker<M> {
-    tasks: SyncSender<(Task<M>, CancelToken)>,
-    events: Receiver<M>,
-    current: Arc<Mutex<Option<CancelToken>>>,
+pub struct Worker {
+    tasks: SyncSender<(JobId, Task)>,
+    events: Receiver<Event>,
+    /// The cancel flag of every job submitted and not yet finished.
+    pending: Arc<Mutex<HashMap<JobId, CancelToken>>>,
+    next: u64,
 }
 
 /// How many jobs may wait behind the running one.
-const QUEUE: usize = 16;
+const QUEUE: usize = 32;
 
-impl<M: Send + 'static> Worker<M> {
-    /// Starts the worker thread with an engine on `device`; `waker` runs after every message.
+impl Worker {
+    /// Starts the worker thread with an engine on `device`; `waker` runs after every event.
     pub fn spawn(device: Device, waker: impl Fn() + Send + Sync + 'static) -> Self {
-        let (task_tx, task_rx) = mpsc::sync_channel::<(Task<M>, CancelToken)>(QUEUE);
+        let (task_tx, task_rx) = mpsc::sync_channel::<(JobId, Task)>(QUEUE);
         let (event_tx, event_rx) = mpsc::channel();
         let waker: Arc<dyn Fn() + Send + Sync> = Arc::new(waker);
-        let current: Arc<Mutex<Option<CancelToken>>> = Arc::default();
-        let running = current.clone();
+        let pending: Arc<Mutex<HashMap<JobId, CancelToken>>> = Arc::default();
+        let tokens = pending.clone();
         std::thread::Builder::new()
             .name("convlens-worker".into())
             .spawn(move || {
                 let mut engine = Engine::new(device);
-                while let Ok((task, cancel)) = task_rx.recv() {
-                    *running.lock().expect("not poisoned") = Some(cancel.clone());
+                while let Ok((id, task)) = task_rx.recv() {
+                    let cancel = tokens
+                        .lock()
+                        .expect("not poisoned")
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or_default();
                     let ctx = JobContext {
+                        id,
                         events: event_tx.clone(),
                         waker: waker.clone(),
                         cancel,
                     };
-                    task(&mut engine, &ctx);
-                    *running.lock().expect("not poisoned") = None;
-                    waker();
+                    let outcome = if ctx.cancel.is_cancelled() {
+                        Outcome::Cancelled
+                    } else {
+                        run_guarded(task, &mut engine, &ctx)
+                    };
+                    tokens.lock().expect("not poisoned").remove(&id);
+                    ctx.send(Event::Finished(id, outcome));
                 }
             })
             .expect("spawn the worker thread");
         Worker {
             tasks: task_tx,
             events: event_rx,
-            current,
+            pending,
+            next: 0,
         }
     }
 
-    /// Queues a job. A full queue is an error (the user is clicking faster than the worker).
-    pub fn submit(
-        &self,
-        job: impl FnOnce(&mut Engine, &JobContext<M>) + Send + 'static,
-    ) -> Result<()> {
-        match self.tasks.try_send((Box::new(job), CancelToken::new())) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(Error::Model(
-                "too many jobs are waiting; wait for the running one or cancel it".into(),
-            )),
-            Err(TrySendError::Disconnected(_)) => {
-                Err(Error::Model("the worker thread has stopped".into()))
+    /// Queues a request. A full queue is an error (the user is clicking faster than the worker).
+    pub fn submit(&mut self, request: Request) -> Result<JobId> {
+        self.submit_task(Box::new(move |engine, ctx| request.run(engine, ctx)))
+    }
+
+    fn submit_task(&mut self, task: Task) -> Result<JobId> {
+        self.next += 1;
+        let id = JobId(self.next);
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .insert(id, CancelToken::new());
+        match self.tasks.try_send((id, task)) {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                self.pending.lock().expect("not poisoned").remove(&id);
+                Err(Error::Model(match e {
+                    TrySendError::Full(_) => {
+                        "too many jobs are waiting; wait for the running one or cancel it".into()
+                    }
+                    TrySendError::Disconnected(_) => "the worker thread has stopped".into(),
+                }))
             }
         }
     }
 
-    /// Asks the running job to stop at its next check.
-    pub fn cancel_current(&self) {
-        if let Some(c) = self.current.lock().expect("not poisoned").as_ref() {
+    /// Asks job `id` to stop (at its next check if running; before it starts if queued).
+    pub fn cancel(&self, id: JobId) {
+        if let Some(c) = self.pending.lock().expect("not poisoned").get(&id) {
             c.cancel();
         }
     }
 
-    /// Whether a job is running.
+    /// Whether any submitted job has not finished yet.
     pub fn busy(&self) -> bool {
-        self.current.lock().expect("not poisoned").is_some()
+        !self.pending.lock().expect("not poisoned").is_empty()
     }
 
-    /// The messages sent since the last call.
-    pub fn drain(&self) -> Vec<M> {
+    /// The events sent since the last call.
+    pub fn drain(&self) -> Vec<Event> {
         self.events.try_iter().collect()
+    }
+}
+
+/// Runs a task, turning `Error::Cancelled` into [`Outcome::Cancelled`] and a panic into
+/// [`Outcome::Panicked`].
+fn run_guarded(task: Task, engine: &mut Engine, ctx: &JobContext) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(|| task(engine, ctx))) {
+        Ok(Ok(reply)) => Outcome::Done(reply),
+        Ok(Err(Error::Cancelled)) => Outcome::Cancelled,
+        Ok(Err(e)) => Outcome::Failed(e),
+        Err(payload) => Outcome::Panicked(
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a job panicked".into()),
+        ),
     }
 }
 
@@ -142,37 +263,88 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    #[test]
-    fn jobs_run_in_order_and_can_be_cancelled() {
-        let worker: Worker<String> = Worker::spawn(Device::Cpu, || {});
-        worker.submit(|_, ctx| ctx.send("first".into())).unwrap();
-        worker
-            .submit(|_, ctx| {
-                let start = Instant::now();
-                while !ctx.cancel.is_cancelled() && start.elapsed() < Duration::from_secs(10) {
-                    std::thread::sleep(Duration::from_millis(5));
+    /// Collects events until `n` jobs have finished (or 10 s pass).
+    fn finished(worker: &Worker, n: usize) -> Vec<(JobId, Outcome)> {
+        let start = Instant::now();
+        let mut got = Vec::new();
+        while got.len() < n && start.elapsed() < Duration::from_secs(10) {
+            for e in worker.drain() {
+                if let Event::Finished(id, outcome) = e {
+                    got.push((id, outcome));
                 }
-                ctx.send(
-                    if ctx.cancel.is_cancelled() {
-                        "cancelled"
-                    } else {
-                        "timeout"
-                    }
-                    .into(),
-                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        got
+    }
+
+    fn wait_for_cancel() -> Task {
+        Box::new(|_, ctx| {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                ctx.cancel.check()?;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(Reply::Thumbnails)
+        })
+    }
+
+    #[test]
+    fn jobs_run_in_order_and_cancel_is_not_an_error() {
+        let mut worker = Worker::spawn(Device::Cpu, || {});
+        let first = worker
+            .submit_task(Box::new(|_, _| Ok(Reply::Thumbnails)))
+            .unwrap();
+        let running = worker.submit_task(wait_for_cancel()).unwrap();
+        let queued = worker.submit_task(wait_for_cancel()).unwrap();
+        assert!(worker.busy());
+        std::thread::sleep(Duration::from_millis(50));
+        worker.cancel(queued);
+        worker.cancel(running);
+        let got = finished(&worker, 3);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0].0, first);
+        assert!(matches!(got[0].1, Outcome::Done(Reply::Thumbnails)));
+        assert_eq!(got[1].0, running);
+        assert!(matches!(got[1].1, Outcome::Cancelled), "{:?}", got[1].1);
+        assert_eq!(got[2].0, queued);
+        assert!(matches!(got[2].1, Outcome::Cancelled), "{:?}", got[2].1);
+        assert!(!worker.busy());
+    }
+
+    #[test]
+    fn a_panicking_job_ends_and_the_worker_goes_on() {
+        let mut worker = Worker::spawn(Device::Cpu, || {});
+        worker
+            .submit_task(Box::new(|_, _| panic!("boom in a job")))
+            .unwrap();
+        worker
+            .submit_task(Box::new(|_, _| Ok(Reply::Thumbnails)))
+            .unwrap();
+        let got = finished(&worker, 2);
+        assert!(
+            matches!(&got[0].1, Outcome::Panicked(m) if m.contains("boom in a job")),
+            "{got:?}"
+        );
+        assert!(matches!(got[1].1, Outcome::Done(Reply::Thumbnails)));
+        assert!(
+            !worker.busy(),
+            "a panicked job does not leave the worker busy"
+        );
+    }
+
+    #[test]
+    fn a_failed_job_carries_its_typed_error() {
+        let mut worker = Worker::spawn(Device::Cpu, || {});
+        worker
+            .submit(Request::LoadModel {
+                key: "no_such_model_anywhere".into(),
             })
             .unwrap();
-        let start = Instant::now();
-        while !worker.busy() && start.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(5));
+        let got = finished(&worker, 1);
+        match &got[0].1 {
+            Outcome::Failed(e) => assert!(e.to_string().contains("no_such_model_anywhere"), "{e}"),
+            other => panic!("expected a failure, got {other:?}"),
         }
-        std::thread::sleep(Duration::from_millis(50));
-        worker.cancel_current();
-        let mut got = Vec::new();
-        while got.len() < 2 && start.elapsed() < Duration::from_secs(10) {
-            got.extend(worker.drain());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(got, ["first", "cancelled"]);
     }
 }

@@ -3,6 +3,7 @@
 //! holding the model, its history and its evaluation (see [`run`]); never overwritten. A run's
 //! folder name can be given wherever a model is (`--model NAME`).
 
+pub mod destination;
 pub mod evaluation;
 pub mod name;
 pub mod paths;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::train::Mode;
 use crate::{Error, Result};
+pub use destination::Destination;
 pub use evaluation::{SavedEvaluation, evaluate_saved};
 pub use run::{History, PhaseSpan, RunDetails, RunRecord, RunSummary};
 use stamp::Stamp;

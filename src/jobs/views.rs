@@ -1,27 +1,25 @@
-//! The GUI's jobs: each runs on the worker thread (see [`crate::jobs`]) against the engine and
-//! answers with a [`Msg`]. Panels never call the engine directly; they ask for one of these.
+//! What the worker computes for the window: the typed results of [`super::Request`]s and the
+//! functions that compute them on the [`Engine`]. None of this depends on egui.
 
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
+use crate::Result;
 use crate::data::augment::Augment;
-use crate::data::folder::{FolderOptions, ImageFolder, Split};
 use crate::data::preprocess::load_rgb;
 use crate::graph::LayerInfo;
-use crate::jobs::{Engine, JobContext};
+use crate::jobs::Engine;
 use crate::predict::{ClassScore, top_k};
-use crate::train::evaluate::{Evaluation, evaluate};
-use crate::train::{TrainConfig, TrainEvent, TrainReport, train};
+use crate::train::TrainReport;
+use crate::train::evaluate::Evaluation;
 use crate::viz::activations::{
     ChannelStats, GridLayout, GridOptions, LayerSparsity, layer_activations, sparsity_profile,
     spatial_layers,
 };
 use crate::viz::cam::{self, CamOptions};
 use crate::viz::colormap::Colormap;
-use crate::viz::filters::{FilterOptions, FilterProgress, filter_patterns_with};
 use crate::viz::overlay::{CamImages, CropPlacement, cam_images};
-use crate::{Error, Result};
 
 /// What the window learns about a loaded model.
 #[derive(Clone, Debug)]
@@ -76,34 +74,6 @@ pub struct TrainOutcome {
 /// One image's top classes, or why it could not be classified.
 pub type PredictionRow = (PathBuf, Result<Vec<ClassScore>, String>);
 
-/// Messages from the worker to the window.
-pub enum Msg {
-    Model(Result<ModelInfo, String>),
-    Data(Result<ImageFolder, String>),
-    Progress {
-        what: String,
-        done: usize,
-        total: usize,
-    },
-    Activations(Result<ActivationView, String>),
-    Sparsity(Result<Vec<LayerSparsity>, String>),
-    Cam(Result<CamView, String>),
-    Predictions(Vec<PredictionRow>),
-    Train(TrainEvent),
-    TrainDone(Result<TrainOutcome, String>),
-    FilterTile {
-        index: usize,
-        image: RgbImage,
-    },
-    FiltersDone(Result<usize, String>),
-    Augmented(Result<Vec<RgbImage>, String>),
-    Exported(Result<Vec<PathBuf>, String>),
-}
-
-fn text<T>(r: Result<T>) -> Result<T, String> {
-    r.map_err(|e| e.to_string())
-}
-
 /// Loads a model and describes it.
 pub fn load_model(engine: &mut Engine, key: &str) -> Result<ModelInfo> {
     let model = engine.model(key)?;
@@ -132,21 +102,6 @@ pub fn load_model(engine: &mut Engine, key: &str) -> Result<ModelInfo> {
             .map(|(_, t)| t.history.clone())
             .unwrap_or_default(),
     })
-}
-
-/// The job that loads a model.
-pub fn model_job(key: String) -> impl FnOnce(&mut Engine, &JobContext<Msg>) + Send {
-    move |engine, ctx| ctx.send(Msg::Model(text(load_model(engine, &key))))
-}
-
-/// The job that scans an image folder.
-pub fn data_job(dir: PathBuf) -> impl FnOnce(&mut Engine, &JobContext<Msg>) + Send {
-    move |_, ctx| {
-        ctx.send(Msg::Data(text(ImageFolder::scan(
-            &dir,
-            &FolderOptions::default(),
-        ))))
-    }
 }
 
 /// Activation grid of one layer for one image.
@@ -207,7 +162,7 @@ pub fn cam_view(
     options: &CamOptions,
     colormap: Colormap,
     alpha: f32,
-    cancel: &crate::cancel::CancelToken,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<CamView> {
     options.validate()?;
     let model = engine.model(key)?;
@@ -218,9 +173,7 @@ pub fn cam_view(
         .to_tensor(&model.spec.preprocess.apply(&original), &model.device)?;
     let probs = model.probabilities(&input)?;
     let top5 = top_k(&probs[0], 5, &model.spec.labels);
-    let cam = cam::compute_with_progress(&model.network, &input, options, &mut |_, _| {
-        !cancel.is_cancelled()
-    })?;
+    let cam = cam::compute_with_progress(&model.network, &input, options, progress)?;
     let (w, h) = original.dimensions();
     let placement = CropPlacement::new(w, h, &model.spec.preprocess);
     let images = cam_images(&original, &cam.map, cam.size, &placement, colormap, alpha);
@@ -259,117 +212,6 @@ pub fn predictions(
     Ok(out)
 }
 
-/// Trains on a folder, streaming events, then evaluates the result on the validation split.
-pub fn train_job(
-    key: String,
-    data_dir: PathBuf,
-    cfg: TrainConfig,
-    out_dir: PathBuf,
-) -> impl FnOnce(&mut Engine, &JobContext<Msg>) + Send {
-    move |engine, ctx| {
-        let result = (|| -> Result<TrainOutcome> {
-            let base = engine.model(&key)?;
-            let data = ImageFolder::scan(
-                &data_dir,
-                &FolderOptions {
-                    validation_fraction: cfg.validation_fraction,
-                    seed: cfg.seed,
-                    check_decodable: true,
-                },
-            )?;
-            let report = train(
-                &base,
-                &data,
-                &cfg,
-                &out_dir,
-                &mut |event| ctx.send(Msg::Train(event)),
-                &ctx.cancel,
-            )?;
-            let out_key = out_dir.to_string_lossy().into_owned();
-            engine.forget(&out_key);
-            let trained = engine.model(&out_key)?;
-            let evaluation = evaluate(
-                &trained,
-                data.split(Split::Validation),
-                cfg.batch_size,
-                &mut |done, total| {
-                    ctx.send(Msg::Progress {
-                        what: "evaluating".into(),
-                        done,
-                        total,
-                    })
-                },
-                &ctx.cancel,
-            )?;
-            Ok(TrainOutcome { report, evaluation })
-        })();
-        ctx.send(Msg::TrainDone(text(result)));
-    }
-}
-
-/// Filter patterns, one tile message per finished filter; Cancel stops it before the next
-/// ascent step.
-pub fn filters_job(
-    key: String,
-    layer: String,
-    filters: Vec<usize>,
-    options: FilterOptions,
-) -> impl FnOnce(&mut Engine, &JobContext<Msg>) + Send {
-    move |engine, ctx| {
-        let total = filters.len();
-        // `filter_patterns_with` validates the options before any work.
-        let result = engine.model(&key).and_then(|model| {
-            let mut done = 0;
-            filter_patterns_with(&model, &layer, &filters, &options, &mut |p| {
-                if let FilterProgress::Tile { index, image } = p {
-                    done += 1;
-                    ctx.send(Msg::FilterTile {
-                        index,
-                        image: image.clone(),
-                    });
-                    ctx.send(Msg::Progress {
-                        what: "filters".into(),
-                        done,
-                        total,
-                    });
-                }
-                !ctx.cancel.is_cancelled()
-            })
-            .map(|patterns| patterns.len())
-        });
-        ctx.send(Msg::FiltersDone(text(result)));
-    }
-}
-
-/// Renders figures and writes each PNG with its JSON sidecar.
-pub fn export_job(
-    key: String,
-    figures: Vec<(crate::export::FigureRequest, PathBuf)>,
-    scale: u32,
-) -> impl FnOnce(&mut Engine, &JobContext<Msg>) + Send {
-    move |engine, ctx| {
-        let total = figures.len();
-        let result = engine.model(&key).and_then(|model| {
-            let mut written = Vec::new();
-            for (i, (request, out)) in figures.iter().enumerate() {
-                ctx.send(Msg::Progress {
-                    what: format!("exporting {}", out.display()),
-                    done: i,
-                    total,
-                });
-                let exported =
-                    crate::export::export(&model, &key, request, scale, out, &mut |_, _| {
-                        !ctx.cancel.is_cancelled()
-                    })?;
-                written.push(exported.png);
-                written.push(exported.sidecar);
-            }
-            Ok(written)
-        });
-        ctx.send(Msg::Exported(text(result)));
-    }
-}
-
 /// Augmented previews of one image at the model's training size.
 pub fn augment_previews(
     image: &Path,
@@ -392,14 +234,4 @@ pub fn thumbnail(path: &Path, size: u32) -> Option<RgbImage> {
         ((h as f32 * scale).round() as u32).max(1),
     );
     Some(image::imageops::thumbnail(&img, tw, th))
-}
-
-/// Runs `f`, turning an error into the message text.
-pub fn or_text<T>(f: impl FnOnce() -> Result<T>) -> Result<T, String> {
-    text(f())
-}
-
-/// An error for a missing selection (no image, no layer).
-pub fn missing(what: &str) -> Error {
-    Error::Model(format!("choose {what} first"))
 }

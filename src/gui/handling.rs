@@ -1,0 +1,283 @@
+//! The one place where the app's state changes: worker events are taken in at the top of the
+//! frame, and the commands the panels returned are applied at its end.
+
+use std::path::PathBuf;
+
+use super::app::ConvlensApp;
+use super::context::{Command, Commands};
+use super::log::Level;
+use super::tabs::activations::ActivationsTab;
+use super::thumbs::THUMBNAIL_SIZE;
+use crate::jobs::{Event, JobId, JobKind, Outcome, Partial, Reply, Request};
+
+/// Kinds whose newer request replaces a queued or running older one.
+const REPLACED_BY_NEWER: [JobKind; 4] = [
+    JobKind::Activations,
+    JobKind::Sparsity,
+    JobKind::Cam,
+    JobKind::Predict,
+];
+
+impl ConvlensApp {
+    /// Takes in everything the worker sent since the last frame.
+    pub(super) fn handle_events(&mut self, egui_ctx: &egui::Context) {
+        let mut follow_up = Commands::default();
+        for event in self.worker.drain() {
+            match event {
+                Event::Progress(id, p) => self.board.progress(id, p),
+                Event::Partial(id, partial) => self.partial(egui_ctx, id, partial),
+                Event::Finished(id, outcome) => {
+                    let Some((kind, superseded)) = self.board.finish(id) else {
+                        continue;
+                    };
+                    follow_up.extend(self.finished(egui_ctx, kind, superseded, outcome));
+                }
+            }
+        }
+        self.apply(follow_up);
+    }
+
+    fn partial(&mut self, egui_ctx: &egui::Context, id: JobId, partial: Partial) {
+        match partial {
+            Partial::FilterTile { index, image } => self.tabs.filters.tile(id, index, image),
+            Partial::Train(event) => {
+                if let Some(warning) = self.tabs.train.event(event) {
+                    self.note(Level::Note, warning);
+                }
+            }
+            Partial::Thumbnail(path, img) => self.shared.thumbs.insert(egui_ctx, path, img),
+        }
+    }
+
+    /// A job ended: its result goes where it belongs; a cancel is a neutral note, a failure an
+    /// error, and neither leaves anything half-done on screen.
+    fn finished(
+        &mut self,
+        egui_ctx: &egui::Context,
+        kind: JobKind,
+        superseded: bool,
+        outcome: Outcome,
+    ) -> Commands {
+        match outcome {
+            Outcome::Done(reply) => return self.reply(egui_ctx, reply),
+            Outcome::Cancelled => {
+                if kind == JobKind::Thumbnails {
+                    self.shared.thumbs.forget_unanswered();
+                } else if !superseded {
+                    let text = match kind {
+                        JobKind::Train => format!(
+                            "training cancelled after {} epochs",
+                            self.tabs.train.run.history.len()
+                        ),
+                        _ => format!("{} cancelled", kind.name()),
+                    };
+                    self.note(Level::Cancelled, text);
+                }
+            }
+            Outcome::Failed(e) => {
+                self.failed(kind);
+                self.note(Level::Error, format!("{}: {e}", kind.name()));
+            }
+            Outcome::Panicked(message) => {
+                self.failed(kind);
+                self.note(
+                    Level::Error,
+                    format!(
+                        "{}: internal error (a bug, please report it): {message}",
+                        kind.name()
+                    ),
+                );
+            }
+        }
+        Commands::default()
+    }
+
+    /// After a failed load the previous model or dataset stays in use, and so does its name.
+    fn failed(&mut self, kind: JobKind) {
+        match kind {
+            JobKind::Model => {
+                if let Some(m) = &self.shared.model {
+                    self.settings.model = m.key.clone();
+                }
+            }
+            JobKind::Data => {
+                if let Some(d) = &self.shared.data {
+                    self.settings.data_dir = d.root.to_string_lossy().into_owned();
+                }
+            }
+            JobKind::Device => {
+                self.settings.device = crate::device::DeviceChoice::Cpu;
+            }
+            JobKind::Thumbnails => self.shared.thumbs.forget_unanswered(),
+            _ => {}
+        }
+    }
+
+    fn reply(&mut self, egui_ctx: &egui::Context, reply: Reply) -> Commands {
+        let mut out = Commands::default();
+        match reply {
+            Reply::Model(info) => {
+                if !self
+                    .settings
+                    .layer
+                    .as_ref()
+                    .is_some_and(|l| info.spatial.contains(l))
+                {
+                    self.settings.layer = info.spatial.get(info.spatial.len() / 3).cloned();
+                }
+                if self
+                    .settings
+                    .heatmap
+                    .layer
+                    .as_ref()
+                    .is_some_and(|l| !info.spatial.contains(l))
+                {
+                    self.settings.heatmap.layer = None;
+                }
+                self.tabs.train.show_history(&info.history);
+                self.settings.model = info.key.clone();
+                self.shared.model = Some(info);
+                out.push(Command::RefreshActivations);
+                out.push(Command::RefreshCam);
+            }
+            Reply::Data(folder) => {
+                self.settings.data_dir = folder.root.to_string_lossy().into_owned();
+                self.shared.data = Some(folder);
+            }
+            Reply::Device(name) => {
+                self.shared.device = name;
+                out.push(Command::LoadModel(None));
+            }
+            Reply::Activations(view) => self.tabs.activations.set_view(view),
+            Reply::Sparsity(s) => self.tabs.activations.set_sparsity(s),
+            Reply::Cam { view, trained } => self.tabs.heatmap.set_view(view, trained),
+            Reply::Predictions(p) => self.tabs.predict.set_predictions(p),
+            Reply::Trained(outcome) => {
+                let dir = outcome.report.out_dir.to_string_lossy().into_owned();
+                self.note(
+                    Level::Note,
+                    format!(
+                        "saved {dir} (validation accuracy {:.3})",
+                        outcome.evaluation.accuracy
+                    ),
+                );
+                self.shared.trained_model = Some(dir);
+                self.tabs.train.finished(outcome);
+                out.push(Command::RefreshCam);
+            }
+            Reply::Filters(_) | Reply::Thumbnails => {}
+            Reply::Exported(paths) => {
+                let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                self.note(Level::Note, format!("exported {}", list.join(", ")));
+            }
+            Reply::Augmented(images) => self.tabs.data.set_previews(egui_ctx, &images),
+        }
+        out
+    }
+
+    /// Applies the commands of a frame, in order.
+    pub(super) fn apply(&mut self, commands: Commands) {
+        for command in commands.0 {
+            match command {
+                Command::Submit(request) => {
+                    let replace = REPLACED_BY_NEWER.contains(&request.kind());
+                    self.submit(request, replace)
+                }
+                Command::Cancel(kind) => {
+                    for id in self.board.ids(kind) {
+                        self.worker.cancel(id);
+                    }
+                }
+                Command::LoadModel(key) => {
+                    if let Some(key) = key {
+                        self.settings.model = key;
+                    }
+                    let key = self.settings.model.trim().to_string();
+                    self.submit(Request::LoadModel { key }, false);
+                }
+                Command::ScanData(dir) => {
+                    if let Some(dir) = dir {
+                        self.settings.data_dir = dir;
+                    }
+                    let dir = PathBuf::from(self.settings.data_dir.trim());
+                    self.submit(Request::ScanData { dir }, false);
+                }
+                Command::SelectLayer(layer) => {
+                    self.settings.layer = Some(layer);
+                    self.refresh_activations();
+                }
+                Command::SetImage(path) => {
+                    self.settings.image = path.to_string_lossy().into_owned();
+                    self.tabs.heatmap.new_image();
+                    self.refresh_activations();
+                    self.refresh_cam();
+                }
+                Command::OpenTab(tab) => self.settings.tab = tab,
+                Command::Thumbnails(paths) => {
+                    let paths = self.shared.thumbs.not_asked(paths);
+                    if !paths.is_empty() {
+                        let request = Request::Thumbnails {
+                            paths,
+                            size: THUMBNAIL_SIZE,
+                        };
+                        self.submit(request, false);
+                    }
+                }
+                Command::RefreshCam => self.refresh_cam(),
+                Command::RefreshActivations => self.refresh_activations(),
+                Command::Note(text) => self.note(Level::Note, text),
+            }
+        }
+    }
+
+    /// Queues a request; with `replace`, jobs of its kind still in flight are cancelled first
+    /// (a newer view replaces an older one).
+    fn submit(&mut self, request: Request, replace: bool) {
+        let kind = request.kind();
+        if replace {
+            self.supersede(kind);
+        }
+        let filters = matches!(request, Request::Filters { .. }).then(|| request.clone());
+        match self.worker.submit(request) {
+            Ok(id) => {
+                self.board.start(id, kind);
+                match kind {
+                    JobKind::Train => self.tabs.train.started(),
+                    JobKind::Filters => {
+                        if let Some(r) = &filters {
+                            self.tabs.filters.started(id, r);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Err(e) => self.note(Level::Error, format!("{}: {e}", kind.name())),
+        }
+    }
+
+    fn supersede(&mut self, kind: JobKind) {
+        for id in self.board.supersede(kind) {
+            self.worker.cancel(id);
+        }
+    }
+
+    fn refresh_activations(&mut self) {
+        let commands = ActivationsTab::requests(&self.context(), &self.settings.activations);
+        self.apply(Commands(commands));
+    }
+
+    /// Recomputes the heatmaps: the base model's and the trained model's are one refresh (the
+    /// second does not replace the first).
+    fn refresh_cam(&mut self) {
+        self.supersede(JobKind::Cam);
+        let commands = self
+            .tabs
+            .heatmap
+            .requests(&self.context(), &self.settings.heatmap);
+        for command in commands {
+            if let Command::Submit(request) = command {
+                self.submit(request, false);
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The Data tab: classes and counts per split, an augmentation preview, and a gallery of every
+//! image (a click makes it the image of the visual tabs).
+
+use std::path::PathBuf;
+
+use super::{STALE_OPACITY, empty_state};
+use crate::data::augment::Augment;
+use crate::data::folder::Split;
+use crate::gui::context::{AppContext, Command, Commands};
+use crate::gui::settings::Tab;
+use crate::gui::widgets;
+use crate::jobs::{JobKind, Request};
+
+/// Side of a gallery cell, pixels.
+const CELL: f32 = 96.0;
+
+/// The Data tab's state: the augmentation previews.
+#[derive(Default)]
+pub struct DataTab {
+    previews: Vec<egui::TextureHandle>,
+}
+
+/// The bundled dataset's folder.
+pub fn bundled_dataset() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/datasets/fashion-mini")
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl DataTab {
+    /// Takes the augmented previews computed by the worker.
+    pub fn set_previews(&mut self, ctx: &egui::Context, images: &[image::RgbImage]) {
+        self.previews = images
+            .iter()
+            .enumerate()
+            .map(|(i, img)| widgets::photo_texture(ctx, &format!("preview-{i}"), img))
+            .collect();
+    }
+
+    /// Draws the tab; `augment` is the training form's augmentation (previewed here).
+    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &AppContext, augment: &mut Augment) -> Commands {
+        let mut out = Commands::default();
+        let Some(data) = ctx.data else {
+            if ctx.running(JobKind::Data) {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label("Scanning the folder…");
+                });
+            } else if empty_state(
+                ui,
+                "This tab shows a dataset: its classes, how many images each split has, \
+                 augmented samples and every image. Choose a folder with one subfolder per \
+                 class in the left panel, or start with the bundled one.",
+                "Use the bundled dataset (fashion-mini)",
+                true,
+            ) {
+                out.push(Command::ScanData(Some(bundled_dataset())));
+            }
+            return out;
+        };
+        egui::ScrollArea::vertical()
+            .id_salt("data-tab")
+            .show(ui, |ui| {
+                ui.label(egui::RichText::new(data.root.display().to_string()).strong());
+                egui::Grid::new("class-counts")
+                    .striped(true)
+                    .show(ui, |ui| {
+                        for h in ["class", "train", "validation", "test"] {
+                            ui.label(egui::RichText::new(h).strong());
+                        }
+                        ui.end_row();
+                        let counts: Vec<Vec<usize>> =
+                            [Split::Train, Split::Validation, Split::Test]
+                                .iter()
+                                .map(|&s| data.class_counts(s))
+                                .collect();
+                        for (i, c) in data.classes.iter().enumerate() {
+                            ui.label(c);
+                            for split in &counts {
+                                ui.label(split[i].to_string());
+                            }
+                            ui.end_row();
+                        }
+                    });
+                if !data.skipped.is_empty() {
+                    ui.collapsing(format!("{} skipped files", data.skipped.len()), |ui| {
+                        for s in &data.skipped {
+                            ui.label(format!("{}: {}", s.path.display(), s.reason));
+                        }
+                    });
+                }
+                ui.separator();
+                self.augmentation(ui, ctx, augment, &mut out);
+                ui.separator();
+                widgets::section(ui, "Gallery");
+                ui.label(
+                    egui::RichText::new("Hover for the class and split; click to look inside.")
+                        .weak(),
+                );
+                gallery(ui, ctx, &mut out);
+            });
+        out
+    }
+
+    fn augmentation(
+        &mut self,
+        ui: &mut egui::Ui,
+        ctx: &AppContext,
+        augment: &mut Augment,
+        out: &mut Commands,
+    ) {
+        let Some(data) = ctx.data else { return };
+        ui.horizontal_wrapped(|ui| {
+            widgets::section(ui, "Augmentation preview");
+            ui.checkbox(&mut augment.flip, "flip");
+            for (v, name, d) in [
+                (&mut augment.rotation, "rotate", 0.1),
+                (&mut augment.zoom, "zoom", 0.2),
+                (&mut augment.translation, "translate", 0.1),
+                (&mut augment.contrast, "contrast", 0.2),
+            ] {
+                let mut on = v.is_some();
+                if ui.checkbox(&mut on, name).changed() {
+                    *v = on.then_some(d);
+                }
+            }
+            if ui.button("Preview").clicked() {
+                let image = data
+                    .split(Split::Train)
+                    .first()
+                    .map(|s| s.path.clone())
+                    .unwrap_or_else(|| ctx.image.to_path_buf());
+                out.push(Command::Submit(Request::Augment {
+                    image,
+                    augment: augment.clone(),
+                    size: 128,
+                    n: 8,
+                }));
+            }
+            if ctx.running(JobKind::Augment) {
+                ui.spinner();
+            }
+        });
+        if !self.previews.is_empty() {
+            ui.horizontal_wrapped(|ui| {
+                if ctx.running(JobKind::Augment) {
+                    ui.multiply_opacity(STALE_OPACITY);
+                }
+                for t in &self.previews {
+                    widgets::fitted_image(ui, t, egui::vec2(CELL, CELL));
+                }
+            });
+        }
+    }
+}
+
+/// Every image of every split in rows that fit the width; only the rows on screen ask for
+/// their thumbnails.
+fn gallery(ui: &mut egui::Ui, ctx: &AppContext, out: &mut Commands) {
+    let Some(data) = ctx.data else { return };
+    let samples: Vec<(PathBuf, String)> = Split::ALL
+        .iter()
+        .flat_map(|&s| {
+            data.split(s)
+                .iter()
+                .map(move |x| (x.path.clone(), format!("{} ({s:?})", data.classes[x.label])))
+        })
+        .collect();
+    let per_row = super::tiles_per_row(ui, CELL);
+    let mut wanted = Vec::new();
+    for row in samples.chunks(per_row) {
+        let (rect, _) =
+            ui.allocate_exact_size(egui::vec2(ui.available_width(), CELL), egui::Sense::hover());
+        if !ui.is_rect_visible(rect) {
+            continue;
+        }
+        let mut row_ui = ui.new_child(
+            egui::UiBuilder::new()
+                .max_rect(rect)
+                .layout(egui::Layout::left_to_right(egui::Align::Center)),
+        );
+        for (path, class) in row {
+            match ctx.thumbs.get(path) {
+                Some(t) => {
+                    let r = widgets::fitted_image(&mut row_ui, t, egui::vec2(CELL, CELL))
+                        .on_hover_text(format!("{class}\n{}", path.display()));
+                    if r.clicked() {
+                        out.push(Command::SetImage(path.clone()));
+                        out.push(Command::OpenTab(Tab::Activations));
+                    }
+                }
+                None => {
+                    row_ui.add_sized([CELL, CELL], egui::Spinner::new());
+                    wanted.push(path.clone());
+                }
+            }
+        }
+    }
+    if !wanted.is_empty() {
+        out.push(Command::Thumbnails(wanted));
+    }
+}

@@ -1,0 +1,215 @@
+//! The central tabs, one module each. A tab owns its runtime state, draws from a read-only
+//! [`AppContext`](super::context::AppContext) plus its own persisted options, and returns
+//! [`Commands`](super::context::Commands); none calls the engine or touches another tab.
+
+pub mod activations;
+pub mod data;
+pub mod filters;
+pub mod heatmap;
+pub mod model;
+pub mod predict;
+pub mod start;
+pub mod train;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use super::context::{AppContext, Command};
+use super::settings::ExportSettings;
+use super::widgets;
+use crate::jobs::views::ModelInfo;
+use crate::jobs::{JobKind, Request};
+use crate::viz::colormap::Colormap;
+
+/// Every tab's runtime state.
+#[derive(Default)]
+pub struct Tabs {
+    pub model: model::ModelTab,
+    pub data: data::DataTab,
+    pub train: train::TrainTab,
+    pub activations: activations::ActivationsTab,
+    pub filters: filters::FiltersTab,
+    pub heatmap: heatmap::HeatmapTab,
+    pub predict: predict::PredictTab,
+}
+
+/// Colormaps offered in the combo boxes.
+const COLORMAPS: [Colormap; 6] = [
+    Colormap::Viridis,
+    Colormap::Magma,
+    Colormap::Inferno,
+    Colormap::Gray,
+    Colormap::Turbo,
+    Colormap::Jet,
+];
+
+/// How much a result is dimmed while a newer one is computed.
+const STALE_OPACITY: f32 = 0.45;
+
+/// A colormap combo box labelled "colormap"; returns whether it changed.
+fn colormap_combo(ui: &mut egui::Ui, id: &str, value: &mut Colormap) -> bool {
+    let before = *value;
+    let label = ui.label("colormap");
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(value.name())
+        .show_ui(ui, |ui| {
+            for c in COLORMAPS {
+                ui.selectable_value(value, c, c.name());
+            }
+        })
+        .response
+        .labelled_by(label.id);
+    *value != before
+}
+
+/// A combo box of layer ids labelled `label`; returns the newly picked layer.
+fn layer_combo(
+    ui: &mut egui::Ui,
+    id: &str,
+    label: &str,
+    current: &str,
+    layers: &[String],
+) -> Option<String> {
+    let l = ui.label(label);
+    let mut picked = None;
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(current)
+        .height(400.0)
+        .show_ui(ui, |ui| {
+            for layer in layers {
+                if ui.selectable_label(current == layer, layer).clicked() {
+                    picked = Some(layer.clone());
+                }
+            }
+        })
+        .response
+        .labelled_by(l.id);
+    picked
+}
+
+/// A file-name-safe version of a layer id or class name.
+fn slug(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// The file stem of an image, made file-name safe.
+fn image_stem(image: &Path) -> String {
+    image
+        .file_stem()
+        .map(|s| slug(&s.to_string_lossy()))
+        .unwrap_or_else(|| "image".into())
+}
+
+/// The loaded model, or an empty state saying why there is none: still loading, or what to do.
+fn model_or_empty<'a>(ui: &mut egui::Ui, ctx: &AppContext<'a>) -> Option<&'a ModelInfo> {
+    if ctx.model.is_none() {
+        if ctx.running(JobKind::Model) {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Loading the model…");
+            });
+        } else {
+            ui.label(
+                "No model is loaded. Pick one in the left panel (the bundled ones are listed \
+                 there); the message log says why the last one did not load.",
+            );
+        }
+    }
+    ctx.model
+}
+
+/// A tab's empty state: what it will show, and the one button that makes it show something.
+/// Returns whether the button was clicked.
+fn empty_state(ui: &mut egui::Ui, explain: &str, action: &str, enabled: bool) -> bool {
+    ui.add_space(24.0);
+    ui.vertical_centered(|ui| {
+        ui.label(egui::RichText::new(explain).size(15.0));
+        ui.add_space(8.0);
+        ui.add_enabled(
+            enabled,
+            egui::Button::new(egui::RichText::new(action).strong()),
+        )
+        .clicked()
+    })
+    .inner
+}
+
+/// The export row of a tab: folder, scale, "Export PNG" (the figure on screen) and
+/// "Export all" (every layer or method). Returns which button was clicked.
+fn export_row(ui: &mut egui::Ui, export: &mut ExportSettings) -> (bool, bool) {
+    let mut clicked = (false, false);
+    ui.horizontal_wrapped(|ui| {
+        widgets::labelled(ui, "export to", |ui| {
+            ui.add(egui::TextEdit::singleline(&mut export.dir).desired_width(220.0))
+        });
+        if ui.button("Folder…").clicked()
+            && let Some(p) = rfd::FileDialog::new().pick_folder()
+        {
+            export.dir = p.to_string_lossy().into_owned();
+        }
+        widgets::labelled(ui, "scale", |ui| {
+            ui.add(egui::DragValue::new(&mut export.scale).range(1..=4))
+        });
+        clicked.0 = ui.button("Export PNG").clicked();
+        clicked.1 = ui.button("Export all").clicked();
+    });
+    clicked
+}
+
+/// The command that exports `figures` (request, file stem) into the export folder.
+fn export_command(
+    model: &ModelInfo,
+    export: &ExportSettings,
+    figures: Vec<(crate::export::FigureRequest, String)>,
+) -> Command {
+    let dir = PathBuf::from(&export.dir);
+    Command::Submit(Request::Export {
+        model: model.key.clone(),
+        figures: figures
+            .into_iter()
+            .map(|(request, name)| (request, dir.join(format!("{name}.png"))))
+            .collect(),
+        scale: export.scale,
+    })
+}
+
+/// A tab's textures by name, made from their image the first time they are drawn.
+#[derive(Default)]
+struct Textures(HashMap<String, egui::TextureHandle>);
+
+impl Textures {
+    /// The texture `name`, uploaded from `img` when not already there (smoothed when `smooth`).
+    fn get(
+        &mut self,
+        ctx: &egui::Context,
+        name: &str,
+        img: &RgbImage,
+        smooth: bool,
+    ) -> egui::TextureHandle {
+        self.0
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                if smooth {
+                    widgets::photo_texture(ctx, name, img)
+                } else {
+                    widgets::texture(ctx, name, img)
+                }
+            })
+            .clone()
+    }
+
+    /// Drops every texture (their images changed).
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Tiles of `tile` pixels laid out in rows that fit the width; returns how many fit in a row.
+fn tiles_per_row(ui: &egui::Ui, tile: f32) -> usize {
+    let spacing = ui.spacing().item_spacing.x;
+    (((ui.available_width() + spacing) / (tile + spacing)).floor() as usize).max(1)
+}

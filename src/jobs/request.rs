@@ -1,0 +1,395 @@
+//! The one way to ask the worker for work: a [`Request`], answered by a typed [`Reply`].
+
+use std::path::PathBuf;
+
+use image::RgbImage;
+
+use super::views::{self, ActivationView, CamView, ModelInfo, PredictionRow, TrainOutcome};
+use super::{Engine, JobContext, Partial};
+use crate::Result;
+use crate::data::augment::Augment;
+use crate::data::folder::{FolderOptions, ImageFolder};
+use crate::device::DeviceChoice;
+use crate::export::FigureRequest;
+use crate::train::{TrainConfig, TrainEvent, train};
+use crate::viz::activations::{GridOptions, LayerSparsity};
+use crate::viz::cam::{CamMethod, CamOptions};
+use crate::viz::colormap::Colormap;
+use crate::viz::filters::{FilterOptions, FilterProgress, filter_patterns_with};
+use crate::workspace::{Destination, evaluate_saved};
+
+/// Work for the worker thread.
+#[derive(Clone, Debug)]
+pub enum Request {
+    /// Load (or find loaded) a model by name or path and describe it.
+    LoadModel { key: String },
+    /// Scan an image folder (one subfolder per class).
+    ScanData { dir: PathBuf },
+    /// Move the engine to another device (the loaded models are dropped).
+    SetDevice(DeviceChoice),
+    /// The activation grid of one layer for one image.
+    Activations {
+        model: String,
+        image: PathBuf,
+        layer: String,
+        options: GridOptions,
+    },
+    /// Sparsity by depth for one image.
+    Sparsity { model: String, image: PathBuf },
+    /// A class-activation map; `own_layer` takes the model's default CAM layer instead of
+    /// `options.layer` (a trained model has its own layers); `trained` says which row it is for.
+    Cam {
+        model: String,
+        image: PathBuf,
+        options: CamOptions,
+        own_layer: bool,
+        trained: bool,
+        colormap: Colormap,
+        alpha: f32,
+    },
+    /// The top `k` classes of each file.
+    Predict {
+        model: String,
+        paths: Vec<PathBuf>,
+        k: usize,
+    },
+    /// Train on a folder, then evaluate the result on its validation split.
+    Train {
+        model: String,
+        data_dir: PathBuf,
+        config: Box<TrainConfig>,
+        /// An empty (or new) folder to save into; `None`: a new run folder of the workspace.
+        out_dir: Option<PathBuf>,
+    },
+    /// Filter patterns of `filters` of `layer`, tile by tile.
+    Filters {
+        model: String,
+        layer: String,
+        filters: Vec<usize>,
+        options: FilterOptions,
+    },
+    /// Render figures and write each PNG with its JSON sidecar.
+    Export {
+        model: String,
+        figures: Vec<(FigureRequest, PathBuf)>,
+        scale: u32,
+    },
+    /// `n` augmented versions of one image at `size` pixels.
+    Augment {
+        image: PathBuf,
+        augment: Augment,
+        size: u32,
+        n: usize,
+    },
+    /// Thumbnails of at most `size` pixels, each sent as a [`Partial::Thumbnail`].
+    Thumbnails { paths: Vec<PathBuf>, size: u32 },
+}
+
+/// The kind of a request, for the window's bookkeeping (which tab waits for what).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Model,
+    Data,
+    Device,
+    Activations,
+    Sparsity,
+    Cam,
+    Predict,
+    Train,
+    Filters,
+    Export,
+    Augment,
+    Thumbnails,
+}
+
+impl JobKind {
+    /// A short name for the status bar and the message log.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Model => "loading the model",
+            JobKind::Data => "scanning the folder",
+            JobKind::Device => "opening the device",
+            JobKind::Activations => "activations",
+            JobKind::Sparsity => "sparsity",
+            JobKind::Cam => "heatmap",
+            JobKind::Predict => "predicting",
+            JobKind::Train => "training",
+            JobKind::Filters => "filters",
+            JobKind::Export => "exporting",
+            JobKind::Augment => "augmenting",
+            JobKind::Thumbnails => "thumbnails",
+        }
+    }
+}
+
+/// The result of a finished request.
+#[derive(Debug)]
+pub enum Reply {
+    Model(ModelInfo),
+    Data(ImageFolder),
+    /// The device's name.
+    Device(String),
+    Activations(ActivationView),
+    Sparsity(Vec<LayerSparsity>),
+    /// A heatmap, for the trained model's row when `trained`.
+    Cam {
+        view: CamView,
+        trained: bool,
+    },
+    Predictions(Vec<PredictionRow>),
+    Trained(TrainOutcome),
+    /// How many filter patterns were computed (the tiles came as partial results).
+    Filters(usize),
+    /// The files written.
+    Exported(Vec<PathBuf>),
+    Augmented(Vec<RgbImage>),
+    /// All thumbnails were sent.
+    Thumbnails,
+}
+
+impl Request {
+    /// The request's kind.
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Request::LoadModel { .. } => JobKind::Model,
+            Request::ScanData { .. } => JobKind::Data,
+            Request::SetDevice(_) => JobKind::Device,
+            Request::Activations { .. } => JobKind::Activations,
+            Request::Sparsity { .. } => JobKind::Sparsity,
+            Request::Cam { .. } => JobKind::Cam,
+            Request::Predict { .. } => JobKind::Predict,
+            Request::Train { .. } => JobKind::Train,
+            Request::Filters { .. } => JobKind::Filters,
+            Request::Export { .. } => JobKind::Export,
+            Request::Augment { .. } => JobKind::Augment,
+            Request::Thumbnails { .. } => JobKind::Thumbnails,
+        }
+    }
+
+    /// Does the work on the worker thread.
+    pub(super) fn run(self, engine: &mut Engine, ctx: &JobContext) -> Result<Reply> {
+        match self {
+            Request::LoadModel { key } => views::load_model(engine, &key).map(Reply::Model),
+            Request::ScanData { dir } => {
+                ImageFolder::scan(&dir, &FolderOptions::default()).map(Reply::Data)
+            }
+            Request::SetDevice(choice) => {
+                let device = choice.open()?;
+                let name = format!("{device:?}");
+                engine.set_device(device);
+                Ok(Reply::Device(name))
+            }
+            Request::Activations {
+                model,
+                image,
+                layer,
+                options,
+            } => {
+                views::activations(engine, &model, &image, &layer, &options).map(Reply::Activations)
+            }
+            Request::Sparsity { model, image } => {
+                views::sparsity(engine, &model, &image).map(Reply::Sparsity)
+            }
+            Request::Cam {
+                model,
+                image,
+                mut options,
+                own_layer,
+                trained,
+                colormap,
+                alpha,
+            } => {
+                if own_layer {
+                    options.layer = engine
+                        .model(&model)?
+                        .spec
+                        .manifest
+                        .default_cam_layer
+                        .clone();
+                }
+                let score = options.method == CamMethod::ScoreCam;
+                let mut progress = |done: usize, total: usize| {
+                    if score {
+                        ctx.progress("Score-CAM batches", done, total);
+                    }
+                    !ctx.cancel.is_cancelled()
+                };
+                let view = views::cam_view(
+                    engine,
+                    &model,
+                    &image,
+                    &options,
+                    colormap,
+                    alpha,
+                    &mut progress,
+                )?;
+                Ok(Reply::Cam { view, trained })
+            }
+            Request::Predict { model, paths, k } => {
+                views::predictions(engine, &model, &paths, k).map(Reply::Predictions)
+            }
+            Request::Train {
+                model,
+                data_dir,
+                config,
+                out_dir,
+            } => train_and_evaluate(engine, ctx, &model, &data_dir, &config, out_dir.as_deref())
+                .map(Reply::Trained),
+            Request::Filters {
+                model,
+                layer,
+                filters,
+                options,
+            } => {
+                let model = engine.model(&model)?;
+                let batch = options.batch.max(1);
+                let steps = options.ascent.steps;
+                let total = filters.len().div_ceil(batch) * steps;
+                let stage = format!("filters: ascent steps ({} filters)", filters.len());
+                let patterns =
+                    filter_patterns_with(&model, &layer, &filters, &options, &mut |p| {
+                        match p {
+                            FilterProgress::Step { first, step, .. } => {
+                                ctx.progress(&stage, (first / batch) * steps + step, total)
+                            }
+                            FilterProgress::Tile { index, image } => {
+                                ctx.partial(Partial::FilterTile {
+                                    index,
+                                    image: image.clone(),
+                                })
+                            }
+                        }
+                        !ctx.cancel.is_cancelled()
+                    })?;
+                Ok(Reply::Filters(patterns.len()))
+            }
+            Request::Export {
+                model,
+                figures,
+                scale,
+            } => {
+                let loaded = engine.model(&model)?;
+                let mut written = Vec::new();
+                for (i, (request, out)) in figures.iter().enumerate() {
+                    ctx.progress("figures", i, figures.len());
+                    let exported = crate::export::export(
+                        &loaded,
+                        &model,
+                        request,
+                        scale,
+                        out,
+                        &mut |_, _| !ctx.cancel.is_cancelled(),
+                    )?;
+                    written.push(exported.png);
+                    written.push(exported.sidecar);
+                }
+                Ok(Reply::Exported(written))
+            }
+            Request::Augment {
+                image,
+                augment,
+                size,
+                n,
+            } => views::augment_previews(&image, &augment, size, n).map(Reply::Augmented),
+            Request::Thumbnails { paths, size } => {
+                for path in paths {
+                    ctx.cancel.check()?;
+                    let thumb = views::thumbnail(&path, size);
+                    ctx.partial(Partial::Thumbnail(path, thumb));
+                }
+                Ok(Reply::Thumbnails)
+            }
+        }
+    }
+}
+
+/// Trains on a folder into `out_dir` (an empty or new folder, locked while training) or a new
+/// run folder of the workspace, streaming events, then evaluates the kept model on the
+/// validation split and saves that evaluation beside it. A run that saved nothing leaves no
+/// folder behind.
+fn train_and_evaluate(
+    engine: &mut Engine,
+    ctx: &JobContext,
+    key: &str,
+    data_dir: &std::path::Path,
+    cfg: &TrainConfig,
+    out_dir: Option<&std::path::Path>,
+) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    let base = engine.model(key)?;
+    let dest = Destination::open(out_dir, false, cfg.mode, data_dir)?;
+    let out_dir = dest.work().to_path_buf();
+    let trained = train_into(ctx, &base, data_dir, cfg, &out_dir);
+    if trained.is_err() && !crate::train::bundle::is_trained_model(&out_dir) {
+        dest.discard();
+    }
+    let (report, data) = trained?;
+    let out_key = out_dir.to_string_lossy().into_owned();
+    engine.forget(&out_key);
+    let evaluation = evaluate_saved(
+        &out_dir,
+        &data,
+        cfg.batch_size,
+        &base.device,
+        &mut |done, total| ctx.progress("evaluating", done, total),
+        &ctx.cancel,
+    )?
+    .ok_or_else(|| {
+        crate::Error::Training(format!(
+            "{}: no finished epoch to evaluate",
+            out_dir.display()
+        ))
+    })?;
+    Ok(TrainOutcome { report, evaluation })
+}
+
+/// Scans the data and trains into `out_dir`, streaming events and progress lines.
+fn train_into(
+    ctx: &JobContext,
+    base: &crate::zoo::Model,
+    data_dir: &std::path::Path,
+    cfg: &TrainConfig,
+    out_dir: &std::path::Path,
+) -> Result<(crate::train::TrainReport, ImageFolder)> {
+    let data = ImageFolder::scan(
+        data_dir,
+        &FolderOptions {
+            validation_fraction: cfg.validation_fraction,
+            seed: cfg.seed,
+            check_decodable: true,
+        },
+    )?;
+    // The phase and epoch the batches belong to, for a progress line like
+    // "finetune, epoch 2 of 3, batch: 6 of 8".
+    let mut phase: Option<(String, usize)> = None;
+    let mut epochs_done = 0;
+    let report = train(
+        base,
+        &data,
+        cfg,
+        out_dir,
+        &mut |event| {
+            match &event {
+                TrainEvent::Phase { name, epochs } => {
+                    phase = Some((name.clone(), *epochs));
+                    epochs_done = 0;
+                }
+                TrainEvent::Epoch(_) => epochs_done += 1,
+                TrainEvent::Progress { what, done, total } => {
+                    let stage = match &phase {
+                        Some((name, n)) if *n > 0 => {
+                            format!("{name}, epoch {} of {n}, batch", epochs_done + 1)
+                        }
+                        Some((name, _)) => name.clone(),
+                        None => what.clone(),
+                    };
+                    ctx.progress(&stage, *done, *total);
+                }
+                TrainEvent::Warning(_) => {}
+            }
+            ctx.partial(Partial::Train(event));
+        },
+        &ctx.cancel,
+    )?;
+    Ok((report, data))
+}
