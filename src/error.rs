@@ -52,7 +52,7 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A JSON file that does not parse.
+    /// A JSON file that does not parse, or a value that cannot be written as JSON.
     #[error("{path}: {source}")]
     Json {
         path: PathBuf,

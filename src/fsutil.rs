@@ -7,6 +7,16 @@ use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
 
+/// Writes `value` as pretty JSON and a newline to `path` atomically (see [`write_atomic`]).
+pub fn write_json_atomic<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    json.push(b'\n');
+    write_atomic(path, &json)
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename,
 /// so a reader (or a crash) never sees half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -252,11 +262,6 @@ fn sibling(dir: &Path, tag: &str) -> PathBuf {
 }
 
 /// Takes the exclusive lock of a folder, failing at once if another process holds it.
-#[allow(
-    clippy::incompatible_msrv,
-    reason = "File::try_lock is Rust 1.89; the crate already needs newer than the rust-version \
-              written in Cargo.toml (let-chains, egui 0.37), which issue #12 raises"
-)]
 fn lock_dir(dir: &Path) -> Result<File> {
     // On Unix the folder itself is locked (nothing left behind); elsewhere a hidden lock file
     // beside it, as a folder cannot be opened as a file there.

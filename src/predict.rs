@@ -100,6 +100,10 @@ impl Model {
         image: &dyn Fn(usize) -> String,
     ) -> Result<Vec<Vec<f32>>> {
         let logits = self.network.forward(&batch.to_device(&self.device)?)?;
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "forward only: nothing differentiates"
+        )]
         let probs = candle_nn::ops::softmax_last_dim(&logits)?;
         let rows = probs.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
         let classes = self.spec.labels.len();

@@ -216,9 +216,7 @@ fn csv_field(s: &str) -> String {
 /// Writes `index.json` (every row) and `index.csv` (image, figure, the chosen result fields,
 /// error) into `dir`.
 pub fn write_index(dir: &Path, rows: &[IndexRow], columns: &[&str]) -> Result<()> {
-    let mut json = serde_json::to_vec_pretty(rows).expect("the index serialises");
-    json.push(b'\n');
-    crate::fsutil::write_atomic(&dir.join("index.json"), &json)?;
+    crate::fsutil::write_json_atomic(&dir.join("index.json"), rows)?;
     let mut csv = String::from("image,figure");
     for c in columns {
         csv.push(',');

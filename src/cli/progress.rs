@@ -84,13 +84,12 @@ impl Progress {
     pub fn new(len: u64, what: &str) -> Progress {
         let inner = if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new(len);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
+            // The template is a constant; were it refused, the default style still draws.
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
             bar.set_prefix(what.to_string());
             Inner::Bar(bar)
         } else {

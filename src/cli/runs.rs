@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use super::evaluate::print_evaluation;
+use super::output::{outln, print_json};
 use crate::Result;
 use crate::workspace::{RunDetails, RunSummary, Workspace};
 
@@ -68,7 +69,7 @@ pub fn run(args: &RunsArgs) -> Result<ExitCode> {
             display: false,
         } => {
             let to = ws.rename(name, new_name)?;
-            println!("renamed {name} to {}", to.display());
+            outln!("renamed {name} to {}", to.display());
         }
         RunsAction::Rename {
             name,
@@ -76,22 +77,15 @@ pub fn run(args: &RunsArgs) -> Result<ExitCode> {
             display: true,
         } => {
             ws.set_display_name(name, Some(new_name))?;
-            println!("{name} is shown as `{}`", new_name.trim());
+            outln!("{name} is shown as `{}`", new_name.trim());
         }
         RunsAction::Delete { name } => {
             let dir = ws.find(name)?;
             ws.delete(name)?;
-            println!("deleted {}", dir.display());
+            outln!("deleted {}", dir.display());
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("serialisable")
-    );
 }
 
 /// `2026-11-29T22:10:05Z` -> `2026-11-29 22:10`.
@@ -112,14 +106,14 @@ fn list(ws: &Workspace, json: bool) -> Result<()> {
         return Ok(());
     }
     if runs.is_empty() {
-        println!(
+        outln!(
             "no runs yet in {} (`convlens train DATA_DIR` makes one)",
             ws.runs_dir().display()
         );
         return Ok(());
     }
     let plural = if runs.len() == 1 { "" } else { "s" };
-    println!("{} run{plural} in {}", runs.len(), ws.runs_dir().display());
+    outln!("{} run{plural} in {}", runs.len(), ws.runs_dir().display());
     let name_width = runs.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
     let data_width = runs
         .iter()
@@ -127,12 +121,16 @@ fn list(ws: &Workspace, json: bool) -> Result<()> {
         .max()
         .unwrap_or(7)
         .max(7);
-    println!(
+    outln!(
         "{:<name_width$}  {:<15}  {:<data_width$}  {:>7}  {:>6}  started (UTC)",
-        "name", "mode", "dataset", "val acc", "epochs"
+        "name",
+        "mode",
+        "dataset",
+        "val acc",
+        "epochs"
     );
     for r in &runs {
-        println!(
+        outln!(
             "{:<name_width$}  {:<15}  {:<data_width$}  {:>7}  {:>6}  {}{}",
             r.name,
             r.mode.map(|m| m.name()).unwrap_or("-"),
@@ -146,7 +144,7 @@ fn list(ws: &Workspace, json: bool) -> Result<()> {
                 .unwrap_or_default()
         );
         if let Some(problem) = &r.problem {
-            println!("    problem: {problem}");
+            outln!("    problem: {problem}");
         }
     }
     Ok(())
@@ -154,14 +152,14 @@ fn list(ws: &Workspace, json: bool) -> Result<()> {
 
 fn show(d: &RunDetails) {
     let s = &d.summary;
-    println!("run      {}", s.name);
+    outln!("run      {}", s.name);
     if let Some(display) = &s.display_name {
-        println!("shown as {display}");
+        outln!("shown as {display}");
     }
-    println!("folder   {}", s.path.display());
-    println!("started  {} UTC", minutes(&s.created));
+    outln!("folder   {}", s.path.display());
+    outln!("started  {} UTC", minutes(&s.created));
     if let Some(record) = &d.record {
-        println!(
+        outln!(
             "trained  {} on {} ({})",
             record.mode,
             record.dataset,
@@ -173,29 +171,35 @@ fn show(d: &RunDetails) {
             .base
             .as_ref()
             .map_or("none (from scratch)", |b| b.name.as_str());
-        println!("base     {base}");
-        println!("classes  {}", m.classes.join(", "));
+        outln!("base     {base}");
+        outln!("classes  {}", m.classes.join(", "));
     }
     if let Some(problem) = &s.problem {
-        println!("problem  {problem}");
+        outln!("problem  {problem}");
     }
     let h = &d.history;
     if !h.epochs.is_empty() {
-        println!("\nepochs (* lowered the best validation loss; > kept)");
-        println!(
+        outln!("\nepochs (* lowered the best validation loss; > kept)");
+        outln!(
             "  {:<9} {:>5} {:>9} {:>7} {:>9} {:>7} {:>7}",
-            "phase", "epoch", "loss", "acc", "val loss", "val acc", "secs"
+            "phase",
+            "epoch",
+            "loss",
+            "acc",
+            "val loss",
+            "val acc",
+            "secs"
         );
         for (i, e) in h.epochs.iter().enumerate() {
             if h.phases.iter().skip(1).any(|p| p.start == i) {
-                println!("  -- {} starts --", e.phase);
+                outln!("  -- {} starts --", e.phase);
             }
             let mark = match (h.kept == Some(i), e.best) {
                 (true, _) => ">",
                 (false, true) => "*",
                 (false, false) => " ",
             };
-            println!(
+            outln!(
                 "{mark} {:<9} {:>5} {:>9.4} {:>7.3} {:>9.4} {:>7.3} {:>7.1}",
                 e.phase,
                 e.epoch,
@@ -207,23 +211,27 @@ fn show(d: &RunDetails) {
             );
         }
         match h.kept_epoch() {
-            Some(e) => println!(
+            Some(e) => outln!(
                 "kept: {} epoch {} (validation loss {:.4}, accuracy {:.3})",
-                e.phase, e.epoch, e.val_loss, e.val_accuracy
+                e.phase,
+                e.epoch,
+                e.val_loss,
+                e.val_accuracy
             ),
-            None => println!("kept: the initial weights (no epoch lowered the validation loss)"),
+            None => outln!("kept: the initial weights (no epoch lowered the validation loss)"),
         }
     }
     match &d.evaluation {
         Some(saved) => {
             let e = &saved.evaluation;
             let images: usize = e.confusion.iter().flatten().sum();
-            println!(
+            outln!(
                 "\nevaluation on the {} split: accuracy {:.4} on {images} images",
-                saved.split, e.accuracy
+                saved.split,
+                e.accuracy
             );
             print_evaluation(e);
         }
-        None => println!("\nno evaluation saved"),
+        None => outln!("\nno evaluation saved"),
     }
 }

@@ -357,6 +357,7 @@ fn reflect(i: i64, n: i64) -> usize {
 
 /// Bilinear resampling of `img` through the inverse map `m` (see
 /// [`AugmentParams::inverse_map`]), reflect padding outside the image.
+#[allow(clippy::expect_used, reason = "`out` is allocated above as w x h x 3")]
 fn warp_reflect(img: &RgbImage, m: &[f32; 6]) -> RgbImage {
     let (w, h) = img.dimensions();
     let (wi, hi) = (i64::from(w), i64::from(h));

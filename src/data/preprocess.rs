@@ -344,6 +344,10 @@ pub fn resize_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
 /// proportional to the window (a 1 x 20000 image resized so its shorter side is 256 would be
 /// 256 x 5120000 pixels; its 224 x 224 centre crop is all a model needs). `xs` and `ys` must lie
 /// within `size`.
+#[allow(
+    clippy::expect_used,
+    reason = "`out` is allocated as w_out x h_out x 3"
+)]
 pub fn resize_bilinear_window(
     img: &RgbImage,
     size: (u32, u32),

@@ -10,6 +10,10 @@ use crate::viz::colormap::Colormap;
 static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// The bundled font.
+#[allow(
+    clippy::expect_used,
+    reason = "the bundled font's bytes are fixed at build time (and a test parses them)"
+)]
 pub fn font() -> FontRef<'static> {
     FontRef::try_from_slice(FONT_BYTES).expect("the bundled DejaVu Sans parses")
 }

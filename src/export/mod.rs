@@ -532,9 +532,7 @@ pub fn export(
         png_sha256: sha256_hex(&bytes),
         result: rendered.result.clone(),
     };
-    let mut json = serde_json::to_vec_pretty(&sidecar).expect("a sidecar serialises");
-    json.push(b'\n');
-    write_atomic(&sidecar_file, &json)?;
+    crate::fsutil::write_json_atomic(&sidecar_file, &sidecar)?;
     Ok(Exported {
         png: out.to_path_buf(),
         sidecar: sidecar_file,

@@ -100,6 +100,10 @@ impl Network {
 
     /// Every stage's tensors, named `<stage id>.<tensor name>`, cloned (cheap: shared storage).
     /// (`&mut` only because stages hand out their tensors mutably; nothing changes.)
+    #[allow(
+        clippy::expect_used,
+        reason = "the id is the first stage's own, so the lookup cannot fail"
+    )]
     pub fn named_tensors(&mut self) -> Vec<(String, Tensor)> {
         let first = self.stages.first().map(|s| s.id.clone());
         match first {
@@ -192,10 +196,13 @@ impl Network {
                 }
             }
         }
-        Ok(outputs
+        outputs
             .into_iter()
-            .map(|t| t.expect("every tap was run"))
-            .collect())
+            .zip(taps)
+            .map(|(t, tap)| {
+                t.ok_or_else(|| crate::Error::Model(format!("the tap `{tap}` was not reached")))
+            })
+            .collect()
     }
 
     /// Runs the stages after `from` up to and including `to`. `x` is the output of `from`,

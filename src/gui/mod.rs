@@ -66,7 +66,10 @@ pub fn screenshot(options: AppOptions, out: PathBuf) -> Result<()> {
         }),
     )
     .map_err(|e| Error::Model(format!("cannot open the window: {e}")))?;
-    let r = result.lock().expect("not poisoned").take();
+    let r = result
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
     r.unwrap_or_else(|| {
         Err(Error::Model(
             "the window closed before the screenshot".into(),
@@ -103,7 +106,9 @@ impl eframe::App for Screenshotter {
                 let saved = image::RgbaImage::from_raw(w as u32, h as u32, rgba)
                     .ok_or_else(|| Error::Model("bad screenshot buffer".into()))
                     .and_then(|img| img.save(&out).map_err(|e| Error::image(&out, e)));
-                *result.lock().expect("not poisoned") = Some(saved);
+                *result
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(saved);
                 close.send_viewport_cmd(egui::ViewportCommand::Close);
             });
         }

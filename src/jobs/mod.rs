@@ -156,6 +156,12 @@ const QUEUE: usize = 32;
 
 impl Worker {
     /// Starts the worker thread with an engine on `device`; `waker` runs after every event.
+    #[allow(
+        clippy::disallowed_methods,
+        clippy::expect_used,
+        reason = "this is the one place that starts a thread; an OS that refuses one at start-up \
+                  leaves the app nothing to run"
+    )]
     pub fn spawn(device: Device, waker: impl Fn() + Send + Sync + 'static) -> Self {
         let (task_tx, task_rx) = mpsc::sync_channel::<(JobId, Task)>(QUEUE);
         let (event_tx, event_rx) = mpsc::channel();
@@ -169,7 +175,7 @@ impl Worker {
                 while let Ok((id, task)) = task_rx.recv() {
                     let cancel = tokens
                         .lock()
-                        .expect("not poisoned")
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .get(&id)
                         .cloned()
                         .unwrap_or_default();
@@ -184,7 +190,10 @@ impl Worker {
                     } else {
                         run_guarded(task, &mut engine, &ctx)
                     };
-                    tokens.lock().expect("not poisoned").remove(&id);
+                    tokens
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&id);
                     ctx.send(Event::Finished(id, outcome));
                 }
             })
@@ -207,12 +216,15 @@ impl Worker {
         let id = JobId(self.next);
         self.pending
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id, CancelToken::new());
         match self.tasks.try_send((id, task)) {
             Ok(()) => Ok(id),
             Err(e) => {
-                self.pending.lock().expect("not poisoned").remove(&id);
+                self.pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&id);
                 Err(Error::Model(match e {
                     TrySendError::Full(_) => {
                         "too many jobs are waiting; wait for the running one or cancel it".into()
@@ -225,14 +237,23 @@ impl Worker {
 
     /// Asks job `id` to stop (at its next check if running; before it starts if queued).
     pub fn cancel(&self, id: JobId) {
-        if let Some(c) = self.pending.lock().expect("not poisoned").get(&id) {
+        if let Some(c) = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+        {
             c.cancel();
         }
     }
 
     /// Whether any submitted job has not finished yet.
     pub fn busy(&self) -> bool {
-        !self.pending.lock().expect("not poisoned").is_empty()
+        !self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
     }
 
     /// The events sent since the last call.

@@ -281,6 +281,10 @@ impl Scratch {
 /// `dst[base + i] = init + sum over taps (off, w) of w * src[base + off + i]` for `i < N`, with
 /// the `N` accumulators kept in registers across all taps and stored once.
 #[inline(always)]
+#[allow(
+    clippy::expect_used,
+    reason = "a slice of exactly N values converts to [f32; N]"
+)]
 fn block<const FMA: bool, const N: usize>(
     dst: &mut [f32],
     init: f32,
@@ -762,6 +766,10 @@ pub fn depthwise_conv2d(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_macros,
+    reason = "timing tests print what they measured"
+)]
 mod tests {
     use candle_core::{Device, Var};
 

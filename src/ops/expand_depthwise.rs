@@ -434,6 +434,10 @@ fn fused(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_macros,
+    reason = "timing tests print what they measured"
+)]
 mod tests {
     use candle_core::{Device, Var};
 

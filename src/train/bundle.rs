@@ -177,8 +177,7 @@ pub fn save(dir: &Path, manifest: &TrainedManifest, tensors: &[(String, Tensor)]
 
 /// Writes the manifest atomically.
 pub fn save_manifest(dir: &Path, manifest: &TrainedManifest) -> Result<()> {
-    let text = serde_json::to_string_pretty(manifest).expect("serialisable");
-    crate::fsutil::write_atomic(&dir.join(MANIFEST), text.as_bytes())
+    crate::fsutil::write_json_atomic(&dir.join(MANIFEST), manifest)
 }
 
 /// The saved tensors of a trained model, on the CPU; a tensor holding NaN or an infinity is an

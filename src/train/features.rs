@@ -50,11 +50,11 @@ impl FeatureCache {
         let mut h = Sha256::new();
         h.update(weights_hash.as_bytes());
         h.update(layer.as_bytes());
-        h.update(
-            serde_json::to_string(transform)
-                .expect("serialisable")
-                .as_bytes(),
-        );
+        let transform = serde_json::to_string(transform).map_err(|source| Error::Json {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        h.update(transform.as_bytes());
         let dir = root.join("features").join(&hex(&h.finalize())[..24]);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(FeatureCache { dir })
@@ -273,12 +273,12 @@ pub fn extract_features(
         stats.corrupt += corrupt;
         let compute = || -> Result<Vec<Option<Vec<f32>>>> {
             let mut computed: Vec<Option<Vec<f32>>> = vec![None; to_compute.len()];
-            let ok: Vec<usize> = (0..decoded.len()).filter(|&i| decoded[i].is_ok()).collect();
+            let (ok, inputs): (Vec<usize>, Vec<Tensor>) = decoded
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| d.as_ref().ok().map(|t| (i, t.clone())))
+                .unzip();
             if !ok.is_empty() {
-                let inputs: Vec<Tensor> = ok
-                    .iter()
-                    .map(|&i| decoded[i].as_ref().expect("ok").clone())
-                    .collect();
                 let x = Tensor::cat(&inputs, 0)?.to_device(device)?;
                 let feats = base
                     .forward_range(None, layer, &x, false)?
@@ -338,6 +338,10 @@ pub fn extract_features(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_macros,
+    reason = "timing tests print what they measured"
+)]
 mod tests {
     use super::*;
 

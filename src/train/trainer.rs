@@ -706,7 +706,12 @@ impl<'a> ImageLearner<'a> {
 
     /// Logits for a batch of images; `train` enables dropout and keeps the graph.
     fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let head = |f: &Tensor| self.head.as_ref().expect("a head").logits(f, train);
+        let head = |f: &Tensor| {
+            self.head
+                .as_ref()
+                .ok_or_else(|| Error::Training("the classifier head was not built".into()))?
+                .logits(f, train)
+        };
         match &self.trunk {
             Trunk::Frozen(net) => head(&net.forward_range(None, FEATURE_LAYER, x, false)?.detach()),
             Trunk::Split { net, last_frozen } => {
@@ -727,10 +732,10 @@ impl Learner for ImageLearner<'_> {
         self.order = (0..self.train.len()).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(augment_seed(self.seed, epoch as u64, 1));
         self.order.shuffle(&mut rng);
-        if epoch == 1 {
-            if let Some(h) = &self.head {
-                h.reseed_dropout(self.seed);
-            }
+        if epoch == 1
+            && let Some(h) = &self.head
+        {
+            h.reseed_dropout(self.seed);
         }
         self.order.len().div_ceil(self.batch_size)
     }

@@ -371,6 +371,7 @@ fn score_cam_weights(
         let logits = net.forward(&masked)?;
         let score = match opts.score {
             CamScore::Logit => logits,
+            #[allow(clippy::disallowed_methods, reason = "Score-CAM is forward only")]
             CamScore::Probability => candle_nn::ops::softmax_last_dim(&logits)?,
         };
         scores.extend(

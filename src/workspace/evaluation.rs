@@ -54,8 +54,7 @@ impl SavedEvaluation {
 
     /// Writes `dir/evaluation.json` atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).expect("serialisable");
-        crate::fsutil::write_atomic(&dir.join(EVALUATION), text.as_bytes())
+        crate::fsutil::write_json_atomic(&dir.join(EVALUATION), self)
     }
 }
 

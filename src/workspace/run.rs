@@ -75,8 +75,7 @@ impl RunRecord {
 
     /// Writes `dir/run.json` atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).expect("serialisable");
-        crate::fsutil::write_atomic(&dir.join(RECORD), text.as_bytes())
+        crate::fsutil::write_json_atomic(&dir.join(RECORD), self)
     }
 }
 

@@ -194,7 +194,8 @@ fn vgg(shapes: &Shapes) -> Result<Detected> {
         )));
     };
     if shapes.contains_key("pre_logits.fc1.weight") {
-        let timm = vgg::id(name, vgg::Layout::Timm).expect("a known VGG");
+        let timm = vgg::id(name, vgg::Layout::Timm)
+            .ok_or_else(|| Error::Model(format!("{name} has no timm layout")))?;
         let why = format!(
             "keys `features.N.weight|bias` without BatchNorm with {convs} 3x3 convs, then \
              `pre_logits.fc1` (7x7 conv) / `pre_logits.fc2` / `head.fc` (timm's VGG): {timm}"

@@ -93,6 +93,7 @@ pub fn expected_tensors(num_classes: usize) -> ExpectedTensors {
             t.extend(expected_batchnorm(&bn, c));
         }
     }
+    #[allow(clippy::expect_used, reason = "a fixed, non-empty table of blocks")]
     let last = blocks.last().expect("MobileNetV2 has blocks").out_channels;
     let head = blocks.len() + 1;
     t.push((
@@ -136,7 +137,9 @@ pub fn build(ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
     for (i, b) in blocks.iter().enumerate() {
         let mut keys = block_keys(b, i + 1).into_iter();
         let mut conv = |kind, act| -> Result<ConvBnAct> {
-            let (w, bn) = keys.next().expect("three convs per block");
+            let (w, bn) = keys.next().ok_or_else(|| {
+                crate::Error::Model(format!("block {}: fewer convolutions than expected", i + 1))
+            })?;
             ConvBnAct::new(kind, &ckpt.get(&w)?, &ckpt.batchnorm(&bn, BN_EPS)?, act)
         };
         let expand = if b.expand != 1 {
