@@ -131,7 +131,7 @@ impl RunList {
         ui.horizontal(|ui| {
             ui.add_enabled_ui(!busy, |ui| {
                 if ui.small_button("Rename…").clicked() {
-                    self.renaming = Some((run.name.clone(), title(run).to_string()));
+                    self.renaming = Some((run.name.clone(), String::new()));
                     self.deleting = None;
                 }
                 if ui.small_button("Delete…").clicked() {
@@ -158,8 +158,13 @@ impl RunList {
         if let Some((name, typed)) = &mut self.renaming {
             let mut close = of(name).is_none();
             ui.horizontal_wrapped(|ui| {
+                let now = of(name).map_or(name.as_str(), title);
                 widgets::labelled(ui, &format!("name shown for {name}"), |ui| {
-                    ui.add(egui::TextEdit::singleline(typed).desired_width(240.0))
+                    ui.add(
+                        egui::TextEdit::singleline(typed)
+                            .hint_text(now)
+                            .desired_width(240.0),
+                    )
                 });
                 if ui
                     .add_enabled(!busy, egui::Button::new("Save name"))
