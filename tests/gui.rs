@@ -608,7 +608,7 @@ fn a_trained_run_is_listed_survives_a_restart_and_can_be_compared_renamed_and_de
     settle(&mut h, "the run reselected", |a| {
         a.shown_run() == Some(run.name.as_str())
     });
-    assert_eq!(h.state().runs(), [run.clone()]);
+    assert_eq!(h.state().runs(), std::slice::from_ref(&run));
     let kept = h.state().shown_history().kept.expect("a kept epoch");
     assert_eq!(h.state().shown_history().epochs.len(), 2);
     let marker = format!("kept (epoch {})", kept + 1);
