@@ -162,7 +162,8 @@ impl TrainTab {
     }
 
     /// The runs were listed: the shown and compared runs follow renames and deletions, and the
-    /// first time, the last session's run `last` is reselected (forgotten when it is gone).
+    /// first time, the last session's run `last` is reselected (forgotten when it is gone;
+    /// without one, the newest sound run is shown).
     pub fn runs_listed(
         &mut self,
         workspace: Option<&Workspace>,
@@ -180,7 +181,8 @@ impl TrainTab {
         if !self.listed {
             self.listed = true;
             let idle = self.saved.is_none() && self.outcome.is_none();
-            if let (true, Some(name)) = (idle, last.as_deref())
+            let newest = runs.iter().find(|r| r.problem.is_none()).map(|r| &r.name);
+            if let (true, Some(name)) = (idle, last.as_ref().or(newest))
                 && let Some(c) = runs::show_command(workspace, name, false)
             {
                 out.push(c);

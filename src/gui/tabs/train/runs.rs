@@ -80,6 +80,8 @@ impl RunList {
             .id_salt("runs-scroll")
             .max_height(180.0)
             .show(ui, |ui| {
+                // Names on one line (the list scrolls sideways); problems are cut short.
+                ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
                 egui::Grid::new("runs-grid")
                     .striped(true)
                     .num_columns(6)
@@ -118,7 +120,11 @@ impl RunList {
             }
             if let Some(problem) = &run.problem {
                 ui.set_max_width(320.0);
-                widgets::error_line(ui, problem);
+                let text = egui::RichText::new(problem)
+                    .small()
+                    .color(ui.visuals().error_fg_color);
+                ui.add(egui::Label::new(text).truncate())
+                    .on_hover_text(problem);
             }
         });
         ui.label(run.mode.map_or("?", |m| m.name()));
