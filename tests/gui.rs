@@ -14,8 +14,12 @@ use egui_kittest::kittest::{NodeT, Queryable};
 /// The window sizes every layout test runs at.
 const SIZES: [(f32, f32); 2] = [(1024.0, 700.0), (1920.0, 1080.0)];
 
-/// The app with `options` in a window of `size`.
-fn harness_with(options: AppOptions, size: (f32, f32)) -> Harness<'static, ConvlensApp> {
+/// The app with `options` in a window of `size`. Without a workspace in `options`, one that
+/// does not exist (no runs), so that no test sees the user's runs.
+fn harness_with(mut options: AppOptions, size: (f32, f32)) -> Harness<'static, ConvlensApp> {
+    options.workspace.get_or_insert_with(|| {
+        std::env::temp_dir().join(format!("convlens-gui-test-{}/runs", std::process::id()))
+    });
     let app = ConvlensApp::new(options, || {});
     Harness::builder()
         .with_size(egui::vec2(size.0, size.1))

@@ -133,3 +133,43 @@ fn cell(ui: &mut egui::Ui, n: usize, max: usize, truth: &str, predicted: &str) -
         .on_hover_text(format!("true {truth}, predicted {predicted}"))
         .clicked()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::evaluate::Misclassified;
+
+    #[test]
+    fn a_saved_evaluation_lists_the_misclassified_images_of_a_cell() {
+        let mut e = Evaluation {
+            accuracy: 0.5,
+            classes: vec!["bag".into(), "sandal".into()],
+            confusion: vec![vec![1, 1], vec![0, 0]],
+            per_class: Vec::new(),
+            misclassified: vec![Misclassified {
+                path: "/d/bag/2.png".into(),
+                true_class: "bag".into(),
+                predicted_class: "sandal".into(),
+                true_prob: 0.25,
+                predicted_prob: 0.75,
+            }],
+            skipped: Vec::new(),
+            predictions: Vec::new(),
+        };
+        assert_eq!(
+            cell_images(&e, 0, 1),
+            vec![(PathBuf::from("/d/bag/2.png"), 0.75)]
+        );
+        assert!(cell_images(&e, 0, 0).is_empty(), "saved: no correct images");
+        assert!(cell_images(&e, 5, 0).is_empty());
+        // A live evaluation knows every image.
+        e.predictions = vec![
+            ("/d/bag/1.png".into(), 0, 0, 0.9),
+            ("/d/bag/2.png".into(), 0, 1, 0.75),
+        ];
+        assert_eq!(
+            cell_images(&e, 0, 0),
+            vec![(PathBuf::from("/d/bag/1.png"), 0.9)]
+        );
+    }
+}

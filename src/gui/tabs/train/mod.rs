@@ -395,3 +395,89 @@ pub fn start_command(ctx: &AppContext, f: &TrainForm) -> Option<Command> {
         workspace: ctx.workspace.cloned(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::Workspace;
+
+    fn summary(name: &str, problem: Option<&str>) -> RunSummary {
+        RunSummary {
+            name: name.into(),
+            display_name: None,
+            path: name.into(),
+            created: "2026-11-29T22:10:05Z".into(),
+            mode: Some(Mode::Extract),
+            dataset: Some("fashion-mini".into()),
+            best_val_accuracy: Some(0.9),
+            epochs: 1,
+            problem: problem.map(str::to_string),
+        }
+    }
+
+    fn details(name: &str) -> RunDetails {
+        RunDetails {
+            summary: summary(name, None),
+            record: None,
+            manifest: None,
+            history: History::default(),
+            evaluation: None,
+        }
+    }
+
+    /// The run names the commands ask the worker to read.
+    fn shown(out: &Commands) -> Vec<String> {
+        out.0
+            .iter()
+            .filter_map(|c| match c {
+                Command::Submit(Request::ShowRun { name, .. }) => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_listing_reselects_the_last_run_or_the_newest_sound_one() {
+        let ws = Workspace::at("/nowhere/runs");
+        let runs = || vec![summary("bad", Some("no model.json")), summary("new", None)];
+        let mut tab = TrainTab::default();
+        let mut last = Some("new".to_string());
+        assert_eq!(
+            shown(&tab.runs_listed(Some(&ws), runs(), &mut last)),
+            ["new"]
+        );
+        assert!(shown(&tab.runs_listed(Some(&ws), runs(), &mut last)).is_empty());
+
+        let mut tab = TrainTab::default();
+        let mut last = Some("deleted meanwhile".to_string());
+        assert_eq!(
+            shown(&tab.runs_listed(Some(&ws), runs(), &mut last)),
+            ["new"]
+        );
+        assert_eq!(last, None, "a run that is gone is forgotten");
+    }
+
+    #[test]
+    fn listings_follow_renames_and_deletions() {
+        let ws = Workspace::at("/nowhere/runs");
+        let mut tab = TrainTab::default();
+        let mut last = None;
+        let _ = tab.runs_listed(Some(&ws), vec![summary("a", None)], &mut last);
+        tab.run_read(details("a"), false, &mut last);
+        tab.run_read(details("b"), true, &mut last);
+        assert_eq!(last.as_deref(), Some("a"));
+        assert_eq!(tab.shown().name.as_deref(), Some("a"));
+
+        let mut renamed = summary("a", None);
+        renamed.display_name = Some("baseline".into());
+        let _ = tab.runs_listed(Some(&ws), vec![renamed, summary("b", None)], &mut last);
+        assert_eq!(tab.shown().title, "baseline");
+        assert_eq!(tab.compare.as_ref().unwrap().name, "b");
+
+        let _ = tab.runs_listed(Some(&ws), vec![summary("a", None)], &mut last);
+        assert!(tab.compare.is_none(), "the compared run was deleted");
+        let _ = tab.runs_listed(Some(&ws), Vec::new(), &mut last);
+        assert_eq!(tab.shown().name, None, "the shown run was deleted");
+        assert_eq!(last, None);
+    }
+}
