@@ -22,8 +22,12 @@ use egui_kittest::kittest::{NodeT, Queryable};
 /// The window sizes every layout test runs at.
 const SIZES: [(f32, f32); 2] = [(1024.0, 700.0), (1920.0, 1080.0)];
 
-/// The app with `options` in a window of `size`.
-fn harness_with(options: AppOptions, size: (f32, f32)) -> Harness<'static, ConvlensApp> {
+/// The app with `options` in a window of `size`. Without a workspace in `options`, one that
+/// does not exist (no runs), so that no test sees the user's runs.
+fn harness_with(mut options: AppOptions, size: (f32, f32)) -> Harness<'static, ConvlensApp> {
+    options.workspace.get_or_insert_with(|| {
+        std::env::temp_dir().join(format!("convlens-gui-test-{}/runs", std::process::id()))
+    });
     let app = ConvlensApp::new(options, || {});
     Harness::builder()
         .with_size(egui::vec2(size.0, size.1))
@@ -568,4 +572,112 @@ fn training_modes_are_explained_and_fields_that_do_not_apply_are_disabled() {
     h.get_by_label_contains("unfrozen and trained at a low learning rate");
     assert!(!disabled(&h, "unfreeze (stages)"));
     assert!(!disabled(&h, "fine-tune epochs"));
+}
+
+/// Steps until the worker is idle and `done` holds.
+fn settle(h: &mut Harness<'_, ConvlensApp>, what: &str, done: impl Fn(&ConvlensApp) -> bool) {
+    step_until(h, 60, what, |a| !a.busy() && done(a));
+    h.run_steps(2);
+}
+
+#[test]
+fn a_trained_run_is_listed_survives_a_restart_and_can_be_compared_renamed_and_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let options = AppOptions {
+        settings_path: Some(tmp.path().join("settings.json")),
+        tab: Some(Tab::Train),
+        workspace: Some(runs.clone()),
+        ..AppOptions::default()
+    };
+    let size = SIZES[0];
+    let mut h = harness_with(options.clone(), size);
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    idle(&mut h);
+    h.get_by_label_contains("No runs yet");
+    h.state_mut().settings_mut().train.epochs = 2;
+    h.get_by_label("Start training").click();
+    h.step();
+    step_until(&mut h, 300, "the run", |a| {
+        a.train_outcome().is_some() || a.last_error().is_some()
+    });
+    settle(&mut h, "the list", |a| a.runs().len() == 1);
+    assert_eq!(h.state().last_error(), None);
+    let run = h.state().runs()[0].clone();
+    assert_eq!(run.mode, Some(Mode::Extract));
+    assert_eq!(run.epochs, 2);
+    assert!(run.best_val_accuracy.is_some() && run.problem.is_none());
+    assert!(runs.join(&run.name).join("evaluation.json").is_file());
+    assert_eq!(h.state().shown_run(), Some(run.name.as_str()));
+    // Listed, and the title of the run on screen.
+    assert_eq!(h.query_all_by_label(&run.name).count(), 2);
+    drop(h);
+
+    // A restart with the same settings and workspace reselects the run, read from disk.
+    let mut h = harness_with(options, size);
+    settle(&mut h, "the run reselected", |a| {
+        a.shown_run() == Some(run.name.as_str())
+    });
+    assert_eq!(h.state().runs(), std::slice::from_ref(&run));
+    let kept = h.state().shown_history().kept.expect("a kept epoch");
+    assert_eq!(h.state().shown_history().epochs.len(), 2);
+    let marker = format!("kept (epoch {})", kept + 1);
+    assert_eq!(h.query_all_by_label(&marker).count(), 2, "in both legends");
+    h.get_by_label_contains(&format!("kept: epoch {}", kept + 1));
+    h.get_by_label_contains("confusion matrix");
+
+    // A second run (a copy made outside the app) is overlaid.
+    let copy = runs.join("copy-run");
+    std::fs::create_dir(&copy).unwrap();
+    for file in std::fs::read_dir(runs.join(&run.name)).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(&file, copy.join(file.file_name().unwrap())).unwrap();
+    }
+    h.get_by_label("Refresh").click();
+    settle(&mut h, "two runs", |a| a.runs().len() == 2);
+    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "compare with")
+        .click();
+    h.run_steps(2);
+    h.query_all_by_label("copy-run").last().unwrap().click();
+    settle(&mut h, "the overlay", |a| {
+        a.compared_run() == Some("copy-run")
+    });
+    assert_eq!(h.state().shown_run(), Some(run.name.as_str()));
+    h.get_by_label("copy-run: validation accuracy");
+
+    // Renamed: the list shows the new name; deleted after a confirmation.
+    let row = |h: &Harness<'_, ConvlensApp>| {
+        h.state()
+            .runs()
+            .iter()
+            .position(|r| r.name == run.name)
+            .unwrap()
+    };
+    h.get_all_by_label("Rename…").nth(row(&h)).unwrap().click();
+    h.run_steps(2);
+    let field = format!("name shown for {}", run.name);
+    h.get_by_role_and_label(egui::accesskit::Role::TextInput, &field)
+        .focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(egui::accesskit::Role::TextInput, &field)
+        .type_text("baseline");
+    h.run_steps(1);
+    h.get_by_label("Save name").click();
+    settle(&mut h, "the new name", |a| {
+        a.runs()
+            .iter()
+            .any(|r| r.display_name.as_deref() == Some("baseline"))
+    });
+    assert_eq!(h.query_all_by_label("baseline").count(), 2);
+    h.get_all_by_label("Delete…").nth(row(&h)).unwrap().click();
+    h.run_steps(2);
+    h.get_by_label_contains("Delete run baseline and its model?");
+    h.get_by_label("Delete run").click();
+    settle(&mut h, "the deletion", |a| a.runs().len() == 1);
+    assert!(!runs.join(&run.name).exists());
+    assert!(copy.join("model.json").is_file(), "the other run stays");
+    assert_eq!(h.state().shown_run(), None);
+    assert_eq!(h.state().last_error(), None);
 }

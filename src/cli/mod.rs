@@ -158,6 +158,7 @@ fn open_gui(
             crate::gui::settings::Settings::default_path()
         },
         tab,
+        workspace: None,
     };
     match screenshot {
         Some(out) => crate::gui::screenshot(options, out)?,

@@ -16,6 +16,7 @@ use crate::device::DeviceChoice;
 use crate::jobs::Worker;
 use crate::jobs::views::{ActivationView, CamView, ModelInfo, TrainOutcome};
 use crate::train::EpochMetrics;
+use crate::workspace::{History, RunSummary, Workspace};
 
 /// How the app starts.
 #[derive(Clone, Debug, Default)]
@@ -26,6 +27,8 @@ pub struct AppOptions {
     pub settings_path: Option<PathBuf>,
     /// The tab to open on.
     pub tab: Option<Tab>,
+    /// The folder of training runs; `None`: the user's (`runs/` in the data folder).
+    pub workspace: Option<PathBuf>,
 }
 
 /// What the tabs share: the loaded model and dataset, the trained model, thumbnails.
@@ -40,6 +43,8 @@ pub(super) struct Shared {
     pub thumbs: Thumbnails,
     /// The device the worker computes on.
     pub device: String,
+    /// The workspace of training runs (`None` when there is no data folder for it).
+    pub workspace: Option<Workspace>,
 }
 
 /// The app.
@@ -67,6 +72,13 @@ impl ConvlensApp {
         if let Some(tab) = options.tab {
             settings.tab = tab;
         }
+        let mut log = MessageLog::default();
+        let workspace = match options.workspace {
+            Some(dir) => Some(Workspace::at(dir)),
+            None => Workspace::open_default()
+                .map_err(|e| log.push(Level::Error, format!("training runs: {e}")))
+                .ok(),
+        };
         ConvlensApp {
             saved_settings: settings.clone(),
             settings,
@@ -75,9 +87,10 @@ impl ConvlensApp {
             board: JobBoard::default(),
             shared: Shared {
                 device: "CPU".into(),
+                workspace,
                 ..Shared::default()
             },
-            log: MessageLog::default(),
+            log,
             tabs: Tabs::default(),
             frames: 0,
             started: false,
@@ -104,19 +117,39 @@ impl ConvlensApp {
         self.settings.layer.as_deref()
     }
 
-    /// The epochs of the run on the Train tab.
+    /// The epochs of this session's training run.
     pub fn history(&self) -> &[EpochMetrics] {
-        &self.tabs.train.run.history
+        &self.tabs.train.live.history.epochs
     }
 
     /// The last finished training run.
     pub fn train_outcome(&self) -> Option<&TrainOutcome> {
-        self.tabs.train.run.outcome.as_ref()
+        self.tabs.train.outcome.as_ref()
     }
 
     /// The selected confusion cell and how many images it lists.
     pub fn selected_cell(&self) -> Option<((usize, usize), usize)> {
-        self.tabs.train.run.selected_cell()
+        self.tabs.train.shown().selected_cell()
+    }
+
+    /// The runs of the workspace as last listed, newest first.
+    pub fn runs(&self) -> &[RunSummary] {
+        &self.tabs.train.runs
+    }
+
+    /// The folder name of the run the Train tab shows (`None`: a run still training, or none).
+    pub fn shown_run(&self) -> Option<&str> {
+        self.tabs.train.shown().name.as_deref()
+    }
+
+    /// The epochs, phases and kept epoch of the run the Train tab shows.
+    pub fn shown_history(&self) -> &History {
+        &self.tabs.train.shown().history
+    }
+
+    /// The run whose curves are overlaid for comparison.
+    pub fn compared_run(&self) -> Option<&str> {
+        self.tabs.train.compare.as_ref().map(|c| c.name.as_str())
     }
 
     /// The current activation grid.
@@ -187,6 +220,7 @@ impl ConvlensApp {
             trained_model: self.shared.trained_model.as_deref(),
             jobs: &self.board,
             thumbs: &self.shared.thumbs,
+            workspace: self.shared.workspace.as_ref(),
         }
     }
 
@@ -204,6 +238,9 @@ impl ConvlensApp {
             }
             commands.push(Command::LoadModel(None));
             commands.push(Command::ScanData(None));
+            if let Some(c) = tabs::train::TrainTab::list_command(self.shared.workspace.as_ref()) {
+                commands.push(c);
+            }
         }
         self.handle_events(&egui_ctx);
         commands.extend(self.dropped_files(&egui_ctx));
@@ -240,6 +277,7 @@ impl ConvlensApp {
             trained_model: self.shared.trained_model.as_deref(),
             jobs: &self.board,
             thumbs: &self.shared.thumbs,
+            workspace: self.shared.workspace.as_ref(),
         };
         match self.settings.tab {
             Tab::Start => tabs::start::ui(ui, &ctx, &self.settings.train),

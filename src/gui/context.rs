@@ -9,6 +9,7 @@ use super::thumbs::Thumbnails;
 use crate::data::folder::ImageFolder;
 use crate::jobs::views::ModelInfo;
 use crate::jobs::{JobKind, Request};
+use crate::workspace::Workspace;
 
 /// The shared state a tab reads while it draws.
 pub struct AppContext<'a> {
@@ -26,6 +27,8 @@ pub struct AppContext<'a> {
     pub jobs: &'a JobBoard,
     /// Decoded thumbnails.
     pub thumbs: &'a Thumbnails,
+    /// The workspace of training runs (`None`: there is no data folder to keep runs in).
+    pub workspace: Option<&'a Workspace>,
 }
 
 impl AppContext<'_> {

@@ -7,6 +7,7 @@ use super::app::ConvlensApp;
 use super::context::{Command, Commands};
 use super::log::Level;
 use super::tabs::activations::ActivationsTab;
+use super::tabs::train::TrainTab;
 use super::thumbs::THUMBNAIL_SIZE;
 use crate::jobs::{Event, JobId, JobKind, Outcome, Partial, Reply, Request};
 
@@ -67,7 +68,7 @@ impl ConvlensApp {
                     let text = match kind {
                         JobKind::Train => format!(
                             "training cancelled after {} epochs",
-                            self.tabs.train.run.history.len()
+                            self.tabs.train.live.history.epochs.len()
                         ),
                         _ => format!("{} cancelled", kind.name()),
                     };
@@ -162,7 +163,13 @@ impl ConvlensApp {
                     ),
                 );
                 self.shared.trained_model = Some(dir);
-                self.tabs.train.finished(outcome);
+                let workspace = self.shared.workspace.as_ref();
+                if let Some(name) = self.tabs.train.finished(workspace, outcome) {
+                    self.settings.run = Some(name);
+                }
+                out.extend(Commands(
+                    TrainTab::list_command(workspace).into_iter().collect(),
+                ));
                 out.push(Command::RefreshCam);
             }
             Reply::Filters(_) | Reply::Thumbnails => {}
@@ -171,6 +178,22 @@ impl ConvlensApp {
                 self.note(Level::Note, format!("exported {}", list.join(", ")));
             }
             Reply::Augmented(images) => self.tabs.data.set_previews(egui_ctx, &images),
+            Reply::Runs { runs, done } => {
+                if let Some(done) = done {
+                    self.note(Level::Note, done);
+                }
+                let workspace = self.shared.workspace.as_ref();
+                out.extend(
+                    self.tabs
+                        .train
+                        .runs_listed(workspace, runs, &mut self.settings.run),
+                );
+            }
+            Reply::Run { details, compare } => {
+                self.tabs
+                    .train
+                    .run_read(*details, compare, &mut self.settings.run);
+            }
         }
         out
     }

@@ -147,6 +147,8 @@ pub struct Settings {
     pub filters: FilterSettings,
     pub export: ExportSettings,
     pub train: TrainForm,
+    /// The run selected in the Train tab's list (its folder name), reselected on start.
+    pub run: Option<String>,
 }
 
 impl Default for Settings {
@@ -170,6 +172,7 @@ impl Default for Settings {
             filters: FilterSettings::default(),
             export: ExportSettings::default(),
             train: TrainForm::default(),
+            run: None,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::viz::activations::{GridOptions, LayerSparsity};
 use crate::viz::cam::{CamMethod, CamOptions};
 use crate::viz::colormap::Colormap;
 use crate::viz::filters::{FilterOptions, FilterProgress, filter_patterns_with};
-use crate::workspace::{Destination, evaluate_saved};
+use crate::workspace::{Destination, RunDetails, RunSummary, Workspace, evaluate_saved};
 
 /// Work for the worker thread.
 #[derive(Clone, Debug)]
@@ -60,6 +60,8 @@ pub enum Request {
         config: Box<TrainConfig>,
         /// An empty (or new) folder to save into; `None`: a new run folder of the workspace.
         out_dir: Option<PathBuf>,
+        /// The workspace a new run folder goes into; `None`: the user's.
+        workspace: Option<Workspace>,
     },
     /// Filter patterns of `filters` of `layer`, tile by tile.
     Filters {
@@ -83,6 +85,22 @@ pub enum Request {
     },
     /// Thumbnails of at most `size` pixels, each sent as a [`Partial::Thumbnail`].
     Thumbnails { paths: Vec<PathBuf>, size: u32 },
+    /// The runs of a workspace, newest first.
+    ListRuns { workspace: Workspace },
+    /// One run read in full; `compare`: for the overlay of a second run's curves.
+    ShowRun {
+        workspace: Workspace,
+        name: String,
+        compare: bool,
+    },
+    /// Sets the name shown for a run (blank clears it; the folder keeps its name), then lists.
+    RenameRun {
+        workspace: Workspace,
+        name: String,
+        display: String,
+    },
+    /// Deletes a run (the workspace refuses folders that are not runs), then lists.
+    DeleteRun { workspace: Workspace, name: String },
 }
 
 /// The kind of a request, for the window's bookkeeping (which tab waits for what).
@@ -100,6 +118,10 @@ pub enum JobKind {
     Export,
     Augment,
     Thumbnails,
+    /// Listing, renaming or deleting runs.
+    Runs,
+    /// Reading one run.
+    RunDetails,
 }
 
 impl JobKind {
@@ -118,6 +140,8 @@ impl JobKind {
             JobKind::Export => "exporting",
             JobKind::Augment => "augmenting",
             JobKind::Thumbnails => "thumbnails",
+            JobKind::Runs => "runs",
+            JobKind::RunDetails => "reading a run",
         }
     }
 }
@@ -145,6 +169,16 @@ pub enum Reply {
     Augmented(Vec<RgbImage>),
     /// All thumbnails were sent.
     Thumbnails,
+    /// The runs of the workspace, newest first, after `done` (a rename or deletion) if any.
+    Runs {
+        runs: Vec<RunSummary>,
+        done: Option<String>,
+    },
+    /// One run read in full, for the overlay when `compare`.
+    Run {
+        details: Box<RunDetails>,
+        compare: bool,
+    },
 }
 
 impl Request {
@@ -163,6 +197,10 @@ impl Request {
             Request::Export { .. } => JobKind::Export,
             Request::Augment { .. } => JobKind::Augment,
             Request::Thumbnails { .. } => JobKind::Thumbnails,
+            Request::ListRuns { .. } | Request::RenameRun { .. } | Request::DeleteRun { .. } => {
+                JobKind::Runs
+            }
+            Request::ShowRun { .. } => JobKind::RunDetails,
         }
     }
 
@@ -233,8 +271,12 @@ impl Request {
                 data_dir,
                 config,
                 out_dir,
-            } => train_and_evaluate(engine, ctx, &model, &data_dir, &config, out_dir.as_deref())
-                .map(Reply::Trained),
+                workspace,
+            } => {
+                let (out_dir, workspace) = (out_dir.as_deref(), workspace.as_ref());
+                train_and_evaluate(engine, ctx, &model, &data_dir, &config, out_dir, workspace)
+                    .map(Reply::Trained)
+            }
             Request::Filters {
                 model,
                 layer,
@@ -299,12 +341,46 @@ impl Request {
                 }
                 Ok(Reply::Thumbnails)
             }
+            Request::ListRuns { workspace } => Ok(Reply::Runs {
+                runs: workspace.list()?,
+                done: None,
+            }),
+            Request::ShowRun {
+                workspace,
+                name,
+                compare,
+            } => Ok(Reply::Run {
+                details: Box::new(workspace.show(&name)?),
+                compare,
+            }),
+            Request::RenameRun {
+                workspace,
+                name,
+                display,
+            } => {
+                workspace.set_display_name(&name, Some(&display))?;
+                let done = match display.trim() {
+                    "" => format!("run {name}: shown by its folder name again"),
+                    shown => format!("run {name} is now shown as `{shown}`"),
+                };
+                Ok(Reply::Runs {
+                    runs: workspace.list()?,
+                    done: Some(done),
+                })
+            }
+            Request::DeleteRun { workspace, name } => {
+                workspace.delete(&name)?;
+                Ok(Reply::Runs {
+                    runs: workspace.list()?,
+                    done: Some(format!("deleted run {name}")),
+                })
+            }
         }
     }
 }
 
 /// Trains on a folder into `out_dir` (an empty or new folder, locked while training) or a new
-/// run folder of the workspace, streaming events, then evaluates the kept model on the
+/// run folder of `workspace` (`None`: the user's), streaming events, then evaluates the kept model on the
 /// validation split and saves that evaluation beside it. A run that saved nothing leaves no
 /// folder behind.
 fn train_and_evaluate(
@@ -314,10 +390,14 @@ fn train_and_evaluate(
     data_dir: &std::path::Path,
     cfg: &TrainConfig,
     out_dir: Option<&std::path::Path>,
+    workspace: Option<&Workspace>,
 ) -> Result<TrainOutcome> {
     cfg.validate()?;
     let base = engine.model(key)?;
-    let dest = Destination::open(out_dir, false, cfg.mode, data_dir)?;
+    let dest = match (out_dir, workspace) {
+        (None, Some(workspace)) => Destination::new_run(workspace.clone(), cfg.mode, data_dir)?,
+        (out_dir, _) => Destination::open(out_dir, false, cfg.mode, data_dir)?,
+    };
     let out_dir = dest.work().to_path_buf();
     let trained = train_into(ctx, &base, data_dir, cfg, &out_dir);
     if trained.is_err() && !crate::train::bundle::is_trained_model(&out_dir) {

@@ -28,12 +28,14 @@ impl Destination {
     ) -> Result<Destination> {
         Ok(match dir {
             Some(dir) => Destination::Named(OutputDir::open(dir, overwrite)?),
-            None => {
-                let workspace = Workspace::open_default()?;
-                let dir = workspace.create_run(mode, data_dir)?;
-                Destination::Run { workspace, dir }
-            }
+            None => Destination::new_run(Workspace::open_default()?, mode, data_dir)?,
         })
+    }
+
+    /// A new run folder of `workspace` for a `mode` run on `data_dir`.
+    pub fn new_run(workspace: Workspace, mode: Mode, data_dir: &Path) -> Result<Destination> {
+        let dir = workspace.create_run(mode, data_dir)?;
+        Ok(Destination::Run { workspace, dir })
     }
 
     /// The folder training writes into (for a replaced folder, a hidden one beside it).

@@ -1,0 +1,175 @@
+//! A run's validation confusion matrix; clicking a cell lists its images (a click on one opens
+//! its heatmap).
+
+use std::path::PathBuf;
+
+use super::RunView;
+use crate::gui::context::{AppContext, Command, Commands};
+use crate::gui::settings::Tab;
+use crate::gui::widgets;
+use crate::train::evaluate::Evaluation;
+use crate::viz::colormap::Colormap;
+
+/// The images of cell (`t`, `p`) with their predicted probability. A live evaluation knows
+/// every image; a saved one only the misclassified ones (the diagonal lists none).
+pub fn cell_images(e: &Evaluation, t: usize, p: usize) -> Vec<(PathBuf, f32)> {
+    if !e.predictions.is_empty() {
+        return e
+            .predictions
+            .iter()
+            .filter(|(_, tt, pp, _)| (*tt, *pp) == (t, p))
+            .map(|(path, _, _, prob)| (path.clone(), *prob))
+            .collect();
+    }
+    let (Some(truth), Some(predicted)) = (e.classes.get(t), e.classes.get(p)) else {
+        return Vec::new();
+    };
+    e.misclassified
+        .iter()
+        .filter(|m| &m.true_class == truth && &m.predicted_class == predicted)
+        .map(|m| (m.path.clone(), m.predicted_prob))
+        .collect()
+}
+
+/// Draws the matrix of `view` (which has an evaluation) and the selected cell's images.
+pub fn ui(ui: &mut egui::Ui, ctx: &AppContext, view: &mut RunView, out: &mut Commands) {
+    let Some(e) = &view.evaluation else {
+        return;
+    };
+    widgets::section(
+        ui,
+        &format!(
+            "Validation: accuracy {:.3} — confusion matrix (rows true, columns predicted)",
+            e.accuracy
+        ),
+    );
+    let max = e
+        .confusion
+        .iter()
+        .flatten()
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    egui::ScrollArea::horizontal()
+        .id_salt("confusion-scroll")
+        .show(ui, |ui| {
+            egui::Grid::new("confusion")
+                .spacing([2.0, 2.0])
+                .show(ui, |ui| {
+                    ui.label("");
+                    for c in &e.classes {
+                        ui.label(egui::RichText::new(c).small());
+                    }
+                    ui.end_row();
+                    for (t, row) in e.confusion.iter().enumerate() {
+                        ui.label(egui::RichText::new(&e.classes[t]).small());
+                        for (p, &n) in row.iter().enumerate() {
+                            if cell(ui, n, max, &e.classes[t], &e.classes[p]) {
+                                view.selected_cell = Some((t, p));
+                            }
+                        }
+                        ui.end_row();
+                    }
+                });
+        });
+    let Some((t, p)) = view.selected_cell else {
+        return;
+    };
+    let images = cell_images(e, t, p);
+    let saved_diagonal = t == p && e.predictions.is_empty();
+    ui.label(if saved_diagonal {
+        format!(
+            "true {0}, predicted {0}: a saved run keeps only its misclassified images",
+            e.classes[t]
+        )
+    } else {
+        format!(
+            "{} images: true {}, predicted {} (click one to see its heatmap)",
+            images.len(),
+            e.classes[t],
+            e.classes[p]
+        )
+    });
+    let mut wanted = Vec::new();
+    ui.horizontal_wrapped(|ui| {
+        for (path, prob) in &images {
+            match ctx.thumbs.get(path) {
+                Some(tex) => {
+                    let name = path.file_name().unwrap_or_default().to_string_lossy();
+                    if widgets::named_image(ui, tex, egui::vec2(72.0, 72.0), &name)
+                        .on_hover_text(format!("{}\np = {prob:.3}", path.display()))
+                        .clicked()
+                    {
+                        out.push(Command::SetImage(path.clone()));
+                        out.push(Command::OpenTab(Tab::Heatmap));
+                    }
+                }
+                None => {
+                    ui.add_sized([72.0, 72.0], egui::Spinner::new());
+                    wanted.push(path.clone());
+                }
+            }
+        }
+    });
+    if !wanted.is_empty() {
+        out.push(Command::Thumbnails(wanted));
+    }
+}
+
+/// One cell coloured by its count; returns whether it was clicked.
+fn cell(ui: &mut egui::Ui, n: usize, max: usize, truth: &str, predicted: &str) -> bool {
+    let level = n as f32 / max as f32;
+    let [r, g, b] = Colormap::Viridis.rgb(level);
+    let text_color = if level > 0.6 {
+        egui::Color32::BLACK
+    } else {
+        egui::Color32::WHITE
+    };
+    let button = egui::Button::new(egui::RichText::new(n.to_string()).color(text_color))
+        .fill(egui::Color32::from_rgb(r, g, b))
+        .min_size(egui::vec2(44.0, 28.0));
+    ui.add(button)
+        .on_hover_text(format!("true {truth}, predicted {predicted}"))
+        .clicked()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::evaluate::Misclassified;
+
+    #[test]
+    fn a_saved_evaluation_lists_the_misclassified_images_of_a_cell() {
+        let mut e = Evaluation {
+            accuracy: 0.5,
+            classes: vec!["bag".into(), "sandal".into()],
+            confusion: vec![vec![1, 1], vec![0, 0]],
+            per_class: Vec::new(),
+            misclassified: vec![Misclassified {
+                path: "/d/bag/2.png".into(),
+                true_class: "bag".into(),
+                predicted_class: "sandal".into(),
+                true_prob: 0.25,
+                predicted_prob: 0.75,
+            }],
+            skipped: Vec::new(),
+            predictions: Vec::new(),
+        };
+        assert_eq!(
+            cell_images(&e, 0, 1),
+            vec![(PathBuf::from("/d/bag/2.png"), 0.75)]
+        );
+        assert!(cell_images(&e, 0, 0).is_empty(), "saved: no correct images");
+        assert!(cell_images(&e, 5, 0).is_empty());
+        // A live evaluation knows every image.
+        e.predictions = vec![
+            ("/d/bag/1.png".into(), 0, 0, 0.9),
+            ("/d/bag/2.png".into(), 0, 1, 0.75),
+        ];
+        assert_eq!(
+            cell_images(&e, 0, 0),
+            vec![(PathBuf::from("/d/bag/1.png"), 0.9)]
+        );
+    }
+}
