@@ -348,3 +348,62 @@ fn progress_shows_off_a_terminal() {
         assert!(stderr.contains(needle), "`{needle}` not in: {stderr}");
     }
 }
+
+/// Starts a long training run and SIGKILLs it once its second epoch is under way (the first
+/// epoch's checkpoint has been written by then).
+fn kill_during_training(work: &Path, out: &Path, extra: &[&str]) {
+    use std::io::BufRead;
+    let mut child = train(
+        work,
+        out,
+        &[&["--epochs", "500", "--patience", "0"], extra].concat(),
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut reader = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        log.push_str(&line);
+        if line.contains("epoch   1") {
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            break;
+        }
+        line.clear();
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "killed mid-run: {log}"
+    );
+}
+
+#[test]
+fn kill_9_mid_run_leaves_a_loadable_model_or_the_old_folder() {
+    let work = tempfile::tempdir().unwrap();
+    // A new folder: the checkpoint written before the kill loads and answers.
+    let out = work.path().join("model");
+    kill_during_training(work.path(), &out, &[]);
+    assert!(convlens::train::bundle::is_trained_model(&out));
+    let image = repo("assets/images/chelsea.png");
+    let predicted = run(&["predict", "--model", path(&out), path(&image)]);
+    assert!(predicted.status.success(), "{}", text(&predicted.stderr));
+
+    // A folder being replaced: untouched until the new run is renamed into place.
+    let old = work.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(old.join("notes.txt"), b"earlier work").unwrap();
+    kill_during_training(work.path(), &old, &["--overwrite"]);
+    assert_eq!(
+        std::fs::read(old.join("notes.txt")).unwrap(),
+        b"earlier work"
+    );
+    let entries: Vec<_> = std::fs::read_dir(&old).unwrap().collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "nothing of the killed run inside the old folder"
+    );
+}
