@@ -129,6 +129,21 @@ impl ConvlensApp {
         self.tabs.heatmap.view()
     }
 
+    /// The heatmap of the Heatmap tab's second row (the model compared with), once computed.
+    pub fn compared_cam_view(&self) -> Option<&CamView> {
+        self.tabs.heatmap.compared_view()
+    }
+
+    /// The Predict tab's answers, in the order of its list.
+    pub fn predictions(&self) -> &[crate::jobs::views::PredictionRow] {
+        self.tabs.predict.predictions()
+    }
+
+    /// The folder of the model trained in this session, once there is one.
+    pub fn trained_model(&self) -> Option<&str> {
+        self.shared.trained_model.as_deref()
+    }
+
     /// Filter tiles finished and asked for.
     pub fn filter_progress(&self) -> (usize, usize) {
         self.tabs.filters.progress()

@@ -89,6 +89,35 @@ fn layer_combo(
     picked
 }
 
+/// A combo box labelled "model" over the models the tabs can look through (the loaded one,
+/// the trained one, runs), showing `current` (a model key); returns the newly picked key.
+fn model_chooser(
+    ui: &mut egui::Ui,
+    id: &str,
+    ctx: &AppContext,
+    current: Option<&str>,
+) -> Option<String> {
+    let choices = ctx.model_choices();
+    let shown = current.map(|k| ctx.model_name(k)).unwrap_or_default();
+    let label = ui.label("model");
+    let mut picked = None;
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(shown)
+        .show_ui(ui, |ui| {
+            for c in &choices {
+                if ui
+                    .selectable_label(current == Some(c.key.as_str()), &c.label)
+                    .clicked()
+                {
+                    picked = Some(c.key.clone());
+                }
+            }
+        })
+        .response
+        .labelled_by(label.id);
+    picked.filter(|k| current != Some(k.as_str()))
+}
+
 /// A file-name-safe version of a layer id or class name.
 fn slug(text: &str) -> String {
     text.chars()
@@ -162,13 +191,13 @@ fn export_row(ui: &mut egui::Ui, export: &mut ExportSettings) -> (bool, bool) {
 
 /// The command that exports `figures` (request, file stem) into the export folder.
 fn export_command(
-    model: &ModelInfo,
+    model: &str,
     export: &ExportSettings,
     figures: Vec<(crate::export::FigureRequest, String)>,
 ) -> Command {
     let dir = PathBuf::from(&export.dir);
     Command::Submit(Request::Export {
-        model: model.key.clone(),
+        model: model.to_string(),
         figures: figures
             .into_iter()
             .map(|(request, name)| (request, dir.join(format!("{name}.png"))))
