@@ -190,3 +190,22 @@ fn open_gui(model: Option<String>, cli: &Cli) -> crate::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(all(test, feature = "gui"))]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn a_window_size_is_width_x_height_within_bounds() {
+        assert_eq!(parse_size("1280x800"), Ok([1280.0, 800.0]));
+        assert_eq!(parse_size("1024X700"), Ok([1024.0, 700.0]));
+        let err = parse_size("1280").unwrap_err();
+        assert!(
+            err.contains("`1280`") && err.contains("WIDTHxHEIGHT"),
+            "{err}"
+        );
+        let err = parse_size("100x800").unwrap_err();
+        assert!(err.contains("100") && err.contains("200 to 8192"), "{err}");
+        assert!(parse_size("axb").is_err());
+    }
+}

@@ -137,13 +137,17 @@ impl AppContext<'_> {
     }
 }
 
-/// A loaded model's name by its kind: "base" for a pretrained model, "trained" for one
-/// trained by convlens (it has a history).
+/// A loaded model's name by its kind and the last part of the name or path it was loaded by:
+/// "base" for a pretrained model, "trained" for one trained by convlens (it has a history).
 pub fn model_label(m: &ModelInfo) -> String {
     let kind = if m.history.is_empty() {
         "base"
     } else {
         "trained"
     };
-    format!("{kind}: {}", m.title)
+    let name = Path::new(&m.key)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| m.key.clone());
+    format!("{kind}: {name}")
 }
