@@ -164,7 +164,7 @@ pub fn run(mut cli: Cli) -> ExitCode {
 fn open_gui(model: Option<String>, cli: &Cli) -> crate::Result<ExitCode> {
     let screenshot = cli.screenshot.clone();
     let tab = match &cli.tab {
-        Some(name) => Some(crate::gui::Tab::from_name(&name).ok_or_else(|| {
+        Some(name) => Some(crate::gui::Tab::from_name(name).ok_or_else(|| {
             crate::Error::Model(format!(
                 "unknown tab `{name}`; use one of {}",
                 crate::gui::Tab::ALL.map(|t| t.title()).join(", ")
