@@ -720,3 +720,19 @@ fn heatmap_rows_have_their_own_model_and_class() {
     assert_eq!(h.state().cam_view().unwrap().class, base_class);
     assert_eq!(h.state().last_error(), None);
 }
+
+#[test]
+fn run_starts_the_tabs_job_once_the_model_is_in() {
+    let options = AppOptions {
+        tab: Some(Tab::Predict),
+        run: true,
+        ..AppOptions::default()
+    };
+    let mut h = harness_with(options, (1280.0, 800.0));
+    assert!(h.state().run_pending());
+    step_until(&mut h, 60, "the bundled photos' predictions", |a| {
+        !a.run_pending() && !a.predictions().is_empty() && !a.busy()
+    });
+    assert_eq!(h.state().predictions().len(), 4, "the four bundled photos");
+    assert_eq!(h.state().last_error(), None);
+}
