@@ -85,6 +85,19 @@ struct Screenshotter {
 }
 
 impl eframe::App for Screenshotter {
+    /// A screenshot shows no hover state: the pointer (wherever the display put it) is ignored.
+    fn raw_input_hook(&mut self, _ctx: &egui::Context, raw_input: &mut egui::RawInput) {
+        raw_input.events.retain(|e| {
+            !matches!(
+                e,
+                egui::Event::PointerMoved(_)
+                    | egui::Event::MouseMoved(_)
+                    | egui::Event::PointerButton { .. }
+            )
+        });
+        raw_input.events.push(egui::Event::PointerGone);
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.app.draw(ui);
         let ctx = ui.ctx().clone();
