@@ -681,3 +681,178 @@ fn a_trained_run_is_listed_survives_a_restart_and_can_be_compared_renamed_and_de
     assert_eq!(h.state().shown_run(), None);
     assert_eq!(h.state().last_error(), None);
 }
+
+/// The app on `tab` with a model trained briefly (extract, one epoch) into a temporary folder
+/// (returned, so it lives as long as the test).
+fn with_trained_model(tab: Tab) -> (Harness<'static, ConvlensApp>, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let mut h = harness(tab);
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    idle(&mut h);
+    {
+        let s = h.state_mut().settings_mut();
+        s.train.mode = Mode::Extract;
+        s.train.epochs = 1;
+        s.train.out_dir = out.path().join("model").to_string_lossy().into_owned();
+    }
+    h.state_mut().start_training();
+    step_until(&mut h, 300, "training", |a| {
+        a.train_outcome().is_some() || a.last_error().is_some()
+    });
+    assert_eq!(h.state().last_error(), None);
+    assert!(h.state().trained_model().is_some());
+    idle(&mut h);
+    (h, out)
+}
+
+/// Picks `choice` (a label part) in the `nth` combo box labelled "model".
+fn choose_model(h: &mut Harness<'_, ConvlensApp>, nth: usize, choice: &str) {
+    use egui::accesskit::Role;
+    h.get_all_by_role_and_label(Role::ComboBox, "model")
+        .nth(nth)
+        .expect("a model chooser")
+        .click();
+    h.run_steps(2);
+    h.get_all_by_label_contains(choice)
+        .last()
+        .expect("the choice in the open list")
+        .click();
+    h.run_steps(2);
+}
+
+#[test]
+fn predict_lists_the_bundled_photos_and_switches_between_trained_and_base() {
+    let (mut h, _out) = with_trained_model(Tab::Predict);
+    let classes = h.state().dataset().unwrap().classes.clone();
+    h.run_steps(2);
+    // The list starts with the bundled photos; the answers come in that order, by default
+    // from the model trained in this session: the dataset's classes.
+    h.get_all_by_label("Predict").last().unwrap().click();
+    step_until(&mut h, 60, "the predictions", |a| {
+        !a.predictions().is_empty() && !a.busy()
+    });
+    let mut bundled: Vec<_> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/images"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+    bundled.sort();
+    let top = |a: &ConvlensApp| -> Vec<String> {
+        a.predictions()
+            .iter()
+            .map(|(_, r)| r.as_ref().expect("classified")[0].class.clone())
+            .collect()
+    };
+    let listed: Vec<_> = h
+        .state()
+        .predictions()
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(listed, bundled);
+    assert!(
+        top(h.state()).iter().all(|c| classes.contains(c)),
+        "{:?}",
+        top(h.state())
+    );
+    // The base model answers with its own (ImageNet) classes, for the same photos.
+    choose_model(&mut h, 0, "base: ");
+    step_until(&mut h, 60, "the base model's predictions", |a| {
+        !a.busy() && top(a).iter().all(|c| !classes.contains(c))
+    });
+    assert_eq!(h.state().predictions().len(), bundled.len());
+    assert!(
+        top(h.state()).contains(&"espresso".to_string()),
+        "{:?}",
+        top(h.state())
+    );
+    // Each answer shows its photo's thumbnail once decoded (no spinner left).
+    idle(&mut h);
+    h.run_steps(3);
+    assert_eq!(h.state().last_error(), None);
+}
+
+#[test]
+fn predict_with_an_empty_list_says_what_to_do() {
+    let mut h = harness(Tab::Predict);
+    step_until(&mut h, 60, "the model", |a| a.model_info().is_some());
+    idle(&mut h);
+    // The list starts with the bundled photos; emptied, Predict says what to do.
+    let list = egui::accesskit::Role::MultilineTextInput;
+    assert!(
+        h.get_by_role(list)
+            .value()
+            .is_some_and(|v| v.contains("chelsea.png")),
+        "the bundled photos are listed"
+    );
+    h.get_by_role(list).focus();
+    h.run_steps(1);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.key_press(egui::Key::Backspace);
+    h.run_steps(2);
+    assert_eq!(h.get_by_role(list).value().as_deref(), Some(""));
+    h.get_all_by_label("Predict").last().unwrap().click();
+    h.run_steps(2);
+    // Said on the tab under the buttons (and in the message log).
+    assert!(
+        h.query_all_by_label_contains("list at least one image file")
+            .count()
+            >= 1
+    );
+    assert!(h.state().predictions().is_empty());
+}
+
+#[test]
+fn heatmap_rows_have_their_own_model_and_class() {
+    let (mut h, _out) = with_trained_model(Tab::Heatmap);
+    let classes = h.state().dataset().unwrap().classes.clone();
+    step_until(&mut h, 120, "both heatmaps", |a| {
+        a.cam_view().is_some() && a.compared_cam_view().is_some() && !a.busy()
+    });
+    h.run_steps(2);
+    // The rows are named by kind: the loaded base model, the model trained in this session.
+    assert!(h.query_all_by_label_contains("base: ").count() >= 1);
+    assert!(h.query_all_by_label_contains("(this session)").count() >= 1);
+    let base_class = h.state().cam_view().unwrap().class;
+    let trained = h.state().compared_cam_view().unwrap().clone();
+    assert!(
+        classes.contains(&trained.class_name),
+        "{}",
+        trained.class_name
+    );
+    // The trained row's class buttons change its class only.
+    let other = trained
+        .top5
+        .iter()
+        .find(|c| c.index != trained.class)
+        .expect("a second class")
+        .clone();
+    h.get_by_label(&format!("{} {:.3}", other.class, other.prob))
+        .click();
+    h.run_steps(2);
+    step_until(&mut h, 120, "the trained row's new class", |a| {
+        !a.busy()
+            && a.compared_cam_view()
+                .is_some_and(|v| v.class == other.index)
+    });
+    assert_eq!(h.state().cam_view().unwrap().class, base_class);
+    assert_eq!(h.state().last_error(), None);
+}
+
+#[test]
+fn run_starts_the_tabs_job_once_the_model_is_in() {
+    let options = AppOptions {
+        tab: Some(Tab::Predict),
+        run: true,
+        ..AppOptions::default()
+    };
+    let mut h = harness_with(options, (1280.0, 800.0));
+    assert!(h.state().run_pending());
+    step_until(&mut h, 60, "the bundled photos' predictions", |a| {
+        !a.run_pending() && !a.predictions().is_empty() && !a.busy()
+    });
+    assert_eq!(h.state().predictions().len(), 4, "the four bundled photos");
+    assert_eq!(h.state().last_error(), None);
+}

@@ -39,6 +39,32 @@ pub struct Cli {
     #[cfg(feature = "gui")]
     #[arg(long, global = true)]
     pub tab: Option<String>,
+    /// Start the tab's main job once the model and data are in (train the bundled dataset,
+    /// compute the filters, predict the bundled photos); `--screenshot` waits for it.
+    #[cfg(feature = "gui")]
+    #[arg(long, global = true)]
+    pub run: bool,
+    /// The window's size, WIDTHxHEIGHT (default 1280x800).
+    #[cfg(feature = "gui")]
+    #[arg(long, value_name = "WxH", global = true, value_parser = parse_size)]
+    pub size: Option<[f32; 2]>,
+}
+
+/// Parses a window size like `1280x800` (each side 200 to 8192).
+#[cfg(feature = "gui")]
+fn parse_size(text: &str) -> std::result::Result<[f32; 2], String> {
+    let bad = || format!("`{text}` is not a window size: use WIDTHxHEIGHT, e.g. 1280x800");
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
+    let side = |v: &str| -> std::result::Result<f32, String> {
+        match v.trim().parse::<u32>() {
+            Ok(n) if (200..=8192).contains(&n) => Ok(n as f32),
+            Ok(n) => Err(format!(
+                "window side {n} is out of range: use 200 to 8192 pixels"
+            )),
+            Err(_) => Err(bad()),
+        }
+    };
+    Ok([side(w)?, side(h)?])
 }
 
 /// The subcommands; none opens the desktop app.
@@ -97,7 +123,7 @@ pub struct GuiArgs {
 }
 
 /// Runs a parsed command line and returns the process exit code.
-pub fn run(cli: Cli) -> ExitCode {
+pub fn run(mut cli: Cli) -> ExitCode {
     match crate::data::decode::DecodeLimits::new(cli.max_pixels) {
         Ok(limits) => crate::data::decode::set_process_limits(limits),
         Err(e) => {
@@ -105,7 +131,7 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let result = match cli.command {
+    let result = match cli.command.take() {
         Some(Command::Predict(args)) => predict::run(&args),
         Some(Command::Info(args)) => info::run(&args),
         Some(Command::Train(args)) => train::run(&args),
@@ -116,9 +142,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Cam(args)) => cam::run(&args),
         Some(Command::Reproduce(args)) => reproduce::run(&args),
         #[cfg(feature = "gui")]
-        Some(Command::Gui(args)) => open_gui(Some(args.model), cli.screenshot, cli.tab),
+        Some(Command::Gui(args)) => open_gui(Some(args.model), &cli),
         #[cfg(feature = "gui")]
-        None => open_gui(None, cli.screenshot, cli.tab),
+        None => open_gui(None, &cli),
         #[cfg(not(feature = "gui"))]
         None => {
             use clap::CommandFactory;
@@ -135,13 +161,10 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Opens the desktop app, or renders it once to a PNG with `--screenshot`.
 #[cfg(feature = "gui")]
-fn open_gui(
-    model: Option<String>,
-    screenshot: Option<std::path::PathBuf>,
-    tab: Option<String>,
-) -> crate::Result<ExitCode> {
-    let tab = match tab {
-        Some(name) => Some(crate::gui::Tab::from_name(&name).ok_or_else(|| {
+fn open_gui(model: Option<String>, cli: &Cli) -> crate::Result<ExitCode> {
+    let screenshot = cli.screenshot.clone();
+    let tab = match &cli.tab {
+        Some(name) => Some(crate::gui::Tab::from_name(name).ok_or_else(|| {
             crate::Error::Model(format!(
                 "unknown tab `{name}`; use one of {}",
                 crate::gui::Tab::ALL.map(|t| t.title()).join(", ")
@@ -159,10 +182,31 @@ fn open_gui(
         },
         tab,
         workspace: None,
+        run: cli.run,
+        window: cli.size,
     };
     match screenshot {
         Some(out) => crate::gui::screenshot(options, out)?,
         None => crate::gui::run(options)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(all(test, feature = "gui"))]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn a_window_size_is_width_x_height_within_bounds() {
+        assert_eq!(parse_size("1280x800"), Ok([1280.0, 800.0]));
+        assert_eq!(parse_size("1024X700"), Ok([1024.0, 700.0]));
+        let err = parse_size("1280").unwrap_err();
+        assert!(
+            err.contains("`1280`") && err.contains("WIDTHxHEIGHT"),
+            "{err}"
+        );
+        let err = parse_size("100x800").unwrap_err();
+        assert!(err.contains("100") && err.contains("200 to 8192"), "{err}");
+        assert!(parse_size("axb").is_err());
+    }
 }

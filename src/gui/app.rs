@@ -29,6 +29,11 @@ pub struct AppOptions {
     pub tab: Option<Tab>,
     /// The folder of training runs; `None`: the user's (`runs/` in the data folder).
     pub workspace: Option<PathBuf>,
+    /// Once the model and data have loaded, start the tab's main job (what its main button
+    /// does: train, compute filters, predict, preview augmentations).
+    pub run: bool,
+    /// The window's inner size in points (`None`: 1280 x 800).
+    pub window: Option<[f32; 2]>,
 }
 
 /// What the tabs share: the loaded model and dataset, the trained model, thumbnails.
@@ -60,6 +65,8 @@ pub struct ConvlensApp {
     /// Frames drawn (tests check that the window keeps painting during training).
     pub frames: u64,
     started: bool,
+    /// `--run`: the tab's main job is still to be started.
+    run_pending: bool,
 }
 
 impl ConvlensApp {
@@ -94,6 +101,7 @@ impl ConvlensApp {
             tabs: Tabs::default(),
             frames: 0,
             started: false,
+            run_pending: options.run,
         }
     }
 
@@ -162,6 +170,21 @@ impl ConvlensApp {
         self.tabs.heatmap.view()
     }
 
+    /// The heatmap of the Heatmap tab's second row (the model compared with), once computed.
+    pub fn compared_cam_view(&self) -> Option<&CamView> {
+        self.tabs.heatmap.compared_view()
+    }
+
+    /// The Predict tab's answers, in the order of its list.
+    pub fn predictions(&self) -> &[crate::jobs::views::PredictionRow] {
+        self.tabs.predict.predictions()
+    }
+
+    /// The folder of the model trained in this session, once there is one.
+    pub fn trained_model(&self) -> Option<&str> {
+        self.shared.trained_model.as_deref()
+    }
+
     /// Filter tiles finished and asked for.
     pub fn filter_progress(&self) -> (usize, usize) {
         self.tabs.filters.progress()
@@ -210,6 +233,27 @@ impl ConvlensApp {
         self.apply(Commands(command.into_iter().collect()));
     }
 
+    /// Whether `--run` has still to start the tab's job (it waits for the loads).
+    pub fn run_pending(&self) -> bool {
+        self.run_pending
+    }
+
+    /// The tab's main job, as its main button starts it. Activations and Heatmap compute on
+    /// their own once the model is in; Start and Model have none.
+    fn tab_job(&self) -> Commands {
+        let ctx = self.context();
+        let command = match self.settings.tab {
+            Tab::Train => tabs::train::start_command(&ctx, &self.settings.train),
+            Tab::Filters => {
+                tabs::filters::FiltersTab::compute_command(&ctx, &self.settings.filters)
+            }
+            Tab::Predict => self.tabs.predict.predict_command(&ctx),
+            Tab::Data => tabs::data::preview_command(&ctx, &self.settings.train.augment),
+            Tab::Start | Tab::Model | Tab::Activations | Tab::Heatmap => None,
+        };
+        Commands(command.into_iter().collect())
+    }
+
     /// The read-only view of the shared state the tabs draw from.
     pub(super) fn context(&self) -> AppContext<'_> {
         AppContext {
@@ -243,6 +287,11 @@ impl ConvlensApp {
             }
         }
         self.handle_events(&egui_ctx);
+        // The loads asked for in the first frame keep the board busy until they are in.
+        if self.run_pending && self.frames > 1 && !self.board.busy() {
+            self.run_pending = false;
+            commands.extend(self.tab_job());
+        }
         commands.extend(self.dropped_files(&egui_ctx));
 
         egui::Panel::bottom("status").show(ui, |ui| commands.extend(self.status_bar(ui)));

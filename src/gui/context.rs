@@ -87,3 +87,70 @@ impl Commands {
         self.0.extend(other.0);
     }
 }
+
+/// One model a tab can look through: how the chooser names it and the key the worker loads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelChoice {
+    pub label: String,
+    pub key: String,
+}
+
+impl AppContext<'_> {
+    /// The models the tabs can choose from: the loaded one, then the one trained in this
+    /// session (when it is not the loaded one). Runs of the workspace belong at the end.
+    pub fn model_choices(&self) -> Vec<ModelChoice> {
+        let mut out = Vec::new();
+        if let Some(m) = self.model {
+            out.push(ModelChoice {
+                label: model_label(m),
+                key: m.key.clone(),
+            });
+        }
+        if let Some(t) = self.trained_model
+            && self.model.is_none_or(|m| m.key != t)
+        {
+            let name = Path::new(t)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| t.to_string());
+            out.push(ModelChoice {
+                label: format!("trained: {name} (this session)"),
+                key: t.to_string(),
+            });
+        }
+        out
+    }
+
+    /// The key of `chosen` while it is still offered; otherwise the loaded model's.
+    pub fn model_key(&self, chosen: Option<&str>) -> Option<String> {
+        let choices = self.model_choices();
+        chosen
+            .filter(|k| choices.iter().any(|c| c.key == *k))
+            .map(str::to_string)
+            .or_else(|| self.model.map(|m| m.key.clone()))
+    }
+
+    /// How the chooser and the row titles name the model with `key`.
+    pub fn model_name(&self, key: &str) -> String {
+        self.model_choices()
+            .into_iter()
+            .find(|c| c.key == key)
+            .map(|c| c.label)
+            .unwrap_or_else(|| key.to_string())
+    }
+}
+
+/// A loaded model's name by its kind and the last part of the name or path it was loaded by:
+/// "base" for a pretrained model, "trained" for one trained by convlens (it has a history).
+pub fn model_label(m: &ModelInfo) -> String {
+    let kind = if m.history.is_empty() {
+        "base"
+    } else {
+        "trained"
+    };
+    let name = Path::new(&m.key)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| m.key.clone());
+    format!("{kind}: {name}")
+}

@@ -19,19 +19,19 @@ pub use settings::Tab;
 
 use crate::{Error, Result};
 
-/// The main window: title and size.
-fn window_options() -> eframe::NativeOptions {
+/// The main window: title and size (`None`: 1280 x 800).
+fn window_options(size: Option<[f32; 2]>) -> eframe::NativeOptions {
     eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("convlens")
-            .with_inner_size([1280.0, 800.0]),
+            .with_inner_size(size.unwrap_or([1280.0, 800.0])),
         ..Default::default()
     }
 }
 
 /// Opens the desktop window.
 pub fn run(options: AppOptions) -> Result<()> {
-    let native = window_options();
+    let native = window_options(options.window);
     eframe::run_native(
         "convlens",
         native,
@@ -45,9 +45,10 @@ pub fn run(options: AppOptions) -> Result<()> {
     .map_err(|e| Error::Model(format!("cannot open the window: {e}")))
 }
 
-/// Renders the window once everything has loaded, writes a PNG of it to `out` and exits.
+/// Renders the window once everything has loaded (and, with `options.run`, the tab's job has
+/// finished), writes a PNG of it to `out` and exits.
 pub fn screenshot(options: AppOptions, out: PathBuf) -> Result<()> {
-    let native = window_options();
+    let native = window_options(options.window);
     let result: std::sync::Arc<std::sync::Mutex<Option<Result<()>>>> = Default::default();
     let outcome = result.clone();
     eframe::run_native(
@@ -87,10 +88,23 @@ struct Screenshotter {
 }
 
 impl eframe::App for Screenshotter {
+    /// A screenshot shows no hover state: the pointer (wherever the display put it) is ignored.
+    fn raw_input_hook(&mut self, _ctx: &egui::Context, raw_input: &mut egui::RawInput) {
+        raw_input.events.retain(|e| {
+            !matches!(
+                e,
+                egui::Event::PointerMoved(_)
+                    | egui::Event::MouseMoved(_)
+                    | egui::Event::PointerButton { .. }
+            )
+        });
+        raw_input.events.push(egui::Event::PointerGone);
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.app.draw(ui);
         let ctx = ui.ctx().clone();
-        if self.app.busy() {
+        if self.app.busy() || self.app.run_pending() {
             self.idle_frames = 0;
         } else {
             self.idle_frames += 1;

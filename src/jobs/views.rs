@@ -208,7 +208,8 @@ pub fn predictions(
             out.push((p.clone(), Ok(top_k(&probs, k, &model.spec.labels))));
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    // In the order the files were listed (a file listed twice keeps its first place).
+    out.sort_by_key(|(p, _)| paths.iter().position(|q| q == p).unwrap_or(usize::MAX));
     Ok(out)
 }
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     STALE_OPACITY, Textures, colormap_combo, empty_state, export_command, export_row, image_stem,
-    layer_combo, model_or_empty, slug,
+    layer_combo, model_chooser, model_or_empty, slug,
 };
 use crate::gui::context::{AppContext, Command, Commands};
 use crate::gui::settings::ExportSettings;
@@ -24,6 +24,8 @@ pub struct ActivationSettings {
     pub colormap: Colormap,
     /// One colour scale for all channels instead of one per channel.
     pub shared_scale: bool,
+    /// The model looked through (a key of the model chooser; `None`: the loaded model).
+    pub model: Option<String>,
 }
 
 impl Default for ActivationSettings {
@@ -32,6 +34,7 @@ impl Default for ActivationSettings {
             cols: 16,
             colormap: Colormap::Viridis,
             shared_scale: false,
+            model: None,
         }
     }
 }
@@ -65,7 +68,7 @@ impl ActivationsTab {
 
     /// The requests that recompute the grid and the sparsity profile.
     pub fn requests(ctx: &AppContext, s: &ActivationSettings) -> Vec<Command> {
-        let (Some(model), Some(layer)) = (ctx.model, ctx.layer) else {
+        let (Some(model), Some(layer)) = (ctx.model_key(s.model.as_deref()), ctx.layer) else {
             return Vec::new();
         };
         let options = GridOptions {
@@ -76,13 +79,13 @@ impl ActivationsTab {
         };
         vec![
             Command::Submit(Request::Activations {
-                model: model.key.clone(),
+                model: model.clone(),
                 image: ctx.image.to_path_buf(),
                 layer: layer.to_string(),
                 options,
             }),
             Command::Submit(Request::Sparsity {
-                model: model.key.clone(),
+                model,
                 image: ctx.image.to_path_buf(),
             }),
         ]
@@ -102,7 +105,12 @@ impl ActivationsTab {
         };
         let computing = ctx.running(JobKind::Activations);
         let mut changed = false;
+        let key = ctx.model_key(s.model.as_deref()).unwrap_or_default();
         ui.horizontal_wrapped(|ui| {
+            if let Some(k) = model_chooser(ui, "act-model", ctx, Some(&key)) {
+                s.model = Some(k);
+                changed = true;
+            }
             let current = ctx.layer.unwrap_or_default();
             if let Some(l) = layer_combo(ui, "act-layer", "layer", current, &model.spatial) {
                 out.push(Command::SelectLayer(l));
@@ -156,7 +164,7 @@ impl ActivationsTab {
                     (request, name)
                 })
                 .collect();
-            out.push(export_command(model, export, figures));
+            out.push(export_command(&key, export, figures));
         }
         let blank = view.stats.iter().filter(|s| s.is_blank()).count();
         ui.label(format!(

@@ -110,7 +110,9 @@ impl DataTab {
         augment: &mut Augment,
         out: &mut Commands,
     ) {
-        let Some(data) = ctx.data else { return };
+        if ctx.data.is_none() {
+            return;
+        }
         ui.horizontal_wrapped(|ui| {
             widgets::section(ui, "Augmentation preview");
             ui.checkbox(&mut augment.flip, "flip");
@@ -126,17 +128,9 @@ impl DataTab {
                 }
             }
             if ui.button("Preview").clicked() {
-                let image = data
-                    .split(Split::Train)
-                    .first()
-                    .map(|s| s.path.clone())
-                    .unwrap_or_else(|| ctx.image.to_path_buf());
-                out.push(Command::Submit(Request::Augment {
-                    image,
-                    augment: augment.clone(),
-                    size: 128,
-                    n: 8,
-                }));
+                out.extend(Commands(
+                    preview_command(ctx, augment).into_iter().collect(),
+                ));
             }
             if ctx.running(JobKind::Augment) {
                 ui.spinner();
@@ -200,4 +194,19 @@ fn gallery(ui: &mut egui::Ui, ctx: &AppContext, out: &mut Commands) {
     if !wanted.is_empty() {
         out.push(Command::Thumbnails(wanted));
     }
+}
+
+/// The command that previews eight augmented versions of the dataset's first training image
+/// (the current image without a dataset).
+pub fn preview_command(ctx: &AppContext, augment: &Augment) -> Option<Command> {
+    let image = ctx
+        .data
+        .and_then(|d| d.split(Split::Train).first().map(|s| s.path.clone()))
+        .unwrap_or_else(|| ctx.image.to_path_buf());
+    Some(Command::Submit(Request::Augment {
+        image,
+        augment: augment.clone(),
+        size: 128,
+        n: 8,
+    }))
 }

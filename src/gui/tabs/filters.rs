@@ -4,7 +4,9 @@
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use super::{STALE_OPACITY, Textures, empty_state, layer_combo, model_or_empty, tiles_per_row};
+use super::{
+    STALE_OPACITY, Textures, empty_state, layer_combo, model_chooser, model_or_empty, tiles_per_row,
+};
 use crate::gui::context::{AppContext, Command, Commands};
 use crate::gui::widgets;
 use crate::jobs::{JobId, JobKind, Request};
@@ -26,6 +28,8 @@ pub struct FilterSettings {
     /// Side of the optimised image, pixels.
     pub size: usize,
     pub seed: u64,
+    /// The model looked through (a key of the model chooser; `None`: the loaded model).
+    pub model: Option<String>,
 }
 
 impl Default for FilterSettings {
@@ -37,6 +41,7 @@ impl Default for FilterSettings {
             steps: 30,
             size: 128,
             seed: 0,
+            model: None,
         }
     }
 }
@@ -80,12 +85,12 @@ impl FiltersTab {
 
     /// The command that computes the tab's filters for the selected layer.
     pub fn compute_command(ctx: &AppContext, s: &FilterSettings) -> Option<Command> {
-        let (model, layer) = (ctx.model?, ctx.layer?);
+        let (model, layer) = (ctx.model_key(s.model.as_deref())?, ctx.layer?);
         let mut options = FilterOptions::for_method(s.method, s.size);
         options.ascent.steps = s.steps;
         options.seed = s.seed;
         Some(Command::Submit(Request::Filters {
-            model: model.key.clone(),
+            model,
             layer: layer.to_string(),
             filters: (s.first..s.first + s.count).collect(),
             options,
@@ -100,6 +105,10 @@ impl FiltersTab {
         };
         let running = ctx.running(JobKind::Filters);
         ui.horizontal_wrapped(|ui| {
+            let key = ctx.model_key(s.model.as_deref());
+            if let Some(k) = model_chooser(ui, "filter-model", ctx, key.as_deref()) {
+                s.model = Some(k);
+            }
             let current = ctx.layer.unwrap_or_default();
             if let Some(l) = layer_combo(ui, "filter-layer", "layer", current, &model.spatial) {
                 out.push(Command::SelectLayer(l));

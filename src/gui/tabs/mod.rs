@@ -35,16 +35,6 @@ pub struct Tabs {
     pub predict: predict::PredictTab,
 }
 
-/// Colormaps offered in the combo boxes.
-const COLORMAPS: [Colormap; 6] = [
-    Colormap::Viridis,
-    Colormap::Magma,
-    Colormap::Inferno,
-    Colormap::Gray,
-    Colormap::Turbo,
-    Colormap::Jet,
-];
-
 /// How much a result is dimmed while a newer one is computed.
 const STALE_OPACITY: f32 = 0.45;
 
@@ -55,7 +45,7 @@ fn colormap_combo(ui: &mut egui::Ui, id: &str, value: &mut Colormap) -> bool {
     egui::ComboBox::from_id_salt(id)
         .selected_text(value.name())
         .show_ui(ui, |ui| {
-            for c in COLORMAPS {
+            for c in Colormap::ALL {
                 ui.selectable_value(value, c, c.name());
             }
         })
@@ -87,6 +77,35 @@ fn layer_combo(
         .response
         .labelled_by(l.id);
     picked
+}
+
+/// A combo box labelled "model" over the models the tabs can look through (the loaded one,
+/// the trained one, runs), showing `current` (a model key); returns the newly picked key.
+fn model_chooser(
+    ui: &mut egui::Ui,
+    id: &str,
+    ctx: &AppContext,
+    current: Option<&str>,
+) -> Option<String> {
+    let choices = ctx.model_choices();
+    let shown = current.map(|k| ctx.model_name(k)).unwrap_or_default();
+    let label = ui.label("model");
+    let mut picked = None;
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(shown)
+        .show_ui(ui, |ui| {
+            for c in &choices {
+                if ui
+                    .selectable_label(current == Some(c.key.as_str()), &c.label)
+                    .clicked()
+                {
+                    picked = Some(c.key.clone());
+                }
+            }
+        })
+        .response
+        .labelled_by(label.id);
+    picked.filter(|k| current != Some(k.as_str()))
 }
 
 /// A file-name-safe version of a layer id or class name.
@@ -162,13 +181,13 @@ fn export_row(ui: &mut egui::Ui, export: &mut ExportSettings) -> (bool, bool) {
 
 /// The command that exports `figures` (request, file stem) into the export folder.
 fn export_command(
-    model: &ModelInfo,
+    model: &str,
     export: &ExportSettings,
     figures: Vec<(crate::export::FigureRequest, String)>,
 ) -> Command {
     let dir = PathBuf::from(&export.dir);
     Command::Submit(Request::Export {
-        model: model.key.clone(),
+        model: model.to_string(),
         figures: figures
             .into_iter()
             .map(|(request, name)| (request, dir.join(format!("{name}.png"))))

@@ -1,25 +1,79 @@
-//! The Predict tab: the top classes of a list of image files (typed, picked or dropped).
+//! The Predict tab: the top classes of a list of image files (typed, picked or dropped), by the
+//! model picked in its chooser, in the order listed and with a thumbnail each.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{STALE_OPACITY, model_or_empty};
+use super::{STALE_OPACITY, model_chooser, model_or_empty};
 use crate::gui::context::{AppContext, Command, Commands};
 use crate::gui::widgets;
 use crate::jobs::views::PredictionRow;
 use crate::jobs::{JobKind, Request};
 
-/// The Predict tab's state: the file list and the last answers.
-#[derive(Default)]
+/// What Predict says when asked with no file listed.
+pub const EMPTY_LIST: &str = "Predict: list at least one image file above (one path per line; \
+                              type or paste it, use Pick files…, or drop files on the window)";
+
+/// What Predict says when the file dialog gave nothing.
+const NO_DIALOG: &str = "No file was picked. If no dialog opened, this system has no file-dialog \
+                         service (xdg-desktop-portal): type or paste the paths above, one per line.";
+
+/// The Predict tab's state: the file list, the chosen model and the last answers.
 pub struct PredictTab {
     /// Image files, one per line.
     pub input: String,
+    /// The model asked (a key of the model chooser; `None`: the model trained in this session
+    /// if there is one, else the loaded one).
+    pub model: Option<String>,
     predictions: Vec<PredictionRow>,
+    /// A hint shown under the buttons (an empty list, a dialog that gave nothing).
+    notice: Option<&'static str>,
+}
+
+impl Default for PredictTab {
+    /// Starts with the bundled photos listed, so one click shows what the tab does.
+    fn default() -> Self {
+        PredictTab {
+            input: bundled_images()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            model: None,
+            predictions: Vec::new(),
+            notice: None,
+        }
+    }
+}
+
+/// The photos bundled in `assets/images`, by name (none when the folder is not there).
+pub fn bundled_images() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/images");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|e| {
+                        crate::data::folder::IMAGE_EXTENSIONS
+                            .contains(&e.to_string_lossy().to_lowercase().as_str())
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 impl PredictTab {
     /// New answers arrived.
     pub fn set_predictions(&mut self, predictions: Vec<PredictionRow>) {
         self.predictions = predictions;
+    }
+
+    /// The answers on screen, in the order of the list.
+    pub fn predictions(&self) -> &[PredictionRow] {
+        &self.predictions
     }
 
     /// The files listed in the input box.
@@ -32,19 +86,18 @@ impl PredictTab {
             .collect()
     }
 
-    /// The command that classifies the listed files with the trained model (if any) or the
-    /// loaded one; `None` with nothing to classify.
+    /// The key of the model the tab asks.
+    fn model_key(&self, ctx: &AppContext) -> Option<String> {
+        ctx.model_key(self.model.as_deref().or(ctx.trained_model))
+    }
+
+    /// The command that classifies the listed files with the chosen model; a note saying what
+    /// to do with nothing listed; `None` without a model.
     pub fn predict_command(&self, ctx: &AppContext) -> Option<Command> {
-        let model = ctx
-            .trained_model
-            .map(str::to_string)
-            .or_else(|| ctx.model.map(|m| m.key.clone()))?;
+        let model = self.model_key(ctx)?;
         let paths = self.paths();
         if paths.is_empty() {
-            return Some(Command::Note(
-                "Predict: list at least one image file (one per line, or drop files on the window)"
-                    .into(),
-            ));
+            return Some(Command::Note(EMPTY_LIST.into()));
         }
         Some(Command::Submit(Request::Predict { model, paths, k: 5 }))
     }
@@ -67,31 +120,40 @@ impl PredictTab {
             },
         );
         let running = ctx.running(JobKind::Predict);
+        let mut ask = false;
         ui.horizontal_wrapped(|ui| {
-            if ui.button("Pick files…").clicked()
-                && let Some(files) = rfd::FileDialog::new().pick_files()
-            {
-                self.input = files
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n");
+            let key = self.model_key(ctx);
+            if let Some(k) = model_chooser(ui, "predict-model", ctx, key.as_deref()) {
+                self.model = Some(k);
+                ask = !self.paths().is_empty();
             }
-            if ui
+            if ui.button("Pick files…").clicked() {
+                match rfd::FileDialog::new().pick_files() {
+                    Some(files) if !files.is_empty() => {
+                        self.input = files
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join("\n");
+                        self.notice = None;
+                    }
+                    _ => self.notice = Some(NO_DIALOG),
+                }
+            }
+            ask |= ui
                 .add_enabled(!running, egui::Button::new("Predict"))
-                .clicked()
-                && let Some(c) = self.predict_command(ctx)
-            {
-                out.push(c);
-            }
+                .clicked();
             if running {
                 ui.spinner();
             }
-            ui.label(match ctx.trained_model {
-                Some(m) => format!("with the trained model {m}"),
-                None => "with the loaded model".into(),
-            });
         });
+        if ask && let Some(c) = self.predict_command(ctx) {
+            self.notice = matches!(c, Command::Note(_)).then_some(EMPTY_LIST);
+            out.push(c);
+        }
+        if let Some(notice) = self.notice {
+            ui.label(egui::RichText::new(notice).color(ui.visuals().warn_fg_color));
+        }
         ui.separator();
         if self.predictions.is_empty() {
             ui.label(
@@ -102,6 +164,7 @@ impl PredictTab {
                 .weak(),
             );
         }
+        let mut wanted = Vec::new();
         egui::ScrollArea::vertical()
             .id_salt("predictions")
             .show(ui, |ui| {
@@ -110,24 +173,38 @@ impl PredictTab {
                 }
                 for (path, result) in &self.predictions {
                     ui.label(egui::RichText::new(path.display().to_string()).strong());
-                    match result {
-                        Ok(top) => {
-                            for c in top {
-                                ui.horizontal(|ui| {
-                                    ui.add(
-                                        egui::ProgressBar::new(c.prob)
-                                            .desired_width(200.0)
-                                            .text(format!("{:.3}", c.prob)),
-                                    );
-                                    ui.label(&c.class);
-                                });
+                    ui.horizontal(|ui| {
+                        match ctx.thumbs.get(path) {
+                            Some(tex) => {
+                                widgets::fitted_image(ui, tex, egui::vec2(72.0, 72.0));
+                            }
+                            None => {
+                                ui.add_sized([72.0, 72.0], egui::Spinner::new());
+                                wanted.push(path.clone());
                             }
                         }
-                        Err(e) => widgets::error_line(ui, e),
-                    }
+                        ui.vertical(|ui| match result {
+                            Ok(top) => {
+                                for c in top {
+                                    ui.horizontal(|ui| {
+                                        ui.add(
+                                            egui::ProgressBar::new(c.prob)
+                                                .desired_width(200.0)
+                                                .text(format!("{:.3}", c.prob)),
+                                        );
+                                        ui.label(&c.class);
+                                    });
+                                }
+                            }
+                            Err(e) => widgets::error_line(ui, e),
+                        });
+                    });
                     ui.add_space(6.0);
                 }
             });
+        if !wanted.is_empty() {
+            out.push(Command::Thumbnails(wanted));
+        }
         out
     }
 }
