@@ -44,9 +44,10 @@ pub struct Cli {
     #[cfg(feature = "gui")]
     #[arg(long, global = true)]
     pub run: bool,
-    /// The window's size, WIDTHxHEIGHT (default 1280x800).
+    /// The window's size, WIDTHxHEIGHT (default 1280x800). Not global: `filters` and `train`
+    /// have a `--size` of their own.
     #[cfg(feature = "gui")]
-    #[arg(long, value_name = "WxH", global = true, value_parser = parse_size)]
+    #[arg(long, value_name = "WxH", value_parser = parse_size)]
     pub size: Option<[f32; 2]>,
 }
 
@@ -194,7 +195,28 @@ fn open_gui(model: Option<String>, cli: &Cli) -> crate::Result<ExitCode> {
 
 #[cfg(all(test, feature = "gui"))]
 mod tests {
-    use super::parse_size;
+    use clap::Parser;
+
+    use super::{Cli, Command, parse_size};
+
+    #[test]
+    fn the_window_size_leaves_the_subcommands_own_size_alone() {
+        let cli =
+            Cli::try_parse_from(["convlens", "--size", "1024x700", "--tab", "filters"]).unwrap();
+        assert_eq!(cli.size, Some([1024.0, 700.0]));
+        for args in [
+            &["convlens", "filters", "--layer", "blocks.4", "--size", "64"][..],
+            &[
+                "convlens", "train", "data", "--mode", "scratch", "--size", "96",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(
+                matches!(cli.command, Some(Command::Filters(_) | Command::Train(_))),
+                "{args:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_window_size_is_width_x_height_within_bounds() {

@@ -1,5 +1,7 @@
 //! The one place where the app's state changes: worker events are taken in at the top of the
-//! frame, and the commands the panels returned are applied at its end.
+//! frame, and the commands the panels returned are applied at its end. Matches on job kinds
+//! name every kind: a new kind must say what its cancel, failure and start do here.
+#![warn(clippy::wildcard_enum_match_arm)]
 
 use std::path::PathBuf;
 
@@ -70,7 +72,19 @@ impl ConvlensApp {
                             "training cancelled after {} epochs",
                             self.tabs.train.live.history.epochs.len()
                         ),
-                        _ => format!("{} cancelled", kind.name()),
+                        JobKind::Model
+                        | JobKind::Data
+                        | JobKind::Device
+                        | JobKind::Activations
+                        | JobKind::Sparsity
+                        | JobKind::Cam
+                        | JobKind::Predict
+                        | JobKind::Filters
+                        | JobKind::Export
+                        | JobKind::Augment
+                        | JobKind::Thumbnails
+                        | JobKind::Runs
+                        | JobKind::RunDetails => format!("{} cancelled", kind.name()),
                     };
                     self.note(Level::Cancelled, text);
                 }
@@ -110,7 +124,17 @@ impl ConvlensApp {
                 self.settings.device = crate::device::DeviceChoice::Cpu;
             }
             JobKind::Thumbnails => self.shared.thumbs.forget_unanswered(),
-            _ => {}
+            // Nothing else changes state before its reply: a failure leaves all as it was.
+            JobKind::Activations
+            | JobKind::Sparsity
+            | JobKind::Cam
+            | JobKind::Predict
+            | JobKind::Train
+            | JobKind::Filters
+            | JobKind::Export
+            | JobKind::Augment
+            | JobKind::Runs
+            | JobKind::RunDetails => {}
         }
     }
 
@@ -271,7 +295,18 @@ impl ConvlensApp {
                             self.tabs.filters.started(id, r);
                         }
                     }
-                    _ => {}
+                    JobKind::Model
+                    | JobKind::Data
+                    | JobKind::Device
+                    | JobKind::Activations
+                    | JobKind::Sparsity
+                    | JobKind::Cam
+                    | JobKind::Predict
+                    | JobKind::Export
+                    | JobKind::Augment
+                    | JobKind::Thumbnails
+                    | JobKind::Runs
+                    | JobKind::RunDetails => {}
                 }
             }
             Err(e) => self.note(Level::Error, format!("{}: {e}", kind.name())),
