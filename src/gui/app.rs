@@ -256,16 +256,12 @@ impl ConvlensApp {
 
     /// The read-only view of the shared state the tabs draw from.
     pub(super) fn context(&self) -> AppContext<'_> {
-        AppContext {
-            model: self.shared.model.as_ref(),
-            data: self.shared.data.as_ref(),
-            image: Path::new(&self.settings.image),
-            layer: self.settings.layer.as_deref(),
-            trained_model: self.shared.trained_model.as_deref(),
-            jobs: &self.board,
-            thumbs: &self.shared.thumbs,
-            workspace: self.shared.workspace.as_ref(),
-        }
+        context_of(
+            &self.shared,
+            &self.settings.image,
+            self.settings.layer.as_deref(),
+            &self.board,
+        )
     }
 
     /// Draws one frame into `ui` (the whole window).
@@ -318,16 +314,13 @@ impl ConvlensApp {
             }
         });
         ui.separator();
-        let ctx = AppContext {
-            model: self.shared.model.as_ref(),
-            data: self.shared.data.as_ref(),
-            image: Path::new(&self.settings.image),
-            layer: self.settings.layer.as_deref(),
-            trained_model: self.shared.trained_model.as_deref(),
-            jobs: &self.board,
-            thumbs: &self.shared.thumbs,
-            workspace: self.shared.workspace.as_ref(),
-        };
+        // Borrowed field by field: the tabs below are drawn mutably beside it.
+        let ctx = context_of(
+            &self.shared,
+            &self.settings.image,
+            self.settings.layer.as_deref(),
+            &self.board,
+        );
         match self.settings.tab {
             Tab::Start => tabs::start::ui(ui, &ctx, &self.settings.train),
             Tab::Model => self.tabs.model.ui(ui, &ctx),
@@ -401,5 +394,25 @@ impl ConvlensApp {
 impl eframe::App for ConvlensApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.draw(ui);
+    }
+}
+
+/// The read-only view the tabs draw from, built from the fields it borrows (so a tab can be
+/// drawn mutably while it is alive).
+fn context_of<'a>(
+    shared: &'a Shared,
+    image: &'a str,
+    layer: Option<&'a str>,
+    board: &'a JobBoard,
+) -> AppContext<'a> {
+    AppContext {
+        model: shared.model.as_ref(),
+        data: shared.data.as_ref(),
+        image: Path::new(image),
+        layer,
+        trained_model: shared.trained_model.as_deref(),
+        jobs: board,
+        thumbs: &shared.thumbs,
+        workspace: shared.workspace.as_ref(),
     }
 }
