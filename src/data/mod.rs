@@ -5,6 +5,7 @@
 //! (Pillow's fixed-point antialiased bilinear resize, Python rounding of sizes and crop offsets).
 
 pub mod augment;
+pub mod batch;
 pub mod decode;
 pub mod folder;
 pub mod preprocess;
