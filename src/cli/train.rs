@@ -10,7 +10,7 @@ use super::output::outln;
 use super::{ModelArgs, Progress};
 use crate::cancel::CancelToken;
 use crate::data::augment::Augment;
-use crate::data::folder::{FolderOptions, ImageFolder, Split};
+use crate::data::folder::{ImageFolder, Split};
 use crate::train::{
     HeadKind, Mode, OptimizerKind, TrainConfig, TrainEvent, TrainReport, bundle, train,
 };
@@ -216,14 +216,7 @@ fn scan_and_train(
     work: &Path,
     cancel: &CancelToken,
 ) -> Result<Trained> {
-    let data = ImageFolder::scan(
-        &args.data,
-        &FolderOptions {
-            validation_fraction: cfg.validation_fraction,
-            seed: cfg.seed,
-            check_decodable: true,
-        },
-    )?;
+    let data = ImageFolder::scan(&args.data, &cfg.folder_options())?;
     for s in &data.skipped {
         eprintln!("skipped {}: {}", s.path.display(), s.reason);
     }

@@ -11,6 +11,9 @@
 //!   stratified draw ([`FolderOptions::validation_fraction`], default 80/20); no test split.
 //!   [`ImageFolder::all_samples`] gives every image (to evaluate on a whole labelled folder).
 //!
+//! The draw depends only on the sorted file list, the seed and the fraction, so a trained model
+//! records them ([`super::split_record::SplitRecord`]) and its split can be drawn again.
+//!
 //! Class labels are the class folder names in sorted (byte) order, as Keras'
 //! `image_dataset_from_directory` does. Class folders are searched recursively; symbolic links to
 //! files and folders are followed, and a link that leads back to a folder above it (a loop) or
@@ -68,7 +71,8 @@ impl fmt::Display for SkippedFile {
 }
 
 /// One of the three splits of a dataset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     /// Samples the model is trained on.
     Train,
@@ -145,6 +149,9 @@ pub struct ImageFolder {
     pub split_folders: Vec<Split>,
     /// Files and folders left out, with the reason, in scan order.
     pub skipped: Vec<SkippedFile>,
+    /// The options it was scanned with (the seed and fraction of a drawn validation split;
+    /// see [`super::split_record`]).
+    pub options: FolderOptions,
 }
 
 /// A class folder and its image files (sorted).
@@ -321,6 +328,7 @@ impl ImageFolder {
             },
             split_folders,
             skipped,
+            options: opts.clone(),
         })
     }
 
@@ -658,7 +666,7 @@ pub(crate) mod tests {
     }
 
     /// `root/<class>/img_<i>.png` with `n` images per class.
-    fn class_folders(root: &Path, classes: &[(&str, usize)]) {
+    pub(crate) fn class_folders(root: &Path, classes: &[(&str, usize)]) {
         for (c, (name, n)) in classes.iter().enumerate() {
             for i in 0..*n {
                 png(

@@ -9,4 +9,5 @@ pub mod batch;
 pub mod decode;
 pub mod folder;
 pub mod preprocess;
+pub mod split_record;
 pub mod train_transform;

@@ -431,14 +431,7 @@ fn train_into(
     cfg: &TrainConfig,
     out_dir: &std::path::Path,
 ) -> Result<(crate::train::TrainReport, ImageFolder)> {
-    let data = ImageFolder::scan(
-        data_dir,
-        &FolderOptions {
-            validation_fraction: cfg.validation_fraction,
-            seed: cfg.seed,
-            check_decodable: true,
-        },
-    )?;
+    let data = ImageFolder::scan(data_dir, &cfg.folder_options())?;
     // The phase and epoch the batches belong to, for a progress line like
     // "finetune, epoch 2 of 3, batch: 6 of 8".
     let mut phase: Option<(String, usize)> = None;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::head::{self, Head, HeadKind};
 use super::{EpochMetrics, Mode, TrainConfig};
+use crate::data::split_record::SplitRecord;
 use crate::data::train_transform::TrainTransform;
 use crate::graph::Network;
 use crate::zoo::checkpoint::{self, ExpectedTensors};
@@ -57,6 +58,10 @@ pub struct TrainedManifest {
     #[serde(deserialize_with = "infinite_if_null")]
     pub best_val_loss: f32,
     pub best_val_accuracy: f32,
+    /// How the validation split was made (`None` in manifests written before convlens
+    /// recorded it: their split cannot be reproduced).
+    #[serde(default)]
+    pub split: Option<SplitRecord>,
 }
 
 impl TrainedManifest {
@@ -84,6 +89,15 @@ impl TrainedManifest {
             history: Vec::new(),
             best_val_loss: f32::INFINITY,
             best_val_accuracy: 0.0,
+            split: None,
+        }
+    }
+
+    /// The manifest with the record of how its data was split.
+    pub fn with_split(self, split: SplitRecord) -> Self {
+        TrainedManifest {
+            split: Some(split),
+            ..self
         }
     }
 

@@ -27,6 +27,10 @@ pub struct Misclassified {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub accuracy: f32,
+    /// Mean cross-entropy `-ln p(true class)` over the classified images, as training reports
+    /// its validation loss (`None` in evaluations saved before it was recorded).
+    #[serde(default)]
+    pub loss: Option<f32>,
     pub classes: Vec<String>,
     /// `confusion[true][predicted]`.
     pub confusion: Vec<Vec<usize>>,
@@ -64,6 +68,7 @@ pub fn evaluate(
     let mut misclassified = Vec::new();
     let mut skipped = Vec::new();
     let mut predictions = Vec::new();
+    let mut loss_sum = 0f64;
     let mut done = 0;
     for chunk in samples.chunks(batch_size) {
         cancel.check()?;
@@ -84,6 +89,7 @@ pub fn evaluate(
             // In range: labels were checked against the classes, and every row has one
             // probability per class.
             cm.add(truth, pred);
+            loss_sum -= f64::from(p[truth].max(f32::MIN_POSITIVE)).ln();
             predictions.push((path.clone(), truth, pred, p[pred]));
             if pred != truth {
                 misclassified.push(Misclassified {
@@ -98,8 +104,10 @@ pub fn evaluate(
         done += chunk.len();
         progress(done, samples.len());
     }
+    let scored = predictions.len();
     Ok(Evaluation {
         accuracy: cm.accuracy(),
+        loss: (scored > 0).then(|| (loss_sum / scored as f64) as f32),
         per_class: cm.per_class(&classes),
         confusion: cm.counts,
         classes,

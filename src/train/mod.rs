@@ -18,6 +18,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::data::augment::Augment;
+use crate::data::folder::FolderOptions;
 pub use head::HeadKind;
 pub use optim::OptimizerKind;
 pub use options::{MAX_BATCH_SIZE, check_batch_size};
@@ -136,6 +137,18 @@ impl Default for TrainConfig {
             scratch_size: 180,
             validation_fraction: 0.2,
             cache_dir: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// How a training folder is scanned and split for this configuration (its seed and
+    /// validation fraction): the one place the command line and the desktop app take it from.
+    pub fn folder_options(&self) -> FolderOptions {
+        FolderOptions {
+            validation_fraction: self.validation_fraction,
+            seed: self.seed,
+            check_decodable: true,
         }
     }
 }

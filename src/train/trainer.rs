@@ -21,6 +21,7 @@ use crate::cancel::CancelToken;
 use crate::data::augment::{Augment, augment_seed};
 use crate::data::folder::{BatchAugment, load_batch};
 use crate::data::folder::{ImageFolder, Sample, Split};
+use crate::data::split_record::SplitRecord;
 use crate::data::train_transform::TrainTransform;
 use crate::graph::Network;
 use crate::graph::layers::BatchNormMode;
@@ -118,15 +119,18 @@ pub fn train(
                 small_convnet::init_tensors(size as usize, classes.len(), cfg.seed, &device)?;
             let mut net = small_convnet::build(&tensors, size as usize, classes.len())?;
             let vars = make_trainable(&mut net, "block1")?;
-            run.manifest = Some(TrainedManifest::new(
-                cfg,
-                &classes,
-                transform.clone(),
-                None,
-                None,
-                Vec::new(),
-                "conv5",
-            ));
+            run.manifest = Some(
+                TrainedManifest::new(
+                    cfg,
+                    &classes,
+                    transform.clone(),
+                    None,
+                    None,
+                    Vec::new(),
+                    "conv5",
+                )
+                .with_split(SplitRecord::of(data)),
+            );
             let mut learner = ImageLearner::new(
                 Trunk::Whole(net),
                 None,
@@ -173,15 +177,18 @@ pub fn train(
             let width = val.x.dim(1)?;
             let mut head = Head::init(cfg.head, width, classes.len(), cfg.seed, &device)?;
             let vars = head.make_trainable()?;
-            run.manifest = Some(TrainedManifest::new(
-                cfg,
-                &classes,
-                transform.clone(),
-                Some(base_ref.clone()),
-                Some(cfg.head),
-                Vec::new(),
-                &base.spec.manifest.default_cam_layer,
-            ));
+            run.manifest = Some(
+                TrainedManifest::new(
+                    cfg,
+                    &classes,
+                    transform.clone(),
+                    Some(base_ref.clone()),
+                    Some(cfg.head),
+                    Vec::new(),
+                    &base.spec.manifest.default_cam_layer,
+                )
+                .with_split(SplitRecord::of(data)),
+            );
             if cfg.mode == Mode::ExtractAugment {
                 let trunk = Trunk::Frozen(&base.network);
                 let mut learner = ImageLearner::new(
@@ -205,7 +212,6 @@ pub fn train(
                 )?;
                 extract.computed += stats.computed;
                 extract.cached += stats.cached;
-                extract.corrupt += stats.corrupt;
                 extract.corrupt += stats.corrupt;
                 let mut learner = FeatureLearner {
                     head,

@@ -59,7 +59,8 @@ impl SavedEvaluation {
 }
 
 /// Evaluates the model saved in `model_dir` on the validation split of `data` (the folder it
-/// was trained on) and writes `evaluation.json` beside it, its image paths absolute. Writes
+/// was trained on, scanned with [`crate::train::TrainConfig::folder_options`]: a split other
+/// than the one the manifest records is an error) and writes `evaluation.json` beside it, its image paths absolute. Writes
 /// nothing and returns `Ok(None)` when the model records no finished epoch (a run stopped
 /// before its first epoch ended holds only its initial weights). `progress(done, total)` after each batch.
 pub fn evaluate_saved(
@@ -70,8 +71,13 @@ pub fn evaluate_saved(
     progress: &mut dyn FnMut(usize, usize),
     cancel: &CancelToken,
 ) -> Result<Option<Evaluation>> {
-    if TrainedManifest::read(model_dir)?.history.is_empty() {
+    let manifest = TrainedManifest::read(model_dir)?;
+    if manifest.history.is_empty() {
         return Ok(None);
+    }
+    // The split evaluated is the one the model recorded (the same check as `convlens evaluate`).
+    if let Some(record) = &manifest.split {
+        record.check(data)?;
     }
     let model = ModelSpec::from_trained(model_dir)?.load(device)?;
     if data.classes != model.spec.labels {
@@ -132,6 +138,7 @@ mod tests {
             split: "validation".into(),
             evaluation: Evaluation {
                 accuracy: cm.accuracy(),
+                loss: None,
                 per_class: cm.per_class(&classes),
                 confusion: cm.counts,
                 classes,

@@ -143,6 +143,7 @@ mod tests {
     fn a_saved_evaluation_lists_the_misclassified_images_of_a_cell() {
         let mut e = Evaluation {
             accuracy: 0.5,
+            loss: None,
             classes: vec!["bag".into(), "sandal".into()],
             confusion: vec![vec![1, 1], vec![0, 0]],
             per_class: Vec::new(),
