@@ -337,17 +337,37 @@ mod tests {
         assert_eq!(Colormap::default(), Colormap::Viridis);
     }
 
+    /// Every entry of every table equals matplotlib's, exactly: the reference
+    /// (tests/fixtures/colormaps_matplotlib.json, written by tests/fixtures/make/colormaps.py)
+    /// holds the same bytes matplotlib's `cmap(i, bytes=True)` gives, so no level of slack is
+    /// needed and a figure coloured here is the one matplotlib colours.
     #[test]
-    fn matches_matplotlib_at_known_points() {
-        // matplotlib 3.11: cmap(t, bytes=True)[:3]
-        assert_eq!(Colormap::Viridis.rgb(0.0), [68, 1, 84]);
-        assert_eq!(Colormap::Viridis.rgb(0.5), [32, 144, 140]);
-        assert_eq!(Colormap::Viridis.rgb(1.0), [253, 231, 36]);
-        assert_eq!(Colormap::Viridis.rgb(0.00390625), [68, 2, 85]);
-        assert_eq!(Colormap::Jet.rgb(0.0), [0, 0, 127]);
-        assert_eq!(Colormap::Jet.rgb(1.0), [127, 0, 0]);
-        assert_eq!(Colormap::Gray.rgb(0.0), [0, 0, 0]);
-        assert_eq!(Colormap::Gray.rgb(1.0), [255, 255, 255]);
+    fn every_entry_matches_matplotlib() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/colormaps_matplotlib.json");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(
+            doc["matplotlib"].is_string(),
+            "the file names matplotlib's version"
+        );
+        for c in Colormap::ALL {
+            let reference = doc["tables"][c.name()]
+                .as_array()
+                .unwrap_or_else(|| panic!("{}: no `{}` table", path.display(), c.name()));
+            assert_eq!(reference.len(), 256, "{c}");
+            for (i, (ours, theirs)) in c.table().iter().zip(reference).enumerate() {
+                let theirs: Vec<u8> = theirs
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u8)
+                    .collect();
+                assert_eq!(ours.as_slice(), theirs, "{c} entry {i}");
+                // matplotlib's lookup of a value inside entry i's bin.
+                assert_eq!(c.rgb((i as f32 + 0.5) / 256.0), *ours, "{c} lookup {i}");
+            }
+        }
     }
 
     #[test]
