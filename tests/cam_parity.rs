@@ -162,17 +162,50 @@ fn bad_requests_are_clear_errors() {
     );
 }
 
+/// Grad-CAM of a class other than the top-1 (281, tabby) at `head`, against the reference the
+/// formula gives from the fixture: `head` feeds the classifier through a global average pool,
+/// so d logit[c] / d head[k, y, x] = fc.weight[c, k] / 49 everywhere, the channel weights are
+/// `fc.weight[c] / 49`, and the CAM is `relu(sum_k w_k head[k])` (checked first on the top-1
+/// class, whose weights the fixture stores). Asking for the top-1 class by number gives the
+/// library's map.
 #[test]
 fn any_class_can_be_asked_for() {
     let model = lite0();
     let fx = fixture("lite0_chelsea");
-    let mut opts = CamOptions::new(CamMethod::GradCam, "blocks.14");
-    opts.class = Some(281); // tabby
-    let out = cam::compute(&model.network, &fx["input"], &opts).unwrap();
-    assert_eq!(out.class, 281);
-    assert_eq!(out.lowres_size, (7, 7));
-    assert!(out.map.iter().all(|v| (0.0..=1.0).contains(v)));
-    assert!(out.map.iter().any(|&v| v > 0.5), "a map with structure");
+    let weights =
+        candle_core::safetensors::load(repo("models/efficientnet_lite0.safetensors"), &Device::Cpu)
+            .unwrap();
+    let fc = &weights["_fc.weight"]; // [1000, 1280]
+    let head = fx["head"].squeeze(0).unwrap().reshape((1280, 49)).unwrap();
+    let channel_weights = |class: usize| (fc.get(class).unwrap() / 49.0).unwrap();
+    assert!(rel_to_max(&channel_weights(285), &fx["gradcam.weights"]) <= 1e-4);
+    let reference = |class: usize| {
+        channel_weights(class)
+            .unsqueeze(0)
+            .unwrap()
+            .matmul(&head)
+            .unwrap()
+            .relu()
+            .unwrap()
+            .reshape((7, 7))
+            .unwrap()
+    };
+    let run = |class: usize| {
+        let mut opts = CamOptions::new(CamMethod::GradCam, "head");
+        opts.class = Some(class);
+        cam::compute(&model.network, &fx["input"], &opts).unwrap()
+    };
+    let tabby = run(281);
+    assert_eq!(tabby.class, 281);
+    assert_eq!(tabby.lowres_size, (7, 7));
+    let err = rel_to_max(&tensor(&tabby.lowres, &[7, 7]), &reference(281));
+    println!("Grad-CAM of class 281: lowres rel-to-max {err:.2e}");
+    assert!(err <= 1e-4, "lowres of class 281 off by {err:e}");
+    let top1 = run(285);
+    assert!(rel_to_max(&tensor(&top1.lowres, &[7, 7]), &reference(285)) <= 1e-4);
+    assert!(max_abs_diff(&top1.map, &fx["lib.gradcam"]) <= 1e-4);
+    // The two classes' maps differ: the class asked for is the class used.
+    assert!(max_abs_diff(&tabby.map, &fx["lib.gradcam"]) > 0.1);
 }
 
 /// Grad-CAM, Grad-CAM++ and Layer-CAM of the random ResNet-18 with a probability target

@@ -13,7 +13,9 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::repo;
+use candle_core::{Device, Tensor};
+use common::{fixture, lite0, rel_to_max, repo};
+use convlens::viz::cam::{self, CamMethod, CamOptions};
 
 fn convlens(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_convlens"))
@@ -52,11 +54,28 @@ fn cam_json_names_the_class_and_the_figure_and_reproduces() {
     assert_eq!(v["class_name"], "tabby");
     assert_eq!(v["method"], "gradcam++");
     assert_eq!(v["layer"], "head");
-    let lowres = v["lowres"].as_array().unwrap();
-    assert_eq!(lowres.len(), 7);
-    assert_eq!(lowres[0].as_array().unwrap().len(), 7);
-    let prob = v["prob"].as_f64().unwrap();
-    assert!(prob > 0.0 && prob < 1.0);
+    // The map printed is the library's for the same image, class and method.
+    let model = lite0();
+    let input = model
+        .spec
+        .preprocess
+        .load(&repo("assets/images/chelsea.png"), &model.device)
+        .unwrap();
+    let mut opts = CamOptions::new(CamMethod::GradCamPlusPlus, "head");
+    opts.class = Some(281);
+    let library = cam::compute(&model.network, &input, &opts).unwrap();
+    let printed = lowres_of(&v);
+    assert_eq!(printed.len(), 49);
+    let diff = printed
+        .iter()
+        .zip(&library.lowres)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        diff <= 1e-6,
+        "the printed map is off the library's by {diff}"
+    );
+    assert!((v["prob"].as_f64().unwrap() as f32 - library.prob).abs() <= 1e-6);
     assert_eq!(v["figure"], path(&out));
     assert!(out.is_file() && dir.path().join("cat.json").is_file());
 
@@ -72,6 +91,52 @@ fn cam_json_names_the_class_and_the_figure_and_reproduces() {
     assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&out).unwrap());
 }
 
+/// The `lowres` rows of `cam --json`, flattened.
+fn lowres_of(v: &serde_json::Value) -> Vec<f32> {
+    v["lowres"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter())
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// `cam` from the image file with the defaults (Grad-CAM of the top-1 class at `head`) gives
+/// pytorch-grad-cam's low-resolution map of the fixture (1e-4 relative to max, the fixture
+/// README's tolerance) and the reference probability (1e-4: the preprocessing is PIL's, bit
+/// for bit).
+#[test]
+fn cam_from_the_file_matches_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cat.png");
+    let run = convlens(&[
+        "cam",
+        "assets/images/chelsea.png",
+        "--json",
+        "--out",
+        path(&out),
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let fx = fixture("lite0_chelsea");
+    assert_eq!(v["class"], 285);
+    let lowres = Tensor::from_vec(lowres_of(&v), (7, 7), &Device::Cpu).unwrap();
+    let err = rel_to_max(&lowres, &fx["lib.gradcam.lowres"]);
+    assert!(
+        err <= 1e-4,
+        "lowres off the reference by {err:e} relative to max"
+    );
+    let reference = candle_nn::ops::softmax_last_dim(&fx["logits"])
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[285];
+    let prob = v["prob"].as_f64().unwrap() as f32;
+    assert!((prob - reference).abs() <= 1e-4, "{prob} vs {reference}");
+}
+
 #[test]
 fn bad_layers_and_classes_list_the_valid_ones() {
     let run = convlens(&["cam", "assets/images/chelsea.png", "--layer", "blocks.99"]);
@@ -85,12 +150,23 @@ fn bad_layers_and_classes_list_the_valid_ones() {
     let stderr = text(&run.stderr);
     assert!(!run.status.success());
     assert!(stderr.contains("unknown class `sphinx cat`"), "{stderr}");
+    // Not a class name: refused (exit code 1), listing the labels that contain it, in the
+    // labels file's order.
     let run = convlens(&["cam", "assets/images/chelsea.png", "--class", "cat"]);
-    assert!(
-        text(&run.stderr).contains("Egyptian cat"),
-        "{}",
-        text(&run.stderr)
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run.stderr));
+    let labels = std::fs::read_to_string(repo("models/imagenet_classes.txt")).unwrap();
+    let close: Vec<&str> = labels
+        .lines()
+        .filter(|l| l.to_lowercase().contains("cat"))
+        .take(10)
+        .collect();
+    assert!(close.contains(&"Egyptian cat"));
+    let expected = format!(
+        "error: unknown class `cat`; did you mean: {}?",
+        close.join(", ")
     );
+    let stderr = text(&run.stderr);
+    assert!(stderr.lines().any(|l| l == expected), "{stderr}");
     let run = convlens(&[
         "activations",
         "assets/images/chelsea.png",

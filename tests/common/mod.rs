@@ -54,25 +54,44 @@ pub fn ranking(scores: &[f32]) -> Vec<usize> {
     order
 }
 
+/// The fashion-mini classes.
+pub const FASHION_CLASSES: [&str; 4] = ["ankle_boot", "bag", "sandal", "sneaker"];
+
+/// Copies the first `n` files (sorted by name) of the folder `from` into `to`.
+fn copy_first(from: &Path, to: &Path, n: usize) {
+    std::fs::create_dir_all(to).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(from)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files.iter().take(n) {
+        std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
 /// The first `train` and `validation` images of each fashion-mini class, copied into `dir`.
 pub fn small_dataset(dir: &Path, train: usize, validation: usize) -> ImageFolder {
     let source = repo("assets/datasets/fashion-mini");
     for (split, n) in [("train", train), ("validation", validation)] {
-        for class in ["ankle_boot", "bag", "sandal", "sneaker"] {
-            let from = source.join(split).join(class);
-            let to = dir.join(split).join(class);
-            std::fs::create_dir_all(&to).unwrap();
-            let mut files: Vec<_> = std::fs::read_dir(&from)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
-            for f in files.iter().take(n) {
-                std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
-            }
+        for class in FASHION_CLASSES {
+            copy_first(
+                &source.join(split).join(class),
+                &dir.join(split).join(class),
+                n,
+            );
         }
     }
     ImageFolder::scan(dir, &FolderOptions::default()).unwrap()
+}
+
+/// The first `n` training images of each fashion-mini class copied into `dir/<class>/`: a
+/// folder without split folders (training draws its validation split).
+pub fn unsplit_dataset(dir: &Path, n: usize) {
+    let source = repo("assets/datasets/fashion-mini/train");
+    for class in FASHION_CLASSES {
+        copy_first(&source.join(class), &dir.join(class), n);
+    }
 }
 
 /// Every tensor of a model's network, flattened, by name.
