@@ -331,6 +331,12 @@ fn cli_evaluate_reproduces_the_recorded_validation_split() {
         "loss {loss} vs recorded {}",
         m.best_val_loss
     );
+    // The evaluation saved after training (the desktop app's too) used the same split.
+    let saved = convlens::workspace::SavedEvaluation::read(&out)
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.evaluation.accuracy, m.best_val_accuracy);
+    assert_eq!(saved.evaluation.loss, Some(loss));
 
     // The same numbers from `predict` on the validation files, counted here.
     let split = ImageFolder::scan(&data, &record.folder_options()).unwrap();

@@ -195,11 +195,10 @@ fn chosen_samples(
             .find(|s| !data.split(*s).is_empty())
             .unwrap_or(Split::Test)
     });
-    if let (Split::Train | Split::Validation, false, Some(trained)) = (
-        split,
-        data.split_folders.contains(&Split::Validation),
-        trained,
-    ) {
+    // train/ without a validation folder: both splits were drawn from train/.
+    let drawn = data.split_folders.contains(&Split::Train)
+        && !data.split_folders.contains(&Split::Validation);
+    if let (Split::Train | Split::Validation, true, Some(trained)) = (split, drawn, trained) {
         return drawn_split(data, split, trained, different_split);
     }
     let samples = data.split(split).to_vec();
