@@ -9,7 +9,7 @@ use super::thumbs::Thumbnails;
 use crate::data::folder::ImageFolder;
 use crate::jobs::views::ModelInfo;
 use crate::jobs::{JobKind, Request};
-use crate::workspace::Workspace;
+use crate::workspace::{RunSummary, Workspace};
 
 /// The shared state a tab reads while it draws.
 pub struct AppContext<'a> {
@@ -29,6 +29,8 @@ pub struct AppContext<'a> {
     pub thumbs: &'a Thumbnails,
     /// The workspace of training runs (`None`: there is no data folder to keep runs in).
     pub workspace: Option<&'a Workspace>,
+    /// The runs of the workspace as last listed, newest first.
+    pub runs: &'a [RunSummary],
 }
 
 impl AppContext<'_> {
@@ -96,8 +98,9 @@ pub struct ModelChoice {
 }
 
 impl AppContext<'_> {
-    /// The models the tabs can choose from: the loaded one, then the one trained in this
-    /// session (when it is not the loaded one). Runs of the workspace belong at the end.
+    /// The models the tabs can choose from: the loaded one, the one trained in this session
+    /// (when it is not the loaded one), then the workspace's sound runs, newest first (each by
+    /// its folder, which the worker loads and keeps beside the loaded model).
     pub fn model_choices(&self) -> Vec<ModelChoice> {
         let mut out = Vec::new();
         if let Some(m) = self.model {
@@ -116,6 +119,18 @@ impl AppContext<'_> {
             out.push(ModelChoice {
                 label: format!("trained: {name} (this session)"),
                 key: t.to_string(),
+            });
+        }
+        for run in self.runs.iter().filter(|r| r.problem.is_none()) {
+            let key = run_key(run);
+            let loaded = |k: &str| k == key || k == run.name;
+            if self.model.is_some_and(|m| loaded(&m.key)) || self.trained_model.is_some_and(loaded)
+            {
+                continue;
+            }
+            out.push(ModelChoice {
+                label: run_label(run),
+                key,
             });
         }
         out
@@ -138,16 +153,41 @@ impl AppContext<'_> {
             .map(|c| c.label)
             .unwrap_or_else(|| key.to_string())
     }
+
+    /// Whether `key` names a run of the workspace that the last listing no longer has (deleted,
+    /// moved away, or damaged since): a chooser holding it falls back to the loaded model.
+    pub fn run_vanished(&self, key: &str) -> bool {
+        let in_workspace = self
+            .workspace
+            .is_some_and(|w| Path::new(key).parent() == Some(w.runs_dir()));
+        in_workspace
+            && !self
+                .runs
+                .iter()
+                .any(|r| r.problem.is_none() && run_key(r) == key)
+    }
+}
+
+/// The model key of a saved run: its folder.
+pub fn run_key(run: &RunSummary) -> String {
+    run.path.to_string_lossy().into_owned()
+}
+
+/// How the choosers name a saved run: its name, mode and best validation accuracy.
+pub fn run_label(run: &RunSummary) -> String {
+    let name = run.display_name.as_deref().unwrap_or(&run.name);
+    let mode = run.mode.map_or("?", |m| m.name());
+    match run.best_val_accuracy {
+        Some(acc) => format!("run: {name} ({mode}, val. acc. {acc:.3})"),
+        None => format!("run: {name} ({mode})"),
+    }
 }
 
 /// A loaded model's name by its kind and the last part of the name or path it was loaded by:
-/// "base" for a pretrained model, "trained" for one trained by convlens (it has a history).
+/// "base" for a pretrained model, "trained" for one trained by convlens (a run or a saved
+/// trained-model folder, whatever its history).
 pub fn model_label(m: &ModelInfo) -> String {
-    let kind = if m.history.is_empty() {
-        "base"
-    } else {
-        "trained"
-    };
+    let kind = if !m.trained { "base" } else { "trained" };
     let name = Path::new(&m.key)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

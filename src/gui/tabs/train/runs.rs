@@ -1,6 +1,6 @@
 //! The list of saved runs: name, mode, dataset, best validation accuracy and date, damaged runs
-//! with their problem; a click shows a run, and each can be renamed or (after a confirmation)
-//! deleted. The reading and writing happens on the worker.
+//! with their problem; a click shows a run, and each can be opened as the loaded model,
+//! renamed or (after a confirmation) deleted. The reading and writing happens on the worker.
 
 use crate::gui::context::{AppContext, Command, Commands};
 use crate::gui::widgets;
@@ -48,7 +48,6 @@ impl RunList {
         &mut self,
         ui: &mut egui::Ui,
         ctx: &AppContext,
-        runs: &[RunSummary],
         shown: Option<&str>,
         out: &mut Commands,
     ) {
@@ -56,6 +55,7 @@ impl RunList {
             ui.label("Runs are not kept: there is no data folder (see the message log).");
             return;
         };
+        let runs = ctx.runs;
         let busy = ctx.running(JobKind::Runs);
         ui.horizontal_wrapped(|ui| {
             widgets::section(ui, &format!("Runs ({})", runs.len()));
@@ -135,6 +135,18 @@ impl RunList {
         );
         ui.label(short_date(&run.created));
         ui.horizontal(|ui| {
+            let key = crate::gui::context::run_key(run);
+            let loaded = ctx.model.is_some_and(|m| m.key == key || m.key == run.name);
+            if ui
+                .add_enabled(
+                    run.problem.is_none() && !loaded,
+                    egui::Button::new("Open as model").small(),
+                )
+                .on_hover_text("make this run's model the loaded model of every tab")
+                .clicked()
+            {
+                out.push(Command::LoadModel(Some(key)));
+            }
             ui.add_enabled_ui(!busy, |ui| {
                 if ui.small_button("Rename…").clicked() {
                     self.renaming = Some((run.name.clone(), String::new()));
