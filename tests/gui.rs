@@ -985,6 +985,20 @@ fn a_saved_run_is_offered_in_a_new_sessions_choosers_and_predicts() {
             .is_some_and(|v| classes.contains(&v.class_name))
     });
     assert_eq!(h.state().model_info().unwrap().key, base);
+
+    // Opened as the loaded model from the Train tab, it is named "trained", not "base".
+    h.state_mut().settings_mut().tab = Tab::Train;
+    settle(&mut h, "the run shown", |a| {
+        a.shown_run() == Some(run.name.as_str())
+    });
+    h.get_by_label("Open as model").click();
+    settle(&mut h, "the run loaded", |a| {
+        a.model_info().is_some_and(|m| m.key != base)
+    });
+    assert!(h.state().model_info().unwrap().trained);
+    h.state_mut().settings_mut().tab = Tab::Heatmap;
+    settle(&mut h, "its heatmap", |a| a.cam_view().is_some());
+    h.get_by_label_contains(&format!("trained: {} — ", run.name));
     assert_eq!(h.state().last_error(), None);
 }
 

@@ -194,3 +194,86 @@ pub fn model_label(m: &ModelInfo) -> String {
         .unwrap_or_else(|| m.key.clone());
     format!("{kind}: {name}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Mode;
+
+    fn info(key: &str, trained: bool) -> ModelInfo {
+        ModelInfo {
+            key: key.into(),
+            title: String::new(),
+            source: String::new(),
+            layers: Vec::new(),
+            spatial: Vec::new(),
+            labels: Vec::new(),
+            default_cam_layer: String::new(),
+            input_size: 224,
+            history: Vec::new(),
+            trained,
+        }
+    }
+
+    fn run(ws: &Workspace, name: &str, acc: Option<f32>, problem: Option<&str>) -> RunSummary {
+        RunSummary {
+            name: name.into(),
+            display_name: None,
+            path: ws.runs_dir().join(name),
+            created: "2026-11-29T22:10:05Z".into(),
+            mode: Some(Mode::Extract),
+            dataset: Some("fashion-mini".into()),
+            best_val_accuracy: acc,
+            epochs: 1,
+            problem: problem.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn runs_come_after_the_loaded_and_session_models_and_vanish_when_gone() {
+        let ws = Workspace::at("/data/runs");
+        let runs = [
+            run(&ws, "new", Some(0.875), None),
+            run(&ws, "broken", None, Some("no model.json")),
+            run(&ws, "old", Some(0.5), None),
+            run(&ws, "loaded", Some(0.9), None),
+        ];
+        let model = info("/data/runs/loaded", true);
+        let (board, thumbs) = (JobBoard::default(), Thumbnails::default());
+        let ctx = AppContext {
+            model: Some(&model),
+            data: None,
+            image: Path::new("x.png"),
+            layer: None,
+            trained_model: Some("/tmp/session-model"),
+            jobs: &board,
+            thumbs: &thumbs,
+            workspace: Some(&ws),
+            runs: &runs,
+        };
+        let labels: Vec<String> = ctx.model_choices().into_iter().map(|c| c.label).collect();
+        assert_eq!(
+            labels,
+            [
+                "trained: loaded",
+                "trained: session-model (this session)",
+                "run: new (extract, val. acc. 0.875)",
+                "run: old (extract, val. acc. 0.500)",
+            ]
+        );
+        let key = |k| ctx.model_key(Some(k));
+        assert_eq!(key("/data/runs/old").as_deref(), Some("/data/runs/old"));
+        assert_eq!(
+            key("/data/runs/broken").as_deref(),
+            Some("/data/runs/loaded")
+        );
+        assert!(ctx.run_vanished("/data/runs/gone"));
+        assert!(ctx.run_vanished("/data/runs/broken"), "damaged since");
+        assert!(!ctx.run_vanished("/data/runs/old"));
+        assert!(!ctx.run_vanished("efficientnet_lite0"), "not a run");
+        assert_eq!(
+            model_label(&info("efficientnet_lite0", false)),
+            "base: efficientnet_lite0"
+        );
+    }
+}

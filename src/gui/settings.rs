@@ -258,6 +258,31 @@ mod tests {
     }
 
     #[test]
+    fn restored_paths_that_are_gone_fall_back_with_a_note() {
+        let defaults = Settings::default();
+        let mut s = Settings {
+            image: "/no/such.png".into(),
+            model: "/no/such/model.safetensors".into(),
+            data_dir: "/no/such/folder".into(),
+            ..Settings::default()
+        };
+        let notes = s.check_restored(false);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(notes[0].contains("/no/such.png"), "{}", notes[0]);
+        assert_eq!(s.image, defaults.image);
+        assert_eq!(s.model, defaults.model);
+        assert_eq!(s.data_dir, "/no/such/folder", "kept: its scan says why");
+        // A model asked for on the command line is left to its own error.
+        let mut s = Settings {
+            model: "/no/such/model.safetensors".into(),
+            ..Settings::default()
+        };
+        assert!(s.check_restored(true).is_empty());
+        assert_eq!(s.model, "/no/such/model.safetensors");
+        assert!(Settings::default().check_restored(false).is_empty());
+    }
+
+    #[test]
     fn training_saves_into_a_new_run_unless_a_folder_is_typed() {
         let mut form = TrainForm::default();
         assert_eq!(form.typed_out_dir(), None);

@@ -26,6 +26,9 @@ const COMPARED: Color32 = Color32::from_rgb(170, 100, 210);
 const KEPT: Color32 = Color32::GOLD;
 const PHASE: Color32 = Color32::GRAY;
 
+/// The height of a plot; its legend adds a line or two below.
+const PLOT_HEIGHT: f32 = 160.0;
+
 /// One entry of a legend: a short line in the curve's colour and style, and its name.
 struct Entry {
     name: String,
@@ -147,8 +150,9 @@ fn entries(history: &History, names: [&str; 2], compare: Option<&Compared>) -> V
 /// A legend in rows under a plot.
 fn legend(ui: &mut egui::Ui, entries: &[Entry]) {
     ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.y = 0.0;
         for e in entries {
-            let (rect, _) = ui.allocate_exact_size(egui::vec2(22.0, 12.0), egui::Sense::hover());
+            let (rect, _) = ui.allocate_exact_size(egui::vec2(18.0, 10.0), egui::Sense::hover());
             let ends = [rect.left_center(), rect.right_center()];
             let stroke = egui::Stroke::new(2.0, e.color);
             if e.dashed {
@@ -157,8 +161,8 @@ fn legend(ui: &mut egui::Ui, entries: &[Entry]) {
             } else {
                 ui.painter().line_segment(ends, stroke);
             }
-            ui.label(&e.name);
-            ui.add_space(6.0);
+            ui.label(egui::RichText::new(&e.name).small());
+            ui.add_space(4.0);
         }
     });
 }
@@ -186,7 +190,7 @@ pub fn curves(ui: &mut egui::Ui, history: &History, compare: Option<&Compared>) 
     ui.columns(2, |cols| {
         for ((id, lines), col) in plots.into_iter().zip(cols.iter_mut()) {
             Plot::new(id)
-                .height(180.0)
+                .height(PLOT_HEIGHT)
                 .allow_scroll(false)
                 .x_axis_label("epoch")
                 .y_axis_label(id)
@@ -245,6 +249,30 @@ mod tests {
         let none = History::new(vec![epoch("scratch", 1, false)]);
         assert!(caption(&none).starts_with("kept: the initial weights"));
         assert_eq!(caption(&History::default()), "no finished epoch");
+    }
+
+    #[test]
+    fn the_legend_lists_the_curves_the_markers_and_the_overlay() {
+        let h = History::new(vec![epoch("head", 1, true), epoch("finetune", 1, false)]);
+        let c = Compared {
+            name: "b".into(),
+            title: "baseline".into(),
+            history: History::default(),
+        };
+        let names: Vec<String> = entries(&h, ["train loss", "validation loss"], Some(&c))
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "train loss",
+                "validation loss",
+                "start of finetune",
+                "kept (epoch 1)",
+                "baseline: validation loss"
+            ]
+        );
     }
 
     #[test]

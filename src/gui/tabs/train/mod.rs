@@ -264,7 +264,10 @@ impl TrainTab {
         ui.horizontal_wrapped(|ui| {
             widgets::section(ui, &view.title);
             show_live = offer_live && ui.button("Show this session's run").clicked();
-            compare_combo(ui, ctx, view.name.as_deref(), &mut self.compare, out);
+            if let Some(name) = view.name.as_deref() {
+                runs::open_button(ui, ctx, name, out);
+            }
+            runs::compare_combo(ui, ctx, view.name.as_deref(), &mut self.compare, out);
         });
         if let Some(problem) = &view.problem {
             widgets::error_line(ui, problem);
@@ -325,43 +328,6 @@ fn start_row(
             }
         }
     });
-}
-
-/// The "compare with" choice: another run whose validation curves are overlaid.
-fn compare_combo(
-    ui: &mut egui::Ui,
-    ctx: &AppContext,
-    shown: Option<&str>,
-    compare: &mut Option<Compared>,
-    out: &mut Commands,
-) {
-    let label = ui.label("compare with");
-    let current = compare
-        .as_ref()
-        .map_or("none", |c| c.title.as_str())
-        .to_string();
-    egui::ComboBox::from_id_salt("compare-with")
-        .selected_text(current)
-        .show_ui(ui, |ui| {
-            if ui.selectable_label(compare.is_none(), "none").clicked() {
-                *compare = None;
-            }
-            for run in ctx
-                .runs
-                .iter()
-                .filter(|r| Some(r.name.as_str()) != shown && r.epochs > 0)
-            {
-                let on = compare.as_ref().is_some_and(|c| c.name == run.name);
-                if ui.selectable_label(on, runs::title(run)).clicked()
-                    && !on
-                    && let Some(c) = runs::show_command(ctx.workspace, &run.name, true)
-                {
-                    out.push(c);
-                }
-            }
-        })
-        .response
-        .labelled_by(label.id);
 }
 
 /// The command that starts a run with the form's options on the scanned dataset.
