@@ -856,3 +856,257 @@ fn run_starts_the_tabs_job_once_the_model_is_in() {
     assert_eq!(h.state().predictions().len(), 4, "the four bundled photos");
     assert_eq!(h.state().last_error(), None);
 }
+
+// --- gui-workflow ---
+
+mod common;
+
+use convlens::data::folder::Split;
+use convlens::workspace::RunSummary;
+use egui::accesskit::Role;
+
+/// Options for an app whose settings and runs live in `dir`, so a second harness on the same
+/// `dir` is a restart.
+fn options_in(dir: &std::path::Path) -> AppOptions {
+    AppOptions {
+        settings_path: Some(dir.join("settings.json")),
+        workspace: Some(dir.join("runs")),
+        ..AppOptions::default()
+    }
+}
+
+/// In `dir`: a small copy of fashion-mini (4 training and 2 validation images per class) made
+/// the data folder of the settings, and one epoch of extract trained on it from the Train tab
+/// and saved as a run. Returns the harness and the run.
+fn train_small_run(dir: &std::path::Path) -> (Harness<'static, ConvlensApp>, RunSummary) {
+    let data = dir.join("data");
+    common::small_dataset(&data, 4, 2);
+    let settings = serde_json::json!({ "data_dir": data, "tab": "Train" });
+    std::fs::write(dir.join("settings.json"), settings.to_string()).unwrap();
+    let mut h = harness_with(options_in(dir), SIZES[0]);
+    settle(&mut h, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    assert_eq!(h.state().dataset().unwrap().root, data);
+    h.state_mut().settings_mut().train.epochs = 1;
+    h.state_mut().start_training();
+    step_until(&mut h, 300, "the run", |a| {
+        a.train_outcome().is_some() || a.last_error().is_some()
+    });
+    settle(&mut h, "the run listed", |a| a.runs().len() == 1);
+    assert_eq!(h.state().last_error(), None);
+    let run = h.state().runs()[0].clone();
+    assert!(run.problem.is_none() && run.best_val_accuracy.is_some());
+    (h, run)
+}
+
+/// The names of the gallery's thumbnails on screen (`FILE (CLASS, SPLIT)`), once the worker
+/// has decoded them.
+fn gallery_names(h: &mut Harness<'_, ConvlensApp>) -> Vec<String> {
+    let names = |h: &Harness<'_, ConvlensApp>| -> Vec<String> {
+        h.query_all_by_role(Role::Image)
+            .filter_map(|n| n.accesskit_node().label())
+            .filter(|l| l.ends_with(')'))
+            .collect()
+    };
+    let start = Instant::now();
+    while names(h).is_empty() || h.state().busy() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no thumbnails");
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+    h.run_steps(2);
+    names(h)
+}
+
+/// The gallery name of each image of `split`.
+fn split_names(data: &convlens::data::folder::ImageFolder, split: Split) -> Vec<String> {
+    data.split(split)
+        .iter()
+        .map(|x| {
+            let file = x.path.file_name().unwrap().to_string_lossy();
+            format!("{file} ({}, {split})", data.classes[x.label])
+        })
+        .collect()
+}
+
+#[test]
+fn a_saved_run_is_offered_in_a_new_sessions_choosers_and_predicts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, run) = train_small_run(tmp.path());
+    let classes = h.state().dataset().unwrap().classes.clone();
+    drop(h);
+
+    // A new session on the same folders: nothing trained in it, the run is in the workspace.
+    let options = AppOptions {
+        tab: Some(Tab::Predict),
+        ..options_in(tmp.path())
+    };
+    let mut h = harness_with(options, SIZES[0]);
+    settle(&mut h, "the model and the runs", |a| {
+        a.model_info().is_some() && a.runs().len() == 1
+    });
+    assert_eq!(h.state().trained_model(), None);
+    let base = h.state().model_info().unwrap().key.clone();
+    let label = format!(
+        "run: {} (extract, val. acc. {:.3})",
+        run.name,
+        run.best_val_accuracy.unwrap()
+    );
+    choose_model(&mut h, 0, &label);
+    h.get_all_by_label("Predict").last().unwrap().click();
+    let top = |a: &ConvlensApp| -> Vec<String> {
+        a.predictions()
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().map(|top| top[0].class.clone()))
+            .collect()
+    };
+    step_until(&mut h, 120, "the run's predictions", |a| {
+        !a.busy() && !a.predictions().is_empty()
+    });
+    // The run answers with the dataset's classes, for every bundled photo; the loaded model
+    // stays the base model.
+    assert_eq!(top(h.state()).len(), 4, "{:?}", h.state().predictions());
+    assert!(
+        top(h.state()).iter().all(|c| classes.contains(c)),
+        "{:?}",
+        top(h.state())
+    );
+    assert_eq!(h.state().model_info().unwrap().key, base);
+
+    // The Heatmap tab offers it too, and explains the dataset's classes through it.
+    h.state_mut().settings_mut().tab = Tab::Heatmap;
+    settle(&mut h, "the base model's heatmap", |a| {
+        a.cam_view().is_some()
+    });
+    choose_model(&mut h, 0, &label);
+    settle(&mut h, "the run's heatmap", |a| {
+        a.cam_view()
+            .is_some_and(|v| classes.contains(&v.class_name))
+    });
+    assert_eq!(h.state().model_info().unwrap().key, base);
+
+    // Opened as the loaded model from the Train tab, it is named "trained", not "base".
+    h.state_mut().settings_mut().tab = Tab::Train;
+    settle(&mut h, "the run shown", |a| {
+        a.shown_run() == Some(run.name.as_str())
+    });
+    h.get_by_label("Open as model").click();
+    settle(&mut h, "the run loaded", |a| {
+        a.model_info().is_some_and(|m| m.key != base)
+    });
+    assert!(h.state().model_info().unwrap().trained);
+    h.state_mut().settings_mut().tab = Tab::Heatmap;
+    settle(&mut h, "its heatmap", |a| a.cam_view().is_some());
+    h.get_by_label_contains(&format!("trained: {} — ", run.name));
+    assert_eq!(h.state().last_error(), None);
+}
+
+#[test]
+fn a_restart_restores_model_data_image_tab_and_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut h, run) = train_small_run(tmp.path());
+    let model = h.state().model_info().unwrap().key.clone();
+    let data = h.state().dataset().unwrap().clone();
+    // An image picked in the gallery, the run chosen for the heatmap, the Data tab.
+    h.state_mut().settings_mut().tab = Tab::Data;
+    h.run_steps(2);
+    let first = gallery_names(&mut h)[0].clone();
+    h.get_by_label(&first).click();
+    h.run_steps(2);
+    let image = h.state().settings().image.clone();
+    assert!(image.starts_with(data.root.to_str().unwrap()), "{image}");
+    let run_key = run.path.to_string_lossy().into_owned();
+    h.state_mut().settings_mut().heatmap.model = Some(run_key.clone());
+    h.run_steps(2);
+    drop(h);
+
+    let mut h = harness_with(options_in(tmp.path()), SIZES[0]);
+    settle(&mut h, "the restored session", |a| {
+        a.model_info().is_some() && a.dataset().is_some() && a.shown_run().is_some()
+    });
+    let app = h.state();
+    assert_eq!(app.tab(), Tab::Data);
+    assert_eq!(app.model_info().unwrap().key, model);
+    assert_eq!(app.dataset().unwrap().root, data.root);
+    assert_eq!(app.settings().image, image);
+    assert_eq!(app.shown_run(), Some(run.name.as_str()));
+    assert_eq!(app.shown_history().epochs.len(), 1, "its curves");
+    assert_eq!(
+        app.settings().heatmap.model.as_deref(),
+        Some(run_key.as_str())
+    );
+    assert_eq!(app.last_error(), None);
+    h.get_by_label(&format!("current image: {first}"));
+    drop(h);
+
+    // The run and the image gone meanwhile: the chooser falls back to the loaded model, the
+    // image to the bundled one, each said in the log.
+    std::fs::remove_dir_all(&run.path).unwrap();
+    std::fs::remove_file(&image).unwrap();
+    let mut h = harness_with(options_in(tmp.path()), SIZES[0]);
+    settle(&mut h, "the runs listed", |a| {
+        a.model_info().is_some() && a.settings().heatmap.model.is_none()
+    });
+    let app = h.state();
+    assert_eq!(app.shown_run(), None);
+    assert!(app.settings().image.ends_with("chelsea.png"));
+    let log: Vec<&str> = app.messages().iter().map(|m| m.text.as_str()).collect();
+    for expected in [
+        "the last session's image",
+        "Heatmap: the run",
+        "shown last time is no longer in the workspace",
+    ] {
+        assert!(
+            log.iter().any(|m| m.contains(expected)),
+            "{expected}: {log:?}"
+        );
+    }
+}
+
+#[test]
+fn the_gallery_filters_by_split_and_a_click_keeps_the_tab() {
+    for size in SIZES {
+        let mut h = harness_sized(Tab::Data, size);
+        settle(&mut h, "the data", |a| a.dataset().is_some());
+        let data = h.state().dataset().unwrap().clone();
+        let total: usize = Split::ALL.iter().map(|&s| data.split(s).len()).sum();
+        h.get_by_label(&format!("showing {total} of {total} images"));
+        let all = gallery_names(&mut h);
+        assert!(all.iter().any(|n| n.ends_with(", train)")), "{all:?}");
+
+        let validation = data.split(Split::Validation).len();
+        h.get_by_role_and_label(Role::ComboBox, "split").click();
+        h.run_steps(2);
+        h.get_all_by_label(&format!("validation: {validation} images"))
+            .last()
+            .unwrap()
+            .click();
+        h.run_steps(2);
+        h.get_by_label(&format!("showing {validation} of {total} images"));
+        let shown = gallery_names(&mut h);
+        let expected = split_names(&data, Split::Validation);
+        assert!(!shown.is_empty());
+        assert!(
+            shown.iter().all(|n| expected.contains(n)),
+            "{shown:?} are not all validation images"
+        );
+        // The thumbnails on screen are the first of the split, in its order.
+        assert_eq!(shown, expected[..shown.len()]);
+
+        // A click makes the image current and stays on the Data tab.
+        let before = h.state().settings().image.clone();
+        let pick = shown[shown.len() / 2].clone();
+        h.get_by_label(&pick).click();
+        h.run_steps(2);
+        let index = expected.iter().position(|n| *n == pick).unwrap();
+        let path = &data.split(Split::Validation)[index].path;
+        assert_eq!(h.state().tab(), Tab::Data);
+        assert_ne!(h.state().settings().image, before);
+        assert_eq!(h.state().settings().image, path.to_string_lossy());
+        h.get_by_label(&format!("current image: {pick}"));
+        h.get_by_label("Open in Heatmap").click();
+        h.run_steps(2);
+        assert_eq!(h.state().tab(), Tab::Heatmap);
+    }
+}

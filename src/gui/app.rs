@@ -50,6 +50,8 @@ pub(super) struct Shared {
     pub device: String,
     /// The workspace of training runs (`None` when there is no data folder for it).
     pub workspace: Option<Workspace>,
+    /// The runs of the workspace as last listed, newest first.
+    pub runs: Vec<RunSummary>,
 }
 
 /// The app.
@@ -73,13 +75,16 @@ impl ConvlensApp {
     /// Starts the worker; `repaint` is called whenever it has news.
     pub fn new(options: AppOptions, repaint: impl Fn() + Send + Sync + 'static) -> Self {
         let mut settings = Settings::load(options.settings_path.as_deref());
+        let mut log = MessageLog::default();
+        for note in settings.check_restored(options.model.is_some()) {
+            log.push(Level::Note, note);
+        }
         if let Some(model) = options.model {
             settings.model = model;
         }
         if let Some(tab) = options.tab {
             settings.tab = tab;
         }
-        let mut log = MessageLog::default();
         let workspace = match options.workspace {
             Some(dir) => Some(Workspace::at(dir)),
             None => Workspace::open_default()
@@ -142,7 +147,7 @@ impl ConvlensApp {
 
     /// The runs of the workspace as last listed, newest first.
     pub fn runs(&self) -> &[RunSummary] {
-        &self.tabs.train.runs
+        &self.shared.runs
     }
 
     /// The folder name of the run the Train tab shows (`None`: a run still training, or none).
@@ -215,6 +220,11 @@ impl ConvlensApp {
         self.board.current().map(|(_, _, line)| line.text)
     }
 
+    /// The settings as they are now (what the next start restores).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The settings (for tests and persistence).
     pub fn settings_mut(&mut self) -> &mut Settings {
         &mut self.settings
@@ -247,7 +257,10 @@ impl ConvlensApp {
             Tab::Filters => {
                 tabs::filters::FiltersTab::compute_command(&ctx, &self.settings.filters)
             }
-            Tab::Predict => self.tabs.predict.predict_command(&ctx),
+            Tab::Predict => self
+                .tabs
+                .predict
+                .predict_command(&ctx, &self.settings.predict),
             Tab::Data => tabs::data::preview_command(&ctx, &self.settings.train.augment),
             Tab::Start | Tab::Model | Tab::Activations | Tab::Heatmap => None,
         };
@@ -342,7 +355,7 @@ impl ConvlensApp {
                 &mut self.settings.heatmap,
                 &mut self.settings.export,
             ),
-            Tab::Predict => self.tabs.predict.ui(ui, &ctx),
+            Tab::Predict => self.tabs.predict.ui(ui, &ctx, &mut self.settings.predict),
         }
     }
 
@@ -376,7 +389,12 @@ impl ConvlensApp {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join("\n");
-            if let Some(c) = self.tabs.predict.predict_command(&self.context()) {
+            let ctx = self.context();
+            if let Some(c) = self
+                .tabs
+                .predict
+                .predict_command(&ctx, &self.settings.predict)
+            {
                 out.push(c);
             }
         } else {
@@ -414,5 +432,6 @@ fn context_of<'a>(
         jobs: board,
         thumbs: &shared.thumbs,
         workspace: shared.workspace.as_ref(),
+        runs: &shared.runs,
     }
 }

@@ -9,7 +9,7 @@ use super::thumbs::Thumbnails;
 use crate::data::folder::ImageFolder;
 use crate::jobs::views::ModelInfo;
 use crate::jobs::{JobKind, Request};
-use crate::workspace::Workspace;
+use crate::workspace::{RunSummary, Workspace};
 
 /// The shared state a tab reads while it draws.
 pub struct AppContext<'a> {
@@ -29,6 +29,8 @@ pub struct AppContext<'a> {
     pub thumbs: &'a Thumbnails,
     /// The workspace of training runs (`None`: there is no data folder to keep runs in).
     pub workspace: Option<&'a Workspace>,
+    /// The runs of the workspace as last listed, newest first.
+    pub runs: &'a [RunSummary],
 }
 
 impl AppContext<'_> {
@@ -96,8 +98,9 @@ pub struct ModelChoice {
 }
 
 impl AppContext<'_> {
-    /// The models the tabs can choose from: the loaded one, then the one trained in this
-    /// session (when it is not the loaded one). Runs of the workspace belong at the end.
+    /// The models the tabs can choose from: the loaded one, the one trained in this session
+    /// (when it is not the loaded one), then the workspace's sound runs, newest first (each by
+    /// its folder, which the worker loads and keeps beside the loaded model).
     pub fn model_choices(&self) -> Vec<ModelChoice> {
         let mut out = Vec::new();
         if let Some(m) = self.model {
@@ -116,6 +119,18 @@ impl AppContext<'_> {
             out.push(ModelChoice {
                 label: format!("trained: {name} (this session)"),
                 key: t.to_string(),
+            });
+        }
+        for run in self.runs.iter().filter(|r| r.problem.is_none()) {
+            let key = run_key(run);
+            let loaded = |k: &str| k == key || k == run.name;
+            if self.model.is_some_and(|m| loaded(&m.key)) || self.trained_model.is_some_and(loaded)
+            {
+                continue;
+            }
+            out.push(ModelChoice {
+                label: run_label(run),
+                key,
             });
         }
         out
@@ -138,19 +153,127 @@ impl AppContext<'_> {
             .map(|c| c.label)
             .unwrap_or_else(|| key.to_string())
     }
+
+    /// Whether `key` names a run of the workspace that the last listing no longer has (deleted,
+    /// moved away, or damaged since): a chooser holding it falls back to the loaded model.
+    pub fn run_vanished(&self, key: &str) -> bool {
+        let in_workspace = self
+            .workspace
+            .is_some_and(|w| Path::new(key).parent() == Some(w.runs_dir()));
+        in_workspace
+            && !self
+                .runs
+                .iter()
+                .any(|r| r.problem.is_none() && run_key(r) == key)
+    }
+}
+
+/// The model key of a saved run: its folder.
+pub fn run_key(run: &RunSummary) -> String {
+    run.path.to_string_lossy().into_owned()
+}
+
+/// How the choosers name a saved run: its name, mode and best validation accuracy.
+pub fn run_label(run: &RunSummary) -> String {
+    let name = run.display_name.as_deref().unwrap_or(&run.name);
+    let mode = run.mode.map_or("?", |m| m.name());
+    match run.best_val_accuracy {
+        Some(acc) => format!("run: {name} ({mode}, val. acc. {acc:.3})"),
+        None => format!("run: {name} ({mode})"),
+    }
 }
 
 /// A loaded model's name by its kind and the last part of the name or path it was loaded by:
-/// "base" for a pretrained model, "trained" for one trained by convlens (it has a history).
+/// "base" for a pretrained model, "trained" for one trained by convlens (a run or a saved
+/// trained-model folder, whatever its history).
 pub fn model_label(m: &ModelInfo) -> String {
-    let kind = if m.history.is_empty() {
-        "base"
-    } else {
-        "trained"
-    };
+    let kind = if !m.trained { "base" } else { "trained" };
     let name = Path::new(&m.key)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| m.key.clone());
     format!("{kind}: {name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Mode;
+
+    fn info(key: &str, trained: bool) -> ModelInfo {
+        ModelInfo {
+            key: key.into(),
+            title: String::new(),
+            source: String::new(),
+            layers: Vec::new(),
+            spatial: Vec::new(),
+            labels: Vec::new(),
+            default_cam_layer: String::new(),
+            input_size: 224,
+            history: Vec::new(),
+            trained,
+        }
+    }
+
+    fn run(ws: &Workspace, name: &str, acc: Option<f32>, problem: Option<&str>) -> RunSummary {
+        RunSummary {
+            name: name.into(),
+            display_name: None,
+            path: ws.runs_dir().join(name),
+            created: "2026-11-29T22:10:05Z".into(),
+            mode: Some(Mode::Extract),
+            dataset: Some("fashion-mini".into()),
+            best_val_accuracy: acc,
+            epochs: 1,
+            problem: problem.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn runs_come_after_the_loaded_and_session_models_and_vanish_when_gone() {
+        let ws = Workspace::at("/data/runs");
+        let runs = [
+            run(&ws, "new", Some(0.875), None),
+            run(&ws, "broken", None, Some("no model.json")),
+            run(&ws, "old", Some(0.5), None),
+            run(&ws, "loaded", Some(0.9), None),
+        ];
+        let model = info("/data/runs/loaded", true);
+        let (board, thumbs) = (JobBoard::default(), Thumbnails::default());
+        let ctx = AppContext {
+            model: Some(&model),
+            data: None,
+            image: Path::new("x.png"),
+            layer: None,
+            trained_model: Some("/tmp/session-model"),
+            jobs: &board,
+            thumbs: &thumbs,
+            workspace: Some(&ws),
+            runs: &runs,
+        };
+        let labels: Vec<String> = ctx.model_choices().into_iter().map(|c| c.label).collect();
+        assert_eq!(
+            labels,
+            [
+                "trained: loaded",
+                "trained: session-model (this session)",
+                "run: new (extract, val. acc. 0.875)",
+                "run: old (extract, val. acc. 0.500)",
+            ]
+        );
+        let key = |k| ctx.model_key(Some(k));
+        assert_eq!(key("/data/runs/old").as_deref(), Some("/data/runs/old"));
+        assert_eq!(
+            key("/data/runs/broken").as_deref(),
+            Some("/data/runs/loaded")
+        );
+        assert!(ctx.run_vanished("/data/runs/gone"));
+        assert!(ctx.run_vanished("/data/runs/broken"), "damaged since");
+        assert!(!ctx.run_vanished("/data/runs/old"));
+        assert!(!ctx.run_vanished("efficientnet_lite0"), "not a run");
+        assert_eq!(
+            model_label(&info("efficientnet_lite0", false)),
+            "base: efficientnet_lite0"
+        );
+    }
 }

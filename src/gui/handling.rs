@@ -3,15 +3,17 @@
 //! name every kind: a new kind must say what its cancel, failure and start do here.
 #![warn(clippy::wildcard_enum_match_arm)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::app::ConvlensApp;
 use super::context::{Command, Commands};
 use super::log::Level;
+use super::settings::Settings;
 use super::tabs::activations::ActivationsTab;
 use super::tabs::train::TrainTab;
 use super::thumbs::THUMBNAIL_SIZE;
 use crate::jobs::{Event, JobId, JobKind, Outcome, Partial, Reply, Request};
+use crate::workspace::RunSummary;
 
 /// Kinds whose newer request replaces a queued or running older one.
 const REPLACED_BY_NEWER: [JobKind; 4] = [
@@ -206,12 +208,7 @@ impl ConvlensApp {
                 if let Some(done) = done {
                     self.note(Level::Note, done);
                 }
-                let workspace = self.shared.workspace.as_ref();
-                out.extend(
-                    self.tabs
-                        .train
-                        .runs_listed(workspace, runs, &mut self.settings.run),
-                );
+                out.extend(self.runs_listed(runs));
             }
             Reply::Run { details, compare } => {
                 self.tabs
@@ -220,6 +217,68 @@ impl ConvlensApp {
             }
         }
         out
+    }
+
+    /// The runs were listed: the Train tab follows, and a model chooser holding a run that is
+    /// gone falls back to the loaded model (said in the log); the views whose model changed
+    /// (a run of the last session is offered again, or one vanished) are recomputed.
+    fn runs_listed(&mut self, runs: Vec<RunSummary>) -> Commands {
+        let before = self.viewed_models();
+        self.shared.runs = runs;
+        let workspace = self.shared.workspace.as_ref();
+        let mut out =
+            self.tabs
+                .train
+                .runs_listed(workspace, &self.shared.runs, &mut self.settings.run);
+        let chosen: Vec<String> = model_slots(&mut self.settings)
+            .into_iter()
+            .filter_map(|(_, slot)| slot.clone())
+            .chain(self.shared.trained_model.clone())
+            .collect();
+        let gone: Vec<String> = {
+            let ctx = self.context();
+            chosen.into_iter().filter(|k| ctx.run_vanished(k)).collect()
+        };
+        for (tab, slot) in model_slots(&mut self.settings) {
+            if let Some(key) = slot.take_if(|k| gone.contains(k)) {
+                let name = Path::new(&key)
+                    .file_name()
+                    .map_or(key.clone(), |n| n.to_string_lossy().into_owned());
+                out.push(Command::Note(format!(
+                    "{tab}: the run {name} is no longer in the workspace; back to the loaded model"
+                )));
+            }
+        }
+        if self
+            .shared
+            .trained_model
+            .take_if(|k| gone.contains(k))
+            .is_some()
+        {
+            out.push(Command::Note(
+                "this session's trained run is no longer in the workspace".into(),
+            ));
+        }
+        if self.viewed_models() != before {
+            out.push(Command::RefreshActivations);
+            out.push(Command::RefreshCam);
+        }
+        out
+    }
+
+    /// The models the Activations grid and the two heatmap rows are computed with now.
+    fn viewed_models(&self) -> [Option<String>; 3] {
+        let ctx = self.context();
+        let s = &self.settings;
+        [
+            ctx.model_key(s.activations.model.as_deref()),
+            ctx.model_key(s.heatmap.model.as_deref()),
+            s.heatmap
+                .compare
+                .as_deref()
+                .or(ctx.trained_model)
+                .and_then(|k| ctx.model_key(Some(k))),
+        ]
     }
 
     /// Applies the commands of a frame, in order.
@@ -338,4 +397,15 @@ impl ConvlensApp {
             }
         }
     }
+}
+
+/// Each tab's model choice, named by its tab (for the log).
+fn model_slots(s: &mut Settings) -> [(&'static str, &mut Option<String>); 5] {
+    [
+        ("Activations", &mut s.activations.model),
+        ("Filters", &mut s.filters.model),
+        ("Heatmap", &mut s.heatmap.model),
+        ("Heatmap (second row)", &mut s.heatmap.compare),
+        ("Predict", &mut s.predict.model),
+    ]
 }

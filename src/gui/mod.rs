@@ -7,6 +7,7 @@ mod context;
 mod handling;
 mod log;
 mod panels;
+mod pick;
 pub mod settings;
 mod tabs;
 mod thumbs;

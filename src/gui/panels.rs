@@ -5,11 +5,13 @@ use std::path::PathBuf;
 
 use super::app::ConvlensApp;
 use super::context::{Command, Commands};
+use super::pick::{self, PickKind};
 use super::widgets;
 use crate::device::DeviceChoice;
 use crate::jobs::{JobKind, Request};
 
-/// A single-line text field with a label; returns whether Enter was pressed in it.
+/// A single-line text field with a label (a typed path is used on Enter or with the button
+/// beside it); returns whether Enter was pressed in it.
 fn path_field(ui: &mut egui::Ui, label: egui::Id, text: &mut String) -> bool {
     let r = ui
         .add(egui::TextEdit::singleline(text).desired_width(150.0))
@@ -55,16 +57,12 @@ impl ConvlensApp {
         let mut reload = false;
         ui.horizontal(|ui| {
             reload |= path_field(ui, title.id, &mut self.settings.model);
-            if ui
-                .button("Open…")
-                .on_hover_text("a weights file, manifest or model folder")
-                .clicked()
-                && let Some(p) = rfd::FileDialog::new().pick_file()
-            {
-                self.settings.model = p.to_string_lossy().into_owned();
+            if let Some(p) = pick::one(ui, "model", "Open…", PickKind::File) {
+                self.settings.model = p;
                 reload = true;
             }
         });
+        pick::notice(ui, "model");
         let available = crate::zoo::available_models(&crate::zoo::models_dir());
         ui.horizontal_wrapped(|ui| {
             for name in available {
@@ -94,13 +92,12 @@ impl ConvlensApp {
         let mut rescan = false;
         ui.horizontal(|ui| {
             rescan |= path_field(ui, title.id, &mut self.settings.data_dir);
-            if ui.button("Folder…").clicked()
-                && let Some(p) = rfd::FileDialog::new().pick_folder()
-            {
-                self.settings.data_dir = p.to_string_lossy().into_owned();
+            if let Some(p) = pick::one(ui, "data", "Folder…", PickKind::Folder) {
+                self.settings.data_dir = p;
                 rescan = true;
             }
         });
+        pick::notice(ui, "data");
         rescan |= ui.button("Scan").clicked();
         if rescan {
             out.push(Command::ScanData(None));
@@ -121,15 +118,18 @@ impl ConvlensApp {
         let mut reimage = false;
         ui.horizontal(|ui| {
             reimage |= path_field(ui, title.id, &mut self.settings.image);
-            if ui.button("Open…").clicked()
-                && let Some(p) = rfd::FileDialog::new().pick_file()
-            {
-                self.settings.image = p.to_string_lossy().into_owned();
+            if let Some(p) = pick::one(ui, "image", "Open…", PickKind::File) {
+                self.settings.image = p;
                 reimage = true;
             }
         });
+        pick::notice(ui, "image");
         let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/images");
         ui.horizontal_wrapped(|ui| {
+            reimage |= ui
+                .button("Show")
+                .on_hover_text("look at the image whose path is typed above")
+                .clicked();
             for name in ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"] {
                 if ui.small_button(name).clicked() {
                     self.settings.image = samples.join(name).to_string_lossy().into_owned();

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 pub use super::tabs::activations::ActivationSettings;
 pub use super::tabs::filters::FilterSettings;
 pub use super::tabs::heatmap::HeatmapSettings;
+pub use super::tabs::predict::PredictSettings;
 use crate::data::augment::Augment;
 use crate::device::DeviceChoice;
 use crate::train::{HeadKind, Mode};
@@ -145,6 +146,7 @@ pub struct Settings {
     pub activations: ActivationSettings,
     pub heatmap: HeatmapSettings,
     pub filters: FilterSettings,
+    pub predict: PredictSettings,
     pub export: ExportSettings,
     pub train: TrainForm,
     /// The run selected in the Train tab's list (its folder name), reselected on start.
@@ -170,6 +172,7 @@ impl Default for Settings {
             activations: ActivationSettings::default(),
             heatmap: HeatmapSettings::default(),
             filters: FilterSettings::default(),
+            predict: PredictSettings::default(),
             export: ExportSettings::default(),
             train: TrainForm::default(),
             run: None,
@@ -191,6 +194,39 @@ impl Settings {
         path.and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default()
+    }
+
+    /// Checks what the last session left against the disk: an image that is gone is replaced
+    /// by the bundled one, a model file or folder that is gone by the bundled model (unless
+    /// `keep_model`: the model was asked for on the command line), and a data folder that is
+    /// gone is kept (its scan says why it fails) but explained. Returns a note for each.
+    pub fn check_restored(&mut self, keep_model: bool) -> Vec<String> {
+        let defaults = Settings::default();
+        let mut notes = Vec::new();
+        if !Path::new(self.image.trim()).is_file() {
+            notes.push(format!(
+                "the last session's image {} is gone; showing {}",
+                self.image, defaults.image
+            ));
+            self.image = defaults.image;
+        }
+        let model = self.model.trim();
+        let is_path = model.contains(['/', '\\']) && crate::zoo::hub::parse(model).is_none();
+        if !keep_model && is_path && !Path::new(model).exists() {
+            notes.push(format!(
+                "the last session's model {model} is gone; opening {}",
+                defaults.model
+            ));
+            self.model = defaults.model;
+        }
+        if !Path::new(self.data_dir.trim()).is_dir() {
+            notes.push(format!(
+                "the last session's data folder {} is gone: choose another in the left panel, \
+                 or use the bundled dataset (Data tab)",
+                self.data_dir
+            ));
+        }
+        notes
     }
 
     /// Saves atomically; failures are ignored (settings are a convenience).
@@ -219,6 +255,31 @@ mod tests {
         std::fs::write(&path, "{not json").unwrap();
         assert_eq!(Settings::load(Some(&path)), Settings::default());
         assert_eq!(Tab::from_name("heatmap"), Some(Tab::Heatmap));
+    }
+
+    #[test]
+    fn restored_paths_that_are_gone_fall_back_with_a_note() {
+        let defaults = Settings::default();
+        let mut s = Settings {
+            image: "/no/such.png".into(),
+            model: "/no/such/model.safetensors".into(),
+            data_dir: "/no/such/folder".into(),
+            ..Settings::default()
+        };
+        let notes = s.check_restored(false);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(notes[0].contains("/no/such.png"), "{}", notes[0]);
+        assert_eq!(s.image, defaults.image);
+        assert_eq!(s.model, defaults.model);
+        assert_eq!(s.data_dir, "/no/such/folder", "kept: its scan says why");
+        // A model asked for on the command line is left to its own error.
+        let mut s = Settings {
+            model: "/no/such/model.safetensors".into(),
+            ..Settings::default()
+        };
+        assert!(s.check_restored(true).is_empty());
+        assert_eq!(s.model, "/no/such/model.safetensors");
+        assert!(Settings::default().check_restored(false).is_empty());
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct ModelInfo {
     pub input_size: usize,
     /// For a model trained by convlens: its training history (for the Train tab's curves).
     pub history: Vec<crate::train::EpochMetrics>,
+    /// Whether convlens trained it (a trained-model bundle: a run or a saved folder).
+    pub trained: bool,
 }
 
 /// An activation grid ready to show.
@@ -101,6 +103,7 @@ pub fn load_model(engine: &mut Engine, key: &str) -> Result<ModelInfo> {
             .as_ref()
             .map(|(_, t)| t.history.clone())
             .unwrap_or_default(),
+        trained: model.spec.trained.is_some(),
     })
 }
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 
 use super::context::{AppContext, Command};
+use super::pick::{self, PickKind};
 use super::settings::ExportSettings;
 use super::widgets;
 use crate::jobs::views::ModelInfo;
@@ -165,10 +166,8 @@ fn export_row(ui: &mut egui::Ui, export: &mut ExportSettings) -> (bool, bool) {
         widgets::labelled(ui, "export to", |ui| {
             ui.add(egui::TextEdit::singleline(&mut export.dir).desired_width(220.0))
         });
-        if ui.button("Folder…").clicked()
-            && let Some(p) = rfd::FileDialog::new().pick_folder()
-        {
-            export.dir = p.to_string_lossy().into_owned();
+        if let Some(p) = pick::one(ui, "export", "Folder…", PickKind::Folder) {
+            export.dir = p;
         }
         widgets::labelled(ui, "scale", |ui| {
             ui.add(egui::DragValue::new(&mut export.scale).range(1..=4))
@@ -176,6 +175,7 @@ fn export_row(ui: &mut egui::Ui, export: &mut ExportSettings) -> (bool, bool) {
         clicked.0 = ui.button("Export PNG").clicked();
         clicked.1 = ui.button("Export all").clicked();
     });
+    pick::notice(ui, "export");
     clicked
 }
 

@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use super::{STALE_OPACITY, model_chooser, model_or_empty};
 use crate::gui::context::{AppContext, Command, Commands};
+use crate::gui::pick::{self, PickKind};
 use crate::gui::widgets;
 use crate::jobs::views::PredictionRow;
 use crate::jobs::{JobKind, Request};
@@ -13,19 +16,21 @@ use crate::jobs::{JobKind, Request};
 pub const EMPTY_LIST: &str = "Predict: list at least one image file above (one path per line; \
                               type or paste it, use Pick files…, or drop files on the window)";
 
-/// What Predict says when the file dialog gave nothing.
-const NO_DIALOG: &str = "No file was picked. If no dialog opened, this system has no file-dialog \
-                         service (xdg-desktop-portal): type or paste the paths above, one per line.";
-
-/// The Predict tab's state: the file list, the chosen model and the last answers.
-pub struct PredictTab {
-    /// Image files, one per line.
-    pub input: String,
+/// The Predict tab's persisted options.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PredictSettings {
     /// The model asked (a key of the model chooser; `None`: the model trained in this session
     /// if there is one, else the loaded one).
     pub model: Option<String>,
+}
+
+/// The Predict tab's state: the file list and the last answers.
+pub struct PredictTab {
+    /// Image files, one per line.
+    pub input: String,
     predictions: Vec<PredictionRow>,
-    /// A hint shown under the buttons (an empty list, a dialog that gave nothing).
+    /// A hint shown under the buttons (an empty list).
     notice: Option<&'static str>,
 }
 
@@ -38,7 +43,6 @@ impl Default for PredictTab {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join("\n"),
-            model: None,
             predictions: Vec::new(),
             notice: None,
         }
@@ -87,14 +91,14 @@ impl PredictTab {
     }
 
     /// The key of the model the tab asks.
-    fn model_key(&self, ctx: &AppContext) -> Option<String> {
-        ctx.model_key(self.model.as_deref().or(ctx.trained_model))
+    fn model_key(ctx: &AppContext, s: &PredictSettings) -> Option<String> {
+        ctx.model_key(s.model.as_deref().or(ctx.trained_model))
     }
 
     /// The command that classifies the listed files with the chosen model; a note saying what
     /// to do with nothing listed; `None` without a model.
-    pub fn predict_command(&self, ctx: &AppContext) -> Option<Command> {
-        let model = self.model_key(ctx)?;
+    pub fn predict_command(&self, ctx: &AppContext, s: &PredictSettings) -> Option<Command> {
+        let model = Self::model_key(ctx, s)?;
         let paths = self.paths();
         if paths.is_empty() {
             return Some(Command::Note(EMPTY_LIST.into()));
@@ -103,7 +107,7 @@ impl PredictTab {
     }
 
     /// Draws the tab.
-    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &AppContext) -> Commands {
+    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &AppContext, s: &mut PredictSettings) -> Commands {
         let mut out = Commands::default();
         if model_or_empty(ui, ctx).is_none() {
             return out;
@@ -122,23 +126,17 @@ impl PredictTab {
         let running = ctx.running(JobKind::Predict);
         let mut ask = false;
         ui.horizontal_wrapped(|ui| {
-            let key = self.model_key(ctx);
+            let key = Self::model_key(ctx, s);
             if let Some(k) = model_chooser(ui, "predict-model", ctx, key.as_deref()) {
-                self.model = Some(k);
+                s.model = Some(k);
                 ask = !self.paths().is_empty();
             }
-            if ui.button("Pick files…").clicked() {
-                match rfd::FileDialog::new().pick_files() {
-                    Some(files) if !files.is_empty() => {
-                        self.input = files
-                            .iter()
-                            .map(|p| p.display().to_string())
-                            .collect::<Vec<_>>()
-                            .join("\n");
-                        self.notice = None;
-                    }
-                    _ => self.notice = Some(NO_DIALOG),
-                }
+            if let Some(files) = pick::button(ui, "predict", "Pick files…", PickKind::Files) {
+                self.input = files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n");
             }
             ask |= ui
                 .add_enabled(!running, egui::Button::new("Predict"))
@@ -147,10 +145,11 @@ impl PredictTab {
                 ui.spinner();
             }
         });
-        if ask && let Some(c) = self.predict_command(ctx) {
+        if ask && let Some(c) = self.predict_command(ctx, s) {
             self.notice = matches!(c, Command::Note(_)).then_some(EMPTY_LIST);
             out.push(c);
         }
+        pick::notice(ui, "predict");
         if let Some(notice) = self.notice {
             ui.label(egui::RichText::new(notice).color(ui.visuals().warn_fg_color));
         }

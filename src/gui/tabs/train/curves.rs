@@ -1,7 +1,9 @@
 //! Loss and accuracy per epoch of one run, with the kept epoch and the phase changes marked,
-//! hover values, and optionally a second run's validation curves overlaid.
+//! hover values, and optionally a second run's validation curves overlaid. Each plot's legend
+//! sits below it, so it never covers a curve.
 
-use egui_plot::{HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints, PlotUi, VLine};
+use egui::Color32;
+use egui_plot::{HoverPosition, Line, LineStyle, Plot, PlotPoints, PlotUi, VLine};
 
 use crate::train::EpochMetrics;
 use crate::workspace::History;
@@ -14,6 +16,24 @@ pub struct Compared {
     /// What the legend calls it.
     pub title: String,
     pub history: History,
+}
+
+/// The colours of the train and validation curves, the overlaid run, the kept epoch and the
+/// phase changes.
+const TRAIN: Color32 = Color32::from_rgb(80, 140, 230);
+const VALIDATION: Color32 = Color32::from_rgb(235, 125, 40);
+const COMPARED: Color32 = Color32::from_rgb(170, 100, 210);
+const KEPT: Color32 = Color32::GOLD;
+const PHASE: Color32 = Color32::GRAY;
+
+/// The height of a plot; its legend adds a line or two below.
+const PLOT_HEIGHT: f32 = 160.0;
+
+/// One entry of a legend: a short line in the curve's colour and style, and its name.
+struct Entry {
+    name: String,
+    color: Color32,
+    dashed: bool,
 }
 
 /// The legend name of the kept-epoch marker (epochs counted from 1 over all phases).
@@ -72,14 +92,14 @@ fn markers(p: &mut PlotUi<'_>, history: &History) {
     for span in history.phases.iter().skip(1) {
         p.vline(
             VLine::new(phase_label(&span.name), span.start as f64 + 0.5)
-                .color(egui::Color32::GRAY)
+                .color(PHASE)
                 .style(LineStyle::dashed_dense()),
         );
     }
     if let Some(kept) = history.kept {
         p.vline(
             VLine::new(kept_label(kept), (kept + 1) as f64)
-                .color(egui::Color32::GOLD)
+                .color(KEPT)
                 .width(2.0),
         );
     }
@@ -104,7 +124,51 @@ fn hover_text(history: &History, pos: &HoverPosition<'_>) -> Option<String> {
     Some(format!("{plot_name}\nepoch {x}{phase}: {:.3}", position.y))
 }
 
-/// The two plots side by side (the page scrolls over them: the plots take no wheel).
+/// The legend of one plot: its two curves, the markers, the overlaid run's curve.
+fn entries(history: &History, names: [&str; 2], compare: Option<&Compared>) -> Vec<Entry> {
+    let entry = |name: String, color, dashed| Entry {
+        name,
+        color,
+        dashed,
+    };
+    let mut out = vec![
+        entry(names[0].to_string(), TRAIN, false),
+        entry(names[1].to_string(), VALIDATION, false),
+    ];
+    for span in history.phases.iter().skip(1) {
+        out.push(entry(phase_label(&span.name), PHASE, true));
+    }
+    if let Some(kept) = history.kept {
+        out.push(entry(kept_label(kept), KEPT, false));
+    }
+    if let Some(c) = compare {
+        out.push(entry(format!("{}: {}", c.title, names[1]), COMPARED, true));
+    }
+    out
+}
+
+/// A legend in rows under a plot.
+fn legend(ui: &mut egui::Ui, entries: &[Entry]) {
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.y = 0.0;
+        for e in entries {
+            let (rect, _) = ui.allocate_exact_size(egui::vec2(18.0, 10.0), egui::Sense::hover());
+            let ends = [rect.left_center(), rect.right_center()];
+            let stroke = egui::Stroke::new(2.0, e.color);
+            if e.dashed {
+                ui.painter()
+                    .extend(egui::Shape::dashed_line(&ends, stroke, 4.0, 3.0));
+            } else {
+                ui.painter().line_segment(ends, stroke);
+            }
+            ui.label(egui::RichText::new(&e.name).small());
+            ui.add_space(4.0);
+        }
+    });
+}
+
+/// The two plots side by side, each with its legend below (the page scrolls over them: the
+/// plots take no wheel).
 pub fn curves(ui: &mut egui::Ui, history: &History, compare: Option<&Compared>) {
     type Metric = fn(&EpochMetrics) -> f32;
     let plots: [(&str, [(&str, Metric); 2]); 2] = [
@@ -126,15 +190,14 @@ pub fn curves(ui: &mut egui::Ui, history: &History, compare: Option<&Compared>) 
     ui.columns(2, |cols| {
         for ((id, lines), col) in plots.into_iter().zip(cols.iter_mut()) {
             Plot::new(id)
-                .height(180.0)
+                .height(PLOT_HEIGHT)
                 .allow_scroll(false)
-                .legend(Legend::default())
                 .x_axis_label("epoch")
                 .y_axis_label(id)
                 .label_formatter(|pos| hover_text(history, pos))
                 .show(col, |p| {
-                    for (name, value) in lines {
-                        p.line(Line::new(name, series(&history.epochs, value)));
+                    for ((name, value), color) in lines.into_iter().zip([TRAIN, VALIDATION]) {
+                        p.line(Line::new(name, series(&history.epochs, value)).color(color));
                     }
                     markers(p, history);
                     if let Some(c) = compare {
@@ -144,10 +207,12 @@ pub fn curves(ui: &mut egui::Ui, history: &History, compare: Option<&Compared>) 
                                 format!("{}: {name}", c.title),
                                 series(&c.history.epochs, value),
                             )
+                            .color(COMPARED)
                             .style(LineStyle::dashed_loose()),
                         );
                     }
                 });
+            legend(col, &entries(history, [lines[0].0, lines[1].0], compare));
         }
     });
 }
@@ -184,6 +249,30 @@ mod tests {
         let none = History::new(vec![epoch("scratch", 1, false)]);
         assert!(caption(&none).starts_with("kept: the initial weights"));
         assert_eq!(caption(&History::default()), "no finished epoch");
+    }
+
+    #[test]
+    fn the_legend_lists_the_curves_the_markers_and_the_overlay() {
+        let h = History::new(vec![epoch("head", 1, true), epoch("finetune", 1, false)]);
+        let c = Compared {
+            name: "b".into(),
+            title: "baseline".into(),
+            history: History::default(),
+        };
+        let names: Vec<String> = entries(&h, ["train loss", "validation loss"], Some(&c))
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "train loss",
+                "validation loss",
+                "start of finetune",
+                "kept (epoch 1)",
+                "baseline: validation loss"
+            ]
+        );
     }
 
     #[test]

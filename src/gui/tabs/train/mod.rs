@@ -86,8 +86,6 @@ pub struct TrainTab {
     pub saved: Option<RunView>,
     /// The run whose validation curves are overlaid.
     pub compare: Option<Compared>,
-    /// The runs of the workspace as last listed, newest first.
-    pub runs: Vec<RunSummary>,
     /// Whether the runs were listed once (the last session's run is reselected then).
     listed: bool,
     list: runs::RunList,
@@ -162,12 +160,12 @@ impl TrainTab {
     }
 
     /// The runs were listed: the shown and compared runs follow renames and deletions, and the
-    /// first time, the last session's run `last` is reselected (forgotten when it is gone;
-    /// without one, the newest sound run is shown).
+    /// first time, the last session's run `last` is reselected (forgotten, with a note saying
+    /// so, when it is gone; without one, the newest sound run is shown).
     pub fn runs_listed(
         &mut self,
         workspace: Option<&Workspace>,
-        runs: Vec<RunSummary>,
+        runs: &[RunSummary],
         last: &mut Option<String>,
     ) -> Commands {
         let mut out = Commands::default();
@@ -175,8 +173,12 @@ impl TrainTab {
             name.as_ref()
                 .and_then(|n| runs.iter().find(|r| &r.name == n))
         };
-        if find(last).is_none() {
-            *last = None;
+        if find(last).is_none()
+            && let Some(gone) = last.take()
+        {
+            out.push(Command::Note(format!(
+                "the run `{gone}` shown last time is no longer in the workspace"
+            )));
         }
         if !self.listed {
             self.listed = true;
@@ -207,7 +209,6 @@ impl TrainTab {
                 None => self.compare = None,
             }
         }
-        self.runs = runs;
         out
     }
 
@@ -236,8 +237,7 @@ impl TrainTab {
                 start_row(ui, ctx, form, running, &mut out);
                 ui.separator();
                 let shown = self.shown().name.clone();
-                self.list
-                    .ui(ui, ctx, &self.runs, shown.as_deref(), &mut out);
+                self.list.ui(ui, ctx, shown.as_deref(), &mut out);
                 ui.separator();
                 self.run_ui(ui, ctx, running, &mut out);
             });
@@ -264,14 +264,10 @@ impl TrainTab {
         ui.horizontal_wrapped(|ui| {
             widgets::section(ui, &view.title);
             show_live = offer_live && ui.button("Show this session's run").clicked();
-            compare_combo(
-                ui,
-                ctx,
-                &self.runs,
-                view.name.as_deref(),
-                &mut self.compare,
-                out,
-            );
+            if let Some(name) = view.name.as_deref() {
+                runs::open_button(ui, ctx, name, out);
+            }
+            runs::compare_combo(ui, ctx, view.name.as_deref(), &mut self.compare, out);
         });
         if let Some(problem) = &view.problem {
             widgets::error_line(ui, problem);
@@ -332,43 +328,6 @@ fn start_row(
             }
         }
     });
-}
-
-/// The "compare with" choice: another run whose validation curves are overlaid.
-fn compare_combo(
-    ui: &mut egui::Ui,
-    ctx: &AppContext,
-    runs: &[RunSummary],
-    shown: Option<&str>,
-    compare: &mut Option<Compared>,
-    out: &mut Commands,
-) {
-    let label = ui.label("compare with");
-    let current = compare
-        .as_ref()
-        .map_or("none", |c| c.title.as_str())
-        .to_string();
-    egui::ComboBox::from_id_salt("compare-with")
-        .selected_text(current)
-        .show_ui(ui, |ui| {
-            if ui.selectable_label(compare.is_none(), "none").clicked() {
-                *compare = None;
-            }
-            for run in runs
-                .iter()
-                .filter(|r| Some(r.name.as_str()) != shown && r.epochs > 0)
-            {
-                let on = compare.as_ref().is_some_and(|c| c.name == run.name);
-                if ui.selectable_label(on, runs::title(run)).clicked()
-                    && !on
-                    && let Some(c) = runs::show_command(ctx.workspace, &run.name, true)
-                {
-                    out.push(c);
-                }
-            }
-        })
-        .response
-        .labelled_by(label.id);
 }
 
 /// The command that starts a run with the form's options on the scanned dataset.
@@ -443,15 +402,15 @@ mod tests {
         let mut tab = TrainTab::default();
         let mut last = Some("new".to_string());
         assert_eq!(
-            shown(&tab.runs_listed(Some(&ws), runs(), &mut last)),
+            shown(&tab.runs_listed(Some(&ws), &runs(), &mut last)),
             ["new"]
         );
-        assert!(shown(&tab.runs_listed(Some(&ws), runs(), &mut last)).is_empty());
+        assert!(shown(&tab.runs_listed(Some(&ws), &runs(), &mut last)).is_empty());
 
         let mut tab = TrainTab::default();
         let mut last = Some("deleted meanwhile".to_string());
         assert_eq!(
-            shown(&tab.runs_listed(Some(&ws), runs(), &mut last)),
+            shown(&tab.runs_listed(Some(&ws), &runs(), &mut last)),
             ["new"]
         );
         assert_eq!(last, None, "a run that is gone is forgotten");
@@ -462,7 +421,7 @@ mod tests {
         let ws = Workspace::at("/nowhere/runs");
         let mut tab = TrainTab::default();
         let mut last = None;
-        let _ = tab.runs_listed(Some(&ws), vec![summary("a", None)], &mut last);
+        let _ = tab.runs_listed(Some(&ws), &[summary("a", None)], &mut last);
         tab.run_read(details("a"), false, &mut last);
         tab.run_read(details("b"), true, &mut last);
         assert_eq!(last.as_deref(), Some("a"));
@@ -470,13 +429,13 @@ mod tests {
 
         let mut renamed = summary("a", None);
         renamed.display_name = Some("baseline".into());
-        let _ = tab.runs_listed(Some(&ws), vec![renamed, summary("b", None)], &mut last);
+        let _ = tab.runs_listed(Some(&ws), &[renamed, summary("b", None)], &mut last);
         assert_eq!(tab.shown().title, "baseline");
         assert_eq!(tab.compare.as_ref().unwrap().name, "b");
 
-        let _ = tab.runs_listed(Some(&ws), vec![summary("a", None)], &mut last);
+        let _ = tab.runs_listed(Some(&ws), &[summary("a", None)], &mut last);
         assert!(tab.compare.is_none(), "the compared run was deleted");
-        let _ = tab.runs_listed(Some(&ws), Vec::new(), &mut last);
+        let _ = tab.runs_listed(Some(&ws), &[], &mut last);
         assert_eq!(tab.shown().name, None, "the shown run was deleted");
         assert_eq!(last, None);
     }

@@ -1,7 +1,9 @@
 //! The list of saved runs: name, mode, dataset, best validation accuracy and date, damaged runs
 //! with their problem; a click shows a run, and each can be renamed or (after a confirmation)
-//! deleted. The reading and writing happens on the worker.
+//! deleted; the run on screen can be opened as the loaded model or compared with another. The
+//! reading and writing happens on the worker.
 
+use super::Compared;
 use crate::gui::context::{AppContext, Command, Commands};
 use crate::gui::widgets;
 use crate::jobs::{JobKind, Request};
@@ -42,13 +44,73 @@ pub fn list_command(workspace: Option<&Workspace>) -> Option<Command> {
     }))
 }
 
+/// "Open as model": makes the run `name` the loaded model of every tab (disabled while it is,
+/// or when the run has no usable model).
+pub fn open_button(ui: &mut egui::Ui, ctx: &AppContext, name: &str, out: &mut Commands) {
+    let Some(run) = ctx.runs.iter().find(|r| r.name == name) else {
+        return;
+    };
+    let key = crate::gui::context::run_key(run);
+    let loaded = ctx.model.is_some_and(|m| m.key == key || m.key == run.name);
+    let open = ui
+        .add_enabled(
+            run.problem.is_none() && !loaded,
+            egui::Button::new("Open as model"),
+        )
+        .on_hover_text("make this run's model the loaded model of every tab")
+        .on_disabled_hover_text(if loaded {
+            "this run's model is the loaded model"
+        } else {
+            "this run has no usable model"
+        });
+    if open.clicked() {
+        out.push(Command::LoadModel(Some(key)));
+    }
+}
+
+/// The "compare with" choice: another run whose validation curves are overlaid.
+pub fn compare_combo(
+    ui: &mut egui::Ui,
+    ctx: &AppContext,
+    shown: Option<&str>,
+    compare: &mut Option<Compared>,
+    out: &mut Commands,
+) {
+    let label = ui.label("compare with");
+    let current = compare
+        .as_ref()
+        .map_or("none", |c| c.title.as_str())
+        .to_string();
+    egui::ComboBox::from_id_salt("compare-with")
+        .selected_text(current)
+        .show_ui(ui, |ui| {
+            if ui.selectable_label(compare.is_none(), "none").clicked() {
+                *compare = None;
+            }
+            for run in ctx
+                .runs
+                .iter()
+                .filter(|r| Some(r.name.as_str()) != shown && r.epochs > 0)
+            {
+                let on = compare.as_ref().is_some_and(|c| c.name == run.name);
+                if ui.selectable_label(on, title(run)).clicked()
+                    && !on
+                    && let Some(c) = show_command(ctx.workspace, &run.name, true)
+                {
+                    out.push(c);
+                }
+            }
+        })
+        .response
+        .labelled_by(label.id);
+}
+
 impl RunList {
     /// Draws the list; `shown` is the folder name of the run on screen.
     pub fn ui(
         &mut self,
         ui: &mut egui::Ui,
         ctx: &AppContext,
-        runs: &[RunSummary],
         shown: Option<&str>,
         out: &mut Commands,
     ) {
@@ -56,6 +118,7 @@ impl RunList {
             ui.label("Runs are not kept: there is no data folder (see the message log).");
             return;
         };
+        let runs = ctx.runs;
         let busy = ctx.running(JobKind::Runs);
         ui.horizontal_wrapped(|ui| {
             widgets::section(ui, &format!("Runs ({})", runs.len()));

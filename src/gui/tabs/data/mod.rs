@@ -1,23 +1,24 @@
-//! The Data tab: classes and counts per split, an augmentation preview, and a gallery of every
-//! image (a click makes it the image of the visual tabs).
+//! The Data tab: classes and counts per split, an augmentation preview, and a gallery of the
+//! images filtered by split and class (a click makes one the image of the visual tabs).
 
-use std::path::PathBuf;
+mod gallery;
 
 use super::{STALE_OPACITY, empty_state};
 use crate::data::augment::Augment;
 use crate::data::folder::Split;
 use crate::gui::context::{AppContext, Command, Commands};
-use crate::gui::settings::Tab;
 use crate::gui::widgets;
 use crate::jobs::{JobKind, Request};
+pub use gallery::Gallery;
 
 /// Side of a gallery cell, pixels.
 const CELL: f32 = 96.0;
 
-/// The Data tab's state: the augmentation previews.
+/// The Data tab's state: the augmentation previews and the gallery's filter.
 #[derive(Default)]
 pub struct DataTab {
     previews: Vec<egui::TextureHandle>,
+    pub gallery: Gallery,
 }
 
 /// The bundled dataset's folder.
@@ -93,12 +94,7 @@ impl DataTab {
                 ui.separator();
                 self.augmentation(ui, ctx, augment, &mut out);
                 ui.separator();
-                widgets::section(ui, "Gallery");
-                ui.label(
-                    egui::RichText::new("Hover for the class and split; click to look inside.")
-                        .weak(),
-                );
-                gallery(ui, ctx, &mut out);
+                self.gallery.ui(ui, ctx, data, &mut out);
             });
         out
     }
@@ -146,53 +142,6 @@ impl DataTab {
                 }
             });
         }
-    }
-}
-
-/// Every image of every split in rows that fit the width; only the rows on screen ask for
-/// their thumbnails.
-fn gallery(ui: &mut egui::Ui, ctx: &AppContext, out: &mut Commands) {
-    let Some(data) = ctx.data else { return };
-    let samples: Vec<(PathBuf, String)> = Split::ALL
-        .iter()
-        .flat_map(|&s| {
-            data.split(s)
-                .iter()
-                .map(move |x| (x.path.clone(), format!("{} ({s:?})", data.classes[x.label])))
-        })
-        .collect();
-    let per_row = super::tiles_per_row(ui, CELL);
-    let mut wanted = Vec::new();
-    for row in samples.chunks(per_row) {
-        let (rect, _) =
-            ui.allocate_exact_size(egui::vec2(ui.available_width(), CELL), egui::Sense::hover());
-        if !ui.is_rect_visible(rect) {
-            continue;
-        }
-        let mut row_ui = ui.new_child(
-            egui::UiBuilder::new()
-                .max_rect(rect)
-                .layout(egui::Layout::left_to_right(egui::Align::Center)),
-        );
-        for (path, class) in row {
-            match ctx.thumbs.get(path) {
-                Some(t) => {
-                    let r = widgets::fitted_image(&mut row_ui, t, egui::vec2(CELL, CELL))
-                        .on_hover_text(format!("{class}\n{}", path.display()));
-                    if r.clicked() {
-                        out.push(Command::SetImage(path.clone()));
-                        out.push(Command::OpenTab(Tab::Activations));
-                    }
-                }
-                None => {
-                    row_ui.add_sized([CELL, CELL], egui::Spinner::new());
-                    wanted.push(path.clone());
-                }
-            }
-        }
-    }
-    if !wanted.is_empty() {
-        out.push(Command::Thumbnails(wanted));
     }
 }
 
