@@ -1,131 +1,247 @@
-//! The Heatmap tab: class-activation maps (Grad-CAM and friends) of the current image, for
-//! the base model and, once one is trained, the trained model; class and layer choice, export.
+//! The Heatmap tab: class-activation maps (Grad-CAM and friends) of the current image in up to
+//! [`MAX_ROWS`] rows, each with its own model, layer and class: by default the loaded model and
+//! the model trained in this session; set up by a confusion-matrix click to explain an error
+//! (the trained model's map of the true and of the predicted class, and the base model's view).
+
+mod export;
+mod images;
+mod row;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    STALE_OPACITY, Textures, colormap_combo, export_command, export_row, image_stem, layer_combo,
-    model_chooser, model_or_empty, slug,
-};
-use crate::gui::context::{AppContext, Command, Commands};
+use super::Textures;
+use crate::gui::context::{AppContext, Command, Commands, ModelChoice};
 use crate::gui::settings::ExportSettings;
-use crate::gui::widgets;
-use crate::jobs::views::{CamView, ModelInfo};
+use crate::jobs::views::CamView;
 use crate::jobs::{JobKind, Request};
 use crate::viz::cam::{CamMethod, CamOptions};
 use crate::viz::colormap::Colormap;
+
+/// The most rows of heatmaps the tab shows.
+pub const MAX_ROWS: usize = 4;
+
+/// The model and layer of one row (persisted).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RowChoice {
+    /// A key of the model chooser; `None`: the loaded model in the first row, the model
+    /// trained in this session in the others (the row is hidden while there is none).
+    pub model: Option<String>,
+    /// `None`: the model's default CAM layer.
+    pub layer: Option<String>,
+}
 
 /// The Heatmap tab's persisted options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct HeatmapSettings {
     pub method: CamMethod,
-    /// The first row's layer; `None`: its model's default CAM layer.
-    pub layer: Option<String>,
     pub colormap: Colormap,
     /// Opacity of the heatmap over the photo.
     pub alpha: f32,
-    /// The first row's model (a key of the model chooser; `None`: the loaded model).
-    pub model: Option<String>,
-    /// The second row's model (`None`: the model trained in this session, if any).
-    pub compare: Option<String>,
-    /// The second row's layer; `None`: its model's default CAM layer.
-    pub compare_layer: Option<String>,
+    /// The rows, 1 to [`MAX_ROWS`].
+    pub rows: Vec<RowChoice>,
 }
 
 impl Default for HeatmapSettings {
     fn default() -> Self {
         HeatmapSettings {
             method: CamMethod::GradCam,
-            layer: None,
             colormap: Colormap::Jet,
             alpha: 0.4,
-            model: None,
-            compare: None,
-            compare_layer: None,
+            rows: vec![RowChoice::default(), RowChoice::default()],
         }
     }
 }
 
-/// One row of heatmaps: its last view and the class asked for.
+impl HeatmapSettings {
+    /// A newly loaded model: layers it does not have go back to the default CAM layer.
+    pub fn keep_layers_of(&mut self, layers: &[String]) {
+        for row in &mut self.rows {
+            if row.layer.as_ref().is_some_and(|l| !layers.contains(l)) {
+                row.layer = None;
+            }
+        }
+    }
+}
+
+/// What a confusion-matrix click asks the tab to explain: one image of a trained model's
+/// validation split, its true class and the class the model predicted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explain {
+    /// The trained model's key and how it is named.
+    pub model: ModelChoice,
+    /// Index and name of the true class (in the trained model's labels).
+    pub truth: (usize, String),
+    /// Index and name of the predicted class.
+    pub predicted: (usize, String),
+}
+
+/// One row of heatmaps at run time: its last view, the class asked for and why.
 #[derive(Default)]
 struct Row {
     view: Option<CamView>,
     /// The class asked for (`None`: the top class).
     class: Option<usize>,
+    /// What the row's class stands for ("true class", "predicted class"), when set up to
+    /// explain an error.
+    role: Option<&'static str>,
     search: String,
 }
 
-/// The Heatmap tab's state: the first row (the chosen model) and the second (the model it is
-/// compared with, by default the one trained in this session).
+/// The Heatmap tab's state.
 #[derive(Default)]
 pub struct HeatmapTab {
-    rows: [Row; 2],
+    /// Parallel to the settings' rows (grown on demand).
+    rows: Vec<Row>,
     textures: Textures,
-}
-
-/// The two rows' models: the first row's key and, when there is one to compare with, the
-/// second's.
-fn row_models(ctx: &AppContext, s: &HeatmapSettings) -> (Option<String>, Option<String>) {
-    let first = ctx.model_key(s.model.as_deref());
-    let second = s
-        .compare
-        .as_deref()
-        .or(ctx.trained_model)
-        .and_then(|k| ctx.model_key(Some(k)))
-        .filter(|k| first.as_ref() != Some(k));
-    (first, second)
+    /// Models brought in by [`HeatmapTab::explain`] that the model chooser does not list (a
+    /// saved run).
+    extra: Vec<ModelChoice>,
 }
 
 impl HeatmapTab {
     /// The first row's heatmap on screen.
     pub fn view(&self) -> Option<&CamView> {
-        self.rows[0].view.as_ref()
+        self.rows.first().and_then(|r| r.view.as_ref())
     }
 
     /// The second row's heatmap on screen (the model compared with).
     pub fn compared_view(&self) -> Option<&CamView> {
-        self.rows[1].view.as_ref()
+        self.rows.get(1).and_then(|r| r.view.as_ref())
     }
 
-    /// A heatmap arrived (for the second row when `trained`).
-    pub fn set_view(&mut self, view: CamView, trained: bool) {
+    /// Every row's heatmap on screen (`None`: not computed yet) with what its class stands
+    /// for, in row order.
+    pub fn views(&self) -> Vec<(Option<&CamView>, Option<&'static str>)> {
+        self.rows
+            .iter()
+            .map(|r| (r.view.as_ref(), r.role))
+            .collect()
+    }
+
+    /// A heatmap arrived for `row`.
+    pub fn set_view(&mut self, view: CamView, row: usize) {
         self.textures.clear();
-        self.rows[usize::from(trained)].view = Some(view);
+        self.row_mut(row).view = Some(view);
     }
 
     /// The image changed: back to its top classes.
     pub fn new_image(&mut self) {
         for row in &mut self.rows {
             row.class = None;
+            row.role = None;
         }
     }
 
-    /// The requests for both rows' heatmaps (the second only with a model to compare with).
-    pub fn requests(&self, ctx: &AppContext, s: &HeatmapSettings) -> Vec<Command> {
-        let (Some(first), second) = row_models(ctx, s) else {
-            return Vec::new();
+    /// Sets the rows up to explain an image of a trained model's validation split (the image
+    /// itself is set by the caller): the trained model's map of the true class, of the
+    /// predicted class (when they differ), and the `loaded` model's map of its own top class.
+    pub fn explain(&mut self, s: &mut HeatmapSettings, e: Explain, loaded: Option<String>) {
+        let key = e.model.key.clone();
+        if !self.extra.iter().any(|c| c.key == key) {
+            self.extra.push(e.model);
+        }
+        let row = |model: String, class: Option<usize>, role| {
+            let choice = RowChoice {
+                model: Some(model),
+                layer: None,
+            };
+            let row = Row {
+                class,
+                role: Some(role),
+                ..Row::default()
+            };
+            (choice, row)
         };
-        let request = |model: String, layer: Option<&String>, row: usize| {
-            let mut options = CamOptions::new(s.method, layer.map_or("", |l| l.as_str()));
-            options.class = self.rows[row].class;
-            Command::Submit(Request::Cam {
-                model,
-                image: ctx.image.to_path_buf(),
-                options,
-                // Without a layer asked for, the model's own default CAM layer (a trained model
-                // may have its own layers: a scratch convnet).
-                own_layer: layer.is_none(),
-                trained: row == 1,
-                colormap: s.colormap,
-                alpha: s.alpha,
-            })
-        };
-        let mut out = vec![request(first, s.layer.as_ref(), 0)];
-        if let Some(second) = second {
-            out.push(request(second, s.compare_layer.as_ref(), 1));
+        let mut rows = vec![row(key.clone(), Some(e.truth.0), "true class")];
+        if e.predicted.0 != e.truth.0 {
+            rows.push(row(key.clone(), Some(e.predicted.0), "predicted class"));
+        }
+        if let Some(loaded) = loaded.filter(|l| *l != key) {
+            rows.push(row(loaded, None, "top class"));
+        }
+        let (choices, runtime): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+        s.rows = choices;
+        self.rows = runtime;
+        self.textures.clear();
+    }
+
+    fn row_mut(&mut self, row: usize) -> &mut Row {
+        if self.rows.len() <= row {
+            self.rows.resize_with(row + 1, Row::default);
+        }
+        &mut self.rows[row]
+    }
+
+    /// The models the rows can choose from: the chooser's, then those brought in by
+    /// [`HeatmapTab::explain`].
+    fn choices(&self, ctx: &AppContext) -> Vec<ModelChoice> {
+        let mut out = ctx.model_choices();
+        for c in &self.extra {
+            if !out.iter().any(|o| o.key == c.key) {
+                out.push(c.clone());
+            }
         }
         out
+    }
+
+    /// The model key of each row (`None`: the row is hidden: no trained model to show).
+    fn row_models(&self, ctx: &AppContext, s: &HeatmapSettings) -> Vec<Option<String>> {
+        let choices = self.choices(ctx);
+        let offered = |k: &str| choices.iter().any(|c| c.key == k);
+        let loaded = ctx.model.map(|m| m.key.clone());
+        let first = s.rows.first().and_then(|r| r.model.as_deref());
+        let first = first.filter(|k| offered(k)).map(str::to_string).or(loaded);
+        s.rows
+            .iter()
+            .take(MAX_ROWS)
+            .enumerate()
+            .map(|(i, r)| match (i, r.model.as_deref()) {
+                (0, _) => first.clone(),
+                (_, Some(k)) if offered(k) => Some(k.to_string()),
+                // The model trained in this session, unless it is the first row's.
+                _ => ctx
+                    .trained_model
+                    .filter(|k| offered(k) && first.as_deref() != Some(*k))
+                    .map(str::to_string),
+            })
+            .collect()
+    }
+
+    /// How the rows name the model with `key`.
+    fn model_name(&self, ctx: &AppContext, key: &str) -> String {
+        self.choices(ctx)
+            .into_iter()
+            .find(|c| c.key == key)
+            .map(|c| c.label)
+            .unwrap_or_else(|| key.to_string())
+    }
+
+    /// The requests for every shown row's heatmap.
+    pub fn requests(&self, ctx: &AppContext, s: &HeatmapSettings) -> Vec<Command> {
+        let models = self.row_models(ctx, s);
+        models
+            .into_iter()
+            .enumerate()
+            .filter_map(|(row, model)| {
+                let model = model?;
+                let layer = s.rows[row].layer.as_deref();
+                let mut options = CamOptions::new(s.method, layer.unwrap_or(""));
+                options.class = self.rows.get(row).and_then(|r| r.class);
+                Some(Command::Submit(Request::Cam {
+                    model,
+                    image: ctx.image.to_path_buf(),
+                    options,
+                    // Without a layer asked for, the model's own default CAM layer (a trained
+                    // model may have its own layers: a scratch convnet).
+                    own_layer: layer.is_none(),
+                    row,
+                    colormap: s.colormap,
+                    alpha: s.alpha,
+                }))
+            })
+            .collect()
     }
 
     /// Draws the tab.
@@ -137,52 +253,68 @@ impl HeatmapTab {
         export: &mut ExportSettings,
     ) -> Commands {
         let mut out = Commands::default();
-        let Some(model) = model_or_empty(ui, ctx) else {
+        let Some(model) = super::model_or_empty(ui, ctx) else {
             return out;
         };
+        if s.rows.is_empty() {
+            s.rows.push(RowChoice::default());
+        }
         let computing = ctx.running(JobKind::Cam);
         let mut changed = controls(ui, s);
         if computing {
-            ui.horizontal(|ui| {
-                ui.spinner();
-                ui.label("computing the heatmap… (the one shown is the previous one)");
-            });
+            progress_line(ui, ctx, &mut out);
         }
-        let (first, second) = row_models(ctx, s);
+        let models = self.row_models(ctx, s);
         egui::ScrollArea::vertical()
             .id_salt("heatmap-tab")
             .show(ui, |ui| {
-                if self.rows[0].view.is_some() {
-                    let (one, all) = export_row(ui, export);
-                    if one || all {
-                        for (row, key) in [&first, &second].into_iter().enumerate() {
-                            if let (Some(view), Some(key)) = (&self.rows[row].view, key) {
-                                out.push(export_figures(key, view, s, export, all, row));
-                            }
-                        }
-                    }
-                }
-                if self.rows[0].view.is_none() {
+                if self.rows.iter().all(|r| r.view.is_none()) {
                     ui.label(
                         "This tab shows which parts of the image made the model pick a class. \
                          It appears here once the model has looked at the image.",
                     );
                     return;
                 }
-                for row in 0..2 {
-                    let key = if row == 0 { &first } else { &second };
-                    if row == 1 && key.is_none() {
-                        break;
-                    }
+                let (one, all) = super::export_row(ui, export);
+                if one || all {
+                    out.extend(self.export(&models, s, export, all));
+                }
+                let mut remove = None;
+                for (row, key) in models.iter().enumerate() {
+                    let Some(key) = key else { continue };
                     ui.separator();
-                    changed |= self.row_controls(ui, ctx, model, s, row);
-                    let dim = computing;
+                    let edit = self.row_controls(ui, ctx, model, s, row, key);
+                    changed |= edit.changed;
+                    if edit.remove {
+                        remove = Some(row);
+                    }
                     ui.scope(|ui| {
-                        if dim {
-                            ui.multiply_opacity(STALE_OPACITY);
+                        if computing {
+                            ui.multiply_opacity(super::STALE_OPACITY);
                         }
-                        self.images(ui, row);
+                        self.images(ui, row, s.colormap);
                     });
+                }
+                ui.separator();
+                if s.rows.len() < MAX_ROWS
+                    && ui
+                        .button("Add row")
+                        .on_hover_text("another heatmap of this image: a model, layer or class")
+                        .clicked()
+                {
+                    s.rows.push(RowChoice {
+                        model: ctx.model.map(|m| m.key.clone()),
+                        layer: None,
+                    });
+                    changed = true;
+                }
+                if let Some(row) = remove {
+                    s.rows.remove(row);
+                    if row < self.rows.len() {
+                        self.rows.remove(row);
+                    }
+                    self.textures.clear();
+                    changed = true;
                 }
             });
         if changed {
@@ -190,165 +322,9 @@ impl HeatmapTab {
         }
         out
     }
-
-    /// A row's title, model, layer and class choice; returns whether one changed.
-    fn row_controls(
-        &mut self,
-        ui: &mut egui::Ui,
-        ctx: &AppContext,
-        model: &ModelInfo,
-        s: &mut HeatmapSettings,
-        row: usize,
-    ) -> bool {
-        let mut changed = false;
-        let (first, second) = row_models(ctx, s);
-        let key = if row == 0 { first } else { second };
-        let title = key
-            .as_deref()
-            .map(|k| ctx.model_name(k))
-            .unwrap_or_default();
-        if let Some(view) = &self.rows[row].view {
-            ui.label(
-                egui::RichText::new(format!(
-                    "{title} — {} (p = {:.3}), {} at {}",
-                    view.class_name, view.prob, view.options.method, view.options.layer
-                ))
-                .strong(),
-            );
-        }
-        let salt = if row == 0 { "cam" } else { "cam-compare" };
-        ui.horizontal_wrapped(|ui| {
-            if let Some(k) = model_chooser(ui, &format!("{salt}-model"), ctx, key.as_deref()) {
-                if row == 0 {
-                    s.model = Some(k);
-                    s.layer = None;
-                } else {
-                    s.compare = Some(k);
-                    s.compare_layer = None;
-                }
-                self.rows[row].class = None;
-                changed = true;
-            }
-            let layer = if row == 0 {
-                &mut s.layer
-            } else {
-                &mut s.compare_layer
-            };
-            let current = layer
-                .clone()
-                .or_else(|| {
-                    self.rows[row]
-                        .view
-                        .as_ref()
-                        .map(|v| v.options.layer.clone())
-                })
-                .unwrap_or_else(|| model.default_cam_layer.clone());
-            // The loaded model's layers: a model trained from it (extract, finetune) has the
-            // same backbone; a scratch model keeps its own default layer unless one is picked.
-            if let Some(l) = layer_combo(
-                ui,
-                &format!("{salt}-layer"),
-                "layer",
-                &current,
-                &model.spatial,
-            ) {
-                *layer = Some(l);
-                changed = true;
-            }
-        });
-        changed |= self.class_choice(ui, model, row, key.as_deref() == Some(model.key.as_str()));
-        changed
-    }
-
-    /// A row's class choice: its top 5 and, for the loaded model, a search over all classes;
-    /// returns whether it changed.
-    fn class_choice(
-        &mut self,
-        ui: &mut egui::Ui,
-        model: &ModelInfo,
-        row: usize,
-        searchable: bool,
-    ) -> bool {
-        let r = &mut self.rows[row];
-        let Some(view) = &r.view else {
-            return false;
-        };
-        let mut changed = false;
-        ui.horizontal_wrapped(|ui| {
-            ui.label("class:");
-            for c in &view.top5 {
-                let selected = view.class == c.index;
-                if ui
-                    .selectable_label(selected, format!("{} {:.3}", c.class, c.prob))
-                    .clicked()
-                {
-                    r.class = Some(c.index);
-                    changed = true;
-                }
-            }
-        });
-        if !searchable {
-            return changed;
-        }
-        ui.horizontal_wrapped(|ui| {
-            widgets::labelled(ui, "any class:", |ui| {
-                ui.add(
-                    egui::TextEdit::singleline(&mut r.search)
-                        .id_salt(("cam-search", row))
-                        .hint_text("search")
-                        .desired_width(160.0),
-                )
-            });
-            if !r.search.is_empty() {
-                let needle = r.search.to_lowercase();
-                let hits: Vec<(usize, String)> = model
-                    .labels
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, l)| l.to_lowercase().contains(&needle))
-                    .take(8)
-                    .map(|(i, l)| (i, l.clone()))
-                    .collect();
-                for (i, l) in hits {
-                    if ui.small_button(format!("{l} ({i})")).clicked() {
-                        r.class = Some(i);
-                        r.search.clear();
-                        changed = true;
-                    }
-                }
-            }
-        });
-        changed
-    }
-
-    /// A row's original, heatmap and overlay (side by side when they fit, else wrapped).
-    fn images(&mut self, ui: &mut egui::Ui, row: usize) {
-        let Some(view) = &self.rows[row].view else {
-            return;
-        };
-        let egui_ctx = ui.ctx().clone();
-        let prefix = if row == 0 { "cam" } else { "trained-cam" };
-        let spacing = ui.spacing().item_spacing.x;
-        let width = ((ui.available_width() - 2.0 * spacing) / 3.0).max(160.0);
-        ui.horizontal_wrapped(|ui| {
-            for (part, img) in [
-                ("original", &view.images.original),
-                ("heatmap", &view.images.heatmap),
-                ("overlay", &view.images.overlay),
-            ] {
-                let t = self
-                    .textures
-                    .get(&egui_ctx, &format!("{prefix}-{part}"), img, true);
-                ui.vertical(|ui| {
-                    ui.label(part);
-                    widgets::fitted_image(ui, &t, egui::vec2(width, 320.0));
-                });
-            }
-        });
-    }
 }
 
-/// Method, colormap and alpha (shared by both rows), wrapping to the width; returns whether
+/// Method, colormap and alpha (shared by every row), wrapping to the width; returns whether
 /// one changed.
 fn controls(ui: &mut egui::Ui, s: &mut HeatmapSettings) -> bool {
     let mut changed = false;
@@ -358,8 +334,8 @@ fn controls(ui: &mut egui::Ui, s: &mut HeatmapSettings) -> bool {
             changed |= ui.selectable_value(&mut s.method, m, m.name()).changed();
         }
         ui.end_row();
-        changed |= colormap_combo(ui, "cam-cmap", &mut s.colormap);
-        changed |= widgets::labelled(ui, "alpha", |ui| {
+        changed |= super::colormap_combo(ui, "cam-cmap", &mut s.colormap);
+        changed |= crate::gui::widgets::labelled(ui, "alpha", |ui| {
             ui.add(egui::Slider::new(&mut s.alpha, 0.0..=1.0))
         })
         .drag_stopped();
@@ -367,43 +343,27 @@ fn controls(ui: &mut egui::Ui, s: &mut HeatmapSettings) -> bool {
     changed
 }
 
-/// The export of a row's heatmap on screen (through `model`), or of every method (`all`); the
-/// second row's files end in `_compared`.
-fn export_figures(
-    model: &str,
-    view: &CamView,
-    s: &HeatmapSettings,
-    export: &ExportSettings,
-    all: bool,
-    row: usize,
-) -> Command {
-    let methods = if all {
-        CamMethod::ALL.to_vec()
-    } else {
-        vec![view.options.method]
-    };
-    let stem = image_stem(&view.image);
-    let figures = methods
-        .into_iter()
-        .map(|method| {
-            let name = format!(
-                "cam_{stem}_{}_{}_{}{}",
-                slug(&view.class_name),
-                slug(&view.options.layer),
-                slug(method.name()),
-                if row == 1 { "_compared" } else { "" }
-            );
-            let request = crate::export::FigureRequest::Cam(crate::export::CamRequest {
-                image: view.image.clone(),
-                layer: view.options.layer.clone(),
-                method,
-                class: Some(view.class),
-                score: view.options.score,
-                colormap: s.colormap,
-                alpha: s.alpha,
-            });
-            (request, name)
-        })
-        .collect();
-    export_command(model, export, figures)
+/// While heatmaps compute: the running job's progress (Score-CAM reports batches done of
+/// total and the time left) and a Cancel button; the maps on screen are dimmed meanwhile.
+fn progress_line(ui: &mut egui::Ui, ctx: &AppContext, out: &mut Commands) {
+    ui.horizontal_wrapped(|ui| {
+        ui.spinner();
+        match ctx.jobs.current() {
+            Some((_, JobKind::Cam, line)) => {
+                let text = format!("computing the heatmaps: {}", line.text);
+                match line.fraction {
+                    Some(f) => ui.add(egui::ProgressBar::new(f).desired_width(320.0).text(text)),
+                    None => ui.label(text),
+                };
+            }
+            Some((_, kind, _)) => {
+                ui.label(format!("heatmaps waiting for: {}", kind.name()));
+            }
+            None => {}
+        }
+        ui.label("(the maps shown are the previous ones)");
+        if ui.button("Cancel heatmap").clicked() {
+            out.push(Command::Cancel(JobKind::Cam));
+        }
+    });
 }
