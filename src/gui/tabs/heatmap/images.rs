@@ -5,8 +5,10 @@ use super::HeatmapTab;
 use crate::gui::widgets;
 use crate::viz::colormap::Colormap;
 
-/// The colour bar's size in points (its image is drawn by [`Colormap::bar`]).
-const BAR: egui::Vec2 = egui::vec2(14.0, 200.0);
+/// The colour bar's image size in pixels ([`Colormap::bar`]); drawn as tall as the pictures.
+const BAR: [u32; 2] = [14, 256];
+/// The colour bar's width in points.
+const BAR_WIDTH: f32 = 14.0;
 /// Room for the bar's column: the bar and its tick labels.
 const BAR_COLUMN: f32 = 64.0;
 
@@ -28,12 +30,13 @@ impl HeatmapTab {
         let spacing = ui.spacing().item_spacing.x;
         let width = ((ui.available_width() - 3.0 * spacing - BAR_COLUMN) / 3.0).max(160.0);
         let bar_name = format!("colour-bar-{}", colormap.name());
-        let bar = self.textures.get(
-            &egui_ctx,
-            &bar_name,
-            &colormap.bar(BAR.x as u32, BAR.y as u32),
-            false,
-        );
+        let bar = self
+            .textures
+            .get(&egui_ctx, &bar_name, &colormap.bar(BAR[0], BAR[1]), false);
+        // The pictures' height on screen (fitted into `width` x 320, like them).
+        let (w, h) = view.images.original.dimensions();
+        let scale = (width / w.max(1) as f32).min(320.0 / h.max(1) as f32);
+        let height = (h as f32 * scale).max(80.0);
         ui.horizontal_wrapped(|ui| {
             for (part, img) in [
                 ("original", &view.images.original),
@@ -51,10 +54,10 @@ impl HeatmapTab {
                     }
                 });
             }
-            ui.vertical(|ui| colour_bar(ui, &bar));
+            ui.vertical(|ui| colour_bar(ui, &bar, height));
         });
         ui.horizontal_wrapped(|ui| {
-            let small = |t: &str| egui::RichText::new(t).small().weak();
+            let small = |t: &str| egui::RichText::new(t).weak();
             ui.label(small("colour: 0 = the map's lowest value, 1 = its highest"))
                 .on_hover_text(SCALE_HELP);
             if view.images.outside {
@@ -65,16 +68,20 @@ impl HeatmapTab {
     }
 }
 
-/// The colour bar with its scale: "1" at the top, "0.5" in the middle, "0" at the bottom.
-fn colour_bar(ui: &mut egui::Ui, bar: &egui::TextureHandle) {
+/// The colour bar, `height` points tall, with its scale: "1" at the top, "0.5" in the middle,
+/// "0" at the bottom.
+fn colour_bar(ui: &mut egui::Ui, bar: &egui::TextureHandle, height: f32) {
     ui.label("colour scale").on_hover_text(SCALE_HELP);
     // Room above and below the bar for half a tick label.
     let inset = 8.0;
     let (rect, response) = ui.allocate_exact_size(
-        egui::vec2(BAR_COLUMN - 8.0, BAR.y + 2.0 * inset),
+        egui::vec2(BAR_COLUMN - 8.0, height + 2.0 * inset),
         egui::Sense::hover(),
     );
-    let bar_rect = egui::Rect::from_min_size(rect.min + egui::vec2(0.0, inset), BAR);
+    let bar_rect = egui::Rect::from_min_size(
+        rect.min + egui::vec2(0.0, inset),
+        egui::vec2(BAR_WIDTH, height),
+    );
     let painter = ui.painter_at(rect);
     painter.image(
         bar.id(),
@@ -86,7 +93,7 @@ fn colour_bar(ui: &mut egui::Ui, bar: &egui::TextureHandle) {
     painter.rect_stroke(bar_rect, 0.0, stroke, egui::StrokeKind::Outside);
     let font = egui::TextStyle::Small.resolve(ui.style());
     for (v, text) in [(1.0f32, "1"), (0.5, "0.5"), (0.0, "0")] {
-        let y = bar_rect.bottom() - v * BAR.y;
+        let y = bar_rect.bottom() - v * height;
         let x = bar_rect.right();
         painter.line_segment([egui::pos2(x, y), egui::pos2(x + 4.0, y)], stroke);
         let anchor = egui::Align2::LEFT_CENTER;
