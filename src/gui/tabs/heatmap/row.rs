@@ -49,19 +49,8 @@ impl HeatmapTab {
         let choices = self.choices(ctx);
         let salt = format!("cam-row-{row}");
         ui.horizontal_wrapped(|ui| {
-            let label = ui.label("model");
-            let mut picked = None;
-            egui::ComboBox::from_id_salt(format!("{salt}-model"))
-                .selected_text(&name)
-                .show_ui(ui, |ui| {
-                    for c in &choices {
-                        if ui.selectable_label(c.key == key, &c.label).clicked() && c.key != key {
-                            picked = Some(c.key.clone());
-                        }
-                    }
-                })
-                .response
-                .labelled_by(label.id);
+            let id = format!("{salt}-model");
+            let picked = super::super::model_combo(ui, &id, &choices, Some(key), &name);
             let choice = &mut s.rows[row];
             if let Some(k) = picked {
                 choice.model = Some(k);
