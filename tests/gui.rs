@@ -196,12 +196,9 @@ fn training_from_the_train_tab_fills_curves_and_confusion() {
     assert_eq!(total, 80, "the validation split has 80 images");
     // Click a confusion cell: its images are listed.
     let diagonal = outcome.evaluation.confusion[1][1];
+    let class = outcome.evaluation.classes[1].clone();
     h.step();
-    let cells = h.query_all_by_label(&diagonal.to_string()).count();
-    assert!(cells >= 1);
-    h.get_all_by_label(&diagonal.to_string())
-        .next()
-        .unwrap()
+    h.get_by_label(&format!("true {class}, predicted {class}: {diagonal}"))
         .click();
     h.step();
     let ((t, p), n) = h.state().selected_cell().expect("a cell is selected");
@@ -225,9 +222,12 @@ fn training_from_the_train_tab_fills_curves_and_confusion() {
         .unwrap();
     step_until(&mut h, 60, "the thumbnails", |a| !a.busy());
     h.run_steps(2);
-    h.get_by_label(&last).scroll_to_me();
-    h.run_steps(3);
-    assert_in_window(&h, &last, size);
+    for size in SIZES {
+        resize(&mut h, size);
+        h.get_by_label(&last).scroll_to_me();
+        h.run_steps(3);
+        assert_in_window(&h, &last, size);
+    }
 }
 
 #[test]
@@ -299,18 +299,20 @@ fn the_lucid_method_computes_tiles() {
 
 #[test]
 fn a_model_that_cannot_load_is_shown_not_panicked() {
-    let options = AppOptions {
-        model: Some("no_such_model".into()),
-        tab: Some(Tab::Activations),
-        ..AppOptions::default()
-    };
-    let mut h = harness_with(options, (1280.0, 800.0));
-    step_until(&mut h, 30, "the error", |a| a.last_error().is_some());
-    idle(&mut h);
-    h.get_by_label_contains("no model `no_such_model`");
-    // The tabs say what to do instead of "Loading…" forever.
-    assert!(h.query_by_label_contains("Loading").is_none());
-    h.get_by_label_contains("No model is loaded");
+    for size in SIZES {
+        let options = AppOptions {
+            model: Some("no_such_model".into()),
+            tab: Some(Tab::Activations),
+            ..AppOptions::default()
+        };
+        let mut h = harness_with(options, size);
+        step_until(&mut h, 30, "the error", |a| a.last_error().is_some());
+        idle(&mut h);
+        h.get_by_label_contains("no model `no_such_model`");
+        // The tabs say what to do instead of "Loading…" forever.
+        assert!(h.query_by_label_contains("Loading").is_none());
+        assert_reachable(&mut h, "No model is loaded", size);
+    }
 }
 
 #[test]
@@ -410,7 +412,13 @@ fn heatmap_controls_and_overlay_fit_at_1024() {
 
 #[test]
 fn a_failed_model_load_keeps_the_previous_model() {
-    let mut h = harness(Tab::Activations);
+    for size in SIZES {
+        failed_model_load_keeps_the_previous_model(size);
+    }
+}
+
+fn failed_model_load_keeps_the_previous_model(size: (f32, f32)) {
+    let mut h = harness_sized(Tab::Activations, size);
     step_until(&mut h, 60, "the model", |a| a.model_info().is_some());
     idle(&mut h);
     let before = h.state().model_info().unwrap().key.clone();
@@ -615,8 +623,9 @@ fn a_trained_run_is_listed_survives_a_restart_and_can_be_compared_renamed_and_de
     assert_eq!(h.query_all_by_label(&run.name).count(), 2);
     drop(h);
 
-    // A restart with the same settings and workspace reselects the run, read from disk.
-    let mut h = harness_with(options, size);
+    // A restart with the same settings and workspace (in the other window size) reselects
+    // the run, read from disk.
+    let mut h = harness_with(options, SIZES[1]);
     settle(&mut h, "the run reselected", |a| {
         a.shown_run() == Some(run.name.as_str())
     });
@@ -1017,7 +1026,7 @@ fn a_restart_restores_model_data_image_tab_and_run() {
     let image = h.state().settings().image.clone();
     assert!(image.starts_with(data.root.to_str().unwrap()), "{image}");
     let run_key = run.path.to_string_lossy().into_owned();
-    h.state_mut().settings_mut().heatmap.model = Some(run_key.clone());
+    h.state_mut().settings_mut().heatmap.rows[0].model = Some(run_key.clone());
     h.run_steps(2);
     drop(h);
 
@@ -1033,7 +1042,7 @@ fn a_restart_restores_model_data_image_tab_and_run() {
     assert_eq!(app.shown_run(), Some(run.name.as_str()));
     assert_eq!(app.shown_history().epochs.len(), 1, "its curves");
     assert_eq!(
-        app.settings().heatmap.model.as_deref(),
+        app.settings().heatmap.rows[0].model.as_deref(),
         Some(run_key.as_str())
     );
     assert_eq!(app.last_error(), None);
@@ -1046,7 +1055,7 @@ fn a_restart_restores_model_data_image_tab_and_run() {
     std::fs::remove_file(&image).unwrap();
     let mut h = harness_with(options_in(tmp.path()), SIZES[0]);
     settle(&mut h, "the runs listed", |a| {
-        a.model_info().is_some() && a.settings().heatmap.model.is_none()
+        a.model_info().is_some() && a.settings().heatmap.rows[0].model.is_none()
     });
     let app = h.state();
     assert_eq!(app.shown_run(), None);
@@ -1108,5 +1117,307 @@ fn the_gallery_filters_by_split_and_a_click_keeps_the_tab() {
         h.get_by_label("Open in Heatmap").click();
         h.run_steps(2);
         assert_eq!(h.state().tab(), Tab::Heatmap);
+    }
+}
+
+// --- gui-flows ---
+
+/// Resizes the window to `size` and lets the layout follow.
+fn resize(h: &mut Harness<'_, ConvlensApp>, size: (f32, f32)) {
+    h.set_size(egui::vec2(size.0, size.1));
+    h.run_steps(3);
+}
+
+/// Scrolls the first widget whose label contains `part` into view and asserts that it then
+/// lies inside the window.
+fn assert_reachable(h: &mut Harness<'_, ConvlensApp>, part: &str, size: (f32, f32)) {
+    h.get_all_by_label_contains(part)
+        .next()
+        .unwrap_or_else(|| panic!("no widget labelled `…{part}…`"))
+        .scroll_to_me();
+    h.run_steps(3);
+    let rect = h.get_all_by_label_contains(part).next().unwrap().rect();
+    let window = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(size.0, size.1));
+    assert!(
+        window.contains_rect(rect),
+        "`{part}` at {rect:?} is outside the {}x{} window",
+        size.0,
+        size.1
+    );
+}
+
+#[test]
+fn a_misclassified_image_opens_the_heatmaps_of_its_true_and_predicted_class() {
+    let (mut h, _out) = with_trained_model(Tab::Train);
+    let trained = h.state().trained_model().unwrap().to_string();
+    let base = h.state().model_info().unwrap().key.clone();
+    let e = h.state().train_outcome().unwrap().evaluation.clone();
+    // One error of the trained model (a one-epoch head on fashion-mini makes some).
+    let (path, t, p, prob) = e
+        .predictions
+        .iter()
+        .find(|(_, t, p, _)| t != p)
+        .cloned()
+        .expect("a misclassified validation image");
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let cell = format!(
+        "true {}, predicted {}: {}",
+        e.classes[t], e.classes[p], e.confusion[t][p]
+    );
+    for size in SIZES {
+        resize(&mut h, size);
+        h.state_mut().settings_mut().tab = Tab::Train;
+        h.run_steps(2);
+        assert_reachable(&mut h, &cell, size);
+        h.get_by_label(&cell).click();
+        h.run_steps(2);
+        settle(&mut h, "the cell's thumbnails", |_| true);
+        assert_reachable(&mut h, &name, size);
+        h.get_by_label(&name).click();
+        h.run_steps(2);
+        assert_eq!(h.state().tab(), Tab::Heatmap);
+        settle(&mut h, "three heatmaps", |a| {
+            let rows = a.cam_rows();
+            rows.len() == 3 && rows.iter().all(|(v, _)| v.is_some())
+        });
+        assert_eq!(h.state().last_error(), None);
+        let rows: Vec<_> = h
+            .state()
+            .cam_rows()
+            .into_iter()
+            .map(|(v, role)| (v.unwrap().clone(), role))
+            .collect();
+        let [
+            (truth, truth_role),
+            (predicted, predicted_role),
+            (top, top_role),
+        ] = &rows[..]
+        else {
+            unreachable!()
+        };
+        assert_eq!(truth.image, path);
+        assert_eq!((truth.model.as_str(), truth.class), (trained.as_str(), t));
+        assert_eq!(truth.class_name, e.classes[t]);
+        assert_eq!(*truth_role, Some("true class"));
+        assert_eq!(
+            (predicted.model.as_str(), predicted.class),
+            (trained.as_str(), p)
+        );
+        assert_eq!(*predicted_role, Some("predicted class"));
+        // The map's class score is the one the evaluation gave the prediction.
+        assert!(
+            (predicted.prob - prob).abs() < 0.02,
+            "{} vs {prob}",
+            predicted.prob
+        );
+        assert!(
+            truth.prob < predicted.prob,
+            "the model preferred the wrong class"
+        );
+        assert_eq!(top.model, base);
+        assert_eq!(*top_role, Some("top class"));
+        // Each row is labelled with its model, class and score, and can be scrolled to.
+        for (view, role) in &rows {
+            let label = format!(
+                "{}: {} (p = {:.3})",
+                role.unwrap(),
+                view.class_name,
+                view.prob
+            );
+            assert_reachable(&mut h, &label, size);
+        }
+        assert_eq!(
+            h.query_all_by_label_contains("(this session) — ").count(),
+            2
+        );
+        let top_title = h.get_by_label_contains(" — top class: ").value();
+        assert!(top_title.unwrap().starts_with("base: "));
+        // Each row has its colour bar.
+        assert_eq!(h.query_all_by_label("colour scale").count(), 3);
+        assert_reachable(&mut h, "colour scale", size);
+    }
+}
+
+#[test]
+fn export_all_writes_safe_unique_names_and_never_overwrites() {
+    let out = tempfile::tempdir().unwrap();
+    let mut h = harness_sized(Tab::Heatmap, SIZES[0]);
+    step_until(&mut h, 60, "the heatmap", |a| a.cam_view().is_some());
+    idle(&mut h);
+    h.state_mut().settings_mut().export.dir = out.path().to_string_lossy().into_owned();
+    let files = || -> Vec<(String, Vec<u8>)> {
+        let mut f: Vec<_> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name, std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        f.sort();
+        f
+    };
+    let mut before: Vec<(String, Vec<u8>)> = Vec::new();
+    for (round, size) in SIZES.into_iter().enumerate() {
+        resize(&mut h, size);
+        assert_reachable(&mut h, "Export all", size);
+        h.get_by_label("Export all").click();
+        h.run_steps(2);
+        // Five methods, Score-CAM among them (its forward passes take a while).
+        step_until(&mut h, 300, "the export", |a| {
+            !a.busy() && a.last_note().is_some_and(|n| n.starts_with("exported"))
+        });
+        assert_eq!(h.state().last_error(), None);
+        let after = files();
+        // One figure and one sidecar per method, each round; the first round's untouched.
+        assert_eq!(
+            after.len(),
+            2 * CamMethod::ALL.len() * (round + 1),
+            "{after:?}"
+        );
+        for f in &before {
+            assert!(after.contains(f), "{} was changed", f.0);
+        }
+        for (name, _) in &after {
+            let stem = name.trim_end_matches(".png").trim_end_matches(".json");
+            assert!(
+                stem.starts_with("chelsea_efficientnet_lite0_Egyptian_cat_"),
+                "{name}"
+            );
+            assert!(
+                stem.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    && !stem.contains("__"),
+                "{name}"
+            );
+        }
+        for m in CamMethod::ALL {
+            let method = m.name().replace('+', "p");
+            let png = if round == 0 {
+                format!("chelsea_efficientnet_lite0_Egyptian_cat_{method}.png")
+            } else {
+                format!("chelsea_efficientnet_lite0_Egyptian_cat_{method}_2.png")
+            };
+            assert!(after.iter().any(|(n, _)| *n == png), "{png} in {after:?}");
+            // Every file written is named in the message log.
+            let written = out.path().join(&png).display().to_string();
+            assert!(
+                h.state()
+                    .messages()
+                    .iter()
+                    .any(|m| m.text == format!("wrote {written}")),
+                "{written} not in the log"
+            );
+        }
+        before = after;
+    }
+}
+
+/// Starts a job with `start`, waits until `started` says it runs, clicks the status bar's
+/// Cancel and checks the window is left consistent: no job and no spinner ("ready"), no
+/// error, the cancel said as a note.
+/// `running` checks the window while the job runs.
+fn cancel_leaves_no_trace(
+    h: &mut Harness<'_, ConvlensApp>,
+    what: &str,
+    start: impl FnOnce(&mut Harness<'_, ConvlensApp>),
+    started: impl Fn(&ConvlensApp) -> bool,
+    running: impl FnOnce(&Harness<'_, ConvlensApp>),
+) {
+    start(h);
+    step_until(h, 60, what, &started);
+    h.step();
+    running(h);
+    h.get_by_label("Cancel").click();
+    h.run_steps(2);
+    idle(h);
+    h.run_steps(2);
+    let app = h.state();
+    assert_eq!(app.last_error(), None, "{what}");
+    assert_eq!(app.status_line(), None, "{what}");
+    assert_eq!(app.last_note(), Some(format!("{what} cancelled").as_str()));
+    h.get_by_label("ready");
+}
+
+#[test]
+fn cancelling_a_heatmap_activations_or_predictions_leaves_no_spinner_and_no_error() {
+    for size in SIZES {
+        // Score-CAM: batches done of total with the time left, the old map dimmed meanwhile.
+        let mut h = harness_sized(Tab::Heatmap, size);
+        step_until(&mut h, 60, "the heatmap", |a| a.cam_view().is_some());
+        idle(&mut h);
+        let before = h.state().cam_view().unwrap().images.heatmap.clone();
+        cancel_leaves_no_trace(
+            &mut h,
+            "heatmap",
+            |h| {
+                h.get_by_label("scorecam").click();
+                h.run_steps(1);
+            },
+            |a| {
+                a.status_line().is_some_and(|l| {
+                    l.starts_with("Score-CAM batches: ")
+                        && l.contains(" of ")
+                        && l.contains(" left")
+                })
+            },
+            |h| {
+                h.get_by_label_contains("the maps shown are the previous ones");
+                h.get_by_label("Cancel heatmap");
+                assert!(h.state().cam_view().is_some(), "the old map stays (dimmed)");
+            },
+        );
+        // Nothing half-done: the previous map stays, no "computing" line or Cancel button.
+        assert_eq!(h.state().cam_view().unwrap().images.heatmap, before);
+        assert!(h.query_by_label("Cancel heatmap").is_none());
+        assert!(
+            h.query_by_label_contains("computing the heatmaps")
+                .is_none()
+        );
+
+        // Activations: a grid asked for and cancelled (it may finish first: then it is shown).
+        h.state_mut().settings_mut().tab = Tab::Activations;
+        h.run_steps(2);
+        idle(&mut h);
+        h.get_by_label("shared scale").click();
+        h.run_steps(1);
+        if h.state().busy() && h.query_by_label("Cancel").is_some() {
+            h.get_by_label("Cancel").click();
+        }
+        idle(&mut h);
+        h.run_steps(2);
+        assert_eq!(h.state().last_error(), None);
+        assert!(h.state().activation_view().is_some());
+        h.get_by_label("ready");
+
+        // Predict: a long list is cancelled between chunks of images.
+        h.state_mut().settings_mut().tab = Tab::Predict;
+        h.run_steps(2);
+        let list: Vec<String> = h
+            .state()
+            .dataset()
+            .unwrap()
+            .splits
+            .train
+            .iter()
+            .map(|s| s.path.display().to_string())
+            .collect();
+        cancel_leaves_no_trace(
+            &mut h,
+            "predicting",
+            |h| {
+                let input = egui::accesskit::Role::MultilineTextInput;
+                h.get_by_role(input).focus();
+                h.run_steps(1);
+                h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+                h.get_by_role(input).type_text(&list.join("\n"));
+                h.run_steps(1);
+                h.get_all_by_label("Predict").last().unwrap().click();
+                h.run_steps(1);
+            },
+            |a| a.status_line().is_some_and(|l| l.starts_with("images: ")),
+            |_| {},
+        );
+        assert!(h.state().predictions().len() < list.len());
     }
 }

@@ -171,10 +171,7 @@ impl Canvas {
         font_size: f32,
         line: u32,
     ) {
-        for row in 0..h {
-            let t = 1.0 - (row as f32 + 0.5) / h as f32;
-            self.fill(x, y + i64::from(row), w, 1, Rgb(cmap.rgb(t)));
-        }
+        self.blit(&cmap.bar(w, h), x, y);
         self.outline(
             x - i64::from(line),
             y - i64::from(line),

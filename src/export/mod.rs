@@ -5,6 +5,7 @@
 
 pub mod canvas;
 pub mod figures;
+pub mod naming;
 
 use std::path::{Path, PathBuf};
 

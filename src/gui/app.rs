@@ -180,6 +180,12 @@ impl ConvlensApp {
         self.tabs.heatmap.compared_view()
     }
 
+    /// Every row of the Heatmap tab: its heatmap once computed, and what its class stands for
+    /// when set up to explain an error ("true class", "predicted class", "top class").
+    pub fn cam_rows(&self) -> Vec<(Option<&CamView>, Option<&'static str>)> {
+        self.tabs.heatmap.views()
+    }
+
     /// The Predict tab's answers, in the order of its list.
     pub fn predictions(&self) -> &[crate::jobs::views::PredictionRow] {
         self.tabs.predict.predictions()

@@ -63,6 +63,8 @@ pub enum Command {
     SetImage(PathBuf),
     /// Switch tabs.
     OpenTab(Tab),
+    /// Open an image in the Heatmap tab set up to explain a trained model's answer on it.
+    Explain(PathBuf, super::tabs::heatmap::Explain),
     /// Decode these thumbnails (those not already asked for).
     Thumbnails(Vec<PathBuf>),
     /// Recompute the heatmaps (their options changed).

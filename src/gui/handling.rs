@@ -64,6 +64,8 @@ impl ConvlensApp {
         outcome: Outcome,
     ) -> Commands {
         match outcome {
+            // A view a newer request replaced is stale (an older image, model or class).
+            Outcome::Done(_) if superseded => {}
             Outcome::Done(reply) => return self.reply(egui_ctx, reply),
             Outcome::Cancelled => {
                 if kind == JobKind::Thumbnails {
@@ -152,15 +154,7 @@ impl ConvlensApp {
                 {
                     self.settings.layer = info.spatial.get(info.spatial.len() / 3).cloned();
                 }
-                if self
-                    .settings
-                    .heatmap
-                    .layer
-                    .as_ref()
-                    .is_some_and(|l| !info.spatial.contains(l))
-                {
-                    self.settings.heatmap.layer = None;
-                }
+                self.settings.heatmap.keep_layers_of(&info.spatial);
                 self.tabs.train.show_history(&info.history);
                 self.settings.model = info.key.clone();
                 self.shared.model = Some(info);
@@ -177,7 +171,7 @@ impl ConvlensApp {
             }
             Reply::Activations(view) => self.tabs.activations.set_view(view),
             Reply::Sparsity(s) => self.tabs.activations.set_sparsity(s),
-            Reply::Cam { view, trained } => self.tabs.heatmap.set_view(view, trained),
+            Reply::Cam { view, row } => self.tabs.heatmap.set_view(view, row),
             Reply::Predictions(p) => self.tabs.predict.set_predictions(p),
             Reply::Trained(outcome) => {
                 let dir = outcome.report.out_dir.to_string_lossy().into_owned();
@@ -200,8 +194,22 @@ impl ConvlensApp {
             }
             Reply::Filters(_) | Reply::Thumbnails => {}
             Reply::Exported(paths) => {
-                let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-                self.note(Level::Note, format!("exported {}", list.join(", ")));
+                // One line per file in the message log, then a summary for the status bar.
+                for p in &paths {
+                    self.note(Level::Note, format!("wrote {}", p.display()));
+                }
+                let folders: std::collections::BTreeSet<_> =
+                    paths.iter().filter_map(|p| p.parent()).collect();
+                let folders: Vec<String> =
+                    folders.iter().map(|f| f.display().to_string()).collect();
+                self.note(
+                    Level::Note,
+                    format!(
+                        "exported {} files to {} (Messages lists them)",
+                        paths.len(),
+                        folders.join(", ")
+                    ),
+                );
             }
             Reply::Augmented(images) => self.tabs.data.set_previews(egui_ctx, &images),
             Reply::Runs { runs, done } => {
@@ -266,19 +274,13 @@ impl ConvlensApp {
         out
     }
 
-    /// The models the Activations grid and the two heatmap rows are computed with now.
-    fn viewed_models(&self) -> [Option<String>; 3] {
+    /// The models the Activations grid and the heatmap rows are computed with now.
+    fn viewed_models(&self) -> Vec<Option<String>> {
         let ctx = self.context();
         let s = &self.settings;
-        [
-            ctx.model_key(s.activations.model.as_deref()),
-            ctx.model_key(s.heatmap.model.as_deref()),
-            s.heatmap
-                .compare
-                .as_deref()
-                .or(ctx.trained_model)
-                .and_then(|k| ctx.model_key(Some(k))),
-        ]
+        let mut out = vec![ctx.model_key(s.activations.model.as_deref())];
+        out.extend(self.tabs.heatmap.row_models(&ctx, &s.heatmap));
+        out
     }
 
     /// Applies the commands of a frame, in order.
@@ -319,6 +321,16 @@ impl ConvlensApp {
                     self.refresh_cam();
                 }
                 Command::OpenTab(tab) => self.settings.tab = tab,
+                Command::Explain(image, explain) => {
+                    self.settings.image = image.to_string_lossy().into_owned();
+                    let loaded = self.shared.model.as_ref().map(|m| m.key.clone());
+                    self.tabs
+                        .heatmap
+                        .explain(&mut self.settings.heatmap, explain, loaded);
+                    self.settings.tab = super::settings::Tab::Heatmap;
+                    self.refresh_activations();
+                    self.refresh_cam();
+                }
                 Command::Thumbnails(paths) => {
                     let paths = self.shared.thumbs.not_asked(paths);
                     if !paths.is_empty() {
@@ -400,12 +412,14 @@ impl ConvlensApp {
 }
 
 /// Each tab's model choice, named by its tab (for the log).
-fn model_slots(s: &mut Settings) -> [(&'static str, &mut Option<String>); 5] {
-    [
-        ("Activations", &mut s.activations.model),
-        ("Filters", &mut s.filters.model),
-        ("Heatmap", &mut s.heatmap.model),
-        ("Heatmap (second row)", &mut s.heatmap.compare),
-        ("Predict", &mut s.predict.model),
-    ]
+fn model_slots(s: &mut Settings) -> Vec<(String, &mut Option<String>)> {
+    let mut out = vec![
+        ("Activations".to_string(), &mut s.activations.model),
+        ("Filters".to_string(), &mut s.filters.model),
+    ];
+    for (i, row) in s.heatmap.rows.iter_mut().enumerate() {
+        out.push((format!("Heatmap row {}", i + 1), &mut row.model));
+    }
+    out.push(("Predict".to_string(), &mut s.predict.model));
+    out
 }

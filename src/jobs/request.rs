@@ -37,13 +37,14 @@ pub enum Request {
     /// Sparsity by depth for one image.
     Sparsity { model: String, image: PathBuf },
     /// A class-activation map; `own_layer` takes the model's default CAM layer instead of
-    /// `options.layer` (a trained model has its own layers); `trained` says which row it is for.
+    /// `options.layer` (a trained model has its own layers); `row` says which row of the
+    /// Heatmap tab it is for.
     Cam {
         model: String,
         image: PathBuf,
         options: CamOptions,
         own_layer: bool,
-        trained: bool,
+        row: usize,
         colormap: Colormap,
         alpha: f32,
     },
@@ -70,7 +71,8 @@ pub enum Request {
         filters: Vec<usize>,
         options: FilterOptions,
     },
-    /// Render figures and write each PNG with its JSON sidecar.
+    /// Render figures and write each PNG with its JSON sidecar; a name already taken gets a
+    /// numeric suffix ([`crate::export::naming::unused_path`]), nothing is written over.
     Export {
         model: String,
         figures: Vec<(FigureRequest, PathBuf)>,
@@ -155,10 +157,10 @@ pub enum Reply {
     Device(String),
     Activations(ActivationView),
     Sparsity(Vec<LayerSparsity>),
-    /// A heatmap, for the trained model's row when `trained`.
+    /// A heatmap, for row `row` of the Heatmap tab.
     Cam {
         view: CamView,
-        trained: bool,
+        row: usize,
     },
     Predictions(Vec<PredictionRow>),
     Trained(TrainOutcome),
@@ -180,6 +182,9 @@ pub enum Reply {
         compare: bool,
     },
 }
+
+/// How many images a prediction job classifies between two checks for Cancel.
+const PREDICT_CHUNK: usize = 16;
 
 impl Request {
     /// The request's kind.
@@ -233,7 +238,7 @@ impl Request {
                 image,
                 mut options,
                 own_layer,
-                trained,
+                row,
                 colormap,
                 alpha,
             } => {
@@ -261,10 +266,17 @@ impl Request {
                     alpha,
                     &mut progress,
                 )?;
-                Ok(Reply::Cam { view, trained })
+                Ok(Reply::Cam { view, row })
             }
             Request::Predict { model, paths, k } => {
-                views::predictions(engine, &model, &paths, k).map(Reply::Predictions)
+                // In chunks: Cancel stops a long list, and the status bar shows how far it is.
+                let mut rows = Vec::with_capacity(paths.len());
+                for (i, chunk) in paths.chunks(PREDICT_CHUNK).enumerate() {
+                    ctx.cancel.check()?;
+                    ctx.progress("images", i * PREDICT_CHUNK, paths.len());
+                    rows.extend(views::predictions(engine, &model, chunk, k)?);
+                }
+                Ok(Reply::Predictions(rows))
             }
             Request::Train {
                 model,
@@ -314,12 +326,14 @@ impl Request {
                 let mut written = Vec::new();
                 for (i, (request, out)) in figures.iter().enumerate() {
                     ctx.progress("figures", i, figures.len());
+                    // Never over a file already there (an earlier export, or this one's).
+                    let out = crate::export::naming::unused_path(out);
                     let exported = crate::export::export(
                         &loaded,
                         &model,
                         request,
                         scale,
-                        out,
+                        &out,
                         &mut |_, _| !ctx.cancel.is_cancelled(),
                     )?;
                     written.push(exported.png);

@@ -67,6 +67,15 @@ impl Colormap {
     pub fn rgb(self, t: f32) -> [u8; 3] {
         self.table()[index(t)]
     }
+
+    /// A vertical colour bar of `width` x `height` pixels: row `r` has the colour of
+    /// `1 - (r + 0.5) / height`, so the top shows 1 and the bottom 0 (the scale of a map
+    /// normalised to `[0, 1]`). The figures and the desktop app draw the same bar.
+    pub fn bar(self, width: u32, height: u32) -> image::RgbImage {
+        image::RgbImage::from_fn(width, height, |_, row| {
+            image::Rgb(self.rgb(1.0 - (row as f32 + 0.5) / height as f32))
+        })
+    }
 }
 
 /// matplotlib's lookup: `floor(t * 256)`, clamped to `0..=255`.
@@ -368,6 +377,19 @@ mod tests {
                 assert_eq!(c.rgb((i as f32 + 0.5) / 256.0), *ours, "{c} lookup {i}");
             }
         }
+    }
+
+    #[test]
+    fn the_bar_runs_from_one_at_the_top_to_zero_at_the_bottom() {
+        let bar = Colormap::Gray.bar(3, 256);
+        assert_eq!(bar.dimensions(), (3, 256));
+        // Row r shows 1 - (r + 0.5) / 256: index floor(256 - r - 0.5) = 255 - r.
+        assert_eq!(bar.get_pixel(0, 0).0, Colormap::Gray.table()[255]);
+        assert_eq!(bar.get_pixel(2, 255).0, [0, 0, 0]);
+        assert_eq!(bar.get_pixel(1, 100).0, Colormap::Gray.table()[155]);
+        let jet = Colormap::Jet.bar(1, 2);
+        assert_eq!(jet.get_pixel(0, 0).0, Colormap::Jet.rgb(0.75));
+        assert_eq!(jet.get_pixel(0, 1).0, Colormap::Jet.rgb(0.25));
     }
 
     #[test]

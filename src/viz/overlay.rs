@@ -76,6 +76,9 @@ pub struct CamImages {
     pub heatmap: RgbImage,
     /// The map blended over the photo with the given alpha (photo alone outside the region).
     pub overlay: RgbImage,
+    /// Whether part of the original lies outside the region the network saw (the heatmap's
+    /// grey frame).
+    pub outside: bool,
 }
 
 /// Colours `map` (`[h, w]` at network-input resolution) with `colormap`, places it over the
@@ -95,6 +98,7 @@ pub fn cam_images(
     let mut heatmap = RgbImage::new(w, h);
     let mut overlay = original.clone();
     let a = alpha.clamp(0.0, 1.0);
+    let mut outside = false;
     for (i, value) in placed.enumerate() {
         let (x, y) = ((i as u32) % w, (i as u32) / w);
         match value {
@@ -106,13 +110,17 @@ pub fn cam_images(
                     p[k] = ((1.0 - a) * p[k] as f32 + a * c[k] as f32).round() as u8;
                 }
             }
-            None => heatmap.put_pixel(x, y, image::Rgb([128, 128, 128])),
+            None => {
+                outside = true;
+                heatmap.put_pixel(x, y, image::Rgb([128, 128, 128]));
+            }
         }
     }
     CamImages {
         original: original.clone(),
         heatmap,
         overlay,
+        outside,
     }
 }
 
@@ -163,5 +171,17 @@ mod tests {
         let out = cam_images(&photo, &[0.5; 4], (2, 2), &whole, Colormap::Jet, 0.0);
         assert_eq!(out.overlay, photo);
         assert_ne!(out.heatmap, photo);
+        assert!(!out.outside, "the whole photo was seen");
+        let t = EvalTransform {
+            resize_shorter: 4,
+            crop: 4,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        let wide = CropPlacement::new(8, 4, &Preprocess::CenterCrop(t));
+        let photo = RgbImage::from_pixel(8, 4, image::Rgb([10, 20, 30]));
+        let out = cam_images(&photo, &[0.5; 4], (2, 2), &wide, Colormap::Jet, 0.5);
+        assert!(out.outside, "columns 0, 1, 6 and 7 lie outside the crop");
+        assert_eq!(out.heatmap.get_pixel(0, 0).0, [128, 128, 128]);
     }
 }

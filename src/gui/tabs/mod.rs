@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
-use super::context::{AppContext, Command};
+use super::context::{AppContext, Command, ModelChoice};
 use super::pick::{self, PickKind};
 use super::settings::ExportSettings;
 use super::widgets;
@@ -90,12 +90,24 @@ fn model_chooser(
 ) -> Option<String> {
     let choices = ctx.model_choices();
     let shown = current.map(|k| ctx.model_name(k)).unwrap_or_default();
+    model_combo(ui, id, &choices, current, &shown)
+}
+
+/// A combo box labelled "model" over `choices`, showing `shown` for `current` (a model key);
+/// returns the newly picked key.
+fn model_combo(
+    ui: &mut egui::Ui,
+    id: &str,
+    choices: &[ModelChoice],
+    current: Option<&str>,
+    shown: &str,
+) -> Option<String> {
     let label = ui.label("model");
     let mut picked = None;
     egui::ComboBox::from_id_salt(id)
         .selected_text(shown)
         .show_ui(ui, |ui| {
-            for c in &choices {
+            for c in choices {
                 if ui
                     .selectable_label(current == Some(c.key.as_str()), &c.label)
                     .clicked()

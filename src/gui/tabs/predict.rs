@@ -112,17 +112,23 @@ impl PredictTab {
         if model_or_empty(ui, ctx).is_none() {
             return out;
         }
-        widgets::labelled(
-            ui,
-            "Image files, one per line (or drop them on the window):",
-            |ui| {
-                ui.add(
-                    egui::TextEdit::multiline(&mut self.input)
-                        .desired_rows(3)
-                        .desired_width(f32::INFINITY),
-                )
-            },
-        );
+        // A long list scrolls in its own box: the buttons below stay in the window.
+        egui::ScrollArea::vertical()
+            .id_salt("predict-list")
+            .max_height(160.0)
+            .show(ui, |ui| {
+                widgets::labelled(
+                    ui,
+                    "Image files, one per line (or drop them on the window):",
+                    |ui| {
+                        ui.add(
+                            egui::TextEdit::multiline(&mut self.input)
+                                .desired_rows(3)
+                                .desired_width(f32::INFINITY),
+                        )
+                    },
+                );
+            });
         let running = ctx.running(JobKind::Predict);
         let mut ask = false;
         ui.horizontal_wrapped(|ui| {

@@ -1,11 +1,13 @@
-//! A run's validation confusion matrix; clicking a cell lists its images (a click on one opens
-//! its heatmap).
+//! A run's validation confusion matrix; clicking a cell lists its images, and a click on one
+//! opens the Heatmap tab set up to explain it (the run's map of the true and of the predicted
+//! class, and the loaded model's view).
 
 use std::path::PathBuf;
 
 use super::RunView;
-use crate::gui::context::{AppContext, Command, Commands};
+use crate::gui::context::{AppContext, Command, Commands, ModelChoice};
 use crate::gui::settings::Tab;
+use crate::gui::tabs::heatmap::Explain;
 use crate::gui::widgets;
 use crate::train::evaluate::Evaluation;
 use crate::viz::colormap::Colormap;
@@ -85,7 +87,7 @@ pub fn ui(ui: &mut egui::Ui, ctx: &AppContext, view: &mut RunView, out: &mut Com
         )
     } else {
         format!(
-            "{} images: true {}, predicted {} (click one to see its heatmap)",
+            "{} images: true {}, predicted {} (click one to see the heatmaps of both classes)",
             images.len(),
             e.classes[t],
             e.classes[p]
@@ -101,8 +103,7 @@ pub fn ui(ui: &mut egui::Ui, ctx: &AppContext, view: &mut RunView, out: &mut Com
                         .on_hover_text(format!("{}\np = {prob:.3}", path.display()))
                         .clicked()
                     {
-                        out.push(Command::SetImage(path.clone()));
-                        out.push(Command::OpenTab(Tab::Heatmap));
+                        out.0.extend(open_image(ctx, view, e, path, (t, p)));
                     }
                 }
                 None => {
@@ -117,6 +118,51 @@ pub fn ui(ui: &mut egui::Ui, ctx: &AppContext, view: &mut RunView, out: &mut Com
     }
 }
 
+/// The model of the run on screen: a run of the workspace by its folder, else this session's
+/// model (`None`: neither, e.g. a run saved elsewhere in an earlier session).
+fn run_model(ctx: &AppContext, view: &RunView) -> Option<ModelChoice> {
+    let key = match (&view.name, ctx.workspace) {
+        (Some(name), Some(ws)) => ws.runs_dir().join(name).to_string_lossy().into_owned(),
+        _ => ctx.trained_model?.to_string(),
+    };
+    let label = if ctx.trained_model == Some(key.as_str()) {
+        ctx.model_name(&key)
+    } else {
+        format!("run: {}", view.title)
+    };
+    Some(ModelChoice { label, key })
+}
+
+/// What a click on image `path` of cell (`t`, `p`) does: the Heatmap tab explains it with the
+/// run's model; without one, the tab just opens on the image.
+fn open_image(
+    ctx: &AppContext,
+    view: &RunView,
+    e: &Evaluation,
+    path: &std::path::Path,
+    (t, p): (usize, usize),
+) -> Vec<Command> {
+    match run_model(ctx, view) {
+        Some(model) => vec![Command::Explain(
+            path.to_path_buf(),
+            Explain {
+                model,
+                truth: (t, e.classes[t].clone()),
+                predicted: (p, e.classes[p].clone()),
+            },
+        )],
+        None => vec![
+            Command::SetImage(path.to_path_buf()),
+            Command::OpenTab(Tab::Heatmap),
+        ],
+    }
+}
+
+/// A cell's accessible label: `true bag, predicted sandal: 3`.
+fn cell_label(n: usize, truth: &str, predicted: &str) -> String {
+    format!("true {truth}, predicted {predicted}: {n}")
+}
+
 /// One cell coloured by its count; returns whether it was clicked.
 fn cell(ui: &mut egui::Ui, n: usize, max: usize, truth: &str, predicted: &str) -> bool {
     let level = n as f32 / max as f32;
@@ -129,7 +175,11 @@ fn cell(ui: &mut egui::Ui, n: usize, max: usize, truth: &str, predicted: &str) -
     let button = egui::Button::new(egui::RichText::new(n.to_string()).color(text_color))
         .fill(egui::Color32::from_rgb(r, g, b))
         .min_size(egui::vec2(44.0, 28.0));
-    ui.add(button)
+    let response = ui.add(button);
+    // Screen readers (and UI tests) hear what the cell counts, not the bare number.
+    let label = cell_label(n, truth, predicted);
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Button, true, &label));
+    response
         .on_hover_text(format!("true {truth}, predicted {predicted}"))
         .clicked()
 }

@@ -1,0 +1,369 @@
+//! The Heatmap tab: class-activation maps (Grad-CAM and friends) of the current image in up to
+//! [`MAX_ROWS`] rows, each with its own model, layer and class: by default the loaded model and
+//! the model trained in this session; set up by a confusion-matrix click to explain an error
+//! (the trained model's map of the true and of the predicted class, and the base model's view).
+
+mod export;
+mod images;
+mod row;
+
+use serde::{Deserialize, Serialize};
+
+use super::Textures;
+use crate::gui::context::{AppContext, Command, Commands, ModelChoice};
+use crate::gui::settings::ExportSettings;
+use crate::jobs::views::CamView;
+use crate::jobs::{JobKind, Request};
+use crate::viz::cam::{CamMethod, CamOptions};
+use crate::viz::colormap::Colormap;
+
+/// The most rows of heatmaps the tab shows.
+pub const MAX_ROWS: usize = 4;
+
+/// The model and layer of one row (persisted).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RowChoice {
+    /// A key of the model chooser; `None`: the loaded model in the first row, the model
+    /// trained in this session in the others (the row is hidden while there is none).
+    pub model: Option<String>,
+    /// `None`: the model's default CAM layer.
+    pub layer: Option<String>,
+}
+
+/// The Heatmap tab's persisted options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HeatmapSettings {
+    pub method: CamMethod,
+    pub colormap: Colormap,
+    /// Opacity of the heatmap over the photo.
+    pub alpha: f32,
+    /// The rows, 1 to [`MAX_ROWS`].
+    pub rows: Vec<RowChoice>,
+}
+
+impl Default for HeatmapSettings {
+    fn default() -> Self {
+        HeatmapSettings {
+            method: CamMethod::GradCam,
+            colormap: Colormap::Jet,
+            alpha: 0.4,
+            rows: vec![RowChoice::default(), RowChoice::default()],
+        }
+    }
+}
+
+impl HeatmapSettings {
+    /// A newly loaded model: layers it does not have go back to the default CAM layer.
+    pub fn keep_layers_of(&mut self, layers: &[String]) {
+        for row in &mut self.rows {
+            if row.layer.as_ref().is_some_and(|l| !layers.contains(l)) {
+                row.layer = None;
+            }
+        }
+    }
+}
+
+/// What a confusion-matrix click asks the tab to explain: one image of a trained model's
+/// validation split, its true class and the class the model predicted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explain {
+    /// The trained model's key and how it is named.
+    pub model: ModelChoice,
+    /// Index and name of the true class (in the trained model's labels).
+    pub truth: (usize, String),
+    /// Index and name of the predicted class.
+    pub predicted: (usize, String),
+}
+
+/// One row of heatmaps at run time: its last view, the class asked for and why.
+#[derive(Default)]
+struct Row {
+    view: Option<CamView>,
+    /// The class asked for (`None`: the top class).
+    class: Option<usize>,
+    /// What the row's class stands for ("true class", "predicted class"), when set up to
+    /// explain an error.
+    role: Option<&'static str>,
+    search: String,
+}
+
+/// The Heatmap tab's state.
+#[derive(Default)]
+pub struct HeatmapTab {
+    /// Parallel to the settings' rows (grown on demand).
+    rows: Vec<Row>,
+    textures: Textures,
+    /// Models brought in by [`HeatmapTab::explain`] that the model chooser does not list (a
+    /// saved run).
+    extra: Vec<ModelChoice>,
+}
+
+impl HeatmapTab {
+    /// The first row's heatmap on screen.
+    pub fn view(&self) -> Option<&CamView> {
+        self.rows.first().and_then(|r| r.view.as_ref())
+    }
+
+    /// The second row's heatmap on screen (the model compared with).
+    pub fn compared_view(&self) -> Option<&CamView> {
+        self.rows.get(1).and_then(|r| r.view.as_ref())
+    }
+
+    /// Every row's heatmap on screen (`None`: not computed yet) with what its class stands
+    /// for, in row order.
+    pub fn views(&self) -> Vec<(Option<&CamView>, Option<&'static str>)> {
+        self.rows
+            .iter()
+            .map(|r| (r.view.as_ref(), r.role))
+            .collect()
+    }
+
+    /// A heatmap arrived for `row`.
+    pub fn set_view(&mut self, view: CamView, row: usize) {
+        self.textures.clear();
+        self.row_mut(row).view = Some(view);
+    }
+
+    /// The image changed: back to its top classes.
+    pub fn new_image(&mut self) {
+        for row in &mut self.rows {
+            row.class = None;
+            row.role = None;
+        }
+    }
+
+    /// Sets the rows up to explain an image of a trained model's validation split (the image
+    /// itself is set by the caller): the trained model's map of the true class, of the
+    /// predicted class (when they differ), and the `loaded` model's map of its own top class.
+    pub fn explain(&mut self, s: &mut HeatmapSettings, e: Explain, loaded: Option<String>) {
+        let key = e.model.key.clone();
+        if !self.extra.iter().any(|c| c.key == key) {
+            self.extra.push(e.model);
+        }
+        let row = |model: String, class: Option<usize>, role| {
+            let choice = RowChoice {
+                model: Some(model),
+                layer: None,
+            };
+            let row = Row {
+                class,
+                role: Some(role),
+                ..Row::default()
+            };
+            (choice, row)
+        };
+        let mut rows = vec![row(key.clone(), Some(e.truth.0), "true class")];
+        if e.predicted.0 != e.truth.0 {
+            rows.push(row(key.clone(), Some(e.predicted.0), "predicted class"));
+        }
+        if let Some(loaded) = loaded.filter(|l| *l != key) {
+            rows.push(row(loaded, None, "top class"));
+        }
+        let (choices, runtime): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+        s.rows = choices;
+        self.rows = runtime;
+        self.textures.clear();
+    }
+
+    fn row_mut(&mut self, row: usize) -> &mut Row {
+        if self.rows.len() <= row {
+            self.rows.resize_with(row + 1, Row::default);
+        }
+        &mut self.rows[row]
+    }
+
+    /// The models the rows can choose from: the chooser's, then those brought in by
+    /// [`HeatmapTab::explain`].
+    fn choices(&self, ctx: &AppContext) -> Vec<ModelChoice> {
+        let mut out = ctx.model_choices();
+        for c in &self.extra {
+            if !out.iter().any(|o| o.key == c.key) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
+
+    /// The model key of each row (`None`: the row is hidden: no trained model to show).
+    pub fn row_models(&self, ctx: &AppContext, s: &HeatmapSettings) -> Vec<Option<String>> {
+        let choices = self.choices(ctx);
+        let offered = |k: &str| choices.iter().any(|c| c.key == k);
+        let loaded = ctx.model.map(|m| m.key.clone());
+        let first = s.rows.first().and_then(|r| r.model.as_deref());
+        let first = first.filter(|k| offered(k)).map(str::to_string).or(loaded);
+        s.rows
+            .iter()
+            .take(MAX_ROWS)
+            .enumerate()
+            .map(|(i, r)| match (i, r.model.as_deref()) {
+                (0, _) => first.clone(),
+                (_, Some(k)) if offered(k) => Some(k.to_string()),
+                // The model trained in this session, unless it is the first row's.
+                _ => ctx
+                    .trained_model
+                    .filter(|k| offered(k) && first.as_deref() != Some(*k))
+                    .map(str::to_string),
+            })
+            .collect()
+    }
+
+    /// How the rows name the model with `key`.
+    fn model_name(&self, ctx: &AppContext, key: &str) -> String {
+        self.choices(ctx)
+            .into_iter()
+            .find(|c| c.key == key)
+            .map(|c| c.label)
+            .unwrap_or_else(|| key.to_string())
+    }
+
+    /// The requests for every shown row's heatmap.
+    pub fn requests(&self, ctx: &AppContext, s: &HeatmapSettings) -> Vec<Command> {
+        let models = self.row_models(ctx, s);
+        models
+            .into_iter()
+            .enumerate()
+            .filter_map(|(row, model)| {
+                let model = model?;
+                let layer = s.rows[row].layer.as_deref();
+                let mut options = CamOptions::new(s.method, layer.unwrap_or(""));
+                options.class = self.rows.get(row).and_then(|r| r.class);
+                Some(Command::Submit(Request::Cam {
+                    model,
+                    image: ctx.image.to_path_buf(),
+                    options,
+                    // Without a layer asked for, the model's own default CAM layer (a trained
+                    // model may have its own layers: a scratch convnet).
+                    own_layer: layer.is_none(),
+                    row,
+                    colormap: s.colormap,
+                    alpha: s.alpha,
+                }))
+            })
+            .collect()
+    }
+
+    /// Draws the tab.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        ctx: &AppContext,
+        s: &mut HeatmapSettings,
+        export: &mut ExportSettings,
+    ) -> Commands {
+        let mut out = Commands::default();
+        let Some(model) = super::model_or_empty(ui, ctx) else {
+            return out;
+        };
+        if s.rows.is_empty() {
+            s.rows.push(RowChoice::default());
+        }
+        let computing = ctx.running(JobKind::Cam);
+        let mut changed = controls(ui, s);
+        if computing {
+            progress_line(ui, ctx, &mut out);
+        }
+        let models = self.row_models(ctx, s);
+        egui::ScrollArea::vertical()
+            .id_salt("heatmap-tab")
+            .show(ui, |ui| {
+                if self.rows.iter().all(|r| r.view.is_none()) {
+                    ui.label(
+                        "This tab shows which parts of the image made the model pick a class. \
+                         It appears here once the model has looked at the image.",
+                    );
+                    return;
+                }
+                let (one, all) = super::export_row(ui, export);
+                if one || all {
+                    out.extend(self.export(&models, s, export, all));
+                }
+                let mut remove = None;
+                for (row, key) in models.iter().enumerate() {
+                    let Some(key) = key else { continue };
+                    ui.separator();
+                    let edit = self.row_controls(ui, ctx, model, s, row, key);
+                    changed |= edit.changed;
+                    if edit.remove {
+                        remove = Some(row);
+                    }
+                    ui.scope(|ui| {
+                        if computing {
+                            ui.multiply_opacity(super::STALE_OPACITY);
+                        }
+                        self.images(ui, row, s.colormap);
+                    });
+                }
+                ui.separator();
+                if s.rows.len() < MAX_ROWS
+                    && ui
+                        .button("Add row")
+                        .on_hover_text("another heatmap of this image: a model, layer or class")
+                        .clicked()
+                {
+                    s.rows.push(RowChoice {
+                        model: ctx.model.map(|m| m.key.clone()),
+                        layer: None,
+                    });
+                    changed = true;
+                }
+                if let Some(row) = remove {
+                    s.rows.remove(row);
+                    if row < self.rows.len() {
+                        self.rows.remove(row);
+                    }
+                    self.textures.clear();
+                    changed = true;
+                }
+            });
+        if changed {
+            out.push(Command::RefreshCam);
+        }
+        out
+    }
+}
+
+/// Method, colormap and alpha (shared by every row), wrapping to the width; returns whether
+/// one changed.
+fn controls(ui: &mut egui::Ui, s: &mut HeatmapSettings) -> bool {
+    let mut changed = false;
+    ui.horizontal_wrapped(|ui| {
+        ui.label("method");
+        for m in CamMethod::ALL {
+            changed |= ui.selectable_value(&mut s.method, m, m.name()).changed();
+        }
+        ui.end_row();
+        changed |= super::colormap_combo(ui, "cam-cmap", &mut s.colormap);
+        changed |= crate::gui::widgets::labelled(ui, "alpha", |ui| {
+            ui.add(egui::Slider::new(&mut s.alpha, 0.0..=1.0))
+        })
+        .drag_stopped();
+    });
+    changed
+}
+
+/// While heatmaps compute: the running job's progress (Score-CAM reports batches done of
+/// total and the time left) and a Cancel button; the maps on screen are dimmed meanwhile.
+fn progress_line(ui: &mut egui::Ui, ctx: &AppContext, out: &mut Commands) {
+    ui.horizontal_wrapped(|ui| {
+        ui.spinner();
+        match ctx.jobs.current() {
+            Some((_, JobKind::Cam, line)) => {
+                let text = format!("computing the heatmaps: {}", line.text);
+                match line.fraction {
+                    Some(f) => ui.add(egui::ProgressBar::new(f).desired_width(320.0).text(text)),
+                    None => ui.label(text),
+                };
+            }
+            Some((_, kind, _)) => {
+                ui.label(format!("heatmaps waiting for: {}", kind.name()));
+            }
+            None => {}
+        }
+        ui.label("(the maps shown are the previous ones)");
+        if ui.button("Cancel heatmap").clicked() {
+            out.push(Command::Cancel(JobKind::Cam));
+        }
+    });
+}

@@ -1,0 +1,154 @@
+//! One row's title (model, class and score) and its model, layer and class controls.
+
+use super::{HeatmapSettings, HeatmapTab};
+use crate::gui::context::AppContext;
+use crate::gui::widgets;
+use crate::jobs::views::{CamView, ModelInfo};
+
+/// What the user did with a row's controls.
+#[derive(Default)]
+pub(super) struct RowEdit {
+    /// The model, layer or class changed: the heatmaps are recomputed.
+    pub changed: bool,
+    /// "Remove row" was clicked.
+    pub remove: bool,
+}
+
+/// A row's title: the model's name, then the class shown with what it stands for and its
+/// probability, then method and layer: `trained: model — true class: bag (p = 0.250),
+/// gradcam at blocks.6`.
+pub(super) fn title(model: &str, view: &CamView, role: Option<&str>) -> String {
+    let class = match role {
+        Some(role) => format!("{role}: {}", view.class_name),
+        None => view.class_name.clone(),
+    };
+    format!(
+        "{model} — {class} (p = {:.3}), {} at {}",
+        view.prob, view.options.method, view.options.layer
+    )
+}
+
+impl HeatmapTab {
+    /// A row's title, model, layer and class choice (`key`: the row's model).
+    pub(super) fn row_controls(
+        &mut self,
+        ui: &mut egui::Ui,
+        ctx: &AppContext,
+        model: &ModelInfo,
+        s: &mut HeatmapSettings,
+        row: usize,
+        key: &str,
+    ) -> RowEdit {
+        let mut edit = RowEdit::default();
+        let name = self.model_name(ctx, key);
+        self.row_mut(row);
+        if let Some(view) = &self.rows[row].view {
+            let text = title(&name, view, self.rows[row].role);
+            ui.label(egui::RichText::new(text).strong());
+        }
+        let choices = self.choices(ctx);
+        let salt = format!("cam-row-{row}");
+        ui.horizontal_wrapped(|ui| {
+            let id = format!("{salt}-model");
+            let picked = super::super::model_combo(ui, &id, &choices, Some(key), &name);
+            let choice = &mut s.rows[row];
+            if let Some(k) = picked {
+                choice.model = Some(k);
+                choice.layer = None;
+                self.rows[row].class = None;
+                self.rows[row].role = None;
+                edit.changed = true;
+            }
+            let current = choice
+                .layer
+                .clone()
+                .or_else(|| {
+                    self.rows[row]
+                        .view
+                        .as_ref()
+                        .map(|v| v.options.layer.clone())
+                })
+                .unwrap_or_else(|| model.default_cam_layer.clone());
+            // The loaded model's layers: a model trained from it (extract, finetune) has the
+            // same backbone; a scratch model keeps its own default layer unless one is picked.
+            if let Some(l) = super::super::layer_combo(
+                ui,
+                &format!("{salt}-layer"),
+                "layer",
+                &current,
+                &model.spatial,
+            ) {
+                choice.layer = Some(l);
+                edit.changed = true;
+            }
+            if row > 0 && ui.small_button("Remove row").clicked() {
+                edit.remove = true;
+            }
+        });
+        edit.changed |= self.class_choice(ui, model, row, key == model.key);
+        edit
+    }
+
+    /// A row's class choice: its top 5 and, for the loaded model, a search over all classes;
+    /// returns whether it changed.
+    fn class_choice(
+        &mut self,
+        ui: &mut egui::Ui,
+        model: &ModelInfo,
+        row: usize,
+        searchable: bool,
+    ) -> bool {
+        let r = &mut self.rows[row];
+        let Some(view) = &r.view else {
+            return false;
+        };
+        let mut changed = false;
+        ui.horizontal_wrapped(|ui| {
+            ui.label("class:");
+            for c in &view.top5 {
+                let selected = view.class == c.index;
+                if ui
+                    .selectable_label(selected, format!("{} {:.3}", c.class, c.prob))
+                    .clicked()
+                {
+                    r.class = Some(c.index);
+                    r.role = None;
+                    changed = true;
+                }
+            }
+        });
+        if !searchable {
+            return changed;
+        }
+        ui.horizontal_wrapped(|ui| {
+            widgets::labelled(ui, "any class:", |ui| {
+                ui.add(
+                    egui::TextEdit::singleline(&mut r.search)
+                        .id_salt(("cam-search", row))
+                        .hint_text("search")
+                        .desired_width(160.0),
+                )
+            });
+            if !r.search.is_empty() {
+                let needle = r.search.to_lowercase();
+                let hits: Vec<(usize, String)> = model
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.to_lowercase().contains(&needle))
+                    .take(8)
+                    .map(|(i, l)| (i, l.clone()))
+                    .collect();
+                for (i, l) in hits {
+                    if ui.small_button(format!("{l} ({i})")).clicked() {
+                        r.class = Some(i);
+                        r.role = None;
+                        r.search.clear();
+                        changed = true;
+                    }
+                }
+            }
+        });
+        changed
+    }
+}
