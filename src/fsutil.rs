@@ -285,9 +285,45 @@ fn lock_dir(dir: &Path) -> Result<File> {
     }
 }
 
+/// The path of `to` as seen from the folder `from` (`../images/chelsea.png`), both resolved
+/// first (symlinks, `..`); `None` when either does not exist or they share no root (another
+/// drive on Windows). The same two files give the same answer wherever the tree is cloned.
+pub fn relative_path(from: &Path, to: &Path) -> Option<PathBuf> {
+    let (from, to) = (
+        std::fs::canonicalize(from).ok()?,
+        std::fs::canonicalize(to).ok()?,
+    );
+    let (a, b): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    if a.first() != b.first() {
+        return None;
+    }
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let ups = std::iter::repeat_n(std::path::Component::ParentDir, a.len() - common);
+    Some(ups.chain(b[common..].iter().copied()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_paths_climb_to_the_common_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let figs = dir.path().join("assets/figures");
+        let images = dir.path().join("assets/images");
+        std::fs::create_dir_all(&figs).unwrap();
+        std::fs::create_dir_all(&images).unwrap();
+        std::fs::write(images.join("a.png"), b"x").unwrap();
+        assert_eq!(
+            relative_path(&figs, &images.join("a.png")),
+            Some(PathBuf::from("../images/a.png"))
+        );
+        assert_eq!(
+            relative_path(&images, &images.join("a.png")),
+            Some(PathBuf::from("a.png"))
+        );
+        assert_eq!(relative_path(&figs, &images.join("missing.png")), None);
+    }
 
     #[test]
     fn writes_and_replaces() {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{check_not_input, write_atomic};
+use crate::fsutil::{check_not_input, relative_path, write_atomic};
 use crate::viz::activations::{self, GridOptions, LayerSparsity};
 use crate::viz::cam::{self, Cam, CamMethod, CamOptions, CamScore};
 use crate::viz::check_range;
@@ -175,9 +175,14 @@ pub struct Sidecar {
     pub figure: FigureRequest,
     /// SHA-256 of the input image file, if any.
     pub image_sha256: Option<String>,
-    /// The input image's absolute path when the figure was made (the recorded `image` is as
-    /// given, relative to the working directory of the time).
+    /// The input image's path relative to the sidecar's folder (`../images/chelsea.png`; the
+    /// recorded `image` is as given, relative to the working directory of the time). Relative,
+    /// not absolute, so the sidecar is the same bytes in every clone of a tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_from_sidecar: Option<PathBuf>,
+    /// The input image's absolute path, as sidecars of convlens before `image_from_sidecar`
+    /// recorded it (read, never written: it differs from one machine to the next).
+    #[serde(default, skip_serializing)]
     pub image_absolute: Option<PathBuf>,
     /// The figure's scale factor (1-4).
     pub scale: u32,
@@ -525,9 +530,10 @@ pub fn export(
         device: device_name(&model.device),
         figure: request.clone(),
         image_sha256: request.image().map(file_sha256).transpose()?,
-        image_absolute: request
+        image_from_sidecar: request
             .image()
-            .and_then(|image| std::fs::canonicalize(image).ok()),
+            .and_then(|image| relative_path(parent_or_here(&sidecar_file), image)),
+        image_absolute: None,
         scale,
         png: file_label(out),
         png_sha256: sha256_hex(&bytes),
@@ -568,19 +574,29 @@ pub fn read_sidecar(path: &Path) -> Result<Sidecar> {
     })
 }
 
+/// The folder of a file (`.` for a bare file name).
+fn parent_or_here(file: &Path) -> &Path {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Where a sidecar's image is now: `recorded` as it is (relative to the working directory),
-/// else relative to the sidecar's folder `dir` or one of the folders above it (the working
-/// directory the figure was made from usually holds the figure), else at the recorded
-/// `absolute` path; an error naming the places tried if none exists. The caller checks the
-/// image's hash, so a wrong file found this way is refused.
+/// else at `from_sidecar` (relative to the sidecar's folder `dir`), else relative to `dir` or
+/// one of the folders above it (the working directory the figure was made from usually holds
+/// the figure), else at the `absolute` path older sidecars recorded; an error naming the
+/// places tried if none exists. The caller checks the image's hash, so a wrong file found this
+/// way is refused.
 fn find_image(
     recorded: &Path,
     dir: &Path,
-    absolute: Option<&Path>,
+    (from_sidecar, absolute): (Option<&Path>, Option<&Path>),
     sidecar: &Path,
 ) -> Result<PathBuf> {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let candidates: Vec<PathBuf> = std::iter::once(recorded.to_path_buf())
+        .chain(from_sidecar.map(|r| dir.join(r)))
         .chain(dir.ancestors().map(|d| d.join(recorded)))
         .chain(absolute.map(Path::to_path_buf))
         .collect();
@@ -593,7 +609,11 @@ fn find_image(
         sidecar.display(),
         recorded.display(),
         dir.display(),
-        absolute.map_or_else(String::new, |a| format!(", nor at {}", a.display()))
+        from_sidecar
+            .map(|r| dir.join(r))
+            .as_deref()
+            .or(absolute)
+            .map_or_else(String::new, |a| format!(", nor at {}", a.display()))
     )))
 }
 
@@ -623,7 +643,7 @@ pub fn reproduce(
     sc.figure
         .validate(sc.scale)
         .map_err(|e| Error::Model(format!("{}: {e}", sidecar_file.display())))?;
-    let dir = sidecar_file.parent().unwrap_or(Path::new("."));
+    let dir = parent_or_here(sidecar_file);
     let out = out.map_or_else(
         || {
             let stem = sidecar_file
@@ -639,7 +659,11 @@ pub fn reproduce(
     check_figure_path(&out)?;
     let mut request = sc.figure.clone();
     if let Some(image) = request.image_mut() {
-        *image = find_image(image, dir, sc.image_absolute.as_deref(), sidecar_file)?;
+        let places = (
+            sc.image_from_sidecar.as_deref(),
+            sc.image_absolute.as_deref(),
+        );
+        *image = find_image(image, dir, places, sidecar_file)?;
         let found = file_sha256(image)?;
         if Some(&found) != sc.image_sha256.as_ref() {
             return Err(Error::Model(format!(

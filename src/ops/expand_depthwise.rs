@@ -21,7 +21,7 @@ use super::channels_last;
 use super::depthwise::{self, PlaneConv};
 #[cfg(target_arch = "x86_64")]
 use super::matmul::gemm_strided;
-use super::matmul::{MatRef, SyncPtr, bias_act_rows, gemm_into};
+use super::matmul::{MatRef, SyncPtr, WANTED_TASKS, bias_act_rows, gemm_into};
 use super::{Activation, act_grad, channel_sum, f32_data, pointwise, zeroed};
 
 /// Floats of expanded activation per task buffer (256 KiB).
@@ -108,7 +108,8 @@ impl Args<'_> {
         if group >= 2 * align {
             group -= group % align;
         }
-        let want = 4 * rayon::current_num_threads();
+        // A constant task count, so the groups (and the floats) do not depend on the machine.
+        let want = WANTED_TASKS;
         if self.b * self.chid.div_ceil(group) < want {
             let spread = self
                 .chid

@@ -240,15 +240,16 @@ fn bias_act_rows_imp<const FMA: bool>(buf: &mut [f32], n: usize, bias: &[f32], a
     }
 }
 
-/// Enough tasks to keep every thread busy.
-fn wanted_tasks() -> usize {
-    4 * rayon::current_num_threads()
-}
+/// How many rayon tasks a product at batch 1 is cut into: enough to keep 8 threads busy
+/// (4 tasks each). A constant, not a multiple of the thread count, so that the tiles, and with
+/// them the order of every float sum, are the same on every machine: the same input gives the
+/// same bits with 1 thread or 16 (figures reproduce byte for byte, see `export::reproduce`).
+pub(crate) const WANTED_TASKS: usize = 32;
 
 /// Rows per row tile of an `m`-row output when there are only `tasks` column tiles in all: the
 /// rows are split too when that is too few tasks for the threads (batch 1).
 pub(crate) fn row_tile(m: usize, tasks: usize) -> usize {
-    let want = wanted_tasks();
+    let want = WANTED_TASKS;
     if tasks >= want || m <= 32 {
         m.max(1)
     } else {
