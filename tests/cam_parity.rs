@@ -210,7 +210,7 @@ fn any_class_can_be_asked_for() {
 
 /// Grad-CAM, Grad-CAM++ and Layer-CAM of the random ResNet-18 with a probability target
 /// (`--prob-score`) against pytorch-grad-cam's `ClassifierOutputSoftmaxTarget`
-/// (tests/fixtures/make_cam_prob_fixture.py). The gradient of a softmax differs from the
+/// (tests/fixtures/make/make_cam_prob_fixture.py). The gradient of a softmax differs from the
 /// logit's, so a softmax without a backward (no gradient at all) or the logit target fails.
 #[test]
 fn probability_targets_match_the_library() {

@@ -463,7 +463,7 @@ const MOBILENET_V2_PTH: &str = "tests/fixtures/mobilenet_v2_random_fp16.pth";
 #[test]
 fn a_pytorch_checkpoint_nested_under_state_dict_matches_the_safetensors_file() {
     // The same fp16 tensors as MOBILENET_V2, saved by torch.save under `state_dict` beside an
-    // `epoch`, with BatchNorm's `num_batches_tracked` (see tests/fixtures/make_pth_fixture.py).
+    // `epoch`, with BatchNorm's `num_batches_tracked` (see tests/fixtures/make/make_pth_fixture.py).
     let shapes = zoo::detect::read_shapes(&repo(MOBILENET_V2_PTH)).unwrap();
     assert!(!shapes.keys().any(|k| k.contains("num_batches_tracked")));
     assert_eq!(shapes.len(), 262);

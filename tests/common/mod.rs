@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use convlens::data::folder::{FolderOptions, ImageFolder};
 
+pub mod seeded;
+
 /// A path inside the repository.
 pub fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -17,6 +19,20 @@ pub fn fixture(name: &str) -> HashMap<String, Tensor> {
     let path = repo(&format!("tests/fixtures/{name}.safetensors"));
     candle_core::safetensors::load(&path, &Device::Cpu)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The `__metadata__` strings of a fixture file in `tests/fixtures` (read from its header).
+pub fn fixture_metadata(name: &str) -> HashMap<String, String> {
+    use std::io::Read;
+    let path = repo(&format!("tests/fixtures/{name}.safetensors"));
+    let mut file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).unwrap();
+    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
+    file.read_exact(&mut header).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    serde_json::from_value(header["__metadata__"].clone())
+        .unwrap_or_else(|e| panic!("{}: metadata: {e}", path.display()))
 }
 
 /// The bundled Lite0 on the CPU.
