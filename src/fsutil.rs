@@ -34,6 +34,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// `path` when neither it nor any of its companions (e.g. a figure's JSON sidecar, made from
+/// the path by each function of `companions`) exists; otherwise the first of `stem-2.ext`,
+/// `stem-3.ext`, ... that is free in the same way, so nothing already written is replaced.
+pub fn free_path(path: &Path, companions: &[fn(&Path) -> PathBuf]) -> PathBuf {
+    let taken = |p: &Path| p.exists() || companions.iter().any(|c| c(p).exists());
+    if !taken(path) {
+        return path.to_path_buf();
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (2u64..)
+        .map(|n| path.with_file_name(format!("{stem}-{n}{ext}")))
+        .find(|p| !taken(p))
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
 /// The folder a file goes into (`.` for a bare file name).
 fn parent_of(path: &Path) -> &Path {
     match path.parent() {
@@ -367,5 +389,19 @@ mod tests {
         drop(first);
         assert!(!target.exists(), "an empty folder it created is removed");
         OutputDir::open(&target, false).unwrap();
+    }
+
+    #[test]
+    fn a_taken_name_or_sidecar_gets_the_next_free_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("filters_x.png");
+        let json: fn(&Path) -> PathBuf = |p| p.with_extension("json");
+        assert_eq!(free_path(&png, &[json]), png, "free: kept");
+        std::fs::write(&png, b"a").unwrap();
+        assert_eq!(free_path(&png, &[json]), dir.path().join("filters_x-2.png"));
+        // Only the sidecar of -2 exists: -2 is taken too.
+        std::fs::write(dir.path().join("filters_x-2.json"), b"{}").unwrap();
+        assert_eq!(free_path(&png, &[json]), dir.path().join("filters_x-3.png"));
+        assert_eq!(std::fs::read(&png).unwrap(), b"a", "nothing was touched");
     }
 }

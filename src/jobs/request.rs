@@ -23,6 +23,9 @@ use crate::workspace::{Destination, RunDetails, RunSummary, Workspace, evaluate_
 pub enum Request {
     /// Load (or find loaded) a model by name or path and describe it.
     LoadModel { key: String },
+    /// Describe a model (its layers) for a tab that looks through it beside the loaded one;
+    /// the loaded model stays the loaded model.
+    Describe { key: String },
     /// Scan an image folder (one subfolder per class).
     ScanData { dir: PathBuf },
     /// Move the engine to another device (the loaded models are dropped).
@@ -150,6 +153,8 @@ impl JobKind {
 #[derive(Debug)]
 pub enum Reply {
     Model(ModelInfo),
+    /// The answer to [`Request::Describe`].
+    Described(ModelInfo),
     Data(ImageFolder),
     /// The device's name.
     Device(String),
@@ -185,7 +190,7 @@ impl Request {
     /// The request's kind.
     pub fn kind(&self) -> JobKind {
         match self {
-            Request::LoadModel { .. } => JobKind::Model,
+            Request::LoadModel { .. } | Request::Describe { .. } => JobKind::Model,
             Request::ScanData { .. } => JobKind::Data,
             Request::SetDevice(_) => JobKind::Device,
             Request::Activations { .. } => JobKind::Activations,
@@ -208,6 +213,7 @@ impl Request {
     pub(super) fn run(self, engine: &mut Engine, ctx: &JobContext) -> Result<Reply> {
         match self {
             Request::LoadModel { key } => views::load_model(engine, &key).map(Reply::Model),
+            Request::Describe { key } => views::load_model(engine, &key).map(Reply::Described),
             Request::ScanData { dir } => {
                 ImageFolder::scan(&dir, &FolderOptions::default()).map(Reply::Data)
             }
@@ -314,12 +320,14 @@ impl Request {
                 let mut written = Vec::new();
                 for (i, (request, out)) in figures.iter().enumerate() {
                     ctx.progress("figures", i, figures.len());
+                    // Never over an earlier figure: a taken name gets a number.
+                    let out = crate::fsutil::free_path(out, &[crate::export::sidecar_path]);
                     let exported = crate::export::export(
                         &loaded,
                         &model,
                         request,
                         scale,
-                        out,
+                        &out,
                         &mut |_, _| !ctx.cancel.is_cancelled(),
                     )?;
                     written.push(exported.png);
