@@ -1065,3 +1065,38 @@ fn compare_shows_base_and_trained_side_by_side_in_activations_and_filters() {
     assert_eq!(pngs, 2, "one figure per model");
     assert_eq!(h.state().last_error(), None);
 }
+
+#[test]
+fn ctrl_wheel_zooms_at_the_cursor_and_a_drag_pans() {
+    let mut h = harness_sized(Tab::Activations, SIZES[0]);
+    settle(&mut h, "the first grid", |a| a.activation_view().is_some());
+    // A point 30% across and 60% down the first tile.
+    let tile = rect_of(&h, "channel 0");
+    let at = tile.min + tile.size() * egui::vec2(0.3, 0.6);
+    h.hover_at(at);
+    h.run_steps(2);
+    h.event(egui::Event::Zoom(2.0));
+    h.run_steps(3);
+    let zoomed = rect_of(&h, "channel 0");
+    assert!(
+        (zoomed.width() - 2.0 * tile.width()).abs() < 1.0,
+        "{tile:?} -> {zoomed:?}"
+    );
+    // The same point of the tile is still under the cursor.
+    let under = (at - zoomed.min) / zoomed.size();
+    assert!(
+        (under.x - 0.3).abs() < 0.02 && (under.y - 0.6).abs() < 0.02,
+        "{under:?}"
+    );
+    h.get_by_label_contains("zoom 200%");
+    // Dragging moves the content with the pointer.
+    let before = rect_of(&h, "channel 0");
+    h.drag_at(at);
+    h.run_steps(1);
+    h.hover_at(at - egui::vec2(0.0, 40.0));
+    h.run_steps(1);
+    h.drop_at(at - egui::vec2(0.0, 40.0));
+    h.run_steps(3);
+    let moved = rect_of(&h, "channel 0").min - before.min;
+    assert!((moved.y + 40.0).abs() < 2.0, "moved {moved:?}");
+}

@@ -178,6 +178,26 @@ pub fn legible_side(side: u32) -> u32 {
     }
 }
 
+/// The side, pixels, of the tiles of `count` maps `side` pixels across in an area of `width` x
+/// `height` with `gap` between tiles: the [`legible_side`], or a larger whole multiple of the
+/// map's side (up to three times [`LEGIBLE_MAX`]) while the whole grid still fits the area, so
+/// that a few channels fill the room instead of leaving it empty. Many channels keep the legible
+/// side and scroll.
+pub fn tile_side(side: u32, count: usize, width: f32, height: f32, gap: f32) -> u32 {
+    let side = side.max(1);
+    let mut best = legible_side(side);
+    let fits = |t: u32| {
+        let cols = columns_that_fit(width, t as f32, gap);
+        count.div_ceil(cols) as f32 * (t as f32 + gap) - gap <= height
+    };
+    let mut m = best / side + 1;
+    while side * m <= 3 * LEGIBLE_MAX && fits(side * m) {
+        best = side * m;
+        m += 1;
+    }
+    best
+}
+
 /// How many tiles `tile` wide with `gap` between them fit in `width` (at least one).
 pub fn columns_that_fit(width: f32, tile: f32, gap: f32) -> usize {
     let cell = tile + gap;
@@ -442,5 +462,18 @@ mod tests {
         assert_eq!(columns_that_fit(429.0, 100.0, 10.0), 3);
         assert_eq!(columns_that_fit(50.0, 100.0, 10.0), 1, "at least one");
         assert_eq!(columns_that_fit(500.0, 0.0, 0.0), 1);
+    }
+
+    #[test]
+    fn a_few_channels_fill_the_room_by_whole_factors() {
+        // 24 maps of 56 in 1300 x 900: 168-pixel tiles (3x) make 7 columns of 4 rows, 681
+        // pixels high; 224 (4x) would need 5 columns of 5 rows, 1132 high.
+        assert_eq!(tile_side(56, 24, 1300.0, 900.0, 3.0), 168);
+        // 1,280 maps of 7 do not fit at any size: the legible side, and the grid scrolls.
+        assert_eq!(tile_side(7, 1280, 1300.0, 900.0, 3.0), 84);
+        // One map: as large as allowed, 3 x 160 = 480 at most, in whole multiples of 56.
+        assert_eq!(tile_side(56, 1, 2000.0, 2000.0, 3.0), 448);
+        // Too little room even for the legible side: still the legible side.
+        assert_eq!(tile_side(28, 40, 100.0, 100.0, 3.0), 84);
     }
 }

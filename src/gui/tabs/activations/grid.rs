@@ -5,7 +5,7 @@
 use egui::{Rect, Sense, Vec2, pos2, vec2};
 
 use crate::jobs::views::ActivationView;
-use crate::viz::activations::{columns_that_fit, legible_side};
+use crate::viz::activations::{columns_that_fit, tile_side};
 
 /// Pixels between tiles at zoom 1.
 const GAP: f32 = 3.0;
@@ -50,11 +50,11 @@ pub fn zoom_about(offset: Vec2, cursor: Vec2, from: f32, to: f32) -> Vec2 {
     (offset + cursor) * (to / from) - cursor
 }
 
-/// A tile's on-screen size at zoom 1 for a `width` x `height` map: the longer side made
-/// legible ([`legible_side`]), the other scaled alike.
-pub fn tile_size(width: u32, height: u32) -> Vec2 {
+/// A tile's on-screen size at zoom 1 for `count` maps of `width` x `height` in an area of
+/// `room`: the longer side as [`tile_side`] gives it, the other scaled alike.
+pub fn tile_size(width: u32, height: u32, count: usize, room: Vec2) -> Vec2 {
     let side = width.max(height).max(1);
-    let scale = legible_side(side) as f32 / side as f32;
+    let scale = tile_side(side, count, room.x, room.y, GAP) as f32 / side as f32;
     vec2(width as f32 * scale, height as f32 * scale)
 }
 
@@ -84,9 +84,11 @@ impl GridState {
     ) -> GridOutput {
         let count = view.stats.len();
         let (tw, th) = view.layout.tile;
-        let base = tile_size(tw, th);
+        // Room for the tiles: less the scroll bar.
+        let room = size - vec2(16.0, 0.0);
+        let base = tile_size(tw, th, count, room);
         let cols = cols
-            .unwrap_or_else(|| columns_that_fit(size.x - 16.0, base.x, GAP))
+            .unwrap_or_else(|| columns_that_fit(room.x, base.x, GAP))
             .clamp(1, count.max(1));
         self.take_zoom(ui);
         let (tile, gap) = (base * self.zoom, GAP * self.zoom);
@@ -203,8 +205,9 @@ mod tests {
 
     #[test]
     fn tiles_keep_their_aspect() {
-        assert_eq!(tile_size(7, 7), vec2(84.0, 84.0));
-        assert_eq!(tile_size(14, 7), vec2(84.0, 42.0));
-        assert_eq!(tile_size(112, 112), vec2(112.0, 112.0));
+        let room = vec2(400.0, 300.0);
+        assert_eq!(tile_size(7, 7, 1280, room), vec2(84.0, 84.0));
+        assert_eq!(tile_size(14, 7, 1280, room), vec2(84.0, 42.0));
+        assert_eq!(tile_size(112, 112, 32, room), vec2(112.0, 112.0));
     }
 }

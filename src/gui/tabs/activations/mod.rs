@@ -424,9 +424,13 @@ fn show_side(
         return;
     };
     let blank = view.stats.iter().filter(|s| s.is_blank()).count();
+    let zoom = match side.grid.zoom() {
+        1.0 => String::new(),
+        z => format!(", zoom {:.0}%", 100.0 * z),
+    };
     ui.label(
         egui::RichText::new(format!(
-            "{} — {}: {} channels of {}×{}, {} blank ({:.0}%), zoom {:.0}%",
+            "{} — {}: {} channels of {}×{}, {} blank ({:.0}%){zoom}",
             ctx.model_name(&view.model),
             view.layer,
             view.stats.len(),
@@ -434,7 +438,6 @@ fn show_side(
             view.layout.tile.1,
             blank,
             100.0 * blank as f32 / view.stats.len().max(1) as f32,
-            100.0 * side.grid.zoom()
         ))
         .strong(),
     )
