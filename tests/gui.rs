@@ -1100,3 +1100,63 @@ fn ctrl_wheel_zooms_at_the_cursor_and_a_drag_pans() {
     let moved = rect_of(&h, "channel 0").min - before.min;
     assert!((moved.y + 40.0).abs() < 2.0, "moved {moved:?}");
 }
+
+#[test]
+fn compare_with_a_model_of_other_layers_says_so_and_filters_show_its_own() {
+    // The model trained in this session is a Lite0 with a new head; the loaded model becomes
+    // a ResNet-18, whose layers the trained model does not have.
+    let (mut h, _out) = with_trained_model(Tab::Activations);
+    let lite0 = h.state().model_info().unwrap().spatial.clone();
+    let resnet = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/resnet18_random_fp16.safetensors"
+    );
+    h.state_mut().settings_mut().model = resnet.into();
+    h.get_by_label("Load").click();
+    h.run_steps(2);
+    settle(&mut h, "the ResNet", |a| {
+        a.model_info().is_some_and(|m| m.key == resnet)
+    });
+    let layer = h.state().selected_layer().unwrap().to_string();
+    assert!(!lite0.contains(&layer), "{layer} is a ResNet layer");
+    use egui::accesskit::Role;
+    let compare = |h: &mut Harness<'_, ConvlensApp>| {
+        h.get_by_role_and_label(Role::ComboBox, "compare with")
+            .click();
+        h.run_steps(2);
+        h.get_all_by_label_contains("(this session)")
+            .last()
+            .unwrap()
+            .click();
+        h.run_steps(2);
+        settle(h, "the trained model's layers", |_| true);
+    };
+    compare(&mut h);
+    // Said beside the first grid; no second grid.
+    h.get_by_label_contains(&format!("This model has no layer {layer}"));
+    assert!(h.state().compared_activation_view().is_none());
+    // Filters: the trained model's filters are of its own layer (a third of the way in, as
+    // nothing else was chosen), and it says why.
+    h.get_by_label("Filters").click();
+    h.run_steps(2);
+    {
+        let s = h.state_mut().settings_mut();
+        s.filters.count = 2;
+        s.filters.steps = 2;
+        s.filters.size = 128;
+    }
+    compare(&mut h);
+    h.get_by_label("Compute").click();
+    h.run_steps(2);
+    settle(&mut h, "both grids", |a| {
+        a.filter_progress() == (2, 2) && a.compared_filter_progress() == (2, 2)
+    });
+    h.get_by_label_contains(&format!(
+        "has no layer {layer}: it was built with its own layers"
+    ));
+    h.get_by_role_and_label(Role::ComboBox, "its layer");
+    let own = &lite0[lite0.len() / 3];
+    h.get_by_label_contains(&format!("2 of 2 filters of {own} computed"));
+    h.get_by_label_contains(&format!("2 of 2 filters of {layer} computed"));
+    assert_eq!(h.state().last_error(), None);
+}
