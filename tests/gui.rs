@@ -1021,6 +1021,10 @@ fn compare_shows_base_and_trained_side_by_side_in_activations_and_filters() {
     h.get_by_label_contains(&format!("base: {base} {title}"));
     h.get_by_label_contains(&format!("(this session) {title}"));
     assert_eq!(h.query_all_by_label("channel 39").count(), 2);
+    // A click on the second grid enlarges that model's channel, named so.
+    h.get_all_by_label("channel 0").nth(1).unwrap().click();
+    h.run_steps(2);
+    h.get_by_label_contains("(this session), channel 0: min ");
     // Filters: both models' filters of the layer, each labelled; the export writes both.
     h.get_by_label("Filters").click();
     h.run_steps(2);

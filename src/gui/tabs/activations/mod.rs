@@ -111,11 +111,11 @@ impl ActivationsTab {
     pub fn set_view(&mut self, view: ActivationView) {
         let to_other = self.keys.1.as_ref() == Some(&view.model);
         let to_main = !to_other || self.keys.0.as_ref() == Some(&view.model);
+        self.textures.clear();
         if to_other {
             self.other.set(view.clone());
         }
         if to_main {
-            self.textures.clear();
             self.main.set(view);
         }
     }
@@ -311,7 +311,7 @@ impl ActivationsTab {
                 .show(ui, |ui| {
                     ui.vertical(|ui| {
                         ui.set_max_width(if wide { SIDE } else { full.x });
-                        self.details(ui, &layer);
+                        self.details(ui, ctx, &layer);
                     });
                 });
         });
@@ -379,22 +379,29 @@ impl ActivationsTab {
         })
     }
 
-    /// The input image, the enlarged channel and the sparsity plot.
-    fn details(&mut self, ui: &mut egui::Ui, layer: &str) {
+    /// The input image, the enlarged channels and the sparsity plot.
+    fn details(&mut self, ui: &mut egui::Ui, ctx: &AppContext, layer: &str) {
         let Some(view) = &self.main.view else { return };
         let (w, h) = view.input.dimensions();
         ui.label(format!("input as the model sees it ({w}×{h} centre crop)"));
         let t = self.textures.get(ui.ctx(), "act-input", &view.input, true);
         widgets::fitted_image(ui, &t, egui::vec2(ui.available_width().min(SIDE), 220.0));
-        if let Some(c) = self.main.enlarged {
+        // The channel clicked in each grid, under its model's name.
+        for side in [&self.main, &self.other] {
+            let (Some(view), Some(c)) = (&side.view, side.enlarged) else {
+                continue;
+            };
             let s = view.stats[c];
             ui.label(format!(
-                "channel {c}: min {:.3}, max {:.3}, mean {:.3}",
-                s.min, s.max, s.mean
+                "{}, channel {c}: min {:.3}, max {:.3}, mean {:.3}",
+                ctx.model_name(&view.model),
+                s.min,
+                s.max,
+                s.mean
             ));
             let t = self.textures.get(
                 ui.ctx(),
-                &format!("channel-{}-{c}", view.layer),
+                &format!("channel-{}-{}-{c}", view.model, view.layer),
                 &view.channels[c],
                 false,
             );
