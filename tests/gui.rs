@@ -440,7 +440,6 @@ fn failed_model_load_keeps_the_previous_model(size: (f32, f32)) {
     );
     assert!(h.query_by_label_contains("Loading").is_none());
     // The model still works: another layer is computed.
-    h.state_mut().settings_mut().activations.cols = 8;
     h.get_by_label("shared scale").click();
     h.step();
     step_until(&mut h, 60, "a new grid", |a| {
@@ -1420,4 +1419,316 @@ fn cancelling_a_heatmap_activations_or_predictions_leaves_no_spinner_and_no_erro
         );
         assert!(h.state().predictions().len() < list.len());
     }
+}
+
+// --- gui-inside ---
+
+/// The side, on screen, below which an activation tile is too small to read.
+const LEGIBLE_TILE: f32 = 80.0;
+
+/// Shows `layer` on the Activations tab and waits for its grid (and the sparsity profile).
+fn show_layer(h: &mut Harness<'_, ConvlensApp>, layer: &str) {
+    h.state_mut().select_layer(layer);
+    settle(h, "the layer's grid", |a| {
+        a.activation_view().is_some_and(|v| v.layer == layer)
+    });
+}
+
+/// The on-screen rectangle of the widget labelled exactly `label`.
+fn rect_of(h: &Harness<'_, ConvlensApp>, label: &str) -> egui::Rect {
+    h.get_by_label(label).rect()
+}
+
+#[test]
+fn activation_tiles_are_legible_and_the_heads_last_tile_scrolls_into_view() {
+    for size in SIZES {
+        let mut h = harness_sized(Tab::Activations, size);
+        settle(&mut h, "the model", |a| a.model_info().is_some());
+        let spatial = h.state().model_info().unwrap().spatial.clone();
+        let (stem, head) = (spatial[0].clone(), spatial.last().unwrap().clone());
+        show_layer(&mut h, &stem);
+        let view = h.state().activation_view().unwrap();
+        assert_eq!((view.stats.len(), view.layout.tile), (32, (112, 112)));
+        // The stem's 32 maps of 112 pixels are shown 1:1, in rows that use the width: the
+        // second tile sits beside the first.
+        let (first, second) = (rect_of(&h, "channel 0"), rect_of(&h, "channel 1"));
+        assert!(first.width() >= 110.0, "stem tile {first:?} at {size:?}");
+        assert_eq!(first.top(), second.top(), "tiles 0 and 1 share a row");
+        assert!(second.left() > first.right());
+        // The input image is shown as the model sees it.
+        h.get_by_label_contains("input as the model sees it (224×224 centre crop)");
+        // The head's 1,280 maps of 7 pixels are scaled up to a legible size, not shrunk to
+        // fit; the last one is reached by scrolling.
+        show_layer(&mut h, &head);
+        assert_eq!(h.state().activation_view().unwrap().stats.len(), 1280);
+        let last = "channel 1279";
+        assert!(rect_of(&h, last).width() >= LEGIBLE_TILE);
+        let window = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(size.0, size.1));
+        assert!(
+            !window.contains_rect(rect_of(&h, last)),
+            "it needs a scroll"
+        );
+        h.get_by_label(last).scroll_to_me();
+        h.run_steps(3);
+        assert_in_window(&h, last, size);
+        // The sparsity plot marks the layer on show.
+        h.get_by_label_contains(&format!("{head} (marked): "));
+        assert_eq!(h.state().last_error(), None);
+    }
+}
+
+#[test]
+fn filters_export_writes_png_and_json_and_never_overwrites() {
+    let mut h = harness_sized(Tab::Filters, SIZES[0]);
+    settle(&mut h, "the model", |a| a.model_info().is_some());
+    {
+        let s = h.state_mut().settings_mut();
+        s.filters.count = 4;
+        s.filters.steps = 2;
+        s.filters.size = 32;
+    }
+    h.state_mut().start_filters();
+    settle(&mut h, "4 tiles", |a| a.filter_progress() == (4, 4));
+    let out = tempfile::tempdir().unwrap();
+    h.state_mut().settings_mut().export.dir = out.path().to_string_lossy().into_owned();
+    // File-name-safe: every character but ASCII letters and digits becomes `_`.
+    let safe = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    let layer = safe(h.state().selected_layer().unwrap());
+    let key = h.state().model_info().unwrap().key.clone();
+    let model = safe(
+        &std::path::Path::new(&key)
+            .file_name()
+            .unwrap()
+            .to_string_lossy(),
+    );
+    let stem = format!("filters_{model}_{layer}");
+    let exported = |a: &ConvlensApp| {
+        a.messages()
+            .iter()
+            .filter(|m| m.text.starts_with("exported "))
+            .count()
+    };
+    let mut listed = Vec::new();
+    for n in 1..=2 {
+        h.get_by_label("Export PNG").click();
+        h.run_steps(2);
+        settle(&mut h, "the export", |a| exported(a) == n);
+        let mut files: Vec<String> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        listed.push(files);
+    }
+    assert_eq!(
+        listed[0],
+        [format!("{stem}.json"), format!("{stem}.png")],
+        "a PNG and its sidecar"
+    );
+    // The second export gets the next free name; the first is left as it was.
+    assert_eq!(
+        listed[1],
+        [
+            format!("{stem}.json"),
+            format!("{stem}.png"),
+            format!("{stem}_2.json"),
+            format!("{stem}_2.png")
+        ]
+    );
+    // The log names both files of the second export, in full.
+    let png = out.path().join(format!("{stem}_2.png"));
+    let wrote = format!("wrote {}", png.display());
+    assert!(
+        h.state().messages().iter().any(|m| m.text == wrote),
+        "the log names {wrote}"
+    );
+    // The sidecar records the filters on screen: the 4 computed, in one row at this width.
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join(format!("{stem}.json"))).unwrap())
+            .unwrap();
+    assert_eq!(sidecar["kind"], "filters");
+    assert_eq!(sidecar["filters"], serde_json::json!([0, 1, 2, 3]));
+    assert_eq!(sidecar["cols"], 4);
+    let img = image::load_from_memory(&std::fs::read(&png).unwrap()).unwrap();
+    assert!(
+        img.width() > 4 * 32,
+        "four tiles side by side: {}",
+        img.width()
+    );
+    assert_eq!(h.state().last_error(), None);
+}
+
+#[test]
+fn compare_shows_base_and_trained_side_by_side_in_activations_and_filters() {
+    let (mut h, _out) = with_trained_model(Tab::Activations);
+    let layer = "blocks.4";
+    show_layer(&mut h, layer);
+    use egui::accesskit::Role;
+    let compare = |h: &mut Harness<'_, ConvlensApp>, choice: &str| {
+        h.get_by_role_and_label(Role::ComboBox, "compare with")
+            .click();
+        h.run_steps(2);
+        h.get_all_by_label_contains(choice).last().unwrap().click();
+        h.run_steps(2);
+    };
+    compare(&mut h, "(this session)");
+    settle(&mut h, "the compared grid", |a| {
+        a.compared_activation_view()
+            .is_some_and(|v| v.layer == layer)
+    });
+    let trained = h.state().trained_model().unwrap().to_string();
+    assert_eq!(h.state().compared_activation_view().unwrap().model, trained);
+    // Two grids, each under its model's name.
+    let title = format!("— {layer}: 40 channels");
+    assert_eq!(h.query_all_by_label_contains(&title).count(), 2);
+    let base = h.state().model_info().unwrap().key.clone();
+    h.get_by_label_contains(&format!("base: {base} {title}"));
+    h.get_by_label_contains(&format!("(this session) {title}"));
+    assert_eq!(h.query_all_by_label("channel 39").count(), 2);
+    // A click on the second grid enlarges that model's channel, named so.
+    h.get_all_by_label("channel 0").nth(1).unwrap().click();
+    h.run_steps(2);
+    h.get_by_label_contains("(this session), channel 0: min ");
+    // Filters: both models' filters of the layer, each labelled; the export writes both.
+    h.get_by_label("Filters").click();
+    h.run_steps(2);
+    {
+        let s = h.state_mut().settings_mut();
+        s.filters.count = 2;
+        s.filters.steps = 2;
+        s.filters.size = 64;
+    }
+    compare(&mut h, "(this session)");
+    settle(&mut h, "the compared model's layers", |_| true);
+    h.get_by_label("Compute").click();
+    h.run_steps(2);
+    settle(&mut h, "both grids", |a| {
+        a.filter_progress() == (2, 2) && a.compared_filter_progress() == (2, 2)
+    });
+    let titles = h
+        .query_all_by_label_contains(&format!("2 of 2 filters of {layer} computed"))
+        .count();
+    assert_eq!(titles, 2);
+    let out = tempfile::tempdir().unwrap();
+    h.state_mut().settings_mut().export.dir = out.path().to_string_lossy().into_owned();
+    h.get_by_label("Export PNG").click();
+    h.run_steps(2);
+    settle(&mut h, "both exports", |a| {
+        a.messages()
+            .iter()
+            .filter(|m| m.text.starts_with("exported "))
+            .count()
+            == 2
+    });
+    let pngs = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert_eq!(pngs, 2, "one figure per model");
+    assert_eq!(h.state().last_error(), None);
+}
+
+#[test]
+fn ctrl_wheel_zooms_at_the_cursor_and_a_drag_pans() {
+    let mut h = harness_sized(Tab::Activations, SIZES[0]);
+    settle(&mut h, "the first grid", |a| a.activation_view().is_some());
+    // A point 30% across and 60% down the first tile.
+    let tile = rect_of(&h, "channel 0");
+    let at = tile.min + tile.size() * egui::vec2(0.3, 0.6);
+    h.hover_at(at);
+    h.run_steps(2);
+    h.event(egui::Event::Zoom(2.0));
+    h.run_steps(3);
+    let zoomed = rect_of(&h, "channel 0");
+    assert!(
+        (zoomed.width() - 2.0 * tile.width()).abs() < 1.0,
+        "{tile:?} -> {zoomed:?}"
+    );
+    // The same point of the tile is still under the cursor.
+    let under = (at - zoomed.min) / zoomed.size();
+    assert!(
+        (under.x - 0.3).abs() < 0.02 && (under.y - 0.6).abs() < 0.02,
+        "{under:?}"
+    );
+    h.get_by_label_contains("zoom 200%");
+    // Dragging moves the content with the pointer.
+    let before = rect_of(&h, "channel 0");
+    h.drag_at(at);
+    h.run_steps(1);
+    h.hover_at(at - egui::vec2(0.0, 40.0));
+    h.run_steps(1);
+    h.drop_at(at - egui::vec2(0.0, 40.0));
+    h.run_steps(3);
+    let moved = rect_of(&h, "channel 0").min - before.min;
+    assert!((moved.y + 40.0).abs() < 2.0, "moved {moved:?}");
+}
+
+#[test]
+fn compare_with_a_model_of_other_layers_says_so_and_filters_show_its_own() {
+    // The model trained in this session is a Lite0 with a new head; the loaded model becomes
+    // a ResNet-18, whose layers the trained model does not have.
+    let (mut h, _out) = with_trained_model(Tab::Activations);
+    let lite0 = h.state().model_info().unwrap().spatial.clone();
+    let resnet = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/resnet18_random_fp16.safetensors"
+    );
+    h.state_mut().settings_mut().model = resnet.into();
+    h.get_by_label("Load").click();
+    h.run_steps(2);
+    settle(&mut h, "the ResNet", |a| {
+        a.model_info().is_some_and(|m| m.key == resnet)
+    });
+    let layer = h.state().selected_layer().unwrap().to_string();
+    assert!(!lite0.contains(&layer), "{layer} is a ResNet layer");
+    use egui::accesskit::Role;
+    let compare = |h: &mut Harness<'_, ConvlensApp>| {
+        h.get_by_role_and_label(Role::ComboBox, "compare with")
+            .click();
+        h.run_steps(2);
+        h.get_all_by_label_contains("(this session)")
+            .last()
+            .unwrap()
+            .click();
+        h.run_steps(2);
+        settle(h, "the trained model's layers", |_| true);
+    };
+    compare(&mut h);
+    // Said beside the first grid; no second grid.
+    h.get_by_label_contains(&format!("This model has no layer {layer}"));
+    assert!(h.state().compared_activation_view().is_none());
+    // Filters: the trained model's filters are of its own layer (a third of the way in, as
+    // nothing else was chosen), and it says why.
+    h.get_by_label("Filters").click();
+    h.run_steps(2);
+    {
+        let s = h.state_mut().settings_mut();
+        s.filters.count = 2;
+        s.filters.steps = 2;
+        s.filters.size = 128;
+    }
+    compare(&mut h);
+    h.get_by_label("Compute").click();
+    h.run_steps(2);
+    settle(&mut h, "both grids", |a| {
+        a.filter_progress() == (2, 2) && a.compared_filter_progress() == (2, 2)
+    });
+    h.get_by_label_contains(&format!(
+        "has no layer {layer}: it was built with its own layers"
+    ));
+    h.get_by_role_and_label(Role::ComboBox, "its layer");
+    let own = &lite0[lite0.len() / 3];
+    h.get_by_label_contains(&format!("2 of 2 filters of {own} computed"));
+    h.get_by_label_contains(&format!("2 of 2 filters of {layer} computed"));
+    assert_eq!(h.state().last_error(), None);
 }

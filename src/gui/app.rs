@@ -170,6 +170,11 @@ impl ConvlensApp {
         self.tabs.activations.view()
     }
 
+    /// The activation grid of the model compared with, once computed.
+    pub fn compared_activation_view(&self) -> Option<&ActivationView> {
+        self.tabs.activations.compared_view()
+    }
+
     /// The current class-activation map of the loaded model.
     pub fn cam_view(&self) -> Option<&CamView> {
         self.tabs.heatmap.view()
@@ -199,6 +204,11 @@ impl ConvlensApp {
     /// Filter tiles finished and asked for.
     pub fn filter_progress(&self) -> (usize, usize) {
         self.tabs.filters.progress()
+    }
+
+    /// Filter tiles finished and asked for, of the model compared with.
+    pub fn compared_filter_progress(&self) -> (usize, usize) {
+        self.tabs.filters.compared_progress()
     }
 
     /// The newest error not dismissed.
@@ -240,6 +250,11 @@ impl ConvlensApp {
     pub fn start_training(&mut self) {
         let command = tabs::train::start_command(&self.context(), &self.settings.train);
         self.apply(Commands(command.into_iter().collect()));
+    }
+
+    /// Makes `layer` the one the visual tabs show, as picking it in the layer table does.
+    pub fn select_layer(&mut self, layer: &str) {
+        self.apply(Commands(vec![Command::SelectLayer(layer.to_string())]));
     }
 
     /// Starts computing the Filters tab's patterns.
@@ -354,7 +369,12 @@ impl ConvlensApp {
                 &mut self.settings.activations,
                 &mut self.settings.export,
             ),
-            Tab::Filters => self.tabs.filters.ui(ui, &ctx, &mut self.settings.filters),
+            Tab::Filters => self.tabs.filters.ui(
+                ui,
+                &ctx,
+                &mut self.settings.filters,
+                &mut self.settings.export,
+            ),
             Tab::Heatmap => self.tabs.heatmap.ui(
                 ui,
                 &ctx,

@@ -9,7 +9,6 @@ use super::app::ConvlensApp;
 use super::context::{Command, Commands};
 use super::log::Level;
 use super::settings::Settings;
-use super::tabs::activations::ActivationsTab;
 use super::tabs::train::TrainTab;
 use super::thumbs::THUMBNAIL_SIZE;
 use crate::jobs::{Event, JobId, JobKind, Outcome, Partial, Reply, Request};
@@ -160,6 +159,11 @@ impl ConvlensApp {
                 self.shared.model = Some(info);
                 out.push(Command::RefreshActivations);
                 out.push(Command::RefreshCam);
+            }
+            Reply::Described(info) => {
+                self.tabs.filters.described(&info);
+                self.tabs.activations.described(&info);
+                out.push(Command::RefreshActivations);
             }
             Reply::Data(folder) => {
                 self.settings.data_dir = folder.root.to_string_lossy().into_owned();
@@ -390,9 +394,20 @@ impl ConvlensApp {
         }
     }
 
+    /// Recomputes the activation grids (the loaded model's and the one compared with are one
+    /// refresh: the second does not replace the first) and the sparsity profile.
     fn refresh_activations(&mut self) {
-        let commands = ActivationsTab::requests(&self.context(), &self.settings.activations);
-        self.apply(Commands(commands));
+        self.supersede(JobKind::Activations);
+        self.supersede(JobKind::Sparsity);
+        let commands = self
+            .tabs
+            .activations
+            .requests(&self.context(), &self.settings.activations);
+        for command in commands {
+            if let Command::Submit(request) = command {
+                self.submit(request, false);
+            }
+        }
     }
 
     /// Recomputes the heatmaps: the base model's and the trained model's are one refresh (the

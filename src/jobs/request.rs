@@ -23,6 +23,9 @@ use crate::workspace::{Destination, RunDetails, RunSummary, Workspace, evaluate_
 pub enum Request {
     /// Load (or find loaded) a model by name or path and describe it.
     LoadModel { key: String },
+    /// Describe a model (its layers) for a tab that looks through it beside the loaded one;
+    /// the loaded model stays the loaded model.
+    Describe { key: String },
     /// Scan an image folder (one subfolder per class).
     ScanData { dir: PathBuf },
     /// Move the engine to another device (the loaded models are dropped).
@@ -152,6 +155,8 @@ impl JobKind {
 #[derive(Debug)]
 pub enum Reply {
     Model(ModelInfo),
+    /// The answer to [`Request::Describe`].
+    Described(ModelInfo),
     Data(ImageFolder),
     /// The device's name.
     Device(String),
@@ -190,7 +195,7 @@ impl Request {
     /// The request's kind.
     pub fn kind(&self) -> JobKind {
         match self {
-            Request::LoadModel { .. } => JobKind::Model,
+            Request::LoadModel { .. } | Request::Describe { .. } => JobKind::Model,
             Request::ScanData { .. } => JobKind::Data,
             Request::SetDevice(_) => JobKind::Device,
             Request::Activations { .. } => JobKind::Activations,
@@ -213,6 +218,7 @@ impl Request {
     pub(super) fn run(self, engine: &mut Engine, ctx: &JobContext) -> Result<Reply> {
         match self {
             Request::LoadModel { key } => views::load_model(engine, &key).map(Reply::Model),
+            Request::Describe { key } => views::load_model(engine, &key).map(Reply::Described),
             Request::ScanData { dir } => {
                 ImageFolder::scan(&dir, &FolderOptions::default()).map(Reply::Data)
             }

@@ -43,7 +43,11 @@ pub struct ModelInfo {
 /// An activation grid ready to show.
 #[derive(Clone, Debug)]
 pub struct ActivationView {
+    /// The key of the model it was computed with.
+    pub model: String,
     pub image: PathBuf,
+    /// The image as the model sees it: resized and centre-cropped to its input size.
+    pub input: RgbImage,
     pub layer: String,
     pub grid: RgbImage,
     pub layout: GridLayout,
@@ -117,7 +121,8 @@ pub fn activations(
 ) -> Result<ActivationView> {
     options.validate()?;
     let model = engine.model(key)?;
-    let input = model.spec.preprocess.load(image, &model.device)?;
+    let seen = model.spec.preprocess.apply(&load_rgb(image)?);
+    let input = model.spec.preprocess.to_tensor(&seen, &model.device)?;
     let acts = layer_activations(&model.network, &input, layer)?;
     let single = GridOptions {
         cols: 1,
@@ -140,7 +145,9 @@ pub fn activations(
         })
         .collect();
     Ok(ActivationView {
+        model: key.to_string(),
         image: image.to_path_buf(),
+        input: seen,
         layer: layer.to_string(),
         grid: acts.grid(options),
         layout: acts.layout(options),

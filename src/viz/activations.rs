@@ -159,6 +159,54 @@ impl GridLayout {
     }
 }
 
+/// The smallest side, pixels, at which a tile of an activation map is legible on screen.
+pub const LEGIBLE_MIN: u32 = 80;
+/// The largest side, pixels, a tile is given before zooming (bigger maps are shown smaller).
+pub const LEGIBLE_MAX: u32 = 160;
+
+/// The side, pixels, at which a map `side` pixels across is shown so that it can be read:
+/// scaled up by the smallest integer that makes it at least [`LEGIBLE_MIN`] (a 7-pixel map
+/// becomes 84, a 28-pixel one 84, a 112-pixel one stays 112), or divided by the smallest integer
+/// that brings it to [`LEGIBLE_MAX`] or less (224 becomes 112). A grid of tiles this size scrolls
+/// rather than shrinks.
+pub fn legible_side(side: u32) -> u32 {
+    let side = side.max(1);
+    if side < LEGIBLE_MIN {
+        side * LEGIBLE_MIN.div_ceil(side)
+    } else {
+        side / side.div_ceil(LEGIBLE_MAX)
+    }
+}
+
+/// The side, pixels, of the tiles of `count` maps `side` pixels across in an area of `width` x
+/// `height` with `gap` between tiles: the [`legible_side`], or a larger whole multiple of the
+/// map's side (up to three times [`LEGIBLE_MAX`]) while the whole grid still fits the area, so
+/// that a few channels fill the room instead of leaving it empty. Many channels keep the legible
+/// side and scroll.
+pub fn tile_side(side: u32, count: usize, width: f32, height: f32, gap: f32) -> u32 {
+    let side = side.max(1);
+    let mut best = legible_side(side);
+    let fits = |t: u32| {
+        let cols = columns_that_fit(width, t as f32, gap);
+        count.div_ceil(cols) as f32 * (t as f32 + gap) - gap <= height
+    };
+    let mut m = best / side + 1;
+    while side * m <= 3 * LEGIBLE_MAX && fits(side * m) {
+        best = side * m;
+        m += 1;
+    }
+    best
+}
+
+/// How many tiles `tile` wide with `gap` between them fit in `width` (at least one).
+pub fn columns_that_fit(width: f32, tile: f32, gap: f32) -> usize {
+    let cell = tile + gap;
+    if cell.is_nan() || cell <= 0.0 {
+        return 1;
+    }
+    ((width + gap) / cell).floor().max(1.0) as usize
+}
+
 /// One layer's output for one image, on the CPU: `channels` maps of `height` x `width`.
 #[derive(Clone, Debug)]
 pub struct LayerActivations {
@@ -392,5 +440,40 @@ mod tests {
             ..opts
         });
         assert!(shared.get_pixel(0, 0).0[0] < shared.get_pixel(3, 0).0[0]);
+    }
+
+    #[test]
+    fn tiles_are_scaled_to_a_legible_size_by_whole_factors() {
+        // The stem's 112-pixel maps stay 1:1; the head's 7-pixel maps are scaled 12 times.
+        assert_eq!(legible_side(112), 112);
+        assert_eq!(legible_side(7), 84);
+        assert_eq!(legible_side(28), 84);
+        assert_eq!(legible_side(14), 84);
+        assert_eq!(legible_side(56), 112);
+        assert_eq!(legible_side(80), 80);
+        assert_eq!(legible_side(224), 112);
+        assert_eq!(legible_side(0), 80, "a degenerate map still gets a tile");
+    }
+
+    #[test]
+    fn columns_fit_the_width_with_their_gaps() {
+        // 4 tiles of 100 and 3 gaps of 10 need 430 pixels.
+        assert_eq!(columns_that_fit(430.0, 100.0, 10.0), 4);
+        assert_eq!(columns_that_fit(429.0, 100.0, 10.0), 3);
+        assert_eq!(columns_that_fit(50.0, 100.0, 10.0), 1, "at least one");
+        assert_eq!(columns_that_fit(500.0, 0.0, 0.0), 1);
+    }
+
+    #[test]
+    fn a_few_channels_fill_the_room_by_whole_factors() {
+        // 24 maps of 56 in 1300 x 900: 168-pixel tiles (3x) make 7 columns of 4 rows, 681
+        // pixels high; 224 (4x) would need 5 columns of 5 rows, 1132 high.
+        assert_eq!(tile_side(56, 24, 1300.0, 900.0, 3.0), 168);
+        // 1,280 maps of 7 do not fit at any size: the legible side, and the grid scrolls.
+        assert_eq!(tile_side(7, 1280, 1300.0, 900.0, 3.0), 84);
+        // One map: as large as allowed, 3 x 160 = 480 at most, in whole multiples of 56.
+        assert_eq!(tile_side(56, 1, 2000.0, 2000.0, 3.0), 448);
+        // Too little room even for the legible side: still the legible side.
+        assert_eq!(tile_side(28, 40, 100.0, 100.0, 3.0), 84);
     }
 }

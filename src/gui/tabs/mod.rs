@@ -3,6 +3,7 @@
 //! [`Commands`](super::context::Commands); none calls the engine or touches another tab.
 
 pub mod activations;
+mod compare;
 pub mod data;
 pub mod filters;
 pub mod heatmap;
@@ -175,20 +176,25 @@ fn empty_state(ui: &mut egui::Ui, explain: &str, action: &str, enabled: bool) ->
 fn export_row(ui: &mut egui::Ui, export: &mut ExportSettings) -> (bool, bool) {
     let mut clicked = (false, false);
     ui.horizontal_wrapped(|ui| {
-        widgets::labelled(ui, "export to", |ui| {
-            ui.add(egui::TextEdit::singleline(&mut export.dir).desired_width(220.0))
-        });
-        if let Some(p) = pick::one(ui, "export", "Folder…", PickKind::Folder) {
-            export.dir = p;
-        }
-        widgets::labelled(ui, "scale", |ui| {
-            ui.add(egui::DragValue::new(&mut export.scale).range(1..=4))
-        });
+        export_target(ui, export);
         clicked.0 = ui.button("Export PNG").clicked();
         clicked.1 = ui.button("Export all").clicked();
     });
     pick::notice(ui, "export");
     clicked
+}
+
+/// The export folder (typed or picked) and the scale of the figures.
+fn export_target(ui: &mut egui::Ui, export: &mut ExportSettings) {
+    widgets::labelled(ui, "export to", |ui| {
+        ui.add(egui::TextEdit::singleline(&mut export.dir).desired_width(220.0))
+    });
+    if let Some(p) = pick::one(ui, "export", "Folder…", PickKind::Folder) {
+        export.dir = p;
+    }
+    widgets::labelled(ui, "scale", |ui| {
+        ui.add(egui::DragValue::new(&mut export.scale).range(1..=4))
+    });
 }
 
 /// The command that exports `figures` (request, file stem) into the export folder.
