@@ -1062,7 +1062,7 @@ fn a_restart_restores_model_data_image_tab_and_run() {
     let log: Vec<&str> = app.messages().iter().map(|m| m.text.as_str()).collect();
     for expected in [
         "the last session's image",
-        "Heatmap: the run",
+        "Heatmap row 1: the run",
         "shown last time is no longer in the workspace",
     ] {
         assert!(
