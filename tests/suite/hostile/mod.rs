@@ -10,9 +10,6 @@
     clippy::disallowed_methods
 )]
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod inputs;
 mod models;
 mod outputs;
