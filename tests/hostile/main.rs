@@ -10,6 +10,9 @@
     clippy::disallowed_methods
 )]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 mod inputs;
 mod models;
 mod outputs;
