@@ -284,23 +284,23 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    /// Collects events until `n` jobs have finished (or 10 s pass).
+    /// The first `n` jobs to finish, in order (fewer when no event comes for 10 s).
     fn finished(worker: &Worker, n: usize) -> Vec<(JobId, Outcome)> {
-        let start = Instant::now();
         let mut got = Vec::new();
-        while got.len() < n && start.elapsed() < Duration::from_secs(10) {
-            for e in worker.drain() {
-                if let Event::Finished(id, outcome) = e {
-                    got.push((id, outcome));
-                }
+        while got.len() < n {
+            match worker.events.recv_timeout(Duration::from_secs(10)) {
+                Ok(Event::Finished(id, outcome)) => got.push((id, outcome)),
+                Ok(_) => {}
+                Err(_) => break,
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
         got
     }
 
-    fn wait_for_cancel() -> Task {
-        Box::new(|_, ctx| {
+    /// A task that says on `started` that it runs, then ends once cancelled (or after 10 s).
+    fn wait_for_cancel(started: Sender<()>) -> Task {
+        Box::new(move |_, ctx| {
+            let _ = started.send(());
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(10) {
                 ctx.cancel.check()?;
@@ -316,10 +316,17 @@ mod tests {
         let first = worker
             .submit_task(Box::new(|_, _| Ok(Reply::Thumbnails)))
             .unwrap();
-        let running = worker.submit_task(wait_for_cancel()).unwrap();
-        let queued = worker.submit_task(wait_for_cancel()).unwrap();
+        let (started, running_started) = mpsc::channel();
+        let running = worker
+            .submit_task(wait_for_cancel(started.clone()))
+            .unwrap();
+        let queued = worker.submit_task(wait_for_cancel(started)).unwrap();
         assert!(worker.busy());
-        std::thread::sleep(Duration::from_millis(50));
+        // Cancelled once the second job runs: it stops at its next check, the third before it
+        // starts.
+        running_started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the second job starts");
         worker.cancel(queued);
         worker.cancel(running);
         let got = finished(&worker, 3);
@@ -330,6 +337,10 @@ mod tests {
         assert!(matches!(got[1].1, Outcome::Cancelled), "{:?}", got[1].1);
         assert_eq!(got[2].0, queued);
         assert!(matches!(got[2].1, Outcome::Cancelled), "{:?}", got[2].1);
+        assert!(
+            running_started.try_recv().is_err(),
+            "the third job never ran"
+        );
         assert!(!worker.busy());
     }
 

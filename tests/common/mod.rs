@@ -1,5 +1,13 @@
-//! Helpers shared by the integration tests: repo paths, tensor comparisons, a small dataset.
+//! Helpers shared by the integration tests: repo paths, tensor comparisons, a small dataset;
+//! the process's setup and what its tests share (a loaded Lite0, a filled feature cache).
 #![allow(dead_code)]
+
+pub mod process;
+mod shared;
+
+// Each test binary uses a part of these (`hostile` none of the shared state).
+#[allow(unused_imports)]
+pub use shared::{fashion_mini, fashion_mini_features, lite0, load_lite0, one_epoch};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,13 +41,6 @@ pub fn fixture_metadata(name: &str) -> HashMap<String, String> {
     let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
     serde_json::from_value(header["__metadata__"].clone())
         .unwrap_or_else(|e| panic!("{}: metadata: {e}", path.display()))
-}
-
-/// The bundled Lite0 on the CPU.
-pub fn lite0() -> convlens::zoo::Model {
-    convlens::zoo::resolve(repo("models/efficientnet_lite0.json").to_str().unwrap())
-        .and_then(|spec| spec.load(&Device::Cpu))
-        .expect("the bundled model loads")
 }
 
 /// `max|a - b| / max|reference|` over the whole tensor (shapes must agree).

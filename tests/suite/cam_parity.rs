@@ -8,7 +8,7 @@
     clippy::disallowed_methods
 )]
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use common::{fixture, lite0, rel_to_max, repo};

@@ -8,13 +8,13 @@
     clippy::disallowed_methods
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use common::{fixture, lite0, rel_to_max, repo};
+use common::{fixture, lite0, load_lite0, rel_to_max, repo};
 use convlens::graph::layers::BatchNormMode;
 use convlens::viz::filters::{self, AscentOptions, TapFn};
 
@@ -122,7 +122,7 @@ fn check_curve(case: &Case, final_loss: f32, losses: &[f32]) {
 /// the first 4 steps only (the full run is checked through the folded network below).
 #[test]
 fn gradient_ascent_matches_the_fixture() {
-    let mut model = lite0();
+    let mut model = load_lite0();
     model
         .network
         .set_batchnorm_mode(None, BatchNormMode::Exact)

@@ -9,7 +9,7 @@
     clippy::disallowed_methods
 )]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

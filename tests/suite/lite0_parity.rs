@@ -8,7 +8,7 @@
     clippy::disallowed_methods
 )]
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use common::{fixture, lite0, ranking, rel_to_max, repo};

@@ -8,27 +8,20 @@
     clippy::disallowed_methods
 )]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
-use common::{lite0, repo, small_dataset, tensors};
+use common::{fashion_mini as dataset, fashion_mini_features, lite0, load_lite0, repo};
+use common::{small_dataset, tensors};
 use convlens::cancel::CancelToken;
 use convlens::data::augment::Augment;
-use convlens::data::folder::{FolderOptions, ImageFolder, Split};
+use convlens::data::folder::{ImageFolder, Split};
 use convlens::train::evaluate::evaluate;
 use convlens::train::{Mode, TrainConfig, TrainReport, train};
 use convlens::zoo::Model;
-
-fn dataset() -> ImageFolder {
-    ImageFolder::scan(
-        &repo("assets/datasets/fashion-mini"),
-        &FolderOptions::default(),
-    )
-    .unwrap()
-}
 
 fn run(base: &Model, cfg: &TrainConfig, out: &Path) -> convlens::Result<TrainReport> {
     train(base, &dataset(), cfg, out, &mut |_| {}, &CancelToken::new())
@@ -166,7 +159,7 @@ fn transfer_learning_end_to_end() {
     );
     assert!(report.history.iter().any(|e| e.phase == "finetune"));
     let mut tuned = load(&ft_dir);
-    let mut pretrained = lite0();
+    let mut pretrained = load_lite0();
     let before = tensors(&mut pretrained);
     let after = tensors(&mut tuned);
     let m = convlens::train::bundle::TrainedManifest::read(&ft_dir).unwrap();
@@ -448,7 +441,7 @@ fn finetuning_can_train_batchnorm() {
     let expected: &[&str] = if fine_tuned { &["head"] } else { &[] };
     assert_eq!(m.finetuned_layers, expected);
     let mut tuned = load(&out);
-    let before = tensors(&mut lite0());
+    let before = tensors(&mut load_lite0());
     for (name, values) in tensors(&mut tuned) {
         if name.starts_with("logits.") {
             continue;
@@ -536,7 +529,7 @@ fn cli_train_interrupted_keeps_the_checkpoint() {
         .arg("--out")
         .arg(&out)
         .arg("--cache")
-        .arg(work.path().join("cache"))
+        .arg(fashion_mini_features())
         .current_dir(repo(""))
         .stderr(Stdio::piped())
         .spawn()

@@ -9,7 +9,7 @@
     clippy::disallowed_methods
 )]
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use common::{repo, small_dataset, tensors};
