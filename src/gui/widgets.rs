@@ -66,3 +66,31 @@ pub fn error_line(ui: &mut egui::Ui, text: &str) {
             .selectable(true),
     );
 }
+
+/// One entry of a legend drawn outside a plot: a short line in the curve's colour and style,
+/// and its name.
+pub struct LegendEntry {
+    pub name: String,
+    pub color: egui::Color32,
+    pub dashed: bool,
+}
+
+/// A legend in rows under a plot (never over a curve, unlike egui_plot's own).
+pub fn legend(ui: &mut egui::Ui, entries: &[LegendEntry]) {
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.y = 0.0;
+        for e in entries {
+            let (rect, _) = ui.allocate_exact_size(egui::vec2(18.0, 10.0), egui::Sense::hover());
+            let ends = [rect.left_center(), rect.right_center()];
+            let stroke = egui::Stroke::new(2.0, e.color);
+            if e.dashed {
+                ui.painter()
+                    .extend(egui::Shape::dashed_line(&ends, stroke, 4.0, 3.0));
+            } else {
+                ui.painter().line_segment(ends, stroke);
+            }
+            ui.label(egui::RichText::new(&e.name).small());
+            ui.add_space(4.0);
+        }
+    });
+}

@@ -1,9 +1,14 @@
 //! The sparsity-by-depth plot: blank channels and zero values of every layer for the current
 //! image, the layer on show marked, the values of the layer under the pointer on hover.
 
-use egui_plot::{HoverPosition, Legend, Line, Plot, PlotPoints, Points, VLine};
+use egui_plot::{HoverPosition, Line, Plot, PlotPoints, Points, VLine};
 
+use crate::gui::widgets::{LegendEntry, legend};
 use crate::viz::activations::LayerSparsity;
+
+/// The colours of the two curves (the legend under the plot names them).
+const BLANK: egui::Color32 = egui::Color32::from_rgb(220, 90, 90);
+const ZEROS: egui::Color32 = egui::Color32::from_rgb(80, 140, 230);
 
 /// The fraction of zero values of a layer (what the plot's second line shows).
 fn zero_values(s: &LayerSparsity) -> f32 {
@@ -58,9 +63,8 @@ pub fn plot(ui: &mut egui::Ui, sparsity: &[LayerSparsity], layer: &str) {
         .height(200.0)
         .allow_scroll(false)
         .include_y(0.0)
-        .include_y(1.15)
+        .include_y(1.05)
         .y_axis_label("fraction")
-        .legend(Legend::default())
         .x_axis_label("layer (depth)")
         .x_axis_formatter(move |mark, _| {
             names
@@ -85,9 +89,22 @@ pub fn plot(ui: &mut egui::Ui, sparsity: &[LayerSparsity], layer: &str) {
                         .color(colour),
                 );
             }
-            p.line(Line::new("blank channels", PlotPoints::from(blank.clone())));
-            p.line(Line::new("zero values", PlotPoints::from(zeros.clone())));
+            p.line(Line::new("blank channels", PlotPoints::from(blank.clone())).color(BLANK));
+            p.line(Line::new("zero values", PlotPoints::from(zeros.clone())).color(ZEROS));
         });
+    let entry = |name: String, color| LegendEntry {
+        name,
+        color,
+        dashed: false,
+    };
+    let mut entries = vec![
+        entry("blank channels".into(), BLANK),
+        entry("zero values".into(), ZEROS),
+    ];
+    if mark.is_some() {
+        entries.push(entry(format!("{layer} (shown)"), colour));
+    }
+    legend(ui, &entries);
 }
 
 #[cfg(test)]

@@ -61,7 +61,11 @@ pub fn ui(ui: &mut egui::Ui, ctx: &AppContext, view: &mut RunView, out: &mut Com
                 .show(ui, |ui| {
                     ui.label("");
                     for c in &e.classes {
-                        ui.label(egui::RichText::new(c).small());
+                        // Its full width: the column widens to the class name.
+                        ui.add(
+                            egui::Label::new(egui::RichText::new(c).small())
+                                .wrap_mode(egui::TextWrapMode::Extend),
+                        );
                     }
                     ui.end_row();
                     for (t, row) in e.confusion.iter().enumerate() {

@@ -5,6 +5,7 @@
 use egui::Color32;
 use egui_plot::{HoverPosition, Line, LineStyle, Plot, PlotPoints, PlotUi, VLine};
 
+use crate::gui::widgets::{LegendEntry as Entry, legend};
 use crate::train::EpochMetrics;
 use crate::workspace::History;
 
@@ -28,13 +29,6 @@ const PHASE: Color32 = Color32::GRAY;
 
 /// The height of a plot; its legend adds a line or two below.
 const PLOT_HEIGHT: f32 = 160.0;
-
-/// One entry of a legend: a short line in the curve's colour and style, and its name.
-struct Entry {
-    name: String,
-    color: Color32,
-    dashed: bool,
-}
 
 /// The legend name of the kept-epoch marker (epochs counted from 1 over all phases).
 pub fn kept_label(kept: usize) -> String {
@@ -145,26 +139,6 @@ fn entries(history: &History, names: [&str; 2], compare: Option<&Compared>) -> V
         out.push(entry(format!("{}: {}", c.title, names[1]), COMPARED, true));
     }
     out
-}
-
-/// A legend in rows under a plot.
-fn legend(ui: &mut egui::Ui, entries: &[Entry]) {
-    ui.horizontal_wrapped(|ui| {
-        ui.spacing_mut().item_spacing.y = 0.0;
-        for e in entries {
-            let (rect, _) = ui.allocate_exact_size(egui::vec2(18.0, 10.0), egui::Sense::hover());
-            let ends = [rect.left_center(), rect.right_center()];
-            let stroke = egui::Stroke::new(2.0, e.color);
-            if e.dashed {
-                ui.painter()
-                    .extend(egui::Shape::dashed_line(&ends, stroke, 4.0, 3.0));
-            } else {
-                ui.painter().line_segment(ends, stroke);
-            }
-            ui.label(egui::RichText::new(&e.name).small());
-            ui.add_space(4.0);
-        }
-    });
 }
 
 /// The two plots side by side, each with its legend below (the page scrolls over them: the
