@@ -259,8 +259,10 @@ impl ConvlensApp {
 
     /// Starts computing the Filters tab's patterns.
     pub fn start_filters(&mut self) {
-        let command =
-            tabs::filters::FiltersTab::compute_command(&self.context(), &self.settings.filters);
+        let command = self
+            .tabs
+            .filters
+            .compute_command(&self.context(), &self.settings.filters);
         self.apply(Commands(command.into_iter().collect()));
     }
 
@@ -275,9 +277,10 @@ impl ConvlensApp {
         let ctx = self.context();
         let command = match self.settings.tab {
             Tab::Train => tabs::train::start_command(&ctx, &self.settings.train),
-            Tab::Filters => {
-                tabs::filters::FiltersTab::compute_command(&ctx, &self.settings.filters)
-            }
+            Tab::Filters => self
+                .tabs
+                .filters
+                .compute_command(&ctx, &self.settings.filters),
             Tab::Predict => self
                 .tabs
                 .predict

@@ -1,14 +1,6 @@
 //! The desktop app driven headless with egui_kittest (no display needed), on the real engine
 //! and the bundled model, photos and dataset.
 #![cfg(feature = "gui")]
-// Tests and benchmarks may panic on failure, print, and call the APIs the library bans
-// (reference softmax, image::open on figures, threads for concurrent runs).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_macros,
-    clippy::disallowed_methods
-)]
 
 use std::time::{Duration, Instant};
 
@@ -841,6 +833,49 @@ fn heatmap_rows_have_their_own_model_and_class() {
     assert_eq!(h.state().last_error(), None);
 }
 
+/// The heatmap's class search: typing part of a class name lists the matching ImageNet classes
+/// (their index beside), and clicking one recomputes the row for that class.
+#[test]
+fn the_class_search_finds_a_class_and_the_map_follows_it() {
+    use egui::accesskit::Role;
+    let mut h = harness(Tab::Heatmap);
+    settle(&mut h, "the heatmap", |a| a.cam_view().is_some());
+    assert_eq!(
+        h.state().cam_view().unwrap().class,
+        285,
+        "Egyptian cat first"
+    );
+    h.get_by_role_and_label(Role::TextInput, "any class:")
+        .focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::TextInput, "any class:")
+        .type_text("retriever");
+    h.run_steps(2);
+    // ImageNet's five retrievers, in index order; nothing else matches.
+    let hits: Vec<String> = h
+        .query_all_by_label_contains("retriever (")
+        .filter_map(|n| n.accesskit_node().label())
+        .collect();
+    assert_eq!(
+        hits,
+        [
+            "flat-coated retriever (205)",
+            "curly-coated retriever (206)",
+            "golden retriever (207)",
+            "Labrador retriever (208)",
+            "Chesapeake Bay retriever (209)"
+        ],
+        "{hits:?}"
+    );
+    h.get_by_label("golden retriever (207)").click();
+    h.run_steps(2);
+    settle(&mut h, "the golden retriever's map", |a| {
+        a.cam_view().is_some_and(|v| v.class == 207)
+    });
+    assert_eq!(h.state().cam_view().unwrap().class_name, "golden retriever");
+    assert_eq!(h.state().last_error(), None);
+}
+
 #[test]
 fn run_starts_the_tabs_job_once_the_model_is_in() {
     let options = AppOptions {
@@ -1665,11 +1700,16 @@ fn ctrl_wheel_zooms_at_the_cursor_and_a_drag_pans() {
     assert!((moved.y + 40.0).abs() < 2.0, "moved {moved:?}");
 }
 
-#[test]
-fn compare_with_a_model_of_other_layers_says_so_and_filters_show_its_own() {
-    // The model trained in this session is a Lite0 with a new head; the loaded model becomes
-    // a ResNet-18, whose layers the trained model does not have.
-    let (mut h, _out) = with_trained_model(Tab::Activations);
+/// The model trained in this session (a Lite0 with a new head) while the loaded model is a
+/// ResNet-18, whose layers the trained model does not have: the harness, its temp folder, the
+/// Lite0's layers and the selected (ResNet) layer.
+fn trained_lite0_beside_a_resnet() -> (
+    Harness<'static, ConvlensApp>,
+    tempfile::TempDir,
+    Vec<String>,
+    String,
+) {
+    let (mut h, out) = with_trained_model(Tab::Activations);
     let lite0 = h.state().model_info().unwrap().spatial.clone();
     let resnet = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -1683,6 +1723,41 @@ fn compare_with_a_model_of_other_layers_says_so_and_filters_show_its_own() {
     });
     let layer = h.state().selected_layer().unwrap().to_string();
     assert!(!lite0.contains(&layer), "{layer} is a ResNet layer");
+    (h, out, lite0, layer)
+}
+
+/// Choosing, as the model of Activations and Filters, a model without the selected layer
+/// shows that model's own layers (a third of the way in first) and says why, instead of
+/// asking the worker for a layer the model does not have.
+#[test]
+fn a_chosen_model_of_other_layers_shows_its_own_layers() {
+    let (mut h, _out, lite0, layer) = trained_lite0_beside_a_resnet();
+    let own = lite0[lite0.len() / 3].clone();
+    choose_model(&mut h, 0, "(this session)");
+    settle(&mut h, "the trained model's grid", |a| {
+        a.activation_view().is_some_and(|v| v.layer == own)
+    });
+    let why = format!("has no layer {layer}: it was built with its own layers");
+    h.get_by_label_contains(&why);
+    h.get_by_label_contains(&format!("its own layer {own} is shown"));
+    h.get_by_label("Filters").click();
+    h.run_steps(2);
+    {
+        let s = h.state_mut().settings_mut();
+        (s.filters.count, s.filters.steps, s.filters.size) = (2, 2, 128);
+    }
+    choose_model(&mut h, 0, "(this session)");
+    h.get_by_label_contains(&why);
+    h.get_by_label("Compute").click();
+    h.run_steps(2);
+    settle(&mut h, "the filters", |a| a.filter_progress() == (2, 2));
+    h.get_by_label_contains(&format!("2 of 2 filters of {own} computed"));
+    assert_eq!(h.state().last_error(), None);
+}
+
+#[test]
+fn compare_with_a_model_of_other_layers_says_so_and_filters_show_its_own() {
+    let (mut h, _out, lite0, layer) = trained_lite0_beside_a_resnet();
     use egui::accesskit::Role;
     let compare = |h: &mut Harness<'_, ConvlensApp>| {
         h.get_by_role_and_label(Role::ComboBox, "compare with")

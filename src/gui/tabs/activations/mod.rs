@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::compare::{Described, compare_chooser, compare_key};
+use super::compare::{Described, compare_chooser, compare_key, layer_for};
 use super::{
     STALE_OPACITY, Textures, colormap_combo, empty_state, export_command, export_row, image_stem,
     layer_combo, model_chooser, model_or_empty, slug,
@@ -42,6 +42,9 @@ pub struct ActivationSettings {
     pub model: Option<String>,
     /// The model shown beside it (a key of the model chooser; `None`: no comparison).
     pub compare: Option<String>,
+    /// The layer shown of a chosen model that lacks the selected one (one of its own layers,
+    /// e.g. of a model trained from scratch).
+    pub own_layer: Option<String>,
 }
 
 impl Default for ActivationSettings {
@@ -52,6 +55,7 @@ impl Default for ActivationSettings {
             shared_scale: false,
             model: None,
             compare: None,
+            own_layer: None,
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct ActivationsTab {
     described: Described,
     /// The keys of the models on show last frame (where an arriving grid goes).
     keys: (Option<String>, Option<String>),
+    /// The layer the first grid shows this frame (the selected one, or the chosen model's own).
+    shown: String,
     textures: Textures,
 }
 
@@ -130,13 +136,32 @@ impl ActivationsTab {
         self.described.insert(info);
     }
 
+    /// The layer the first grid shows for the model `key`, whether it replaces the selected one
+    /// (the model lacks it: one of its own, `s.own_layer` or a third of the way in), and the
+    /// model's layers; `None` while its layers are not known (it is being described).
+    fn shown_layer(
+        &self,
+        ctx: &AppContext,
+        key: &str,
+        s: &ActivationSettings,
+    ) -> Option<(String, bool, Vec<String>)> {
+        let own = self.described.spatial(ctx, key)?;
+        let (layer, replaced) = layer_for(ctx.layer?, own, s.own_layer.as_deref())?;
+        Some((layer, replaced, own.to_vec()))
+    }
+
     /// The requests that recompute the grids and the sparsity profile. The model compared
     /// with is described first when its layers are not known; it gets a grid only when it has
     /// the layer.
     pub fn requests(&self, ctx: &AppContext, s: &ActivationSettings) -> Vec<Command> {
-        let (Some(model), Some(layer)) = (ctx.model_key(s.model.as_deref()), ctx.layer) else {
+        let Some(model) = ctx.model_key(s.model.as_deref()) else {
             return Vec::new();
         };
+        let Some((layer, _, _)) = self.shown_layer(ctx, &model, s) else {
+            // A chosen model's layers are read first; its grid follows.
+            return self.described.request(ctx, &model).into_iter().collect();
+        };
+        let layer = layer.as_str();
         let request = |model: &str| {
             Command::Submit(Request::Activations {
                 model: model.to_string(),
@@ -181,14 +206,31 @@ impl ActivationsTab {
         let other = compare_key(ctx, s.compare.as_deref());
         self.keys = (Some(key.clone()), other.clone());
         let mut changed = false;
-        let layer = ctx.layer.unwrap_or_default();
+        let selected = ctx.layer.unwrap_or_default();
+        let (layer, replaced, layers) = match self.shown_layer(ctx, &key, s) {
+            Some(shown) => shown,
+            None => {
+                out.extend(Commands(
+                    self.described.ask(ctx, &key).into_iter().collect(),
+                ));
+                (selected.to_string(), false, model.spatial.clone())
+            }
+        };
+        self.shown = layer.clone();
+        let layer = layer.as_str();
         ui.horizontal_wrapped(|ui| {
             if let Some(k) = model_chooser(ui, "act-model", ctx, Some(&key)) {
                 s.model = Some(k);
+                s.own_layer = None;
                 changed = true;
             }
-            if let Some(l) = layer_combo(ui, "act-layer", "layer", layer, &model.spatial) {
-                out.push(Command::SelectLayer(l));
+            if let Some(l) = layer_combo(ui, "act-layer", "layer", layer, &layers) {
+                if replaced {
+                    s.own_layer = Some(l);
+                    changed = true;
+                } else {
+                    out.push(Command::SelectLayer(l));
+                }
             }
             if let Some(c) = compare_chooser(ui, "act-compare", ctx, other.as_deref()) {
                 s.compare = c;
@@ -205,13 +247,20 @@ impl ActivationsTab {
         if changed {
             out.push(Command::RefreshActivations);
         }
+        if replaced {
+            ui.label(format!(
+                "{} has no layer {selected}: it was built with its own layers (e.g. trained \
+                 from scratch), so its own layer {layer} is shown.",
+                ctx.model_name(&key)
+            ));
+        }
         if self.main.view.is_none() {
             if !computing
                 && empty_state(
                     ui,
                     "This tab shows what every channel of a layer responds to in the image: \
                      one small map per channel.",
-                    &format!("Show {} for this image", ctx.layer.unwrap_or("a layer")),
+                    &format!("Show {layer} for this image"),
                     ctx.layer.is_some(),
                 )
             {
@@ -219,7 +268,7 @@ impl ActivationsTab {
             }
             return out;
         }
-        out.extend(self.export(ui, s, export, &key, &model.spatial));
+        out.extend(self.export(ui, s, export, &key, &layers));
         if computing {
             ui.multiply_opacity(STALE_OPACITY);
         }
@@ -294,7 +343,7 @@ impl ActivationsTab {
         } else {
             egui::vec2(full.x, (full.y * 0.62).max(240.0))
         };
-        let layer = ctx.layer.unwrap_or_default().to_string();
+        let layer = self.shown.clone();
         let cols = s.columns.get(&layer).copied();
         let layout = if wide {
             egui::Layout::left_to_right(egui::Align::Min)
@@ -361,7 +410,7 @@ impl ActivationsTab {
 
     /// Why the model compared with shows no grid of the selected layer, if it shows none.
     fn missing_layer(&self, ctx: &AppContext, other: &str) -> Option<String> {
-        let layer = ctx.layer?;
+        let layer = self.shown.as_str();
         let layers = self.described.spatial(ctx, other)?;
         (!layers.iter().any(|l| l == layer)).then(|| {
             let shown: Vec<&str> = layers.iter().take(8).map(String::as_str).collect();

@@ -36,6 +36,9 @@ pub struct FilterSettings {
     pub compare: Option<String>,
     /// The layer of the compared model when it lacks the selected one (its own layers).
     pub compare_layer: Option<String>,
+    /// The layer of the chosen model when it lacks the selected one (its own layers, e.g. of
+    /// a model trained from scratch).
+    pub own_layer: Option<String>,
 }
 
 impl Default for FilterSettings {
@@ -50,6 +53,7 @@ impl Default for FilterSettings {
             model: None,
             compare: None,
             compare_layer: None,
+            own_layer: None,
         }
     }
 }
@@ -101,10 +105,24 @@ impl FiltersTab {
         self.described.insert(info);
     }
 
-    /// The command that computes the tab's filters for the selected layer.
-    pub fn compute_command(ctx: &AppContext, s: &FilterSettings) -> Option<Command> {
-        let (model, layer) = (ctx.model_key(s.model.as_deref())?, ctx.layer?);
-        Some(filters_request(s, model, layer.to_string()))
+    /// The command that computes the tab's filters: of the selected layer, or of the chosen
+    /// model's own layer when it lacks that one; `None` while its layers are not known.
+    pub fn compute_command(&self, ctx: &AppContext, s: &FilterSettings) -> Option<Command> {
+        let model = ctx.model_key(s.model.as_deref())?;
+        let (layer, _) = self.shown_layer(ctx, &model, s)?;
+        Some(filters_request(s, model, layer))
+    }
+
+    /// The layer the first grid is of for the model `key` and whether it replaces the selected
+    /// one (the model lacks it); `None` while the model's layers are not known.
+    fn shown_layer(
+        &self,
+        ctx: &AppContext,
+        key: &str,
+        s: &FilterSettings,
+    ) -> Option<(String, bool)> {
+        let own = self.described.spatial(ctx, key)?;
+        layer_for(ctx.layer?, own, s.own_layer.as_deref())
     }
 
     /// The compared model, the layer its filters are of, and whether that is its own layer
@@ -119,7 +137,7 @@ impl FiltersTab {
     /// The commands that compute the filters of both models (the compared one's is noted, so
     /// that its tiles go beside the first).
     fn compute_both(&mut self, ctx: &AppContext, s: &FilterSettings) -> Commands {
-        let mut out = Commands(Self::compute_command(ctx, s).into_iter().collect());
+        let mut out = Commands(self.compute_command(ctx, s).into_iter().collect());
         if let Some((other, layer, _)) = self.compared(ctx, s) {
             self.pending = Some((other.clone(), layer.clone()));
             out.push(filters_request(s, other, layer));
@@ -141,14 +159,31 @@ impl FiltersTab {
         };
         let running = ctx.running(JobKind::Filters);
         let other = compare_key(ctx, s.compare.as_deref());
-        ui.horizontal_wrapped(|ui| {
-            let key = ctx.model_key(s.model.as_deref());
-            if let Some(k) = model_chooser(ui, "filter-model", ctx, key.as_deref()) {
-                s.model = Some(k);
+        let key = ctx.model_key(s.model.as_deref()).unwrap_or_default();
+        let selected = ctx.layer.unwrap_or_default();
+        let (current, replaced) = self
+            .shown_layer(ctx, &key, s)
+            .unwrap_or_else(|| (selected.to_string(), false));
+        let layers = match self.described.spatial(ctx, &key) {
+            Some(own) => own.to_vec(),
+            None => {
+                out.extend(Commands(
+                    self.described.ask(ctx, &key).into_iter().collect(),
+                ));
+                model.spatial.clone()
             }
-            let current = ctx.layer.unwrap_or_default();
-            if let Some(l) = layer_combo(ui, "filter-layer", "layer", current, &model.spatial) {
-                out.push(Command::SelectLayer(l));
+        };
+        ui.horizontal_wrapped(|ui| {
+            if let Some(k) = model_chooser(ui, "filter-model", ctx, Some(&key)) {
+                s.model = Some(k);
+                s.own_layer = None;
+            }
+            if let Some(l) = layer_combo(ui, "filter-layer", "layer", &current, &layers) {
+                if replaced {
+                    s.own_layer = Some(l);
+                } else {
+                    out.push(Command::SelectLayer(l));
+                }
             }
             if let Some(c) = compare_chooser(ui, "filter-compare", ctx, other.as_deref()) {
                 s.compare = c;
@@ -160,6 +195,13 @@ impl FiltersTab {
         if let Some(other) = &other {
             out.extend(Commands(
                 self.described.ask(ctx, other).into_iter().collect(),
+            ));
+        }
+        if replaced {
+            ui.label(format!(
+                "{} has no layer {selected}: it was built with its own layers (e.g. trained \
+                 from scratch), so its own layer {current} is shown.",
+                ctx.model_name(&key)
             ));
         }
         ui.horizontal_wrapped(|ui| {
@@ -180,11 +222,7 @@ impl FiltersTab {
             }
         });
         if self.main.tiles.is_empty() {
-            let action = format!(
-                "Compute {} filters of {}",
-                s.count,
-                ctx.layer.unwrap_or("the selected layer")
-            );
+            let action = format!("Compute {} filters of {current}", s.count);
             if empty_state(
                 ui,
                 "This tab shows the pattern each filter of a layer responds to most, found by \
