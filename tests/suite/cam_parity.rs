@@ -1,13 +1,4 @@
 //! The CAM family against pytorch-grad-cam 1.5.7 (tests/fixtures, see its README).
-// Tests and benchmarks may panic on failure, print, and call the APIs the library bans
-// (reference softmax, image::open on figures, threads for concurrent runs).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_macros,
-    clippy::disallowed_methods
-)]
-
 use crate::common;
 
 use candle_core::{Device, Tensor};

@@ -1,13 +1,4 @@
 //! End-to-end runs of the built `convlens` binary on the bundled images.
-// Tests and benchmarks may panic on failure, print, and call the APIs the library bans
-// (reference softmax, image::open on figures, threads for concurrent runs).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_macros,
-    clippy::disallowed_methods
-)]
-
 use crate::common;
 
 use std::process::{Command, Output};

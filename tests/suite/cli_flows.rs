@@ -1,13 +1,6 @@
 //! The command line's training, `info --json`, activation and CAM flags, driven through the
 //! built binary and checked against the library, the fixtures or the architecture's definition.
 // Tests may panic on failure, print, and call the APIs the library bans (image::open on figures).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_macros,
-    clippy::disallowed_methods
-)]
-
 use crate::common;
 
 use std::path::{Path, PathBuf};

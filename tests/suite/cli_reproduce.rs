@@ -2,13 +2,6 @@
 //! `assets/figures/regenerate.sh` and re-rendered by `convlens reproduce` from their sidecars,
 //! byte for byte; and reproduce's refusals when the image or the weights changed.
 // Tests may panic on failure, print, and call the APIs the library bans.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_macros,
-    clippy::disallowed_methods
-)]
-
 use crate::common;
 
 use std::path::{Path, PathBuf};

@@ -5,13 +5,6 @@
 //! are drawn here by the same PRNG (`common::seeded`), written to a temporary safetensors file
 //! and opened the way the CLI opens a bare weights file (detection, audit, build).
 // Tests may panic on failure and print.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_macros,
-    clippy::disallowed_methods
-)]
-
 use crate::common;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,14 +1,5 @@
 //! `convlens train` without `--out` saves each run into a new folder of the workspace;
 //! `convlens runs` lists, shows, renames and deletes them; a run's name works as a model.
-// Tests and benchmarks may panic on failure, print, and call the APIs the library bans
-// (reference softmax, image::open on figures, threads for concurrent runs).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_macros,
-    clippy::disallowed_methods
-)]
-
 use crate::common;
 
 use std::path::{Path, PathBuf};

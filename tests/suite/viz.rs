@@ -1,13 +1,4 @@
 //! Visualisation: filter patterns against the gradient-ascent fixture, CAM figures, exports.
-// Tests and benchmarks may panic on failure, print, and call the APIs the library bans
-// (reference softmax, image::open on figures, threads for concurrent runs).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_macros,
-    clippy::disallowed_methods
-)]
-
 use crate::common;
 
 use std::collections::HashMap;
@@ -181,6 +172,45 @@ use convlens::viz::filters::{FilterMethod, FilterOptions, FilterProgress};
 
 fn model_source() -> String {
     repo("models/efficientnet_lite0.json").display().to_string()
+}
+
+/// The filter picture against Chollet's deprocessing done independently in numpy, float64
+/// (`tests/fixtures/make/filter_levels.py`, on the fixture's final images): every level equal,
+/// except a few one off where convlens's f32 standardisation lands on the other side of a
+/// level boundary. A wrong standardisation (sample std, no centring, x32 instead of x64, no
+/// clipping, rounding instead of truncation, a crop off by one) moves most levels.
+#[test]
+fn filter_pictures_have_the_levels_of_the_reference_deprocessing() {
+    let images = fixture("filters_lite0");
+    let levels = fixture("filter_levels");
+    for case in ["blocks.4.f0.", "blocks.10.f3."] {
+        let last = images[&format!("{case}final")].squeeze(0).unwrap();
+        for (crop, key) in [(0, "levels"), (16, "levels_crop16")] {
+            let ours = filters::deprocess(&last, [0.498; 3], [0.502; 3], crop).unwrap();
+            let reference = &levels[&format!("{case}{key}")];
+            let (h, w, _) = reference.dims3().unwrap();
+            assert_eq!(ours.dimensions(), (w as u32, h as u32), "{case}{key}");
+            let reference = reference.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+            let off: Vec<u8> = ours
+                .as_raw()
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| a.abs_diff(*b))
+                .filter(|d| *d > 0)
+                .collect();
+            println!(
+                "{case}{key}: {} of {} levels differ",
+                off.len(),
+                reference.len()
+            );
+            assert!(off.iter().all(|d| *d == 1), "{case}{key}: {off:?}");
+            assert!(
+                off.len() * 1000 <= reference.len(),
+                "{case}{key}: {}",
+                off.len()
+            );
+        }
+    }
 }
 
 fn small_filter_options() -> FilterOptions {

@@ -1,14 +1,5 @@
 //! The key/shape audit: a weights file that does not fit the architecture is refused with an
 //! error naming the tensor, the expected and found shapes, and the file.
-// Tests and benchmarks may panic on failure, print, and call the APIs the library bans
-// (reference softmax, image::open on figures, threads for concurrent runs).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_macros,
-    clippy::disallowed_methods
-)]
-
 use crate::common;
 
 use std::collections::HashMap;

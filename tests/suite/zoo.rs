@@ -1,15 +1,6 @@
 //! The model zoo: parity of ResNet-18 and MobileNetV2 with torchvision (fixtures computed in
 //! f32 from fp16 weights), shapes and gradients of VGG and ResNet-50 with seeded random
 //! weights, the key audit, architecture detection, and gradients through the max-pool stem.
-// Tests and benchmarks may panic on failure, print, and call the APIs the library bans
-// (reference softmax, image::open on figures, threads for concurrent runs).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_macros,
-    clippy::disallowed_methods
-)]
-
 use crate::common;
 
 use std::collections::HashMap;

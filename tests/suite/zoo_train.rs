@@ -1,14 +1,5 @@
 //! Training and the visualisations with an architecture other than the bundled Lite0: the
 //! ResNet-18 fixture (random fp16 weights, no manifest) on a small subset of fashion-mini.
-// Tests and benchmarks may panic on failure, print, and call the APIs the library bans
-// (reference softmax, image::open on figures, threads for concurrent runs).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::disallowed_macros,
-    clippy::disallowed_methods
-)]
-
 use crate::common;
 
 use candle_core::Device;
