@@ -876,6 +876,31 @@ fn the_class_search_finds_a_class_and_the_map_follows_it() {
     assert_eq!(h.state().last_error(), None);
 }
 
+/// A path typed into the Image field (no file dialog needed) is shown with "Show": the
+/// heatmap follows the typed image.
+#[test]
+fn a_typed_image_path_is_shown() {
+    use egui::accesskit::Role;
+    let mut h = harness(Tab::Heatmap);
+    settle(&mut h, "the heatmap", |a| a.cam_view().is_some());
+    assert_eq!(h.state().cam_view().unwrap().class, 285, "chelsea first");
+    let coffee = common::repo("assets/images/coffee.png");
+    h.state_mut().settings_mut().image.clear();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::TextInput, "Image").focus();
+    h.run_steps(1);
+    h.get_by_role_and_label(Role::TextInput, "Image")
+        .type_text(coffee.to_str().unwrap());
+    h.run_steps(1);
+    h.get_by_label("Show").click();
+    h.run_steps(2);
+    settle(&mut h, "the coffee's heatmap", |a| {
+        a.cam_view().is_some_and(|v| v.class_name == "espresso")
+    });
+    assert_eq!(h.state().settings().image, coffee.to_string_lossy());
+    assert_eq!(h.state().last_error(), None);
+}
+
 #[test]
 fn run_starts_the_tabs_job_once_the_model_is_in() {
     let options = AppOptions {
@@ -1620,6 +1645,12 @@ fn compare_shows_base_and_trained_side_by_side_in_activations_and_filters() {
     h.get_all_by_label("channel 0").nth(1).unwrap().click();
     h.run_steps(2);
     h.get_by_label_contains("(this session), channel 0: min ");
+    // The export writes both grids on screen.
+    assert_eq!(
+        export_on_screen(&mut h),
+        2,
+        "one activation figure per model"
+    );
     // Filters: both models' filters of the layer, each labelled; the export writes both.
     h.get_by_label("Filters").click();
     h.run_steps(2);
@@ -1640,18 +1671,26 @@ fn compare_shows_base_and_trained_side_by_side_in_activations_and_filters() {
         .query_all_by_label_contains(&format!("2 of 2 filters of {layer} computed"))
         .count();
     assert_eq!(titles, 2);
+    assert_eq!(export_on_screen(&mut h), 2, "one figure per model");
+    assert_eq!(h.state().last_error(), None);
+}
+
+/// Clicks the tab's "Export PNG" with a new temp folder as the export folder, waits for every
+/// export it started (one per model on screen) and returns how many figures were written.
+fn export_on_screen(h: &mut Harness<'_, ConvlensApp>) -> usize {
     let out = tempfile::tempdir().unwrap();
     h.state_mut().settings_mut().export.dir = out.path().to_string_lossy().into_owned();
-    h.get_by_label("Export PNG").click();
-    h.run_steps(2);
-    settle(&mut h, "both exports", |a| {
+    let exported = |a: &ConvlensApp| {
         a.messages()
             .iter()
             .filter(|m| m.text.starts_with("exported "))
             .count()
-            == 2
-    });
-    let pngs = std::fs::read_dir(out.path())
+    };
+    let before = exported(h.state());
+    h.get_by_label("Export PNG").click();
+    h.run_steps(2);
+    settle(h, "the exports", |a| !a.busy() && exported(a) > before);
+    std::fs::read_dir(out.path())
         .unwrap()
         .filter(|e| {
             e.as_ref()
@@ -1660,9 +1699,7 @@ fn compare_shows_base_and_trained_side_by_side_in_activations_and_filters() {
                 .extension()
                 .is_some_and(|x| x == "png")
         })
-        .count();
-    assert_eq!(pngs, 2, "one figure per model");
-    assert_eq!(h.state().last_error(), None);
+        .count()
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! the image as the model sees it, the sparsity of every layer by depth with the layer on show
 //! marked, and optionally the same layer of a second model beside it.
 
+mod export;
 mod grid;
 mod sparsity;
 
@@ -12,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::compare::{Described, compare_chooser, compare_key, layer_for};
 use super::{
-    STALE_OPACITY, Textures, colormap_combo, empty_state, export_command, export_row, image_stem,
-    layer_combo, model_chooser, model_or_empty, slug,
+    STALE_OPACITY, Textures, colormap_combo, empty_state, layer_combo, model_chooser,
+    model_or_empty,
 };
 use crate::gui::context::{AppContext, Command, Commands};
 use crate::gui::settings::ExportSettings;
@@ -273,57 +274,6 @@ impl ActivationsTab {
             ui.multiply_opacity(STALE_OPACITY);
         }
         self.body(ui, ctx, s, other.as_deref());
-        out
-    }
-
-    /// The export row and what its buttons ask for: the grid on screen or every layer's.
-    fn export(
-        &self,
-        ui: &mut egui::Ui,
-        s: &ActivationSettings,
-        export: &mut ExportSettings,
-        key: &str,
-        layers: &[String],
-    ) -> Commands {
-        let mut out = Commands::default();
-        let Some(view) = &self.main.view else {
-            return out;
-        };
-        let (one, all) = export_row(ui, export);
-        if one || all {
-            let layers = if all {
-                layers.to_vec()
-            } else {
-                vec![view.layer.clone()]
-            };
-            let stem = image_stem(&view.image);
-            let figures = layers
-                .into_iter()
-                .map(|layer| {
-                    // The columns on screen for the layer shown, the chosen or default ones
-                    // for the others.
-                    let cols = match s.columns.get(&layer) {
-                        Some(&c) => c,
-                        None if layer == view.layer => self.main.cols.max(1),
-                        None => ATLAS_COLS,
-                    };
-                    let grid = GridOptions {
-                        cols,
-                        ..view.options.clone()
-                    };
-                    let name = format!("activations_{stem}_{}", slug(&layer));
-                    let request = crate::export::FigureRequest::Activations(
-                        crate::export::ActivationsRequest {
-                            image: view.image.clone(),
-                            layer,
-                            grid,
-                        },
-                    );
-                    (request, name)
-                })
-                .collect();
-            out.push(export_command(key, export, figures));
-        }
         out
     }
 
