@@ -2,7 +2,7 @@
 # Makes the committed figures of assets/figures again, from the repository root:
 #   sh assets/figures/regenerate.sh
 # The Lucid filter figure takes ~6 minutes on 2 cores, the Chollet one ~1 minute.
-# tests/cli_reproduce.rs runs these same `convlens` lines and checks that each PNG and sidecar
+# tests/suite/cli_reproduce.rs runs these same `convlens` lines and checks that each PNG and sidecar
 # comes out byte for byte as committed; a rendering change shows up there, and the figures
 # are then made again with this script, looked at and committed.
 set -eu
