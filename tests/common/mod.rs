@@ -17,6 +17,20 @@ use convlens::data::folder::{FolderOptions, ImageFolder};
 
 pub mod seeded;
 
+/// Runs the convlens binary with `args` in the repository root and waits for it.
+pub fn convlens(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_convlens"))
+        .args(args)
+        .current_dir(repo(""))
+        .output()
+        .expect("the binary runs")
+}
+
+/// A process's output as text (lossy).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// A path inside the repository.
 pub fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)

@@ -3,19 +3,7 @@ use crate::common;
 
 use std::process::{Command, Output};
 
-use common::{manifest_for, repo};
-
-fn convlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convlens"))
-        .args(args)
-        .current_dir(repo(""))
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{convlens, manifest_for, repo, text};
 
 #[test]
 fn predict_names_the_classes() {

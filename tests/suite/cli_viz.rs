@@ -5,20 +5,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
-use common::{fixture, lite0, rel_to_max, repo};
+use common::{convlens, fixture, lite0, rel_to_max, repo, text};
 use convlens::viz::cam::{self, CamMethod, CamOptions};
-
-fn convlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_convlens"))
-        .args(args)
-        .current_dir(repo(""))
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
