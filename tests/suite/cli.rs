@@ -1,8 +1,6 @@
 //! End-to-end runs of the built `convlens` binary on the bundled images.
 use crate::common;
 
-use std::process::{Command, Output};
-
 use common::{convlens, manifest_for, repo, text};
 
 #[test]

@@ -2,7 +2,6 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use candle_core::{Device, Tensor};
 use common::{convlens, fixture, lite0, rel_to_max, repo, text};
