@@ -403,11 +403,7 @@ impl ConvlensApp {
             .tabs
             .activations
             .requests(&self.context(), &self.settings.activations);
-        for command in commands {
-            if let Command::Submit(request) = command {
-                self.submit(request, false);
-            }
-        }
+        self.submit_together(commands);
     }
 
     /// Recomputes the heatmaps: the base model's and the trained model's are one refresh (the
@@ -418,6 +414,11 @@ impl ConvlensApp {
             .tabs
             .heatmap
             .requests(&self.context(), &self.settings.heatmap);
+        self.submit_together(commands);
+    }
+
+    /// Submits the requests among `commands` as one refresh: none replaces another.
+    fn submit_together(&mut self, commands: Vec<Command>) {
         for command in commands {
             if let Command::Submit(request) = command {
                 self.submit(request, false);
