@@ -71,12 +71,12 @@ fn random_network(architecture: &str) -> convlens::graph::Network {
 /// Batch-32 throughput of each architecture in `list` (`all`: the whole zoo).
 fn architectures(list: &str, quick: bool) {
     let names: Vec<&str> = if list == "all" {
-        convlens::zoo::ARCHITECTURES.to_vec()
+        convlens::zoo::registry::all_ids()
     } else {
         list.split(',').collect()
     };
     for arch in names {
-        let size = convlens::zoo::detect::default_preprocess(arch).0 as usize;
+        let size = convlens::zoo::detect::default_preprocess(arch).input_size as usize;
         let net = random_network(arch);
         let n = 32 * 3 * size * size;
         let data: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.618).sin()).collect();

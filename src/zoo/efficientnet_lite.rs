@@ -13,6 +13,8 @@
 
 use super::blocks::{MbConv, MbConvConfig};
 use super::checkpoint::{Checkpoint, ExpectedTensors, expected_batchnorm};
+use super::detect::{Detected, Shapes, classes, detected, indices_after};
+use super::registry::{Architecture, PreprocessDefaults};
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
 use crate::graph::{Network, Stage};
 use crate::ops::Activation;
@@ -253,6 +255,102 @@ pub fn build(ckpt: &Checkpoint, architecture: &str, num_classes: usize) -> Resul
         ));
     }
     Ok(Network::new(3, stages))
+}
+
+/// EfficientNet-Lite0..4 in the [`registry`](super::registry).
+pub struct EfficientNetLite;
+
+impl Architecture for EfficientNetLite {
+    fn family(&self) -> &'static str {
+        "EfficientNet-Lite"
+    }
+
+    fn ids(&self) -> &'static [&'static str] {
+        &ARCHITECTURES
+    }
+
+    fn key_names(&self) -> &'static str {
+        "`_conv_stem`, `_blocks.N`, `_conv_head`, `_fc`"
+    }
+
+    fn expected_tensors(&self, id: &str, num_classes: usize) -> Option<ExpectedTensors> {
+        expected_tensors(id, num_classes)
+    }
+
+    fn build(&self, id: &str, ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
+        build(ckpt, id, num_classes)
+    }
+
+    fn default_cam_layer(&self, _id: &str) -> String {
+        "head".into()
+    }
+
+    /// Trained at its own resolution (timm's crop fractions) with TensorFlow's normalisation
+    /// (mean 127/255, std 128/255).
+    fn preprocess(&self, id: &str) -> PreprocessDefaults {
+        match LiteConfig::of(id) {
+            Some(c) => PreprocessDefaults {
+                input_size: c.resolution,
+                // 256, 272, 292, 309, 326 for Lite0..4.
+                resize_shorter: (c.resolution as f64 / c.crop_fraction + 1e-6).floor() as u32,
+                mean: [0.498; 3],
+                std: [0.502; 3],
+            },
+            None => PreprocessDefaults::IMAGENET,
+        }
+    }
+
+    fn detect(&self, shapes: &Shapes) -> Option<Result<Detected>> {
+        shapes
+            .contains_key("_conv_stem.weight")
+            .then(|| detect_efficientnet_lite(shapes))
+    }
+}
+
+fn detect_efficientnet_lite(shapes: &Shapes) -> Result<Detected> {
+    if shapes.keys().any(|k| k.contains("._se_reduce.")) {
+        return Err(Error::Model(format!(
+            "the weights look like an EfficientNet with squeeze-excitation (`_se_reduce` \
+             keys, B0..B7); convlens builds the Lite variants {}",
+            ARCHITECTURES.join(", ")
+        )));
+    }
+    let blocks = indices_after(shapes, "_blocks.").len();
+    let body: Shapes = shapes
+        .iter()
+        .filter(|(k, _)| !k.starts_with("_fc."))
+        .map(|(k, s)| (k.clone(), s.clone()))
+        .collect();
+    let found = ARCHITECTURES.into_iter().find(|a| {
+        expected_tensors(a, 0).is_some_and(|t| t.into_iter().collect::<Shapes>() == body)
+    });
+    let Some(name) = found else {
+        let counts: Vec<String> = ARCHITECTURES
+            .iter()
+            .map(|a| {
+                let n = LiteConfig::of(a).map_or(0, |c| c.blocks().len());
+                format!("{a} {n}")
+            })
+            .collect();
+        return Err(Error::Model(format!(
+            "the weights look like an EfficientNet-Lite (`_conv_stem`, `_blocks.N` keys) with \
+             {blocks} blocks whose shapes fit none of the variants convlens builds ({} blocks)",
+            counts.join(", ")
+        )));
+    };
+    let last = shapes
+        .get(&format!(
+            "_blocks.{}._project_conv.weight",
+            blocks.saturating_sub(1)
+        ))
+        .map_or(0, |s| s[0]);
+    let why = format!(
+        "keys `_conv_stem.weight`, `_blocks.0..{}.*` without squeeze-excitation, \
+         `_conv_head.weight` (EfficientNet-Lite) with {blocks} blocks, the last {last} channels \
+         wide: {name}",
+        blocks.saturating_sub(1)
+    );
+    Ok(detected(name, why, classes(shapes, "_fc.weight")))
 }
 
 #[cfg(test)]

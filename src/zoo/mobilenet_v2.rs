@@ -10,10 +10,12 @@
 
 use super::blocks::{MbConv, MbConvConfig};
 use super::checkpoint::{Checkpoint, ExpectedTensors, expected_batchnorm};
-use crate::Result;
+use super::detect::{Detected, Shapes, classes, detected, indices_after};
+use super::registry::Architecture;
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
 use crate::graph::{Network, Stage};
 use crate::ops::Activation;
+use crate::{Error, Result};
 
 /// BatchNorm epsilon of torchvision's MobileNetV2.
 const BN_EPS: f64 = 1e-5;
@@ -182,6 +184,70 @@ pub fn build(ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
         ));
     }
     Ok(Network::new(3, stages))
+}
+
+/// MobileNetV2 in the [`registry`](super::registry).
+pub struct MobileNetV2;
+
+impl Architecture for MobileNetV2 {
+    fn family(&self) -> &'static str {
+        "MobileNetV2"
+    }
+
+    fn ids(&self) -> &'static [&'static str] {
+        &["mobilenet_v2"]
+    }
+
+    fn key_names(&self) -> &'static str {
+        "torchvision `features.N.conv`, `classifier.1`"
+    }
+
+    fn expected_tensors(&self, _id: &str, num_classes: usize) -> Option<ExpectedTensors> {
+        Some(expected_tensors(num_classes))
+    }
+
+    fn build(&self, _id: &str, ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
+        build(ckpt, num_classes)
+    }
+
+    fn default_cam_layer(&self, _id: &str) -> String {
+        DEFAULT_CAM_LAYER.into()
+    }
+
+    fn detect(&self, shapes: &Shapes) -> Option<Result<Detected>> {
+        let blocks = shapes.keys().any(|k| k.starts_with("features.1.conv."));
+        (shapes.contains_key("features.0.0.weight") && blocks).then(|| detect_mobilenet_v2(shapes))
+    }
+}
+
+fn detect_mobilenet_v2(shapes: &Shapes) -> Result<Detected> {
+    let blocks = indices_after(shapes, "features.")
+        .into_iter()
+        .filter(|i| {
+            shapes
+                .keys()
+                .any(|k| k.starts_with(&format!("features.{i}.conv.")))
+        })
+        .count();
+    let stem = shapes
+        .get("features.0.0.weight")
+        .cloned()
+        .unwrap_or_default();
+    if blocks != 17 || stem != [32, 3, 3, 3] {
+        return Err(Error::Model(format!(
+            "the weights look like a MobileNetV2 (`features.N.conv.*` keys) with {blocks} \
+             inverted residual blocks and stem {stem:?}; convlens builds only the width-1.0 \
+             mobilenet_v2 (17 blocks, stem [32, 3, 3, 3])"
+        )));
+    }
+    let why = "keys `features.0.0.weight` [32, 3, 3, 3] and `features.1..17.conv.*` \
+               (17 inverted residual blocks, torchvision MobileNetV2): mobilenet_v2"
+        .to_string();
+    Ok(detected(
+        "mobilenet_v2",
+        why,
+        classes(shapes, "classifier.1.weight"),
+    ))
 }
 
 #[cfg(test)]

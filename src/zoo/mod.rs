@@ -9,6 +9,7 @@ pub mod hub;
 pub mod limits;
 pub mod mobilenet_v2;
 pub mod pth;
+pub mod registry;
 pub mod resnet;
 pub mod small_convnet;
 pub mod vgg;
@@ -290,8 +291,12 @@ impl ModelSpec {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| found.architecture.clone());
-        let (input_size, resize_shorter, mean, std) =
-            detect::default_preprocess(&found.architecture);
+        let registry::PreprocessDefaults {
+            input_size,
+            resize_shorter,
+            mean,
+            std,
+        } = detect::default_preprocess(&found.architecture);
         let source = match checkpoint::weights_format(path)? {
             checkpoint::WeightsFormat::Safetensors => {
                 "a safetensors weights file without a manifest".to_string()
@@ -355,11 +360,11 @@ impl ModelSpec {
             });
         }
         let architecture = self.manifest.architecture.as_str();
-        if !ARCHITECTURES.contains(&architecture) {
+        if registry::family_of(architecture).is_none() {
             return Err(Error::Model(format!(
                 "{}: unknown architecture `{architecture}`; known: {}",
                 self.manifest_path.display(),
-                ARCHITECTURES.join(", ")
+                registry::all_ids().join(", ")
             )));
         }
         let classes = self.manifest.num_classes;
@@ -384,69 +389,32 @@ impl ModelSpec {
     }
 }
 
-/// The architecture ids [`build_network`] builds (a manifest's `architecture`).
-pub const ARCHITECTURES: [&str; 18] = [
-    "efficientnet_lite0",
-    "efficientnet_lite1",
-    "efficientnet_lite2",
-    "efficientnet_lite3",
-    "efficientnet_lite4",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "mobilenet_v2",
-    "vgg11",
-    "vgg13",
-    "vgg16",
-    "vgg19",
-    "vgg11_timm",
-    "vgg13_timm",
-    "vgg16_timm",
-    "vgg19_timm",
-];
-
 /// Every tensor a checkpoint of `architecture` with `num_classes` outputs must hold (0: the
 /// feature-only checkpoint), with its shape; `None` for an unknown architecture.
 pub fn expected_tensors(
     architecture: &str,
     num_classes: usize,
 ) -> Option<checkpoint::ExpectedTensors> {
-    match architecture {
-        a if efficientnet_lite::ARCHITECTURES.contains(&a) => {
-            efficientnet_lite::expected_tensors(a, num_classes)
-        }
-        "mobilenet_v2" => Some(mobilenet_v2::expected_tensors(num_classes)),
-        a => match resnet::ResNetConfig::of(a) {
-            Some(cfg) => Some(resnet::expected_tensors(&cfg, num_classes)),
-            None => vgg::expected_tensors(a, num_classes),
-        },
-    }
+    registry::family_of(architecture)?.expected_tensors(architecture, num_classes)
 }
 
-/// Builds the network of `architecture` from a checkpoint, after auditing its keys and shapes
-/// (`num_classes` 0: a feature-only checkpoint, the network ends at `pooled`). Input
-/// `[batch, 3, h, w]`.
+/// Builds the network of `architecture` (an id of [`registry::all_ids`]) from a checkpoint,
+/// after auditing its keys and shapes (`num_classes` 0: a feature-only checkpoint, the network
+/// ends at `pooled`). Input `[batch, 3, h, w]`.
 ///
 /// When the file does not fit and its tensors look like another architecture, the error says
 /// which one and why (e.g. a ResNet-18 file opened as `vgg16`).
 pub fn build_network(architecture: &str, ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
-    let built = match architecture {
-        a if efficientnet_lite::ARCHITECTURES.contains(&a) => {
-            efficientnet_lite::build(ckpt, a, num_classes)
-        }
-        "mobilenet_v2" => mobilenet_v2::build(ckpt, num_classes),
-        a if resnet::ARCHITECTURES.contains(&a) => resnet::build(ckpt, a, num_classes),
-        a if vgg::parse(a).is_some() => vgg::build(ckpt, a, num_classes),
-        other => {
-            return Err(Error::Model(format!(
-                "{}: unknown architecture `{other}`; known: {}",
-                ckpt.path().display(),
-                ARCHITECTURES.join(", ")
-            )));
-        }
+    let Some(family) = registry::family_of(architecture) else {
+        return Err(Error::Model(format!(
+            "{}: unknown architecture `{architecture}`; known: {}",
+            ckpt.path().display(),
+            registry::all_ids().join(", ")
+        )));
     };
-    built.map_err(|e| misfit(ckpt.path(), architecture, &ckpt.shapes(), e))
+    family
+        .build(architecture, ckpt, num_classes)
+        .map_err(|e| misfit(ckpt.path(), architecture, &ckpt.shapes(), e))
 }
 
 /// A shape-audit error ([`Error::Weights`]) of weights at `path` that do not fit

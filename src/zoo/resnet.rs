@@ -12,10 +12,12 @@ use candle_core::Tensor;
 
 use super::blocks::{MaxPool, prefixed};
 use super::checkpoint::{Checkpoint, ExpectedTensors, expected_batchnorm};
-use crate::Result;
+use super::detect::{Detected, Shapes, classes, detected, indices_after};
+use super::registry::Architecture;
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
 use crate::graph::{Network, Stage};
 use crate::ops::Activation;
+use crate::{Error, Result};
 
 /// BatchNorm epsilon of torchvision's ResNets.
 const BN_EPS: f64 = 1e-5;
@@ -338,6 +340,76 @@ pub fn build(ckpt: &Checkpoint, architecture: &str, num_classes: usize) -> Resul
         ));
     }
     Ok(Network::new(3, stages))
+}
+
+/// The ResNet family in the [`registry`](super::registry).
+pub struct ResNet;
+
+impl Architecture for ResNet {
+    fn family(&self) -> &'static str {
+        "ResNet"
+    }
+
+    fn ids(&self) -> &'static [&'static str] {
+        &ARCHITECTURES
+    }
+
+    fn key_names(&self) -> &'static str {
+        "torchvision/timm `conv1`, `bn1`, `layer1..4`, `fc`"
+    }
+
+    fn expected_tensors(&self, id: &str, num_classes: usize) -> Option<ExpectedTensors> {
+        ResNetConfig::of(id).map(|cfg| expected_tensors(&cfg, num_classes))
+    }
+
+    fn build(&self, id: &str, ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
+        build(ckpt, id, num_classes)
+    }
+
+    fn default_cam_layer(&self, _id: &str) -> String {
+        DEFAULT_CAM_LAYER.into()
+    }
+
+    fn detect(&self, shapes: &Shapes) -> Option<Result<Detected>> {
+        let layer1 = shapes.keys().any(|k| k.starts_with("layer1."));
+        (shapes.contains_key("conv1.weight") && layer1).then(|| detect_resnet(shapes))
+    }
+}
+
+fn detect_resnet(shapes: &Shapes) -> Result<Detected> {
+    let counts: Vec<usize> = (1..=4)
+        .map(|g| indices_after(shapes, &format!("layer{g}.")).len())
+        .collect();
+    let block = if shapes.contains_key("layer1.0.conv3.weight") {
+        BlockKind::Bottleneck
+    } else {
+        BlockKind::Basic
+    };
+    let kind = match block {
+        BlockKind::Basic => "BasicBlock (conv1, conv2)",
+        BlockKind::Bottleneck => "Bottleneck (conv1..conv3)",
+    };
+    let counts_text = counts
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join("-");
+    let cfg = ResNetConfig {
+        block,
+        layers: [counts[0], counts[1], counts[2], counts[3]],
+    };
+    let Some(name) = cfg.name() else {
+        return Err(Error::Model(format!(
+            "the weights look like a ResNet with {counts_text} {kind} blocks, which convlens \
+             does not build (known: {})",
+            ARCHITECTURES.join(", ")
+        )));
+    };
+    let why = format!(
+        "keys `conv1.weight`, `bn1.*`, `layer1`..`layer4` (torchvision/timm ResNet) with \
+         {counts_text} {kind} blocks: {name}"
+    );
+    Ok(detected(name, why, classes(shapes, "fc.weight")))
 }
 
 #[cfg(test)]

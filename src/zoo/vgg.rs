@@ -20,6 +20,8 @@ use candle_core::Tensor;
 
 use super::blocks::{AdaptiveAvgPoolFlatten, ConvAct, DenseAct, MaxPool};
 use super::checkpoint::{Checkpoint, ExpectedTensors};
+use super::detect::{Detected, Shapes, classes, detected, indices_after};
+use super::registry::Architecture;
 use crate::graph::layers::{Classifier, GlobalAvgPool};
 use crate::graph::{Network, Stage};
 use crate::ops::{Activation, adaptive_avg_pool2d};
@@ -319,6 +321,96 @@ impl Stage for PoolUpThenConv {
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         self.conv.tensors_mut()
     }
+}
+
+/// The VGG family (torchvision's and timm's layouts) in the [`registry`](super::registry).
+pub struct Vgg;
+
+/// Every VGG id, torchvision's layout then timm's.
+const ALL_IDS: [&str; 8] = [
+    ARCHITECTURES[0],
+    ARCHITECTURES[1],
+    ARCHITECTURES[2],
+    ARCHITECTURES[3],
+    TIMM_ARCHITECTURES[0],
+    TIMM_ARCHITECTURES[1],
+    TIMM_ARCHITECTURES[2],
+    TIMM_ARCHITECTURES[3],
+];
+
+impl Architecture for Vgg {
+    fn family(&self) -> &'static str {
+        "VGG"
+    }
+
+    fn ids(&self) -> &'static [&'static str] {
+        &ALL_IDS
+    }
+
+    fn key_names(&self) -> &'static str {
+        "torchvision `features.N`, `classifier.N`; timm `pre_logits.fc1|fc2`, `head.fc`"
+    }
+
+    fn expected_tensors(&self, id: &str, num_classes: usize) -> Option<ExpectedTensors> {
+        expected_tensors(id, num_classes)
+    }
+
+    fn build(&self, id: &str, ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
+        build(ckpt, id, num_classes)
+    }
+
+    fn default_cam_layer(&self, id: &str) -> String {
+        default_cam_layer(id).unwrap_or_default()
+    }
+
+    fn detect(&self, shapes: &Shapes) -> Option<Result<Detected>> {
+        let first = shapes.get("features.0.weight");
+        first
+            .is_some_and(|s| s.len() == 4)
+            .then(|| detect_vgg(shapes))
+    }
+}
+
+fn detect_vgg(shapes: &Shapes) -> Result<Detected> {
+    if shapes
+        .keys()
+        .any(|k| k.starts_with("features.") && k.ends_with(".running_mean"))
+    {
+        return Err(Error::Model(
+            "the weights look like a VGG with BatchNorm (`features.N.running_mean` keys, \
+             e.g. vgg16_bn), which convlens does not build (known: vgg11, vgg13, vgg16, vgg19)"
+                .into(),
+        ));
+    }
+    let convs = indices_after(shapes, "features.")
+        .into_iter()
+        .filter(|i| {
+            shapes
+                .get(&format!("features.{i}.weight"))
+                .is_some_and(|s| s.len() == 4)
+        })
+        .count();
+    let Some(name) = from_conv_count(convs) else {
+        return Err(Error::Model(format!(
+            "the weights look like a VGG (`features.N.weight` 3x3 convs) with {convs} convs; \
+             convlens builds {} (8, 10, 13, 16 convs)",
+            ARCHITECTURES.join(", ")
+        )));
+    };
+    if shapes.contains_key("pre_logits.fc1.weight") {
+        let timm = id(name, Layout::Timm)
+            .ok_or_else(|| Error::Model(format!("{name} has no timm layout")))?;
+        let why = format!(
+            "keys `features.N.weight|bias` without BatchNorm with {convs} 3x3 convs, then \
+             `pre_logits.fc1` (7x7 conv) / `pre_logits.fc2` / `head.fc` (timm's VGG): {timm}"
+        );
+        return Ok(detected(timm, why, classes(shapes, "head.fc.weight")));
+    }
+    let why = format!(
+        "keys `features.N.weight|bias` without BatchNorm (torchvision VGG) with {convs} \
+         3x3 convs: {name}"
+    );
+    Ok(detected(name, why, classes(shapes, "classifier.6.weight")))
 }
 
 #[cfg(test)]
