@@ -45,6 +45,10 @@ impl CustomOp2 for BiasAct {
                             .iter_mut()
                             .zip(x)
                             .for_each(|(o, x)| *o = (x + b).clamp(0.0, 6.0)),
+                        smooth => o
+                            .iter_mut()
+                            .zip(x)
+                            .for_each(|(o, x)| *o = smooth.apply(x + b)),
                     }
                 });
         }
@@ -82,6 +86,9 @@ fn check(x: &[usize], bias: &[usize]) -> Result<(usize, usize)> {
 /// devices fall back to candle's `broadcast_add` + activation.
 pub fn bias_act(x: &Tensor, bias: &Tensor, act: Activation) -> Result<Tensor> {
     let (c, _) = check(x.dims(), bias.dims())?;
+    if act.is_smooth() {
+        return super::smooth_act(&bias_act(x, bias, Activation::Identity)?, act);
+    }
     if !x.device().is_cpu() {
         let mut shape = vec![1; x.rank()];
         shape[1] = c;
@@ -193,6 +200,7 @@ mod tests {
                                 Activation::Identity => y,
                                 Activation::Relu => y.max(0.0),
                                 Activation::Relu6 => y.clamp(0.0, 6.0),
+                                other => super::super::test_util::act_f64(other, y),
                             };
                             y * rf[j]
                         })

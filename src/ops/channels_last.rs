@@ -344,6 +344,15 @@ fn activate(act: Activation, v: __m256) -> __m256 {
         Activation::Relu6 => {
             _mm256_min_ps(_mm256_set1_ps(6.0), _mm256_max_ps(_mm256_setzero_ps(), v))
         }
+        // Lane by lane (the public ops route smooth activations around the fused kernels).
+        smooth => {
+            let mut lanes = [0f32; 8];
+            // SAFETY: `lanes` holds 8 f32, as many as one __m256.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+            let lanes = lanes.map(|l| smooth.apply(l));
+            // SAFETY: as above.
+            unsafe { _mm256_loadu_ps(lanes.as_ptr()) }
+        }
     }
 }
 

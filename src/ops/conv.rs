@@ -468,6 +468,10 @@ pub fn conv2d_bias_act(
             bias.dims()
         );
     }
+    if act.is_smooth() {
+        let y = conv2d_bias_act(x, w, bias, stride, padding, Activation::Identity)?;
+        return super::smooth_act(&y, act);
+    }
     if !x.device().is_cpu() {
         return with_candle(x, w, bias, stride, padding, act);
     }

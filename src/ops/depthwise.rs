@@ -740,6 +740,10 @@ pub fn depthwise_conv2d(
     act: Activation,
 ) -> Result<Tensor> {
     let (_, c, _) = check(x.dims(), w.dims(), bias.dims(), stride, padding)?;
+    if act.is_smooth() {
+        let y = depthwise_conv2d(x, w, bias, stride, padding, Activation::Identity)?;
+        return super::smooth_act(&y, act);
+    }
     if !x.device().is_cpu() {
         let y = x
             .conv2d(w, padding, stride, 1, c)?

@@ -361,6 +361,12 @@ pub fn expand_depthwise_conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    if expand.2.is_smooth() || depthwise.2.is_smooth() {
+        // Two passes: the smooth activations' backward needs their inputs.
+        let h = pointwise::pointwise_conv2d(x, expand.0, expand.1, expand.2, None)?;
+        let (w, b, act) = depthwise;
+        return super::depthwise_conv2d(&h, w, b, stride, padding, act);
+    }
     fused(x, expand, depthwise, (stride, padding), false)
 }
 

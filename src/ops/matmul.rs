@@ -184,6 +184,7 @@ impl Epilogue<'_> {
                 Activation::Relu6 => row
                     .iter_mut()
                     .for_each(|v| *v = (*v + bias).clamp(0.0, 6.0)),
+                smooth => row.iter_mut().for_each(|v| *v = smooth.apply(*v + bias)),
             },
             Some(res) => match act {
                 Activation::Identity => row.iter_mut().zip(res).for_each(|(v, r)| *v += bias + r),
@@ -195,6 +196,10 @@ impl Epilogue<'_> {
                     .iter_mut()
                     .zip(res)
                     .for_each(|(v, r)| *v = (*v + bias).clamp(0.0, 6.0) + r),
+                smooth => row
+                    .iter_mut()
+                    .zip(res)
+                    .for_each(|(v, r)| *v = smooth.apply(*v + bias) + r),
             },
         }
     }

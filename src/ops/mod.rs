@@ -109,6 +109,8 @@ pub mod fourier;
 mod matmul;
 pub mod pointwise;
 pub mod pool;
+pub mod smooth;
+pub mod squeeze_excite;
 pub mod warp;
 
 pub use batchnorm::{
@@ -122,6 +124,8 @@ pub use expand_depthwise::expand_depthwise_conv2d;
 pub use fourier::{Irfft2, irfft2};
 pub use pointwise::pointwise_conv2d;
 pub use pool::{adaptive_avg_pool2d, max_pool2d};
+pub use smooth::smooth_act;
+pub use squeeze_excite::{SeWeights, squeeze_excite};
 pub use warp::{Affine, WarpPadding, affine_warp};
 
 use std::borrow::Cow;
@@ -139,6 +143,14 @@ pub enum Activation {
     Relu,
     /// `y = min(max(x, 0), 6)`; the gradient passes where `0 < y < 6` (PyTorch's hardtanh).
     Relu6,
+    /// `y = x * sigmoid(x)` (SiLU, swish; EfficientNet). Smooth: see [`Activation::is_smooth`].
+    Silu,
+    /// `y = x * relu6(x + 3) / 6` (MobileNetV3's hard-swish). Smooth.
+    HardSwish,
+    /// `y = relu6(x + 3) / 6` (MobileNetV3's squeeze-excitation gate). Smooth.
+    HardSigmoid,
+    /// `y = 1 / (1 + exp(-x))` (EfficientNet's squeeze-excitation gate). Smooth.
+    Sigmoid,
 }
 
 impl Activation {
@@ -149,16 +161,40 @@ impl Activation {
             Activation::Identity => v,
             Activation::Relu => v.max(0.0),
             Activation::Relu6 => v.clamp(0.0, 6.0),
+            Activation::Silu => v / (1.0 + (-v).exp()),
+            Activation::HardSwish => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::HardSigmoid => (v + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
         }
     }
 
-    /// Whether the gradient passes through, judged from the activation's output `out`.
+    /// Whether the gradient depends on the input, not only on a mask of the output (SiLU,
+    /// hard-swish, hard-sigmoid, sigmoid). The fused kernels then run with
+    /// [`Activation::Identity`] and apply it with [`smooth::smooth_act`], whose backward
+    /// reads the input.
+    pub fn is_smooth(self) -> bool {
+        matches!(
+            self,
+            Activation::Silu
+                | Activation::HardSwish
+                | Activation::HardSigmoid
+                | Activation::Sigmoid
+        )
+    }
+
+    /// Whether the gradient passes through, judged from the activation's output `out` (for
+    /// the piecewise-linear activations; a smooth one always "passes", its gradient is
+    /// [`smooth::smooth_act`]'s).
     #[inline(always)]
     pub fn passes(self, out: f32) -> bool {
         match self {
             Activation::Identity => true,
             Activation::Relu => out > 0.0,
             Activation::Relu6 => out > 0.0 && out < 6.0,
+            Activation::Silu
+            | Activation::HardSwish
+            | Activation::HardSigmoid
+            | Activation::Sigmoid => true,
         }
     }
 
@@ -173,6 +209,10 @@ impl Activation {
                 .iter_mut()
                 .zip(src)
                 .for_each(|(d, s)| *d = s.clamp(0.0, 6.0)),
+            smooth => dst
+                .iter_mut()
+                .zip(src)
+                .for_each(|(d, &s)| *d = smooth.apply(s)),
         }
     }
 
@@ -182,6 +222,7 @@ impl Activation {
             Activation::Identity => Ok(t.clone()),
             Activation::Relu => t.relu(),
             Activation::Relu6 => t.clamp(0f32, 6f32),
+            smooth => smooth::smooth_act(t, smooth),
         }
     }
 }
@@ -376,6 +417,8 @@ impl CustomOp2 for ActGrad {
                     }
                     Activation::Relu6 => rows
                         .for_each(|((r, &g), &o)| *r = if (o > 0.0) & (o < 6.0) { g } else { 0.0 }),
+                    // Never built: `act_grad` refuses smooth activations.
+                    _ => rows.for_each(|((r, _), _)| *r = f32::NAN),
                 }
             });
         Ok((CpuStorage::F32(res), l1.shape().clone()))
@@ -384,6 +427,9 @@ impl CustomOp2 for ActGrad {
 
 /// `grad * act'(out)` (`grad`, `out`: same shape). No backward of its own.
 pub(crate) fn act_grad(grad: &Tensor, out: &Tensor, act: Activation) -> Result<Tensor> {
+    if act.is_smooth() {
+        bail!("act_grad: the gradient of {act:?} needs its input, not its output (smooth_act)");
+    }
     match act {
         Activation::Identity => Ok(grad.clone()),
         _ if !grad.device().is_cpu() => {
@@ -450,6 +496,10 @@ pub(crate) mod test_util {
             Activation::Identity => v,
             Activation::Relu => v.max(0.0),
             Activation::Relu6 => v.clamp(0.0, 6.0),
+            Activation::Silu => v / (1.0 + (-v).exp()),
+            Activation::HardSwish => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::HardSigmoid => (v + 3.0).clamp(0.0, 6.0) / 6.0,
+            Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
         }
     }
 

@@ -362,6 +362,16 @@ pub fn pointwise_conv2d(
             );
         }
     }
+    if act.is_smooth() {
+        let y = super::smooth_act(
+            &pointwise_conv2d(x, w, bias, Activation::Identity, None)?,
+            act,
+        )?;
+        return match residual {
+            Some(r) => y + r,
+            None => Ok(y),
+        };
+    }
     if !x.device().is_cpu() {
         return with_candle(x, w, bias, act, residual);
     }
