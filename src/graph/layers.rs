@@ -62,6 +62,10 @@ pub struct ConvBnAct {
     /// Ids of `weight` and `bias` when they were last folded from the unfolded tensors: other ids
     /// mean someone replaced them (fine-tuning in folded mode) and they cannot be unfolded.
     folded_ids: (TensorId, TensorId),
+    /// TensorFlow's "same" padding (timm's `tf_*` ports): the input is zero-padded by
+    /// `max((ceil(n / s) - 1) * s + k - n, 0)` per axis, the smaller half before, at every
+    /// forward (it depends on the input size); the kind's own padding is then 0.
+    tf_same: bool,
 }
 
 impl ConvBnAct {
@@ -86,7 +90,42 @@ impl ConvBnAct {
             mode: BatchNormMode::Folded,
             conv_weight: weight.clone(),
             bn: Mutex::new(bn.clone()),
+            tf_same: false,
         })
+    }
+
+    /// The same layer with TensorFlow's "same" padding instead of the kind's own (see the
+    /// field `tf_same`): output `ceil(n / stride)` per axis.
+    pub fn with_tf_same_padding(mut self) -> Self {
+        self.kind = match self.kind {
+            ConvKind::Dense { stride, .. } => ConvKind::Dense { stride, padding: 0 },
+            ConvKind::Depthwise { stride, .. } => ConvKind::Depthwise { stride, padding: 0 },
+            ConvKind::Pointwise => ConvKind::Pointwise,
+        };
+        self.tf_same = true;
+        self
+    }
+
+    /// The (before, after) zero padding of TensorFlow's "same" for an axis of `n` pixels.
+    fn same_padding(&self, n: usize) -> (usize, usize) {
+        let (stride, _) = self.stride_padding();
+        let k = self.kernel_size();
+        let total = ((n.div_ceil(stride) - 1) * stride + k).saturating_sub(n);
+        (total / 2, total - total / 2)
+    }
+
+    /// `x` `[batch, c, h, w]` zero-padded for TensorFlow's "same" (unchanged without it).
+    fn pad_same(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.tf_same {
+            return Ok(x.clone());
+        }
+        let (top, bottom) = self.same_padding(x.dim(2)?);
+        let (left, right) = self.same_padding(x.dim(3)?);
+        if top + bottom + left + right == 0 {
+            return Ok(x.clone());
+        }
+        Ok(x.pad_with_zeros(2, top, bottom)?
+            .pad_with_zeros(3, left, right)?)
     }
 
     /// Output channels.
@@ -162,6 +201,7 @@ impl ConvBnAct {
         train: bool,
     ) -> Result<Tensor> {
         match (self.kind, depthwise.kind, self.mode, depthwise.mode) {
+            _ if depthwise.tf_same => depthwise.forward(&self.forward(x, train)?, train),
             (
                 ConvKind::Pointwise,
                 ConvKind::Depthwise { stride, padding },
@@ -245,6 +285,7 @@ fn pointwise_as_matrix(kind: ConvKind, weight: Tensor) -> Result<Tensor> {
 impl Stage for ConvBnAct {
     /// `[batch, in, h, w]` -> `[batch, out, h', w']`.
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = &self.pad_same(x)?;
         if self.mode != BatchNormMode::Folded {
             return self.forward_unfolded(x, train);
         }
@@ -262,7 +303,13 @@ impl Stage for ConvBnAct {
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
         let (stride, padding) = self.stride_padding();
         let k = self.kernel_size();
-        let out = |n: usize| (n + 2 * padding - k) / stride + 1;
+        let out = |n: usize| {
+            if self.tf_same {
+                n.div_ceil(stride)
+            } else {
+                (n + 2 * padding - k) / stride + 1
+            }
+        };
         vec![self.out_channels(), out(input[1]), out(input[2])]
     }
 

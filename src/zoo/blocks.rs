@@ -8,7 +8,8 @@ use crate::Result;
 use crate::graph::Stage;
 use crate::graph::layers::ConvBnAct;
 use crate::ops::{
-    Activation, DropoutSeeds, adaptive_avg_pool2d, bias_act, max_pool2d, seeded_dropout,
+    Activation, DropoutSeeds, SeWeights, adaptive_avg_pool2d, bias_act, max_pool2d, seeded_dropout,
+    squeeze_excite,
 };
 
 /// Max pooling (`-inf` padding, floor mode, gradient to each window's first maximum):
@@ -220,12 +221,76 @@ impl MbConvConfig {
     }
 }
 
-/// Mobile inverted bottleneck (EfficientNet-Lite's MBConv, MobileNetV2's inverted residual):
-/// 1x1 expand (ReLU6) -> depthwise kxk (ReLU6) -> 1x1 project (linear), plus the input when
-/// stride is 1 and channels match.
+/// Squeeze-excitation inside a block ([`squeeze_excite`]): `[batch, c, h, w]` scaled per
+/// channel by `gate(expand(act(reduce(mean))))`.
+pub struct SqueezeExcite {
+    weights: SeWeights,
+    act: Activation,
+    gate: Activation,
+}
+
+impl SqueezeExcite {
+    /// From the checkpoint's 1x1 convolutions: `reduce_w` `[r, c, 1, 1]` (or `[r, c]`),
+    /// `reduce_b` `[r]`, `expand_w` `[c, r, 1, 1]` (or `[c, r]`), `expand_b` `[c]`; `act`
+    /// after the reduction (SiLU, ReLU), `gate` on the expansion (sigmoid, hard-sigmoid).
+    pub fn new(
+        [reduce_w, reduce_b, expand_w, expand_b]: [Tensor; 4],
+        act: Activation,
+        gate: Activation,
+    ) -> Result<Self> {
+        let matrix = |w: Tensor| -> Result<Tensor> {
+            let (o, i) = (w.dim(0)?, w.dim(1)?);
+            Ok(w.reshape((o, i))?)
+        };
+        Ok(SqueezeExcite {
+            weights: SeWeights {
+                reduce_w: matrix(reduce_w)?,
+                reduce_b,
+                expand_w: matrix(expand_w)?,
+                expand_b,
+            },
+            act,
+            gate,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(squeeze_excite(x, &self.weights, self.act, self.gate)?)
+    }
+
+    fn param_count(&self) -> usize {
+        let w = &self.weights;
+        [&w.reduce_w, &w.reduce_b, &w.expand_w, &w.expand_b]
+            .iter()
+            .map(|t| t.elem_count())
+            .sum()
+    }
+
+    /// Multiply-accumulates per image: the two small products and the channel scaling.
+    fn macs(&self, input: &[usize]) -> u64 {
+        (2 * self.weights.reduce_w.elem_count() + input.iter().product::<usize>()) as u64
+    }
+
+    /// Named `reduce.weight`, `reduce.bias`, `expand.weight`, `expand.bias`.
+    fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let w = &mut self.weights;
+        vec![
+            ("reduce.weight".into(), &mut w.reduce_w),
+            ("reduce.bias".into(), &mut w.reduce_b),
+            ("expand.weight".into(), &mut w.expand_w),
+            ("expand.bias".into(), &mut w.expand_b),
+        ]
+    }
+}
+
+/// Mobile inverted bottleneck (EfficientNet-Lite's MBConv, MobileNetV2's inverted residual,
+/// EfficientNet's and MobileNetV3's with squeeze-excitation): 1x1 expand -> depthwise kxk ->
+/// optional squeeze-excitation -> 1x1 project (linear), plus the input when stride is 1 and
+/// channels match. The activations are the convolutions' own.
 pub struct MbConv {
     expand: Option<ConvBnAct>,
     depthwise: ConvBnAct,
+    se: Option<SqueezeExcite>,
     project: ConvBnAct,
     residual: bool,
 }
@@ -241,9 +306,16 @@ impl MbConv {
         MbConv {
             expand,
             depthwise,
+            se: None,
             project,
             residual,
         }
+    }
+
+    /// The same block with squeeze-excitation between the depthwise and the projection.
+    pub fn with_squeeze_excite(mut self, se: SqueezeExcite) -> Self {
+        self.se = Some(se);
+        self
     }
 }
 
@@ -255,6 +327,10 @@ impl Stage for MbConv {
         let h = match &self.expand {
             Some(e) => e.forward_then_depthwise(&self.depthwise, x, train)?,
             None => self.depthwise.forward(x, train)?,
+        };
+        let h = match &self.se {
+            Some(se) => se.forward(&h)?,
+            None => h,
         };
         // The residual is added in the projection's own pass.
         if self.residual {
@@ -279,22 +355,31 @@ impl Stage for MbConv {
             None => (0, input.to_vec()),
         };
         let dw_out = self.depthwise.output_shape(&hidden);
-        expand_macs + self.depthwise.macs(&hidden) + self.project.macs(&dw_out)
+        let se_macs = self.se.as_ref().map_or(0, |se| se.macs(&dw_out));
+        expand_macs + self.depthwise.macs(&hidden) + se_macs + self.project.macs(&dw_out)
     }
 
     fn param_count(&self) -> usize {
         self.expand.as_ref().map_or(0, |e| e.param_count())
             + self.depthwise.param_count()
+            + self.se.as_ref().map_or(0, |se| se.param_count())
             + self.project.param_count()
     }
 
-    /// Named `expand.*`, `depthwise.*`, `project.*` (`weight`, `bias`).
+    /// Named `expand.*`, `depthwise.*`, `se.*` (with squeeze-excitation), `project.*`.
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut out = Vec::new();
         if let Some(e) = self.expand.as_mut() {
             out.extend(prefixed("expand".into(), e));
         }
         out.extend(prefixed("depthwise".into(), &mut self.depthwise));
+        if let Some(se) = self.se.as_mut() {
+            out.extend(
+                se.tensors_mut()
+                    .into_iter()
+                    .map(|(n, t)| (format!("se.{n}"), t)),
+            );
+        }
         out.extend(prefixed("project".into(), &mut self.project));
         out
     }
