@@ -137,6 +137,16 @@ pub fn detect(shapes: &Shapes) -> Result<Detected> {
     )))
 }
 
+/// [`detect`] for the weights file at `path`, refined by the path where the family tells
+/// variants apart that way ([`registry::Architecture::refine_by_path`]).
+pub fn detect_path(shapes: &Shapes, path: &Path) -> Result<Detected> {
+    let found = detect(shapes)?;
+    Ok(match registry::family_of(&found.architecture) {
+        Some(family) => family.refine_by_path(found, path),
+        None => found,
+    })
+}
+
 /// The layer class-activation maps look at by default for an architecture id.
 pub fn default_cam_layer(architecture: &str) -> Option<String> {
     registry::family_of(architecture).map(|f| f.default_cam_layer(architecture))

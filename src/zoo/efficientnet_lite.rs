@@ -37,8 +37,8 @@ pub const ARCHITECTURES: [&str; 5] = [
 ];
 
 /// One stage of MBConv blocks: (repeats, kernel, first stride, expansion, output channels),
-/// Lite0's values (the base the other variants scale).
-const LITE0_STAGES: [(usize, usize, usize, usize, usize); 7] = [
+/// Lite0's values (the base the other variants scale; EfficientNet-B0's too).
+pub(crate) const LITE0_STAGES: [(usize, usize, usize, usize, usize); 7] = [
     (1, 3, 1, 1, 16),
     (2, 3, 2, 6, 24),
     (2, 5, 2, 6, 40),

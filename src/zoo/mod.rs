@@ -4,14 +4,18 @@
 pub mod blocks;
 pub mod checkpoint;
 pub mod detect;
+pub mod efficientnet;
 pub mod efficientnet_lite;
 pub mod hub;
 pub mod limits;
+pub mod mobile_blocks;
 pub mod mobilenet_v2;
+pub mod mobilenet_v3;
 pub mod pth;
 pub mod registry;
 pub mod resnet;
 pub mod small_convnet;
+pub mod timm_relu6;
 pub mod vgg;
 
 use std::path::{Path, PathBuf};
@@ -262,7 +266,7 @@ impl ModelSpec {
     /// otherwise), the architecture's default class-activation-map layer.
     pub fn from_weights(path: &Path) -> Result<Self> {
         let shapes = detect::read_shapes(path)?;
-        let found = detect::detect(&shapes)?;
+        let found = detect::detect_path(&shapes, path)?;
         let n = found.num_classes;
         limits::check_class_count(path, "the classifier has", n)?;
         let imagenet_labels = models_dir().join("imagenet_classes.txt");

@@ -8,7 +8,7 @@
 use super::checkpoint::{Checkpoint, ExpectedTensors};
 use super::detect::{Detected, Shapes};
 use super::{IMAGENET_MEAN, IMAGENET_STD};
-use super::{efficientnet_lite, mobilenet_v2, resnet, vgg};
+use super::{efficientnet, efficientnet_lite, mobilenet_v2, mobilenet_v3, resnet, timm_relu6, vgg};
 use crate::Result;
 use crate::graph::Network;
 
@@ -70,6 +70,13 @@ pub trait Architecture: Sync {
     /// found with the evidence in words, or an error saying why this family's names do not
     /// make a network the zoo builds (e.g. a ResNet depth it does not know).
     fn detect(&self, shapes: &Shapes) -> Option<Result<Detected>>;
+
+    /// What [`Architecture::detect`] found, refined by the file's path: for ids whose
+    /// tensors are the same names and shapes as another id's (timm's `tf_` ports), the path
+    /// may name the variant. Unchanged by default.
+    fn refine_by_path(&self, found: Detected, _path: &std::path::Path) -> Detected {
+        found
+    }
 }
 
 /// Every family, in the order detection tries them (more specific names first).
@@ -78,6 +85,9 @@ pub static FAMILIES: &[&dyn Architecture] = &[
     &mobilenet_v2::MobileNetV2,
     &vgg::Vgg,
     &efficientnet_lite::EfficientNetLite,
+    &efficientnet::EfficientNet,
+    &mobilenet_v3::MobileNetV3,
+    &timm_relu6::TimmRelu6,
 ];
 
 /// The family building architecture `id`.
@@ -117,7 +127,8 @@ mod tests {
                     continue;
                 };
                 let shapes: Shapes = expected.into_iter().collect();
-                let found = super::super::detect::detect(&shapes).unwrap();
+                let path = std::path::PathBuf::from(format!("{id}.safetensors"));
+                let found = super::super::detect::detect_path(&shapes, &path).unwrap();
                 assert_eq!(
                     (found.architecture.as_str(), found.num_classes),
                     (id, classes),
