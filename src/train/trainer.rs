@@ -118,7 +118,7 @@ pub fn train(
             let tensors =
                 small_convnet::init_tensors(size as usize, classes.len(), cfg.seed, &device)?;
             let mut net = small_convnet::build(&tensors, size as usize, classes.len())?;
-            let vars = make_trainable(&mut net, "block1")?;
+            let vars = make_trainable(&mut net, "block1", None)?;
             run.manifest = Some(
                 TrainedManifest::new(
                     cfg,
@@ -241,10 +241,13 @@ pub fn train(
     })
 }
 
-/// Turns the tensors of every stage from `from` on into trainable variables.
-fn make_trainable(net: &mut Network, from: &str) -> Result<Vec<Var>> {
+/// Turns the tensors of every stage from `from` on (but the stage `except`) into trainable
+/// variables.
+fn make_trainable(net: &mut Network, from: &str, except: Option<&str>) -> Result<Vec<Var>> {
+    let skip = except.map(|id| format!("{id}."));
     net.tensors_mut_from(from)?
         .into_iter()
+        .filter(|(name, _)| skip.as_ref().is_none_or(|p| !name.starts_with(p.as_str())))
         .map(|(_, t)| {
             let var = Var::from_tensor(t)?;
             *t = var.as_tensor().clone();
@@ -504,8 +507,10 @@ impl Run<'_> {
         if cfg.train_batchnorm {
             net.set_batchnorm_mode(Some(&first_unfrozen), BatchNormMode::Train)?;
         }
-        let mut vars = make_trainable(&mut net, &first_unfrozen)?;
         let unfrozen: Vec<String> = ids[pooled - cfg.unfreeze..pooled].to_vec();
+        // Only the unfrozen stages: the feature layer itself stays frozen (its tensors, a
+        // dense layer in VGG and MobileNetV3, are not among the fine-tuned layers saved).
+        let mut vars = make_trainable(&mut net, &first_unfrozen, Some(FEATURE_LAYER))?;
         vars.extend(head.make_trainable()?);
         self.trained_layers = unfrozen;
         let mut learner = ImageLearner::new(
@@ -803,7 +808,10 @@ impl Learner for ImageLearner<'_> {
                 if train_bn {
                     net.set_batchnorm_mode(Some(&first), BatchNormMode::Folded)?;
                 }
-                tensors.extend(trainable_tensors(net, last_frozen, true)?);
+                // The feature layer stays frozen (see `make_trainable`): not saved.
+                let trained = trainable_tensors(net, last_frozen, true)?;
+                let feature = format!("{FEATURE_LAYER}.");
+                tensors.extend(trained.into_iter().filter(|(n, _)| !n.starts_with(&feature)));
                 if train_bn {
                     net.set_batchnorm_mode(Some(&first), BatchNormMode::Train)?;
                 }
