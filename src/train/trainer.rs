@@ -811,7 +811,11 @@ impl Learner for ImageLearner<'_> {
                 // The feature layer stays frozen (see `make_trainable`): not saved.
                 let trained = trainable_tensors(net, last_frozen, true)?;
                 let feature = format!("{FEATURE_LAYER}.");
-                tensors.extend(trained.into_iter().filter(|(n, _)| !n.starts_with(&feature)));
+                tensors.extend(
+                    trained
+                        .into_iter()
+                        .filter(|(n, _)| !n.starts_with(&feature)),
+                );
                 if train_bn {
                     net.set_batchnorm_mode(Some(&first), BatchNormMode::Train)?;
                 }

@@ -7,6 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use candle_core::{Device, Tensor};
 
+use super::{fixture, fixture_metadata};
+
 const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// FNV-1a (64-bit) of a tensor name's UTF-8 bytes.
@@ -98,4 +100,89 @@ pub fn state(seed: u64, shapes: &[(String, Vec<usize>)], gain: f64) -> HashMap<S
 pub fn input(seed: u64, size: usize) -> Tensor {
     let v = values(seed, "input", 3 * size * size, Kind::Input);
     Tensor::from_vec(v, (1, 3, size, size), &Device::Cpu).unwrap()
+}
+
+/// A seeded-weights fixture: its metadata and tensors.
+pub struct Seeded {
+    pub meta: HashMap<String, String>,
+    pub tensors: HashMap<String, Tensor>,
+    pub seed: u64,
+}
+
+impl Seeded {
+    pub fn open(name: &str) -> Self {
+        let meta = fixture_metadata(name);
+        let seed = meta["seed"].parse().unwrap();
+        Seeded {
+            tensors: fixture(name),
+            meta,
+            seed,
+        }
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
+        serde_json::from_str(&self.meta[key]).unwrap_or_else(|e| panic!("meta {key}: {e}"))
+    }
+
+    pub fn floats(&self, key: &str) -> Vec<f32> {
+        self.tensors[key].flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    /// The weights drawn from the seed, after checking the PRNG port against the values
+    /// Python stored (raw, input, first weight) and every tensor's sum.
+    pub fn weights(&self) -> HashMap<String, Tensor> {
+        let stored: Vec<i64> = self.tensors["prng.raw"].to_vec1().unwrap();
+        let ours: Vec<i64> = (0..8).map(|i| raw(self.seed, "input", i) as i64).collect();
+        assert_eq!(
+            ours, stored,
+            "the PRNG's raw values differ from seeded.py's"
+        );
+        let shapes: Vec<(String, Vec<usize>)> = self.json("tensors");
+        let gain: f64 = self.meta["gain"].parse().unwrap();
+        let weights = state(self.seed, &shapes, gain);
+        let first = &weights[&self.meta["first_weight"]];
+        let first: Vec<f32> = first.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(
+            first[..8],
+            self.floats("prng.weight"),
+            "first weight values"
+        );
+        let sums: Vec<Vec<f64>> = self.tensors["weights.sums"].to_vec2().unwrap();
+        for ((name, _), sum) in shapes.iter().zip(&sums) {
+            let v: Vec<f32> = weights[name].flatten_all().unwrap().to_vec1().unwrap();
+            let ours: f64 = v.iter().map(|&x| f64::from(x)).sum();
+            assert!(
+                (ours - sum[0]).abs() <= 1e-9 * sum[1],
+                "{name}: sum {ours} vs {} from seeded.py",
+                sum[0]
+            );
+        }
+        weights
+    }
+
+    pub fn input(&self) -> Tensor {
+        let shape: Vec<usize> = self.meta["input_shape"]
+            .split(',')
+            .map(|d| d.parse().unwrap())
+            .collect();
+        assert_eq!(shape[..2], [1, 3]);
+        let x = input(self.seed, shape[2]);
+        let first: Vec<f32> = x
+            .flatten_all()
+            .unwrap()
+            .narrow(0, 0, 8)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(first, self.floats("prng.input"), "first input values");
+        x
+    }
+}
+
+/// `t` cut to `like`'s leading extent in every dimension (the stored window of a tap).
+pub fn window(t: &Tensor, like: &Tensor) -> Tensor {
+    like.dims()
+        .iter()
+        .enumerate()
+        .fold(t.clone(), |t, (d, &n)| t.narrow(d, 0, n).unwrap())
 }

@@ -7,98 +7,15 @@
 // Tests may panic on failure and print.
 use crate::common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use candle_core::{D, Device, Tensor};
-use common::{fixture, fixture_metadata, rel_to_max, seeded};
+use common::seeded::{Seeded, window};
+use common::{rel_to_max, seeded};
 use convlens::zoo;
 
 /// The suggested tolerance of tests/fixtures/README.md: `max|a - b| <= TOL * max|reference|`.
 const TOL: f32 = 1e-4;
-
-/// A seeded-weights fixture: its metadata and tensors.
-struct Seeded {
-    meta: HashMap<String, String>,
-    tensors: HashMap<String, Tensor>,
-    seed: u64,
-}
-
-impl Seeded {
-    fn open(name: &str) -> Self {
-        let meta = fixture_metadata(name);
-        let seed = meta["seed"].parse().unwrap();
-        Seeded {
-            tensors: fixture(name),
-            meta,
-            seed,
-        }
-    }
-
-    fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
-        serde_json::from_str(&self.meta[key]).unwrap_or_else(|e| panic!("meta {key}: {e}"))
-    }
-
-    fn floats(&self, key: &str) -> Vec<f32> {
-        self.tensors[key].flatten_all().unwrap().to_vec1().unwrap()
-    }
-
-    /// The weights drawn from the seed, after checking the PRNG port against the values
-    /// Python stored (raw, input, first weight) and every tensor's sum.
-    fn weights(&self) -> HashMap<String, Tensor> {
-        let raw: Vec<i64> = self.tensors["prng.raw"].to_vec1().unwrap();
-        let ours: Vec<i64> = (0..8)
-            .map(|i| seeded::raw(self.seed, "input", i) as i64)
-            .collect();
-        assert_eq!(ours, raw, "the PRNG's raw values differ from seeded.py's");
-        let shapes: Vec<(String, Vec<usize>)> = self.json("tensors");
-        let gain: f64 = self.meta["gain"].parse().unwrap();
-        let weights = seeded::state(self.seed, &shapes, gain);
-        let first = &weights[&self.meta["first_weight"]];
-        let first: Vec<f32> = first.flatten_all().unwrap().to_vec1().unwrap();
-        assert_eq!(
-            first[..8],
-            self.floats("prng.weight"),
-            "first weight values"
-        );
-        let sums: Vec<Vec<f64>> = self.tensors["weights.sums"].to_vec2().unwrap();
-        for ((name, _), sum) in shapes.iter().zip(&sums) {
-            let v: Vec<f32> = weights[name].flatten_all().unwrap().to_vec1().unwrap();
-            let ours: f64 = v.iter().map(|&x| f64::from(x)).sum();
-            assert!(
-                (ours - sum[0]).abs() <= 1e-9 * sum[1],
-                "{name}: sum {ours} vs {} from seeded.py",
-                sum[0]
-            );
-        }
-        weights
-    }
-
-    fn input(&self) -> Tensor {
-        let shape: Vec<usize> = self.meta["input_shape"]
-            .split(',')
-            .map(|d| d.parse().unwrap())
-            .collect();
-        assert_eq!(shape[..2], [1, 3]);
-        let x = seeded::input(self.seed, shape[2]);
-        let first: Vec<f32> = x
-            .flatten_all()
-            .unwrap()
-            .narrow(0, 0, 8)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        assert_eq!(first, self.floats("prng.input"), "first input values");
-        x
-    }
-}
-
-/// `t` cut to `like`'s leading extent in every dimension (the stored window of a tap).
-fn window(t: &Tensor, like: &Tensor) -> Tensor {
-    like.dims()
-        .iter()
-        .enumerate()
-        .fold(t.clone(), |t, (d, &n)| t.narrow(d, 0, n).unwrap())
-}
 
 /// Builds the fixture's network from its seed through the normal loading path and compares
 /// every tap with PyTorch's; returns the layer ids of the network.
