@@ -109,6 +109,7 @@ pub mod fourier;
 mod matmul;
 pub mod pointwise;
 pub mod pool;
+pub mod rect_conv;
 pub mod warp;
 
 pub use batchnorm::{
@@ -122,6 +123,7 @@ pub use expand_depthwise::expand_depthwise_conv2d;
 pub use fourier::{Irfft2, irfft2};
 pub use pointwise::pointwise_conv2d;
 pub use pool::{adaptive_avg_pool2d, max_pool2d};
+pub use rect_conv::conv2d_rect;
 pub use warp::{Affine, WarpPadding, affine_warp};
 
 use std::borrow::Cow;
