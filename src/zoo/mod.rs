@@ -3,16 +3,20 @@
 
 pub mod blocks;
 pub mod checkpoint;
+pub mod compose;
 pub mod detect;
 pub mod efficientnet_lite;
 pub mod hub;
+pub mod inception_v3;
 pub mod limits;
+pub mod mobilenet_v1;
 pub mod mobilenet_v2;
 pub mod pth;
 pub mod registry;
 pub mod resnet;
 pub mod small_convnet;
 pub mod vgg;
+pub mod xception;
 
 use std::path::{Path, PathBuf};
 

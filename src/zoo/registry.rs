@@ -8,7 +8,7 @@
 use super::checkpoint::{Checkpoint, ExpectedTensors};
 use super::detect::{Detected, Shapes};
 use super::{IMAGENET_MEAN, IMAGENET_STD};
-use super::{efficientnet_lite, mobilenet_v2, resnet, vgg};
+use super::{efficientnet_lite, inception_v3, mobilenet_v1, mobilenet_v2, resnet, vgg, xception};
 use crate::Result;
 use crate::graph::Network;
 
@@ -75,6 +75,9 @@ pub trait Architecture: Sync {
 /// Every family, in the order detection tries them (more specific names first).
 pub static FAMILIES: &[&dyn Architecture] = &[
     &resnet::ResNet,
+    &mobilenet_v1::MobileNetV1,
+    &xception::Xception,
+    &inception_v3::InceptionV3,
     &mobilenet_v2::MobileNetV2,
     &vgg::Vgg,
     &efficientnet_lite::EfficientNetLite,
