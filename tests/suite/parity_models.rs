@@ -17,14 +17,14 @@ use convlens::zoo;
 const TOL: f32 = 1e-4;
 
 /// A seeded-weights fixture: its metadata and tensors.
-struct Seeded {
-    meta: HashMap<String, String>,
-    tensors: HashMap<String, Tensor>,
+pub(crate) struct Seeded {
+    pub(crate) meta: HashMap<String, String>,
+    pub(crate) tensors: HashMap<String, Tensor>,
     seed: u64,
 }
 
 impl Seeded {
-    fn open(name: &str) -> Self {
+    pub(crate) fn open(name: &str) -> Self {
         let meta = fixture_metadata(name);
         let seed = meta["seed"].parse().unwrap();
         Seeded {
@@ -34,7 +34,7 @@ impl Seeded {
         }
     }
 
-    fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> T {
         serde_json::from_str(&self.meta[key]).unwrap_or_else(|e| panic!("meta {key}: {e}"))
     }
 
@@ -44,7 +44,7 @@ impl Seeded {
 
     /// The weights drawn from the seed, after checking the PRNG port against the values
     /// Python stored (raw, input, first weight) and every tensor's sum.
-    fn weights(&self) -> HashMap<String, Tensor> {
+    pub(crate) fn weights(&self) -> HashMap<String, Tensor> {
         let raw: Vec<i64> = self.tensors["prng.raw"].to_vec1().unwrap();
         let ours: Vec<i64> = (0..8)
             .map(|i| seeded::raw(self.seed, "input", i) as i64)
@@ -93,7 +93,7 @@ impl Seeded {
 }
 
 /// `t` cut to `like`'s leading extent in every dimension (the stored window of a tap).
-fn window(t: &Tensor, like: &Tensor) -> Tensor {
+pub(crate) fn window(t: &Tensor, like: &Tensor) -> Tensor {
     like.dims()
         .iter()
         .enumerate()
