@@ -3,6 +3,8 @@
 
 pub mod blocks;
 pub mod checkpoint;
+pub mod convnext;
+pub mod densenet;
 pub mod detect;
 pub mod efficientnet_lite;
 pub mod hub;

@@ -8,7 +8,7 @@
 use super::checkpoint::{Checkpoint, ExpectedTensors};
 use super::detect::{Detected, Shapes};
 use super::{IMAGENET_MEAN, IMAGENET_STD};
-use super::{efficientnet_lite, mobilenet_v2, resnet, vgg};
+use super::{convnext, densenet, efficientnet_lite, mobilenet_v2, resnet, vgg};
 use crate::Result;
 use crate::graph::Network;
 
@@ -78,6 +78,8 @@ pub static FAMILIES: &[&dyn Architecture] = &[
     &mobilenet_v2::MobileNetV2,
     &vgg::Vgg,
     &efficientnet_lite::EfficientNetLite,
+    &convnext::ConvNext,
+    &densenet::DenseNet,
 ];
 
 /// The family building architecture `id`.

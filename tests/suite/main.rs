@@ -31,4 +31,5 @@ mod train;
 mod viz;
 mod weights_audit;
 mod zoo;
+mod zoo_c;
 mod zoo_train;
