@@ -554,6 +554,16 @@ impl Architecture for ConvNext {
         ConvNextConfig::of(id).map(|cfg| expected_tensors(&cfg, num_classes))
     }
 
+    /// With the widths of `shapes`' depthwise kernels.
+    fn expected_tensors_like(
+        &self,
+        id: &str,
+        num_classes: usize,
+        shapes: &Shapes,
+    ) -> Option<ExpectedTensors> {
+        ConvNextConfig::from_shapes(id, shapes).map(|cfg| expected_tensors(&cfg, num_classes))
+    }
+
     fn build(&self, id: &str, ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
         build(ckpt, id, num_classes)
     }

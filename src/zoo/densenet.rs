@@ -441,6 +441,17 @@ impl Architecture for DenseNet {
         (id == ARCHITECTURES[0]).then(|| expected_tensors(&DenseNetConfig::PUBLISHED, num_classes))
     }
 
+    /// With the widths `shapes` holds (initial features, growth, bottleneck).
+    fn expected_tensors_like(
+        &self,
+        id: &str,
+        num_classes: usize,
+        shapes: &Shapes,
+    ) -> Option<ExpectedTensors> {
+        (id == ARCHITECTURES[0])
+            .then(|| expected_tensors(&DenseNetConfig::from_shapes(shapes), num_classes))
+    }
+
     fn build(&self, _id: &str, ckpt: &Checkpoint, num_classes: usize) -> Result<Network> {
         build(ckpt, num_classes)
     }
