@@ -45,6 +45,9 @@ impl CustomOp2 for BiasAct {
                             .iter_mut()
                             .zip(x)
                             .for_each(|(o, x)| *o = (x + b).clamp(0.0, 6.0)),
+                        Activation::Gelu => {
+                            o.iter_mut().zip(x).for_each(|(o, x)| *o = act.apply(x + b))
+                        }
                     }
                 });
         }
@@ -82,7 +85,7 @@ fn check(x: &[usize], bias: &[usize]) -> Result<(usize, usize)> {
 /// devices fall back to candle's `broadcast_add` + activation.
 pub fn bias_act(x: &Tensor, bias: &Tensor, act: Activation) -> Result<Tensor> {
     let (c, _) = check(x.dims(), bias.dims())?;
-    if !x.device().is_cpu() {
+    if !x.device().is_cpu() || !act.is_fusable() {
         let mut shape = vec![1; x.rank()];
         shape[1] = c;
         return act.apply_tensor(&x.broadcast_add(&bias.reshape(shape)?)?);
@@ -193,6 +196,7 @@ mod tests {
                                 Activation::Identity => y,
                                 Activation::Relu => y.max(0.0),
                                 Activation::Relu6 => y.clamp(0.0, 6.0),
+                                Activation::Gelu => super::super::test_util::act_f64(act, y),
                             };
                             y * rf[j]
                         })

@@ -344,6 +344,14 @@ fn activate(act: Activation, v: __m256) -> __m256 {
         Activation::Relu6 => {
             _mm256_min_ps(_mm256_set1_ps(6.0), _mm256_max_ps(_mm256_setzero_ps(), v))
         }
+        Activation::Gelu => {
+            let mut lanes = [0f32; 8];
+            // SAFETY: `lanes` holds the 8 floats both intrinsics read or write.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+            lanes.iter_mut().for_each(|l| *l = act.apply(*l));
+            // SAFETY: as above.
+            unsafe { _mm256_loadu_ps(lanes.as_ptr()) }
+        }
     }
 }
 

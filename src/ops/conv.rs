@@ -471,6 +471,10 @@ pub fn conv2d_bias_act(
     if !x.device().is_cpu() {
         return with_candle(x, w, bias, stride, padding, act);
     }
+    if !act.is_fusable() {
+        let y = conv2d_bias_act(x, w, bias, stride, padding, Activation::Identity)?;
+        return act.apply_tensor(&y);
+    }
     for (name, t) in [("x", x), ("w", w), ("bias", bias)] {
         if t.dtype() != DType::F32 {
             bail!(

@@ -740,7 +740,7 @@ pub fn depthwise_conv2d(
     act: Activation,
 ) -> Result<Tensor> {
     let (_, c, _) = check(x.dims(), w.dims(), bias.dims(), stride, padding)?;
-    if !x.device().is_cpu() {
+    if !x.device().is_cpu() || !act.is_fusable() {
         let y = x
             .conv2d(w, padding, stride, 1, c)?
             .broadcast_add(&bias.reshape((1, c, 1, 1))?)?;

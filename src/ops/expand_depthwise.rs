@@ -361,6 +361,12 @@ pub fn expand_depthwise_conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    if !expand.2.is_fusable() || !depthwise.2.is_fusable() {
+        let (we, be, expand_act) = expand;
+        let (wd, bd, depthwise_act) = depthwise;
+        let hidden = super::pointwise_conv2d(x, we, be, expand_act, None)?;
+        return super::depthwise_conv2d(&hidden, wd, bd, stride, padding, depthwise_act);
+    }
     fused(x, expand, depthwise, (stride, padding), false)
 }
 

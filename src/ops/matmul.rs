@@ -184,6 +184,7 @@ impl Epilogue<'_> {
                 Activation::Relu6 => row
                     .iter_mut()
                     .for_each(|v| *v = (*v + bias).clamp(0.0, 6.0)),
+                Activation::Gelu => row.iter_mut().for_each(|v| *v = act.apply(*v + bias)),
             },
             Some(res) => match act {
                 Activation::Identity => row.iter_mut().zip(res).for_each(|(v, r)| *v += bias + r),
@@ -195,6 +196,10 @@ impl Epilogue<'_> {
                     .iter_mut()
                     .zip(res)
                     .for_each(|(v, r)| *v = (*v + bias).clamp(0.0, 6.0) + r),
+                Activation::Gelu => row
+                    .iter_mut()
+                    .zip(res)
+                    .for_each(|(v, r)| *v = act.apply(*v + bias) + r),
             },
         }
     }

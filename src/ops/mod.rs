@@ -106,6 +106,7 @@ pub mod depthwise;
 pub mod dropout;
 pub mod expand_depthwise;
 pub mod fourier;
+pub mod layer_norm;
 mod matmul;
 pub mod pointwise;
 pub mod pool;
@@ -121,6 +122,7 @@ pub use depthwise::depthwise_conv2d;
 pub use dropout::{DropoutSeeds, seeded_dropout};
 pub use expand_depthwise::expand_depthwise_conv2d;
 pub use fourier::{Irfft2, irfft2};
+pub use layer_norm::{layer_norm_channels, layer_norm_last};
 pub use pointwise::pointwise_conv2d;
 pub use pool::{adaptive_avg_pool2d, max_pool2d};
 pub use rect_conv::conv2d_rect;
@@ -141,6 +143,10 @@ pub enum Activation {
     Relu,
     /// `y = min(max(x, 0), 6)`; the gradient passes where `0 < y < 6` (PyTorch's hardtanh).
     Relu6,
+    /// `y = x Φ(x) = x (1 + erf(x / √2)) / 2`, the exact GELU (PyTorch's `nn.GELU()` default).
+    /// Smooth, so its gradient needs the input: the kernels run it as a pass of its own after
+    /// their identity output (see [`Activation::is_fusable`]).
+    Gelu,
 }
 
 impl Activation {
@@ -151,7 +157,14 @@ impl Activation {
             Activation::Identity => v,
             Activation::Relu => v.max(0.0),
             Activation::Relu6 => v.clamp(0.0, 6.0),
+            Activation::Gelu => gelu(v),
         }
+    }
+
+    /// Whether a kernel can fuse it: its gradient follows from its output alone (the
+    /// piecewise-linear activations). The others run after the kernel, through candle's ops.
+    pub fn is_fusable(self) -> bool {
+        !matches!(self, Activation::Gelu)
     }
 
     /// Whether the gradient passes through, judged from the activation's output `out`.
@@ -161,6 +174,8 @@ impl Activation {
             Activation::Identity => true,
             Activation::Relu => out > 0.0,
             Activation::Relu6 => out > 0.0 && out < 6.0,
+            // Never fused (`is_fusable`): its gradient is not a pass-or-stop of the output's.
+            Activation::Gelu => true,
         }
     }
 
@@ -175,6 +190,7 @@ impl Activation {
                 .iter_mut()
                 .zip(src)
                 .for_each(|(d, s)| *d = s.clamp(0.0, 6.0)),
+            Activation::Gelu => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = gelu(s)),
         }
     }
 
@@ -184,8 +200,16 @@ impl Activation {
             Activation::Identity => Ok(t.clone()),
             Activation::Relu => t.relu(),
             Activation::Relu6 => t.clamp(0f32, 6f32),
+            Activation::Gelu => t.gelu_erf(),
         }
     }
+}
+
+/// The exact GELU of one value, `x Φ(x)`, evaluated in f64 as candle's `gelu_erf` does.
+#[inline]
+fn gelu(v: f32) -> f32 {
+    let x = f64::from(v);
+    (0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2))) as f32
 }
 
 /// The f32 elements of `storage` under `layout`, in row-major order: borrowed when the layout
@@ -372,7 +396,8 @@ impl CustomOp2 for ActGrad {
                 // vectorises to a compare and a blend (the same values as `act.passes`).
                 let rows = r.iter_mut().zip(g).zip(o);
                 match act {
-                    Activation::Identity => rows.for_each(|((r, &g), _)| *r = g),
+                    // (GELU never reaches here: `act_grad` refuses it.)
+                    Activation::Identity | Activation::Gelu => rows.for_each(|((r, &g), _)| *r = g),
                     Activation::Relu => {
                         rows.for_each(|((r, &g), &o)| *r = if o > 0.0 { g } else { 0.0 })
                     }
@@ -388,6 +413,7 @@ impl CustomOp2 for ActGrad {
 pub(crate) fn act_grad(grad: &Tensor, out: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
         Activation::Identity => Ok(grad.clone()),
+        Activation::Gelu => bail!("GELU's gradient needs its input; it is never fused"),
         _ if !grad.device().is_cpu() => {
             let mask = match act {
                 Activation::Relu => out.gt(0f64)?,
@@ -452,6 +478,7 @@ pub(crate) mod test_util {
             Activation::Identity => v,
             Activation::Relu => v.max(0.0),
             Activation::Relu6 => v.clamp(0.0, 6.0),
+            Activation::Gelu => 0.5 * v * (1.0 + candle_core::cpu::erf::erf_f64(v / 2f64.sqrt())),
         }
     }
 

@@ -365,6 +365,13 @@ pub fn pointwise_conv2d(
     if !x.device().is_cpu() {
         return with_candle(x, w, bias, act, residual);
     }
+    if !act.is_fusable() {
+        let y = act.apply_tensor(&pointwise_conv2d(x, w, bias, Activation::Identity, None)?)?;
+        return match residual {
+            Some(r) => y + r,
+            None => Ok(y),
+        };
+    }
     let named = [("x", Some(x)), ("w", Some(w)), ("bias", Some(bias))];
     for (name, t) in named.into_iter().chain([("residual", residual)]) {
         if let Some(t) = t

@@ -4,6 +4,8 @@
 pub mod blocks;
 pub mod checkpoint;
 pub mod compose;
+pub mod convnext;
+pub mod densenet;
 pub mod detect;
 pub mod efficientnet_lite;
 pub mod hub;
@@ -373,7 +375,12 @@ impl ModelSpec {
         }
         let classes = self.manifest.num_classes;
         limits::check_class_count(&self.manifest_path, "the manifest gives", classes)?;
-        if let Some(expected) = expected_tensors(architecture, classes) {
+        let expected = match detect::read_shapes(&self.weights_path) {
+            Ok(shapes) => registry::family_of(architecture)
+                .and_then(|f| f.expected_tensors_like(architecture, classes, &shapes)),
+            Err(_) => expected_tensors(architecture, classes),
+        };
+        if let Some(expected) = expected {
             // From the header alone, before a byte of tensor data is read.
             checkpoint::audit_file(&self.weights_path, architecture, &expected).map_err(
                 |audit| match detect::read_shapes(&self.weights_path) {

@@ -8,7 +8,10 @@
 use super::checkpoint::{Checkpoint, ExpectedTensors};
 use super::detect::{Detected, Shapes};
 use super::{IMAGENET_MEAN, IMAGENET_STD};
-use super::{efficientnet_lite, inception_v3, mobilenet_v1, mobilenet_v2, resnet, vgg, xception};
+use super::{
+    convnext, densenet, efficientnet_lite, inception_v3, mobilenet_v1, mobilenet_v2, resnet, vgg,
+    xception,
+};
 use crate::Result;
 use crate::graph::Network;
 
@@ -54,6 +57,18 @@ pub trait Architecture: Sync {
     /// checkpoint), with its shape. `None` when `id` cannot have that many classes.
     fn expected_tensors(&self, id: &str, num_classes: usize) -> Option<ExpectedTensors>;
 
+    /// The tensors a checkpoint of `id` must hold when its tensors are `shapes`: families that
+    /// read their widths from the file (reduced-width checkpoints) take them from `shapes`;
+    /// by default [`Architecture::expected_tensors`].
+    fn expected_tensors_like(
+        &self,
+        id: &str,
+        num_classes: usize,
+        _shapes: &Shapes,
+    ) -> Option<ExpectedTensors> {
+        self.expected_tensors(id, num_classes)
+    }
+
     /// Builds the network of `id` from a checkpoint (`num_classes` 0: it ends at `pooled`).
     /// Input `[batch, 3, h, w]`.
     fn build(&self, id: &str, ckpt: &Checkpoint, num_classes: usize) -> Result<Network>;
@@ -81,6 +96,8 @@ pub static FAMILIES: &[&dyn Architecture] = &[
     &mobilenet_v2::MobileNetV2,
     &vgg::Vgg,
     &efficientnet_lite::EfficientNetLite,
+    &convnext::ConvNext,
+    &densenet::DenseNet,
 ];
 
 /// The family building architecture `id`.

@@ -32,4 +32,5 @@ mod viz;
 mod weights_audit;
 mod zoo;
 mod zoo_a;
+mod zoo_c;
 mod zoo_train;
