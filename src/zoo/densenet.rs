@@ -36,6 +36,11 @@ pub const ARCHITECTURES: [&str; 1] = ["densenet121"];
 /// Dense layers per block of DenseNet-121.
 const LAYERS: [usize; 4] = [6, 12, 24, 16];
 
+/// A dense layer's place and input width: `(block 1..=4, layer 1.., input channels)`.
+type LayerPlan = (usize, usize, usize);
+/// A transition's place and input width: `(after block, channels in)`.
+type TransitionPlan = (usize, usize);
+
 /// A DenseNet's widths: initial features, growth rate, bottleneck width (`bn_size · growth`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenseNetConfig {
@@ -70,7 +75,7 @@ impl DenseNetConfig {
 
     /// Every dense layer as `(block 1..=4, layer 1.., input channels)`, and every transition
     /// as `(block, channels in)` after its block; the final channel count last.
-    fn plan(&self) -> (Vec<(usize, usize, usize)>, Vec<(usize, usize)>, usize) {
+    fn plan(&self) -> (Vec<LayerPlan>, Vec<TransitionPlan>, usize) {
         let (mut layers, mut transitions) = (Vec::new(), Vec::new());
         let mut c = self.init;
         for (b, &n) in LAYERS.iter().enumerate() {
