@@ -164,7 +164,8 @@ pub enum Reply {
     Sparsity(Vec<LayerSparsity>),
     /// A heatmap, for row `row` of the Heatmap tab.
     Cam {
-        view: CamView,
+        /// Boxed: a view with its options is several times the size of the other replies.
+        view: Box<CamView>,
         row: usize,
     },
     Predictions(Vec<PredictionRow>),
@@ -273,7 +274,10 @@ impl Request {
                     alpha,
                     &mut progress,
                 )?;
-                Ok(Reply::Cam { view, row })
+                Ok(Reply::Cam {
+                    view: Box::new(view),
+                    row,
+                })
             }
             Request::Predict { model, paths, k } => {
                 // In chunks: Cancel stops a long list, and the status bar shows how far it is.
