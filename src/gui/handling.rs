@@ -175,7 +175,7 @@ impl ConvlensApp {
             }
             Reply::Activations(view) => self.tabs.activations.set_view(view),
             Reply::Sparsity(s) => self.tabs.activations.set_sparsity(s),
-            Reply::Cam { view, row } => self.tabs.heatmap.set_view(view, row),
+            Reply::Cam { view, row } => self.tabs.heatmap.set_view(*view, row),
             Reply::Predictions(p) => self.tabs.predict.set_predictions(p),
             Reply::Trained(outcome) => {
                 let dir = outcome.report.out_dir.to_string_lossy().into_owned();

@@ -13,7 +13,7 @@ use crate::device::DeviceChoice;
 use crate::export::FigureRequest;
 use crate::train::{TrainConfig, TrainEvent, train};
 use crate::viz::activations::{GridOptions, LayerSparsity};
-use crate::viz::cam::{CamMethod, CamOptions};
+use crate::viz::cam::{CamOptions, Smooth};
 use crate::viz::colormap::Colormap;
 use crate::viz::filters::{FilterOptions, FilterProgress, filter_patterns_with};
 use crate::workspace::{Destination, RunDetails, RunSummary, Workspace, evaluate_saved};
@@ -164,7 +164,8 @@ pub enum Reply {
     Sparsity(Vec<LayerSparsity>),
     /// A heatmap, for row `row` of the Heatmap tab.
     Cam {
-        view: CamView,
+        /// Boxed: a view with its options is several times the size of the other replies.
+        view: Box<CamView>,
         row: usize,
     },
     Predictions(Vec<PredictionRow>),
@@ -256,10 +257,11 @@ impl Request {
                         .default_cam_layer
                         .clone();
                 }
-                let score = options.method == CamMethod::ScoreCam;
+                let batched = options.method.is_batched() || options.smooth == Smooth::Aug;
+                let label = format!("{} batches", options.method.title());
                 let mut progress = |done: usize, total: usize| {
-                    if score {
-                        ctx.progress("Score-CAM batches", done, total);
+                    if batched {
+                        ctx.progress(&label, done, total);
                     }
                     !ctx.cancel.is_cancelled()
                 };
@@ -272,7 +274,10 @@ impl Request {
                     alpha,
                     &mut progress,
                 )?;
-                Ok(Reply::Cam { view, row })
+                Ok(Reply::Cam {
+                    view: Box::new(view),
+                    row,
+                })
             }
             Request::Predict { model, paths, k } => {
                 // In chunks: Cancel stops a long list, and the status bar shows how far it is.

@@ -358,9 +358,40 @@ pub(crate) fn lane_sum(a: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Backward of an activation: `grad * act'(out)`, with the mask taken from the output.
+thread_local! {
+    static GUIDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Guided backpropagation (Springenberg et al. 2015) on this thread while the guard lives:
+/// the backward of every ReLU and ReLU6 of the fused ops passes only the positive gradients
+/// (of units whose input was positive), pytorch-grad-cam's `GuidedBackpropReLU`. The mode is
+/// read once per backward op (no cost for the normal path); it is thread-local, so other
+/// threads' gradients are unaffected. CPU only (other devices' fallbacks use candle's ReLU).
+#[must_use = "guided backpropagation ends when the guard is dropped"]
+pub struct GuidedBackprop {
+    previous: bool,
+}
+
+impl GuidedBackprop {
+    /// Starts guided backpropagation on this thread.
+    pub fn enable() -> Self {
+        GuidedBackprop {
+            previous: GUIDED.with(|g| g.replace(true)),
+        }
+    }
+}
+
+impl Drop for GuidedBackprop {
+    fn drop(&mut self) {
+        GUIDED.with(|g| g.set(self.previous));
+    }
+}
+
+/// Backward of an activation: `grad * act'(out)`, with the mask taken from the output; with
+/// `guided`, negative gradients are dropped too.
 struct ActGrad {
     act: Activation,
+    guided: bool,
 }
 
 impl CustomOp2 for ActGrad {
@@ -387,7 +418,7 @@ impl CustomOp2 for ActGrad {
         let out = f32_data(s2, l2, self.name())?;
         let mut res = zeroed(grad.len());
         const BLOCK: usize = 16_384;
-        let act = self.act;
+        let (act, guided) = (self.act, self.guided);
         res.par_chunks_mut(BLOCK)
             .zip(grad.par_chunks(BLOCK))
             .zip(out.par_chunks(BLOCK))
@@ -395,21 +426,33 @@ impl CustomOp2 for ActGrad {
                 // One loop per activation, with non-short-circuit conditions, so that each
                 // vectorises to a compare and a blend (the same values as `act.passes`).
                 let rows = r.iter_mut().zip(g).zip(o);
-                match act {
+                match (act, guided) {
                     // (GELU never reaches here: `act_grad` refuses it.)
-                    Activation::Identity | Activation::Gelu => rows.for_each(|((r, &g), _)| *r = g),
-                    Activation::Relu => {
+                    (Activation::Identity | Activation::Gelu, _) => {
+                        rows.for_each(|((r, &g), _)| *r = g)
+                    }
+                    (Activation::Relu, false) => {
                         rows.for_each(|((r, &g), &o)| *r = if o > 0.0 { g } else { 0.0 })
                     }
-                    Activation::Relu6 => rows
+                    (Activation::Relu6, false) => rows
                         .for_each(|((r, &g), &o)| *r = if (o > 0.0) & (o < 6.0) { g } else { 0.0 }),
+                    (Activation::Relu, true) => rows
+                        .for_each(|((r, &g), &o)| *r = if (o > 0.0) & (g > 0.0) { g } else { 0.0 }),
+                    (Activation::Relu6, true) => rows.for_each(|((r, &g), &o)| {
+                        *r = if (o > 0.0) & (o < 6.0) & (g > 0.0) {
+                            g
+                        } else {
+                            0.0
+                        }
+                    }),
                 }
             });
         Ok((CpuStorage::F32(res), l1.shape().clone()))
     }
 }
 
-/// `grad * act'(out)` (`grad`, `out`: same shape). No backward of its own.
+/// `grad * act'(out)` (`grad`, `out`: same shape); under [`GuidedBackprop`] (CPU) only its
+/// positive values. No backward of its own.
 pub(crate) fn act_grad(grad: &Tensor, out: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
         Activation::Identity => Ok(grad.clone()),
@@ -421,7 +464,13 @@ pub(crate) fn act_grad(grad: &Tensor, out: &Tensor, act: Activation) -> Result<T
             };
             grad.mul(&mask.to_dtype(grad.dtype())?)
         }
-        _ => grad.apply_op2_no_bwd(out, &ActGrad { act }),
+        _ => grad.apply_op2_no_bwd(
+            out,
+            &ActGrad {
+                act,
+                guided: GUIDED.with(std::cell::Cell::get),
+            },
+        ),
     }
 }
 
@@ -632,6 +681,26 @@ mod tests {
                 .collect();
             assert_eq!(got.flatten_all()?.to_vec1::<f32>()?, want);
         }
+        // Guided: only the positive gradients of the units that pass; undone with the guard.
+        let guard = GuidedBackprop::enable();
+        for act in [Activation::Relu, Activation::Relu6] {
+            let got = act_grad(&grad, &out, act)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let g = grad.flatten_all()?.to_vec1::<f32>()?;
+            let o = out.flatten_all()?.to_vec1::<f32>()?;
+            for ((&r, &g), &o) in got.iter().zip(&g).zip(&o) {
+                assert_eq!(r, if act.passes(o) && g > 0.0 { g } else { 0.0 });
+            }
+        }
+        drop(guard);
+        let plain = act_grad(&grad, &out, Activation::Relu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert!(
+            plain.iter().any(|&v| v < 0.0),
+            "negative gradients pass again"
+        );
         let sum = channel_sum(&grad)?;
         let want = grad.sum(2)?.sum(0)?;
         assert!(test_util::max_abs_diff(&sum, &want)? < 1e-5);

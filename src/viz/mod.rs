@@ -4,6 +4,7 @@
 //! ([`resize`]).
 
 pub mod activations;
+pub mod attribution;
 pub mod cam;
 pub mod colormap;
 pub mod filters;

@@ -52,6 +52,14 @@ impl Preprocess {
         }
     }
 
+    /// The per-channel `(mean, std)` the pixels in `[0, 1]` are normalised with.
+    pub fn normalization(&self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Preprocess::CenterCrop(t) => (t.mean, t.std),
+            Preprocess::Resize(t) => (t.mean, t.std),
+        }
+    }
+
     /// The image the network sees (size x size, before normalisation).
     pub fn apply(&self, img: &RgbImage) -> RgbImage {
         match self {

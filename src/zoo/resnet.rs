@@ -171,7 +171,11 @@ impl Block {
             Some(d) => d.forward(x, train)?,
             None => x.clone(),
         };
-        Ok((h + identity)?.relu()?)
+        // Through the fused ops' ReLU (not candle's) so guided backpropagation reaches it.
+        Ok(crate::ops::bias_act::activate(
+            &(h + identity)?,
+            Activation::Relu,
+        )?)
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {

@@ -1836,3 +1836,41 @@ fn compare_with_a_model_of_other_layers_says_so_and_filters_show_its_own() {
     h.get_by_label_contains(&format!("2 of 2 filters of {layer} computed"));
     assert_eq!(h.state().last_error(), None);
 }
+
+// --- explain-methods ---
+
+/// A pixel method chosen in the Heatmap tab: its map comes at the input's resolution (224x224,
+/// not the head's 7x7) and is drawn over the whole photo; Integrated Gradients shows its
+/// completeness error in the row's title.
+#[test]
+fn a_pixel_method_maps_at_the_input_resolution_and_ig_reports_completeness() {
+    let mut h = harness(Tab::Heatmap);
+    settle(&mut h, "the first heatmap", |a| a.cam_view().is_some());
+    let first = h.state().cam_view().unwrap().clone();
+    assert_eq!(first.map_size, (7, 7), "Grad-CAM at the head");
+    h.get_by_label("saliency").click();
+    h.step();
+    settle(&mut h, "the saliency map", |a| {
+        a.cam_view()
+            .is_some_and(|v| v.options.method == CamMethod::Saliency)
+    });
+    let view = h.state().cam_view().unwrap().clone();
+    assert_eq!(view.map_size, (224, 224));
+    assert_eq!(
+        view.images.heatmap.dimensions(),
+        view.images.original.dimensions()
+    );
+    assert_ne!(view.images.heatmap, first.images.heatmap);
+    h.get_by_label_contains("saliency on the pixels (224×224)");
+    h.get_by_label("integrated-gradients").click();
+    h.step();
+    settle(&mut h, "the integrated gradients map", |a| {
+        a.cam_view()
+            .is_some_and(|v| v.options.method == CamMethod::IntegratedGradients)
+    });
+    let view = h.state().cam_view().unwrap();
+    let c = view.completeness.expect("a completeness check");
+    assert!(c.error.is_finite() && c.score_difference.is_finite());
+    h.get_by_label_contains("completeness error");
+    assert_eq!(h.state().last_error(), None);
+}

@@ -5,6 +5,7 @@
 
 mod export;
 mod images;
+mod params;
 mod row;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,8 @@ use crate::gui::context::{AppContext, Command, Commands, ModelChoice};
 use crate::gui::settings::ExportSettings;
 use crate::jobs::views::CamView;
 use crate::jobs::{JobKind, Request};
-use crate::viz::cam::{CamMethod, CamOptions};
+use crate::viz::attribution::AttributionOptions;
+use crate::viz::cam::{CamMethod, CamOptions, MethodKind, Smooth};
 use crate::viz::colormap::Colormap;
 
 /// The most rows of heatmaps the tab shows.
@@ -36,6 +38,10 @@ pub struct RowChoice {
 #[serde(default)]
 pub struct HeatmapSettings {
     pub method: CamMethod,
+    /// Smoothing of the layer CAMs.
+    pub smooth: Smooth,
+    /// The pixel methods' (and AblationCAM's) parameters.
+    pub attribution: AttributionOptions,
     pub colormap: Colormap,
     /// Opacity of the heatmap over the photo.
     pub alpha: f32,
@@ -47,6 +53,8 @@ impl Default for HeatmapSettings {
     fn default() -> Self {
         HeatmapSettings {
             method: CamMethod::GradCam,
+            smooth: Smooth::None,
+            attribution: AttributionOptions::default(),
             colormap: Colormap::Jet,
             alpha: 0.4,
             rows: vec![RowChoice::default(), RowChoice::default()],
@@ -229,6 +237,10 @@ impl HeatmapTab {
                 let layer = s.rows[row].layer.as_deref();
                 let mut options = CamOptions::new(s.method, layer.unwrap_or(""));
                 options.class = self.rows.get(row).and_then(|r| r.class);
+                if s.method.kind() == MethodKind::Layer {
+                    options.smooth = s.smooth;
+                }
+                options.attribution = s.attribution.clone();
                 Some(Command::Submit(Request::Cam {
                     model,
                     image: ctx.image.to_path_buf(),
@@ -324,16 +336,12 @@ impl HeatmapTab {
     }
 }
 
-/// Method, colormap and alpha (shared by every row), wrapping to the width; returns whether
-/// one changed.
+/// Method and its parameters, colormap and alpha (shared by every row), wrapping to the
+/// width; returns whether one changed.
 fn controls(ui: &mut egui::Ui, s: &mut HeatmapSettings) -> bool {
     let mut changed = false;
+    changed |= params::method_controls(ui, s);
     ui.horizontal_wrapped(|ui| {
-        ui.label("method");
-        for m in CamMethod::ALL {
-            changed |= ui.selectable_value(&mut s.method, m, m.name()).changed();
-        }
-        ui.end_row();
         changed |= super::colormap_combo(ui, "cam-cmap", &mut s.colormap);
         changed |= crate::gui::widgets::labelled(ui, "alpha", |ui| {
             ui.add(egui::Slider::new(&mut s.alpha, 0.0..=1.0))
@@ -343,8 +351,8 @@ fn controls(ui: &mut egui::Ui, s: &mut HeatmapSettings) -> bool {
     changed
 }
 
-/// While heatmaps compute: the running job's progress (Score-CAM reports batches done of
-/// total and the time left) and a Cancel button; the maps on screen are dimmed meanwhile.
+/// While heatmaps compute: the running job's progress (the batched methods report batches
+/// done of total and the time left) and a Cancel button; the maps on screen are dimmed meanwhile.
 fn progress_line(ui: &mut egui::Ui, ctx: &AppContext, out: &mut Commands) {
     ui.horizontal_wrapped(|ui| {
         ui.spinner();
