@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use candle_core::{Tensor, TensorId};
 
 use super::Stage;
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{
     Activation, BatchNormParams, DropoutSeeds, batchnorm_eval, batchnorm_train, conv2d_bias_act,
     depthwise_conv2d, expand_depthwise_conv2d, fold_batchnorm, pointwise_conv2d, seeded_dropout,
@@ -130,6 +131,19 @@ impl ConvBnAct {
         }
         self.mode = mode;
         Ok(())
+    }
+
+    /// The convolution with BatchNorm folded in, whatever the mode: weight
+    /// `[out, in/groups, k, k]`, bias `[out]`.
+    pub fn folded(&self) -> Result<(Tensor, Tensor)> {
+        if self.mode == BatchNormMode::Folded {
+            return Ok((
+                self.weight.reshape(self.conv_weight.dims())?,
+                self.bias.clone(),
+            ));
+        }
+        let bn = self.bn.lock().map_err(|_| poisoned())?;
+        Ok(fold_batchnorm(&self.conv_weight, &bn)?)
     }
 
     fn kernel_size(&self) -> usize {
@@ -299,6 +313,18 @@ impl Stage for ConvBnAct {
     fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {
         vec![self]
     }
+
+    /// A Conv (BatchNorm folded; `group` = channels for a depthwise one), then the activation.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        let (weight, bias) = self.folded()?;
+        let (stride, padding) = self.stride_padding();
+        let group = match self.kind {
+            ConvKind::Depthwise { .. } => self.out_channels(),
+            ConvKind::Dense { .. } | ConvKind::Pointwise => 1,
+        };
+        let y = g.conv(x, &weight, &bias, stride, padding, group)?;
+        g.activation(&y, self.act)
+    }
 }
 
 /// Spatial mean: `[batch, channels, h, w]` -> `[batch, channels]`.
@@ -307,6 +333,10 @@ pub struct GlobalAvgPool;
 impl Stage for GlobalAvgPool {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(x.mean((2, 3))?)
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        Ok(g.global_avg_pool(x))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -375,6 +405,11 @@ impl Stage for Classifier {
             ("weight".into(), &mut self.weight),
             ("bias".into(), &mut self.bias),
         ]
+    }
+
+    /// A Gemm (dropout is training-only).
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        g.dense(x, &self.weight, &self.bias)
     }
 }
 
