@@ -115,6 +115,7 @@ fn export_onnx(
     cancel.check()?;
     progress("running it with candle-onnx on the bundled photos", 2, 3);
     let verification = verify::verify_onnx(pending.path(), model, &req.onnx, cancel)?;
+    cancel.check()?;
     pending.commit_if(&verification, req.overwrite)?;
     progress("done", 3, 3);
     Ok(ExportReport {

@@ -489,6 +489,7 @@ pub fn export(
         )));
     }
     let outputs = rebuild_and_compare(model, pending.path(), &dict.native)?;
+    cancel.check()?;
     pending.commit_if(&outputs, req.overwrite)?;
     pending_script.commit(req.overwrite)?;
     progress("done", 3, 3);
@@ -531,7 +532,13 @@ fn rebuild_and_compare(
                     }
                 }
             }
-            let ckpt = Checkpoint::from_tensors(path, tensors.clone(), &Device::Cpu)?;
+            // The head's tensors are not the base checkpoint's.
+            let base_tensors = tensors
+                .iter()
+                .filter(|(name, _)| !name.starts_with("head."))
+                .map(|(name, t)| (name.clone(), t.clone()))
+                .collect();
+            let ckpt = Checkpoint::from_tensors(path, base_tensors, &Device::Cpu)?;
             let mut net = zoo::build_network(&base.architecture, &ckpt, base.classes)?;
             if let Some((head, feature_layer)) = &base.head {
                 net.truncate_after(feature_layer)?;

@@ -14,8 +14,7 @@ use convlens::train::{Mode, TrainConfig, train};
 use convlens::zoo::Model;
 
 use crate::common::{
-    convlens, fashion_mini, fashion_mini_features, lite0, load_lite0, rel_to_max, repo, seeded,
-    text,
+    fashion_mini, fashion_mini_features, lite0, load_lite0, rel_to_max, repo, seeded, text,
 };
 
 /// The most an export's output may differ from convlens's, relative to the largest value.
@@ -211,67 +210,6 @@ fn a_fixed_batch_is_written_into_the_input_shape() {
     assert!(err.to_string().contains("unexpected dim 0"), "{err}");
     let proto = candle_onnx::read_file(&out).unwrap();
     assert_eq!(proto.opset_import[0].version, 13);
-}
-
-#[test]
-fn cli_export_refuses_an_existing_file_and_keeps_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("taken.onnx");
-    std::fs::write(&out, b"mine").unwrap();
-    let weights = "tests/fixtures/resnet18_random_fp16.safetensors";
-    let o = convlens(&["export", weights, "--out", out.to_str().unwrap()]);
-    assert!(!o.status.success());
-    let err = text(&o.stderr);
-    assert!(
-        err.contains("already exists") && err.contains("--overwrite"),
-        "{err}"
-    );
-    assert_eq!(std::fs::read(&out).unwrap(), b"mine");
-    // With --overwrite it is replaced by a verified export, and nothing else is left.
-    let o = convlens(&[
-        "export",
-        weights,
-        "--out",
-        out.to_str().unwrap(),
-        "--overwrite",
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let stdout = text(&o.stdout);
-    assert!(
-        stdout.contains("verified: logits") && stdout.contains("agree"),
-        "{stdout}"
-    );
-    assert!(candle_onnx::read_file(&out).is_ok());
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names, ["taken.onnx"]);
-}
-
-#[test]
-fn cli_export_refuses_an_unwritable_folder_and_bad_options() {
-    let dir = tempfile::tempdir().unwrap();
-    let blocker = dir.path().join("file");
-    std::fs::write(&blocker, b"x").unwrap();
-    let out = blocker.join("model.onnx");
-    let weights = "tests/fixtures/resnet18_random_fp16.safetensors";
-    let o = convlens(&["export", weights, "--out", out.to_str().unwrap()]);
-    assert!(!o.status.success());
-    assert!(
-        text(&o.stderr).contains("is a file, but a folder is needed"),
-        "{}",
-        text(&o.stderr)
-    );
-    let o = convlens(&["export", weights, "--out", "x.onnx", "--opset", "9"]);
-    assert!(text(&o.stderr).contains("--opset 9"), "{}", text(&o.stderr));
-    let o = convlens(&["export", weights, "--out", "x.onnx", "--batch", "0"]);
-    assert!(
-        text(&o.stderr).contains("not a batch size"),
-        "{}",
-        text(&o.stderr)
-    );
-    assert!(!repo("x.onnx").exists());
 }
 
 #[test]

@@ -1836,3 +1836,30 @@ fn compare_with_a_model_of_other_layers_says_so_and_filters_show_its_own() {
     h.get_by_label_contains(&format!("2 of 2 filters of {layer} computed"));
     assert_eq!(h.state().last_error(), None);
 }
+
+// --- export ---
+
+#[test]
+fn a_trained_run_exports_to_onnx_and_shows_the_check() {
+    let (mut h, out) = with_trained_model(Tab::Train);
+    h.get_by_label("Export…").click();
+    h.run_steps(2);
+    h.get_by_label("PyTorch state dict (.safetensors + script)");
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    // Beside the model folder by default.
+    let onnx = out.path().join("model.onnx");
+    step_until(&mut h, 120, "the export", |a| !a.busy() && onnx.is_file());
+    h.run_steps(2);
+    h.get_by_label_contains("Wrote ");
+    h.get_by_label_contains("Checked: logits of the 4 bundled photos");
+    h.get_by_label_contains("agree");
+    assert_eq!(h.state().last_error(), None);
+    assert!(candle_onnx::read_file(&onnx).is_ok());
+    // Again: the file is there now, so the export is refused and the form says why.
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    step_until(&mut h, 60, "the refusal", |a| !a.busy());
+    h.run_steps(2);
+    h.get_by_label_contains("already exists");
+}
