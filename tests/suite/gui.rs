@@ -1852,8 +1852,9 @@ fn a_trained_run_exports_to_onnx_and_shows_the_check() {
     step_until(&mut h, 120, "the export", |a| !a.busy() && onnx.is_file());
     h.run_steps(2);
     h.get_by_label_contains("Wrote ");
-    h.get_by_label_contains("Checked: logits of the 4 bundled photos");
-    h.get_by_label_contains("agree");
+    h.get_by_label_contains(
+        "Checked: logits of the 4 bundled photos (candle-onnx, batch 1 and 4) agree",
+    );
     assert_eq!(h.state().last_error(), None);
     assert!(candle_onnx::read_file(&onnx).is_ok());
     // Again: the file is there now, so the export is refused and the form says why.
@@ -1861,5 +1862,11 @@ fn a_trained_run_exports_to_onnx_and_shows_the_check() {
     h.run_steps(2);
     step_until(&mut h, 60, "the refusal", |a| !a.busy());
     h.run_steps(2);
-    h.get_by_label_contains("already exists");
+    // In the form and in the message log.
+    assert!(h.get_all_by_label_contains("already exists").count() >= 2);
+    assert!(
+        h.state()
+            .last_error()
+            .is_some_and(|e| e.contains("already exists"))
+    );
 }
