@@ -3,6 +3,7 @@
 mod activations;
 mod cam;
 mod evaluate;
+mod export_model;
 mod figure_io;
 mod filters;
 mod info;
@@ -89,6 +90,8 @@ pub enum Command {
     Cam(cam::CamArgs),
     /// Render a figure again from its JSON sidecar (same PNG, byte for byte).
     Reproduce(reproduce::ReproduceArgs),
+    /// Export a model to ONNX or PyTorch, verified by reading it back.
+    Export(export_model::ExportArgs),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
     Gui(GuiArgs),
@@ -142,6 +145,7 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Some(Command::Filters(args)) => filters::run(&args),
         Some(Command::Cam(args)) => cam::run(&args),
         Some(Command::Reproduce(args)) => reproduce::run(&args),
+        Some(Command::Export(args)) => export_model::run(&args),
         #[cfg(feature = "gui")]
         Some(Command::Gui(args)) => open_gui(Some(args.model), &cli),
         #[cfg(feature = "gui")]

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use candle_core::{Tensor, TensorId};
 
 use super::Stage;
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{
     Activation, BatchNormParams, DropoutSeeds, batchnorm_eval, batchnorm_train, bias_act,
     conv2d_bias_act, conv2d_rect, depthwise_conv2d, expand_depthwise_conv2d, fold_batchnorm,
@@ -140,6 +141,19 @@ impl ConvBnAct {
     fn kernel_hw(&self) -> (usize, usize) {
         let d = self.conv_weight.dims();
         (d[2], d[3])
+    }
+
+    /// The convolution with BatchNorm folded in, whatever the mode: weight
+    /// `[out, in/groups, k, k]`, bias `[out]`.
+    pub fn folded(&self) -> Result<(Tensor, Tensor)> {
+        if self.mode == BatchNormMode::Folded {
+            return Ok((
+                self.weight.reshape(self.conv_weight.dims())?,
+                self.bias.clone(),
+            ));
+        }
+        let bn = self.bn.lock().map_err(|_| poisoned())?;
+        Ok(fold_batchnorm(&self.conv_weight, &bn)?)
     }
 
     /// A pointwise convolution with `residual` (shaped like the output) added after the
@@ -327,6 +341,18 @@ impl Stage for ConvBnAct {
     fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {
         vec![self]
     }
+
+    /// A Conv (BatchNorm folded; `group` = channels for a depthwise one), then the activation.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        let (weight, bias) = self.folded()?;
+        let (stride, (padding_h, padding_w)) = self.stride_padding();
+        let group = match self.kind {
+            ConvKind::Depthwise { .. } => self.out_channels(),
+            ConvKind::Dense { .. } | ConvKind::Pointwise | ConvKind::Rect { .. } => 1,
+        };
+        let y = g.conv_padded(x, &weight, &bias, stride, [padding_h, padding_w], group)?;
+        g.activation(&y, self.act)
+    }
 }
 
 /// Spatial mean: `[batch, channels, h, w]` -> `[batch, channels]`.
@@ -335,6 +361,10 @@ pub struct GlobalAvgPool;
 impl Stage for GlobalAvgPool {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(x.mean((2, 3))?)
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        Ok(g.global_avg_pool(x))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -403,6 +433,11 @@ impl Stage for Classifier {
             ("weight".into(), &mut self.weight),
             ("bias".into(), &mut self.bias),
         ]
+    }
+
+    /// A Gemm (dropout is training-only).
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        g.dense(x, &self.weight, &self.bias)
     }
 }
 

@@ -215,6 +215,24 @@ impl ConvlensApp {
                     ),
                 );
             }
+            Reply::ModelExported(result) => {
+                match &result {
+                    Ok(report) => self.note(
+                        Level::Note,
+                        format!(
+                            "exported {}: {}",
+                            report
+                                .files
+                                .first()
+                                .map(|f| f.display().to_string())
+                                .unwrap_or_default(),
+                            report.verification.summary()
+                        ),
+                    ),
+                    Err(e) => self.note(Level::Error, format!("model export: {e}")),
+                }
+                self.tabs.train.export.finished(result);
+            }
             Reply::Augmented(images) => self.tabs.data.set_previews(egui_ctx, &images),
             Reply::Runs { runs, done } => {
                 if let Some(done) = done {

@@ -81,6 +81,12 @@ pub enum Request {
         figures: Vec<(FigureRequest, PathBuf)>,
         scale: u32,
     },
+    /// Export a model (by name or path) to ONNX or PyTorch, verified by reading it back
+    /// ([`crate::interchange::export`]).
+    ExportModel {
+        model: String,
+        request: crate::interchange::ExportRequest,
+    },
     /// `n` augmented versions of one image at `size` pixels.
     Augment {
         image: PathBuf,
@@ -174,6 +180,8 @@ pub enum Reply {
     Filters(usize),
     /// The files written.
     Exported(Vec<PathBuf>),
+    /// A model export's report, or why it failed (then nothing was written).
+    ModelExported(std::result::Result<crate::interchange::ExportReport, String>),
     Augmented(Vec<RgbImage>),
     /// All thumbnails were sent.
     Thumbnails,
@@ -205,7 +213,7 @@ impl Request {
             Request::Predict { .. } => JobKind::Predict,
             Request::Train { .. } => JobKind::Train,
             Request::Filters { .. } => JobKind::Filters,
-            Request::Export { .. } => JobKind::Export,
+            Request::Export { .. } | Request::ExportModel { .. } => JobKind::Export,
             Request::Augment { .. } => JobKind::Augment,
             Request::Thumbnails { .. } => JobKind::Thumbnails,
             Request::ListRuns { .. } | Request::RenameRun { .. } | Request::DeleteRun { .. } => {
@@ -351,6 +359,16 @@ impl Request {
                     written.push(exported.sidecar);
                 }
                 Ok(Reply::Exported(written))
+            }
+            Request::ExportModel { model, request } => {
+                let loaded = engine.model(&model)?;
+                let progress = |step: &str, done: usize, total: usize| {
+                    ctx.progress(&format!("export: {step}"), done, total);
+                };
+                match crate::interchange::export(&loaded, &request, &progress, &ctx.cancel) {
+                    Err(crate::Error::Cancelled) => Err(crate::Error::Cancelled),
+                    result => Ok(Reply::ModelExported(result.map_err(|e| e.to_string()))),
+                }
             }
             Request::Augment {
                 image,

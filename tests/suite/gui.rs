@@ -1873,4 +1873,37 @@ fn a_pixel_method_maps_at_the_input_resolution_and_ig_reports_completeness() {
     assert!(c.error.is_finite() && c.score_difference.is_finite());
     h.get_by_label_contains("completeness error");
     assert_eq!(h.state().last_error(), None);
+
+// --- export ---
+
+#[test]
+fn a_trained_run_exports_to_onnx_and_shows_the_check() {
+    let (mut h, out) = with_trained_model(Tab::Train);
+    h.get_by_label("Export…").click();
+    h.run_steps(2);
+    h.get_by_label("PyTorch state dict (.safetensors + script)");
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    // Beside the model folder by default.
+    let onnx = out.path().join("model.onnx");
+    step_until(&mut h, 120, "the export", |a| !a.busy() && onnx.is_file());
+    h.run_steps(2);
+    h.get_by_label_contains("Wrote ");
+    h.get_by_label_contains(
+        "Checked: logits of the 4 bundled photos (candle-onnx, batch 1 and 4) agree",
+    );
+    assert_eq!(h.state().last_error(), None);
+    assert!(candle_onnx::read_file(&onnx).is_ok());
+    // Again: the file is there now, so the export is refused and the form says why.
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    step_until(&mut h, 60, "the refusal", |a| !a.busy());
+    h.run_steps(2);
+    // In the form and in the message log.
+    assert!(h.get_all_by_label_contains("already exists").count() >= 2);
+    assert!(
+        h.state()
+            .last_error()
+            .is_some_and(|e| e.contains("already exists"))
+    );
 }

@@ -23,6 +23,7 @@ mod cli_flows;
 mod cli_reproduce;
 mod cli_viz;
 mod explain_methods;
+mod export;
 mod gui;
 mod lite0_parity;
 mod parity_models;
