@@ -3,11 +3,13 @@
 mod activations;
 mod cam;
 mod evaluate;
+mod examples;
 mod figure_io;
 mod filters;
 mod info;
 mod output;
 mod predict;
+mod probe;
 mod progress;
 mod reproduce;
 mod runs;
@@ -89,6 +91,10 @@ pub enum Command {
     Cam(cam::CamArgs),
     /// Render a figure again from its JSON sidecar (same PNG, byte for byte).
     Reproduce(reproduce::ReproduceArgs),
+    /// The images of a folder that excite each channel of a layer most (figure + sidecar).
+    Examples(examples::ExamplesArgs),
+    /// What each layer knows about the class and the instance, by depth (figure + sidecar).
+    Probe(probe::ProbeArgs),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
     Gui(GuiArgs),
@@ -142,6 +148,8 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Some(Command::Filters(args)) => filters::run(&args),
         Some(Command::Cam(args)) => cam::run(&args),
         Some(Command::Reproduce(args)) => reproduce::run(&args),
+        Some(Command::Examples(args)) => examples::run(&args),
+        Some(Command::Probe(args)) => probe::run(&args),
         #[cfg(feature = "gui")]
         Some(Command::Gui(args)) => open_gui(Some(args.model), &cli),
         #[cfg(feature = "gui")]
