@@ -36,7 +36,7 @@ pub struct ExamplesFigure<'a> {
 }
 
 /// The model's view of an example image and its patch, each fitted into a `side` square.
-fn tiles(view: &RgbImage, hit: &Hit, side: u32) -> (RgbImage, RgbImage) {
+pub fn tiles(view: &RgbImage, hit: &Hit, side: u32) -> (RgbImage, RgbImage) {
     let [x0, y0, x1, y1] = hit.patch;
     let patch = image::imageops::crop_imm(view, x0, y0, x1 - x0, y1 - y0).to_image();
     let fit = |img: &RgbImage| {

@@ -106,6 +106,21 @@ pub enum Request {
     },
     /// Deletes a run (the workspace refuses folders that are not runs), then lists.
     DeleteRun { workspace: Workspace, name: String },
+    /// The top images of one channel over a folder (and its pattern when `pattern`).
+    ChannelExamples {
+        model: String,
+        dir: PathBuf,
+        layer: String,
+        channel: usize,
+        rank: crate::viz::examples::Rank,
+        pattern: bool,
+    },
+    /// The information-distillation probe of a model over a labelled folder.
+    Probe {
+        model: String,
+        dir: PathBuf,
+        max_images: usize,
+    },
 }
 
 /// The kind of a request, for the window's bookkeeping (which tab waits for what).
@@ -127,6 +142,10 @@ pub enum JobKind {
     Runs,
     /// Reading one run.
     RunDetails,
+    /// A channel's top images over a folder.
+    Examples,
+    /// The information-distillation probe.
+    Probe,
 }
 
 impl JobKind {
@@ -147,6 +166,8 @@ impl JobKind {
             JobKind::Thumbnails => "thumbnails",
             JobKind::Runs => "runs",
             JobKind::RunDetails => "reading a run",
+            JobKind::Examples => "channel examples",
+            JobKind::Probe => "probe",
         }
     }
 }
@@ -186,6 +207,10 @@ pub enum Reply {
         details: Box<RunDetails>,
         compare: bool,
     },
+    /// A channel's top images.
+    Examples(Box<super::dataset::ChannelExamplesView>),
+    /// A probe's result, with the model's key.
+    Probe(String, crate::viz::probe::ProbeReport),
 }
 
 /// How many images a prediction job classifies between two checks for Cancel.
@@ -211,6 +236,8 @@ impl Request {
                 JobKind::Runs
             }
             Request::ShowRun { .. } => JobKind::RunDetails,
+            Request::ChannelExamples { .. } => JobKind::Examples,
+            Request::Probe { .. } => JobKind::Probe,
         }
     }
 
@@ -395,6 +422,23 @@ impl Request {
                     done: Some(format!("deleted run {name}")),
                 })
             }
+            Request::ChannelExamples {
+                model,
+                dir,
+                layer,
+                channel,
+                rank,
+                pattern,
+            } => super::dataset::channel_examples(
+                engine, ctx, &model, &dir, &layer, channel, rank, pattern,
+            )
+            .map(|v| Reply::Examples(Box::new(v))),
+            Request::Probe {
+                model,
+                dir,
+                max_images,
+            } => super::dataset::probe_folder(engine, ctx, &model, &dir, max_images)
+                .map(|(key, report)| Reply::Probe(key, report)),
         }
     }
 }
