@@ -78,8 +78,14 @@ pub fn probe_figure(
     let n = layers.len().max(2);
     let x_at = |i: usize| px as f32 + pw as f32 * (i as f32 + 0.5) / n as f32;
     let y_at = |v: f32| (py + ph) as f32 - ph as f32 * v.clamp(0.0, 1.0);
-    // Layer names under the axis, every one that fits.
-    let every = (layers.len() as u32 * (SMALL + 2) / PLOT_W + 1) as usize;
+    // Layer names under the axis: every k-th, k as small as lets them not overlap.
+    let widest = layers
+        .iter()
+        .map(|l| width1(l, SMALL) as f32 * 0.85)
+        .fold(0f32, f32::max);
+    let every = ((widest + 8.0) / (PLOT_W as f32 / n as f32))
+        .ceil()
+        .max(1.0) as usize;
     for (i, l) in layers.iter().enumerate().step_by(every.max(1)) {
         let short: String = l.chars().take(14).collect();
         c.text(
