@@ -264,17 +264,11 @@ pub fn probe(
     let taps: Vec<&str> = layers.iter().map(String::as_str).collect();
     let augment = Augment::default();
     let mut skipped = Vec::new();
-    let (mut rows, mut plain, mut moved, mut blank): (
-        Vec<usize>,
-        Vec<Vec<Tensor>>,
-        Vec<Vec<Tensor>>,
-        Vec<Vec<f32>>,
-    ) = (
-        Vec::new(),
-        vec![Vec::new(); taps.len()],
-        vec![Vec::new(); taps.len()],
-        vec![Vec::new(); taps.len()],
-    );
+    let mut rows: Vec<usize> = Vec::new();
+    // Per tap: the pooled plain and augmented views, batch by batch; each image's blank fraction.
+    let mut plain: Vec<Vec<Tensor>> = vec![Vec::new(); taps.len()];
+    let mut moved: Vec<Vec<Tensor>> = vec![Vec::new(); taps.len()];
+    let mut blank: Vec<Vec<f32>> = vec![Vec::new(); taps.len()];
     let indexed: Vec<(usize, &Sample)> = samples.iter().copied().enumerate().collect();
     for (b, chunk) in indexed.chunks(opts.batch.max(1)).enumerate() {
         cancel.check()?;

@@ -1884,7 +1884,7 @@ fn a_clicked_filter_shows_its_top_nine_images_and_the_probe_plots_by_depth() {
     assert_eq!(h.state().last_error(), None);
 
     // The probe on a few images of the same folder: one point per layer, all fractions.
-    h.get_by_label("Data").click();
+    h.state_mut().settings_mut().tab = Tab::Data; // "Data" also names the left panel's section
     h.run_steps(2);
     h.state_mut().probe_panel_mut().max_images = 24;
     h.get_by_label("Probe").click();

@@ -109,7 +109,7 @@ impl ProbePanel {
                 continue;
             };
             ui.label(format!(
-                "{}: class probe {:.2} ({}) → {:.2} ({}); instance {:.2} → {:.2}; {} train, {} held out",
+                "{}: class probe {:.2} ({}) to {:.2} ({}); instance {:.2} to {:.2}; {} train, {} held out",
                 ctx.model_name(k),
                 stem.class_accuracy,
                 stem.layer,
