@@ -103,7 +103,7 @@ pub fn run(args: &ProbeArgs) -> Result<ExitCode> {
     for source in &sources {
         let m = ModelArgs {
             model: source.clone(),
-            device: args.model.device.clone(),
+            device: args.model.device,
         };
         let model = m.load()?;
         let mut bar = Progress::new(0, &format!("probe {source}"));

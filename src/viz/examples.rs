@@ -187,8 +187,11 @@ impl TopK {
     }
 }
 
+/// A channel's maximum, mean and the position `(y, x)` of its first maximum in one image.
+type Reduced = (f32, f32, (usize, usize));
+
 /// Max (first position of it, row-major) and mean of one channel's map.
-fn reduce(map: &[f32], width: usize) -> (f32, f32, (usize, usize)) {
+fn reduce(map: &[f32], width: usize) -> Reduced {
     let (mut best, mut at, mut sum) = (f32::NEG_INFINITY, 0, 0f64);
     for (i, &v) in map.iter().enumerate() {
         if v > best {
@@ -299,7 +302,7 @@ pub fn compute(
         }
         if let Some((ok, values)) = result {
             let per_image = channels * h * w;
-            let stats: Vec<Vec<(f32, f32, (usize, usize))>> = values
+            let stats: Vec<Vec<Reduced>> = values
                 .par_chunks(per_image)
                 .map(|img| img.chunks(h * w).map(|m| reduce(m, w)).collect())
                 .collect();
