@@ -3,12 +3,14 @@
 mod activations;
 mod cam;
 mod evaluate;
+mod examples;
 mod export_model;
 mod figure_io;
 mod filters;
 mod info;
 mod output;
 mod predict;
+mod probe;
 mod progress;
 mod reproduce;
 mod runs;
@@ -92,6 +94,10 @@ pub enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Export a model to ONNX or PyTorch, verified by reading it back.
     Export(export_model::ExportArgs),
+    /// The images of a folder that excite each channel of a layer most (figure + sidecar).
+    Examples(examples::ExamplesArgs),
+    /// What each layer knows about the class and the instance, by depth (figure + sidecar).
+    Probe(probe::ProbeArgs),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
     Gui(GuiArgs),
@@ -146,6 +152,8 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Some(Command::Cam(args)) => cam::run(&args),
         Some(Command::Reproduce(args)) => reproduce::run(&args),
         Some(Command::Export(args)) => export_model::run(&args),
+        Some(Command::Examples(args)) => examples::run(&args),
+        Some(Command::Probe(args)) => probe::run(&args),
         #[cfg(feature = "gui")]
         Some(Command::Gui(args)) => open_gui(Some(args.model), &cli),
         #[cfg(feature = "gui")]

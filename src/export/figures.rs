@@ -15,25 +15,25 @@ use crate::viz::filters::FilterPattern;
 use crate::viz::overlay::CropPlacement;
 
 /// Margin around a figure, scale-1 pixels.
-const MARGIN: u32 = 16;
+pub(crate) const MARGIN: u32 = 16;
 /// Title font size, scale-1 pixels.
-const TITLE: u32 = 20;
+pub(crate) const TITLE: u32 = 20;
 /// Subtitle and caption font size.
-const SUB: u32 = 13;
+pub(crate) const SUB: u32 = 13;
 /// Tick and tile label font size.
-const SMALL: u32 = 11;
+pub(crate) const SMALL: u32 = 11;
 /// Colorbar width.
 const BAR: u32 = 14;
 /// Light grey shown where a map has no value (outside the network's crop).
 const NO_DATA: Rgb<u8> = Rgb([228, 228, 228]);
 
 /// The header block (title + subtitle) height at scale 1.
-fn header_height() -> u32 {
+pub(crate) fn header_height() -> u32 {
     TITLE * 5 / 4 + 4 + SUB * 5 / 4 + 10
 }
 
 /// Draws the title and subtitle; returns nothing (the layout reserves [`header_height`]).
-fn header(c: &mut Canvas, title: &str, subtitle: &str, s: u32) {
+pub(crate) fn header(c: &mut Canvas, title: &str, subtitle: &str, s: u32) {
     let x = (MARGIN * s) as f32;
     let y = (MARGIN * s) as f32;
     c.text(title, x, y, (TITLE * s) as f32, INK, Align::Left);
@@ -42,7 +42,7 @@ fn header(c: &mut Canvas, title: &str, subtitle: &str, s: u32) {
 }
 
 /// The width of `text` at scale 1 and `size`, rounded up.
-fn width1(text: &str, size: u32) -> u32 {
+pub(crate) fn width1(text: &str, size: u32) -> u32 {
     Canvas::new(1, 1).text_width(text, size as f32).ceil() as u32
 }
 

@@ -4,8 +4,11 @@
 //! ([`reproduce`] gives the same PNG, byte for byte, on the same build and device).
 
 pub mod canvas;
+pub mod examples_figure;
 pub mod figures;
+pub mod folder_figure;
 pub mod naming;
+pub mod probe_figure;
 
 use std::path::{Path, PathBuf};
 
@@ -569,7 +572,7 @@ pub fn device_name(device: &candle_core::Device) -> String {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes)
         .iter()

@@ -206,6 +206,21 @@ impl ConvlensApp {
         self.tabs.filters.progress()
     }
 
+    /// The top images of the filter clicked in Filters, once computed.
+    pub fn filter_examples(&self) -> Option<&crate::jobs::ChannelExamplesView> {
+        self.tabs.filters.examples.view()
+    }
+
+    /// The top images of the channel clicked in Activations, once computed.
+    pub fn activation_examples(&self) -> Option<&crate::jobs::ChannelExamplesView> {
+        self.tabs.activations.examples.view()
+    }
+
+    /// The Data tab's probe section: its results, newest first, and its image budget.
+    pub fn probe_panel_mut(&mut self) -> &mut super::tabs::data::probe::ProbePanel {
+        &mut self.tabs.data.probe
+    }
+
     /// Filter tiles finished and asked for, of the model compared with.
     pub fn compared_filter_progress(&self) -> (usize, usize) {
         self.tabs.filters.compared_progress()

@@ -15,11 +15,12 @@ use crate::jobs::{Event, JobId, JobKind, Outcome, Partial, Reply, Request};
 use crate::workspace::RunSummary;
 
 /// Kinds whose newer request replaces a queued or running older one.
-const REPLACED_BY_NEWER: [JobKind; 4] = [
+const REPLACED_BY_NEWER: [JobKind; 5] = [
     JobKind::Activations,
     JobKind::Sparsity,
     JobKind::Cam,
     JobKind::Predict,
+    JobKind::Examples,
 ];
 
 impl ConvlensApp {
@@ -87,7 +88,9 @@ impl ConvlensApp {
                         | JobKind::Augment
                         | JobKind::Thumbnails
                         | JobKind::Runs
-                        | JobKind::RunDetails => format!("{} cancelled", kind.name()),
+                        | JobKind::RunDetails
+                        | JobKind::Examples
+                        | JobKind::Probe => format!("{} cancelled", kind.name()),
                     };
                     self.note(Level::Cancelled, text);
                 }
@@ -137,7 +140,9 @@ impl ConvlensApp {
             | JobKind::Export
             | JobKind::Augment
             | JobKind::Runs
-            | JobKind::RunDetails => {}
+            | JobKind::RunDetails
+            | JobKind::Examples
+            | JobKind::Probe => {}
         }
     }
 
@@ -245,6 +250,14 @@ impl ConvlensApp {
                     .train
                     .run_read(*details, compare, &mut self.settings.run);
             }
+            Reply::Examples(view) => {
+                if self.tabs.filters.examples.wants(&view) {
+                    self.tabs.filters.examples.set(*view);
+                } else {
+                    self.tabs.activations.examples.set(*view);
+                }
+            }
+            Reply::Probe(key, report) => self.tabs.data.probe.set(key, report),
         }
         out
     }
@@ -399,7 +412,9 @@ impl ConvlensApp {
                     | JobKind::Augment
                     | JobKind::Thumbnails
                     | JobKind::Runs
-                    | JobKind::RunDetails => {}
+                    | JobKind::RunDetails
+                    | JobKind::Examples
+                    | JobKind::Probe => {}
                 }
             }
             Err(e) => self.note(Level::Error, format!("{}: {e}", kind.name())),

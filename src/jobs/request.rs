@@ -112,6 +112,21 @@ pub enum Request {
     },
     /// Deletes a run (the workspace refuses folders that are not runs), then lists.
     DeleteRun { workspace: Workspace, name: String },
+    /// The top images of one channel over a folder (and its pattern when `pattern`).
+    ChannelExamples {
+        model: String,
+        dir: PathBuf,
+        layer: String,
+        channel: usize,
+        rank: crate::viz::examples::Rank,
+        pattern: bool,
+    },
+    /// The information-distillation probe of a model over a labelled folder.
+    Probe {
+        model: String,
+        dir: PathBuf,
+        max_images: usize,
+    },
 }
 
 /// The kind of a request, for the window's bookkeeping (which tab waits for what).
@@ -133,6 +148,10 @@ pub enum JobKind {
     Runs,
     /// Reading one run.
     RunDetails,
+    /// A channel's top images over a folder.
+    Examples,
+    /// The information-distillation probe.
+    Probe,
 }
 
 impl JobKind {
@@ -153,6 +172,8 @@ impl JobKind {
             JobKind::Thumbnails => "thumbnails",
             JobKind::Runs => "runs",
             JobKind::RunDetails => "reading a run",
+            JobKind::Examples => "channel examples",
+            JobKind::Probe => "probe",
         }
     }
 }
@@ -195,6 +216,10 @@ pub enum Reply {
         details: Box<RunDetails>,
         compare: bool,
     },
+    /// A channel's top images.
+    Examples(Box<super::dataset::ChannelExamplesView>),
+    /// A probe's result, with the model's key.
+    Probe(String, crate::viz::probe::ProbeReport),
 }
 
 /// How many images a prediction job classifies between two checks for Cancel.
@@ -220,6 +245,8 @@ impl Request {
                 JobKind::Runs
             }
             Request::ShowRun { .. } => JobKind::RunDetails,
+            Request::ChannelExamples { .. } => JobKind::Examples,
+            Request::Probe { .. } => JobKind::Probe,
         }
     }
 
@@ -418,6 +445,23 @@ impl Request {
                     done: Some(format!("deleted run {name}")),
                 })
             }
+            Request::ChannelExamples {
+                model,
+                dir,
+                layer,
+                channel,
+                rank,
+                pattern,
+            } => super::dataset::channel_examples(
+                engine, ctx, &model, &dir, &layer, channel, rank, pattern,
+            )
+            .map(|v| Reply::Examples(Box::new(v))),
+            Request::Probe {
+                model,
+                dir,
+                max_images,
+            } => super::dataset::probe_folder(engine, ctx, &model, &dir, max_images)
+                .map(|(key, report)| Reply::Probe(key, report)),
         }
     }
 }

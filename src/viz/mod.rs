@@ -7,9 +7,13 @@ pub mod activations;
 pub mod attribution;
 pub mod cam;
 pub mod colormap;
+pub mod examples;
+pub mod examples_cache;
 pub mod filters;
 pub mod lucid;
 pub mod overlay;
+pub mod probe;
+pub mod receptive;
 pub mod resize;
 
 /// Errors unless option `name` (as the user wrote it, e.g. `--size`) has a `value` within

@@ -1873,6 +1873,7 @@ fn a_pixel_method_maps_at_the_input_resolution_and_ig_reports_completeness() {
     assert!(c.error.is_finite() && c.score_difference.is_finite());
     h.get_by_label_contains("completeness error");
     assert_eq!(h.state().last_error(), None);
+}
 
 // --- export ---
 
@@ -1906,4 +1907,70 @@ fn a_trained_run_exports_to_onnx_and_shows_the_check() {
             .last_error()
             .is_some_and(|e| e.contains("already exists"))
     );
+}
+
+// --- data-examples ---
+
+#[test]
+fn a_clicked_filter_shows_its_top_nine_images_and_the_probe_plots_by_depth() {
+    let mut h = harness(Tab::Model);
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    h.step();
+    h.get_by_label("blocks.4").click();
+    h.step();
+    h.get_by_label("Filters").click();
+    h.run_steps(2);
+    {
+        let s = h.state_mut().settings_mut();
+        (s.filters.count, s.filters.steps, s.filters.size) = (2, 2, 128);
+    }
+    h.get_by_label("Compute").click();
+    h.run_steps(2);
+    settle(&mut h, "the filters", |a| a.filter_progress() == (2, 2));
+    // A click on a pattern finds its images in the data folder (on the worker, with progress).
+    h.get_by_label("pattern of filter 1").click();
+    h.run_steps(2);
+    settle(&mut h, "the examples", |a| a.filter_examples().is_some());
+    let view = h.state().filter_examples().unwrap();
+    assert_eq!(
+        (view.layer.as_str(), view.channel, view.scanned),
+        ("blocks.4", 1, 400)
+    );
+    assert_eq!(view.hits.len(), 9);
+    assert!(view.hits.windows(2).all(|w| w[0].0.max >= w[1].0.max));
+    let first = view.hits[0].0.clone();
+    h.get_by_label_contains("top 9 of 400 images");
+    h.get_by_label("patches (receptive field at the maximum)");
+    assert!(
+        h.query_all_by_label(&first.image).count() >= 2,
+        "patch and image of {}",
+        first.image
+    );
+    assert!(
+        h.query_all_by_label(first.class.as_deref().unwrap())
+            .count()
+            >= 2
+    );
+    assert_eq!(h.state().last_error(), None);
+
+    // The probe on a few images of the same folder: one point per layer, all fractions.
+    h.state_mut().settings_mut().tab = Tab::Data; // "Data" also names the left panel's section
+    h.run_steps(2);
+    h.state_mut().probe_panel_mut().max_images = 24;
+    h.get_by_label("Probe").click();
+    h.run_steps(2);
+    settle(&mut h, "the probe", |_| true);
+    let panel = h.state_mut().probe_panel_mut();
+    let (_, report) = panel.shown().next().expect("a probe result");
+    assert_eq!(report.train_images + report.held_out_images, 24);
+    assert_eq!(report.taps.first().unwrap().layer, "stem");
+    assert!(report.taps.iter().all(|t| {
+        [t.class_accuracy, t.instance_top1, t.sparsity]
+            .iter()
+            .all(|v| (0.0..=1.0).contains(v))
+    }));
+    h.get_by_label_contains("class probe");
+    assert_eq!(h.state().last_error(), None);
 }

@@ -5,6 +5,7 @@
 pub mod activations;
 mod compare;
 pub mod data;
+pub mod examples;
 pub mod filters;
 pub mod heatmap;
 pub mod model;
