@@ -6,6 +6,7 @@ mod evaluate;
 mod figure_io;
 mod filters;
 mod info;
+mod insight;
 mod output;
 mod predict;
 mod progress;
@@ -89,6 +90,11 @@ pub enum Command {
     Cam(cam::CamArgs),
     /// Render a figure again from its JSON sidecar (same PNG, byte for byte).
     Reproduce(reproduce::ReproduceArgs),
+    /// A map of a labelled folder: every image's pooled features projected to 2-D (PCA or
+    /// t-SNE), as a figure and a JSON of every point.
+    Embed(insight::EmbedArgs),
+    /// Images whose label looks wrong: out-of-fold probabilities of the given label, ranked.
+    Suspects(insight::SuspectsArgs),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
     Gui(GuiArgs),
@@ -142,6 +148,8 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Some(Command::Filters(args)) => filters::run(&args),
         Some(Command::Cam(args)) => cam::run(&args),
         Some(Command::Reproduce(args)) => reproduce::run(&args),
+        Some(Command::Embed(args)) => insight::run_embed(&args),
+        Some(Command::Suspects(args)) => insight::run_suspects(&args),
         #[cfg(feature = "gui")]
         Some(Command::Gui(args)) => open_gui(Some(args.model), &cli),
         #[cfg(feature = "gui")]

@@ -87,7 +87,9 @@ impl ConvlensApp {
                         | JobKind::Augment
                         | JobKind::Thumbnails
                         | JobKind::Runs
-                        | JobKind::RunDetails => format!("{} cancelled", kind.name()),
+                        | JobKind::RunDetails
+                        | JobKind::Map
+                        | JobKind::Suspects => format!("{} cancelled", kind.name()),
                     };
                     self.note(Level::Cancelled, text);
                 }
@@ -137,7 +139,9 @@ impl ConvlensApp {
             | JobKind::Export
             | JobKind::Augment
             | JobKind::Runs
-            | JobKind::RunDetails => {}
+            | JobKind::RunDetails
+            | JobKind::Map
+            | JobKind::Suspects => {}
         }
     }
 
@@ -177,6 +181,8 @@ impl ConvlensApp {
             Reply::Sparsity(s) => self.tabs.activations.set_sparsity(s),
             Reply::Cam { view, row } => self.tabs.heatmap.set_view(view, row),
             Reply::Predictions(p) => self.tabs.predict.set_predictions(p),
+            Reply::Map(map) => self.tabs.map.set_map(*map),
+            Reply::Suspects(view) => self.tabs.map.set_suspects(*view),
             Reply::Trained(outcome) => {
                 let dir = outcome.report.out_dir.to_string_lossy().into_owned();
                 self.note(
@@ -381,7 +387,9 @@ impl ConvlensApp {
                     | JobKind::Augment
                     | JobKind::Thumbnails
                     | JobKind::Runs
-                    | JobKind::RunDetails => {}
+                    | JobKind::RunDetails
+                    | JobKind::Map
+                    | JobKind::Suspects => {}
                 }
             }
             Err(e) => self.note(Level::Error, format!("{}: {e}", kind.name())),

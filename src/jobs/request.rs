@@ -106,6 +106,18 @@ pub enum Request {
     },
     /// Deletes a run (the workspace refuses folders that are not runs), then lists.
     DeleteRun { workspace: Workspace, name: String },
+    /// The map of a labelled folder: pooled features through `model`, projected by `method`.
+    Map {
+        model: String,
+        data_dir: PathBuf,
+        method: crate::insight::map::Method,
+    },
+    /// Suspect labels of a labelled folder: out-of-fold probabilities over `folds` folds.
+    Suspects {
+        model: String,
+        data_dir: PathBuf,
+        folds: usize,
+    },
 }
 
 /// The kind of a request, for the window's bookkeeping (which tab waits for what).
@@ -127,6 +139,10 @@ pub enum JobKind {
     Runs,
     /// Reading one run.
     RunDetails,
+    /// The dataset map.
+    Map,
+    /// Suspect labels.
+    Suspects,
 }
 
 impl JobKind {
@@ -147,6 +163,8 @@ impl JobKind {
             JobKind::Thumbnails => "thumbnails",
             JobKind::Runs => "runs",
             JobKind::RunDetails => "reading a run",
+            JobKind::Map => "dataset map",
+            JobKind::Suspects => "suspect labels",
         }
     }
 }
@@ -186,6 +204,10 @@ pub enum Reply {
         details: Box<RunDetails>,
         compare: bool,
     },
+    /// The answer to [`Request::Map`].
+    Map(Box<crate::insight::map::DatasetMap>),
+    /// The answer to [`Request::Suspects`].
+    Suspects(Box<super::insight::SuspectsView>),
 }
 
 /// How many images a prediction job classifies between two checks for Cancel.
@@ -211,6 +233,8 @@ impl Request {
                 JobKind::Runs
             }
             Request::ShowRun { .. } => JobKind::RunDetails,
+            Request::Map { .. } => JobKind::Map,
+            Request::Suspects { .. } => JobKind::Suspects,
         }
     }
 
@@ -395,6 +419,18 @@ impl Request {
                     done: Some(format!("deleted run {name}")),
                 })
             }
+            Request::Map {
+                model,
+                data_dir,
+                method,
+            } => super::insight::map(engine, ctx, &model, &data_dir, method)
+                .map(|m| Reply::Map(Box::new(m))),
+            Request::Suspects {
+                model,
+                data_dir,
+                folds,
+            } => super::insight::suspects(engine, ctx, &model, &data_dir, folds)
+                .map(|s| Reply::Suspects(Box::new(s))),
         }
     }
 }

@@ -1836,3 +1836,55 @@ fn compare_with_a_model_of_other_layers_says_so_and_filters_show_its_own() {
     h.get_by_label_contains(&format!("2 of 2 filters of {layer} computed"));
     assert_eq!(h.state().last_error(), None);
 }
+
+// --- data-map ---
+
+#[test]
+fn the_map_tab_computes_a_map_cancels_t_sne_and_lists_suspects_that_open_in_heatmap() {
+    use convlens::insight::map::Method;
+    let mut h = harness_sized(Tab::Map, (1024.0, 700.0));
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    idle(&mut h);
+    h.get_by_label("Compute map").click();
+    h.run_steps(2);
+    settle(&mut h, "the PCA map", |a| a.map_tab().map().is_some());
+    let map = h.state().map_tab().map().unwrap();
+    assert_eq!((map.method, map.points.len()), (Method::Pca, 400));
+    assert_eq!(h.state().last_error(), None);
+    h.get_by_label_contains("400 images, pca by");
+    // t-SNE shows its progress and stops on Cancel; the PCA map stays.
+    h.state_mut().map_tab_mut().method = Method::Tsne;
+    h.run_steps(2);
+    h.get_by_label("Compute map").click();
+    h.step();
+    step_until(&mut h, 120, "t-SNE progress", |a| {
+        a.status_line().is_some_and(|l| l.contains("tsne"))
+    });
+    h.get_by_label("Cancel map").click();
+    h.step();
+    idle(&mut h);
+    assert_eq!(h.state().last_error(), None);
+    assert_eq!(h.state().last_note(), Some("dataset map cancelled"));
+    assert_eq!(h.state().map_tab().map().unwrap().method, Method::Pca);
+    // Suspect labels: every image ranked; a click opens the first in Heatmap.
+    h.get_by_label("Find suspect labels").click();
+    h.run_steps(2);
+    settle(&mut h, "the suspect labels", |a| {
+        a.map_tab().suspects().is_some()
+    });
+    let view = h.state().map_tab().suspects().unwrap();
+    assert_eq!(view.report.suspects.len(), 400);
+    let first = view.report.suspects[0].path.clone();
+    let path = view.dataset.join(&first);
+    // The thumbnail and the link both carry the path: the link is the last.
+    h.get_all_by_label(&first.to_string_lossy())
+        .last()
+        .unwrap()
+        .click();
+    h.run_steps(2);
+    assert_eq!(h.state().settings().tab, Tab::Heatmap);
+    assert_eq!(h.state().settings().image, path.to_string_lossy());
+    assert_eq!(h.state().last_error(), None);
+}
