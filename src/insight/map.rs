@@ -258,7 +258,7 @@ const PLOT: u32 = 640;
 /// with a frame, and a legend of the groups on the right.
 pub fn render_map(map: &DatasetMap, by: ColorBy) -> Result<RgbImage> {
     let (groups, names) = map.groups(by)?;
-    let (margin, legend_w, title_h) = (24u32, 220u32, 56u32);
+    let (margin, legend_w, title_h) = (24u32, 220u32, 70u32);
     let mut c = Canvas::new(margin * 2 + PLOT + legend_w, title_h + PLOT + margin * 2);
     let title = format!(
         "{} of {} ({} images) by {}, coloured by {}",
@@ -304,7 +304,7 @@ pub fn render_map(map: &DatasetMap, by: ColorBy) -> Result<RgbImage> {
         c.text(
             &format!("{name} ({count})"),
             (lx + 18) as f32,
-            (y + 11) as f32,
+            y as f32,
             13.0,
             INK,
             Align::Left,

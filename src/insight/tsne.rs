@@ -78,7 +78,8 @@ pub fn tsne(
             })
             .collect();
     cancel.check()?;
-    let init = scaled_start(x)?;
+    // PCA of the 50-D reduction spans the same first two components as PCA of x, cheaply.
+    let init = scaled_start(&reduced)?;
     let rows: Vec<usize> = (0..n).collect();
     let fit = catch_unwind(AssertUnwindSafe(|| {
         let mut t: tSNE<f32, usize> = tSNE::new(&rows);
