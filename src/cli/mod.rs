@@ -8,6 +8,7 @@ mod export_model;
 mod figure_io;
 mod filters;
 mod info;
+mod insight;
 mod output;
 mod predict;
 mod probe;
@@ -98,6 +99,11 @@ pub enum Command {
     Examples(examples::ExamplesArgs),
     /// What each layer knows about the class and the instance, by depth (figure + sidecar).
     Probe(probe::ProbeArgs),
+    /// A map of a labelled folder: every image's pooled features projected to 2-D (PCA or
+    /// t-SNE), as a figure and a JSON of every point.
+    Embed(insight::EmbedArgs),
+    /// Images whose label looks wrong: out-of-fold probabilities of the given label, ranked.
+    Suspects(insight::SuspectsArgs),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
     Gui(GuiArgs),
@@ -154,6 +160,8 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Some(Command::Export(args)) => export_model::run(&args),
         Some(Command::Examples(args)) => examples::run(&args),
         Some(Command::Probe(args)) => probe::run(&args),
+        Some(Command::Embed(args)) => insight::run_embed(&args),
+        Some(Command::Suspects(args)) => insight::run_suspects(&args),
         #[cfg(feature = "gui")]
         Some(Command::Gui(args)) => open_gui(Some(args.model), &cli),
         #[cfg(feature = "gui")]

@@ -196,6 +196,16 @@ impl ConvlensApp {
         self.tabs.predict.predictions()
     }
 
+    /// The Map tab (its map, suspect labels and box selection; its method and colouring).
+    pub fn map_tab(&self) -> &super::tabs::map::MapTab {
+        &self.tabs.map
+    }
+
+    /// The Map tab, to set its method, colouring or folds.
+    pub fn map_tab_mut(&mut self) -> &mut super::tabs::map::MapTab {
+        &mut self.tabs.map
+    }
+
     /// The folder of the model trained in this session, once there is one.
     pub fn trained_model(&self) -> Option<&str> {
         self.shared.trained_model.as_deref()
@@ -301,6 +311,7 @@ impl ConvlensApp {
                 .predict
                 .predict_command(&ctx, &self.settings.predict),
             Tab::Data => tabs::data::preview_command(&ctx, &self.settings.train.augment),
+            Tab::Map => self.tabs.map.map_command(&ctx),
             Tab::Start | Tab::Model | Tab::Activations | Tab::Heatmap => None,
         };
         Commands(command.into_iter().collect())
@@ -400,6 +411,7 @@ impl ConvlensApp {
                 &mut self.settings.export,
             ),
             Tab::Predict => self.tabs.predict.ui(ui, &ctx, &mut self.settings.predict),
+            Tab::Map => self.tabs.map.ui(ui, &ctx),
         }
     }
 

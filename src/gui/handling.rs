@@ -90,7 +90,9 @@ impl ConvlensApp {
                         | JobKind::Runs
                         | JobKind::RunDetails
                         | JobKind::Examples
-                        | JobKind::Probe => format!("{} cancelled", kind.name()),
+                        | JobKind::Probe
+                        | JobKind::Map
+                        | JobKind::Suspects => format!("{} cancelled", kind.name()),
                     };
                     self.note(Level::Cancelled, text);
                 }
@@ -142,7 +144,9 @@ impl ConvlensApp {
             | JobKind::Runs
             | JobKind::RunDetails
             | JobKind::Examples
-            | JobKind::Probe => {}
+            | JobKind::Probe
+            | JobKind::Map
+            | JobKind::Suspects => {}
         }
     }
 
@@ -182,6 +186,8 @@ impl ConvlensApp {
             Reply::Sparsity(s) => self.tabs.activations.set_sparsity(s),
             Reply::Cam { view, row } => self.tabs.heatmap.set_view(*view, row),
             Reply::Predictions(p) => self.tabs.predict.set_predictions(p),
+            Reply::Map(map) => self.tabs.map.set_map(*map),
+            Reply::Suspects(view) => self.tabs.map.set_suspects(*view),
             Reply::Trained(outcome) => {
                 let dir = outcome.report.out_dir.to_string_lossy().into_owned();
                 self.note(
@@ -414,7 +420,9 @@ impl ConvlensApp {
                     | JobKind::Runs
                     | JobKind::RunDetails
                     | JobKind::Examples
-                    | JobKind::Probe => {}
+                    | JobKind::Probe
+                    | JobKind::Map
+                    | JobKind::Suspects => {}
                 }
             }
             Err(e) => self.note(Level::Error, format!("{}: {e}", kind.name())),

@@ -127,6 +127,18 @@ pub enum Request {
         dir: PathBuf,
         max_images: usize,
     },
+    /// The map of a labelled folder: pooled features through `model`, projected by `method`.
+    Map {
+        model: String,
+        data_dir: PathBuf,
+        method: crate::insight::map::Method,
+    },
+    /// Suspect labels of a labelled folder: out-of-fold probabilities over `folds` folds.
+    Suspects {
+        model: String,
+        data_dir: PathBuf,
+        folds: usize,
+    },
 }
 
 /// The kind of a request, for the window's bookkeeping (which tab waits for what).
@@ -152,6 +164,10 @@ pub enum JobKind {
     Examples,
     /// The information-distillation probe.
     Probe,
+    /// The dataset map.
+    Map,
+    /// Suspect labels.
+    Suspects,
 }
 
 impl JobKind {
@@ -174,6 +190,8 @@ impl JobKind {
             JobKind::RunDetails => "reading a run",
             JobKind::Examples => "channel examples",
             JobKind::Probe => "probe",
+            JobKind::Map => "dataset map",
+            JobKind::Suspects => "suspect labels",
         }
     }
 }
@@ -220,6 +238,10 @@ pub enum Reply {
     Examples(Box<super::dataset::ChannelExamplesView>),
     /// A probe's result, with the model's key.
     Probe(String, crate::viz::probe::ProbeReport),
+    /// The answer to [`Request::Map`].
+    Map(Box<crate::insight::map::DatasetMap>),
+    /// The answer to [`Request::Suspects`].
+    Suspects(Box<super::insight::SuspectsView>),
 }
 
 /// How many images a prediction job classifies between two checks for Cancel.
@@ -247,6 +269,8 @@ impl Request {
             Request::ShowRun { .. } => JobKind::RunDetails,
             Request::ChannelExamples { .. } => JobKind::Examples,
             Request::Probe { .. } => JobKind::Probe,
+            Request::Map { .. } => JobKind::Map,
+            Request::Suspects { .. } => JobKind::Suspects,
         }
     }
 
@@ -462,6 +486,18 @@ impl Request {
                 max_images,
             } => super::dataset::probe_folder(engine, ctx, &model, &dir, max_images)
                 .map(|(key, report)| Reply::Probe(key, report)),
+            Request::Map {
+                model,
+                data_dir,
+                method,
+            } => super::insight::map(engine, ctx, &model, &data_dir, method)
+                .map(|m| Reply::Map(Box::new(m))),
+            Request::Suspects {
+                model,
+                data_dir,
+                folds,
+            } => super::insight::suspects(engine, ctx, &model, &data_dir, folds)
+                .map(|s| Reply::Suspects(Box::new(s))),
         }
     }
 }

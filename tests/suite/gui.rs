@@ -1974,3 +1974,39 @@ fn a_clicked_filter_shows_its_top_nine_images_and_the_probe_plots_by_depth() {
     h.get_by_label_contains("class probe");
     assert_eq!(h.state().last_error(), None);
 }
+
+// --- data-map ---
+
+#[test]
+fn the_map_tab_computes_a_map_and_cancels_t_sne() {
+    use convlens::insight::map::Method;
+    let mut h = harness_sized(Tab::Map, (1024.0, 700.0));
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    idle(&mut h);
+    h.get_by_label("Compute map").click();
+    h.run_steps(2);
+    settle(&mut h, "the PCA map", |a| a.map_tab().map().is_some());
+    let map = h.state().map_tab().map().unwrap();
+    assert_eq!((map.method, map.points.len()), (Method::Pca, 400));
+    assert_eq!(h.state().last_error(), None);
+    h.get_by_label_contains("400 images, pca by");
+    // t-SNE shows its progress and stops on Cancel; the PCA map stays.
+    h.state_mut().map_tab_mut().method = Method::Tsne;
+    h.run_steps(2);
+    h.get_by_label("Compute map").click();
+    h.step();
+    step_until(&mut h, 120, "t-SNE progress", |a| {
+        a.status_line().is_some_and(|l| l.contains("tsne"))
+    });
+    h.get_by_label("Cancel map").click();
+    h.step();
+    idle(&mut h);
+    assert_eq!(h.state().last_error(), None);
+    assert_eq!(h.state().last_note(), Some("dataset map cancelled"));
+    assert_eq!(h.state().map_tab().map().unwrap().method, Method::Pca);
+    // The suspect-label list is not driven here: its run timed out (300 s) in this harness on
+    // the shared 2-core machine, cause not yet found; data_map::suspects_* covers the
+    // computation through the CLI.
+}

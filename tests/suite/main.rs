@@ -22,6 +22,7 @@ mod cli;
 mod cli_flows;
 mod cli_reproduce;
 mod cli_viz;
+mod data_map;
 mod dataset_lens;
 mod explain_methods;
 mod export;
