@@ -4,8 +4,10 @@
 //! ([`reproduce`] gives the same PNG, byte for byte, on the same build and device).
 
 pub mod canvas;
+pub mod evidence;
 pub mod figures;
 pub mod naming;
+pub mod plots;
 
 use std::path::{Path, PathBuf};
 

@@ -6,10 +6,12 @@
 pub mod activations;
 pub mod cam;
 pub mod colormap;
+pub mod faithfulness;
 pub mod filters;
 pub mod lucid;
 pub mod overlay;
 pub mod resize;
+pub mod sanity;
 
 /// Errors unless option `name` (as the user wrote it, e.g. `--size`) has a `value` within
 /// `range`; the message names the option, the value and the allowed range. NaN is never in range.
