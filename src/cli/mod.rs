@@ -3,6 +3,7 @@
 mod activations;
 mod cam;
 mod evaluate;
+mod faithfulness;
 mod figure_io;
 mod filters;
 mod info;
@@ -11,6 +12,7 @@ mod predict;
 mod progress;
 mod reproduce;
 mod runs;
+mod sanity;
 mod train;
 
 pub use progress::Progress;
@@ -89,6 +91,11 @@ pub enum Command {
     Cam(cam::CamArgs),
     /// Render a figure again from its JSON sidecar (same PNG, byte for byte).
     Reproduce(reproduce::ReproduceArgs),
+    /// Whether heatmaps are faithful: ROAD, confidence change, deletion/insertion, each beside
+    /// a random map (one image: a table; a folder: CSV + summary figure).
+    Faithfulness(faithfulness::FaithfulnessArgs),
+    /// The model-randomisation sanity check of a heatmap method (figure + sidecar).
+    Sanity(sanity::SanityArgs),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
     Gui(GuiArgs),
@@ -142,6 +149,8 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Some(Command::Filters(args)) => filters::run(&args),
         Some(Command::Cam(args)) => cam::run(&args),
         Some(Command::Reproduce(args)) => reproduce::run(&args),
+        Some(Command::Faithfulness(args)) => faithfulness::run(&args),
+        Some(Command::Sanity(args)) => sanity::run(&args),
         #[cfg(feature = "gui")]
         Some(Command::Gui(args)) => open_gui(Some(args.model), &cli),
         #[cfg(feature = "gui")]
