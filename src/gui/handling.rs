@@ -87,7 +87,8 @@ impl ConvlensApp {
                         | JobKind::Augment
                         | JobKind::Thumbnails
                         | JobKind::Runs
-                        | JobKind::RunDetails => format!("{} cancelled", kind.name()),
+                        | JobKind::RunDetails
+                        | JobKind::Evidence => format!("{} cancelled", kind.name()),
                     };
                     self.note(Level::Cancelled, text);
                 }
@@ -137,7 +138,8 @@ impl ConvlensApp {
             | JobKind::Export
             | JobKind::Augment
             | JobKind::Runs
-            | JobKind::RunDetails => {}
+            | JobKind::RunDetails
+            | JobKind::Evidence => {}
         }
     }
 
@@ -176,6 +178,8 @@ impl ConvlensApp {
             Reply::Activations(view) => self.tabs.activations.set_view(view),
             Reply::Sparsity(s) => self.tabs.activations.set_sparsity(s),
             Reply::Cam { view, row } => self.tabs.heatmap.set_view(view, row),
+            Reply::Faithfulness(view) => self.tabs.heatmap.set_faithfulness(*view),
+            Reply::Sanity(view) => self.tabs.heatmap.set_sanity(*view),
             Reply::Predictions(p) => self.tabs.predict.set_predictions(p),
             Reply::Trained(outcome) => {
                 let dir = outcome.report.out_dir.to_string_lossy().into_owned();
@@ -381,7 +385,8 @@ impl ConvlensApp {
                     | JobKind::Augment
                     | JobKind::Thumbnails
                     | JobKind::Runs
-                    | JobKind::RunDetails => {}
+                    | JobKind::RunDetails
+                    | JobKind::Evidence => {}
                 }
             }
             Err(e) => self.note(Level::Error, format!("{}: {e}", kind.name())),

@@ -3,6 +3,7 @@
 //! final [`Outcome`] per job go out as [`Event`]s, each followed by a call to a waker (the GUI
 //! passes `request_repaint`). A job that panics ends as [`Outcome::Panicked`]; the worker lives on.
 
+pub mod evidence;
 mod request;
 pub mod views;
 

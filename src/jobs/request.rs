@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use image::RgbImage;
 
+use super::evidence::{self, FaithView, SanityView};
 use super::views::{self, ActivationView, CamView, ModelInfo, PredictionRow, TrainOutcome};
 use super::{Engine, JobContext, Partial};
 use crate::Result;
@@ -15,6 +16,7 @@ use crate::train::{TrainConfig, TrainEvent, train};
 use crate::viz::activations::{GridOptions, LayerSparsity};
 use crate::viz::cam::{CamMethod, CamOptions};
 use crate::viz::colormap::Colormap;
+use crate::viz::faithfulness::FaithOptions;
 use crate::viz::filters::{FilterOptions, FilterProgress, filter_patterns_with};
 use crate::workspace::{Destination, RunDetails, RunSummary, Workspace, evaluate_saved};
 
@@ -106,6 +108,29 @@ pub enum Request {
     },
     /// Deletes a run (the workspace refuses folders that are not runs), then lists.
     DeleteRun { workspace: Workspace, name: String },
+    /// Faithfulness metrics of `methods`' maps (`layer` `None`: the model's default CAM
+    /// layer; `class` `None`: the top class) beside the random-map baseline, for `row` of the
+    /// Heatmap tab; `compare`: the "compare methods" view.
+    Faithfulness {
+        model: String,
+        image: PathBuf,
+        layer: Option<String>,
+        methods: Vec<CamMethod>,
+        class: Option<usize>,
+        options: FaithOptions,
+        row: usize,
+        compare: bool,
+    },
+    /// The model-randomisation sanity check of `method`'s map, for `row` of the Heatmap tab.
+    Sanity {
+        model: String,
+        image: PathBuf,
+        layer: Option<String>,
+        method: CamMethod,
+        class: Option<usize>,
+        seed: u64,
+        row: usize,
+    },
 }
 
 /// The kind of a request, for the window's bookkeeping (which tab waits for what).
@@ -127,6 +152,8 @@ pub enum JobKind {
     Runs,
     /// Reading one run.
     RunDetails,
+    /// Faithfulness metrics or the sanity check of heatmaps.
+    Evidence,
 }
 
 impl JobKind {
@@ -147,6 +174,7 @@ impl JobKind {
             JobKind::Thumbnails => "thumbnails",
             JobKind::Runs => "runs",
             JobKind::RunDetails => "reading a run",
+            JobKind::Evidence => "heatmap evidence",
         }
     }
 }
@@ -186,6 +214,10 @@ pub enum Reply {
         details: Box<RunDetails>,
         compare: bool,
     },
+    /// The answer to [`Request::Faithfulness`].
+    Faithfulness(Box<FaithView>),
+    /// The answer to [`Request::Sanity`].
+    Sanity(Box<SanityView>),
 }
 
 /// How many images a prediction job classifies between two checks for Cancel.
@@ -211,6 +243,7 @@ impl Request {
                 JobKind::Runs
             }
             Request::ShowRun { .. } => JobKind::RunDetails,
+            Request::Faithfulness { .. } | Request::Sanity { .. } => JobKind::Evidence,
         }
     }
 
@@ -395,6 +428,48 @@ impl Request {
                     done: Some(format!("deleted run {name}")),
                 })
             }
+            Request::Faithfulness {
+                model,
+                image,
+                layer,
+                methods,
+                class,
+                options,
+                row,
+                compare,
+            } => evidence::faithfulness(
+                engine,
+                ctx,
+                &model,
+                &image,
+                layer.as_deref(),
+                &methods,
+                class,
+                &options,
+                row,
+                compare,
+            )
+            .map(|v| Reply::Faithfulness(Box::new(v))),
+            Request::Sanity {
+                model,
+                image,
+                layer,
+                method,
+                class,
+                seed,
+                row,
+            } => evidence::sanity(
+                engine,
+                ctx,
+                &model,
+                &image,
+                layer.as_deref(),
+                method,
+                class,
+                seed,
+                row,
+            )
+            .map(|v| Reply::Sanity(Box::new(v))),
         }
     }
 }
