@@ -22,6 +22,7 @@ mod cli;
 mod cli_flows;
 mod cli_reproduce;
 mod cli_viz;
+mod explain_metrics;
 mod gui;
 mod lite0_parity;
 mod parity_models;
