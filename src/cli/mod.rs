@@ -5,6 +5,7 @@ mod cam;
 mod evaluate;
 mod examples;
 mod export_model;
+mod faithfulness;
 mod figure_io;
 mod filters;
 mod info;
@@ -15,6 +16,7 @@ mod probe;
 mod progress;
 mod reproduce;
 mod runs;
+mod sanity;
 mod train;
 
 pub use progress::Progress;
@@ -104,6 +106,11 @@ pub enum Command {
     Embed(insight::EmbedArgs),
     /// Images whose label looks wrong: out-of-fold probabilities of the given label, ranked.
     Suspects(insight::SuspectsArgs),
+    /// Whether heatmaps are faithful: ROAD, confidence change, deletion/insertion, each beside
+    /// a random map (one image: a table; a folder: CSV + summary figure).
+    Faithfulness(faithfulness::FaithfulnessArgs),
+    /// The model-randomisation sanity check of a heatmap method (figure + sidecar).
+    Sanity(sanity::SanityArgs),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
     Gui(GuiArgs),
@@ -162,6 +169,8 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Some(Command::Probe(args)) => probe::run(&args),
         Some(Command::Embed(args)) => insight::run_embed(&args),
         Some(Command::Suspects(args)) => insight::run_suspects(&args),
+        Some(Command::Faithfulness(args)) => faithfulness::run(&args),
+        Some(Command::Sanity(args)) => sanity::run(&args),
         #[cfg(feature = "gui")]
         Some(Command::Gui(args)) => open_gui(Some(args.model), &cli),
         #[cfg(feature = "gui")]

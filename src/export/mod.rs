@@ -4,10 +4,12 @@
 //! ([`reproduce`] gives the same PNG, byte for byte, on the same build and device).
 
 pub mod canvas;
+pub mod evidence;
 pub mod examples_figure;
 pub mod figures;
 pub mod folder_figure;
 pub mod naming;
+pub mod plots;
 pub mod probe_figure;
 
 use std::path::{Path, PathBuf};

@@ -92,7 +92,8 @@ impl ConvlensApp {
                         | JobKind::Examples
                         | JobKind::Probe
                         | JobKind::Map
-                        | JobKind::Suspects => format!("{} cancelled", kind.name()),
+                        | JobKind::Suspects
+                        | JobKind::Evidence => format!("{} cancelled", kind.name()),
                     };
                     self.note(Level::Cancelled, text);
                 }
@@ -146,7 +147,8 @@ impl ConvlensApp {
             | JobKind::Examples
             | JobKind::Probe
             | JobKind::Map
-            | JobKind::Suspects => {}
+            | JobKind::Suspects
+            | JobKind::Evidence => {}
         }
     }
 
@@ -185,6 +187,8 @@ impl ConvlensApp {
             Reply::Activations(view) => self.tabs.activations.set_view(view),
             Reply::Sparsity(s) => self.tabs.activations.set_sparsity(s),
             Reply::Cam { view, row } => self.tabs.heatmap.set_view(*view, row),
+            Reply::Faithfulness(view) => self.tabs.heatmap.set_faithfulness(*view),
+            Reply::Sanity(view) => self.tabs.heatmap.set_sanity(*view),
             Reply::Predictions(p) => self.tabs.predict.set_predictions(p),
             Reply::Map(map) => self.tabs.map.set_map(*map),
             Reply::Suspects(view) => self.tabs.map.set_suspects(*view),
@@ -422,7 +426,8 @@ impl ConvlensApp {
                     | JobKind::Examples
                     | JobKind::Probe
                     | JobKind::Map
-                    | JobKind::Suspects => {}
+                    | JobKind::Suspects
+                    | JobKind::Evidence => {}
                 }
             }
             Err(e) => self.note(Level::Error, format!("{}: {e}", kind.name())),

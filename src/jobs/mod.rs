@@ -4,6 +4,7 @@
 //! passes `request_repaint`). A job that panics ends as [`Outcome::Panicked`]; the worker lives on.
 
 mod dataset;
+pub mod evidence;
 pub mod insight;
 mod request;
 pub mod views;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use image::RgbImage;
 
+use super::evidence::{self, FaithView, SanityView};
 use super::views::{self, ActivationView, CamView, ModelInfo, PredictionRow, TrainOutcome};
 use super::{Engine, JobContext, Partial};
 use crate::Result;
@@ -15,6 +16,7 @@ use crate::train::{TrainConfig, TrainEvent, train};
 use crate::viz::activations::{GridOptions, LayerSparsity};
 use crate::viz::cam::{CamOptions, Smooth};
 use crate::viz::colormap::Colormap;
+use crate::viz::faithfulness::FaithOptions;
 use crate::viz::filters::{FilterOptions, FilterProgress, filter_patterns_with};
 use crate::workspace::{Destination, RunDetails, RunSummary, Workspace, evaluate_saved};
 
@@ -139,6 +141,29 @@ pub enum Request {
         data_dir: PathBuf,
         folds: usize,
     },
+    /// Faithfulness metrics of `methods`' maps (`layer` `None`: the model's default CAM
+    /// layer; `class` `None`: the top class) beside the random-map baseline, for `row` of the
+    /// Heatmap tab; `compare`: the "compare methods" view.
+    Faithfulness {
+        model: String,
+        image: PathBuf,
+        layer: Option<String>,
+        methods: Vec<CamMethod>,
+        class: Option<usize>,
+        options: FaithOptions,
+        row: usize,
+        compare: bool,
+    },
+    /// The model-randomisation sanity check of `method`'s map, for `row` of the Heatmap tab.
+    Sanity {
+        model: String,
+        image: PathBuf,
+        layer: Option<String>,
+        method: CamMethod,
+        class: Option<usize>,
+        seed: u64,
+        row: usize,
+    },
 }
 
 /// The kind of a request, for the window's bookkeeping (which tab waits for what).
@@ -168,6 +193,8 @@ pub enum JobKind {
     Map,
     /// Suspect labels.
     Suspects,
+    /// Faithfulness metrics or the sanity check of heatmaps.
+    Evidence,
 }
 
 impl JobKind {
@@ -192,6 +219,7 @@ impl JobKind {
             JobKind::Probe => "probe",
             JobKind::Map => "dataset map",
             JobKind::Suspects => "suspect labels",
+            JobKind::Evidence => "heatmap evidence",
         }
     }
 }
@@ -242,6 +270,10 @@ pub enum Reply {
     Map(Box<crate::insight::map::DatasetMap>),
     /// The answer to [`Request::Suspects`].
     Suspects(Box<super::insight::SuspectsView>),
+    /// The answer to [`Request::Faithfulness`].
+    Faithfulness(Box<FaithView>),
+    /// The answer to [`Request::Sanity`].
+    Sanity(Box<SanityView>),
 }
 
 /// How many images a prediction job classifies between two checks for Cancel.
@@ -271,6 +303,7 @@ impl Request {
             Request::Probe { .. } => JobKind::Probe,
             Request::Map { .. } => JobKind::Map,
             Request::Suspects { .. } => JobKind::Suspects,
+            Request::Faithfulness { .. } | Request::Sanity { .. } => JobKind::Evidence,
         }
     }
 
@@ -498,6 +531,48 @@ impl Request {
                 folds,
             } => super::insight::suspects(engine, ctx, &model, &data_dir, folds)
                 .map(|s| Reply::Suspects(Box::new(s))),
+            Request::Faithfulness {
+                model,
+                image,
+                layer,
+                methods,
+                class,
+                options,
+                row,
+                compare,
+            } => evidence::faithfulness(
+                engine,
+                ctx,
+                &model,
+                &image,
+                layer.as_deref(),
+                &methods,
+                class,
+                &options,
+                row,
+                compare,
+            )
+            .map(|v| Reply::Faithfulness(Box::new(v))),
+            Request::Sanity {
+                model,
+                image,
+                layer,
+                method,
+                class,
+                seed,
+                row,
+            } => evidence::sanity(
+                engine,
+                ctx,
+                &model,
+                &image,
+                layer.as_deref(),
+                method,
+                class,
+                seed,
+                row,
+            )
+            .map(|v| Reply::Sanity(Box::new(v))),
         }
     }
 }

@@ -2010,3 +2010,26 @@ fn the_map_tab_computes_a_map_and_cancels_t_sne() {
     // the shared 2-core machine, cause not yet found; data_map::suspects_* covers the
     // computation through the CLI.
 }
+
+// --- explain-metrics ---
+
+/// The numbers under a map: Faithfulness computes the metrics of the map on screen beside the
+/// random map's, and the sanity check says whether the map follows the model (Grad-CAM does).
+#[test]
+fn faithfulness_numbers_and_the_sanity_check_appear_under_a_map() {
+    let mut h = harness(Tab::Heatmap);
+    settle(&mut h, "the heatmap", |a| a.cam_view().is_some());
+    h.get_by_label("Faithfulness").click();
+    h.run_steps(2);
+    settle(&mut h, "the faithfulness numbers", |a| !a.busy());
+    h.run_steps(2);
+    h.get_by_label_contains("faithfulness of gradcam");
+    h.get_by_label("Insertion AUC");
+    h.get_by_label("random map");
+    h.get_by_label("Sanity check").click();
+    h.run_steps(2);
+    settle(&mut h, "the sanity check", |a| !a.busy());
+    h.run_steps(2);
+    h.get_by_label_contains("sanity check passed: gradcam");
+    assert_eq!(h.state().last_error(), None);
+}

@@ -25,6 +25,7 @@ mod cli_viz;
 mod data_map;
 mod dataset_lens;
 mod explain_methods;
+mod explain_metrics;
 mod export;
 mod gui;
 mod lite0_parity;

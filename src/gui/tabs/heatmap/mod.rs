@@ -3,6 +3,7 @@
 //! the model trained in this session; set up by a confusion-matrix click to explain an error
 //! (the trained model's map of the true and of the predicted class, and the base model's view).
 
+mod evidence;
 mod export;
 mod images;
 mod params;
@@ -95,6 +96,8 @@ struct Row {
     /// explain an error.
     role: Option<&'static str>,
     search: String,
+    /// Faithfulness and sanity check of the row's map (shown while they match it).
+    evidence: evidence::RowEvidence,
 }
 
 /// The Heatmap tab's state.
@@ -106,6 +109,8 @@ pub struct HeatmapTab {
     /// Models brought in by [`HeatmapTab::explain`] that the model chooser does not list (a
     /// saved run).
     extra: Vec<ModelChoice>,
+    /// The last "compare methods" result (shown while it matches the first row's map).
+    compare: Option<crate::jobs::evidence::FaithView>,
 }
 
 impl HeatmapTab {
@@ -291,6 +296,7 @@ impl HeatmapTab {
                 if one || all {
                     out.extend(self.export(&models, s, export, all));
                 }
+                self.compare_ui(ui, ctx, &mut out);
                 let mut remove = None;
                 for (row, key) in models.iter().enumerate() {
                     let Some(key) = key else { continue };
@@ -306,6 +312,7 @@ impl HeatmapTab {
                         }
                         self.images(ui, row, s.colormap);
                     });
+                    self.evidence_ui(ui, ctx, row, &mut out);
                 }
                 ui.separator();
                 if s.rows.len() < MAX_ROWS
