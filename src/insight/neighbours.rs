@@ -150,8 +150,8 @@ mod tests {
     fn nearest_finds_the_brute_force_neighbours() {
         let p = points(&[[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [0.0, 2.5], [10.0, 10.0]]);
         let near = nearest(&p, 2, &mut |_, _| {}).unwrap();
-        assert_eq!(near[0].iter().map(|n| n.0).collect::<Vec<_>>(), vec![1, 2]);
-        assert!((near[0][1].1 - 3.0).abs() < 1e-5);
+        assert_eq!(near[0].iter().map(|n| n.0).collect::<Vec<_>>(), vec![1, 3]); // (0, 2.5) is nearer than (3, 0)
+        assert!((near[0][1].1 - 2.5).abs() < 1e-5);
         assert_eq!(near[4].iter().map(|n| n.0).collect::<Vec<_>>(), vec![2, 3]);
         assert!(nearest(&p, 5, &mut |_, _| {}).is_err());
     }

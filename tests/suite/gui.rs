@@ -1971,7 +1971,7 @@ fn a_clicked_filter_shows_its_top_nine_images_and_the_probe_plots_by_depth() {
             .iter()
             .all(|v| (0.0..=1.0).contains(v))
     }));
-    h.get_by_label_contains("class probe");
+    h.get_by_label_contains(" held out"); // the summary line under the section title
     assert_eq!(h.state().last_error(), None);
 }
 
