@@ -14,7 +14,7 @@ use crate::device::DeviceChoice;
 use crate::export::FigureRequest;
 use crate::train::{TrainConfig, TrainEvent, train};
 use crate::viz::activations::{GridOptions, LayerSparsity};
-use crate::viz::cam::{CamOptions, Smooth};
+use crate::viz::cam::{CamMethod, CamOptions, Smooth};
 use crate::viz::colormap::Colormap;
 use crate::viz::faithfulness::FaithOptions;
 use crate::viz::filters::{FilterOptions, FilterProgress, filter_patterns_with};
