@@ -88,7 +88,7 @@ pub fn blur(image: &[f32], (c, h, w): (usize, usize, usize)) -> Vec<f32> {
                             continue;
                         }
                         let kv = k[((ky + r) as usize) * BLUR_SIZE + (kx + r) as usize];
-                        acc += kv * plane[yy as usize * w as usize + xx as usize];
+                        acc += kv * plane[yy as usize * w + xx as usize];
                     }
                 }
                 out[ch * h * w + y as usize * w + x as usize] = acc;
