@@ -142,7 +142,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_blur_kernel_is_rises() {
+    fn the_blur_kernel_rises_to_its_centre_as_scipys() {
         // scipy.ndimage.gaussian_filter(impulse 11x11 at the centre, 5)[5, 0..6] as float32.
         let k = blur_kernel();
         assert_eq!(k.len(), 121);
@@ -159,7 +159,8 @@ mod tests {
         .iter()
         .enumerate()
         {
-            assert!((k[55 + x] - want).abs() < 2e-9, "k[5, {x}] = {}", k[55 + x]);
+            // The reference values are printed to 8 decimals: half a unit of the last is 5e-9.
+            assert!((k[55 + x] - want).abs() < 6e-9, "k[5, {x}] = {}", k[55 + x]);
         }
         assert_eq!(k[0], k[120]);
     }
