@@ -125,7 +125,7 @@ pub fn sanity_figure(s: &Sanity, title: &str, subtitle: &str, scale: u32) -> Rgb
         (
             format!(
                 "FLAGGED: the map does not follow the model (Spearman stays >= {FLAG_SPEARMAN} \
-                 with every stage randomised)"
+                 while the top half of the stages is randomised)"
             ),
             WARN,
         )

@@ -246,7 +246,7 @@ fn sanity_ui(ui: &mut egui::Ui, row: usize, s: &SanityView) {
             ui.visuals().error_fg_color,
             format!(
                 "FLAGGED: {}'s map does not follow the model (Spearman to the original stays \
-                 >= {FLAG_SPEARMAN} with every stage randomised)",
+                 >= {FLAG_SPEARMAN} while the top half of the stages is randomised)",
                 s.method
             ),
         );
