@@ -152,7 +152,7 @@ pub fn run(args: &SanityArgs) -> Result<ExitCode> {
     }
     if result.flagged {
         outln!(
-            "FLAGGED: {}'s map does not change with the model (Spearman >= {} at every step)",
+            "FLAGGED: {}'s map does not change with the model (Spearman >= {} while the top half of the stages is randomised)",
             args.method,
             sanity::FLAG_SPEARMAN
         );
