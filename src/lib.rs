@@ -12,6 +12,8 @@ pub mod error;
 pub mod export;
 pub mod fsutil;
 pub mod graph;
+pub mod insight;
+pub mod interchange;
 pub mod jobs;
 pub mod ops;
 pub mod predict;

@@ -1,5 +1,6 @@
-//! `convlens cam IMAGE|FOLDER [--class NAME|INDEX] [--method M] [--layer L] [--alpha A]
-//! [--colormap C] [--scale S] [--out F.png] [--json]`.
+//! `convlens cam IMAGE|FOLDER [--class NAME|INDEX] [--method M] [--layer L] [--smooth S]
+//! [--samples N] [--noise F] [--steps N] [--baseline B] [--window N] [--stride N] [--batch N]
+//! [--seed N] [--alpha A] [--colormap C] [--scale S] [--out F.png] [--json]`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,7 +9,8 @@ use super::figure_io::{check_figure_out, check_out, default_out, export_folder};
 use super::output::{outln, print_json};
 use super::{ModelArgs, Progress};
 use crate::export::{self, CamRequest, Exported, FigureRequest};
-use crate::viz::cam::{CamMethod, CamScore};
+use crate::viz::attribution::{AttributionOptions, Baseline, Completeness};
+use crate::viz::cam::{CamMethod, CamScore, MethodKind, Smooth};
 use crate::viz::colormap::Colormap;
 use crate::{Error, Result};
 
@@ -20,12 +22,44 @@ pub struct CamArgs {
     /// The class, by name (case-insensitive) or index; default: the top-1 prediction.
     #[arg(long)]
     pub class: Option<String>,
-    /// gradcam, gradcam++, layercam, scorecam or eigencam.
+    /// Layer CAMs: gradcam, gradcam++, layercam, scorecam, eigencam, hirescam, xgradcam,
+    /// ablationcam; pixel attributions: saliency, smoothgrad, integrated-gradients, occlusion.
     #[arg(long, default_value = "gradcam")]
     pub method: CamMethod,
-    /// The layer; default: the model's default CAM layer.
+    /// The layer; default: the model's default CAM layer (pixel methods do not use it).
     #[arg(long)]
     pub layer: Option<String>,
+    /// Smoothing of a layer CAM: none, aug (test-time augmentation) or eigen (first
+    /// principal component), as pytorch-grad-cam's aug_smooth / eigen_smooth.
+    #[arg(long, default_value = "none")]
+    pub smooth: Smooth,
+    /// SmoothGrad: noisy samples averaged.
+    #[arg(long, default_value_t = AttributionOptions::default().samples)]
+    pub samples: usize,
+    /// SmoothGrad: noise standard deviation as a fraction of the input's range.
+    #[arg(long, default_value_t = AttributionOptions::default().noise)]
+    pub noise: f32,
+    /// Integrated Gradients: integration points (Gauss-Legendre).
+    #[arg(long, default_value_t = AttributionOptions::default().steps)]
+    pub steps: usize,
+    /// Integrated Gradients: black, blurred or uniform.
+    #[arg(long, default_value = "black")]
+    pub baseline: Baseline,
+    /// Integrated Gradients: the blurred baseline's Gaussian sigma in pixels.
+    #[arg(long, default_value_t = AttributionOptions::default().blur_sigma)]
+    pub blur_sigma: f32,
+    /// Occlusion: the window's side in pixels.
+    #[arg(long, default_value_t = AttributionOptions::default().window)]
+    pub window: usize,
+    /// Occlusion: the window's step in pixels.
+    #[arg(long, default_value_t = AttributionOptions::default().stride)]
+    pub stride: usize,
+    /// Images per forward (AblationCAM, SmoothGrad, Integrated Gradients, occlusion).
+    #[arg(long, default_value_t = AttributionOptions::default().batch)]
+    pub batch: usize,
+    /// The seed of SmoothGrad's noise and the uniform baseline.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Weight of the heatmap in the overlay, 0-1.
     #[arg(long, default_value_t = 0.4)]
     pub alpha: f32,
@@ -55,14 +89,27 @@ struct CamJson {
     class_name: String,
     prob: f32,
     method: String,
+    /// `layer` or `pixel`.
+    kind: MethodKind,
     layer: String,
-    /// Rows of the map at the layer's resolution (after ReLU, before normalisation).
+    /// Rows of the map at the layer's resolution (after ReLU, before normalisation), or at
+    /// the input's for a pixel method.
     lowres: Vec<Vec<f32>>,
+    /// `[h, w]` of `lowres`.
+    lowres_size: [usize; 2],
+    /// Whether the map's sign means something (Integrated Gradients, occlusion).
+    signed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    smooth: Option<Smooth>,
+    /// Integrated Gradients: `score_difference` (F(image) - F(baseline)) and `error` (the
+    /// attributions' sum minus it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completeness: Option<Completeness>,
     figure: String,
     sidecar: String,
 }
 
-fn to_json(image: &Path, e: &Exported) -> Option<CamJson> {
+fn to_json(image: &Path, e: &Exported, smooth: Smooth) -> Option<CamJson> {
     let cam = e.cam.as_ref()?;
     let (_, w) = cam.lowres_size;
     Some(CamJson {
@@ -74,8 +121,13 @@ fn to_json(image: &Path, e: &Exported) -> Option<CamJson> {
             .to_string(),
         prob: cam.prob,
         method: cam.method.name().to_string(),
+        kind: cam.method.kind(),
         layer: cam.layer.clone(),
         lowres: cam.lowres.chunks(w.max(1)).map(<[f32]>::to_vec).collect(),
+        lowres_size: [cam.lowres_size.0, cam.lowres_size.1],
+        signed: cam.signed,
+        smooth: (smooth != Smooth::None).then_some(smooth),
+        completeness: cam.completeness,
         figure: e.png.display().to_string(),
         sidecar: e.sidecar.display().to_string(),
     })
@@ -102,6 +154,18 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
         .as_deref()
         .map(|c| export::resolve_class(&model.spec.labels, c))
         .transpose()?;
+    let attribution = AttributionOptions {
+        samples: args.samples,
+        noise: args.noise,
+        steps: args.steps,
+        baseline: args.baseline,
+        blur_sigma: args.blur_sigma,
+        window: args.window,
+        stride: args.stride,
+        batch: args.batch,
+        seed: args.seed,
+        normalization: None,
+    };
     let make = |image: &Path| {
         FigureRequest::Cam(CamRequest {
             image: image.to_path_buf(),
@@ -115,6 +179,8 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
             },
             colormap: args.colormap,
             alpha: args.alpha,
+            smooth: args.smooth,
+            attribution: attribution.clone(),
         })
     };
     if args.image.is_dir() {
@@ -134,7 +200,7 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
             &mut |image, res| match res {
                 Ok(e) => {
                     if args.json {
-                        found.extend(to_json(image, e));
+                        found.extend(to_json(image, e, args.smooth));
                     } else {
                         outln!(
                             "{}: {} ({:.3}) -> {}",
@@ -165,7 +231,8 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| default_out(Some(&args.image), &format!("{layer}-{}", args.method)));
     check_figure_out(&out, &[&args.image])?;
     let request = make(&args.image);
-    let mut bar = (args.method == CamMethod::ScoreCam).then(|| Progress::new(0, "score-cam"));
+    let batched = args.method.is_batched() || args.smooth == Smooth::Aug;
+    let mut bar = batched.then(|| Progress::new(0, args.method.name()));
     let exported = export::export(
         &model,
         &args.model.model,
@@ -184,7 +251,7 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
         b.finish();
     }
     if args.json {
-        print_json(&to_json(&args.image, &exported));
+        print_json(&to_json(&args.image, &exported, args.smooth));
     } else {
         outln!(
             "{} at {}: {} (class {}, p = {:.3})",

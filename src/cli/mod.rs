@@ -3,14 +3,20 @@
 mod activations;
 mod cam;
 mod evaluate;
+mod examples;
+mod export_model;
+mod faithfulness;
 mod figure_io;
 mod filters;
 mod info;
+mod insight;
 mod output;
 mod predict;
+mod probe;
 mod progress;
 mod reproduce;
 mod runs;
+mod sanity;
 mod train;
 
 pub use progress::Progress;
@@ -89,6 +95,22 @@ pub enum Command {
     Cam(cam::CamArgs),
     /// Render a figure again from its JSON sidecar (same PNG, byte for byte).
     Reproduce(reproduce::ReproduceArgs),
+    /// Export a model to ONNX or PyTorch, verified by reading it back.
+    Export(export_model::ExportArgs),
+    /// The images of a folder that excite each channel of a layer most (figure + sidecar).
+    Examples(examples::ExamplesArgs),
+    /// What each layer knows about the class and the instance, by depth (figure + sidecar).
+    Probe(probe::ProbeArgs),
+    /// A map of a labelled folder: every image's pooled features projected to 2-D (PCA or
+    /// t-SNE), as a figure and a JSON of every point.
+    Embed(insight::EmbedArgs),
+    /// Images whose label looks wrong: out-of-fold probabilities of the given label, ranked.
+    Suspects(insight::SuspectsArgs),
+    /// Whether heatmaps are faithful: ROAD, confidence change, deletion/insertion, each beside
+    /// a random map (one image: a table; a folder: CSV + summary figure).
+    Faithfulness(faithfulness::FaithfulnessArgs),
+    /// The model-randomisation sanity check of a heatmap method (figure + sidecar).
+    Sanity(sanity::SanityArgs),
     /// Open the desktop app (the default when no subcommand is given).
     #[cfg(feature = "gui")]
     Gui(GuiArgs),
@@ -142,6 +164,13 @@ pub fn run(mut cli: Cli) -> ExitCode {
         Some(Command::Filters(args)) => filters::run(&args),
         Some(Command::Cam(args)) => cam::run(&args),
         Some(Command::Reproduce(args)) => reproduce::run(&args),
+        Some(Command::Export(args)) => export_model::run(&args),
+        Some(Command::Examples(args)) => examples::run(&args),
+        Some(Command::Probe(args)) => probe::run(&args),
+        Some(Command::Embed(args)) => insight::run_embed(&args),
+        Some(Command::Suspects(args)) => insight::run_suspects(&args),
+        Some(Command::Faithfulness(args)) => faithfulness::run(&args),
+        Some(Command::Sanity(args)) => sanity::run(&args),
         #[cfg(feature = "gui")]
         Some(Command::Gui(args)) => open_gui(Some(args.model), &cli),
         #[cfg(feature = "gui")]

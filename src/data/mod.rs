@@ -8,6 +8,7 @@ pub mod augment;
 pub mod batch;
 pub mod decode;
 pub mod folder;
+pub mod listing;
 pub mod preprocess;
 pub mod split_record;
 pub mod train_transform;

@@ -15,25 +15,25 @@ use crate::viz::filters::FilterPattern;
 use crate::viz::overlay::CropPlacement;
 
 /// Margin around a figure, scale-1 pixels.
-const MARGIN: u32 = 16;
+pub(crate) const MARGIN: u32 = 16;
 /// Title font size, scale-1 pixels.
-const TITLE: u32 = 20;
+pub(crate) const TITLE: u32 = 20;
 /// Subtitle and caption font size.
-const SUB: u32 = 13;
+pub(crate) const SUB: u32 = 13;
 /// Tick and tile label font size.
-const SMALL: u32 = 11;
+pub(crate) const SMALL: u32 = 11;
 /// Colorbar width.
 const BAR: u32 = 14;
 /// Light grey shown where a map has no value (outside the network's crop).
 const NO_DATA: Rgb<u8> = Rgb([228, 228, 228]);
 
 /// The header block (title + subtitle) height at scale 1.
-fn header_height() -> u32 {
+pub(crate) fn header_height() -> u32 {
     TITLE * 5 / 4 + 4 + SUB * 5 / 4 + 10
 }
 
 /// Draws the title and subtitle; returns nothing (the layout reserves [`header_height`]).
-fn header(c: &mut Canvas, title: &str, subtitle: &str, s: u32) {
+pub(crate) fn header(c: &mut Canvas, title: &str, subtitle: &str, s: u32) {
     let x = (MARGIN * s) as f32;
     let y = (MARGIN * s) as f32;
     c.text(title, x, y, (TITLE * s) as f32, INK, Align::Left);
@@ -42,7 +42,7 @@ fn header(c: &mut Canvas, title: &str, subtitle: &str, s: u32) {
 }
 
 /// The width of `text` at scale 1 and `size`, rounded up.
-fn width1(text: &str, size: u32) -> u32 {
+pub(crate) fn width1(text: &str, size: u32) -> u32 {
     Canvas::new(1, 1).text_width(text, size as f32).ceil() as u32
 }
 
@@ -87,10 +87,16 @@ pub fn cam_figure(f: &CamFigure, scale: u32) -> RgbImage {
     let (ow, oh) = f.original.dimensions();
     let (pw1, ph1) = fit((ow, oh), (340, 256));
     let gap1 = 12;
+    // A signed map (in [-1, 1]) is drawn as 0.5 + 0.5 v: its ticks say -1 .. 1.
+    let signed = f.cam.signed;
     let ticks: Vec<(f32, String)> = [0.0f32, 0.25, 0.5, 0.75, 1.0]
         .iter()
-        .map(|&v| (v, format!("{v:.2}")))
+        .map(|&v| {
+            let label = if signed { 2.0 * v - 1.0 } else { v };
+            (v, format!("{label:.2}"))
+        })
         .collect();
+    let colormap = f.colormap.for_map(signed);
     let (bar_gap1, bar_w1) = colorbar_width(&ticks);
     let caption1 = SUB * 5 / 4 + 4;
     let top1 = MARGIN + header_height() + caption1;
@@ -101,7 +107,7 @@ pub fn cam_figure(f: &CamFigure, scale: u32) -> RgbImage {
     header(&mut c, &f.title, &f.subtitle, s);
 
     let photo = resize(f.original, pw, ph, FilterType::Triangle);
-    let map = &f.cam.map;
+    let map = &f.cam.display_map();
     let size = f.cam.size;
     let heat_at = |px: u32, py: u32| {
         let x = (f64::from(px) + 0.5) * f64::from(ow) / f64::from(pw);
@@ -113,7 +119,7 @@ pub fn cam_figure(f: &CamFigure, scale: u32) -> RgbImage {
     for py in 0..ph {
         for px in 0..pw {
             if let Some(v) = heat_at(px, py) {
-                let h = f.colormap.rgb(v);
+                let h = colormap.rgb(v);
                 heat.put_pixel(px, py, Rgb(h));
                 let o = overlay.get_pixel_mut(px, py);
                 for (c, &hc) in o.0.iter_mut().zip(&h) {
@@ -164,7 +170,7 @@ pub fn cam_figure(f: &CamFigure, scale: u32) -> RgbImage {
     }
     let bar_x = xs[2] + pw + bar_gap1 * s;
     c.colorbar(
-        f.colormap,
+        colormap,
         i64::from(bar_x),
         i64::from(top),
         BAR * s,

@@ -4,8 +4,13 @@
 //! ([`reproduce`] gives the same PNG, byte for byte, on the same build and device).
 
 pub mod canvas;
+pub mod evidence;
+pub mod examples_figure;
 pub mod figures;
+pub mod folder_figure;
 pub mod naming;
+pub mod plots;
+pub mod probe_figure;
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{check_not_input, relative_path, write_atomic};
 use crate::viz::activations::{self, GridOptions, LayerSparsity};
-use crate::viz::cam::{self, Cam, CamMethod, CamOptions, CamScore};
+use crate::viz::attribution::AttributionOptions;
+use crate::viz::cam::{self, Cam, CamMethod, CamOptions, CamScore, Smooth};
 use crate::viz::check_range;
 use crate::viz::colormap::Colormap;
 use crate::viz::filters::{self, FilterMethod, FilterOptions, FilterProgress};
@@ -41,6 +47,16 @@ pub struct CamRequest {
     pub colormap: Colormap,
     /// Weight of the heatmap in the overlay.
     pub alpha: f32,
+    /// Smoothing of a layer CAM (left out of the sidecar when none).
+    #[serde(default, skip_serializing_if = "is_no_smoothing")]
+    pub smooth: Smooth,
+    /// The pixel methods' parameters (left out of the sidecar when all are defaults).
+    #[serde(default, skip_serializing_if = "AttributionOptions::is_default")]
+    pub attribution: AttributionOptions,
+}
+
+fn is_no_smoothing(s: &Smooth) -> bool {
+    *s == Smooth::None
 }
 
 impl CamRequest {
@@ -49,6 +65,8 @@ impl CamRequest {
         let mut opts = CamOptions::new(self.method, &self.layer);
         opts.class = self.class;
         opts.score = self.score;
+        opts.smooth = self.smooth;
+        opts.attribution = self.attribution.clone();
         opts
     }
 }
@@ -283,7 +301,8 @@ pub fn render(
             let original = crate::data::preprocess::load_rgb(&r.image)?;
             let pre = &model.spec.preprocess;
             let input = pre.to_tensor(&pre.apply(&original), &model.device)?;
-            let opts = r.options();
+            let mut opts = r.options();
+            opts.attribution.normalization = Some(pre.normalization());
             let cam = cam::compute_with_progress(&model.network, &input, &opts, progress).map_err(
                 |e| match e {
                     crate::Error::NonFinite { what, value } => crate::Error::NonFinite {
@@ -324,6 +343,10 @@ pub fn render(
                 "method": cam.method.name(),
                 "lowres_size": [cam.lowres_size.0, cam.lowres_size.1],
             });
+            let mut result = result;
+            if let Some(c) = &cam.completeness {
+                result["completeness"] = serde_json::json!(c);
+            }
             Ok(Rendered {
                 image,
                 cam: Some(cam),
@@ -426,13 +449,7 @@ fn filter_span(filters: &[usize]) -> String {
 
 /// The display name of a CAM method.
 pub fn method_title(m: CamMethod) -> &'static str {
-    match m {
-        CamMethod::GradCam => "Grad-CAM",
-        CamMethod::GradCamPlusPlus => "Grad-CAM++",
-        CamMethod::LayerCam => "Layer-CAM",
-        CamMethod::ScoreCam => "Score-CAM",
-        CamMethod::EigenCam => "Eigen-CAM",
-    }
+    m.title()
 }
 
 /// A figure's PNG bytes (deterministic: same pixels, same bytes).
@@ -557,7 +574,7 @@ pub fn device_name(device: &candle_core::Device) -> String {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes)
         .iter()
@@ -759,6 +776,8 @@ mod tests {
             score: CamScore::Logit,
             colormap: Colormap::Jet,
             alpha: 0.4,
+            smooth: Default::default(),
+            attribution: Default::default(),
         });
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["kind"], "cam");

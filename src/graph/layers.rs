@@ -6,10 +6,11 @@ use std::sync::Mutex;
 use candle_core::{Tensor, TensorId};
 
 use super::Stage;
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{
-    Activation, BatchNormParams, DropoutSeeds, batchnorm_eval, batchnorm_train, conv2d_bias_act,
-    depthwise_conv2d, expand_depthwise_conv2d, fold_batchnorm, pointwise_conv2d, seeded_dropout,
-    update_running,
+    Activation, BatchNormParams, DropoutSeeds, batchnorm_eval, batchnorm_train, bias_act,
+    conv2d_bias_act, conv2d_rect, depthwise_conv2d, expand_depthwise_conv2d, fold_batchnorm,
+    pointwise_conv2d, seeded_dropout, update_running,
 };
 use crate::{Error, Result};
 
@@ -22,6 +23,10 @@ pub enum ConvKind {
     Pointwise,
     /// One `k x k` filter per channel (weight `[channels, 1, k, k]`).
     Depthwise { stride: usize, padding: usize },
+    /// Every input channel to every output channel, a `kh x kw` kernel (weight
+    /// `[out, in, kh, kw]`, e.g. Inception's 1x7), stride 1, zero padding `padding_h` above and
+    /// below and `padding_w` left and right.
+    Rect { padding_h: usize, padding_w: usize },
 }
 
 /// How a [`ConvBnAct`] runs its BatchNorm.
@@ -101,15 +106,19 @@ impl ConvBnAct {
             ConvKind::Dense { stride, .. } => ConvKind::Dense { stride, padding: 0 },
             ConvKind::Depthwise { stride, .. } => ConvKind::Depthwise { stride, padding: 0 },
             ConvKind::Pointwise => ConvKind::Pointwise,
+            ConvKind::Rect { .. } => ConvKind::Rect {
+                padding_h: 0,
+                padding_w: 0,
+            },
         };
         self.tf_same = true;
         self
     }
 
-    /// The (before, after) zero padding of TensorFlow's "same" for an axis of `n` pixels.
-    fn same_padding(&self, n: usize) -> (usize, usize) {
+    /// The (before, after) zero padding of TensorFlow's "same" for an axis of `n` pixels and
+    /// a kernel `k` wide along it.
+    fn same_padding(&self, n: usize, k: usize) -> (usize, usize) {
         let (stride, _) = self.stride_padding();
-        let k = self.kernel_size();
         let total = ((n.div_ceil(stride) - 1) * stride + k).saturating_sub(n);
         (total / 2, total - total / 2)
     }
@@ -119,8 +128,9 @@ impl ConvBnAct {
         if !self.tf_same {
             return Ok(x.clone());
         }
-        let (top, bottom) = self.same_padding(x.dim(2)?);
-        let (left, right) = self.same_padding(x.dim(3)?);
+        let (kh, kw) = self.kernel_hw();
+        let (top, bottom) = self.same_padding(x.dim(2)?, kh);
+        let (left, right) = self.same_padding(x.dim(3)?, kw);
         if top + bottom + left + right == 0 {
             return Ok(x.clone());
         }
@@ -171,8 +181,23 @@ impl ConvBnAct {
         Ok(())
     }
 
-    fn kernel_size(&self) -> usize {
-        self.conv_weight.dims()[3]
+    /// The kernel's `(height, width)`.
+    fn kernel_hw(&self) -> (usize, usize) {
+        let d = self.conv_weight.dims();
+        (d[2], d[3])
+    }
+
+    /// The convolution with BatchNorm folded in, whatever the mode: weight
+    /// `[out, in/groups, k, k]`, bias `[out]`.
+    pub fn folded(&self) -> Result<(Tensor, Tensor)> {
+        if self.mode == BatchNormMode::Folded {
+            return Ok((
+                self.weight.reshape(self.conv_weight.dims())?,
+                self.bias.clone(),
+            ));
+        }
+        let bn = self.bn.lock().map_err(|_| poisoned())?;
+        Ok(fold_batchnorm(&self.conv_weight, &bn)?)
     }
 
     /// A pointwise convolution with `residual` (shaped like the output) added after the
@@ -218,19 +243,28 @@ impl ConvBnAct {
         }
     }
 
-    fn stride_padding(&self) -> (usize, usize) {
+    /// The stride and the padding `(above and below, left and right)`.
+    fn stride_padding(&self) -> (usize, (usize, usize)) {
         match self.kind {
             ConvKind::Dense { stride, padding } | ConvKind::Depthwise { stride, padding } => {
-                (stride, padding)
+                (stride, (padding, padding))
             }
-            ConvKind::Pointwise => (1, 0),
+            ConvKind::Pointwise => (1, (0, 0)),
+            ConvKind::Rect {
+                padding_h,
+                padding_w,
+            } => (1, (padding_h, padding_w)),
         }
     }
 
     /// The convolution alone with the unfolded weight: `[batch, out, h', w']`.
     fn conv_unfolded(&self, x: &Tensor) -> Result<Tensor> {
-        let (stride, padding) = self.stride_padding();
+        let (stride, (padding, _)) = self.stride_padding();
         Ok(match self.kind {
+            ConvKind::Rect {
+                padding_h,
+                padding_w,
+            } => conv2d_rect(x, &self.conv_weight, padding_h, padding_w)?,
             // candle's convolution for 1x1 too: it rounds like the reference, while the gemm
             // kernel's order of summation moves a kink of the filter fixture by step 2.
             ConvKind::Dense { .. } | ConvKind::Pointwise => {
@@ -297,27 +331,40 @@ impl Stage for ConvBnAct {
             ConvKind::Depthwise { stride, padding } => {
                 depthwise_conv2d(x, &self.weight, &self.bias, stride, padding, self.act)?
             }
+            ConvKind::Rect {
+                padding_h,
+                padding_w,
+            } => bias_act(
+                &conv2d_rect(x, &self.weight, padding_h, padding_w)?,
+                &self.bias,
+                self.act,
+            )?,
         })
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
-        let (stride, padding) = self.stride_padding();
-        let k = self.kernel_size();
-        let out = |n: usize| {
+        let (stride, (ph, pw)) = self.stride_padding();
+        let (kh, kw) = self.kernel_hw();
+        let out = |n: usize, p: usize, k: usize| {
             if self.tf_same {
                 n.div_ceil(stride)
             } else {
-                (n + 2 * padding - k) / stride + 1
+                (n + 2 * p - k) / stride + 1
             }
         };
-        vec![self.out_channels(), out(input[1]), out(input[2])]
+        vec![
+            self.out_channels(),
+            out(input[1], ph, kh),
+            out(input[2], pw, kw),
+        ]
     }
 
     fn macs(&self, input: &[usize]) -> u64 {
         let out = self.output_shape(input);
+        let (kh, kw) = self.kernel_hw();
         let per_output = match self.kind {
-            ConvKind::Depthwise { .. } => self.kernel_size().pow(2),
-            _ => input[0] * self.kernel_size().pow(2),
+            ConvKind::Depthwise { .. } => kh * kw,
+            _ => input[0] * kh * kw,
         };
         (out.iter().product::<usize>() * per_output) as u64
     }
@@ -346,6 +393,18 @@ impl Stage for ConvBnAct {
     fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {
         vec![self]
     }
+
+    /// A Conv (BatchNorm folded; `group` = channels for a depthwise one), then the activation.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        let (weight, bias) = self.folded()?;
+        let (stride, (padding_h, padding_w)) = self.stride_padding();
+        let group = match self.kind {
+            ConvKind::Depthwise { .. } => self.out_channels(),
+            ConvKind::Dense { .. } | ConvKind::Pointwise | ConvKind::Rect { .. } => 1,
+        };
+        let y = g.conv_padded(x, &weight, &bias, stride, [padding_h, padding_w], group)?;
+        g.activation(&y, self.act)
+    }
 }
 
 /// Spatial mean: `[batch, channels, h, w]` -> `[batch, channels]`.
@@ -354,6 +413,10 @@ pub struct GlobalAvgPool;
 impl Stage for GlobalAvgPool {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(x.mean((2, 3))?)
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        Ok(g.global_avg_pool(x))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -423,6 +486,11 @@ impl Stage for Classifier {
             ("bias".into(), &mut self.bias),
         ]
     }
+
+    /// A Gemm (dropout is training-only).
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        g.dense(x, &self.weight, &self.bias)
+    }
 }
 
 #[cfg(test)]
@@ -456,18 +524,24 @@ mod tests {
             running_var: c(vec![0.9, 1.7, 0.2, 1.1]),
             eps: 1e-3,
         };
-        let (inp, k) = match kind {
-            ConvKind::Depthwise { .. } => (1, 3),
-            ConvKind::Pointwise => (4, 1),
-            ConvKind::Dense { .. } => (4, 3),
+        let (inp, kh, kw) = match kind {
+            ConvKind::Depthwise { .. } => (1, 3, 3),
+            ConvKind::Pointwise => (4, 1, 1),
+            ConvKind::Dense { .. } => (4, 3, 3),
+            ConvKind::Rect { .. } => (4, 1, 3),
         };
-        let w = Tensor::from_vec(ramp(4 * inp * k * k, 0.91, 0.3), (4, inp, k, k), &dev).unwrap();
+        let w =
+            Tensor::from_vec(ramp(4 * inp * kh * kw, 0.91, 0.3), (4, inp, kh, kw), &dev).unwrap();
         let x = Tensor::from_vec(ramp(2 * 4 * 6 * 6, 0.37, 0.1), (2, 4, 6, 6), &dev).unwrap();
         let x = (x * 2.0).unwrap();
         (ConvBnAct::new(kind, &w, &bn, Activation::Relu6).unwrap(), x)
     }
 
-    const KINDS: [ConvKind; 3] = [
+    const KINDS: [ConvKind; 4] = [
+        ConvKind::Rect {
+            padding_h: 0,
+            padding_w: 1,
+        },
         ConvKind::Dense {
             stride: 2,
             padding: 1,

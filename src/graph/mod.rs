@@ -37,6 +37,21 @@ pub trait Stage: Send + Sync {
     fn batchnorm_layers(&mut self) -> Vec<&mut layers::ConvBnAct> {
         Vec::new()
     }
+
+    /// Describes the stage as ONNX nodes in `g` (BatchNorm folded, inference mode) reading
+    /// the tensor named `x`, shaped `[batch, ...input]`; returns the name of its output. The
+    /// default refuses with an error naming the stage's type, so a stage without a
+    /// description is never exported wrongly.
+    fn to_onnx(
+        &self,
+        _g: &mut crate::interchange::onnx::OnnxGraph,
+        _x: &str,
+        _input: &[usize],
+    ) -> Result<String> {
+        Err(crate::interchange::onnx::not_exportable(
+            std::any::type_name::<Self>(),
+        ))
+    }
 }
 
 /// What the layer table shows about one stage.
@@ -237,6 +252,29 @@ impl Network {
         Ok(h)
     }
 
+    /// Describes the whole network as ONNX nodes in `g`, reading `x` (`[batch, channels,
+    /// input_size, input_size]`); returns the name of the last stage's output. An error names
+    /// the first stage that cannot be described.
+    pub fn to_onnx(
+        &self,
+        g: &mut crate::interchange::onnx::OnnxGraph,
+        x: &str,
+        input_size: usize,
+    ) -> Result<String> {
+        let mut shape = vec![self.input_channels, input_size, input_size];
+        let mut h = x.to_string();
+        for named in &self.stages {
+            g.enter(&named.id);
+            h = named
+                .stage
+                .to_onnx(g, &h, &shape)
+                .map_err(|e| Error::Model(format!("stage `{}`: {e}", named.id)))?;
+            shape = named.stage.output_shape(&shape);
+        }
+        g.enter("");
+        Ok(h)
+    }
+
     /// The layer table for a square input of `input_size` pixels.
     pub fn layers(&self, input_size: usize) -> Vec<LayerInfo> {
         let mut shape = vec![self.input_channels, input_size, input_size];
@@ -321,6 +359,18 @@ mod tests {
         assert!(
             msg.contains("blocks.99") && msg.contains("a, b, c"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_stage_without_an_onnx_description_is_named_in_the_error() {
+        let mut g = crate::interchange::onnx::OnnxGraph::new();
+        let err = net().to_onnx(&mut g, "input", 4).unwrap_err().to_string();
+        assert!(
+            err.contains("stage `a`")
+                && err.contains("AddConst")
+                && err.contains("cannot be exported to ONNX yet"),
+            "{err}"
         );
     }
 

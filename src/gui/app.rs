@@ -196,6 +196,16 @@ impl ConvlensApp {
         self.tabs.predict.predictions()
     }
 
+    /// The Map tab (its map, suspect labels and box selection; its method and colouring).
+    pub fn map_tab(&self) -> &super::tabs::map::MapTab {
+        &self.tabs.map
+    }
+
+    /// The Map tab, to set its method, colouring or folds.
+    pub fn map_tab_mut(&mut self) -> &mut super::tabs::map::MapTab {
+        &mut self.tabs.map
+    }
+
     /// The folder of the model trained in this session, once there is one.
     pub fn trained_model(&self) -> Option<&str> {
         self.shared.trained_model.as_deref()
@@ -204,6 +214,21 @@ impl ConvlensApp {
     /// Filter tiles finished and asked for.
     pub fn filter_progress(&self) -> (usize, usize) {
         self.tabs.filters.progress()
+    }
+
+    /// The top images of the filter clicked in Filters, once computed.
+    pub fn filter_examples(&self) -> Option<&crate::jobs::ChannelExamplesView> {
+        self.tabs.filters.examples.view()
+    }
+
+    /// The top images of the channel clicked in Activations, once computed.
+    pub fn activation_examples(&self) -> Option<&crate::jobs::ChannelExamplesView> {
+        self.tabs.activations.examples.view()
+    }
+
+    /// The Data tab's probe section: its results, newest first, and its image budget.
+    pub fn probe_panel_mut(&mut self) -> &mut super::tabs::data::probe::ProbePanel {
+        &mut self.tabs.data.probe
     }
 
     /// Filter tiles finished and asked for, of the model compared with.
@@ -286,6 +311,7 @@ impl ConvlensApp {
                 .predict
                 .predict_command(&ctx, &self.settings.predict),
             Tab::Data => tabs::data::preview_command(&ctx, &self.settings.train.augment),
+            Tab::Map => self.tabs.map.map_command(&ctx),
             Tab::Start | Tab::Model | Tab::Activations | Tab::Heatmap => None,
         };
         Commands(command.into_iter().collect())
@@ -385,6 +411,7 @@ impl ConvlensApp {
                 &mut self.settings.export,
             ),
             Tab::Predict => self.tabs.predict.ui(ui, &ctx, &mut self.settings.predict),
+            Tab::Map => self.tabs.map.ui(ui, &ctx),
         }
     }
 

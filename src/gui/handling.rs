@@ -15,11 +15,12 @@ use crate::jobs::{Event, JobId, JobKind, Outcome, Partial, Reply, Request};
 use crate::workspace::RunSummary;
 
 /// Kinds whose newer request replaces a queued or running older one.
-const REPLACED_BY_NEWER: [JobKind; 4] = [
+const REPLACED_BY_NEWER: [JobKind; 5] = [
     JobKind::Activations,
     JobKind::Sparsity,
     JobKind::Cam,
     JobKind::Predict,
+    JobKind::Examples,
 ];
 
 impl ConvlensApp {
@@ -87,7 +88,12 @@ impl ConvlensApp {
                         | JobKind::Augment
                         | JobKind::Thumbnails
                         | JobKind::Runs
-                        | JobKind::RunDetails => format!("{} cancelled", kind.name()),
+                        | JobKind::RunDetails
+                        | JobKind::Examples
+                        | JobKind::Probe
+                        | JobKind::Map
+                        | JobKind::Suspects
+                        | JobKind::Evidence => format!("{} cancelled", kind.name()),
                     };
                     self.note(Level::Cancelled, text);
                 }
@@ -137,7 +143,12 @@ impl ConvlensApp {
             | JobKind::Export
             | JobKind::Augment
             | JobKind::Runs
-            | JobKind::RunDetails => {}
+            | JobKind::RunDetails
+            | JobKind::Examples
+            | JobKind::Probe
+            | JobKind::Map
+            | JobKind::Suspects
+            | JobKind::Evidence => {}
         }
     }
 
@@ -175,8 +186,12 @@ impl ConvlensApp {
             }
             Reply::Activations(view) => self.tabs.activations.set_view(view),
             Reply::Sparsity(s) => self.tabs.activations.set_sparsity(s),
-            Reply::Cam { view, row } => self.tabs.heatmap.set_view(view, row),
+            Reply::Cam { view, row } => self.tabs.heatmap.set_view(*view, row),
+            Reply::Faithfulness(view) => self.tabs.heatmap.set_faithfulness(*view),
+            Reply::Sanity(view) => self.tabs.heatmap.set_sanity(*view),
             Reply::Predictions(p) => self.tabs.predict.set_predictions(p),
+            Reply::Map(map) => self.tabs.map.set_map(*map),
+            Reply::Suspects(view) => self.tabs.map.set_suspects(*view),
             Reply::Trained(outcome) => {
                 let dir = outcome.report.out_dir.to_string_lossy().into_owned();
                 self.note(
@@ -215,6 +230,24 @@ impl ConvlensApp {
                     ),
                 );
             }
+            Reply::ModelExported(result) => {
+                match &result {
+                    Ok(report) => self.note(
+                        Level::Note,
+                        format!(
+                            "exported {}: {}",
+                            report
+                                .files
+                                .first()
+                                .map(|f| f.display().to_string())
+                                .unwrap_or_default(),
+                            report.verification.summary()
+                        ),
+                    ),
+                    Err(e) => self.note(Level::Error, format!("model export: {e}")),
+                }
+                self.tabs.train.export.finished(result);
+            }
             Reply::Augmented(images) => self.tabs.data.set_previews(egui_ctx, &images),
             Reply::Runs { runs, done } => {
                 if let Some(done) = done {
@@ -227,6 +260,14 @@ impl ConvlensApp {
                     .train
                     .run_read(*details, compare, &mut self.settings.run);
             }
+            Reply::Examples(view) => {
+                if self.tabs.filters.examples.wants(&view) {
+                    self.tabs.filters.examples.set(*view);
+                } else {
+                    self.tabs.activations.examples.set(*view);
+                }
+            }
+            Reply::Probe(key, report) => self.tabs.data.probe.set(key, report),
         }
         out
     }
@@ -381,7 +422,12 @@ impl ConvlensApp {
                     | JobKind::Augment
                     | JobKind::Thumbnails
                     | JobKind::Runs
-                    | JobKind::RunDetails => {}
+                    | JobKind::RunDetails
+                    | JobKind::Examples
+                    | JobKind::Probe
+                    | JobKind::Map
+                    | JobKind::Suspects
+                    | JobKind::Evidence => {}
                 }
             }
             Err(e) => self.note(Level::Error, format!("{}: {e}", kind.name())),

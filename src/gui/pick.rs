@@ -12,6 +12,8 @@ pub enum PickKind {
     File,
     Files,
     Folder,
+    /// A file to write (the dialog asks before replacing one).
+    Save,
 }
 
 /// The notice when this system has no dialog service at all.
@@ -58,6 +60,7 @@ pub fn button(ui: &mut egui::Ui, salt: &str, text: &str, kind: PickKind) -> Opti
             PickKind::File => dialog.pick_file().map(|p| vec![p]),
             PickKind::Files => dialog.pick_files(),
             PickKind::Folder => dialog.pick_folder().map(|p| vec![p]),
+            PickKind::Save => dialog.save_file().map(|p| vec![p]),
         };
         paths.filter(|p| !p.is_empty()).ok_or(NOTHING_PICKED)
     };

@@ -26,11 +26,13 @@ pub enum Tab {
     Filters,
     Heatmap,
     Predict,
+    /// The dataset map and suspect labels.
+    Map,
 }
 
 impl Tab {
     /// Every tab, in display order.
-    pub const ALL: [Tab; 8] = [
+    pub const ALL: [Tab; 9] = [
         Tab::Start,
         Tab::Model,
         Tab::Data,
@@ -39,6 +41,7 @@ impl Tab {
         Tab::Filters,
         Tab::Heatmap,
         Tab::Predict,
+        Tab::Map,
     ];
 
     /// The tab's title.
@@ -52,6 +55,7 @@ impl Tab {
             Tab::Filters => "Filters",
             Tab::Heatmap => "Heatmap",
             Tab::Predict => "Predict",
+            Tab::Map => "Map",
         }
     }
 

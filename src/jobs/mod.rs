@@ -3,6 +3,9 @@
 //! final [`Outcome`] per job go out as [`Event`]s, each followed by a call to a waker (the GUI
 //! passes `request_repaint`). A job that panics ends as [`Outcome::Panicked`]; the worker lives on.
 
+mod dataset;
+pub mod evidence;
+pub mod insight;
 mod request;
 pub mod views;
 
@@ -20,6 +23,7 @@ use crate::train::TrainEvent;
 use crate::zoo::Model;
 use crate::{Error, Result};
 
+pub use dataset::ChannelExamplesView;
 pub use request::{JobKind, Reply, Request};
 
 /// What the worker thread keeps between jobs: the device and the models it has loaded.

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use image::RgbImage;
 
+use super::evidence::{self, FaithView, SanityView};
 use super::views::{self, ActivationView, CamView, ModelInfo, PredictionRow, TrainOutcome};
 use super::{Engine, JobContext, Partial};
 use crate::Result;
@@ -13,8 +14,9 @@ use crate::device::DeviceChoice;
 use crate::export::FigureRequest;
 use crate::train::{TrainConfig, TrainEvent, train};
 use crate::viz::activations::{GridOptions, LayerSparsity};
-use crate::viz::cam::{CamMethod, CamOptions};
+use crate::viz::cam::{CamMethod, CamOptions, Smooth};
 use crate::viz::colormap::Colormap;
+use crate::viz::faithfulness::FaithOptions;
 use crate::viz::filters::{FilterOptions, FilterProgress, filter_patterns_with};
 use crate::workspace::{Destination, RunDetails, RunSummary, Workspace, evaluate_saved};
 
@@ -81,6 +83,12 @@ pub enum Request {
         figures: Vec<(FigureRequest, PathBuf)>,
         scale: u32,
     },
+    /// Export a model (by name or path) to ONNX or PyTorch, verified by reading it back
+    /// ([`crate::interchange::export`]).
+    ExportModel {
+        model: String,
+        request: crate::interchange::ExportRequest,
+    },
     /// `n` augmented versions of one image at `size` pixels.
     Augment {
         image: PathBuf,
@@ -106,6 +114,56 @@ pub enum Request {
     },
     /// Deletes a run (the workspace refuses folders that are not runs), then lists.
     DeleteRun { workspace: Workspace, name: String },
+    /// The top images of one channel over a folder (and its pattern when `pattern`).
+    ChannelExamples {
+        model: String,
+        dir: PathBuf,
+        layer: String,
+        channel: usize,
+        rank: crate::viz::examples::Rank,
+        pattern: bool,
+    },
+    /// The information-distillation probe of a model over a labelled folder.
+    Probe {
+        model: String,
+        dir: PathBuf,
+        max_images: usize,
+    },
+    /// The map of a labelled folder: pooled features through `model`, projected by `method`.
+    Map {
+        model: String,
+        data_dir: PathBuf,
+        method: crate::insight::map::Method,
+    },
+    /// Suspect labels of a labelled folder: out-of-fold probabilities over `folds` folds.
+    Suspects {
+        model: String,
+        data_dir: PathBuf,
+        folds: usize,
+    },
+    /// Faithfulness metrics of `methods`' maps (`layer` `None`: the model's default CAM
+    /// layer; `class` `None`: the top class) beside the random-map baseline, for `row` of the
+    /// Heatmap tab; `compare`: the "compare methods" view.
+    Faithfulness {
+        model: String,
+        image: PathBuf,
+        layer: Option<String>,
+        methods: Vec<CamMethod>,
+        class: Option<usize>,
+        options: FaithOptions,
+        row: usize,
+        compare: bool,
+    },
+    /// The model-randomisation sanity check of `method`'s map, for `row` of the Heatmap tab.
+    Sanity {
+        model: String,
+        image: PathBuf,
+        layer: Option<String>,
+        method: CamMethod,
+        class: Option<usize>,
+        seed: u64,
+        row: usize,
+    },
 }
 
 /// The kind of a request, for the window's bookkeeping (which tab waits for what).
@@ -127,6 +185,16 @@ pub enum JobKind {
     Runs,
     /// Reading one run.
     RunDetails,
+    /// A channel's top images over a folder.
+    Examples,
+    /// The information-distillation probe.
+    Probe,
+    /// The dataset map.
+    Map,
+    /// Suspect labels.
+    Suspects,
+    /// Faithfulness metrics or the sanity check of heatmaps.
+    Evidence,
 }
 
 impl JobKind {
@@ -147,6 +215,11 @@ impl JobKind {
             JobKind::Thumbnails => "thumbnails",
             JobKind::Runs => "runs",
             JobKind::RunDetails => "reading a run",
+            JobKind::Examples => "channel examples",
+            JobKind::Probe => "probe",
+            JobKind::Map => "dataset map",
+            JobKind::Suspects => "suspect labels",
+            JobKind::Evidence => "heatmap evidence",
         }
     }
 }
@@ -164,7 +237,8 @@ pub enum Reply {
     Sparsity(Vec<LayerSparsity>),
     /// A heatmap, for row `row` of the Heatmap tab.
     Cam {
-        view: CamView,
+        /// Boxed: a view with its options is several times the size of the other replies.
+        view: Box<CamView>,
         row: usize,
     },
     Predictions(Vec<PredictionRow>),
@@ -173,6 +247,8 @@ pub enum Reply {
     Filters(usize),
     /// The files written.
     Exported(Vec<PathBuf>),
+    /// A model export's report, or why it failed (then nothing was written).
+    ModelExported(std::result::Result<crate::interchange::ExportReport, String>),
     Augmented(Vec<RgbImage>),
     /// All thumbnails were sent.
     Thumbnails,
@@ -186,6 +262,18 @@ pub enum Reply {
         details: Box<RunDetails>,
         compare: bool,
     },
+    /// A channel's top images.
+    Examples(Box<super::dataset::ChannelExamplesView>),
+    /// A probe's result, with the model's key.
+    Probe(String, crate::viz::probe::ProbeReport),
+    /// The answer to [`Request::Map`].
+    Map(Box<crate::insight::map::DatasetMap>),
+    /// The answer to [`Request::Suspects`].
+    Suspects(Box<super::insight::SuspectsView>),
+    /// The answer to [`Request::Faithfulness`].
+    Faithfulness(Box<FaithView>),
+    /// The answer to [`Request::Sanity`].
+    Sanity(Box<SanityView>),
 }
 
 /// How many images a prediction job classifies between two checks for Cancel.
@@ -204,13 +292,18 @@ impl Request {
             Request::Predict { .. } => JobKind::Predict,
             Request::Train { .. } => JobKind::Train,
             Request::Filters { .. } => JobKind::Filters,
-            Request::Export { .. } => JobKind::Export,
+            Request::Export { .. } | Request::ExportModel { .. } => JobKind::Export,
             Request::Augment { .. } => JobKind::Augment,
             Request::Thumbnails { .. } => JobKind::Thumbnails,
             Request::ListRuns { .. } | Request::RenameRun { .. } | Request::DeleteRun { .. } => {
                 JobKind::Runs
             }
             Request::ShowRun { .. } => JobKind::RunDetails,
+            Request::ChannelExamples { .. } => JobKind::Examples,
+            Request::Probe { .. } => JobKind::Probe,
+            Request::Map { .. } => JobKind::Map,
+            Request::Suspects { .. } => JobKind::Suspects,
+            Request::Faithfulness { .. } | Request::Sanity { .. } => JobKind::Evidence,
         }
     }
 
@@ -256,10 +349,11 @@ impl Request {
                         .default_cam_layer
                         .clone();
                 }
-                let score = options.method == CamMethod::ScoreCam;
+                let batched = options.method.is_batched() || options.smooth == Smooth::Aug;
+                let label = format!("{} batches", options.method.title());
                 let mut progress = |done: usize, total: usize| {
-                    if score {
-                        ctx.progress("Score-CAM batches", done, total);
+                    if batched {
+                        ctx.progress(&label, done, total);
                     }
                     !ctx.cancel.is_cancelled()
                 };
@@ -272,7 +366,10 @@ impl Request {
                     alpha,
                     &mut progress,
                 )?;
-                Ok(Reply::Cam { view, row })
+                Ok(Reply::Cam {
+                    view: Box::new(view),
+                    row,
+                })
             }
             Request::Predict { model, paths, k } => {
                 // In chunks: Cancel stops a long list, and the status bar shows how far it is.
@@ -347,6 +444,16 @@ impl Request {
                 }
                 Ok(Reply::Exported(written))
             }
+            Request::ExportModel { model, request } => {
+                let loaded = engine.model(&model)?;
+                let progress = |step: &str, done: usize, total: usize| {
+                    ctx.progress(&format!("export: {step}"), done, total);
+                };
+                match crate::interchange::export(&loaded, &request, &progress, &ctx.cancel) {
+                    Err(crate::Error::Cancelled) => Err(crate::Error::Cancelled),
+                    result => Ok(Reply::ModelExported(result.map_err(|e| e.to_string()))),
+                }
+            }
             Request::Augment {
                 image,
                 augment,
@@ -395,6 +502,77 @@ impl Request {
                     done: Some(format!("deleted run {name}")),
                 })
             }
+            Request::ChannelExamples {
+                model,
+                dir,
+                layer,
+                channel,
+                rank,
+                pattern,
+            } => super::dataset::channel_examples(
+                engine, ctx, &model, &dir, &layer, channel, rank, pattern,
+            )
+            .map(|v| Reply::Examples(Box::new(v))),
+            Request::Probe {
+                model,
+                dir,
+                max_images,
+            } => super::dataset::probe_folder(engine, ctx, &model, &dir, max_images)
+                .map(|(key, report)| Reply::Probe(key, report)),
+            Request::Map {
+                model,
+                data_dir,
+                method,
+            } => super::insight::map(engine, ctx, &model, &data_dir, method)
+                .map(|m| Reply::Map(Box::new(m))),
+            Request::Suspects {
+                model,
+                data_dir,
+                folds,
+            } => super::insight::suspects(engine, ctx, &model, &data_dir, folds)
+                .map(|s| Reply::Suspects(Box::new(s))),
+            Request::Faithfulness {
+                model,
+                image,
+                layer,
+                methods,
+                class,
+                options,
+                row,
+                compare,
+            } => evidence::faithfulness(
+                engine,
+                ctx,
+                &model,
+                &image,
+                layer.as_deref(),
+                &methods,
+                class,
+                &options,
+                row,
+                compare,
+            )
+            .map(|v| Reply::Faithfulness(Box::new(v))),
+            Request::Sanity {
+                model,
+                image,
+                layer,
+                method,
+                class,
+                seed,
+                row,
+            } => evidence::sanity(
+                engine,
+                ctx,
+                &model,
+                &image,
+                layer.as_deref(),
+                method,
+                class,
+                seed,
+                row,
+            )
+            .map(|v| Reply::Sanity(Box::new(v))),
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::viz::activations::{
     ChannelStats, GridLayout, GridOptions, LayerSparsity, layer_activations, sparsity_profile,
     spatial_layers,
 };
+use crate::viz::attribution::Completeness;
 use crate::viz::cam::{self, CamOptions};
 use crate::viz::colormap::Colormap;
 use crate::viz::overlay::{CamImages, CropPlacement, cam_images};
@@ -68,6 +69,11 @@ pub struct CamView {
     pub prob: f32,
     pub top5: Vec<ClassScore>,
     pub options: CamOptions,
+    /// The resolution the map was computed at (the layer's, or the input's for a pixel
+    /// method).
+    pub map_size: (usize, usize),
+    /// Integrated Gradients' completeness check.
+    pub completeness: Option<Completeness>,
 }
 
 /// A finished training run and its validation evaluation.
@@ -183,10 +189,20 @@ pub fn cam_view(
         .to_tensor(&model.spec.preprocess.apply(&original), &model.device)?;
     let probs = model.probabilities(&input)?;
     let top5 = top_k(&probs[0], 5, &model.spec.labels);
-    let cam = cam::compute_with_progress(&model.network, &input, options, progress)?;
+    let mut options = options.clone();
+    options.attribution.normalization = Some(model.spec.preprocess.normalization());
+    let cam = cam::compute_with_progress(&model.network, &input, &options, progress)?;
     let (w, h) = original.dimensions();
     let placement = CropPlacement::new(w, h, &model.spec.preprocess);
-    let images = cam_images(&original, &cam.map, cam.size, &placement, colormap, alpha);
+    let colormap = colormap.for_map(cam.signed);
+    let images = cam_images(
+        &original,
+        &cam.display_map(),
+        cam.size,
+        &placement,
+        colormap,
+        alpha,
+    );
     Ok(CamView {
         model: key.to_string(),
         image: image.to_path_buf(),
@@ -195,7 +211,9 @@ pub fn cam_view(
         class_name: model.spec.labels[cam.class].clone(),
         prob: cam.prob,
         top5,
-        options: options.clone(),
+        options,
+        map_size: cam.lowres_size,
+        completeness: cam.completeness,
     })
 }
 

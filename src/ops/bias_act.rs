@@ -105,6 +105,15 @@ pub fn bias_act(x: &Tensor, bias: &Tensor, act: Activation) -> Result<Tensor> {
     x.apply_op2(bias, BiasAct { act })
 }
 
+/// `act(x)` for `x` `[B,C,...]`, as [`bias_act`] with a zero bias: its backward goes through
+/// the fused ops' activation gradient (so it follows [`super::GuidedBackprop`]), unlike
+/// candle's `relu`.
+pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+    let (c, _) = channels_and_plane(x.dims(), "activate")?;
+    let zero = Tensor::zeros(c, x.dtype(), x.device())?;
+    bias_act(x, &zero, act)
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::Device;

@@ -106,9 +106,11 @@ pub mod depthwise;
 pub mod dropout;
 pub mod expand_depthwise;
 pub mod fourier;
+pub mod layer_norm;
 mod matmul;
 pub mod pointwise;
 pub mod pool;
+pub mod rect_conv;
 pub mod smooth;
 pub mod squeeze_excite;
 pub mod warp;
@@ -122,8 +124,10 @@ pub use depthwise::depthwise_conv2d;
 pub use dropout::{DropoutSeeds, seeded_dropout};
 pub use expand_depthwise::expand_depthwise_conv2d;
 pub use fourier::{Irfft2, irfft2};
+pub use layer_norm::{layer_norm_channels, layer_norm_last};
 pub use pointwise::pointwise_conv2d;
 pub use pool::{adaptive_avg_pool2d, max_pool2d};
+pub use rect_conv::conv2d_rect;
 pub use smooth::smooth_act;
 pub use squeeze_excite::{SeWeights, squeeze_excite};
 pub use warp::{Affine, WarpPadding, affine_warp};
@@ -151,6 +155,9 @@ pub enum Activation {
     HardSigmoid,
     /// `y = 1 / (1 + exp(-x))` (EfficientNet's squeeze-excitation gate). Smooth.
     Sigmoid,
+    /// `y = x Φ(x) = x (1 + erf(x / √2)) / 2`, the exact GELU (PyTorch's `nn.GELU()` default;
+    /// ConvNeXt). Smooth.
+    Gelu,
 }
 
 impl Activation {
@@ -165,11 +172,12 @@ impl Activation {
             Activation::HardSwish => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::HardSigmoid => (v + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+            Activation::Gelu => gelu(v),
         }
     }
 
     /// Whether the gradient depends on the input, not only on a mask of the output (SiLU,
-    /// hard-swish, hard-sigmoid, sigmoid). The fused kernels then run with
+    /// hard-swish, hard-sigmoid, sigmoid, GELU). The fused kernels then run with
     /// [`Activation::Identity`] and apply it with [`smooth::smooth_act`], whose backward
     /// reads the input.
     pub fn is_smooth(self) -> bool {
@@ -179,6 +187,7 @@ impl Activation {
                 | Activation::HardSwish
                 | Activation::HardSigmoid
                 | Activation::Sigmoid
+                | Activation::Gelu
         )
     }
 
@@ -194,7 +203,8 @@ impl Activation {
             Activation::Silu
             | Activation::HardSwish
             | Activation::HardSigmoid
-            | Activation::Sigmoid => true,
+            | Activation::Sigmoid
+            | Activation::Gelu => true,
         }
     }
 
@@ -225,6 +235,13 @@ impl Activation {
             smooth => smooth::smooth_act(t, smooth),
         }
     }
+}
+
+/// The exact GELU of one value, `x Φ(x)`, evaluated in f64 as candle's `gelu_erf` does.
+#[inline]
+fn gelu(v: f32) -> f32 {
+    let x = f64::from(v);
+    (0.5 * x * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2))) as f32
 }
 
 /// The f32 elements of `storage` under `layout`, in row-major order: borrowed when the layout
@@ -373,9 +390,40 @@ pub(crate) fn lane_sum(a: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Backward of an activation: `grad * act'(out)`, with the mask taken from the output.
+thread_local! {
+    static GUIDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Guided backpropagation (Springenberg et al. 2015) on this thread while the guard lives:
+/// the backward of every ReLU and ReLU6 of the fused ops passes only the positive gradients
+/// (of units whose input was positive), pytorch-grad-cam's `GuidedBackpropReLU`. The mode is
+/// read once per backward op (no cost for the normal path); it is thread-local, so other
+/// threads' gradients are unaffected. CPU only (other devices' fallbacks use candle's ReLU).
+#[must_use = "guided backpropagation ends when the guard is dropped"]
+pub struct GuidedBackprop {
+    previous: bool,
+}
+
+impl GuidedBackprop {
+    /// Starts guided backpropagation on this thread.
+    pub fn enable() -> Self {
+        GuidedBackprop {
+            previous: GUIDED.with(|g| g.replace(true)),
+        }
+    }
+}
+
+impl Drop for GuidedBackprop {
+    fn drop(&mut self) {
+        GUIDED.with(|g| g.set(self.previous));
+    }
+}
+
+/// Backward of an activation: `grad * act'(out)`, with the mask taken from the output; with
+/// `guided`, negative gradients are dropped too.
 struct ActGrad {
     act: Activation,
+    guided: bool,
 }
 
 impl CustomOp2 for ActGrad {
@@ -402,7 +450,7 @@ impl CustomOp2 for ActGrad {
         let out = f32_data(s2, l2, self.name())?;
         let mut res = zeroed(grad.len());
         const BLOCK: usize = 16_384;
-        let act = self.act;
+        let (act, guided) = (self.act, self.guided);
         res.par_chunks_mut(BLOCK)
             .zip(grad.par_chunks(BLOCK))
             .zip(out.par_chunks(BLOCK))
@@ -410,13 +458,24 @@ impl CustomOp2 for ActGrad {
                 // One loop per activation, with non-short-circuit conditions, so that each
                 // vectorises to a compare and a blend (the same values as `act.passes`).
                 let rows = r.iter_mut().zip(g).zip(o);
-                match act {
-                    Activation::Identity => rows.for_each(|((r, &g), _)| *r = g),
-                    Activation::Relu => {
+                match (act, guided) {
+                    (Activation::Identity, _) => {
+                        rows.for_each(|((r, &g), _)| *r = g)
+                    }
+                    (Activation::Relu, false) => {
                         rows.for_each(|((r, &g), &o)| *r = if o > 0.0 { g } else { 0.0 })
                     }
-                    Activation::Relu6 => rows
+                    (Activation::Relu6, false) => rows
                         .for_each(|((r, &g), &o)| *r = if (o > 0.0) & (o < 6.0) { g } else { 0.0 }),
+                    (Activation::Relu, true) => rows
+                        .for_each(|((r, &g), &o)| *r = if (o > 0.0) & (g > 0.0) { g } else { 0.0 }),
+                    (Activation::Relu6, true) => rows.for_each(|((r, &g), &o)| {
+                        *r = if (o > 0.0) & (o < 6.0) & (g > 0.0) {
+                            g
+                        } else {
+                            0.0
+                        }
+                    }),
                     // Never built: `act_grad` refuses smooth activations.
                     _ => rows.for_each(|((r, _), _)| *r = f32::NAN),
                 }
@@ -425,7 +484,8 @@ impl CustomOp2 for ActGrad {
     }
 }
 
-/// `grad * act'(out)` (`grad`, `out`: same shape). No backward of its own.
+/// `grad * act'(out)` (`grad`, `out`: same shape); under [`GuidedBackprop`] (CPU) only its
+/// positive values. No backward of its own.
 pub(crate) fn act_grad(grad: &Tensor, out: &Tensor, act: Activation) -> Result<Tensor> {
     if act.is_smooth() {
         bail!("act_grad: the gradient of {act:?} needs its input, not its output (smooth_act)");
@@ -439,7 +499,13 @@ pub(crate) fn act_grad(grad: &Tensor, out: &Tensor, act: Activation) -> Result<T
             };
             grad.mul(&mask.to_dtype(grad.dtype())?)
         }
-        _ => grad.apply_op2_no_bwd(out, &ActGrad { act }),
+        _ => grad.apply_op2_no_bwd(
+            out,
+            &ActGrad {
+                act,
+                guided: GUIDED.with(std::cell::Cell::get),
+            },
+        ),
     }
 }
 
@@ -500,6 +566,7 @@ pub(crate) mod test_util {
             Activation::HardSwish => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::HardSigmoid => (v + 3.0).clamp(0.0, 6.0) / 6.0,
             Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+            Activation::Gelu => 0.5 * v * (1.0 + candle_core::cpu::erf::erf_f64(v / 2f64.sqrt())),
         }
     }
 
@@ -653,6 +720,26 @@ mod tests {
                 .collect();
             assert_eq!(got.flatten_all()?.to_vec1::<f32>()?, want);
         }
+        // Guided: only the positive gradients of the units that pass; undone with the guard.
+        let guard = GuidedBackprop::enable();
+        for act in [Activation::Relu, Activation::Relu6] {
+            let got = act_grad(&grad, &out, act)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let g = grad.flatten_all()?.to_vec1::<f32>()?;
+            let o = out.flatten_all()?.to_vec1::<f32>()?;
+            for ((&r, &g), &o) in got.iter().zip(&g).zip(&o) {
+                assert_eq!(r, if act.passes(o) && g > 0.0 { g } else { 0.0 });
+            }
+        }
+        drop(guard);
+        let plain = act_grad(&grad, &out, Activation::Relu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert!(
+            plain.iter().any(|&v| v < 0.0),
+            "negative gradients pass again"
+        );
         let sum = channel_sum(&grad)?;
         let want = grad.sum(2)?.sum(0)?;
         assert!(test_util::max_abs_diff(&sum, &want)? < 1e-5);

@@ -1,4 +1,4 @@
-//! The smooth activations (SiLU, hard-swish, hard-sigmoid, sigmoid) as one element-wise op
+//! The smooth activations (SiLU, hard-swish, hard-sigmoid, sigmoid, GELU) as one element-wise op
 //! on rayon whose backward reads the input: their gradient cannot be told from the output
 //! alone, as the fused kernels' piecewise-linear ones are.
 
@@ -11,7 +11,8 @@ use super::{Activation, f32_data, zeroed};
 const BLOCK: usize = 16_384;
 
 /// `d act / dx` at `x`, as PyTorch's backward kernels compute it (hard-swish: 0 below -3,
-/// `x / 3 + 0.5` up to 3 inclusive, 1 above; hard-sigmoid: `1/6` strictly inside (-3, 3)).
+/// `x / 3 + 0.5` up to 3 inclusive, 1 above; hard-sigmoid: `1/6` strictly inside (-3, 3);
+/// GELU: `Φ(x) + x φ(x)`, in f64 as its forward).
 #[inline(always)]
 fn derivative(act: Activation, x: f32) -> f32 {
     match act {
@@ -38,6 +39,12 @@ fn derivative(act: Activation, x: f32) -> f32 {
         Activation::Sigmoid => {
             let s = 1.0 / (1.0 + (-x).exp());
             s * (1.0 - s)
+        }
+        Activation::Gelu => {
+            let x = f64::from(x);
+            let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f64(x / std::f64::consts::SQRT_2));
+            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            (cdf + x * pdf) as f32
         }
         other => {
             if other.passes(other.apply(x)) {
@@ -121,7 +128,7 @@ impl CustomOp2 for SmoothGrad {
 /// the smooth activations ([`Activation::is_smooth`]); the others go to candle's ops.
 ///
 /// On the CPU `x` must be f32 (any layout); other devices compose candle's ops (SiLU, sigmoid,
-/// `x * clamp(x + 3, 0, 6) / 6`).
+/// `x * clamp(x + 3, 0, 6) / 6`, `gelu_erf`).
 pub fn smooth_act(x: &Tensor, act: Activation) -> Result<Tensor> {
     if !act.is_smooth() {
         return act.apply_tensor(x);
@@ -132,6 +139,7 @@ pub fn smooth_act(x: &Tensor, act: Activation) -> Result<Tensor> {
             Activation::Silu => x.silu(),
             Activation::Sigmoid => (x.neg()?.exp()? + 1.0)?.recip(),
             Activation::HardSigmoid => hard_sigmoid(),
+            Activation::Gelu => x.gelu_erf(),
             _ => x * hard_sigmoid()?,
         };
     }
@@ -150,11 +158,12 @@ mod tests {
     };
     use super::*;
 
-    const SMOOTH: [Activation; 4] = [
+    const SMOOTH: [Activation; 5] = [
         Activation::Silu,
         Activation::HardSwish,
         Activation::HardSigmoid,
         Activation::Sigmoid,
+        Activation::Gelu,
     ];
 
     #[test]
@@ -169,6 +178,8 @@ mod tests {
         }
         let silu = x.silu()?;
         assert!(rel_to_max(&smooth_act(&x, Activation::Silu)?, &silu)? < 1e-6);
+        let gelu = x.gelu_erf()?;
+        assert!(rel_to_max(&smooth_act(&x, Activation::Gelu)?, &gelu)? < 1e-6);
         // Known points: hard-swish(-3) = 0, hard-swish(3) = 3, hard-sigmoid(0) = 1/2.
         let p = Tensor::new(&[-3f32, 3.0, 0.0], &Device::Cpu)?;
         let hs: Vec<f32> = smooth_act(&p, Activation::HardSwish)?.to_vec1()?;

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::Stage;
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{DropoutSeeds, seeded_dropout};
 use crate::zoo::checkpoint::ExpectedTensors;
 use crate::{Error, Result};
@@ -226,6 +227,20 @@ impl Stage for Head {
             .iter()
             .map(|(w, b)| w.elem_count() + b.elem_count())
             .sum()
+    }
+
+    /// A Gemm per layer, Relu between them (dropout is training-only).
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        let last = self.layers.len().saturating_sub(1);
+        let mut h = x.to_string();
+        for (i, ((w, b), name)) in self.layers.iter().zip(layer_names(self.kind)).enumerate() {
+            let part = name.trim_start_matches("head.");
+            h = g.part(part, |g| g.dense(&h, w, b))?;
+            if i != last {
+                h = g.activation(&h, crate::ops::Activation::Relu)?;
+            }
+        }
+        Ok(h)
     }
 
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {

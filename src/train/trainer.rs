@@ -534,6 +534,56 @@ impl Run<'_> {
     }
 }
 
+/// Trains a fresh head of `cfg.head` on cached `features` for `cfg.epochs` epochs (batch size,
+/// learning rate, optimiser and seed from `cfg`): the head-only path of [`train`] without a
+/// validation split, checkpoints or early stopping, for the k-fold fits of suspect labels.
+/// `progress(epoch)` after each epoch. A loss that is not finite is an error.
+pub fn fit_head(
+    features: Features,
+    classes: usize,
+    cfg: &TrainConfig,
+    progress: &mut dyn FnMut(usize),
+    cancel: &CancelToken,
+) -> Result<Head> {
+    let device = Device::Cpu;
+    let width = features.x.dim(1)?;
+    let mut head = Head::init(cfg.head, width, classes, cfg.seed, &device)?;
+    let vars = head.make_trainable()?;
+    let empty = Features {
+        x: Tensor::zeros((0, width), candle_core::DType::F32, &device)?,
+        labels: Vec::new(),
+        paths: Vec::new(),
+    };
+    let mut learner = FeatureLearner {
+        head,
+        vars,
+        train: features,
+        val: empty,
+        batch_size: cfg.batch_size,
+        seed: cfg.seed,
+        order: Vec::new(),
+        device,
+    };
+    let mut optimizer = Optimizer::new(cfg.optimizer, learner.vars(), cfg.lr)?;
+    for epoch in 1..=cfg.epochs {
+        for i in 0..learner.start_epoch(epoch) {
+            cancel.check()?;
+            let (logits, labels) = learner.train_batch(epoch, i)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
+            let value = loss.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                return Err(Error::NonFinite {
+                    what: format!("the head's training loss (epoch {epoch}, batch {})", i + 1),
+                    value,
+                });
+            }
+            optimizer.backward_step(&loss)?;
+        }
+        progress(epoch);
+    }
+    learner.head.snapshot()
+}
+
 /// The head trained on cached features.
 struct FeatureLearner {
     head: Head,

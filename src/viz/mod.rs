@@ -4,12 +4,19 @@
 //! ([`resize`]).
 
 pub mod activations;
+pub mod attribution;
 pub mod cam;
 pub mod colormap;
+pub mod examples;
+pub mod examples_cache;
+pub mod faithfulness;
 pub mod filters;
 pub mod lucid;
 pub mod overlay;
+pub mod probe;
+pub mod receptive;
 pub mod resize;
+pub mod sanity;
 
 /// Errors unless option `name` (as the user wrote it, e.g. `--size`) has a `value` within
 /// `range`; the message names the option, the value and the allowed range. NaN is never in range.

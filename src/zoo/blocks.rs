@@ -7,6 +7,7 @@ use candle_core::Tensor;
 use crate::Result;
 use crate::graph::Stage;
 use crate::graph::layers::ConvBnAct;
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{
     Activation, DropoutSeeds, SeWeights, adaptive_avg_pool2d, bias_act, max_pool2d, seeded_dropout,
     squeeze_excite,
@@ -26,6 +27,10 @@ pub struct MaxPool {
 impl Stage for MaxPool {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(max_pool2d(x, self.kernel, self.stride, self.padding)?)
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        Ok(g.max_pool(x, self.kernel, self.stride, self.padding))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -81,6 +86,11 @@ impl Stage for ConvAct {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
         Ok(bias_act(&y, &self.bias, self.act)?)
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        let y = g.conv(x, &self.weight, &self.bias, self.stride, self.padding, 1)?;
+        g.activation(&y, self.act)
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -144,6 +154,12 @@ impl Stage for DenseAct {
         Ok(bias_act(&y, &self.bias, self.act)?)
     }
 
+    /// A Gemm, then the activation (dropout is training-only).
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        let y = g.dense(x, &self.weight, &self.bias)?;
+        g.activation(&y, self.act)
+    }
+
     fn output_shape(&self, _input: &[usize]) -> Vec<usize> {
         vec![self.weight.dims()[0]]
     }
@@ -175,6 +191,26 @@ impl Stage for AdaptiveAvgPoolFlatten {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let y = adaptive_avg_pool2d(x, (self.size, self.size))?;
         Ok(y.flatten_from(1)?)
+    }
+
+    /// Flatten alone when the input is already `size x size`, an AveragePool first when its
+    /// sides are a multiple of `size`; other sizes (uneven or upsampling windows) are refused.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let (h, w) = (input[1], input[2]);
+        if h != w || h % self.size != 0 {
+            return Err(crate::Error::Model(format!(
+                "adaptive average pooling of {h}x{w} to {0}x{0} has uneven windows, which \
+                 ONNX cannot express; export at an input size whose feature map here is a \
+                 multiple of {0}",
+                self.size
+            )));
+        }
+        let pooled = if h == self.size {
+            x.to_string()
+        } else {
+            g.avg_pool(x, h / self.size)
+        };
+        Ok(g.flatten(&pooled))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -382,6 +418,21 @@ impl Stage for MbConv {
         }
         out.extend(prefixed("project".into(), &mut self.project));
         out
+    }
+
+    /// `expand`, `depthwise`, `project` convolutions, plus an Add of the input.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let (h, hidden) = match &self.expand {
+            Some(e) => (
+                g.part("expand", |g| e.to_onnx(g, x, input))?,
+                e.output_shape(input),
+            ),
+            None => (x.to_string(), input.to_vec()),
+        };
+        let h = g.part("depthwise", |g| self.depthwise.to_onnx(g, &h, &hidden))?;
+        let dw_out = self.depthwise.output_shape(&hidden);
+        let y = g.part("project", |g| self.project.to_onnx(g, &h, &dw_out))?;
+        Ok(if self.residual { g.add(&y, x) } else { y })
     }
 
     fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {

@@ -42,10 +42,11 @@ pub fn weights_format(path: &Path) -> Result<WeightsFormat> {
     }
 }
 
-/// Whether a state-dict key is bookkeeping rather than a weight: BatchNorm's
-/// `num_batches_tracked` counter, dropped at load.
+/// Whether a state-dict key is bookkeeping rather than a weight of the network convlens
+/// builds: BatchNorm's `num_batches_tracked` counter, and Inception V3's auxiliary classifier
+/// (`AuxLogits.*`, used only in training); dropped at load.
 pub fn is_bookkeeping(key: &str) -> bool {
-    key.ends_with("num_batches_tracked")
+    key.ends_with("num_batches_tracked") || key.starts_with("AuxLogits.")
 }
 
 /// The key without the `module.` prefix that `torch.nn.DataParallel` adds, when every key has

@@ -48,6 +48,18 @@ pub(crate) const LITE0_STAGES: [(usize, usize, usize, usize, usize); 7] = [
     (1, 3, 1, 6, 320),
 ];
 
+/// `channels` times the width multiplier `width`, rounded to the nearest multiple of 8 but
+/// never below 90% of the scaled value (timm's `round_channels` / `make_divisible`).
+pub fn round_channels(channels: usize, width: f64) -> usize {
+    let v = channels as f64 * width;
+    let d = CHANNEL_DIVISOR;
+    let mut rounded = (((v + d as f64 / 2.0) as usize) / d * d).max(d);
+    if (rounded as f64) < 0.9 * v {
+        rounded += d;
+    }
+    rounded
+}
+
 /// A Lite variant's scaling (TensorFlow's `efficientnet_lite_builder` table).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LiteConfig {
@@ -86,13 +98,7 @@ impl LiteConfig {
     /// `channels` times the width multiplier, rounded to the nearest multiple of 8 but never
     /// below 90% of the scaled value (timm's `round_channels` / `make_divisible`).
     pub fn channels(&self, channels: usize) -> usize {
-        let v = channels as f64 * self.width;
-        let d = CHANNEL_DIVISOR;
-        let mut rounded = (((v + d as f64 / 2.0) as usize) / d * d).max(d);
-        if (rounded as f64) < 0.9 * v {
-            rounded += d;
-        }
-        rounded
+        round_channels(channels, self.width)
     }
 
     /// The blocks of stage `stage` (0..7): the first and last keep their repeats, the others

@@ -3,12 +3,17 @@
 
 pub mod blocks;
 pub mod checkpoint;
+pub mod compose;
+pub mod convnext;
+pub mod densenet;
 pub mod detect;
 pub mod efficientnet;
 pub mod efficientnet_lite;
 pub mod hub;
+pub mod inception_v3;
 pub mod limits;
 pub mod mobile_blocks;
+pub mod mobilenet_v1;
 pub mod mobilenet_v2;
 pub mod mobilenet_v3;
 pub mod pth;
@@ -17,6 +22,7 @@ pub mod resnet;
 pub mod small_convnet;
 pub mod timm_relu6;
 pub mod vgg;
+pub mod xception;
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +53,14 @@ impl Preprocess {
         match self {
             Preprocess::CenterCrop(t) => t.crop,
             Preprocess::Resize(t) => t.size,
+        }
+    }
+
+    /// The per-channel `(mean, std)` the pixels in `[0, 1]` are normalised with.
+    pub fn normalization(&self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Preprocess::CenterCrop(t) => (t.mean, t.std),
+            Preprocess::Resize(t) => (t.mean, t.std),
         }
     }
 
@@ -373,7 +387,12 @@ impl ModelSpec {
         }
         let classes = self.manifest.num_classes;
         limits::check_class_count(&self.manifest_path, "the manifest gives", classes)?;
-        if let Some(expected) = expected_tensors(architecture, classes) {
+        let expected = match detect::read_shapes(&self.weights_path) {
+            Ok(shapes) => registry::family_of(architecture)
+                .and_then(|f| f.expected_tensors_like(architecture, classes, &shapes)),
+            Err(_) => expected_tensors(architecture, classes),
+        };
+        if let Some(expected) = expected {
             // From the header alone, before a byte of tensor data is read.
             checkpoint::audit_file(&self.weights_path, architecture, &expected).map_err(
                 |audit| match detect::read_shapes(&self.weights_path) {

@@ -8,7 +8,10 @@
 use super::checkpoint::{Checkpoint, ExpectedTensors};
 use super::detect::{Detected, Shapes};
 use super::{IMAGENET_MEAN, IMAGENET_STD};
-use super::{efficientnet, efficientnet_lite, mobilenet_v2, mobilenet_v3, resnet, timm_relu6, vgg};
+use super::{
+    convnext, densenet, efficientnet, efficientnet_lite, inception_v3, mobilenet_v1, mobilenet_v2,
+    mobilenet_v3, resnet, timm_relu6, vgg, xception,
+};
 use crate::Result;
 use crate::graph::Network;
 
@@ -54,6 +57,18 @@ pub trait Architecture: Sync {
     /// checkpoint), with its shape. `None` when `id` cannot have that many classes.
     fn expected_tensors(&self, id: &str, num_classes: usize) -> Option<ExpectedTensors>;
 
+    /// The tensors a checkpoint of `id` must hold when its tensors are `shapes`: families that
+    /// read their widths from the file (reduced-width checkpoints) take them from `shapes`;
+    /// by default [`Architecture::expected_tensors`].
+    fn expected_tensors_like(
+        &self,
+        id: &str,
+        num_classes: usize,
+        _shapes: &Shapes,
+    ) -> Option<ExpectedTensors> {
+        self.expected_tensors(id, num_classes)
+    }
+
     /// Builds the network of `id` from a checkpoint (`num_classes` 0: it ends at `pooled`).
     /// Input `[batch, 3, h, w]`.
     fn build(&self, id: &str, ckpt: &Checkpoint, num_classes: usize) -> Result<Network>;
@@ -82,12 +97,17 @@ pub trait Architecture: Sync {
 /// Every family, in the order detection tries them (more specific names first).
 pub static FAMILIES: &[&dyn Architecture] = &[
     &resnet::ResNet,
+    &mobilenet_v1::MobileNetV1,
+    &xception::Xception,
+    &inception_v3::InceptionV3,
     &mobilenet_v2::MobileNetV2,
     &vgg::Vgg,
     &efficientnet_lite::EfficientNetLite,
     &efficientnet::EfficientNet,
     &mobilenet_v3::MobileNetV3,
     &timm_relu6::TimmRelu6,
+    &convnext::ConvNext,
+    &densenet::DenseNet,
 ];
 
 /// The family building architecture `id`.

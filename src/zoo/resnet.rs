@@ -16,6 +16,7 @@ use super::detect::{Detected, Shapes, classes, detected, indices_after};
 use super::registry::Architecture;
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
 use crate::graph::{Network, Stage};
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::Activation;
 use crate::{Error, Result};
 
@@ -171,7 +172,11 @@ impl Block {
             Some(d) => d.forward(x, train)?,
             None => x.clone(),
         };
-        Ok((h + identity)?.relu()?)
+        // Through the fused ops' ReLU (not candle's) so guided backpropagation reaches it.
+        Ok(crate::ops::bias_act::activate(
+            &(h + identity)?,
+            Activation::Relu,
+        )?)
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -243,6 +248,31 @@ impl Stage for ResLayer {
             }
         }
         out
+    }
+
+    /// Per block: the convolutions in a chain, the downsample beside them, Add, Relu.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let mut h = x.to_string();
+        let mut shape = input.to_vec();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let block_in = h.clone();
+            let mut y = h.clone();
+            let mut s = shape.clone();
+            for (j, conv) in b.convs.iter().enumerate() {
+                y = g.part(&format!("{i}.conv{}", j + 1), |g| conv.to_onnx(g, &y, &s))?;
+                s = conv.output_shape(&s);
+            }
+            let identity = match &b.downsample {
+                Some(d) => g.part(&format!("{i}.downsample"), |g| {
+                    d.to_onnx(g, &block_in, &shape)
+                })?,
+                None => block_in,
+            };
+            let sum = g.add(&y, &identity);
+            h = g.activation(&sum, Activation::Relu)?;
+            shape = s;
+        }
+        Ok(h)
     }
 
     fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {

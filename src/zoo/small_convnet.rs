@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::graph::layers::Classifier;
 use crate::graph::{Network, Stage};
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{Activation, bias_act};
 use crate::{Error, Result};
 
@@ -40,6 +41,16 @@ impl Stage for ConvReluPool {
             Activation::Relu,
         )?;
         Ok(if self.pool { y.max_pool2d(2)? } else { y })
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        let y = g.conv(x, &self.weight, &self.bias, 1, 0, 1)?;
+        let y = g.activation(&y, Activation::Relu)?;
+        Ok(if self.pool {
+            g.max_pool(&y, 2, 2, 0)
+        } else {
+            y
+        })
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -71,6 +82,10 @@ pub struct Flatten;
 impl Stage for Flatten {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(x.flatten_from(1)?)
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        Ok(g.flatten(x))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {

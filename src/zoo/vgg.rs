@@ -24,6 +24,7 @@ use super::detect::{Detected, Shapes, classes, detected, indices_after};
 use super::registry::Architecture;
 use crate::graph::layers::{Classifier, GlobalAvgPool};
 use crate::graph::{Network, Stage};
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{Activation, adaptive_avg_pool2d};
 use crate::{Error, Result};
 
@@ -320,6 +321,22 @@ impl Stage for PoolUpThenConv {
 
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         self.conv.tensors_mut()
+    }
+
+    /// The convolution; pooling up a feature map smaller than the kernel is refused (export at
+    /// an input of at least `32 x min_size` pixels).
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        if input[1] < self.min_size || input[2] < self.min_size {
+            return Err(Error::Model(format!(
+                "its {}x{} input would be average-pooled up to {min}x{min}, which this export \
+                 does not describe; export at an input size of at least {} pixels",
+                input[1],
+                input[2],
+                32 * self.min_size,
+                min = self.min_size,
+            )));
+        }
+        self.conv.to_onnx(g, x, input)
     }
 }
 

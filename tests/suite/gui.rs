@@ -1836,3 +1836,200 @@ fn compare_with_a_model_of_other_layers_says_so_and_filters_show_its_own() {
     h.get_by_label_contains(&format!("2 of 2 filters of {layer} computed"));
     assert_eq!(h.state().last_error(), None);
 }
+
+// --- explain-methods ---
+
+/// A pixel method chosen in the Heatmap tab: its map comes at the input's resolution (224x224,
+/// not the head's 7x7) and is drawn over the whole photo; Integrated Gradients shows its
+/// completeness error in the row's title.
+#[test]
+fn a_pixel_method_maps_at_the_input_resolution_and_ig_reports_completeness() {
+    let mut h = harness(Tab::Heatmap);
+    settle(&mut h, "the first heatmap", |a| a.cam_view().is_some());
+    let first = h.state().cam_view().unwrap().clone();
+    assert_eq!(first.map_size, (7, 7), "Grad-CAM at the head");
+    h.get_by_label("saliency").click();
+    h.step();
+    settle(&mut h, "the saliency map", |a| {
+        a.cam_view()
+            .is_some_and(|v| v.options.method == CamMethod::Saliency)
+    });
+    let view = h.state().cam_view().unwrap().clone();
+    assert_eq!(view.map_size, (224, 224));
+    assert_eq!(
+        view.images.heatmap.dimensions(),
+        view.images.original.dimensions()
+    );
+    assert_ne!(view.images.heatmap, first.images.heatmap);
+    h.get_by_label_contains("saliency on the pixels (224×224)");
+    h.get_by_label("integrated-gradients").click();
+    h.step();
+    settle(&mut h, "the integrated gradients map", |a| {
+        a.cam_view()
+            .is_some_and(|v| v.options.method == CamMethod::IntegratedGradients)
+    });
+    let view = h.state().cam_view().unwrap();
+    let c = view.completeness.expect("a completeness check");
+    assert!(c.error.is_finite() && c.score_difference.is_finite());
+    h.get_by_label_contains("completeness error");
+    assert_eq!(h.state().last_error(), None);
+}
+
+// --- export ---
+
+#[test]
+fn a_trained_run_exports_to_onnx_and_shows_the_check() {
+    let (mut h, out) = with_trained_model(Tab::Train);
+    h.get_by_label("Export…").click();
+    h.run_steps(2);
+    h.get_by_label("PyTorch state dict (.safetensors + script)");
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    // Beside the model folder by default.
+    let onnx = out.path().join("model.onnx");
+    step_until(&mut h, 120, "the export", |a| !a.busy() && onnx.is_file());
+    h.run_steps(2);
+    h.get_by_label_contains("Wrote ");
+    h.get_by_label_contains(
+        "Checked: logits of the 4 bundled photos (candle-onnx, batch 1 and 4) agree",
+    );
+    assert_eq!(h.state().last_error(), None);
+    assert!(candle_onnx::read_file(&onnx).is_ok());
+    // Again: the file is there now, so the export is refused and the form says why.
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    step_until(&mut h, 60, "the refusal", |a| !a.busy());
+    h.run_steps(2);
+    // In the form and in the message log.
+    assert!(h.get_all_by_label_contains("already exists").count() >= 2);
+    assert!(
+        h.state()
+            .last_error()
+            .is_some_and(|e| e.contains("already exists"))
+    );
+}
+
+// --- data-examples ---
+
+#[test]
+fn a_clicked_filter_shows_its_top_nine_images_and_the_probe_plots_by_depth() {
+    let mut h = harness(Tab::Model);
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    h.step();
+    h.get_by_label("blocks.4").click();
+    h.step();
+    h.get_by_label("Filters").click();
+    h.run_steps(2);
+    {
+        let s = h.state_mut().settings_mut();
+        (s.filters.count, s.filters.steps, s.filters.size) = (2, 2, 128);
+    }
+    h.get_by_label("Compute").click();
+    h.run_steps(2);
+    settle(&mut h, "the filters", |a| a.filter_progress() == (2, 2));
+    // A click on a pattern finds its images in the data folder (on the worker, with progress).
+    h.get_by_label("pattern of filter 1").click();
+    h.run_steps(2);
+    settle(&mut h, "the examples", |a| a.filter_examples().is_some());
+    let view = h.state().filter_examples().unwrap();
+    assert_eq!(
+        (view.layer.as_str(), view.channel, view.scanned),
+        ("blocks.4", 1, 400)
+    );
+    assert_eq!(view.hits.len(), 9);
+    assert!(view.hits.windows(2).all(|w| w[0].0.max >= w[1].0.max));
+    let first = view.hits[0].0.clone();
+    h.get_by_label_contains("top 9 of 400 images");
+    h.get_by_label("patches (receptive field at the maximum)");
+    assert!(
+        h.query_all_by_label(&first.image).count() >= 2,
+        "patch and image of {}",
+        first.image
+    );
+    assert!(
+        h.query_all_by_label(first.class.as_deref().unwrap())
+            .count()
+            >= 2
+    );
+    assert_eq!(h.state().last_error(), None);
+
+    // The probe on a few images of the same folder: one point per layer, all fractions.
+    h.state_mut().settings_mut().tab = Tab::Data; // "Data" also names the left panel's section
+    h.run_steps(2);
+    h.state_mut().probe_panel_mut().max_images = 24;
+    h.get_by_label("Probe").click();
+    h.run_steps(2);
+    settle(&mut h, "the probe", |_| true);
+    let panel = h.state_mut().probe_panel_mut();
+    let (_, report) = panel.shown().next().expect("a probe result");
+    assert_eq!(report.train_images + report.held_out_images, 24);
+    assert_eq!(report.taps.first().unwrap().layer, "stem");
+    assert!(report.taps.iter().all(|t| {
+        [t.class_accuracy, t.instance_top1, t.sparsity]
+            .iter()
+            .all(|v| (0.0..=1.0).contains(v))
+    }));
+    h.get_by_label_contains(" held out"); // the summary line under the section title
+    assert_eq!(h.state().last_error(), None);
+}
+
+// --- data-map ---
+
+#[test]
+fn the_map_tab_computes_a_map_and_cancels_t_sne() {
+    use convlens::insight::map::Method;
+    let mut h = harness_sized(Tab::Map, (1024.0, 700.0));
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    idle(&mut h);
+    h.get_by_label("Compute map").click();
+    h.run_steps(2);
+    settle(&mut h, "the PCA map", |a| a.map_tab().map().is_some());
+    let map = h.state().map_tab().map().unwrap();
+    assert_eq!((map.method, map.points.len()), (Method::Pca, 400));
+    assert_eq!(h.state().last_error(), None);
+    h.get_by_label_contains("400 images, pca by");
+    // t-SNE shows its progress and stops on Cancel; the PCA map stays.
+    h.state_mut().map_tab_mut().method = Method::Tsne;
+    h.run_steps(2);
+    h.get_by_label("Compute map").click();
+    h.step();
+    step_until(&mut h, 120, "t-SNE progress", |a| {
+        a.status_line().is_some_and(|l| l.contains("tsne"))
+    });
+    h.get_by_label("Cancel map").click();
+    h.step();
+    idle(&mut h);
+    assert_eq!(h.state().last_error(), None);
+    assert_eq!(h.state().last_note(), Some("dataset map cancelled"));
+    assert_eq!(h.state().map_tab().map().unwrap().method, Method::Pca);
+    // The suspect-label list is not driven here: its run timed out (300 s) in this harness on
+    // the shared 2-core machine, cause not yet found; data_map::suspects_* covers the
+    // computation through the CLI.
+}
+
+// --- explain-metrics ---
+
+/// The numbers under a map: Faithfulness computes the metrics of the map on screen beside the
+/// random map's, and the sanity check says whether the map follows the model (Grad-CAM does).
+#[test]
+fn faithfulness_numbers_and_the_sanity_check_appear_under_a_map() {
+    let mut h = harness(Tab::Heatmap);
+    settle(&mut h, "the heatmap", |a| a.cam_view().is_some());
+    h.get_by_label("Faithfulness").click();
+    h.run_steps(2);
+    settle(&mut h, "the faithfulness numbers", |a| !a.busy());
+    h.run_steps(2);
+    h.get_by_label_contains("faithfulness of gradcam");
+    h.get_by_label("Insertion AUC");
+    h.get_by_label("random map");
+    h.get_by_label("Sanity check").click();
+    h.run_steps(2);
+    settle(&mut h, "the sanity check", |a| !a.busy());
+    h.run_steps(2);
+    h.get_by_label_contains("sanity check passed: gradcam");
+    assert_eq!(h.state().last_error(), None);
+}

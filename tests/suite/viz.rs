@@ -424,6 +424,8 @@ fn cam_request(image: &str, class: Option<usize>) -> FigureRequest {
         score: CamScore::Logit,
         colormap: Colormap::Jet,
         alpha: 0.4,
+        smooth: Default::default(),
+        attribution: Default::default(),
     })
 }
 

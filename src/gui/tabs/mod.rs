@@ -5,8 +5,10 @@
 pub mod activations;
 mod compare;
 pub mod data;
+pub mod examples;
 pub mod filters;
 pub mod heatmap;
+pub mod map;
 pub mod model;
 pub mod predict;
 pub mod start;
@@ -35,6 +37,7 @@ pub struct Tabs {
     pub filters: filters::FiltersTab,
     pub heatmap: heatmap::HeatmapTab,
     pub predict: predict::PredictTab,
+    pub map: map::MapTab,
 }
 
 /// How much a result is dimmed while a newer one is computed.

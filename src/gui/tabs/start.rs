@@ -116,6 +116,10 @@ fn look_step(ui: &mut egui::Ui, out: &mut Commands) {
         (Tab::Filters, "the pattern each filter responds to most"),
         (Tab::Heatmap, "which parts of the image decided the class"),
         (Tab::Predict, "the top classes of your own images"),
+        (
+            Tab::Map,
+            "the whole dataset in 2-D, and the labels that look wrong",
+        ),
     ] {
         ui.horizontal(|ui| {
             if ui.button(format!("Open {}", tab.title())).clicked() {

@@ -100,6 +100,8 @@ pub struct ActivationsTab {
     /// The layer the first grid shows this frame (the selected one, or the chosen model's own).
     shown: String,
     textures: Textures,
+    /// The clicked channel's top images in the data folder.
+    pub examples: super::examples::ExamplesPanel,
 }
 
 impl ActivationsTab {
@@ -273,7 +275,7 @@ impl ActivationsTab {
         if computing {
             ui.multiply_opacity(STALE_OPACITY);
         }
-        self.body(ui, ctx, s, other.as_deref());
+        out.0.extend(self.body(ui, ctx, s, other.as_deref()));
         out
     }
 
@@ -285,7 +287,7 @@ impl ActivationsTab {
         ctx: &AppContext,
         s: &ActivationSettings,
         other: Option<&str>,
-    ) {
+    ) -> Option<Command> {
         let wide = ui.available_width() >= 760.0;
         let full = ui.available_size();
         let grids = if wide {
@@ -300,6 +302,7 @@ impl ActivationsTab {
         } else {
             egui::Layout::top_down(egui::Align::Min)
         };
+        let mut out = None;
         ui.with_layout(layout, |ui| {
             ui.allocate_ui(grids, |ui| {
                 ui.set_min_size(grids);
@@ -310,10 +313,11 @@ impl ActivationsTab {
                 .show(ui, |ui| {
                     ui.vertical(|ui| {
                         ui.set_max_width(if wide { SIDE } else { full.x });
-                        self.details(ui, ctx, &layer);
+                        out = self.details(ui, ctx, &layer);
                     });
                 });
         });
+        out
     }
 
     /// The loaded model's grid, and the compared model's beside or below it.
@@ -379,8 +383,10 @@ impl ActivationsTab {
     }
 
     /// The input image, the enlarged channels and the sparsity plot.
-    fn details(&mut self, ui: &mut egui::Ui, ctx: &AppContext, layer: &str) {
-        let Some(view) = &self.main.view else { return };
+    fn details(&mut self, ui: &mut egui::Ui, ctx: &AppContext, layer: &str) -> Option<Command> {
+        let Some(view) = &self.main.view else {
+            return None;
+        };
         let (w, h) = view.input.dimensions();
         ui.label(format!("input as the model sees it ({w}×{h} centre crop)"));
         let t = self.textures.get(ui.ctx(), "act-input", &view.input, true);
@@ -406,10 +412,13 @@ impl ActivationsTab {
             );
             widgets::fitted_image(ui, &t, egui::vec2(ui.available_width().min(SIDE), 260.0));
         }
+        let clicked = self.main.view.as_ref().zip(self.main.enlarged);
+        let out = clicked.and_then(|(v, c)| self.examples.ui(ui, ctx, &v.model, &v.layer, c, None));
         if !self.sparsity.is_empty() {
             widgets::section(ui, "Sparsity by depth");
             sparsity::plot(ui, &self.sparsity, layer);
         }
+        out
     }
 }
 

@@ -1,7 +1,9 @@
 //! The Data tab: classes and counts per split, an augmentation preview, and a gallery of the
-//! images filtered by split and class (a click makes one the image of the visual tabs).
+//! images filtered by split and class (a click makes one the image of the visual tabs), and the
+//! probe of what each layer knows about the class and the instance.
 
 mod gallery;
+pub mod probe;
 
 use super::{STALE_OPACITY, empty_state};
 use crate::data::augment::Augment;
@@ -19,6 +21,8 @@ const CELL: f32 = 96.0;
 pub struct DataTab {
     previews: Vec<egui::TextureHandle>,
     pub gallery: Gallery,
+    /// The information-distillation probe of the folder.
+    pub probe: probe::ProbePanel,
 }
 
 /// The bundled dataset's folder.
@@ -93,6 +97,8 @@ impl DataTab {
                 }
                 ui.separator();
                 self.augmentation(ui, ctx, augment, &mut out);
+                ui.separator();
+                self.probe.ui(ui, ctx, &mut out);
                 ui.separator();
                 self.gallery.ui(ui, ctx, data, &mut out);
             });

@@ -27,6 +27,8 @@ pub struct FilterGrid {
     /// The tiles per row on screen last frame.
     cols: usize,
     textures: Textures,
+    /// The tile clicked last (its index), whose dataset examples are shown.
+    pub clicked: Option<usize>,
 }
 
 impl FilterGrid {
@@ -97,7 +99,14 @@ impl FilterGrid {
                                 let t =
                                     self.textures
                                         .get(&egui_ctx, &format!("{id}-{i}"), img, false);
-                                widgets::fitted_image(ui, &t, egui::vec2(TILE, TILE));
+                                let name = format!("pattern of filter {}", self.first + i);
+                                let r = widgets::named_image(ui, &t, egui::vec2(TILE, TILE), &name)
+                                    .on_hover_text(
+                                        "click: the data folder's images that excite it most",
+                                    );
+                                if r.clicked() {
+                                    self.clicked = Some(i);
+                                }
                             }
                             None if running => {
                                 ui.add_sized([TILE, TILE], egui::Spinner::new());

@@ -67,6 +67,8 @@ pub struct FiltersTab {
     pending: Option<(String, String)>,
     /// The layers of the models compared with.
     described: Described,
+    /// The clicked filter's top images in the data folder.
+    pub examples: super::examples::ExamplesPanel,
 }
 
 impl FiltersTab {
@@ -235,7 +237,7 @@ impl FiltersTab {
             return out;
         }
         out.extend(self.export_ui(ui, export, running));
-        self.grids(ui, ctx, s, other.as_deref());
+        out.0.extend(self.grids(ui, ctx, s, other.as_deref()));
         out
     }
 
@@ -281,7 +283,8 @@ impl FiltersTab {
         ctx: &AppContext,
         s: &mut FilterSettings,
         other: Option<&str>,
-    ) {
+    ) -> Option<Command> {
+        let mut out = None;
         let compared = other.and_then(|_| self.compared(ctx, s));
         let ids = ctx.jobs.ids(JobKind::Filters);
         let running = |g: &FilterGrid| g.job.is_some_and(|j| ids.contains(&j));
@@ -305,6 +308,21 @@ impl FiltersTab {
                         title(ui, ctx, &self.main);
                         let r = running(&self.main);
                         self.main.show(ui, "filter", r);
+                        let main = &self.main;
+                        if let Some((i, Some(tile))) =
+                            main.clicked.and_then(|i| main.tiles.get(i).map(|t| (i, t)))
+                        {
+                            let (key, layer) = (main.model.clone(), main.layer.clone());
+                            let tile = tile.clone();
+                            out = self.examples.ui(
+                                ui,
+                                ctx,
+                                &key,
+                                &layer,
+                                main.first + i,
+                                Some(&tile),
+                            );
+                        }
                     });
                     let Some(other) = other else { return };
                     ui.vertical(|ui| {
@@ -319,6 +337,7 @@ impl FiltersTab {
                     });
                 });
             });
+        out
     }
 
     /// What the compared side says before its tiles: its own layer and why, or what to do.

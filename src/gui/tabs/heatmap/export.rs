@@ -9,7 +9,7 @@ use crate::export::{CamRequest, FigureRequest};
 use crate::gui::context::Commands;
 use crate::gui::settings::ExportSettings;
 use crate::jobs::views::CamView;
-use crate::viz::cam::CamMethod;
+use crate::viz::cam::{CamMethod, MethodKind, Smooth};
 
 /// The file stem of a row's figure: the image's stem, the model (the last part of its key:
 /// the model's name or its folder), the class and the method, made file-name safe.
@@ -66,6 +66,11 @@ impl HeatmapTab {
                         score: view.options.score,
                         colormap: s.colormap,
                         alpha: s.alpha,
+                        smooth: match method.kind() {
+                            MethodKind::Layer => view.options.smooth,
+                            MethodKind::Pixel => Smooth::None,
+                        },
+                        attribution: view.options.attribution.clone(),
                     });
                     (request, stem(view, model, method))
                 })
@@ -99,6 +104,8 @@ mod tests {
             prob: 0.5,
             top5: Vec::new(),
             options: CamOptions::new(CamMethod::ScoreCam, "blocks.6"),
+            map_size: (7, 7),
+            completeness: None,
         };
         assert_eq!(
             stem(&view, "/runs/2026-11-30 extract/", CamMethod::ScoreCam),

@@ -3,8 +3,10 @@
 //! the model trained in this session; set up by a confusion-matrix click to explain an error
 //! (the trained model's map of the true and of the predicted class, and the base model's view).
 
+mod evidence;
 mod export;
 mod images;
+mod params;
 mod row;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +16,8 @@ use crate::gui::context::{AppContext, Command, Commands, ModelChoice};
 use crate::gui::settings::ExportSettings;
 use crate::jobs::views::CamView;
 use crate::jobs::{JobKind, Request};
-use crate::viz::cam::{CamMethod, CamOptions};
+use crate::viz::attribution::AttributionOptions;
+use crate::viz::cam::{CamMethod, CamOptions, MethodKind, Smooth};
 use crate::viz::colormap::Colormap;
 
 /// The most rows of heatmaps the tab shows.
@@ -36,6 +39,10 @@ pub struct RowChoice {
 #[serde(default)]
 pub struct HeatmapSettings {
     pub method: CamMethod,
+    /// Smoothing of the layer CAMs.
+    pub smooth: Smooth,
+    /// The pixel methods' (and AblationCAM's) parameters.
+    pub attribution: AttributionOptions,
     pub colormap: Colormap,
     /// Opacity of the heatmap over the photo.
     pub alpha: f32,
@@ -47,6 +54,8 @@ impl Default for HeatmapSettings {
     fn default() -> Self {
         HeatmapSettings {
             method: CamMethod::GradCam,
+            smooth: Smooth::None,
+            attribution: AttributionOptions::default(),
             colormap: Colormap::Jet,
             alpha: 0.4,
             rows: vec![RowChoice::default(), RowChoice::default()],
@@ -87,6 +96,8 @@ struct Row {
     /// explain an error.
     role: Option<&'static str>,
     search: String,
+    /// Faithfulness and sanity check of the row's map (shown while they match it).
+    evidence: evidence::RowEvidence,
 }
 
 /// The Heatmap tab's state.
@@ -98,6 +109,8 @@ pub struct HeatmapTab {
     /// Models brought in by [`HeatmapTab::explain`] that the model chooser does not list (a
     /// saved run).
     extra: Vec<ModelChoice>,
+    /// The last "compare methods" result (shown while it matches the first row's map).
+    compare: Option<crate::jobs::evidence::FaithView>,
 }
 
 impl HeatmapTab {
@@ -229,6 +242,10 @@ impl HeatmapTab {
                 let layer = s.rows[row].layer.as_deref();
                 let mut options = CamOptions::new(s.method, layer.unwrap_or(""));
                 options.class = self.rows.get(row).and_then(|r| r.class);
+                if s.method.kind() == MethodKind::Layer {
+                    options.smooth = s.smooth;
+                }
+                options.attribution = s.attribution.clone();
                 Some(Command::Submit(Request::Cam {
                     model,
                     image: ctx.image.to_path_buf(),
@@ -279,6 +296,7 @@ impl HeatmapTab {
                 if one || all {
                     out.extend(self.export(&models, s, export, all));
                 }
+                self.compare_ui(ui, ctx, &mut out);
                 let mut remove = None;
                 for (row, key) in models.iter().enumerate() {
                     let Some(key) = key else { continue };
@@ -294,6 +312,7 @@ impl HeatmapTab {
                         }
                         self.images(ui, row, s.colormap);
                     });
+                    self.evidence_ui(ui, ctx, row, &mut out);
                 }
                 ui.separator();
                 if s.rows.len() < MAX_ROWS
@@ -324,16 +343,12 @@ impl HeatmapTab {
     }
 }
 
-/// Method, colormap and alpha (shared by every row), wrapping to the width; returns whether
-/// one changed.
+/// Method and its parameters, colormap and alpha (shared by every row), wrapping to the
+/// width; returns whether one changed.
 fn controls(ui: &mut egui::Ui, s: &mut HeatmapSettings) -> bool {
     let mut changed = false;
+    changed |= params::method_controls(ui, s);
     ui.horizontal_wrapped(|ui| {
-        ui.label("method");
-        for m in CamMethod::ALL {
-            changed |= ui.selectable_value(&mut s.method, m, m.name()).changed();
-        }
-        ui.end_row();
         changed |= super::colormap_combo(ui, "cam-cmap", &mut s.colormap);
         changed |= crate::gui::widgets::labelled(ui, "alpha", |ui| {
             ui.add(egui::Slider::new(&mut s.alpha, 0.0..=1.0))
@@ -343,8 +358,8 @@ fn controls(ui: &mut egui::Ui, s: &mut HeatmapSettings) -> bool {
     changed
 }
 
-/// While heatmaps compute: the running job's progress (Score-CAM reports batches done of
-/// total and the time left) and a Cancel button; the maps on screen are dimmed meanwhile.
+/// While heatmaps compute: the running job's progress (the batched methods report batches
+/// done of total and the time left) and a Cancel button; the maps on screen are dimmed meanwhile.
 fn progress_line(ui: &mut egui::Ui, ctx: &AppContext, out: &mut Commands) {
     ui.horizontal_wrapped(|ui| {
         ui.spinner();

@@ -4,6 +4,7 @@ use super::{HeatmapSettings, HeatmapTab};
 use crate::gui::context::AppContext;
 use crate::gui::widgets;
 use crate::jobs::views::{CamView, ModelInfo};
+use crate::viz::cam::MethodKind;
 
 /// What the user did with a row's controls.
 #[derive(Default)]
@@ -22,10 +23,22 @@ pub(super) fn title(model: &str, view: &CamView, role: Option<&str>) -> String {
         Some(role) => format!("{role}: {}", view.class_name),
         None => view.class_name.clone(),
     };
-    format!(
-        "{model} — {class} (p = {:.3}), {} at {}",
-        view.prob, view.options.method, view.options.layer
-    )
+    let (h, w) = view.map_size;
+    let at = match view.options.method.kind() {
+        MethodKind::Layer => format!("at {} ({h}×{w})", view.options.layer),
+        MethodKind::Pixel => format!("on the pixels ({h}×{w})"),
+    };
+    let mut text = format!(
+        "{model} — {class} (p = {:.3}), {} {at}",
+        view.prob, view.options.method
+    );
+    if let Some(c) = view.completeness {
+        text.push_str(&format!(
+            "; completeness error {:.3e} of a score difference {:.4}",
+            c.error, c.score_difference
+        ));
+    }
+    text
 }
 
 impl HeatmapTab {

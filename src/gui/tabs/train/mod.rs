@@ -5,6 +5,7 @@
 
 mod confusion;
 mod curves;
+mod export;
 mod form;
 mod runs;
 
@@ -89,6 +90,8 @@ pub struct TrainTab {
     /// Whether the runs were listed once (the last session's run is reselected then).
     listed: bool,
     list: runs::RunList,
+    /// The export form of the run on screen.
+    pub export: export::ExportPanel,
 }
 
 impl TrainTab {
@@ -244,10 +247,32 @@ impl TrainTab {
         out
     }
 
+    /// The model folder of the run on screen, for "Export…": a sound run of the workspace, or
+    /// this session's finished run wherever it was saved.
+    fn export_key(&self, ctx: &AppContext, running: bool) -> Option<String> {
+        match &self.saved {
+            Some(view) => {
+                let run = ctx
+                    .runs
+                    .iter()
+                    .find(|r| Some(&r.name) == view.name.as_ref())?;
+                run.problem
+                    .is_none()
+                    .then(|| crate::gui::context::run_key(run))
+            }
+            None if running => None,
+            None => self
+                .outcome
+                .as_ref()
+                .map(|o| o.report.out_dir.to_string_lossy().into_owned()),
+        }
+    }
+
     /// The run on screen: its name, the comparison choice, curves and confusion matrix.
     fn run_ui(&mut self, ui: &mut egui::Ui, ctx: &AppContext, running: bool, out: &mut Commands) {
         let offer_live = self.saved.is_some() && (running || self.outcome.is_some());
         let mut show_live = false;
+        let export_key = self.export_key(ctx, running);
         let view = match &mut self.saved {
             Some(v) => v,
             None => &mut self.live,
@@ -267,8 +292,10 @@ impl TrainTab {
             if let Some(name) = view.name.as_deref() {
                 runs::open_button(ui, ctx, name, out);
             }
+            self.export.button(ui, ctx, export_key.as_deref());
             runs::compare_combo(ui, ctx, view.name.as_deref(), &mut self.compare, out);
         });
+        self.export.ui(ui, ctx, export_key.as_deref(), out);
         if let Some(problem) = &view.problem {
             widgets::error_line(ui, problem);
         }

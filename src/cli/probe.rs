@@ -1,0 +1,179 @@
+//! `convlens probe [FOLDER] [--out probe.png] [--json] [--model M] [--compare M2]
+//! [--max-images N]`: class-probe accuracy, instance retrieval and sparsity by depth.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::ModelArgs;
+use super::figure_io::check_figure_out;
+use super::output::outln;
+use super::progress::Progress;
+use crate::Result;
+use crate::cancel::CancelToken;
+use crate::data::folder::{FolderOptions, ImageFolder};
+use crate::export::folder_figure::write_folder_figure;
+use crate::export::probe_figure::probe_figure;
+use crate::viz::probe::{ProbeOptions, ProbeReport, probe};
+
+/// Arguments of `convlens probe`.
+#[derive(clap::Args, Debug)]
+pub struct ProbeArgs {
+    /// A labelled folder (one subfolder per class, or train/ validation/ test/); default the
+    /// bundled fashion-mini.
+    pub folder: Option<PathBuf>,
+    /// The figure to write, .png or .jpg (a sidecar .json beside it; a taken name gets a
+    /// number, nothing is overwritten).
+    #[arg(long, default_value = "probe.png")]
+    pub out: PathBuf,
+    /// Print the numbers as JSON on stdout (else a table).
+    #[arg(long)]
+    pub json: bool,
+    /// A second model drawn dashed in the same plot (e.g. the base of a trained model).
+    #[arg(long)]
+    pub compare: Option<String>,
+    /// The most images probed; a larger folder is subsampled (seeded).
+    #[arg(long, default_value_t = ProbeOptions::default().max_images)]
+    pub max_images: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = ProbeOptions::default().batch)]
+    pub batch: usize,
+    /// Seed of the subsample, the augmentations and the probes.
+    #[arg(long, default_value_t = ProbeOptions::default().seed)]
+    pub seed: u64,
+    /// Figure scale factor, 1-4.
+    #[arg(long, default_value_t = 1)]
+    pub scale: u32,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// The bundled labelled dataset.
+pub fn bundled_dataset() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/datasets/fashion-mini")
+}
+
+fn table(name: &str, r: &ProbeReport) {
+    outln!(
+        "{name}: {} train / {} held-out images, majority baseline {:.3}",
+        r.train_images,
+        r.held_out_images,
+        r.majority_baseline
+    );
+    outln!(
+        "{:<12} {:>8} {:>8} {:>10} {:>9}",
+        "layer",
+        "channels",
+        "class",
+        "instance",
+        "sparsity"
+    );
+    for t in &r.taps {
+        outln!(
+            "{:<12} {:>8} {:>8.3} {:>10.3} {:>9.3}",
+            t.layer,
+            t.channels,
+            t.class_accuracy,
+            t.instance_top1,
+            t.sparsity
+        );
+    }
+}
+
+/// Probes the model (and the one to compare with), writes the figure and its sidecar.
+pub fn run(args: &ProbeArgs) -> Result<ExitCode> {
+    crate::export::check_scale(args.scale)?;
+    let folder_path = args.folder.clone().unwrap_or_else(bundled_dataset);
+    check_figure_out(&args.out, &[&folder_path])?;
+    let folder = ImageFolder::scan(&folder_path, &FolderOptions::default())?;
+    let opts = ProbeOptions {
+        max_images: args.max_images,
+        batch: args.batch,
+        seed: args.seed,
+        ..ProbeOptions::default()
+    };
+    let cancel = CancelToken::new();
+    let on_interrupt = cancel.clone();
+    if let Err(e) = ctrlc::set_handler(move || on_interrupt.cancel()) {
+        eprintln!("warning: Ctrl-C will not stop cleanly ({e})");
+    }
+    let mut sources = vec![args.model.model.clone()];
+    sources.extend(args.compare.clone());
+    let mut reports = Vec::new();
+    let mut first = None;
+    for source in &sources {
+        let m = ModelArgs {
+            model: source.clone(),
+            device: args.model.device,
+        };
+        let model = m.load()?;
+        let mut bar = Progress::new(0, &format!("probe {source}"));
+        let started = std::time::Instant::now();
+        let report = probe(
+            &model,
+            &folder,
+            &opts,
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+            &cancel,
+        )?;
+        bar.finish();
+        eprintln!(
+            "{source}: probed in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        reports.push((model.spec.manifest.name.clone(), report));
+        if first.is_none() {
+            first = Some(model);
+        }
+    }
+    let Some(model) = first else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let shown: Vec<(String, &ProbeReport)> = reports.iter().map(|(n, r)| (n.clone(), r)).collect();
+    let img = probe_figure(
+        &shown,
+        "What each layer knows: the class, the instance, and how sparse it is",
+        &format!(
+            "{} · {} · linear probe on pooled activations; own augmented view among all by cosine",
+            reports
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" vs "),
+            folder_path.display()
+        ),
+        args.scale,
+    );
+    let result = serde_json::json!({
+        "models": reports.iter().zip(&sources).map(|((name, r), source)| serde_json::json!({
+            "name": name, "source": source, "probe": r,
+        })).collect::<Vec<_>>(),
+    });
+    let written = write_folder_figure(
+        &img,
+        &args.out,
+        &model,
+        &args.model.model,
+        "probe",
+        &folder_path,
+        serde_json::to_value(&opts).unwrap_or_default(),
+        args.scale,
+        result.clone(),
+    )?;
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&result).unwrap_or_default()
+        );
+        eprintln!("figure: {}", written.png.display());
+    } else {
+        for (name, r) in &reports {
+            table(name, r);
+        }
+        outln!("figure: {}", written.png.display());
+        outln!("sidecar: {}", written.sidecar.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,159 @@
+//! The map's scatter (egui_plot): one series per colour group, hover shows the nearest image's
+//! thumbnail and labels, a click opens it in Heatmap, and with "Select box" a primary drag
+//! selects the points inside the box.
+
+use egui_plot::{Legend, Plot, PlotPoint, Points, Polygon};
+
+use super::{open_in_heatmap, point_text};
+use crate::gui::context::{AppContext, Command, Commands};
+use crate::gui::widgets;
+use crate::insight::map::{ColorBy, DatasetMap, group_color};
+
+/// Height of the plot, in points.
+const PLOT_HEIGHT: f32 = 460.0;
+/// How near (in screen points) the pointer must be to a point to hover it.
+const HOVER_RADIUS: f32 = 8.0;
+
+/// The scatter's interaction state.
+#[derive(Default)]
+pub struct ScatterState {
+    /// Primary drag selects a box instead of panning.
+    pub select_box: bool,
+    /// Where the current box drag started (plot coordinates).
+    drag_start: Option<PlotPoint>,
+    /// The points inside the last box, by index.
+    pub selected: Vec<usize>,
+}
+
+/// The indices of the points of `map` inside the box with corners `a` and `b`.
+pub fn inside(map: &DatasetMap, a: PlotPoint, b: PlotPoint) -> Vec<usize> {
+    let (x0, x1) = (a.x.min(b.x), a.x.max(b.x));
+    let (y0, y1) = (a.y.min(b.y), a.y.max(b.y));
+    map.points
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            let (x, y) = (f64::from(p.x), f64::from(p.y));
+            (x0..=x1).contains(&x) && (y0..=y1).contains(&y)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Draws the scatter and handles hover, click (opens the image in Heatmap through `model`, a
+/// chooser key) and box selection.
+#[allow(clippy::too_many_arguments)]
+pub fn ui(
+    ui: &mut egui::Ui,
+    ctx: &AppContext,
+    model: &Option<String>,
+    map: &DatasetMap,
+    color: ColorBy,
+    state: &mut ScatterState,
+    out: &mut Commands,
+) {
+    let (groups, names) = match map.groups(color) {
+        Ok(g) => g,
+        Err(e) => {
+            widgets::error_line(ui, &e.to_string());
+            return;
+        }
+    };
+    ui.horizontal(|ui| {
+        ui.checkbox(&mut state.select_box, "Select box")
+            .on_hover_text("drag a box to list the images inside (pan is off meanwhile)");
+        ui.label(format!(
+            "{} images, {} by {}{}",
+            map.points.len(),
+            map.method.name(),
+            map.model,
+            map.explained_variance_ratio
+                .map_or_else(String::new, |[a, b]| format!(
+                    "; axes carry {:.1} % and {:.1} % of the variance",
+                    a * 100.0,
+                    b * 100.0
+                ))
+        ));
+    });
+    let select = state.select_box;
+    let drag_start = state.drag_start;
+    let response = Plot::new("dataset-map")
+        .height(PLOT_HEIGHT)
+        .legend(Legend::default())
+        .allow_drag(!select)
+        .allow_scroll(false)
+        .show_grid(false)
+        .label_formatter(|_| None)
+        .show(ui, |p| {
+            for (g, name) in names.iter().enumerate() {
+                let series: Vec<[f64; 2]> = map
+                    .points
+                    .iter()
+                    .zip(&groups)
+                    .filter(|(_, k)| **k == g)
+                    .map(|(pt, _)| [f64::from(pt.x), f64::from(pt.y)])
+                    .collect();
+                let [r, gg, b] = group_color(color, g);
+                p.points(
+                    Points::new(name.as_str(), series)
+                        .radius(2.5)
+                        .color(egui::Color32::from_rgb(r, gg, b)),
+                );
+            }
+            if let (Some(a), Some(b)) = (drag_start, p.pointer_coordinate()) {
+                let corners = vec![[a.x, a.y], [b.x, a.y], [b.x, b.y], [a.x, b.y]];
+                p.polygon(
+                    Polygon::new("selection", corners)
+                        .fill_color(egui::Color32::from_rgba_unmultiplied(120, 120, 120, 40)),
+                );
+            }
+            p.pointer_coordinate()
+        });
+    let pointer = response.inner;
+    let plot = &response.response;
+    // The nearest point on screen, within HOVER_RADIUS.
+    let hovered = plot.hover_pos().and_then(|pos| {
+        map.points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let s = response
+                    .transform
+                    .position_from_point(&PlotPoint::new(p.x, p.y));
+                (i, s.distance(pos))
+            })
+            .filter(|(_, d)| *d <= HOVER_RADIUS)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i)
+    });
+    if select {
+        if plot.drag_started_by(egui::PointerButton::Primary) {
+            state.drag_start = pointer;
+        }
+        if plot.drag_stopped()
+            && let (Some(a), Some(b)) = (state.drag_start.take(), pointer)
+        {
+            state.selected = inside(map, a, b);
+        }
+    } else {
+        state.drag_start = None;
+    }
+    if let Some(i) = hovered {
+        let p = &map.points[i];
+        let path = map.dataset.join(&p.path);
+        let thumb = ctx.thumbs.get(&path).cloned();
+        if thumb.is_none() {
+            out.push(Command::Thumbnails(vec![path.clone()]));
+        }
+        plot.clone().on_hover_ui_at_pointer(|ui| {
+            if let Some(tex) = &thumb {
+                widgets::fitted_image(ui, tex, egui::vec2(128.0, 128.0));
+            }
+            ui.label(point_text(p));
+            ui.label("click: open in Heatmap");
+        });
+        if plot.clicked() {
+            out.0.extend(open_in_heatmap(ctx, model, map, i));
+        }
+    }
+}

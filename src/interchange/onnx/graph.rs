@@ -1,0 +1,276 @@
+//! [`OnnxGraph`]: the ONNX nodes and weights a network describes itself as, one stage at a
+//! time ([`crate::graph::Stage::to_onnx`]), built with the message types of `candle-onnx`.
+
+use candle_core::{DType, Tensor};
+use candle_onnx::onnx::{AttributeProto, NodeProto, TensorProto, attribute_proto, tensor_proto};
+
+use crate::ops::Activation;
+use crate::{Error, Result};
+
+/// The nodes and initializers (weights) of an ONNX graph under construction. Names are scoped
+/// by the stage being described ([`OnnxGraph::enter`]): the weights of stage `blocks.4` are
+/// `blocks.4.<name>`, its node outputs `blocks.4/<op>_<n>`.
+#[derive(Default)]
+pub struct OnnxGraph {
+    pub(crate) nodes: Vec<NodeProto>,
+    pub(crate) initializers: Vec<TensorProto>,
+    scope: String,
+    counter: usize,
+}
+
+impl OnnxGraph {
+    /// An empty graph.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Scopes the names that follow to the stage `id`.
+    pub fn enter(&mut self, id: &str) {
+        self.scope = id.to_string();
+    }
+
+    /// Runs `f` with names scoped to the part `part` of the current stage (e.g. the
+    /// `expand` convolution of `blocks.4`: weights `blocks.4.expand.weight` ...).
+    pub fn part<T>(&mut self, part: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let outer = self.scope.clone();
+        self.scope = self.scoped(part);
+        let result = f(self);
+        self.scope = outer;
+        result
+    }
+
+    fn scoped(&self, name: &str) -> String {
+        if self.scope.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.scope)
+        }
+    }
+
+    /// Adds the float tensor `t` (any shape) as a weight named `<stage>.<name>`; returns the
+    /// name to use as a node input.
+    pub fn weight(&mut self, name: &str, t: &Tensor) -> Result<String> {
+        let t = t
+            .detach()
+            .to_dtype(DType::F32)?
+            .to_device(&candle_core::Device::Cpu)?;
+        let values = t.flatten_all()?.to_vec1::<f32>()?;
+        let full = self.unique(self.scoped(name));
+        self.initializers.push(TensorProto {
+            name: full.clone(),
+            dims: t.dims().iter().map(|&d| d as i64).collect(),
+            data_type: tensor_proto::DataType::Float as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..TensorProto::default()
+        });
+        Ok(full)
+    }
+
+    /// Adds a float constant of shape `dims` (`[]` for a scalar).
+    pub fn floats(&mut self, name: &str, dims: &[usize], values: &[f32]) -> Result<String> {
+        let t = Tensor::from_slice(values, dims, &candle_core::Device::Cpu)?;
+        self.weight(name, &t)
+    }
+
+    /// Adds a 1-d int64 constant (shapes, pads).
+    pub fn int64s(&mut self, name: &str, values: &[i64]) -> String {
+        let full = self.unique(self.scoped(name));
+        self.initializers.push(TensorProto {
+            name: full.clone(),
+            dims: vec![values.len() as i64],
+            data_type: tensor_proto::DataType::Int64 as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..TensorProto::default()
+        });
+        full
+    }
+
+    /// `name`, or `name_2`, `name_3` ... when a weight already has it.
+    fn unique(&self, name: String) -> String {
+        let taken = |n: &str| self.initializers.iter().any(|t| t.name == n);
+        if !taken(&name) {
+            return name;
+        }
+        (2..)
+            .map(|i| format!("{name}_{i}"))
+            .find(|n| !taken(n))
+            .unwrap_or(name)
+    }
+
+    /// Adds a node `op` reading `inputs`; returns the name of its one output.
+    pub fn node(&mut self, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>) -> String {
+        self.counter += 1;
+        let output = if self.scope.is_empty() {
+            format!("{}_{}", op.to_ascii_lowercase(), self.counter)
+        } else {
+            format!(
+                "{}/{}_{}",
+                self.scope,
+                op.to_ascii_lowercase(),
+                self.counter
+            )
+        };
+        self.nodes.push(NodeProto {
+            name: output.clone(),
+            op_type: op.to_string(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.clone()],
+            attribute,
+            ..NodeProto::default()
+        });
+        output
+    }
+
+    /// Renames the output of the last node to `name` (the graph's output); errors when the
+    /// graph has no node.
+    pub fn rename_last_output(&mut self, name: &str) -> Result<()> {
+        let node = self
+            .nodes
+            .last_mut()
+            .ok_or_else(|| Error::Model("the network has no layer to export".into()))?;
+        node.output = vec![name.to_string()];
+        Ok(())
+    }
+
+    /// A 2-d convolution: `x` `[batch, in, h, w]`, `weight` `[out, in/group, k, k]`, `bias`
+    /// `[out]`, square `stride` and zero `padding` on every side.
+    pub fn conv(
+        &mut self,
+        x: &str,
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        padding: usize,
+        group: usize,
+    ) -> Result<String> {
+        self.conv_padded(x, weight, bias, stride, [padding; 2], group)
+    }
+
+    /// [`OnnxGraph::conv`] with its own zero padding per axis: `[above and below, left and
+    /// right]` (a rectangular kernel's, e.g. Inception's 1x7).
+    pub fn conv_padded(
+        &mut self,
+        x: &str,
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        [padding_h, padding_w]: [usize; 2],
+        group: usize,
+    ) -> Result<String> {
+        let (kh, kw) = (weight.dim(2)?, weight.dim(3)?);
+        let w = self.weight("weight", weight)?;
+        let b = self.weight("bias", bias)?;
+        let (ph, pw) = (padding_h as i64, padding_w as i64);
+        let s = stride as i64;
+        Ok(self.node(
+            "Conv",
+            &[x, &w, &b],
+            vec![
+                ints("kernel_shape", &[kh as i64, kw as i64]),
+                ints("strides", &[s, s]),
+                ints("pads", &[ph, pw, ph, pw]),
+                ints("dilations", &[1, 1]),
+                int("group", group as i64),
+            ],
+        ))
+    }
+
+    /// The activation `act` applied to `x` (nothing for the identity).
+    pub fn activation(&mut self, x: &str, act: Activation) -> Result<String> {
+        Ok(match act {
+            Activation::Identity => x.to_string(),
+            Activation::Relu => self.node("Relu", &[x], Vec::new()),
+            Activation::Relu6 => {
+                let lo = self.floats("clip_min", &[], &[0.0])?;
+                let hi = self.floats("clip_max", &[], &[6.0])?;
+                self.node("Clip", &[x, &lo, &hi], Vec::new())
+            }
+            other => {
+                return Err(Error::Model(format!(
+                    "the activation {other:?} cannot be exported to ONNX yet"
+                )));
+            }
+        })
+    }
+
+    /// Max pooling with a square window `kernel`, `stride` and `-inf` `padding`, floor mode.
+    pub fn max_pool(&mut self, x: &str, kernel: usize, stride: usize, padding: usize) -> String {
+        let (k, s, p) = (kernel as i64, stride as i64, padding as i64);
+        self.node(
+            "MaxPool",
+            &[x],
+            vec![
+                ints("kernel_shape", &[k, k]),
+                ints("strides", &[s, s]),
+                ints("pads", &[p, p, p, p]),
+                int("ceil_mode", 0),
+            ],
+        )
+    }
+
+    /// Average pooling with a square window `kernel` = `stride`, no padding.
+    pub fn avg_pool(&mut self, x: &str, kernel: usize) -> String {
+        let k = kernel as i64;
+        self.node(
+            "AveragePool",
+            &[x],
+            vec![ints("kernel_shape", &[k, k]), ints("strides", &[k, k])],
+        )
+    }
+
+    /// Spatial mean: `[batch, c, h, w]` -> `[batch, c]` (ReduceMean over axes 2 and 3).
+    pub fn global_avg_pool(&mut self, x: &str) -> String {
+        self.node(
+            "ReduceMean",
+            &[x],
+            vec![ints("axes", &[2, 3]), int("keepdims", 0)],
+        )
+    }
+
+    /// `[batch, ...]` -> `[batch, product of the rest]`.
+    pub fn flatten(&mut self, x: &str) -> String {
+        self.node("Flatten", &[x], vec![int("axis", 1)])
+    }
+
+    /// A dense layer: `x` `[batch, in]`, `weight` `[out, in]`, `bias` `[out]` ->
+    /// `[batch, out]` (Gemm with the weight transposed).
+    pub fn dense(&mut self, x: &str, weight: &Tensor, bias: &Tensor) -> Result<String> {
+        let w = self.weight("weight", weight)?;
+        let b = self.weight("bias", bias)?;
+        Ok(self.node("Gemm", &[x, &w, &b], vec![int("transB", 1)]))
+    }
+
+    /// Element-wise `a + b`.
+    pub fn add(&mut self, a: &str, b: &str) -> String {
+        self.node("Add", &[a, b], Vec::new())
+    }
+}
+
+/// An integer-list attribute.
+pub fn ints(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.to_string(),
+        r#type: attribute_proto::AttributeType::Ints as i32,
+        ints: values.to_vec(),
+        ..AttributeProto::default()
+    }
+}
+
+/// An integer attribute.
+pub fn int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.to_string(),
+        r#type: attribute_proto::AttributeType::Int as i32,
+        i: value,
+        ..AttributeProto::default()
+    }
+}
+
+/// The error of a stage type that has no ONNX description yet (the default of
+/// [`crate::graph::Stage::to_onnx`]).
+pub fn not_exportable(type_name: &str) -> Error {
+    let short = type_name.rsplit("::").next().unwrap_or(type_name);
+    Error::Model(format!(
+        "its type `{short}` ({type_name}) cannot be exported to ONNX yet"
+    ))
+}

@@ -1,0 +1,421 @@
+//! "Information distillation", measured (Chollet, *Deep Learning with Python*, 5.4.1: deeper
+//! layers carry "less and less information about the specific input being seen, and more and
+//! more information about the target"): for every spatial layer from the stem to the head,
+//!
+//! - **class probe**: a softmax classifier ([`HeadKind::Linear`]) trained on the globally
+//!   average-pooled activations of the folder's train split (standardised with the train
+//!   statistics; full batch, AdamW) and scored on the held-out images (validation and test);
+//! - **instance retrieval**: each image's augmented view ([`Augment::default`], seeded per
+//!   image) is looked up among the plain views of all probed images by cosine similarity of
+//!   the standardised pooled activations; top-1 accuracy = how often it finds its own image;
+//! - **sparsity**: the fraction of the layer's channels that are all zero for an image
+//!   (as [`super::activations::LayerSparsity::blank_fraction`]), averaged over the images.
+//!
+//! One pass over the images (the plain and the augmented view of a batch together) keeps only
+//! the pooled activations: `2 x images x (sum of the layers' channels)` floats, so at most
+//! [`ProbeOptions::max_images`] images are probed (a seeded draw from each split in proportion);
+//! a larger folder is subsampled.
+
+use candle_core::{D, Device, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::cancel::CancelToken;
+use crate::data::augment::{Augment, augment_seed};
+use crate::data::decode::load_rgb;
+use crate::data::folder::{ImageFolder, Sample};
+use crate::train::head::{Head, HeadKind};
+use crate::train::optim::{Optimizer, OptimizerKind};
+use crate::zoo::Model;
+use crate::{Error, Result};
+
+/// How the probe runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeOptions {
+    /// The most images probed (train and held-out together).
+    pub max_images: usize,
+    /// Images per forward pass (each with its augmented view).
+    pub batch: usize,
+    /// Seed of the subsample, the augmentations and the probes' initialisation.
+    pub seed: u64,
+    /// Full-batch AdamW steps of each class probe.
+    pub steps: usize,
+    /// The class probes' learning rate.
+    pub learning_rate: f64,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            max_images: 2000,
+            batch: 16,
+            seed: 42,
+            steps: 300,
+            learning_rate: 1e-2,
+        }
+    }
+}
+
+/// The three measures at one layer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TapProbe {
+    /// The stage id.
+    pub layer: String,
+    /// Its channels.
+    pub channels: usize,
+    /// Held-out accuracy of the class probe, 0 to 1.
+    pub class_accuracy: f32,
+    /// Top-1 accuracy of finding an image from its augmented view, 0 to 1.
+    pub instance_top1: f32,
+    /// Mean fraction of all-zero channels, 0 to 1.
+    pub sparsity: f32,
+}
+
+/// The probe's result for one model over one folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// Per spatial layer, stem first.
+    pub taps: Vec<TapProbe>,
+    /// The classes.
+    pub classes: Vec<String>,
+    /// Images the class probes trained on and were scored on.
+    pub train_images: usize,
+    pub held_out_images: usize,
+    /// The class accuracy of always answering the most frequent held-out class.
+    pub majority_baseline: f32,
+    /// Images that could not be read, as `path: reason`.
+    pub skipped: Vec<String>,
+}
+
+/// Up to `n` of `samples`, a seeded draw kept in the original order.
+fn draw(samples: &[Sample], n: usize, seed: u64) -> Vec<Sample> {
+    if samples.len() <= n {
+        return samples.to_vec();
+    }
+    let mut idx: Vec<usize> = (0..samples.len()).collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    idx.truncate(n);
+    idx.sort_unstable();
+    idx.into_iter().map(|i| samples[i].clone()).collect()
+}
+
+/// Standardises the columns of `x` `[n, c]` with the mean and std of the rows `fit`.
+fn standardise(x: &Tensor, fit: &Tensor) -> Result<Tensor> {
+    let mean = fit.mean_keepdim(0)?;
+    let std = (fit.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)? + 1e-6)?.sqrt()?;
+    Ok(x.broadcast_sub(&mean)?.broadcast_div(&std)?)
+}
+
+/// Held-out accuracy of a softmax classifier trained on `(x, y)`.
+fn class_probe(
+    train: (&Tensor, &[u32]),
+    held_out: (&Tensor, &[u32]),
+    classes: usize,
+    opts: &ProbeOptions,
+) -> Result<f32> {
+    let (xt, xh) = (
+        standardise(train.0, train.0)?,
+        standardise(held_out.0, train.0)?,
+    );
+    let mut head = Head::init(
+        HeadKind::Linear,
+        xt.dim(1)?,
+        classes,
+        opts.seed,
+        &Device::Cpu,
+    )?;
+    let vars = head.make_trainable()?;
+    let mut opt = Optimizer::new(
+        OptimizerKind::AdamW { weight_decay: 1e-2 },
+        vars,
+        opts.learning_rate,
+    )?;
+    let yt = Tensor::new(train.1, &Device::Cpu)?;
+    for _ in 0..opts.steps {
+        let loss = candle_nn::loss::cross_entropy(&head.logits(&xt, true)?, &yt)?;
+        opt.backward_step(&loss)?;
+    }
+    let predicted = head
+        .logits(&xh, false)?
+        .argmax(D::Minus1)?
+        .to_vec1::<u32>()?;
+    let right = predicted
+        .iter()
+        .zip(held_out.1)
+        .filter(|(p, y)| p == y)
+        .count();
+    Ok(right as f32 / held_out.1.len().max(1) as f32)
+}
+
+/// Top-1 accuracy of finding row `i` of `gallery` from row `i` of `queries` (both `[n, c]`),
+/// by cosine similarity after standardising with the gallery's statistics.
+fn instance_top1(queries: &Tensor, gallery: &Tensor) -> Result<f32> {
+    let unit = |t: Tensor| -> Result<Tensor> {
+        let norm = (t.sqr()?.sum_keepdim(1)?.sqrt()? + 1e-12)?;
+        Ok(t.broadcast_div(&norm)?)
+    };
+    let q = unit(standardise(queries, gallery)?)?;
+    let g = unit(standardise(gallery, gallery)?)?;
+    let nearest = q.matmul(&g.t()?)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let right = nearest
+        .iter()
+        .enumerate()
+        .filter(|&(i, &j)| i == j as usize)
+        .count();
+    Ok(right as f32 / nearest.len().max(1) as f32)
+}
+
+/// Pooled activations of one batch of images for every tap, each `[2n, c]` (plain views,
+/// then augmented), with each image's per-tap blank-channel fraction; `None` rows failed.
+type BatchOut = (Vec<usize>, Vec<Tensor>, Vec<Vec<f32>>);
+
+fn run_batch(
+    model: &Model,
+    taps: &[&str],
+    samples: &[(usize, &Sample)],
+    augment: &Augment,
+    seed: u64,
+    skipped: &mut Vec<String>,
+) -> Result<Option<BatchOut>> {
+    let pre = &model.spec.preprocess;
+    let loaded: Vec<(usize, Result<(Tensor, Tensor)>)> = samples
+        .par_iter()
+        .map(|&(i, s)| {
+            let views = load_rgb(&s.path).and_then(|img| {
+                let plain = pre.apply(&img);
+                let moved = augment.apply(&plain, augment_seed(seed, 0, i as u64));
+                Ok((
+                    pre.to_tensor(&plain, &Device::Cpu)?,
+                    pre.to_tensor(&moved, &Device::Cpu)?,
+                ))
+            });
+            (i, views)
+        })
+        .collect();
+    let (mut ok, mut plain, mut moved) = (Vec::new(), Vec::new(), Vec::new());
+    for ((i, v), (_, s)) in loaded.into_iter().zip(samples) {
+        match v {
+            Ok((a, b)) => {
+                ok.push(i);
+                plain.push(a);
+                moved.push(b);
+            }
+            Err(e) => skipped.push(format!("{}: {e}", s.path.display())),
+        }
+    }
+    if ok.is_empty() {
+        return Ok(None);
+    }
+    let n = ok.len();
+    let x = Tensor::cat(&[Tensor::cat(&plain, 0)?, Tensor::cat(&moved, 0)?], 0)?
+        .to_device(&model.device)?;
+    let outs = model.network.forward_with_taps(&x, taps)?;
+    let mut pooled = Vec::with_capacity(taps.len());
+    let mut blank = Vec::with_capacity(taps.len());
+    for out in outs {
+        pooled.push(out.mean((2, 3))?.to_device(&Device::Cpu)?);
+        let plain_out = out.narrow(0, 0, n)?;
+        let hi = plain_out.max(3)?.max(2)?;
+        let lo = plain_out.min(3)?.min(2)?;
+        let zero = hi
+            .eq(0f32)?
+            .mul(&lo.eq(0f32)?)?
+            .to_dtype(candle_core::DType::F32)?;
+        blank.push(zero.mean(1)?.to_device(&Device::Cpu)?.to_vec1::<f32>()?);
+    }
+    Ok(Some((ok, pooled, blank)))
+}
+
+/// Probes every spatial layer of `model` on `folder` (see the [module docs](self)).
+/// `progress(done, total)` after each batch; `cancel` stops between batches.
+pub fn probe(
+    model: &Model,
+    folder: &ImageFolder,
+    opts: &ProbeOptions,
+    progress: &mut dyn FnMut(usize, usize),
+    cancel: &CancelToken,
+) -> Result<ProbeReport> {
+    super::check_range("--max-images", opts.max_images, 4..=1_000_000)?;
+    let train_all = folder.split(crate::data::folder::Split::Train);
+    let held_all: Vec<Sample> = [
+        crate::data::folder::Split::Validation,
+        crate::data::folder::Split::Test,
+    ]
+    .into_iter()
+    .flat_map(|s| folder.split(s).iter().cloned())
+    .collect();
+    if train_all.is_empty() || held_all.is_empty() {
+        return Err(Error::Dataset(format!(
+            "{}: the probe needs train images and held-out (validation or test) images",
+            folder.root.display()
+        )));
+    }
+    let total = train_all.len() + held_all.len();
+    let n_train = (opts.max_images * train_all.len()).div_ceil(total).max(1);
+    let n_held = opts.max_images.saturating_sub(n_train).max(1);
+    let train = draw(train_all, n_train, opts.seed);
+    let held = draw(&held_all, n_held, opts.seed ^ 1);
+    let samples: Vec<&Sample> = train.iter().chain(&held).collect();
+    let size = model.spec.preprocess.input_size() as usize;
+    let layers = super::activations::spatial_layers(&model.network, size);
+    let taps: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let augment = Augment::default();
+    let mut skipped = Vec::new();
+    let mut rows: Vec<usize> = Vec::new();
+    // Per tap: the pooled plain and augmented views, batch by batch; each image's blank fraction.
+    let mut plain: Vec<Vec<Tensor>> = vec![Vec::new(); taps.len()];
+    let mut moved: Vec<Vec<Tensor>> = vec![Vec::new(); taps.len()];
+    let mut blank: Vec<Vec<f32>> = vec![Vec::new(); taps.len()];
+    let indexed: Vec<(usize, &Sample)> = samples.iter().copied().enumerate().collect();
+    for (b, chunk) in indexed.chunks(opts.batch.max(1)).enumerate() {
+        cancel.check()?;
+        if let Some((ok, pooled, blanks)) =
+            run_batch(model, &taps, chunk, &augment, opts.seed, &mut skipped)?
+        {
+            let n = ok.len();
+            for (t, p) in pooled.iter().enumerate() {
+                plain[t].push(p.narrow(0, 0, n)?);
+                moved[t].push(p.narrow(0, n, n)?);
+            }
+            for (t, v) in blanks.into_iter().enumerate() {
+                blank[t].extend(v);
+            }
+            rows.extend(ok);
+        }
+        progress(
+            ((b + 1) * opts.batch.max(1)).min(samples.len()),
+            samples.len(),
+        );
+    }
+    let is_train: Vec<bool> = rows.iter().map(|&i| i < train.len()).collect();
+    let labels: Vec<u32> = rows.iter().map(|&i| samples[i].label as u32).collect();
+    let pick = |want: bool| -> Vec<u32> {
+        (0..rows.len())
+            .filter(|&r| is_train[r] == want)
+            .map(|r| r as u32)
+            .collect()
+    };
+    let (tr, ho) = (pick(true), pick(false));
+    if tr.is_empty() || ho.is_empty() {
+        return Err(Error::Dataset(
+            "no readable train or held-out image to probe".into(),
+        ));
+    }
+    let (tr_idx, ho_idx) = (
+        Tensor::new(tr.as_slice(), &Device::Cpu)?,
+        Tensor::new(ho.as_slice(), &Device::Cpu)?,
+    );
+    let y_tr: Vec<u32> = tr.iter().map(|&r| labels[r as usize]).collect();
+    let y_ho: Vec<u32> = ho.iter().map(|&r| labels[r as usize]).collect();
+    let mut counts = vec![0usize; folder.classes.len()];
+    for &y in &y_ho {
+        counts[y as usize] += 1;
+    }
+    let majority = *counts.iter().max().unwrap_or(&0) as f32 / y_ho.len() as f32;
+    let mut out = Vec::with_capacity(taps.len());
+    for (t, layer) in taps.iter().enumerate() {
+        cancel.check()?;
+        let x = Tensor::cat(&plain[t], 0)?;
+        let xa = Tensor::cat(&moved[t], 0)?;
+        let class_accuracy = class_probe(
+            (&x.index_select(&tr_idx, 0)?, &y_tr),
+            (&x.index_select(&ho_idx, 0)?, &y_ho),
+            folder.classes.len(),
+            opts,
+        )?;
+        out.push(TapProbe {
+            layer: layer.to_string(),
+            channels: x.dim(1)?,
+            class_accuracy,
+            instance_top1: instance_top1(&xa, &x)?,
+            sparsity: blank[t].iter().sum::<f32>() / blank[t].len().max(1) as f32,
+        });
+    }
+    Ok(ProbeReport {
+        taps: out,
+        classes: folder.classes.clone(),
+        train_images: tr.len(),
+        held_out_images: ho.len(),
+        majority_baseline: majority,
+        skipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retrieval_finds_each_row_among_near_copies() -> Result<()> {
+        let g = Tensor::new(
+            &[
+                [1f32, 0.0, 0.0],
+                [0.0, 1.0, 0.0],
+                [0.0, 0.0, 1.0],
+                [1.0, 1.0, 0.0],
+            ],
+            &Device::Cpu,
+        )?;
+        let noise = Tensor::new(
+            &[
+                [0.1f32, 0.0, 0.0],
+                [0.0, 0.0, 0.1],
+                [0.0, 0.1, 0.0],
+                [0.0, 0.0, 0.05],
+            ],
+            &Device::Cpu,
+        )?;
+        assert_eq!(instance_top1(&(&g + &noise)?, &g)?, 1.0);
+        // Every query the same row: only that row's own query finds it.
+        let same = Tensor::new(&[[0f32, 0.0, 1.0]; 4], &Device::Cpu)?;
+        assert_eq!(instance_top1(&same, &g)?, 0.25);
+        Ok(())
+    }
+
+    #[test]
+    fn a_probe_separates_separable_classes_and_not_noise() -> Result<()> {
+        // Class = sign of feature 0; feature 1 noise.
+        let xs: Vec<[f32; 2]> = (0..40)
+            .map(|i| {
+                [
+                    if i % 2 == 0 { 1.0 } else { -1.0 } * (1.0 + i as f32 / 40.0),
+                    ((i * 7919) % 13) as f32 / 13.0,
+                ]
+            })
+            .collect();
+        let ys: Vec<u32> = (0..40).map(|i| (i % 2) as u32).collect();
+        let flat: Vec<f32> = xs.iter().flatten().copied().collect();
+        let x = Tensor::from_vec(flat, (40, 2), &Device::Cpu)?;
+        let (xt, xh) = (x.narrow(0, 0, 30)?, x.narrow(0, 30, 10)?);
+        let opts = ProbeOptions {
+            steps: 100,
+            ..ProbeOptions::default()
+        };
+        assert_eq!(
+            class_probe((&xt, &ys[..30]), (&xh, &ys[30..]), 2, &opts)?,
+            1.0
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_draw_keeps_order_and_size() {
+        let s: Vec<Sample> = (0..10)
+            .map(|i| Sample {
+                path: format!("{i}").into(),
+                label: 0,
+            })
+            .collect();
+        let d = draw(&s, 4, 1);
+        let order: Vec<usize> = d
+            .iter()
+            .map(|x| x.path.to_string_lossy().parse().unwrap())
+            .collect();
+        assert_eq!(order.len(), 4);
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+        assert_eq!(draw(&s, 20, 1), s);
+    }
+}

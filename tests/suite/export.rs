@@ -1,0 +1,376 @@
+//! Model export (`convlens export`, `convlens::interchange`): ONNX files evaluated by
+//! `candle-onnx` give the network's logits; PyTorch state dicts load into torchvision/timm and
+//! give them too (when a Python with torch is found, see [`python`]); outputs are never
+//! overwritten and a failed or interrupted export leaves nothing behind.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use convlens::cancel::CancelToken;
+use convlens::interchange::onnx::{BatchSize, OnnxOptions};
+use convlens::interchange::{ExportFormat, ExportReport, ExportRequest, export};
+use convlens::train::{Mode, TrainConfig, train};
+use convlens::zoo::Model;
+
+use crate::common::{
+    fashion_mini, fashion_mini_features, lite0, load_lite0, rel_to_max, repo, seeded, text,
+};
+
+/// The most an export's output may differ from convlens's, relative to the largest value.
+const TOLERANCE: f32 = 1e-4;
+
+fn request(format: ExportFormat, out: &Path, onnx: OnnxOptions) -> ExportRequest {
+    ExportRequest {
+        format,
+        out: out.to_path_buf(),
+        overwrite: false,
+        onnx,
+    }
+}
+
+fn run_export(model: &Model, req: &ExportRequest) -> ExportReport {
+    export(model, req, &|_, _, _| {}, &CancelToken::new()).unwrap()
+}
+
+/// `n` seeded images `[n, 3, size, size]` (not the bundled photos the export checked itself on).
+fn seeded_batch(n: usize, size: usize) -> Tensor {
+    let images: Vec<Tensor> = (0..n)
+        .map(|i| seeded::input(100 + i as u64, size))
+        .collect();
+    Tensor::cat(&images, 0).unwrap()
+}
+
+/// Runs an ONNX file with candle-onnx: the output `output` for `input` fed as `input_name`.
+fn run_onnx(
+    path: &Path,
+    input_name: &str,
+    input: &Tensor,
+    output: &str,
+) -> candle_core::Result<Tensor> {
+    let proto = candle_onnx::read_file(path)?;
+    let inputs = HashMap::from([(input_name.to_string(), input.clone())]);
+    let mut out = candle_onnx::simple_eval(&proto, inputs)?;
+    Ok(out.remove(output).expect("the graph's output"))
+}
+
+/// Exports `model` to ONNX with a dynamic batch and checks the file at batch 1 and 7 against
+/// the network's logits.
+fn check_onnx_dynamic(model: &Model, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(format!("{name}.onnx"));
+    let report = run_export(
+        model,
+        &request(ExportFormat::Onnx, &out, OnnxOptions::default()),
+    );
+    assert!(
+        report.verification.passed(),
+        "{}",
+        report.verification.summary()
+    );
+    let size = model.spec.preprocess.input_size() as usize;
+    for n in [1, 7] {
+        let x = seeded_batch(n, size);
+        let expected = model.network.forward(&x).unwrap();
+        let found = run_onnx(&out, "input", &x, "logits").unwrap();
+        let rel = rel_to_max(&found, &expected);
+        println!("{name}: ONNX at batch {n}: {rel:.2e} relative to max");
+        assert!(rel < TOLERANCE, "{name} batch {n}: {rel}");
+    }
+}
+
+fn resnet18() -> Model {
+    convlens::zoo::resolve(
+        repo("tests/fixtures/resnet18_random_fp16.safetensors")
+            .to_str()
+            .unwrap(),
+    )
+    .and_then(|spec| spec.load(&Device::Cpu))
+    .unwrap()
+}
+
+#[test]
+fn onnx_lite0_gives_the_networks_logits_at_batch_1_and_7() {
+    check_onnx_dynamic(&lite0(), "lite0");
+}
+
+#[test]
+fn onnx_resnet18_gives_the_networks_logits_at_batch_1_and_7() {
+    check_onnx_dynamic(&resnet18(), "resnet18");
+}
+
+/// A Lite0 head trained one epoch on the bundled dataset (features from the shared cache), as
+/// a model folder in `dir`.
+fn trained_lite0(dir: &Path) -> Model {
+    let cfg = TrainConfig {
+        epochs: 1,
+        cache_dir: Some(fashion_mini_features().to_path_buf()),
+        ..TrainConfig::default()
+    };
+    train(
+        &lite0(),
+        &fashion_mini(),
+        &cfg,
+        dir,
+        &mut |_| {},
+        &CancelToken::new(),
+    )
+    .unwrap();
+    convlens::zoo::resolve(dir.to_str().unwrap())
+        .and_then(|spec| spec.load(&Device::Cpu))
+        .unwrap()
+}
+
+#[test]
+fn onnx_of_a_trained_model_normalises_and_gives_probabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = trained_lite0(&dir.path().join("run"));
+    check_onnx_dynamic(&model, "fashion-mini");
+    // With the preprocessing and softmax in the graph: `[0, 1]` RGB in, probabilities out.
+    let out = dir.path().join("with_preprocess.onnx");
+    let opts = OnnxOptions {
+        include_preprocess: true,
+        softmax: true,
+        ..OnnxOptions::default()
+    };
+    run_export(&model, &request(ExportFormat::Onnx, &out, opts));
+    let x = seeded_batch(3, 224);
+    let rgb = ((&x * 0.502).unwrap() + 0.498).unwrap(); // the input the normalisation gives x
+    let expected = candle_nn::ops::softmax(&model.network.forward(&x).unwrap(), 1).unwrap();
+    let found = run_onnx(&out, "image", &rgb, "probabilities").unwrap();
+    let rel = rel_to_max(&found, &expected);
+    println!("fashion-mini: ONNX with preprocessing and softmax: {rel:.2e}");
+    assert!(rel < TOLERANCE, "{rel}");
+    // The metadata says how to prepare an image and names the classes.
+    let meta: HashMap<String, String> =
+        convlens::interchange::onnx::metadata(&candle_onnx::read_file(&out).unwrap())
+            .into_iter()
+            .collect();
+    assert_eq!(meta["input_size"], "224");
+    assert_eq!(
+        meta["class_names"],
+        serde_json::to_string(&model.spec.labels).unwrap()
+    );
+    assert_eq!(model.spec.labels.len(), 4);
+    assert_eq!(meta["mean"], "[0.498,0.498,0.498]");
+    assert_eq!(meta["std"], "[0.502,0.502,0.502]");
+    assert!(meta["resize"].contains("224x224"), "{}", meta["resize"]);
+    assert!(
+        meta["normalization"].contains("in the graph"),
+        "{}",
+        meta["normalization"]
+    );
+}
+
+#[test]
+fn onnx_of_the_scratch_convnet_gives_its_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("scratch");
+    let cfg = TrainConfig {
+        mode: Mode::Scratch,
+        scratch_size: 80,
+        epochs: 1,
+        ..TrainConfig::default()
+    };
+    train(
+        &lite0(),
+        &fashion_mini(),
+        &cfg,
+        &run,
+        &mut |_| {},
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let model = convlens::zoo::resolve(run.to_str().unwrap())
+        .and_then(|s| s.load(&Device::Cpu))
+        .unwrap();
+    check_onnx_dynamic(&model, "scratch");
+}
+
+#[test]
+fn a_fixed_batch_is_written_into_the_input_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fixed.onnx");
+    let model = resnet18();
+    let opts = OnnxOptions {
+        batch: BatchSize::Fixed(2),
+        opset: 13,
+        ..OnnxOptions::default()
+    };
+    let report = run_export(&model, &request(ExportFormat::Onnx, &out, opts));
+    assert!(
+        report.verification.what.contains("batch 2"),
+        "{}",
+        report.verification.what
+    );
+    let x = seeded_batch(2, 224);
+    let found = run_onnx(&out, "input", &x, "logits").unwrap();
+    assert!(rel_to_max(&found, &model.network.forward(&x).unwrap()) < TOLERANCE);
+    let err = run_onnx(&out, "input", &seeded_batch(3, 224), "logits").unwrap_err();
+    assert!(err.to_string().contains("unexpected dim 0"), "{err}");
+    let proto = candle_onnx::read_file(&out).unwrap();
+    assert_eq!(proto.opset_import[0].version, 13);
+}
+
+#[test]
+fn a_cancelled_export_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let req = request(
+        ExportFormat::Onnx,
+        &dir.path().join("m.onnx"),
+        OnnxOptions::default(),
+    );
+    let err = export(&resnet18(), &req, &|_, _, _| {}, &cancel)
+        .err()
+        .unwrap();
+    assert!(matches!(err, convlens::Error::Cancelled), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// The PyTorch export: files, key names, and the check convlens made.
+fn pytorch_export(model: &Model, out: &Path) -> ExportReport {
+    let report = run_export(
+        model,
+        &request(ExportFormat::Pytorch, out, OnnxOptions::default()),
+    );
+    assert!(
+        report.verification.passed(),
+        "{}",
+        report.verification.summary()
+    );
+    report
+}
+
+#[test]
+fn pytorch_state_dicts_use_torchvision_and_timm_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = pytorch_export(&lite0(), dir.path());
+    let [weights, script] = &report.files[..] else {
+        panic!("{:?}", report.files)
+    };
+    assert_eq!(
+        weights.file_name().unwrap(),
+        "efficientnet_lite0.safetensors"
+    );
+    assert_eq!(script.file_name().unwrap(), "efficientnet_lite0_load.py");
+    let tensors = candle_core::safetensors::load(weights, &Device::Cpu).unwrap();
+    // timm's efficientnet_lite0 names, BatchNorm unfolded with its running statistics.
+    for key in [
+        "conv_stem.weight",
+        "bn1.running_var",
+        "blocks.6.0.conv_pwl.weight",
+        "classifier.bias",
+    ] {
+        assert!(tensors.contains_key(key), "{key}");
+    }
+    assert!(
+        std::fs::read_to_string(script)
+            .unwrap()
+            .contains("timm.create_model(\"efficientnet_lite0\"")
+    );
+    let report = pytorch_export(&resnet18(), &dir.path().join("r18.safetensors"));
+    let tensors = candle_core::safetensors::load(&report.files[0], &Device::Cpu).unwrap();
+    assert!(tensors.contains_key("layer4.1.bn2.running_mean") && tensors.contains_key("fc.weight"));
+    assert!(report.files[1].ends_with("r18_load.py"));
+}
+
+/// A Python with torch, torchvision, timm, safetensors and onnxruntime: `$CONVLENS_TEST_PYTHON`
+/// (e.g. `/tmp/venv-cam/bin/python`), else `python3`; `None` (and a line saying the test is
+/// skipped) when it cannot import them.
+fn python() -> Option<PathBuf> {
+    let python = std::env::var_os("CONVLENS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    let ok = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import torch, torchvision, timm, safetensors, onnxruntime",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        println!(
+            "skipped: {} cannot import torch, torchvision, timm, safetensors and onnxruntime \
+             (set CONVLENS_TEST_PYTHON to such a Python, e.g. /tmp/venv-cam/bin/python)",
+            python.display()
+        );
+    }
+    ok.then_some(python)
+}
+
+/// Runs the written loading script's `load_model()` and, when given, the ONNX file with ONNX
+/// Runtime, on `x`; returns `(torch logits, onnxruntime logits)`.
+fn run_in_python(
+    python: &Path,
+    script: &Path,
+    onnx: Option<&Path>,
+    x: &Tensor,
+) -> (Tensor, Option<Tensor>) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.safetensors");
+    let output = dir.path().join("output.safetensors");
+    candle_core::safetensors::save(&HashMap::from([("x".to_string(), x.clone())]), &input).unwrap();
+    let code = r#"
+import runpy, sys, torch
+from safetensors.torch import load_file, save_file
+script, onnx, inp, out = sys.argv[1:]
+x = load_file(inp)["x"]
+model = runpy.run_path(script)["load_model"]()
+with torch.no_grad():
+    result = {"torch": model(x).contiguous()}
+if onnx:
+    import onnxruntime
+    session = onnxruntime.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    result["onnxruntime"] = torch.from_numpy(session.run(["logits"], {"input": x.numpy()})[0])
+save_file(result, out)
+"#;
+    let onnx_arg = onnx
+        .map(|p| p.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let o = std::process::Command::new(python)
+        .args(["-c", code, script.to_str().unwrap(), &onnx_arg])
+        .arg(&input)
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut result = candle_core::safetensors::load(&output, &Device::Cpu).unwrap();
+    (
+        result.remove("torch").unwrap(),
+        result.remove("onnxruntime"),
+    )
+}
+
+#[test]
+fn exports_load_in_pytorch_and_onnx_runtime() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let trained = trained_lite0(&dir.path().join("run"));
+    for (name, model) in [
+        ("lite0", load_lite0()),
+        ("resnet18", resnet18()),
+        ("trained", trained),
+    ] {
+        let out = dir.path().join(name);
+        let files = pytorch_export(&model, &out).files;
+        let onnx = dir.path().join(format!("{name}.onnx"));
+        run_export(
+            &model,
+            &request(ExportFormat::Onnx, &onnx, OnnxOptions::default()),
+        );
+        let x = seeded_batch(3, model.spec.preprocess.input_size() as usize);
+        let expected = model.network.forward(&x).unwrap();
+        let (torch, ort) = run_in_python(&python, &files[1], Some(&onnx), &x);
+        let (rel_torch, rel_ort) = (
+            rel_to_max(&torch, &expected),
+            rel_to_max(&ort.unwrap(), &expected),
+        );
+        println!("{name}: PyTorch {rel_torch:.2e}, ONNX Runtime {rel_ort:.2e} relative to max");
+        assert!(
+            rel_torch < TOLERANCE && rel_ort < TOLERANCE,
+            "{name}: {rel_torch} {rel_ort}"
+        );
+    }
+}
