@@ -345,8 +345,10 @@ impl Architecture for EfficientNet {
         let timm = shapes.contains_key("conv_stem.weight")
             && shapes.keys().any(|k| k.contains(".se.conv_reduce."))
             && !shapes.keys().any(|k| k.starts_with("conv_head.bias"));
+        // `features.1.0.block.0.0`: a conv + BatchNorm block inside a stage (torchvision's
+        // ConvNeXt has `features.1.0.block.0` as a bare conv, its MobileNetV3 no stage level).
         let tv = shapes.contains_key("features.0.0.weight")
-            && shapes.keys().any(|k| k.starts_with("features.1.0.block."));
+            && shapes.contains_key("features.1.0.block.0.0.weight");
         (timm || tv).then(|| detect_efficientnet(shapes, tv))
     }
 
