@@ -459,9 +459,7 @@ impl CustomOp2 for ActGrad {
                 // vectorises to a compare and a blend (the same values as `act.passes`).
                 let rows = r.iter_mut().zip(g).zip(o);
                 match (act, guided) {
-                    (Activation::Identity, _) => {
-                        rows.for_each(|((r, &g), _)| *r = g)
-                    }
+                    (Activation::Identity, _) => rows.for_each(|((r, &g), _)| *r = g),
                     (Activation::Relu, false) => {
                         rows.for_each(|((r, &g), &o)| *r = if o > 0.0 { g } else { 0.0 })
                     }
