@@ -23,7 +23,8 @@ pub struct CamArgs {
     #[arg(long)]
     pub class: Option<String>,
     /// Layer CAMs: gradcam, gradcam++, layercam, scorecam, eigencam, hirescam, xgradcam,
-    /// ablationcam; pixel attributions: saliency, smoothgrad, integrated-gradients, occlusion.
+    /// ablationcam; pixel attributions: saliency, smoothgrad, integrated-gradients, occlusion,
+    /// guided-backprop, guided-gradcam, fullgrad.
     #[arg(long, default_value = "gradcam")]
     pub method: CamMethod,
     /// The layer; default: the model's default CAM layer (pixel methods do not use it).

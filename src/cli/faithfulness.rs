@@ -120,6 +120,18 @@ struct Work {
     note: String,
 }
 
+/// The methods asked for, or every method that can explain the model when none were.
+fn default_applicable(
+    args: &FaithfulnessArgs,
+    methods: Vec<CamMethod>,
+    model: &crate::zoo::Model,
+) -> Vec<CamMethod> {
+    match args.methods {
+        Some(_) => methods,
+        None => CamMethod::applicable(&methods, &model.network),
+    }
+}
+
 /// Runs the command.
 pub fn run(args: &FaithfulnessArgs) -> Result<ExitCode> {
     let opts = args.options();
@@ -137,6 +149,7 @@ pub fn run(args: &FaithfulnessArgs) -> Result<ExitCode> {
         }
         let out = report_dir(args.out.as_deref(), &args.input)?;
         let model = args.model.load()?;
+        let methods = default_applicable(args, methods, &model);
         let layer = layer_of(args, &model)?;
         let work = gather(&args.input, args.split.as_deref(), &model)?;
         return folder_report(args, &model, &layer, &methods, &opts, &work, &out);
@@ -147,6 +160,7 @@ pub fn run(args: &FaithfulnessArgs) -> Result<ExitCode> {
         ));
     }
     let model = args.model.load()?;
+    let methods = default_applicable(args, methods, &model);
     let layer = layer_of(args, &model)?;
     let class = args
         .class

@@ -107,6 +107,15 @@ pub enum FigureRequest {
 }
 
 impl FigureRequest {
+    /// Why the figure cannot be made for `net` (its method cannot explain the model,
+    /// [`CamMethod::refusal`]), or `None`.
+    pub fn refusal(&self, net: &crate::graph::Network) -> Option<String> {
+        match self {
+            FigureRequest::Cam(r) => r.method.refusal(net),
+            _ => None,
+        }
+    }
+
     /// The input image, if the figure has one.
     pub fn image(&self) -> Option<&Path> {
         match self {

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use candle_core::{Tensor, TensorId};
 
 use super::Stage;
+use super::probe::{BiasProbes, BiasProbing};
 use crate::interchange::onnx::OnnxGraph;
+use crate::ops::bias_act::activate;
 use crate::ops::{
     Activation, BatchNormParams, DropoutSeeds, batchnorm_eval, batchnorm_train, bias_act,
     conv2d_bias_act, conv2d_rect, depthwise_conv2d, expand_depthwise_conv2d, fold_batchnorm,
@@ -259,27 +261,25 @@ impl ConvBnAct {
 
     /// The convolution alone with the unfolded weight: `[batch, out, h', w']`.
     fn conv_unfolded(&self, x: &Tensor) -> Result<Tensor> {
+        self.conv_with(x, &self.conv_weight)
+    }
+
+    /// The convolution alone with `weight` (`[out, in/groups, kh, kw]`), no bias.
+    fn conv_with(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
         let (stride, (padding, _)) = self.stride_padding();
         Ok(match self.kind {
             ConvKind::Rect {
                 padding_h,
                 padding_w,
-            } => conv2d_rect(x, &self.conv_weight, padding_h, padding_w)?,
+            } => conv2d_rect(x, weight, padding_h, padding_w)?,
             // candle's convolution for 1x1 too: it rounds like the reference, while the gemm
             // kernel's order of summation moves a kink of the filter fixture by step 2.
             ConvKind::Dense { .. } | ConvKind::Pointwise => {
-                x.conv2d(&self.conv_weight, padding, stride, 1, 1)?
+                x.conv2d(weight, padding, stride, 1, 1)?
             }
             ConvKind::Depthwise { .. } => {
                 let zero = Tensor::zeros(self.out_channels(), x.dtype(), x.device())?;
-                depthwise_conv2d(
-                    x,
-                    &self.conv_weight,
-                    &zero,
-                    stride,
-                    padding,
-                    Activation::Identity,
-                )?
+                depthwise_conv2d(x, weight, &zero, stride, padding, Activation::Identity)?
             }
         })
     }
@@ -394,6 +394,33 @@ impl Stage for ConvBnAct {
         vec![self]
     }
 
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    /// Convolution and BatchNorm in PyTorch's order (the folded pair when the folded tensors
+    /// were fine-tuned and the unfolded ones are stale), the probe with BatchNorm's effective
+    /// bias, the activation.
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        let stale = self.mode == BatchNormMode::Folded
+            && (self.weight.id(), self.bias.id()) != self.folded_ids;
+        let (z, bias) = if stale {
+            let weight = self.weight.reshape(self.conv_weight.dims())?;
+            let c = self.out_channels();
+            let y = self.conv_with(x, &weight)?;
+            (
+                y.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?,
+                self.bias.clone(),
+            )
+        } else {
+            let bn = self.bn.lock().map_err(|_| poisoned())?;
+            let y = batchnorm_eval(&self.conv_unfolded(x)?, &bn)?;
+            (y, bn.scale_shift()?.1)
+        };
+        let z = probes.tap(&z, &bias)?;
+        Ok(activate(&z, self.act)?)
+    }
+
     /// A Conv (BatchNorm folded; `group` = channels for a depthwise one), then the activation.
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
         let (weight, bias) = self.folded()?;
@@ -417,6 +444,10 @@ impl Stage for GlobalAvgPool {
 
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
         Ok(g.global_avg_pool(x))
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::NoBias
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -490,6 +521,10 @@ impl Stage for Classifier {
     /// A Gemm (dropout is training-only).
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
         g.dense(x, &self.weight, &self.bias)
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::NoBias
     }
 }
 

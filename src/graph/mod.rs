@@ -6,9 +6,11 @@
 //! Grad-CAM and gradient ascent split the network at the layer they look at.
 
 pub mod layers;
+pub mod probe;
 
 use candle_core::Tensor;
 
+use self::probe::{BiasProbes, BiasProbing};
 use crate::{Error, Result};
 
 /// One stage of a network: a module whose output can be tapped.
@@ -36,6 +38,24 @@ pub trait Stage: Send + Sync {
     /// The convolution + BatchNorm layers inside the stage (to switch how BatchNorm runs).
     fn batchnorm_layers(&mut self) -> Vec<&mut layers::ConvBnAct> {
         Vec::new()
+    }
+
+    /// How the stage runs under [`Stage::forward_probed`] (FullGrad, [`probe`]). The default
+    /// is unsupported (naming the type), so FullGrad never skips a stage's biases silently.
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Unsupported(std::any::type_name::<Self>())
+    }
+
+    /// Runs the stage in inference mode like [`Stage::forward`], with a probe added at the
+    /// output of every 2-D convolution with a bias (before its activation) and recorded in
+    /// `probes`. The default runs `forward` for a stage without such convolutions
+    /// ([`BiasProbing::NoBias`]) and refuses otherwise.
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        let _ = probes;
+        match self.bias_probing() {
+            BiasProbing::NoBias => self.forward(x, false),
+            _ => Err(probe::unsupported(std::any::type_name::<Self>())),
+        }
     }
 
     /// Describes the stage as ONNX nodes in `g` (BatchNorm folded, inference mode) reading

@@ -68,6 +68,12 @@ pub fn faithfulness(
     opts.validate()?;
     let layer = layer_of(engine, model_key, layer)?;
     let model = engine.model(model_key)?;
+    // The comparison leaves out a method that cannot explain this model (FullGrad on ConvNeXt).
+    let methods = &if compare {
+        CamMethod::applicable(methods, &model.network)
+    } else {
+        methods.to_vec()
+    };
     let input = model.spec.preprocess.load(image, &model.device)?;
     let (_, _, h, w) = input.dims4()?;
     let class = match class {

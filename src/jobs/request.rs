@@ -429,6 +429,11 @@ impl Request {
                 let mut written = Vec::new();
                 for (i, (request, out)) in figures.iter().enumerate() {
                     ctx.progress("figures", i, figures.len());
+                    // A batch ("every method") leaves out a method that cannot explain the
+                    // model (FullGrad on ConvNeXt); a single figure reports why.
+                    if figures.len() > 1 && request.refusal(&loaded.network).is_some() {
+                        continue;
+                    }
                     // Never over a file already there (an earlier export, or this one's).
                     let out = crate::export::naming::unused_path(out);
                     let exported = crate::export::export(

@@ -214,6 +214,10 @@ impl Stage for Head {
         self.logits(x, train)
     }
 
+    fn bias_probing(&self) -> crate::graph::probe::BiasProbing {
+        crate::graph::probe::BiasProbing::NoBias
+    }
+
     fn output_shape(&self, _input: &[usize]) -> Vec<usize> {
         vec![self.classes()]
     }

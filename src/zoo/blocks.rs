@@ -7,7 +7,9 @@ use candle_core::Tensor;
 use crate::Result;
 use crate::graph::Stage;
 use crate::graph::layers::ConvBnAct;
+use crate::graph::probe::{BiasProbes, BiasProbing};
 use crate::interchange::onnx::OnnxGraph;
+use crate::ops::bias_act::activate;
 use crate::ops::{
     Activation, DropoutSeeds, SeWeights, adaptive_avg_pool2d, bias_act, max_pool2d, seeded_dropout,
     squeeze_excite,
@@ -31,6 +33,10 @@ impl Stage for MaxPool {
 
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
         Ok(g.max_pool(x, self.kernel, self.stride, self.padding))
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::NoBias
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -86,6 +92,17 @@ impl Stage for ConvAct {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
         Ok(bias_act(&y, &self.bias, self.act)?)
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    /// The convolution plus its bias, the probe, the activation.
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let z = y.broadcast_add(&self.bias.reshape((1, self.bias.dim(0)?, 1, 1))?)?;
+        Ok(activate(&probes.tap(&z, &self.bias)?, self.act)?)
     }
 
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
@@ -160,6 +177,10 @@ impl Stage for DenseAct {
         g.activation(&y, self.act)
     }
 
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::NoBias
+    }
+
     fn output_shape(&self, _input: &[usize]) -> Vec<usize> {
         vec![self.weight.dims()[0]]
     }
@@ -191,6 +212,10 @@ impl Stage for AdaptiveAvgPoolFlatten {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let y = adaptive_avg_pool2d(x, (self.size, self.size))?;
         Ok(y.flatten_from(1)?)
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::NoBias
     }
 
     /// Flatten alone when the input is already `size x size`, an AveragePool first when its
@@ -440,6 +465,21 @@ impl Stage for MbConv {
         out.push(&mut self.depthwise);
         out.push(&mut self.project);
         out
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    /// The three convolutions one after the other (not fused), each probed, plus the input.
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        let h = match &self.expand {
+            Some(e) => e.forward_probed(x, probes)?,
+            None => x.clone(),
+        };
+        let h = self.depthwise.forward_probed(&h, probes)?;
+        let y = self.project.forward_probed(&h, probes)?;
+        Ok(if self.residual { (y + x)? } else { y })
     }
 }
 

@@ -8,6 +8,7 @@ use candle_core::Tensor;
 use crate::Result;
 use crate::graph::Stage;
 use crate::graph::layers::ConvBnAct;
+use crate::graph::probe::{BiasProbes, BiasProbing};
 
 /// Stages run in order, each named by its part of the checkpoint key (`0`, `1`, ... for
 /// `blocks.3.0`, `blocks.3.1`): `[batch, ...input]` -> the last part's output.
@@ -61,6 +62,18 @@ impl Stage for Sequential {
             .iter_mut()
             .flat_map(|(_, p)| p.batchnorm_layers())
             .collect()
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::of_parts(self.parts.iter().map(|(_, p)| p.as_ref()))
+    }
+
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        let mut h = x.clone();
+        for (_, part) in &self.parts {
+            h = part.forward_probed(&h, probes)?;
+        }
+        Ok(h)
     }
 }
 
@@ -117,6 +130,19 @@ impl Stage for Concat {
             .iter_mut()
             .flat_map(|(_, b)| b.batchnorm_layers())
             .collect()
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::of_parts(self.branches.iter().map(|(_, b)| b.as_ref()))
+    }
+
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        let outs = self
+            .branches
+            .iter()
+            .map(|(_, b)| b.forward_probed(x, probes))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&outs, 1)?)
     }
 }
 

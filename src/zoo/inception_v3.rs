@@ -35,6 +35,7 @@ use super::compose::{Concat, Sequential};
 use super::detect::{Detected, Shapes, classes, detected};
 use super::registry::{Architecture, PreprocessDefaults};
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
+use crate::graph::probe::BiasProbing;
 use crate::graph::{Network, Stage};
 use crate::ops::{Activation, depthwise_conv2d};
 use crate::{Error, Result};
@@ -295,6 +296,10 @@ impl Stage for AvgPool3 {
         let w = Tensor::full(1f32 / 9.0, (c, 1, 3, 3), x.device())?.to_dtype(x.dtype())?;
         let zero = Tensor::zeros(c, x.dtype(), x.device())?;
         Ok(depthwise_conv2d(x, &w, &zero, 1, 1, Activation::Identity)?)
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::NoBias
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {

@@ -15,6 +15,7 @@ use super::checkpoint::{Checkpoint, ExpectedTensors, expected_batchnorm};
 use super::detect::{Detected, Shapes, classes, detected, indices_after};
 use super::registry::Architecture;
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
+use crate::graph::probe::{BiasProbes, BiasProbing};
 use crate::graph::{Network, Stage};
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::Activation;
@@ -164,12 +165,21 @@ struct Block {
 
 impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.run(x, &mut |conv, h| conv.forward(h, train))
+    }
+
+    /// The block with each convolution run by `conv` (plainly, or probed for FullGrad).
+    fn run(
+        &self,
+        x: &Tensor,
+        conv: &mut dyn FnMut(&ConvBnAct, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let mut h = x.clone();
-        for conv in &self.convs {
-            h = conv.forward(&h, train)?;
+        for c in &self.convs {
+            h = conv(c, &h)?;
         }
         let identity = match &self.downsample {
-            Some(d) => d.forward(x, train)?,
+            Some(d) => conv(d, x)?,
             None => x.clone(),
         };
         // Through the fused ops' ReLU (not candle's) so guided backpropagation reaches it.
@@ -280,6 +290,18 @@ impl Stage for ResLayer {
             .iter_mut()
             .flat_map(|b| b.convs.iter_mut().chain(b.downsample.as_mut()))
             .collect()
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        let mut h = x.clone();
+        for b in &self.blocks {
+            h = b.run(&h, &mut |conv, t| conv.forward_probed(t, probes))?;
+        }
+        Ok(h)
     }
 }
 

@@ -11,8 +11,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::graph::layers::Classifier;
+use crate::graph::probe::{BiasProbes, BiasProbing};
 use crate::graph::{Network, Stage};
 use crate::interchange::onnx::OnnxGraph;
+use crate::ops::bias_act::activate;
 use crate::ops::{Activation, bias_act};
 use crate::{Error, Result};
 
@@ -40,6 +42,20 @@ impl Stage for ConvReluPool {
             &self.bias,
             Activation::Relu,
         )?;
+        Ok(if self.pool { y.max_pool2d(2)? } else { y })
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    /// The convolution plus its bias, the probe, ReLU, the pooling.
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        let c = self.bias.dim(0)?;
+        let z = x
+            .conv2d(&self.weight, 0, 1, 1, 1)?
+            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
+        let y = activate(&probes.tap(&z, &self.bias)?, Activation::Relu)?;
         Ok(if self.pool { y.max_pool2d(2)? } else { y })
     }
 
@@ -82,6 +98,10 @@ pub struct Flatten;
 impl Stage for Flatten {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(x.flatten_from(1)?)
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::NoBias
     }
 
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {

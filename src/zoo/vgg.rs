@@ -23,6 +23,7 @@ use super::checkpoint::{Checkpoint, ExpectedTensors};
 use super::detect::{Detected, Shapes, classes, detected, indices_after};
 use super::registry::Architecture;
 use crate::graph::layers::{Classifier, GlobalAvgPool};
+use crate::graph::probe::{BiasProbes, BiasProbing};
 use crate::graph::{Network, Stage};
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{Activation, adaptive_avg_pool2d};
@@ -287,6 +288,16 @@ struct PoolUpThenConv {
 }
 
 impl PoolUpThenConv {
+    /// `x` average-pooled up to `min_size` on a side smaller than it.
+    fn pooled_up(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        Ok(if h < self.min_size || w < self.min_size {
+            adaptive_avg_pool2d(x, (h.max(self.min_size), w.max(self.min_size)))?
+        } else {
+            x.clone()
+        })
+    }
+
     fn grown(&self, input: &[usize]) -> Vec<usize> {
         vec![
             input[0],
@@ -298,13 +309,15 @@ impl PoolUpThenConv {
 
 impl Stage for PoolUpThenConv {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
-        let x = if h < self.min_size || w < self.min_size {
-            adaptive_avg_pool2d(x, (h.max(self.min_size), w.max(self.min_size)))?
-        } else {
-            x.clone()
-        };
-        self.conv.forward(&x, train)
+        self.conv.forward(&self.pooled_up(x)?, train)
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        self.conv.forward_probed(&self.pooled_up(x)?, probes)
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {

@@ -70,7 +70,7 @@ fn cam_json_names_the_class_and_the_figure_and_reproduces() {
 }
 
 /// The `lowres` rows of `cam --json`, flattened.
-fn lowres_of(v: &serde_json::Value) -> Vec<f32> {
+pub(crate) fn lowres_of(v: &serde_json::Value) -> Vec<f32> {
     v["lowres"]
         .as_array()
         .unwrap()

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{fixture, rel_to_max, repo};
+use common::{fixture, rel_to_max};
 use convlens::graph::layers::BatchNormMode;
 use convlens::viz::attribution::{self, Baseline};
 use convlens::viz::cam::{self, Cam, CamMethod, CamOptions, CamScore, Smooth};
@@ -20,14 +20,7 @@ use convlens::zoo::Model;
 type Fixture = HashMap<String, Tensor>;
 
 fn resnet18() -> Model {
-    convlens::zoo::resolve(
-        repo("tests/fixtures/resnet18_random_fp16.safetensors")
-            .to_str()
-            .unwrap(),
-    )
-    .unwrap()
-    .load(&Device::Cpu)
-    .unwrap()
+    crate::fullgrad::fixture_model("resnet18_random_fp16.safetensors")
 }
 
 fn f32s(t: &Tensor) -> Tensor {

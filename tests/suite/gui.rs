@@ -2033,3 +2033,38 @@ fn faithfulness_numbers_and_the_sanity_check_appear_under_a_map() {
     h.get_by_label_contains("sanity check passed: gradcam");
     assert_eq!(h.state().last_error(), None);
 }
+
+// --- fullgrad ---
+
+/// FullGrad from the Heatmap tab's method chooser: a map at the image's resolution with its
+/// description, and its figure exported.
+#[test]
+fn fullgrad_from_the_method_chooser_maps_and_exports() {
+    let mut h = harness(Tab::Heatmap);
+    settle(&mut h, "the heatmap", |a| a.cam_view().is_some());
+    h.get_by_label("fullgrad").click();
+    h.step();
+    step_until(&mut h, 120, "the FullGrad heatmap", |a| {
+        a.cam_view()
+            .is_some_and(|v| v.options.method == CamMethod::FullGrad)
+    });
+    h.run_steps(2);
+    h.get_by_label_contains("|bias × gradient| of every layer");
+    assert_eq!(h.state().last_error(), None);
+    let out = tempfile::tempdir().unwrap();
+    h.state_mut().settings_mut().export.dir = out.path().to_string_lossy().into_owned();
+    h.get_by_label("Export PNG").click();
+    h.step();
+    step_until(&mut h, 60, "the export", |a| {
+        a.last_note().is_some_and(|n| n.starts_with("exported"))
+    });
+    let files: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("fullgrad.png"))
+            && files.iter().any(|f| f.ends_with("fullgrad.json")),
+        "{files:?}"
+    );
+}

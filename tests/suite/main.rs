@@ -27,6 +27,7 @@ mod dataset_lens;
 mod explain_methods;
 mod explain_metrics;
 mod export;
+mod fullgrad;
 mod gui;
 mod lite0_parity;
 mod parity_models;

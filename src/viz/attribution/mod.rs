@@ -1,9 +1,11 @@
 //! Pixel attributions: how much each input pixel counts for a class, as Captum 0.9 computes
 //! them. Vanilla gradient saliency and SmoothGrad (here), Integrated Gradients
 //! ([`integrated`]), occlusion ([`occlusion`]), guided backpropagation and Guided Grad-CAM
-//! ([`guided`]). Each gives an attribution per colour channel
+//! ([`guided`]). FullGrad ([`fullgrad`]) sums scaled gradient maps of every layer instead.
+//! Each of the others gives an attribution per colour channel
 //! (`[3, H, W]`, [`crate::viz::cam::Cam::attribution`]) and a map at the input's resolution.
 
+pub mod fullgrad;
 pub mod guided;
 pub mod integrated;
 pub mod occlusion;
@@ -151,6 +153,9 @@ pub(crate) fn compute(
     opts: &CamOptions,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Cam> {
+    if opts.method == CamMethod::FullGrad {
+        return fullgrad::full_grad(net, input, opts);
+    }
     let (_, channels, h, w) = input.dims4()?;
     let (class, prob) = resolve_class(&net.forward(input)?, opts.class)?;
     let a = &opts.attribution;

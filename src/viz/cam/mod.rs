@@ -7,8 +7,8 @@
 //!   normalisation, half-pixel bilinear upsampling to the input, min-max again; optionally
 //!   smoothed ([`Smooth`]: test-time augmentation or the first principal component);
 //! - **pixel attributions** (saliency, SmoothGrad, Integrated Gradients, occlusion, Guided
-//!   Grad-CAM) as Captum 0.9 computes them and guided backpropagation as pytorch-grad-cam
-//!   does, at the input's resolution ([`crate::viz::attribution`]).
+//!   Grad-CAM) as Captum 0.9 computes them, guided backpropagation and FullGrad as
+//!   pytorch-grad-cam does, at the input's resolution ([`crate::viz::attribution`]).
 
 mod formulas;
 mod perturb;
@@ -65,6 +65,9 @@ pub enum CamMethod {
     /// Guided backpropagation times the layer's Grad-CAM upsampled by nearest neighbour
     /// (Selvaraju et al. 2017); the one pixel method that uses the layer.
     GuidedGradCam,
+    /// The input gradient times the input plus every layer's bias times the gradient at its
+    /// output, each scaled and summed (Srinivas & Fleuret 2019); uses every layer.
+    FullGrad,
 }
 
 /// Whether a method explains through a layer's activations or attributes to pixels.
@@ -79,7 +82,7 @@ pub enum MethodKind {
 
 impl CamMethod {
     /// Every method, in the order the GUI lists them: the layer CAMs, then the pixel methods.
-    pub const ALL: [CamMethod; 14] = [
+    pub const ALL: [CamMethod; 15] = [
         CamMethod::GradCam,
         CamMethod::GradCamPlusPlus,
         CamMethod::LayerCam,
@@ -94,6 +97,7 @@ impl CamMethod {
         CamMethod::Occlusion,
         CamMethod::GuidedBackprop,
         CamMethod::GuidedGradCam,
+        CamMethod::FullGrad,
     ];
 
     /// The method's command-line name.
@@ -113,6 +117,7 @@ impl CamMethod {
             CamMethod::Occlusion => "occlusion",
             CamMethod::GuidedBackprop => "guided-backprop",
             CamMethod::GuidedGradCam => "guided-gradcam",
+            CamMethod::FullGrad => "fullgrad",
         }
     }
 
@@ -133,6 +138,7 @@ impl CamMethod {
             CamMethod::Occlusion => "Occlusion",
             CamMethod::GuidedBackprop => "Guided Backprop",
             CamMethod::GuidedGradCam => "Guided Grad-CAM",
+            CamMethod::FullGrad => "FullGrad",
         }
     }
 
@@ -144,7 +150,8 @@ impl CamMethod {
             | CamMethod::IntegratedGradients
             | CamMethod::Occlusion
             | CamMethod::GuidedBackprop
-            | CamMethod::GuidedGradCam => MethodKind::Pixel,
+            | CamMethod::GuidedGradCam
+            | CamMethod::FullGrad => MethodKind::Pixel,
             _ => MethodKind::Layer,
         }
     }
@@ -178,6 +185,31 @@ impl CamMethod {
                 | CamMethod::IntegratedGradients
                 | CamMethod::Occlusion
         )
+    }
+
+    /// Why the method cannot explain `net`, or `None` when it can: FullGrad needs every
+    /// stage to expose the gradients at its layers' outputs ([`Network::bias_probe_refusal`]).
+    pub fn refusal(self, net: &Network) -> Option<String> {
+        match self {
+            CamMethod::FullGrad => net.bias_probe_refusal().map(|why| {
+                format!(
+                    "FullGrad cannot explain this model: {why}; it runs on the families built \
+                     of convolutions with BatchNorm or with their own bias (EfficientNet-Lite, \
+                     MobileNet V1/V2, ResNet, VGG, Inception v3, the small convnet)"
+                )
+            }),
+            _ => None,
+        }
+    }
+
+    /// `methods` without those that cannot explain `net` ([`CamMethod::refusal`]): what a
+    /// comparison of every method runs.
+    pub fn applicable(methods: &[CamMethod], net: &Network) -> Vec<CamMethod> {
+        methods
+            .iter()
+            .copied()
+            .filter(|m| m.refusal(net).is_none())
+            .collect()
     }
 
     fn needs_gradient(self) -> bool {
@@ -296,7 +328,8 @@ pub struct Cam {
     /// `--smooth aug`: the un-augmented image's). Pixel methods: the map at the input's
     /// resolution before normalisation (saliency, SmoothGrad: the largest absolute gradient
     /// over the colour channels; Integrated Gradients, guided backpropagation, Guided
-    /// Grad-CAM: the attributions summed over the channels; occlusion: the score drop). `[h, w]` row-major.
+    /// Grad-CAM: the attributions summed over the channels; occlusion: the score drop;
+    /// FullGrad: the sum of the scaled terms). `[h, w]` row-major.
     pub lowres: Vec<f32>,
     /// `(h, w)` of [`Cam::lowres`].
     pub lowres_size: (usize, usize),
@@ -308,7 +341,7 @@ pub struct Cam {
     /// Whether [`Cam::map`]'s sign means something ([`CamMethod::signed`]).
     pub signed: bool,
     /// Pixel methods: the attribution per colour channel, `[3, height, width]` row-major, as
-    /// Captum returns it.
+    /// Captum returns it (FullGrad: none, its terms are summed over channels and layers).
     pub attribution: Option<Vec<f32>>,
     /// Integrated Gradients: how far the attributions' sum is from the score difference.
     pub completeness: Option<Completeness>,

@@ -94,6 +94,11 @@ fn parameters(ui: &mut egui::Ui, s: &mut HeatmapSettings) -> bool {
         CamMethod::GuidedGradCam => {
             ui.label("guided backpropagation times the row's layer's Grad-CAM");
         }
+        CamMethod::FullGrad => {
+            ui.label(
+                "|input × gradient| plus |bias × gradient| of every layer, each scaled, summed",
+            );
+        }
         CamMethod::Occlusion => {
             changed |= number(ui, "window", &mut a.window, 1..=512);
             changed |= number(ui, "stride", &mut a.stride, 1..=512);
