@@ -402,6 +402,7 @@ impl Stage for ConvBnAct {
     /// were fine-tuned and the unfolded ones are stale), the probe with BatchNorm's effective
     /// bias, the activation.
     fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        let x = &self.pad_same(x)?;
         let stale = self.mode == BatchNormMode::Folded
             && (self.weight.id(), self.bias.id()) != self.folded_ids;
         let (z, bias) = if stale {
@@ -423,6 +424,13 @@ impl Stage for ConvBnAct {
 
     /// A Conv (BatchNorm folded; `group` = channels for a depthwise one), then the activation.
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        if self.tf_same {
+            return Err(Error::Model(
+                "ONNX export of TensorFlow \"same\" padding (timm's tf_ EfficientNets and Lite) \
+                 is not supported yet"
+                    .into(),
+            ));
+        }
         let (weight, bias) = self.folded()?;
         let (stride, (padding_h, padding_w)) = self.stride_padding();
         let group = match self.kind {
