@@ -11,10 +11,11 @@ use convlens::cancel::CancelToken;
 use convlens::interchange::onnx::{BatchSize, OnnxOptions};
 use convlens::interchange::{ExportFormat, ExportReport, ExportRequest, export};
 use convlens::train::{Mode, TrainConfig, train};
-use convlens::zoo::Model;
+use convlens::zoo::{Model, Preprocess};
 
 use crate::common::{
-    fashion_mini, fashion_mini_features, lite0, load_lite0, rel_to_max, repo, seeded, text,
+    fashion_mini, fashion_mini_features, lite0, load_lite0, rel_to_max, repo, seeded,
+    small_dataset, text,
 };
 
 /// The most an export's output may differ from convlens's, relative to the largest value.
@@ -97,6 +98,51 @@ fn onnx_lite0_gives_the_networks_logits_at_batch_1_and_7() {
 #[test]
 fn onnx_resnet18_gives_the_networks_logits_at_batch_1_and_7() {
     check_onnx_dynamic(&resnet18(), "resnet18");
+}
+
+/// A zoo fixture as a model with its input shrunk to `size` pixels (so the checks stay quick):
+/// `tests/fixtures/<fixture>.safetensors` when it is a (reduced-width) checkpoint, else the
+/// seeded weights of a `_zoo` fixture, written to `dir` and opened as a bare weights file.
+fn zoo_model(dir: &Path, fixture: &str, size: u32) -> Model {
+    let path = if fixture.ends_with("_zoo") {
+        let path = dir.join(format!("{fixture}.safetensors"));
+        let weights = crate::parity_models::Seeded::open(fixture).weights();
+        candle_core::safetensors::save(&weights, &path).unwrap();
+        path
+    } else {
+        repo(&format!("tests/fixtures/{fixture}.safetensors"))
+    };
+    let mut model = convlens::zoo::resolve(path.to_str().unwrap())
+        .and_then(|spec| spec.load(&Device::Cpu))
+        .unwrap_or_else(|e| panic!("{fixture}: {e}"));
+    match &mut model.spec.preprocess {
+        Preprocess::CenterCrop(t) => {
+            t.resize_shorter = size * t.resize_shorter / t.crop;
+            t.crop = size;
+        }
+        Preprocess::Resize(t) => t.size = size,
+    }
+    model
+}
+
+/// The families merged after the first exports, as `(fixture, input size)`: MobileNet V1,
+/// Xception (separable convs), Inception V3 (Concat/Sequential stages, 1x7/7x1 kernels, 3x3
+/// average pools), ConvNeXt in both namings (LayerNorm, GELU, layer scale), DenseNet-121.
+const FAMILIES: [(&str, u32); 6] = [
+    ("mobilenetv1_100_zoo", 96),
+    ("legacy_xception_zoo", 96),
+    ("inception_v3_zoo", 139),
+    ("convnext_tiny_random_fp16", 96),
+    ("convnext_tiny_timm_random_fp16", 96),
+    ("densenet121_random_fp16", 96),
+];
+
+#[test]
+fn onnx_of_every_zoo_family_gives_the_networks_logits_at_batch_1_and_7() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, size) in FAMILIES {
+        check_onnx_dynamic(&zoo_model(dir.path(), fixture, size), fixture);
+    }
 }
 
 /// A Lite0 head trained one epoch on the bundled dataset (features from the shared cache), as
@@ -243,6 +289,91 @@ fn pytorch_export(model: &Model, out: &Path) -> ExportReport {
     report
 }
 
+/// `base` given a head (one epoch), then fine-tuned one epoch with its top `unfreeze` stages and
+/// their BatchNorm open, at a learning rate that moves them, on 16 fashion-mini images.
+fn finetuned(base: &Model, dir: &Path, unfreeze: usize) -> Model {
+    let data = small_dataset(&dir.join("data"), 4, 2);
+    let cfg = TrainConfig {
+        mode: Mode::Finetune,
+        epochs: 1,
+        batch_size: 8,
+        finetune_epochs: 1,
+        unfreeze,
+        finetune_lr: 1e-2,
+        train_batchnorm: true,
+        augment: convlens::data::augment::Augment::none(),
+        patience: None,
+        cache_dir: Some(dir.join("cache")),
+        ..TrainConfig::default()
+    };
+    let out = dir.join("finetuned");
+    train(base, &data, &cfg, &out, &mut |_| {}, &CancelToken::new()).unwrap();
+    let model = convlens::zoo::resolve(out.to_str().unwrap())
+        .and_then(|spec| spec.load(&Device::Cpu))
+        .unwrap();
+    let (_, manifest) = model.spec.trained.as_ref().unwrap();
+    assert_eq!(manifest.finetuned_layers.len(), unfreeze);
+    model
+}
+
+/// ResNet-18 (random weights) at 64 pixels, a bare weights file with a manifest in `dir`.
+fn small_resnet18(dir: &Path) -> Model {
+    let weights = repo("tests/fixtures/resnet18_random_fp16.safetensors");
+    let manifest = crate::zoo_a::small_manifest(dir, &weights, "resnet18", 64);
+    convlens::zoo::resolve(manifest.to_str().unwrap())
+        .and_then(|spec| spec.load(&Device::Cpu))
+        .unwrap()
+}
+
+/// A run fine-tuned into its base layers exports them: in timm's names (Lite0, BatchNorm
+/// epsilon 1e-3) and torchvision's (ResNet-18, a downsample among them), each fine-tuned
+/// convolution with BatchNorm folded in and an identity BatchNorm. convlens reads the file
+/// back and gets the run's logits (the export's own check, which fails on a misplaced tensor);
+/// the tensors are the run's, not the base's.
+#[test]
+fn pytorch_export_of_a_finetuned_run_carries_its_base_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let resnet18 = small_resnet18(dir.path());
+    let lite0 = lite0();
+    // (name, base, stages fine-tuned, [exported conv, the base's name for it, its BatchNorm]).
+    let cases: [(&str, &Model, usize, [&str; 3]); 2] = [
+        (
+            "lite0",
+            &lite0,
+            2,
+            [
+                "blocks.6.0.conv_pwl.weight",
+                "_blocks.15._project_conv.weight",
+                "blocks.6.0.bn3.weight",
+            ],
+        ),
+        (
+            "resnet18",
+            &resnet18,
+            1,
+            [
+                "layer4.0.downsample.0.weight",
+                "layer4.0.downsample.0.weight",
+                "layer4.0.downsample.1.weight",
+            ],
+        ),
+    ];
+    for (name, base, unfreeze, [torch_key, base_key, bn]) in cases {
+        let model = finetuned(base, &dir.path().join(name), unfreeze);
+        let report = pytorch_export(&model, &dir.path().join(format!("{name}_export")));
+        println!("{name} fine-tuned: {}", report.verification.summary());
+        let exported = candle_core::safetensors::load(&report.files[0], &Device::Cpu).unwrap();
+        let original = candle_core::safetensors::load(&base.spec.weights_path, &Device::Cpu)
+            .unwrap()[base_key]
+            .to_dtype(candle_core::DType::F32)
+            .unwrap();
+        let moved = rel_to_max(&exported[torch_key], &original);
+        assert!(moved > 1e-3, "{name}: {torch_key} is the base's ({moved})");
+        let scale: Vec<f32> = exported[bn].to_vec1().unwrap();
+        assert!(scale.iter().all(|&v| v == 1.0), "{name}: {bn} {scale:?}");
+    }
+}
+
 #[test]
 fn pytorch_state_dicts_use_torchvision_and_timm_names() {
     let dir = tempfile::tempdir().unwrap();
@@ -304,10 +435,10 @@ fn python() -> Option<PathBuf> {
 /// Runtime, on `x`; returns `(torch logits, onnxruntime logits)`.
 fn run_in_python(
     python: &Path,
-    script: &Path,
+    script: Option<&Path>,
     onnx: Option<&Path>,
     x: &Tensor,
-) -> (Tensor, Option<Tensor>) {
+) -> (Option<Tensor>, Option<Tensor>) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.safetensors");
     let output = dir.path().join("output.safetensors");
@@ -317,30 +448,30 @@ import runpy, sys, torch
 from safetensors.torch import load_file, save_file
 script, onnx, inp, out = sys.argv[1:]
 x = load_file(inp)["x"]
-model = runpy.run_path(script)["load_model"]()
-with torch.no_grad():
-    result = {"torch": model(x).contiguous()}
+result = {}
+if script:
+    model = runpy.run_path(script)["load_model"]()
+    with torch.no_grad():
+        result["torch"] = model(x).contiguous()
 if onnx:
     import onnxruntime
     session = onnxruntime.InferenceSession(onnx, providers=["CPUExecutionProvider"])
     result["onnxruntime"] = torch.from_numpy(session.run(["logits"], {"input": x.numpy()})[0])
 save_file(result, out)
 "#;
-    let onnx_arg = onnx
-        .map(|p| p.to_str().unwrap().to_string())
-        .unwrap_or_default();
+    let arg = |p: Option<&Path>| {
+        p.map(|p| p.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
     let o = std::process::Command::new(python)
-        .args(["-c", code, script.to_str().unwrap(), &onnx_arg])
+        .args(["-c", code, &arg(script), &arg(onnx)])
         .arg(&input)
         .arg(&output)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     let mut result = candle_core::safetensors::load(&output, &Device::Cpu).unwrap();
-    (
-        result.remove("torch").unwrap(),
-        result.remove("onnxruntime"),
-    )
+    (result.remove("torch"), result.remove("onnxruntime"))
 }
 
 #[test]
@@ -348,10 +479,12 @@ fn exports_load_in_pytorch_and_onnx_runtime() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let trained = trained_lite0(&dir.path().join("run"));
+    let tuned = finetuned(&lite0(), &dir.path().join("tuned"), 2);
     for (name, model) in [
         ("lite0", load_lite0()),
         ("resnet18", resnet18()),
         ("trained", trained),
+        ("finetuned", tuned),
     ] {
         let out = dir.path().join(name);
         let files = pytorch_export(&model, &out).files;
@@ -362,9 +495,9 @@ fn exports_load_in_pytorch_and_onnx_runtime() {
         );
         let x = seeded_batch(3, model.spec.preprocess.input_size() as usize);
         let expected = model.network.forward(&x).unwrap();
-        let (torch, ort) = run_in_python(&python, &files[1], Some(&onnx), &x);
+        let (torch, ort) = run_in_python(&python, Some(&files[1]), Some(&onnx), &x);
         let (rel_torch, rel_ort) = (
-            rel_to_max(&torch, &expected),
+            rel_to_max(&torch.unwrap(), &expected),
             rel_to_max(&ort.unwrap(), &expected),
         );
         println!("{name}: PyTorch {rel_torch:.2e}, ONNX Runtime {rel_ort:.2e} relative to max");
@@ -372,5 +505,26 @@ fn exports_load_in_pytorch_and_onnx_runtime() {
             rel_torch < TOLERANCE && rel_ort < TOLERANCE,
             "{name}: {rel_torch} {rel_ort}"
         );
+    }
+}
+
+/// Every family's ONNX file run by ONNX Runtime gives convlens's logits.
+#[test]
+fn every_zoo_familys_onnx_runs_in_onnx_runtime() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, size) in FAMILIES {
+        let model = zoo_model(dir.path(), fixture, size);
+        let onnx = dir.path().join(format!("{fixture}.onnx"));
+        run_export(
+            &model,
+            &request(ExportFormat::Onnx, &onnx, OnnxOptions::default()),
+        );
+        let x = seeded_batch(3, size as usize);
+        let expected = model.network.forward(&x).unwrap();
+        let ort = run_in_python(&python, None, Some(&onnx), &x).1.unwrap();
+        let rel = rel_to_max(&ort, &expected);
+        println!("{fixture}: ONNX Runtime {rel:.2e} relative to max");
+        assert!(rel < TOLERANCE, "{fixture}: {rel}");
     }
 }
