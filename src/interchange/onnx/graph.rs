@@ -186,6 +186,14 @@ impl OnnxGraph {
                 self.node("Clip", &[x, &lo, &hi], Vec::new())
             }
             Activation::Gelu => self.gelu(x)?,
+            // Activations added by other branches (SiLU, hard-swish ...) refuse, naming
+            // themselves, until they are described here.
+            #[allow(unreachable_patterns, reason = "kept for activations added by merges")]
+            other => {
+                return Err(Error::Model(format!(
+                    "the activation {other:?} cannot be exported to ONNX yet"
+                )));
+            }
         })
     }
 
