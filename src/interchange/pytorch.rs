@@ -3,7 +3,9 @@
 //! Python script beside it that rebuilds the module and loads the file.
 //!
 //! BatchNorm goes out unfolded, as the original checkpoint holds it (convlens keeps the
-//! checkpoint's tensors; the folded ones are only what it computes with). The check before the
+//! checkpoint's tensors; the folded ones are only what it computes with), except in the stages
+//! a run fine-tuned: they hold folded weights only, and go out with an identity BatchNorm
+//! ([`finetuned`]). The check before the
 //! files are put in place reads the state dict back, compares it tensor by tensor with what was
 //! meant to be written, rebuilds a convlens network from it and compares its logits on the
 //! bundled photos with the model's.
@@ -16,6 +18,7 @@ use candle_core::{Device, Tensor};
 use super::verify::{self, Verification};
 use super::{ExportReport, ExportRequest, Pending, ProgressFn, check_destination};
 use crate::cancel::CancelToken;
+use crate::graph::layers::BatchNormMode;
 use crate::train::head::{Head, HeadKind};
 use crate::zoo::checkpoint::Checkpoint;
 use crate::zoo::efficientnet_lite::LiteConfig;
@@ -159,6 +162,8 @@ struct Base {
     classes: usize,
     /// A trained model's head and the layer it reads.
     head: Option<(Head, String)>,
+    /// The base tensors a fine-tuned model replaces, by checkpoint name (see [`finetuned`]).
+    finetuned: HashMap<String, Tensor>,
 }
 
 fn base_of(model: &Model) -> Result<Option<Base>> {
@@ -169,29 +174,112 @@ fn base_of(model: &Model) -> Result<Option<Base>> {
             classes: model.spec.manifest.num_classes,
             architecture,
             head: None,
+            finetuned: HashMap::new(),
         }));
     };
     let Some(base_ref) = &manifest.base else {
         return Ok(None);
     };
-    if !manifest.finetuned_layers.is_empty() {
-        return Err(Error::Model(format!(
-            "{}: fine-tuned base layers ({}) cannot be exported to PyTorch yet; export this \
-             model to ONNX instead",
-            dir.display(),
-            manifest.finetuned_layers.join(", ")
-        )));
-    }
     let base_spec = crate::train::bundle::base_of(dir, manifest)?
         .ok_or_else(|| Error::Model(format!("{}: no base model", dir.display())))?;
     let tensors = crate::train::bundle::load_tensors(dir)?;
     let head = Head::from_tensors(manifest.head.unwrap_or_default(), &tensors)?;
+    let ckpt = Checkpoint::open(&base_spec.weights_path, &Device::Cpu)?;
+    let classes = base_spec.manifest.num_classes;
+    let architecture = base_ref.architecture.clone();
+    let finetuned = finetuned(
+        &ckpt,
+        &architecture,
+        classes,
+        &manifest.finetuned_layers,
+        &tensors,
+    )
+    .map_err(|e| Error::Model(format!("{}: {e}", dir.display())))?;
     Ok(Some(Base {
-        architecture: base_ref.architecture.clone(),
-        ckpt: Checkpoint::open(&base_spec.weights_path, &Device::Cpu)?,
-        classes: base_spec.manifest.num_classes,
+        architecture,
+        ckpt,
+        classes,
         head: Some((head, base_ref.feature_layer.clone())),
+        finetuned,
     }))
+}
+
+/// The tensors of the fine-tuned base stages `layers` under the base checkpoint's names.
+///
+/// A trained model stores a fine-tuned stage's tensors as convlens computes with them (named
+/// by the stage, BatchNorm folded into each convolution: `blocks.15.project.weight`). The base
+/// network is built once more from its checkpoint with BatchNorm unfolded; its stages then
+/// hold the checkpoint's own tensors, so each tensor's checkpoint name is found by identity
+/// (no naming rules per architecture). A folded convolution goes out as the convolution's
+/// weight with its BatchNorm the identity (scale 1, shift the folded bias, mean 0, variance
+/// `1 - eps`), which gives the same outputs in evaluation; a tensor without BatchNorm (VGG's)
+/// goes out as it is.
+fn finetuned(
+    ckpt: &Checkpoint,
+    architecture: &str,
+    classes: usize,
+    layers: &[String],
+    saved: &HashMap<String, Tensor>,
+) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    let Some(first) = layers.first() else {
+        return Ok(out);
+    };
+    let eps = target(architecture)?.bn_eps.unwrap_or(1e-5);
+    let by_id: HashMap<candle_core::TensorId, String> = ckpt
+        .keys()
+        .into_iter()
+        .map(|k| Ok((ckpt.get(k)?.id(), k.to_string())))
+        .collect::<Result<_>>()?;
+    let mut net = zoo::build_network(architecture, ckpt, classes)?;
+    net.set_batchnorm_mode(Some(first), BatchNormMode::Exact)?;
+    let unfolded: Vec<(String, Tensor)> = net
+        .tensors_mut_from(first)?
+        .into_iter()
+        .filter(|(name, _)| layers.iter().any(|l| name.starts_with(&format!("{l}."))))
+        .map(|(name, t)| (name, t.clone()))
+        .collect();
+    let names: std::collections::HashSet<&str> = unfolded.iter().map(|(n, _)| n.as_str()).collect();
+    let key_of = |name: &str, t: &Tensor| {
+        by_id.get(&t.id()).cloned().ok_or_else(|| {
+            Error::Model(format!(
+                "the fine-tuned tensor `{name}` has no counterpart in the base checkpoint {}, \
+                 so it has no torchvision/timm name; export this model to ONNX instead",
+                ckpt.path().display()
+            ))
+        })
+    };
+    let saved_as = |name: &str, like: &Tensor| -> Result<Tensor> {
+        let t = saved
+            .get(name)
+            .ok_or_else(|| Error::Model(format!("the fine-tuned tensor `{name}` is missing")))?;
+        Ok(t.reshape(like.dims())?)
+    };
+    for (name, t) in &unfolded {
+        let conv = name
+            .strip_suffix(".conv.weight")
+            .filter(|p| names.contains(format!("{p}.bn.weight").as_str()));
+        let bn = name
+            .strip_suffix(".bn.weight")
+            .filter(|p| names.contains(format!("{p}.conv.weight").as_str()));
+        if let Some(p) = conv {
+            out.insert(key_of(name, t)?, saved_as(&format!("{p}.weight"), t)?);
+        } else if let Some(p) = bn {
+            let key = key_of(name, t)?;
+            let prefix = key.strip_suffix(".weight").unwrap_or(&key);
+            let shift = saved_as(&format!("{p}.bias"), t)?;
+            out.insert(format!("{prefix}.weight"), shift.ones_like()?);
+            out.insert(format!("{prefix}.running_mean"), shift.zeros_like()?);
+            out.insert(
+                format!("{prefix}.running_var"),
+                (shift.ones_like()? * (1.0 - eps))?,
+            );
+            out.insert(format!("{prefix}.bias"), shift);
+        } else if !name.ends_with(".bn.bias") {
+            out.insert(key_of(name, t)?, saved_as(name, t)?);
+        }
+    }
+    Ok(out)
 }
 
 /// The head's tensors under `slot_key` as an `nn.Sequential` names them (`0` and `3` for the
@@ -238,8 +326,21 @@ fn state_dict(model: &Model, weights_file: &str) -> Result<StateDict> {
             continue;
         }
         let torch = torch_name(arch, name)?;
-        tensors.push((torch.clone(), base.ckpt.get(name)?));
+        let t = match base.finetuned.get(name) {
+            Some(t) => t.clone(),
+            None => base.ckpt.get(name)?,
+        };
+        tensors.push((torch.clone(), t));
         native.insert(torch, name.clone());
+    }
+    if let Some(name) = base
+        .finetuned
+        .keys()
+        .find(|n| !native.values().any(|v| v == *n))
+    {
+        return Err(Error::Model(format!(
+            "the fine-tuned tensor `{name}` is not part of {arch}'s state dict"
+        )));
     }
     let mut head_features = 0;
     if let Some((head, feature_layer)) = &base.head {

@@ -240,7 +240,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
 
 /// The `[out, n]` averaging matrix of adaptive average pooling along one axis: row `i` is
 /// `1 / len` on `floor(i*n/out) .. ceil((i+1)*n/out)`.
-fn adaptive_matrix(n: usize, out: usize, device: &Device) -> Result<Tensor> {
+pub fn adaptive_matrix(n: usize, out: usize, device: &Device) -> Result<Tensor> {
     let mut m = vec![0f32; out * n];
     for i in 0..out {
         let (start, end) = (i * n / out, ((i + 1) * n).div_ceil(out));

@@ -219,21 +219,17 @@ impl Stage for AdaptiveAvgPoolFlatten {
     }
 
     /// Flatten alone when the input is already `size x size`, an AveragePool first when its
-    /// sides are a multiple of `size`; other sizes (uneven or upsampling windows) are refused.
+    /// sides are a multiple of `size`, else PyTorch's uneven (or overlapping) bins as two
+    /// MatMuls ([`OnnxGraph::adaptive_avg_pool`]).
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
         let (h, w) = (input[1], input[2]);
-        if h != w || h % self.size != 0 {
-            return Err(crate::Error::Model(format!(
-                "adaptive average pooling of {h}x{w} to {0}x{0} has uneven windows, which \
-                 ONNX cannot express; export at an input size whose feature map here is a \
-                 multiple of {0}",
-                self.size
-            )));
-        }
-        let pooled = if h == self.size {
+        let n = self.size;
+        let pooled = if h == n && w == n {
             x.to_string()
+        } else if h == w && h % n == 0 {
+            g.avg_pool(x, h / n)
         } else {
-            g.avg_pool(x, h / self.size)
+            g.adaptive_avg_pool(x, [h, w], [n, n])?
         };
         Ok(g.flatten(&pooled))
     }
@@ -491,4 +487,45 @@ pub(crate) fn prefixed<'a>(
     conv.tensors_mut()
         .into_iter()
         .map(move |(name, t)| (format!("{part}.{name}"), t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interchange::onnx::eval_stage;
+    use candle_core::Device;
+
+    /// Its ONNX description, run by candle-onnx, gives the stage's own output: evenly divided
+    /// (8 -> 4, an AveragePool), uneven (8 -> 7, 13 -> 7: windows of 2 and 3 rows, overlapping)
+    /// and larger (5 -> 7, each row in up to two windows), square or not.
+    #[test]
+    fn adaptive_pooling_exports_pytorchs_bins_for_any_size() -> Result<()> {
+        for (size, (h, w)) in [
+            (4, (8, 8)),
+            (7, (8, 8)),
+            (7, (13, 13)),
+            (7, (5, 5)),
+            (3, (10, 6)),
+        ] {
+            let stage = AdaptiveAvgPoolFlatten { size };
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &Device::Cpu)?;
+            let expected = stage.forward(&x, false)?;
+            let found = eval_stage(&stage, &x)?;
+            assert_eq!(found.dims(), [2, 3 * size * size]);
+            let diff = (found - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(diff < 1e-6, "{h}x{w} -> {size}: {diff}");
+        }
+        // 8 -> 7 by hand: cell 1 averages rows 1..3 (floor(8/7) = 1, ceil(16/7) = 3).
+        let x = Tensor::arange(0f32, 8.0, &Device::Cpu)?
+            .reshape((1, 1, 8, 1))?
+            .broadcast_as((1, 1, 8, 8))?
+            .contiguous()?;
+        let rows: Vec<f32> = eval_stage(&AdaptiveAvgPoolFlatten { size: 7 }, &x)?
+            .reshape((7, 7))?
+            .narrow(1, 0, 1)?
+            .flatten_all()?
+            .to_vec1()?;
+        assert_eq!(rows, [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5]);
+        Ok(())
+    }
 }

@@ -9,6 +9,7 @@ use crate::Result;
 use crate::graph::Stage;
 use crate::graph::layers::ConvBnAct;
 use crate::graph::probe::{BiasProbes, BiasProbing};
+use crate::interchange::onnx::OnnxGraph;
 
 /// Stages run in order, each named by its part of the checkpoint key (`0`, `1`, ... for
 /// `blocks.3.0`, `blocks.3.1`): `[batch, ...input]` -> the last part's output.
@@ -55,6 +56,17 @@ impl Stage for Sequential {
     /// Named `<part>.<tensor>`, e.g. `0.depthwise.weight`.
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         named(&mut self.parts)
+    }
+
+    /// Each part's nodes in turn, its weights named `<stage>.<part>.*`.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let mut h = x.to_string();
+        let mut shape = input.to_vec();
+        for (name, p) in &self.parts {
+            h = g.part(name, |g| p.to_onnx(g, &h, &shape))?;
+            shape = p.output_shape(&shape);
+        }
+        Ok(h)
     }
 
     fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {
@@ -123,6 +135,17 @@ impl Stage for Concat {
     /// Named `<branch>.<tensor>`, e.g. `branch1x1.weight`.
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         named(&mut self.branches)
+    }
+
+    /// Each branch's nodes on the same input, then a Concat along the channels.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let outs = self
+            .branches
+            .iter()
+            .map(|(name, b)| g.part(name, |g| b.to_onnx(g, x, input)))
+            .collect::<Result<Vec<_>>>()?;
+        let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
+        Ok(g.concat(&outs))
     }
 
     fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {
@@ -195,6 +218,42 @@ mod tests {
         let names: Vec<String> = seq.tensors_mut().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["0.weight", "0.bias", "1.weight", "1.bias"]);
         assert_eq!(seq.batchnorm_layers().len(), 2);
+        Ok(())
+    }
+
+    /// Their ONNX descriptions (each part scoped by its name) give their outputs.
+    #[test]
+    fn sequential_and_concat_export_to_onnx() -> Result<()> {
+        let seq = Sequential::new(vec![
+            ("0".into(), Box::new(conv(2, 3)?)),
+            ("1".into(), Box::new(conv(3, 4)?)),
+        ]);
+        let cat = Concat::new(vec![
+            ("a".into(), Box::new(conv(2, 3)?)),
+            ("b".into(), Box::new(seq)),
+        ]);
+        let x = Tensor::randn(0f32, 1.0, (2, 2, 3, 5), &Device::Cpu)?;
+        let expected = cat.forward(&x, false)?;
+        let found = crate::interchange::onnx::eval_stage(&cat, &x)?;
+        assert_eq!(found.dims(), [2, 7, 3, 5]);
+        let diff = (found - expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-4, "{diff}");
+        let model = crate::interchange::onnx::stage_model(&cat, &[2, 3, 5])?;
+        let names: Vec<&str> = model.graph.as_ref().map_or(Vec::new(), |g| {
+            g.initializer.iter().map(|t| t.name.as_str()).collect()
+        });
+        assert_eq!(
+            names,
+            [
+                "stage.a.weight",
+                "stage.a.bias",
+                "stage.b.0.weight",
+                "stage.b.0.bias"
+            ]
+            .into_iter()
+            .chain(["stage.b.1.weight", "stage.b.1.bias"])
+            .collect::<Vec<_>>()
+        );
         Ok(())
     }
 

@@ -29,6 +29,7 @@ use super::registry::{Architecture, PreprocessDefaults};
 use super::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::graph::layers::Classifier;
 use crate::graph::{Network, Stage};
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{
     Activation, conv2d_bias_act, depthwise_conv2d, layer_norm_channels, layer_norm_last,
     pointwise_conv2d,
@@ -247,6 +248,14 @@ impl Norm {
         Ok(layer_norm_channels(x, &self.weight, &self.bias, LN_EPS)?)
     }
 
+    /// The same as ONNX nodes, over dimension 1 of a tensor of `rank` dimensions, its weights
+    /// named `<part>.weight` and `<part>.bias`.
+    fn to_onnx(&self, g: &mut OnnxGraph, part: &str, x: &str, rank: usize) -> Result<String> {
+        g.part(part, |g| {
+            g.layer_norm(x, &self.weight, &self.bias, LN_EPS, rank)
+        })
+    }
+
     fn tensors_mut(&mut self, prefix: &str) -> Vec<(String, &mut Tensor)> {
         vec![
             (format!("{prefix}.weight"), &mut self.weight),
@@ -308,6 +317,21 @@ impl Stage for PatchConv {
         self.weight.elem_count() + self.bias.elem_count() + 2 * self.norm.weight.elem_count()
     }
 
+    /// A Conv (kernel = stride) and the LayerNorm, in the stage's order.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        let k = self.kernel();
+        let conv = |g: &mut OnnxGraph, x: &str| {
+            g.part("conv", |g| g.conv(x, &self.weight, &self.bias, k, 0, 1))
+        };
+        if self.norm_first {
+            let h = self.norm.to_onnx(g, "norm", x, 4)?;
+            conv(g, &h)
+        } else {
+            let h = conv(g, x)?;
+            self.norm.to_onnx(g, "norm", &h, 4)
+        }
+    }
+
     /// `conv.weight`, `conv.bias`, `norm.weight`, `norm.bias`.
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut out = vec![
@@ -361,6 +385,26 @@ impl Block {
         let h = pointwise_conv2d(&h, &self.fc2.0, &self.fc2.1, Activation::Identity, None)?;
         let c = self.gamma.dims()[0];
         Ok((h.broadcast_mul(&self.gamma.reshape((1, c, 1, 1))?)? + x)?)
+    }
+
+    /// The block as ONNX nodes (a grouped Conv, the LayerNorm, two 1x1 Convs around the
+    /// GELU, the layer scale, the Add), weights named `<i>.dw.weight` ... `<i>.gamma.scale`.
+    fn to_onnx(&self, g: &mut OnnxGraph, i: usize, x: &str) -> Result<String> {
+        g.part(&i.to_string(), |g| {
+            let c = self.gamma.dims()[0];
+            let (dw, dw_bias) = &self.dw;
+            let h = g.part("dw", |g| g.conv(x, dw, dw_bias, 1, DW_KERNEL / 2, c))?;
+            let h = self.norm.to_onnx(g, "norm", &h, 4)?;
+            let pointwise = |g: &mut OnnxGraph, part: &str, x: &str, (w, b): &(Tensor, Tensor)| {
+                let w = w.reshape((w.dim(0)?, w.dim(1)?, 1, 1))?;
+                g.part(part, |g| g.conv(x, &w, b, 1, 0, 1))
+            };
+            let h = pointwise(g, "fc1", &h, &self.fc1)?;
+            let h = g.gelu(&h)?;
+            let h = pointwise(g, "fc2", &h, &self.fc2)?;
+            let h = g.part("gamma", |g| g.scale_channels(&h, &self.gamma))?;
+            Ok(g.add(&h, x))
+        })
     }
 
     fn macs(&self, input: &[usize]) -> u64 {
@@ -426,6 +470,18 @@ impl Stage for ConvNextStage {
             + self.blocks.iter().map(Block::param_count).sum::<usize>()
     }
 
+    /// The downsample's nodes (timm), then each block's.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let mut h = match &self.downsample {
+            Some(d) => g.part("downsample", |g| d.to_onnx(g, x, input))?,
+            None => x.to_string(),
+        };
+        for (i, b) in self.blocks.iter().enumerate() {
+            h = b.to_onnx(g, i, &h)?;
+        }
+        Ok(h)
+    }
+
     /// `downsample.*` (timm), then `<block>.{dw,fc1,fc2,norm}.{weight,bias}`, `<block>.gamma`.
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut out: Vec<(String, &mut Tensor)> = match self.downsample.as_mut() {
@@ -469,6 +525,12 @@ impl Stage for NormPool {
 
     fn param_count(&self) -> usize {
         2 * self.norm.weight.elem_count()
+    }
+
+    /// ReduceMean over the plane, then the LayerNorm over the channels of `[batch, C]`.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        let pooled = g.global_avg_pool(x);
+        self.norm.to_onnx(g, "norm", &pooled, 2)
     }
 
     fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {

@@ -26,6 +26,7 @@ use super::detect::{Detected, Shapes, classes, detected, indices_after};
 use super::registry::Architecture;
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind};
 use crate::graph::{Network, Stage};
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{Activation, conv2d_bias_act};
 use crate::{Error, Result};
 
@@ -174,6 +175,13 @@ impl PlainConv {
         )?)
     }
 
+    /// A Conv with a zero bias.
+    fn to_onnx(&self, g: &mut OnnxGraph, part: &str, x: &str) -> Result<String> {
+        g.part(part, |g| {
+            g.conv(x, &self.weight, &self.zero, 1, self.padding, 1)
+        })
+    }
+
     /// MACs on an `[in, h, w]` input (stride 1, "same" padding).
     fn macs(&self, input: &[usize]) -> u64 {
         (input[1] * input[2] * self.weight.elem_count()) as u64
@@ -193,6 +201,13 @@ impl DenseLayer {
         let h = self.norm1.forward(x, train)?;
         let h = self.conv1.forward(&h, train)?;
         self.conv2.forward(&h)
+    }
+
+    /// `norm1`, `conv1`, `conv2` as ONNX nodes, weights named `<part>.weight` ...
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let h = g.part("norm1", |g| self.norm1.to_onnx(g, x, input))?;
+        let h = g.part("conv1", |g| self.conv1.to_onnx(g, &h, input))?;
+        self.conv2.to_onnx(g, "conv2", &h)
     }
 }
 
@@ -259,6 +274,18 @@ impl Stage for DenseBlock {
             .flat_map(|l| [&mut l.norm1, &mut l.conv1])
             .collect()
     }
+
+    /// Each layer's nodes, its output concatenated to its input.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let mut h = x.to_string();
+        let mut shape = input.to_vec();
+        for (i, l) in self.layers.iter().enumerate() {
+            let new = g.part(&i.to_string(), |g| l.to_onnx(g, &h, &shape))?;
+            h = g.concat(&[&h, &new]);
+            shape[0] += l.conv2.weight.dims()[0];
+        }
+        Ok(h)
+    }
 }
 
 /// A transition: BN + ReLU, 1x1 conv, 2x2/s2 average pool.
@@ -301,6 +328,13 @@ impl Stage for Transition {
     fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {
         vec![&mut self.norm]
     }
+
+    /// The BatchNorm (a 1x1 grouped Conv) + Relu, the Conv, a 2x2 AveragePool.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let h = g.part("norm", |g| self.norm.to_onnx(g, x, input))?;
+        let h = self.conv.to_onnx(g, "conv", &h)?;
+        Ok(g.avg_pool(&h, 2))
+    }
 }
 
 /// `norm5` alone (torchvision's `features` output; its ReLU comes with the pooling).
@@ -330,6 +364,10 @@ impl Stage for Norm5 {
     fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {
         vec![&mut self.0]
     }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        self.0.to_onnx(g, x, input)
+    }
 }
 
 /// ReLU then the spatial mean (torchvision's `F.relu` + `adaptive_avg_pool2d` + flatten):
@@ -339,6 +377,11 @@ struct ReluPool;
 impl Stage for ReluPool {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(x.relu()?.mean((2, 3))?)
+    }
+
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
+        let h = g.relu(x);
+        Ok(g.global_avg_pool(&h))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {

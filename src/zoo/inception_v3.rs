@@ -37,6 +37,7 @@ use super::registry::{Architecture, PreprocessDefaults};
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
 use crate::graph::probe::BiasProbing;
 use crate::graph::{Network, Stage};
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{Activation, depthwise_conv2d};
 use crate::{Error, Result};
 
@@ -304,6 +305,16 @@ impl Stage for AvgPool3 {
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
         input.to_vec()
+    }
+
+    /// The same depthwise convolution of weights 1/9 (ONNX's AveragePool with padding is the
+    /// same operation, but candle-onnx's evaluator, which checks every export, refuses pads).
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let c = input[0];
+        let cpu = candle_core::Device::Cpu;
+        let w = Tensor::full(1f32 / 9.0, (c, 1, 3, 3), &cpu)?;
+        let zero = Tensor::zeros(c, candle_core::DType::F32, &cpu)?;
+        g.conv(x, &w, &zero, 1, 1, c)
     }
 
     fn macs(&self, _input: &[usize]) -> u64 {

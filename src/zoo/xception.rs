@@ -24,6 +24,7 @@ use super::detect::{Detected, Shapes, classes, detected};
 use super::registry::{Architecture, PreprocessDefaults};
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
 use crate::graph::{Network, Stage};
+use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{Activation, depthwise_conv2d};
 use crate::{Error, Result};
 
@@ -209,6 +210,14 @@ impl Stage for SeparableConvBnAct {
     fn batchnorm_layers(&mut self) -> Vec<&mut ConvBnAct> {
         vec![&mut self.pointwise]
     }
+
+    /// A Conv with one group per channel (zero bias), then the pointwise Conv + activation.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let h = g.part("conv1", |g| {
+            g.conv(x, &self.depthwise, &self.zero, 1, 1, input[0])
+        })?;
+        g.part("pointwise", |g| self.pointwise.to_onnx(g, &h, input))
+    }
 }
 
 /// One Xception block: (ReLU,) separable conv + BN, repeated with ReLUs between, an optional
@@ -336,6 +345,28 @@ impl Stage for XceptionBlock {
             .collect();
         out.extend(self.skip.as_mut());
         out
+    }
+
+    /// (Relu,) the separable convs, the MaxPool, plus the shortcut (a Conv or the input).
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
+        let mut h = if self.start_with_relu {
+            g.relu(x)
+        } else {
+            x.to_string()
+        };
+        let mut shape = input.to_vec();
+        for (i, rep) in self.reps.iter().enumerate() {
+            h = g.part(&format!("rep.{i}"), |g| rep.to_onnx(g, &h, &shape))?;
+            shape = rep.output_shape(&shape);
+        }
+        if let Some(pool) = &self.pool {
+            h = pool.to_onnx(g, &h, &shape)?;
+        }
+        let shortcut = match &self.skip {
+            Some(skip) => g.part("skip", |g| skip.to_onnx(g, x, input))?,
+            None => x.to_string(),
+        };
+        Ok(g.add(&h, &shortcut))
     }
 }
 

@@ -11,10 +11,11 @@ use convlens::cancel::CancelToken;
 use convlens::interchange::onnx::{BatchSize, OnnxOptions};
 use convlens::interchange::{ExportFormat, ExportReport, ExportRequest, export};
 use convlens::train::{Mode, TrainConfig, train};
-use convlens::zoo::Model;
+use convlens::zoo::{Model, Preprocess};
 
 use crate::common::{
-    fashion_mini, fashion_mini_features, lite0, load_lite0, rel_to_max, repo, seeded, text,
+    fashion_mini, fashion_mini_features, lite0, load_lite0, rel_to_max, repo, seeded,
+    small_dataset, text,
 };
 
 /// The most an export's output may differ from convlens's, relative to the largest value.
@@ -97,6 +98,51 @@ fn onnx_lite0_gives_the_networks_logits_at_batch_1_and_7() {
 #[test]
 fn onnx_resnet18_gives_the_networks_logits_at_batch_1_and_7() {
     check_onnx_dynamic(&resnet18(), "resnet18");
+}
+
+/// A zoo fixture as a model with its input shrunk to `size` pixels (so the checks stay quick):
+/// `tests/fixtures/<fixture>.safetensors` when it is a (reduced-width) checkpoint, else the
+/// seeded weights of a `_zoo` fixture, written to `dir` and opened as a bare weights file.
+fn zoo_model(dir: &Path, fixture: &str, size: u32) -> Model {
+    let path = if fixture.ends_with("_zoo") {
+        let path = dir.join(format!("{fixture}.safetensors"));
+        let weights = crate::parity_models::Seeded::open(fixture).weights();
+        candle_core::safetensors::save(&weights, &path).unwrap();
+        path
+    } else {
+        repo(&format!("tests/fixtures/{fixture}.safetensors"))
+    };
+    let mut model = convlens::zoo::resolve(path.to_str().unwrap())
+        .and_then(|spec| spec.load(&Device::Cpu))
+        .unwrap_or_else(|e| panic!("{fixture}: {e}"));
+    match &mut model.spec.preprocess {
+        Preprocess::CenterCrop(t) => {
+            t.resize_shorter = size * t.resize_shorter / t.crop;
+            t.crop = size;
+        }
+        Preprocess::Resize(t) => t.size = size,
+    }
+    model
+}
+
+/// The families merged after the first exports, as `(fixture, input size)`: MobileNet V1,
+/// Xception (separable convs), Inception V3 (Concat/Sequential stages, 1x7/7x1 kernels, 3x3
+/// average pools), ConvNeXt in both namings (LayerNorm, GELU, layer scale), DenseNet-121.
+const FAMILIES: [(&str, u32); 6] = [
+    ("mobilenetv1_100_zoo", 96),
+    ("legacy_xception_zoo", 96),
+    ("inception_v3_zoo", 139),
+    ("convnext_tiny_random_fp16", 96),
+    ("convnext_tiny_timm_random_fp16", 96),
+    ("densenet121_random_fp16", 96),
+];
+
+#[test]
+fn onnx_of_every_zoo_family_gives_the_networks_logits_at_batch_1_and_7() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, size) in FAMILIES {
+        check_onnx_dynamic(&zoo_model(dir.path(), fixture, size), fixture);
+    }
 }
 
 /// A Lite0 head trained one epoch on the bundled dataset (features from the shared cache), as
@@ -243,6 +289,113 @@ fn pytorch_export(model: &Model, out: &Path) -> ExportReport {
     report
 }
 
+/// A run of `base` fine-tuned into its stages `layers`, as fine-tuning leaves it: a head trained
+/// one epoch on 16 fashion-mini images, then the stages' tensors as convlens saves them
+/// (BatchNorm folded, named by the stage) moved (x1.1 + 0.01) into its weights file and listed
+/// in its manifest. (Which epoch a real fine-tuning keeps depends on its validation loss, so a
+/// short run may keep a head-only one.)
+fn finetuned(base: &Model, dir: &Path, layers: &[&str]) -> Model {
+    use convlens::train::bundle::{self, TrainedManifest};
+    let data = small_dataset(&dir.join("data"), 4, 2);
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 8,
+        augment: convlens::data::augment::Augment::none(),
+        patience: None,
+        cache_dir: Some(dir.join("cache")),
+        ..TrainConfig::default()
+    };
+    let out = dir.join("run");
+    train(base, &data, &cfg, &out, &mut |_| {}, &CancelToken::new()).unwrap();
+    let mut tensors = bundle::load_tensors(&out).unwrap();
+    let mut net = base.spec.load(&Device::Cpu).unwrap().network;
+    for (name, t) in net.tensors_mut_from(layers[0]).unwrap() {
+        if layers.iter().any(|l| name.starts_with(&format!("{l}."))) {
+            tensors.insert(name, t.affine(1.1, 0.01).unwrap());
+        }
+    }
+    let mut manifest = TrainedManifest::read(&out).unwrap();
+    manifest.finetuned_layers = layers.iter().map(|l| l.to_string()).collect();
+    let tensors: Vec<(String, Tensor)> = tensors.into_iter().collect();
+    bundle::save(&out, &manifest, &tensors).unwrap();
+    convlens::zoo::resolve(out.to_str().unwrap())
+        .and_then(|spec| spec.load(&Device::Cpu))
+        .unwrap()
+}
+
+/// ResNet-18 (random weights) at 64 pixels, a bare weights file with a manifest in `dir`.
+fn small_resnet18(dir: &Path) -> Model {
+    let weights = repo("tests/fixtures/resnet18_random_fp16.safetensors");
+    let manifest = crate::zoo_a::small_manifest(dir, &weights, "resnet18", 64);
+    convlens::zoo::resolve(manifest.to_str().unwrap())
+        .and_then(|spec| spec.load(&Device::Cpu))
+        .unwrap()
+}
+
+/// A run fine-tuned into its base layers exports them: in timm's names (Lite0, BatchNorm
+/// epsilon 1e-3) and torchvision's (ResNet-18, a downsample among them), each fine-tuned
+/// convolution with BatchNorm folded in and an identity BatchNorm. convlens reads the file
+/// back and gets the run's logits (the export's own check, which fails on a misplaced tensor);
+/// the tensors are the run's, not the base's.
+#[test]
+fn pytorch_export_of_a_finetuned_run_carries_its_base_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let resnet18 = small_resnet18(dir.path());
+    let lite0 = lite0();
+    // (name, base, stages fine-tuned, [a fine-tuned conv as saved, exported, its BatchNorm]).
+    let cases: [(&str, &Model, &[&str], [&str; 3]); 2] = [
+        (
+            "lite0",
+            &lite0,
+            &["blocks.15", "head"],
+            [
+                "blocks.15.project.weight",
+                "blocks.6.0.conv_pwl.weight",
+                "blocks.6.0.bn3.weight",
+            ],
+        ),
+        (
+            "resnet18",
+            &resnet18,
+            &["layer4"],
+            [
+                "layer4.0.downsample.weight",
+                "layer4.0.downsample.0.weight",
+                "layer4.0.downsample.1.weight",
+            ],
+        ),
+    ];
+    for (name, base, layers, [saved_key, torch_key, bn]) in cases {
+        let model = finetuned(base, &dir.path().join(name), layers);
+        let report = pytorch_export(&model, &dir.path().join(format!("{name}_export")));
+        println!("{name} fine-tuned: {}", report.verification.summary());
+        let exported = candle_core::safetensors::load(&report.files[0], &Device::Cpu).unwrap();
+        let (run, manifest) = model.spec.trained.as_ref().unwrap();
+        let run_tensors = convlens::train::bundle::load_tensors(run).unwrap();
+        let saved = &run_tensors[saved_key];
+        let written = exported[torch_key].reshape(saved.dims()).unwrap();
+        assert_eq!(rel_to_max(&written, saved), 0.0, "{name}: {torch_key}");
+        // The run's logits are not the base's with its head: ignoring the fine-tuned stages
+        // would fail the export's check.
+        let x = seeded_batch(2, base.spec.preprocess.input_size() as usize);
+        let mut plain = base.spec.load(&Device::Cpu).unwrap().network;
+        plain.truncate_after("pooled").unwrap();
+        let kind = manifest.head.unwrap_or_default();
+        let head = convlens::train::head::Head::from_tensors(kind, &run_tensors).unwrap();
+        plain.push("logits", Box::new(head));
+        let apart = rel_to_max(
+            &plain.forward(&x).unwrap(),
+            &model.network.forward(&x).unwrap(),
+        );
+        assert!(
+            apart > 1e-2,
+            "{name}: the fine-tuning moved the logits by {apart}"
+        );
+        let scale: Vec<f32> = exported[bn].to_vec1().unwrap();
+        assert!(scale.iter().all(|&v| v == 1.0), "{name}: {bn} {scale:?}");
+    }
+}
+
 #[test]
 fn pytorch_state_dicts_use_torchvision_and_timm_names() {
     let dir = tempfile::tempdir().unwrap();
@@ -304,10 +457,10 @@ fn python() -> Option<PathBuf> {
 /// Runtime, on `x`; returns `(torch logits, onnxruntime logits)`.
 fn run_in_python(
     python: &Path,
-    script: &Path,
+    script: Option<&Path>,
     onnx: Option<&Path>,
     x: &Tensor,
-) -> (Tensor, Option<Tensor>) {
+) -> (Option<Tensor>, Option<Tensor>) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input.safetensors");
     let output = dir.path().join("output.safetensors");
@@ -317,30 +470,30 @@ import runpy, sys, torch
 from safetensors.torch import load_file, save_file
 script, onnx, inp, out = sys.argv[1:]
 x = load_file(inp)["x"]
-model = runpy.run_path(script)["load_model"]()
-with torch.no_grad():
-    result = {"torch": model(x).contiguous()}
+result = {}
+if script:
+    model = runpy.run_path(script)["load_model"]()
+    with torch.no_grad():
+        result["torch"] = model(x).contiguous()
 if onnx:
     import onnxruntime
     session = onnxruntime.InferenceSession(onnx, providers=["CPUExecutionProvider"])
     result["onnxruntime"] = torch.from_numpy(session.run(["logits"], {"input": x.numpy()})[0])
 save_file(result, out)
 "#;
-    let onnx_arg = onnx
-        .map(|p| p.to_str().unwrap().to_string())
-        .unwrap_or_default();
+    let arg = |p: Option<&Path>| {
+        p.map(|p| p.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
     let o = std::process::Command::new(python)
-        .args(["-c", code, script.to_str().unwrap(), &onnx_arg])
+        .args(["-c", code, &arg(script), &arg(onnx)])
         .arg(&input)
         .arg(&output)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     let mut result = candle_core::safetensors::load(&output, &Device::Cpu).unwrap();
-    (
-        result.remove("torch").unwrap(),
-        result.remove("onnxruntime"),
-    )
+    (result.remove("torch"), result.remove("onnxruntime"))
 }
 
 #[test]
@@ -348,10 +501,12 @@ fn exports_load_in_pytorch_and_onnx_runtime() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let trained = trained_lite0(&dir.path().join("run"));
+    let tuned = finetuned(&lite0(), &dir.path().join("tuned"), &["blocks.15", "head"]);
     for (name, model) in [
         ("lite0", load_lite0()),
         ("resnet18", resnet18()),
         ("trained", trained),
+        ("finetuned", tuned),
     ] {
         let out = dir.path().join(name);
         let files = pytorch_export(&model, &out).files;
@@ -362,9 +517,9 @@ fn exports_load_in_pytorch_and_onnx_runtime() {
         );
         let x = seeded_batch(3, model.spec.preprocess.input_size() as usize);
         let expected = model.network.forward(&x).unwrap();
-        let (torch, ort) = run_in_python(&python, &files[1], Some(&onnx), &x);
+        let (torch, ort) = run_in_python(&python, Some(&files[1]), Some(&onnx), &x);
         let (rel_torch, rel_ort) = (
-            rel_to_max(&torch, &expected),
+            rel_to_max(&torch.unwrap(), &expected),
             rel_to_max(&ort.unwrap(), &expected),
         );
         println!("{name}: PyTorch {rel_torch:.2e}, ONNX Runtime {rel_ort:.2e} relative to max");
@@ -372,5 +527,26 @@ fn exports_load_in_pytorch_and_onnx_runtime() {
             rel_torch < TOLERANCE && rel_ort < TOLERANCE,
             "{name}: {rel_torch} {rel_ort}"
         );
+    }
+}
+
+/// Every family's ONNX file run by ONNX Runtime gives convlens's logits.
+#[test]
+fn every_zoo_familys_onnx_runs_in_onnx_runtime() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, size) in FAMILIES {
+        let model = zoo_model(dir.path(), fixture, size);
+        let onnx = dir.path().join(format!("{fixture}.onnx"));
+        run_export(
+            &model,
+            &request(ExportFormat::Onnx, &onnx, OnnxOptions::default()),
+        );
+        let x = seeded_batch(3, size as usize);
+        let expected = model.network.forward(&x).unwrap();
+        let ort = run_in_python(&python, None, Some(&onnx), &x).1.unwrap();
+        let rel = rel_to_max(&ort, &expected);
+        println!("{fixture}: ONNX Runtime {rel:.2e} relative to max");
+        assert!(rel < TOLERANCE, "{fixture}: {rel}");
     }
 }

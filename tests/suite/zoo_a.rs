@@ -275,7 +275,7 @@ fn expected_tensors_are_the_libraries_state_dicts() {
 }
 
 /// A manifest for `weights` with a small input, so fine-tuning takes seconds.
-fn small_manifest(dir: &Path, weights: &Path, id: &str, size: u32) -> PathBuf {
+pub(crate) fn small_manifest(dir: &Path, weights: &Path, id: &str, size: u32) -> PathBuf {
     let labels: String = (0..1000).map(|i| format!("c{i}\n")).collect();
     std::fs::write(dir.join("labels.txt"), labels).unwrap();
     let manifest = serde_json::json!({

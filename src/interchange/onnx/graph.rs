@@ -185,12 +185,95 @@ impl OnnxGraph {
                 let hi = self.floats("clip_max", &[], &[6.0])?;
                 self.node("Clip", &[x, &lo, &hi], Vec::new())
             }
+            Activation::Gelu => self.gelu(x)?,
+            // Activations added by other branches (SiLU, hard-swish ...) refuse, naming
+            // themselves, until they are described here.
+            #[allow(unreachable_patterns, reason = "kept for activations added by merges")]
             other => {
                 return Err(Error::Model(format!(
                     "the activation {other:?} cannot be exported to ONNX yet"
                 )));
             }
         })
+    }
+
+    /// The exact GELU `x * (1 + erf(x / sqrt 2)) / 2` (PyTorch's `nn.GELU()`), from `Erf`:
+    /// the `Gelu` operator only came with opset 20.
+    pub fn gelu(&mut self, x: &str) -> Result<String> {
+        let root2 = self.floats("sqrt2", &[], &[std::f32::consts::SQRT_2])?;
+        let one = self.floats("one", &[], &[1.0])?;
+        let half = self.floats("half", &[], &[0.5])?;
+        let scaled = self.node("Div", &[x, &root2], Vec::new());
+        let erf = self.node("Erf", &[&scaled], Vec::new());
+        let gate = self.node("Add", &[&erf, &one], Vec::new());
+        let y = self.node("Mul", &[x, &gate], Vec::new());
+        Ok(self.node("Mul", &[&y, &half], Vec::new()))
+    }
+
+    /// LayerNorm over dimension 1 of `x` (`[batch, C]` or `[batch, C, h, w]`, `rank` its
+    /// rank): each position's `C` values less their mean, over the square root of their
+    /// biased variance plus `eps`, times `weight` plus `bias` (each `[C]`). Written out with
+    /// ReduceMean, Sub, Mul, Add, Sqrt, Div, which every opset from 13 has (the
+    /// `LayerNormalization` operator of opset 17 normalises trailing axes only, so the
+    /// channels of an NCHW map would need two transposes around it).
+    pub fn layer_norm(
+        &mut self,
+        x: &str,
+        weight: &Tensor,
+        bias: &Tensor,
+        eps: f64,
+        rank: usize,
+    ) -> Result<String> {
+        let c = weight.elem_count();
+        let mut per_channel = vec![c];
+        per_channel.resize(rank - 1, 1);
+        let w = self.weight("weight", &weight.reshape(per_channel.as_slice())?)?;
+        let b = self.weight("bias", &bias.reshape(per_channel.as_slice())?)?;
+        let eps = self.floats("eps", &[], &[eps as f32])?;
+        let over_c = || vec![ints("axes", &[1]), int("keepdims", 1)];
+        let mean = self.node("ReduceMean", &[x], over_c());
+        let centred = self.node("Sub", &[x, &mean], Vec::new());
+        let square = self.node("Mul", &[&centred, &centred], Vec::new());
+        let var = self.node("ReduceMean", &[&square], over_c());
+        let var = self.node("Add", &[&var, &eps], Vec::new());
+        let std = self.node("Sqrt", &[&var], Vec::new());
+        let normalised = self.node("Div", &[&centred, &std], Vec::new());
+        let scaled = self.node("Mul", &[&normalised, &w], Vec::new());
+        Ok(self.node("Add", &[&scaled, &b], Vec::new()))
+    }
+
+    /// Concatenation along the channels (dimension 1) of `inputs`, in order.
+    pub fn concat(&mut self, inputs: &[&str]) -> String {
+        self.node("Concat", inputs, vec![int("axis", 1)])
+    }
+
+    /// `x` times the per-channel `scale` (`[C]`) of an NCHW map (ConvNeXt's layer scale).
+    pub fn scale_channels(&mut self, x: &str, scale: &Tensor) -> Result<String> {
+        let c = scale.elem_count();
+        let s = self.weight("scale", &scale.reshape((c, 1, 1))?)?;
+        Ok(self.node("Mul", &[x, &s], Vec::new()))
+    }
+
+    /// Adaptive average pooling of `[batch, c, h, w]` to `[batch, c, out_h, out_w]` exactly as
+    /// PyTorch's `adaptive_avg_pool2d` bins it (cell `i` averages rows `floor(i*h/out_h)` to
+    /// `ceil((i+1)*h/out_h)`, windows of uneven length or overlapping when `out` does not divide
+    /// `h`): two MatMuls with the averaging matrices ([`crate::ops::pool::adaptive_matrix`]),
+    /// `[out_h, h] x X x [w, out_w]`, as convlens computes it. Any sizes, larger outputs too.
+    pub fn adaptive_avg_pool(
+        &mut self,
+        x: &str,
+        [h, w]: [usize; 2],
+        [out_h, out_w]: [usize; 2],
+    ) -> Result<String> {
+        let cpu = candle_core::Device::Cpu;
+        let rows = crate::ops::pool::adaptive_matrix(h, out_h, &cpu)?;
+        let cols = crate::ops::pool::adaptive_matrix(w, out_w, &cpu)?
+            .t()?
+            .contiguous()?;
+        let cols = self.weight("columns", &cols)?;
+        let rows = self.weight("rows", &rows)?;
+        let y = self.node("MatMul", &[x, &cols], Vec::new());
+        Ok(self.node("MatMul", &[&rows, &y], Vec::new()))
     }
 
     /// Max pooling with a square window `kernel`, `stride` and `-inf` `padding`, floor mode.
@@ -243,6 +326,11 @@ impl OnnxGraph {
     /// Element-wise `a + b`.
     pub fn add(&mut self, a: &str, b: &str) -> String {
         self.node("Add", &[a, b], Vec::new())
+    }
+
+    /// Element-wise `max(x, 0)`.
+    pub fn relu(&mut self, x: &str) -> String {
+        self.node("Relu", &[x], Vec::new())
     }
 }
 

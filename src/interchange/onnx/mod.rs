@@ -271,6 +271,62 @@ pub fn build(model: &Model, opts: &OnnxOptions) -> Result<ModelProto> {
     })
 }
 
+/// One stage alone as an ONNX model (for checking a stage's description against its forward,
+/// here and with other runtimes): input `input` `[batch, ...input]`, output `output`, any
+/// batch size, opset [`DEFAULT_OPSET`].
+pub fn stage_model(stage: &dyn crate::graph::Stage, input: &[usize]) -> Result<ModelProto> {
+    let mut g = OnnxGraph::new();
+    g.enter("stage");
+    let mut out = stage.to_onnx(&mut g, "input", input)?;
+    if out == "input" {
+        out = g.node("Identity", &["input"], Vec::new());
+    }
+    rename_value(&mut g, &out, "output");
+    let dims = |shape: &[usize]| -> Vec<Option<usize>> {
+        std::iter::once(None)
+            .chain(shape.iter().map(|&d| Some(d)))
+            .collect()
+    };
+    let graph = candle_onnx::onnx::GraphProto {
+        name: "stage".into(),
+        node: std::mem::take(&mut g.nodes),
+        initializer: std::mem::take(&mut g.initializers),
+        input: vec![ValueInfoProto {
+            name: "input".into(),
+            r#type: Some(tensor_type(&dims(input))),
+            ..Default::default()
+        }],
+        output: vec![ValueInfoProto {
+            name: "output".into(),
+            r#type: Some(tensor_type(&dims(&stage.output_shape(input)))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Ok(ModelProto {
+        ir_version: ir_version(DEFAULT_OPSET),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: DEFAULT_OPSET,
+        }],
+        producer_name: "convlens".into(),
+        graph: Some(graph),
+        ..Default::default()
+    })
+}
+
+/// Runs [`stage_model`] of `stage` on `x` (`[batch, ...]`) with candle-onnx's evaluator.
+pub fn eval_stage(
+    stage: &dyn crate::graph::Stage,
+    x: &candle_core::Tensor,
+) -> Result<candle_core::Tensor> {
+    let model = stage_model(stage, &x.dims()[1..])?;
+    let inputs = std::collections::HashMap::from([("input".to_string(), x.clone())]);
+    let mut out = candle_onnx::simple_eval(&model, inputs)?;
+    out.remove("output")
+        .ok_or_else(|| Error::Model("the stage's ONNX graph has no output".into()))
+}
+
 fn metadata_value<'a>(metadata: &'a [(String, String)], key: &str) -> &'a str {
     metadata
         .iter()
