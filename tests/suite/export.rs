@@ -106,7 +106,7 @@ fn onnx_resnet18_gives_the_networks_logits_at_batch_1_and_7() {
 fn zoo_model(dir: &Path, fixture: &str, size: u32) -> Model {
     let path = if fixture.ends_with("_zoo") {
         let path = dir.join(format!("{fixture}.safetensors"));
-        let weights = crate::parity_models::Seeded::open(fixture).weights();
+        let weights = crate::common::seeded::Seeded::open(fixture).weights();
         candle_core::safetensors::save(&weights, &path).unwrap();
         path
     } else {
