@@ -243,7 +243,6 @@ fn image_rows(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Row>> {
     let input = model.spec.preprocess.load(image, &model.device)?;
-    let (_, _, h, w) = input.dims4()?;
     let (class, class_from) = match class {
         Some(c) => c,
         None => {
@@ -252,24 +251,14 @@ fn image_rows(
             (c, "prediction")
         }
     };
-    let per = opts.images_per_map(h * w);
-    let total = per * (methods.len() + 1);
-    let mut offset = 0;
-    let mut tick = |d: usize, _: usize, offset: usize| {
-        progress(offset + d, total);
-        !cancel.is_cancelled()
-    };
-    let random = faithfulness::baseline(&model.network, &input, class, opts, &mut |d, t| {
-        tick(d, t, 0)
-    })?;
-    offset += per;
     let class_name = model
         .spec
         .labels
         .get(class)
         .cloned()
         .unwrap_or_else(|| format!("class {class}"));
-    let mut rows = Vec::with_capacity(methods.len());
+    // Each method's map once, then every map's perturbed images in shared batches.
+    let mut maps = Vec::with_capacity(methods.len());
     for &method in methods {
         let cam_opts = CamOptions {
             class: Some(class),
@@ -278,27 +267,28 @@ fn image_rows(
         let map = cam::compute_with_progress(&model.network, &input, &cam_opts, &mut |_, _| {
             !cancel.is_cancelled()
         })?;
-        let (score, scores) = faithfulness::evaluate(
-            &model.network,
-            &input,
-            &map.map,
-            class,
-            opts,
-            &mut |d, t| tick(d, t, offset),
-        )?;
-        offset += per;
-        rows.push(Row {
+        maps.push(map.map);
+    }
+    let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
+    let (score, scores, random) =
+        faithfulness::evaluate_methods(&model.network, &input, &refs, class, opts, &mut |d, t| {
+            progress(d, t);
+            !cancel.is_cancelled()
+        })?;
+    Ok(methods
+        .iter()
+        .zip(scores)
+        .map(|(method, map)| Row {
             image: image.display().to_string(),
             method: method.name().to_string(),
             class,
             class_name: class_name.clone(),
             class_from,
             score,
-            map: scores,
+            map,
             random: random.clone(),
-        });
-    }
-    Ok(rows)
+        })
+        .collect())
 }
 
 /// The report folder: `out` when new or empty, else an error; without `--out`,

@@ -75,7 +75,6 @@ pub fn faithfulness(
         methods.to_vec()
     };
     let input = model.spec.preprocess.load(image, &model.device)?;
-    let (_, _, h, w) = input.dims4()?;
     let class = match class {
         Some(c) => c,
         None => {
@@ -87,17 +86,9 @@ pub fn faithfulness(
             .class
         }
     };
-    let per = opts.images_per_map(h * w);
-    let total = per * (methods.len() + 1);
-    let tick = |offset: usize, d: usize| {
-        ctx.progress("perturbed images", offset + d, total);
-        !ctx.cancel.is_cancelled()
-    };
-    let random =
-        faithfulness::baseline(&model.network, &input, class, opts, &mut |d, _| tick(0, d))?;
-    let mut out = Vec::with_capacity(methods.len());
-    let mut score = f32::NAN;
+    let mut maps = Vec::with_capacity(methods.len());
     for (i, &method) in methods.iter().enumerate() {
+        ctx.progress("maps", i, methods.len());
         ctx.cancel.check()?;
         let cam_opts = CamOptions {
             class: Some(class),
@@ -106,18 +97,21 @@ pub fn faithfulness(
         let map = cam::compute_with_progress(&model.network, &input, &cam_opts, &mut |_, _| {
             !ctx.cancel.is_cancelled()
         })?;
-        let offset = per * (i + 1);
-        let (s, scores) = faithfulness::evaluate(
-            &model.network,
-            &input,
-            &map.map,
-            class,
-            opts,
-            &mut |d, _| tick(offset, d),
-        )?;
-        score = s;
-        out.push((method, scores));
+        maps.push(map.map);
     }
+    let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
+    let (score, scores, random) = faithfulness::evaluate_methods(
+        &model.network,
+        &input,
+        &refs,
+        class,
+        opts,
+        &mut |d, total| {
+            ctx.progress("perturbed images", d, total);
+            !ctx.cancel.is_cancelled()
+        },
+    )?;
+    let out = methods.iter().copied().zip(scores).collect();
     Ok(FaithView {
         key: EvidenceKey {
             model: model_key.to_string(),

@@ -13,6 +13,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod evidence;
 mod exports;
 mod inputs;
 mod models;

@@ -7,26 +7,26 @@ use std::time::{Duration, Instant};
 
 use crate::common::{repo, small_dataset};
 
-fn convlens() -> Command {
+pub(crate) fn convlens() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_convlens"));
     cmd.current_dir(repo(""));
     cmd
 }
 
-fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     convlens().args(args).output().expect("the binary runs")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn path(p: &Path) -> &str {
+pub(crate) fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 /// Asserts a failed run (exit 1, no panic) whose message contains every one of `needles`.
-fn assert_refused(out: &Output, needles: &[&str]) {
+pub(crate) fn assert_refused(out: &Output, needles: &[&str]) {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -36,7 +36,7 @@ fn assert_refused(out: &Output, needles: &[&str]) {
 }
 
 /// A copy of a bundled image in `dir`.
-fn photo(dir: &Path, from: &str, name: &str) -> PathBuf {
+pub(crate) fn photo(dir: &Path, from: &str, name: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::copy(repo(&format!("assets/images/{from}")), &p).unwrap();
     p

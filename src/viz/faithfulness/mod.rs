@@ -9,11 +9,13 @@
 //!   `DropInConfidence`, `IncreaseInConfidence`);
 //! - deletion and insertion AUC (Petsiuk et al. 2018, RISE; [`causal`]).
 //!
-//! Every perturbed image is scored in batches (`batch` images per forward). The same metrics
-//! of a seeded uniform random map are the baseline a map should beat ([`evaluate_with_baseline`]).
+//! The perturbed images of every map of an image are scored in shared batches (`batch` images
+//! per forward, [`plan`]). The same metrics of a seeded uniform random map are the baseline a
+//! map should beat ([`evaluate_methods`], [`evaluate_with_baseline`]).
 
 pub mod causal;
 pub mod noise;
+pub mod plan;
 pub mod road;
 
 use candle_core::{D, Device, IndexOp, Tensor};
@@ -65,12 +67,6 @@ impl FaithOptions {
         }
         super::check_range("--steps", self.steps, 2..=4096)?;
         super::check_range("--batch", self.batch, 1..=256)
-    }
-
-    /// Forward passes (images) one [`evaluate`] runs, for progress.
-    pub fn images_per_map(&self, pixels: usize) -> usize {
-        let (_, n) = causal::step_size(pixels, self.steps);
-        1 + 2 * self.percentiles.len() + 2 * (n + 1)
     }
 }
 
@@ -209,34 +205,6 @@ pub fn road_noise(seed: u64, most_relevant_first: bool, percentile: u32, len: us
         .collect()
 }
 
-/// Reads class scores of images in batches.
-struct Scorer<'a> {
-    net: &'a Network,
-    device: Device,
-    dims: (usize, usize, usize),
-    class: usize,
-    opts: &'a FaithOptions,
-}
-
-impl Scorer<'_> {
-    /// The class score of each image (`[c, h, w]` each), `opts.batch` per forward;
-    /// `tick(images)` after each batch cancels when it returns `false`.
-    fn scores(&self, images: &[Vec<f32>], tick: &mut dyn FnMut(usize) -> bool) -> Result<Vec<f32>> {
-        let (c, h, w) = self.dims;
-        let mut out = Vec::with_capacity(images.len());
-        for chunk in images.chunks(self.opts.batch.max(1)) {
-            let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
-            let x = Tensor::from_vec(flat, (chunk.len(), c, h, w), &Device::Cpu)?
-                .to_device(&self.device)?;
-            out.extend(class_scores(self.net, &x, self.class, self.opts.score)?);
-            if !tick(chunk.len()) {
-                return Err(Error::Cancelled);
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// The score of `class` for each image of a batch `[n, c, h, w]`.
 pub fn class_scores(net: &Network, x: &Tensor, class: usize, score: CamScore) -> Result<Vec<f32>> {
     let logits = net.forward(x)?;
@@ -264,8 +232,9 @@ pub fn class_scores(net: &Network, x: &Tensor, class: usize, score: CamScore) ->
 }
 
 /// The metrics of `map` (`[h * w]`, row-major, the input's size) for `class` on one
-/// preprocessed image `input` `[1, c, h, w]`. `progress(done, total)` counts scored images
-/// ([`FaithOptions::images_per_map`]) and cancels ([`Error::Cancelled`]) by returning `false`.
+/// preprocessed image `input` `[1, c, h, w]`, and the unperturbed image's class score.
+/// `progress(done, total)` counts scored images and cancels ([`Error::Cancelled`]) by
+/// returning `false`.
 pub fn evaluate(
     net: &Network,
     input: &Tensor,
@@ -274,6 +243,25 @@ pub fn evaluate(
     opts: &FaithOptions,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<(f32, Scores)> {
+    let (score, mut scores) = evaluate_many(net, input, &[map], class, opts, progress)?;
+    Ok((score, scores.remove(0)))
+}
+
+/// The metrics of each of `maps` (`[h * w]` each) for `class` on one preprocessed image
+/// `input` `[1, c, h, w]`, and the unperturbed image's class score. Every perturbed image of
+/// every map is scored in shared batches of `opts.batch`, made (ROAD's imputations in
+/// parallel) only when its batch is scored; the images no map changes (the image, its blurred
+/// copy, zeros) are scored once. `progress` as [`evaluate`]'s.
+pub fn evaluate_many(
+    net: &Network,
+    input: &Tensor,
+    maps: &[&[f32]],
+    class: usize,
+    opts: &FaithOptions,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<(f32, Vec<Scores>)> {
+    use plan::{Perturbation, Plan};
+    use rayon::prelude::*;
     opts.validate()?;
     let (b, c, h, w) = input.dims4()?;
     if b != 1 {
@@ -281,104 +269,94 @@ pub fn evaluate(
             "faithfulness is measured one image at a time, got a batch of {b}"
         )));
     }
-    if map.len() != h * w {
-        return Err(Error::Model(format!(
-            "the map has {} values but the input is {h}x{w}: a map must be at the input's size",
-            map.len()
-        )));
-    }
-    if let Some(bad) = map.iter().find(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            what: "a value of the map".into(),
-            value: *bad,
-        });
+    for map in maps {
+        if map.len() != h * w {
+            return Err(Error::Model(format!(
+                "the map has {} values but the input is {h}x{w}: a map must be at the input's size",
+                map.len()
+            )));
+        }
+        if let Some(bad) = map.iter().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "a value of the map".into(),
+                value: *bad,
+            });
+        }
     }
     let image = input
         .to_device(&Device::Cpu)?
         .flatten_all()?
         .to_vec1::<f32>()?;
-    let dims = (c, h, w);
-    let scorer = Scorer {
-        net,
-        device: input.device().clone(),
-        dims,
-        class,
-        opts,
-    };
-    let total = opts.images_per_map(h * w);
-    let mut done = 0;
-    let mut tick = |n: usize| {
-        done += n;
-        progress(done, total)
-    };
-
-    // The image, the image times the map, then ROAD's imputations.
-    let mut images = vec![
-        image.clone(),
-        image
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v * map[i % (h * w)])
-            .collect(),
-    ];
-    // The imputations are independent: solved in parallel.
-    let cases: Vec<(bool, u32)> = [true, false]
-        .into_iter()
-        .flat_map(|morf| opts.percentiles.iter().map(move |&p| (morf, p)))
-        .collect();
-    let imputed: Vec<Result<Vec<f32>>> = {
-        use rayon::prelude::*;
-        cases
+    let plan = Plan::new(
+        &image,
+        (c, h, w),
+        maps,
+        &opts.percentiles,
+        opts.steps,
+        opts.seed,
+    );
+    let total = plan.items.len();
+    let mut scored = Vec::with_capacity(total);
+    for chunk in plan.items.chunks(opts.batch.max(1)) {
+        let images = chunk
             .par_iter()
-            .map(|&(most_relevant_first, p)| {
-                let keep = road::keep_mask(map, f64::from(p), most_relevant_first);
-                let noise = road_noise(opts.seed, most_relevant_first, p, image.len());
-                road::impute(&image, dims, &keep, &noise)
-            })
-            .collect()
-    };
-    for img in imputed {
-        images.push(img?);
-    }
-    let s = scorer.scores(&images, &mut tick)?;
-    let base = s[0];
-    let diff = |v: &[f32]| v.iter().map(|x| x - base).collect::<Vec<f32>>();
-    let n_p = opts.percentiles.len();
-    let confidence_change = s[1] - base;
-    let road_morf = diff(&s[2..2 + n_p]);
-    let road_lerf = diff(&s[2 + n_p..2 + 2 * n_p]);
-    drop(images);
-
-    let order = causal::salient_order(map);
-    let (step, n_steps) = causal::step_size(h * w, opts.steps);
-    let curve = |kind: Causal, tick: &mut dyn FnMut(usize) -> bool| -> Result<Vec<f32>> {
-        let (start, finish) = causal::endpoints(kind, &image, dims);
-        let mut scores = Vec::with_capacity(n_steps + 1);
-        let ks: Vec<usize> = (0..=n_steps).collect();
-        for chunk in ks.chunks(opts.batch.max(1)) {
-            let imgs: Vec<Vec<f32>> = chunk
-                .iter()
-                .map(|&k| causal::image_at(&start, &finish, &order, step, k, c))
-                .collect();
-            scores.extend(scorer.scores(&imgs, tick)?);
+            .map(|&what| plan.image(what))
+            .collect::<Result<Vec<Vec<f32>>>>()?;
+        let flat: Vec<f32> = images.into_iter().flatten().collect();
+        let x = Tensor::from_vec(flat, (chunk.len(), c, h, w), &Device::Cpu)?
+            .to_device(input.device())?;
+        scored.extend(class_scores(net, &x, class, opts.score)?);
+        if !progress(scored.len(), total) {
+            return Err(Error::Cancelled);
         }
-        Ok(scores)
-    };
-    let deletion = curve(Causal::Deletion, &mut tick)?;
-    let insertion = curve(Causal::Insertion, &mut tick)?;
-    Ok((
-        base,
+    }
+
+    let n_p = opts.percentiles.len();
+    let steps = plan.steps();
+    let mut out = vec![
         Scores {
-            road_morf,
-            road_lerf,
-            confidence_change,
-            deletion,
-            insertion,
-        },
-    ))
+            road_morf: vec![f32::NAN; n_p],
+            road_lerf: vec![f32::NAN; n_p],
+            confidence_change: f32::NAN,
+            deletion: vec![f32::NAN; steps + 1],
+            insertion: vec![f32::NAN; steps + 1],
+        };
+        maps.len()
+    ];
+    let base = scored[0];
+    for (&what, &s) in plan.items.iter().zip(&scored) {
+        match what {
+            Perturbation::Image => {
+                for m in &mut out {
+                    m.deletion[0] = s;
+                    m.insertion[steps] = s;
+                }
+            }
+            Perturbation::Blurred => out.iter_mut().for_each(|m| m.insertion[0] = s),
+            Perturbation::Zeros => out.iter_mut().for_each(|m| m.deletion[steps] = s),
+            Perturbation::Product { map } => out[map].confidence_change = s - base,
+            Perturbation::Road {
+                map,
+                most_relevant_first,
+                percentile,
+            } => {
+                let v = if most_relevant_first {
+                    &mut out[map].road_morf
+                } else {
+                    &mut out[map].road_lerf
+                };
+                v[percentile] = s - base;
+            }
+            Perturbation::Curve { map, kind, k } => match kind {
+                Causal::Deletion => out[map].deletion[k] = s,
+                Causal::Insertion => out[map].insertion[k] = s,
+            },
+        }
+    }
+    Ok((base, out))
 }
 
-/// [`evaluate`] for `map` and for the random-map baseline; progress counts both.
+/// [`evaluate`] for `map` and for the random-map baseline, in shared batches.
 pub fn evaluate_with_baseline(
     net: &Network,
     input: &Tensor,
@@ -387,23 +365,37 @@ pub fn evaluate_with_baseline(
     opts: &FaithOptions,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Faithfulness> {
-    let (_, _, h, w) = input.dims4()?;
-    let per = opts.images_per_map(h * w);
-    let (score, scores) = evaluate(net, input, map, class, opts, &mut |d, _| {
-        progress(d, 2 * per)
-    })?;
-    let random = baseline(net, input, class, opts, &mut |d, _| {
-        progress(per + d, 2 * per)
-    })?;
+    let (score, mut maps, random) = evaluate_methods(net, input, &[map], class, opts, progress)?;
     Ok(Faithfulness {
         class,
         score,
-        map: scores,
+        map: maps.remove(0),
         random,
     })
 }
 
-/// The metrics of the random-map baseline alone (shared by every method of one image and class).
+/// [`evaluate_many`] for `maps` and the random-map baseline ([`random_map`]): the
+/// unperturbed score, each map's metrics and the baseline's.
+pub fn evaluate_methods(
+    net: &Network,
+    input: &Tensor,
+    maps: &[&[f32]],
+    class: usize,
+    opts: &FaithOptions,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<(f32, Vec<Scores>, Scores)> {
+    let (_, _, h, w) = input.dims4()?;
+    let random = random_map(opts.seed, (h, w));
+    let mut all = maps.to_vec();
+    all.push(&random);
+    let (score, mut scores) = evaluate_many(net, input, &all, class, opts, progress)?;
+    let random = scores
+        .pop()
+        .ok_or_else(|| Error::Model("no baseline".into()))?;
+    Ok((score, scores, random))
+}
+
+/// The metrics of the random-map baseline alone.
 pub fn baseline(
     net: &Network,
     input: &Tensor,
