@@ -14,6 +14,7 @@
 mod common;
 
 mod exports;
+mod folder_views;
 mod inputs;
 mod models;
 mod outputs;
