@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use super::ModelArgs;
 use super::figure_io::{check_figure_out, default_out};
 use super::filters::parse_filters;
-use super::output::outln;
+use super::interrupt::{cancel_on_ctrl_c, or_interrupted};
+use super::output::{errln, outln};
 use super::progress::Progress;
 use crate::cancel::CancelToken;
 use crate::data::listing::Listing;
@@ -36,7 +37,7 @@ pub struct ExamplesArgs {
     /// Rank by the channel's maximum activation in an image, or by its mean.
     #[arg(long, default_value = "max")]
     pub rank: Rank,
-    /// Images per forward pass.
+    /// Images per forward pass (1-256).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Figure scale factor, 1-4.
@@ -79,15 +80,22 @@ pub fn examples_json(
     })
 }
 
-/// Computes (or reads from the cache) the examples, writes the figure and its sidecar.
+/// Computes (or reads from the cache) the examples, writes the figure and its sidecar; Ctrl-C
+/// stops between batches (see [`super::interrupt`]).
 pub fn run(args: &ExamplesArgs) -> Result<ExitCode> {
     crate::export::check_scale(args.scale)?;
     crate::viz::check_range("--top", args.top, 1..=crate::viz::examples::MAX_TOP)?;
+    crate::viz::check_range("--batch", args.batch, 1..=crate::viz::examples::MAX_BATCH)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| default_out(None, &format!("{}-examples", args.layer)));
     check_figure_out(&out, &[&args.folder])?;
+    let cancel = cancel_on_ctrl_c();
+    or_interrupted(examples(args, &out, &cancel), None)
+}
+
+fn examples(args: &ExamplesArgs, out: &std::path::Path, cancel: &CancelToken) -> Result<ExitCode> {
     let model = args.model.load()?;
     let size = model.spec.preprocess.input_size() as usize;
     let count = model
@@ -105,11 +113,6 @@ pub fn run(args: &ExamplesArgs) -> Result<ExitCode> {
     let listing = Listing::of(&args.folder)?;
     let cache_root = (!args.no_cache).then(default_cache_root);
     let mut bar = Progress::new(listing.images.len() as u64, "images");
-    let cancel = CancelToken::new();
-    let on_interrupt = cancel.clone();
-    if let Err(e) = ctrlc::set_handler(move || on_interrupt.cancel()) {
-        eprintln!("warning: Ctrl-C will not stop cleanly ({e})");
-    }
     let started = std::time::Instant::now();
     let (ex, source) = examples_cached(
         &model,
@@ -119,23 +122,26 @@ pub fn run(args: &ExamplesArgs) -> Result<ExitCode> {
         args.batch,
         cache_root.as_deref(),
         &mut |done, _| bar.set_position(done as u64),
-        &cancel,
+        cancel,
     )?;
     bar.finish();
     match source {
-        Source::Cached => eprintln!("from the cache (no image decoded)"),
-        Source::Computed => eprintln!(
+        Source::Cached => errln!("from the cache (no image decoded)"),
+        Source::Computed => errln!(
             "{} images through `{}` in {:.1} s",
             ex.scanned,
             args.layer,
             started.elapsed().as_secs_f64()
         ),
         Source::RecomputedCorrupt => {
-            eprintln!("the cached examples had changed on disk: computed anew");
+            errln!("the cached examples had changed on disk: computed anew");
         }
     }
+    for s in &listing.skipped {
+        errln!("skipped {}: {}", s.path.display(), s.reason);
+    }
     for s in &ex.skipped {
-        eprintln!("skipped {s}");
+        errln!("skipped {s}");
     }
     let name = &model.spec.manifest.name;
     let fig = ExamplesFigure {
@@ -166,7 +172,7 @@ pub fn run(args: &ExamplesArgs) -> Result<ExitCode> {
     });
     let written = write_folder_figure(
         &img,
-        &out,
+        out,
         &model,
         &args.model.model,
         "examples",
@@ -185,7 +191,12 @@ pub fn run(args: &ExamplesArgs) -> Result<ExitCode> {
         outln!("sidecar: {}", written.sidecar.display());
     }
     if args.json {
-        eprintln!("figure: {}", written.png.display());
+        errln!("figure: {}", written.png.display());
     }
-    Ok(ExitCode::SUCCESS)
+    // 1 when files were skipped (listed above), as the other commands do.
+    Ok(if listing.skipped.is_empty() && ex.skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -51,13 +51,39 @@ pub fn default_out(image: Option<&Path>, suffix: &str) -> PathBuf {
     PathBuf::from(sanitize(&name))
 }
 
-/// Checks a figure's output path before any work: a supported extension, a writable folder
-/// (created if missing), and neither the figure nor its sidecar one of the `inputs`.
+/// Checks a figure's output path before any work: a supported extension, not inside an input
+/// that is a folder of images, a writable folder (created if missing), and neither the figure
+/// nor its sidecar one of the `inputs`.
 pub fn check_figure_out(out: &Path, inputs: &[&Path]) -> Result<()> {
     export::check_figure_path(out)?;
+    for folder in inputs.iter().filter(|i| i.is_dir()) {
+        check_outside(out, folder)?;
+    }
     fsutil::ensure_writable_file(out)?;
     fsutil::check_not_input(out, inputs)?;
     fsutil::check_not_input(&export::sidecar_path(out), inputs)
+}
+
+/// Refuses a figure anywhere inside the folder of images `folder`: it would become one of the
+/// images the next run reads (a class's image, in a labelled folder).
+pub fn check_outside(out: &Path, folder: &Path) -> Result<()> {
+    let Ok(folder_real) = std::fs::canonicalize(folder) else {
+        return Ok(());
+    };
+    // The nearest folder of `out` that exists (the rest would be created inside it).
+    let absolute = std::path::absolute(out).map_err(|e| Error::io(out, e))?;
+    let Some(existing) = absolute.ancestors().skip(1).find(|a| a.is_dir()) else {
+        return Ok(());
+    };
+    match std::fs::canonicalize(existing) {
+        Ok(dir) if dir.starts_with(&folder_real) => Err(Error::Model(format!(
+            "refusing to write {} inside the image folder {}: it would become one of its \
+             images; choose an --out outside it",
+            out.display(),
+            folder.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Checks a folder's output folder before any work: writable (created if missing) and not the

@@ -61,10 +61,17 @@ pub fn parse_filters(spec: &str, count: usize) -> std::result::Result<Vec<usize>
     let list: Vec<usize> = if let Some((a, b)) = spec.split_once("..") {
         let start = if a.trim().is_empty() { 0 } else { num(a)? };
         let end = match b.strip_prefix('=') {
-            Some(b) => num(b)? + 1,
+            Some(b) => num(b)?.saturating_add(1),
             None if b.trim().is_empty() => count,
             None => num(b)?,
         };
+        // Checked before the list is made: `0..99999999999` must not allocate it.
+        if end > count {
+            return Err(format!(
+                "the layer has {count} filters (0..{count}); there is no filter {}",
+                end - 1
+            ));
+        }
         (start..end).collect()
     } else {
         spec.split(',')
@@ -154,5 +161,18 @@ mod tests {
         );
         assert!(parse_filters("x", 40).is_err());
         assert!(parse_filters("3..3", 40).is_err());
+        // A huge range is refused before a list of its length is made (it would not fit).
+        let e = parse_filters("0..18446744073709551615", 40).unwrap_err();
+        assert!(
+            e.contains("40 filters") && e.contains("18446744073709551614"),
+            "{e}"
+        );
+        let e = parse_filters("0..=18446744073709551615", 40).unwrap_err();
+        assert!(e.contains("40 filters"), "{e}");
+        assert!(
+            parse_filters("5..2", 40)
+                .unwrap_err()
+                .contains("`5..2` selects no filter")
+        );
     }
 }

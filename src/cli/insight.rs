@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::output::outln;
+use super::figure_io::{check_figure_out, check_outside};
+use super::interrupt::{cancel_on_ctrl_c, or_interrupted};
+use super::output::{errln, outln};
 use super::{ModelArgs, Progress};
 use crate::cancel::CancelToken;
 use crate::data::folder::{FolderOptions, ImageFolder};
@@ -50,20 +52,35 @@ pub struct SuspectsArgs {
     /// Folds of the out-of-fold head training (2-20).
     #[arg(long, default_value_t = 5)]
     pub folds: usize,
-    /// Rows printed (the most suspect first).
+    /// Rows printed (the most suspect first; every image is in the CSV).
     #[arg(long, default_value_t = 10)]
     pub top: usize,
     #[command(flatten)]
     pub model: ModelArgs,
 }
 
-/// Loads the model and the folder and extracts (or reads cached) pooled features.
+/// What an interrupted `embed` or `suspects` keeps.
+const KEPT: &str = "the features extracted so far are cached, a rerun starts from there";
+
+/// Loads the model and the folder and extracts (or reads cached) pooled features; with
+/// `same_classes`, first refuses a model that does not predict the folder's classes.
 fn features(
     data: &std::path::Path,
     model: &ModelArgs,
+    same_classes: bool,
+    cancel: &CancelToken,
 ) -> Result<(DatasetFeatures, String, String)> {
     let model = model.load()?;
     let folder = ImageFolder::scan(data, &FolderOptions::default())?;
+    if same_classes && model.spec.labels != folder.classes {
+        return Err(Error::InvalidOption(format!(
+            "--color correct needs a model trained on {}'s classes ({}); model `{}` predicts \
+             other classes",
+            data.display(),
+            folder.classes.join(", "),
+            model.spec.manifest.name
+        )));
+    }
     let total = folder.all_samples().len() as u64;
     let mut bar = Progress::new(total, "features");
     let ds = dataset_features(
@@ -71,11 +88,11 @@ fn features(
         &folder,
         &default_cache_root(),
         &mut |done, _| bar.set_position(done as u64),
-        &CancelToken::new(),
+        cancel,
     )?;
     bar.finish();
     for s in &ds.skipped {
-        eprintln!("skipped {}: {}", s.path.display(), s.reason);
+        errln!("skipped {}: {}", s.path.display(), s.reason);
     }
     Ok((
         ds,
@@ -84,10 +101,16 @@ fn features(
     ))
 }
 
-/// Runs `embed`.
+/// Runs `embed` (Ctrl-C stops it; see [`super::interrupt`]).
 pub fn run_embed(args: &EmbedArgs) -> Result<ExitCode> {
-    crate::export::check_figure_path(&args.out)?;
-    let (ds, name, hash) = features(&args.data, &args.model)?;
+    check_figure_out(&args.out, &[&args.data])?;
+    let cancel = cancel_on_ctrl_c();
+    or_interrupted(embed(args, &cancel), Some(KEPT))
+}
+
+fn embed(args: &EmbedArgs, cancel: &CancelToken) -> Result<ExitCode> {
+    let same_classes = args.color == ColorBy::Correct;
+    let (ds, name, hash) = features(&args.data, &args.model, same_classes, cancel)?;
     let steps = match args.method {
         Method::Pca => 1,
         Method::Tsne => {
@@ -101,7 +124,7 @@ pub fn run_embed(args: &EmbedArgs) -> Result<ExitCode> {
         (&name, &hash),
         args.method,
         &mut |done, _| bar.set_position(done as u64),
-        &CancelToken::new(),
+        cancel,
     )?;
     bar.finish();
     let image = render_map(&map, args.color)?;
@@ -109,7 +132,7 @@ pub fn run_embed(args: &EmbedArgs) -> Result<ExitCode> {
     if args.json {
         super::output::print_json(&map);
     }
-    eprintln!(
+    errln!(
         "wrote {} and {} ({} images)",
         png.display(),
         json.display(),
@@ -118,12 +141,8 @@ pub fn run_embed(args: &EmbedArgs) -> Result<ExitCode> {
     Ok(exit_code(&ds))
 }
 
-/// Runs `suspects`.
+/// Runs `suspects` (Ctrl-C stops it; see [`super::interrupt`]).
 pub fn run_suspects(args: &SuspectsArgs) -> Result<ExitCode> {
-    let options = SuspectOptions {
-        folds: args.folds,
-        ..SuspectOptions::default()
-    };
     if !(2..=crate::insight::suspects::MAX_FOLDS).contains(&args.folds) {
         return Err(Error::InvalidOption(format!(
             "--folds {}: use 2 to {}",
@@ -131,14 +150,31 @@ pub fn run_suspects(args: &SuspectsArgs) -> Result<ExitCode> {
             crate::insight::suspects::MAX_FOLDS
         )));
     }
-    let (ds, _, _) = features(&args.data, &args.model)?;
+    if args.top == 0 {
+        return Err(Error::InvalidOption(
+            "--top 0: print at least 1 row (every image is in the CSV)".into(),
+        ));
+    }
+    // The output is checked before any work: outside the folder, in a writable folder.
+    check_outside(&args.out, &args.data)?;
+    crate::fsutil::ensure_writable_file(&args.out)?;
+    let cancel = cancel_on_ctrl_c();
+    or_interrupted(suspects(args, &cancel), Some(KEPT))
+}
+
+fn suspects(args: &SuspectsArgs, cancel: &CancelToken) -> Result<ExitCode> {
+    let options = SuspectOptions {
+        folds: args.folds,
+        ..SuspectOptions::default()
+    };
+    let (ds, _, _) = features(&args.data, &args.model, false, cancel)?;
     let mut bar = Progress::new((options.folds * options.epochs) as u64, "folds");
     let probs = out_of_fold_probabilities(
         &ds.features,
         ds.classes.len(),
         options,
         &mut |done, _| bar.set_position(done as u64),
-        &CancelToken::new(),
+        cancel,
     )?;
     bar.finish();
     let report = rank(
@@ -163,7 +199,7 @@ pub fn run_suspects(args: &SuspectsArgs) -> Result<ExitCode> {
         );
     }
     let flagged = report.suspects.iter().filter(|s| s.flagged).count();
-    eprintln!(
+    errln!(
         "wrote {} ({} images ranked, {flagged} flagged by confident learning)",
         out.display(),
         report.suspects.len()

@@ -10,6 +10,7 @@ mod figure_io;
 mod filters;
 mod info;
 mod insight;
+mod interrupt;
 mod output;
 mod predict;
 mod probe;
@@ -184,7 +185,7 @@ pub fn run(mut cli: Cli) -> ExitCode {
         }
     };
     result.unwrap_or_else(|e| {
-        eprintln!("error: {e}");
+        output::errln!("error: {e}");
         ExitCode::FAILURE
     })
 }

@@ -1,7 +1,9 @@
 //! Standard output, written in one place: a reader that goes away (`convlens predict --json |
 //! head`) ends the program quietly with exit code 0, as the output is no longer wanted; any
 //! other write error (a full disk, `> /dev/full`) is reported on stderr with exit code 1. No
-//! write to stdout panics.
+//! write to stdout panics. Diagnostics go to stderr through [`errln!`], which ignores a reader
+//! that went away (`convlens embed DIR 2>&1 | head -c1`): the work goes on and its files are
+//! still written.
 
 use std::io::Write;
 
@@ -12,6 +14,11 @@ pub fn write_fmt(args: std::fmt::Arguments) {
     if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
         stdout_failed(&e);
     }
+}
+
+/// Writes formatted text to stderr; a failed write is ignored (see the module doc).
+pub fn write_err(args: std::fmt::Arguments) {
+    let _ = std::io::stderr().lock().write_fmt(args);
 }
 
 /// Writes `value` to stdout as pretty JSON and a newline.
@@ -53,4 +60,11 @@ macro_rules! out {
     };
 }
 
-pub(crate) use {out, outln};
+/// `eprintln!` through [`write_err`]: never panics when stderr is a closed pipe.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+pub(crate) use {errln, out, outln};

@@ -1,12 +1,13 @@
 //! `convlens probe [FOLDER] [--out probe.png] [--json] [--model M] [--compare M2]
 //! [--max-images N]`: class-probe accuracy, instance retrieval and sparsity by depth.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::ModelArgs;
 use super::figure_io::check_figure_out;
-use super::output::outln;
+use super::interrupt::{cancel_on_ctrl_c, or_interrupted};
+use super::output::{errln, outln};
 use super::progress::Progress;
 use crate::Result;
 use crate::cancel::CancelToken;
@@ -34,7 +35,7 @@ pub struct ProbeArgs {
     /// The most images probed; a larger folder is subsampled (seeded).
     #[arg(long, default_value_t = ProbeOptions::default().max_images)]
     pub max_images: usize,
-    /// Images per forward pass.
+    /// Images per forward pass (1-128; each goes through with its augmented copy).
     #[arg(long, default_value_t = ProbeOptions::default().batch)]
     pub batch: usize,
     /// Seed of the subsample, the augmentations and the probes.
@@ -46,6 +47,9 @@ pub struct ProbeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
 }
+
+/// The most images per forward pass (twice as many go through: each with its augmented copy).
+const MAX_BATCH: usize = 128;
 
 /// The bundled labelled dataset.
 pub fn bundled_dataset() -> PathBuf {
@@ -79,58 +83,77 @@ fn table(name: &str, r: &ProbeReport) {
     }
 }
 
-/// Probes the model (and the one to compare with), writes the figure and its sidecar.
+/// Probes the model (and the one to compare with), writes the figure and its sidecar; Ctrl-C
+/// stops between batches (see [`super::interrupt`]).
 pub fn run(args: &ProbeArgs) -> Result<ExitCode> {
     crate::export::check_scale(args.scale)?;
+    crate::viz::check_range("--batch", args.batch, 1..=MAX_BATCH)?;
     let folder_path = args.folder.clone().unwrap_or_else(bundled_dataset);
     check_figure_out(&args.out, &[&folder_path])?;
-    let folder = ImageFolder::scan(&folder_path, &FolderOptions::default())?;
+    let cancel = cancel_on_ctrl_c();
+    or_interrupted(run_probe(args, &folder_path, &cancel), None)
+}
+
+fn run_probe(args: &ProbeArgs, folder_path: &Path, cancel: &CancelToken) -> Result<ExitCode> {
+    let folder = ImageFolder::scan(folder_path, &FolderOptions::default())?;
     let opts = ProbeOptions {
         max_images: args.max_images,
         batch: args.batch,
         seed: args.seed,
         ..ProbeOptions::default()
     };
-    let cancel = CancelToken::new();
-    let on_interrupt = cancel.clone();
-    if let Err(e) = ctrlc::set_handler(move || on_interrupt.cancel()) {
-        eprintln!("warning: Ctrl-C will not stop cleanly ({e})");
-    }
     let mut sources = vec![args.model.model.clone()];
     sources.extend(args.compare.clone());
+    // Every model is loaded before any probing: a bad --compare fails at once.
+    let models = sources
+        .iter()
+        .map(|source| {
+            ModelArgs {
+                model: source.clone(),
+                device: args.model.device,
+            }
+            .load()
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut reports = Vec::new();
-    let mut first = None;
-    for source in &sources {
-        let m = ModelArgs {
-            model: source.clone(),
-            device: args.model.device,
-        };
-        let model = m.load()?;
+    for (source, model) in sources.iter().zip(&models) {
         let mut bar = Progress::new(0, &format!("probe {source}"));
         let started = std::time::Instant::now();
         let report = probe(
-            &model,
+            model,
             &folder,
             &opts,
             &mut |done, total| {
                 bar.set_length(total as u64);
                 bar.set_position(done as u64);
             },
-            &cancel,
+            cancel,
         )?;
         bar.finish();
-        eprintln!(
+        errln!(
             "{source}: probed in {:.1} s",
             started.elapsed().as_secs_f64()
         );
         reports.push((model.spec.manifest.name.clone(), report));
-        if first.is_none() {
-            first = Some(model);
-        }
     }
-    let Some(model) = first else {
+    let Some(model) = models.first() else {
         return Ok(ExitCode::FAILURE);
     };
+    // Files that could not be read, each once (every model reads the same images).
+    let skipped: Vec<String> = folder
+        .skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.path.display(), s.reason))
+        .chain(
+            reports
+                .first()
+                .into_iter()
+                .flat_map(|(_, r)| r.skipped.clone()),
+        )
+        .collect();
+    for s in &skipped {
+        errln!("skipped {s}");
+    }
     let shown: Vec<(String, &ProbeReport)> = reports.iter().map(|(n, r)| (n.clone(), r)).collect();
     let img = probe_figure(
         &shown,
@@ -154,10 +177,10 @@ pub fn run(args: &ProbeArgs) -> Result<ExitCode> {
     let written = write_folder_figure(
         &img,
         &args.out,
-        &model,
+        model,
         &args.model.model,
         "probe",
-        &folder_path,
+        folder_path,
         serde_json::to_value(&opts).unwrap_or_default(),
         args.scale,
         result.clone(),
@@ -167,7 +190,7 @@ pub fn run(args: &ProbeArgs) -> Result<ExitCode> {
             "{}",
             serde_json::to_string_pretty(&result).unwrap_or_default()
         );
-        eprintln!("figure: {}", written.png.display());
+        errln!("figure: {}", written.png.display());
     } else {
         for (name, r) in &reports {
             table(name, r);
@@ -175,5 +198,10 @@ pub fn run(args: &ProbeArgs) -> Result<ExitCode> {
         outln!("figure: {}", written.png.display());
         outln!("sidecar: {}", written.sidecar.display());
     }
-    Ok(ExitCode::SUCCESS)
+    // 1 when files were skipped (listed above), as the other commands do.
+    Ok(if skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -5,6 +5,8 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use super::output::errln;
+
 /// Seconds between plain progress lines when stderr is not a terminal (default 5; the
 /// `CONVLENS_PROGRESS_SECS` environment variable changes it).
 const PLAIN_INTERVAL_ENV: &str = "CONVLENS_PROGRESS_SECS";
@@ -47,7 +49,7 @@ impl Plain {
             }
         }
         text += &format!(", {} elapsed", duration_text(secs));
-        eprintln!("{text}");
+        errln!("{text}");
         self.last_line = now;
         self.printed = true;
     }

@@ -244,7 +244,10 @@ impl ConvlensApp {
                             report.verification.summary()
                         ),
                     ),
-                    Err(e) => self.note(Level::Error, format!("model export: {e}")),
+                    Err(e) => self.note(
+                        Level::Error,
+                        format!("model export: {}", super::tabs::train::in_form_words(e)),
+                    ),
                 }
                 self.tabs.train.export.finished(result);
             }

@@ -25,6 +25,9 @@ use crate::{Error, Result};
 /// The most examples kept per channel.
 pub const MAX_TOP: usize = 64;
 
+/// The most images per forward pass (`--batch`): a larger batch only costs memory.
+pub const MAX_BATCH: usize = 256;
+
 /// How the images of a channel are ranked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

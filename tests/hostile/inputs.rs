@@ -20,28 +20,34 @@ const TIMEOUT: Duration = Duration::from_secs(180);
 const MAX_RSS_MB: f64 = 500.0;
 
 /// A finished run of the binary.
-struct Run {
+pub(crate) struct Run {
     /// The exit code (128 + signal when killed by a signal).
-    code: i32,
-    stdout: String,
-    stderr: String,
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
     /// The child's peak resident memory.
-    max_rss_mb: f64,
+    pub(crate) max_rss_mb: f64,
 }
 
 /// Runs `convlens args` in `cwd` with no stdin; panics if it runs past [`TIMEOUT`] (a hang).
 /// The child is reaped with `wait4`, which gives its own peak memory.
+pub(crate) fn convlens<S: AsRef<OsStr>>(cwd: &Path, args: &[S]) -> Run {
+    convlens_env(cwd, args, &[])
+}
+
+/// [`convlens`] with environment variables set (a cache folder of the test's own).
 #[allow(
     clippy::zombie_processes,
     reason = "the child is reaped by wait4 (which also gives its rusage), not Child::wait"
 )]
-fn convlens<S: AsRef<OsStr>>(cwd: &Path, args: &[S]) -> Run {
+pub(crate) fn convlens_env<S: AsRef<OsStr>>(cwd: &Path, args: &[S], env: &[(&str, &Path)]) -> Run {
     let logs = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
     let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
     let child = Command::new(env!("CARGO_BIN_EXE_convlens"))
         .args(&args)
         .current_dir(cwd)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
@@ -87,7 +93,7 @@ fn hash(path: &Path) -> Vec<u8> {
 }
 
 /// The hashes of every regular file under `dir` (links followed, FIFOs left alone).
-fn hashes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+pub(crate) fn hashes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -103,7 +109,7 @@ fn hashes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// A `w` x `h` RGB PNG with a pattern that depends on `shade`.
-fn png(path: &Path, w: u32, h: u32, shade: u8) {
+pub(crate) fn png(path: &Path, w: u32, h: u32, shade: u8) {
     RgbImage::from_fn(w, h, |x, y| {
         Rgb([shade, (x * 13 + y * 7) as u8, shade.wrapping_mul(3)])
     })
@@ -128,7 +134,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 }
 
 /// A small PNG whose header (with a correct CRC) claims `w` x `h` pixels.
-fn png_claiming(path: &Path, w: u32, h: u32) {
+pub(crate) fn png_claiming(path: &Path, w: u32, h: u32) {
     let mut bytes = Vec::new();
     image::codecs::png::PngEncoder::new(&mut bytes)
         .write_image(&[0; 3], 1, 1, image::ExtendedColorType::Rgb8)
@@ -163,7 +169,7 @@ fn mkfifo(path: &Path) {
 }
 
 /// A class folder `root/name` with `n` small PNGs.
-fn class_folder(root: &Path, name: &str, n: usize, shade: u8) -> PathBuf {
+pub(crate) fn class_folder(root: &Path, name: &str, n: usize, shade: u8) -> PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     for i in 0..n {

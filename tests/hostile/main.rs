@@ -15,6 +15,7 @@ mod common;
 
 mod evidence;
 mod exports;
+mod folder_views;
 mod inputs;
 mod models;
 mod outputs;

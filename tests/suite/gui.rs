@@ -2068,3 +2068,133 @@ fn fullgrad_from_the_method_chooser_maps_and_exports() {
         "{files:?}"
     );
 }
+
+// --- user-pass ---
+
+/// A map of `points` (plot coordinates) of the bundled dataset's first image, by class `a`.
+fn map_of(points: &[(f32, f32)]) -> convlens::insight::map::DatasetMap {
+    use convlens::insight::map::{DatasetMap, MapPoint, Method};
+    DatasetMap {
+        convlens_version: String::new(),
+        dataset: process::root(),
+        model: "m".into(),
+        weights_sha256: String::new(),
+        method: Method::Pca,
+        classes: vec!["a".into()],
+        explained_variance_ratio: None,
+        points: points
+            .iter()
+            .enumerate()
+            .map(|(i, &(x, y))| MapPoint {
+                path: format!("{i}.png").into(),
+                label: 0,
+                class: "a".into(),
+                prediction: None,
+                probability: None,
+                correct: None,
+                x,
+                y,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_fast_box_drag_on_the_map_selects_from_where_the_button_went_down() {
+    let size = (1024.0, 700.0);
+    let mut h = harness_sized(Tab::Map, size);
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    idle(&mut h);
+    // Two corner points set the plot's bounds; five in the middle are to be boxed.
+    let middle = [
+        (45.0, 45.0),
+        (55.0, 45.0),
+        (50.0, 50.0),
+        (45.0, 55.0),
+        (55.0, 55.0),
+    ];
+    let mut points = vec![(0.0, 0.0), (100.0, 100.0)];
+    points.extend(middle);
+    h.state_mut().map_tab_mut().set_map(map_of(&points));
+    h.run_steps(2);
+    h.get_by_label("Select box").click();
+    h.run_steps(2);
+    // The plot lies between the checkbox and the hint under it, right of the checkbox.
+    let top = rect_of(&h, "Select box");
+    let hint = h
+        .get_all_by_label_contains("Drag a box on the map")
+        .next()
+        .unwrap()
+        .rect();
+    let frame = egui::Rect::from_min_max(
+        egui::pos2(top.left(), top.bottom()),
+        egui::pos2(size.0 - 20.0, hint.top()),
+    );
+    let at = |fx: f32, fy: f32| frame.lerp_inside(egui::vec2(fx, fy));
+    let (from, to) = (at(0.3, 0.3), at(0.7, 0.7));
+    // Pressed at `from`, one jump to `to` (the drag is recognised there), released there.
+    h.hover_at(from);
+    h.step();
+    h.drag_at(from);
+    h.step();
+    h.hover_at(to);
+    h.step();
+    h.event(egui::Event::PointerButton {
+        pos: to,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.run_steps(2);
+    let mut selected = h.state().map_tab().selection().to_vec();
+    selected.sort_unstable();
+    assert_eq!(selected, [2, 3, 4, 5, 6], "the box from {from:?} to {to:?}");
+    h.get_by_label_contains("5 images in the box");
+}
+
+#[test]
+fn the_probe_plots_key_is_above_the_plot_not_over_its_curves() {
+    use convlens::viz::probe::{ProbeReport, TapProbe};
+    let size = (1024.0, 700.0);
+    let mut h = harness_sized(Tab::Data, size);
+    step_until(&mut h, 60, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    idle(&mut h);
+    // Curves that end at the top right, where a legend inside the plot would cover them.
+    let taps = ["stem", "blocks.0", "head"]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| TapProbe {
+            layer: (*l).into(),
+            channels: 8,
+            class_accuracy: 0.5 + 0.25 * i as f32,
+            instance_top1: 0.4 * i as f32,
+            sparsity: 0.1,
+        })
+        .collect();
+    let report = ProbeReport {
+        taps,
+        classes: vec!["a".into(), "b".into()],
+        train_images: 12,
+        held_out_images: 4,
+        majority_baseline: 0.5,
+        skipped: Vec::new(),
+    };
+    h.state_mut()
+        .probe_panel_mut()
+        .set("efficientnet_lite0".into(), report);
+    h.run_steps(3);
+    let below = rect_of(&h, "Gallery");
+    for key in ["— class probe", "— instance top-1", "— sparsity"] {
+        let r = rect_of(&h, key);
+        // Above the plot: at least its height (240) above the section under the plot.
+        assert!(
+            r.bottom() + 240.0 <= below.top(),
+            "`{key}` at {r:?}, Gallery at {below:?}"
+        );
+    }
+    h.get_by_label_contains("solid: ");
+}

@@ -8,6 +8,7 @@ pub mod data;
 pub mod examples;
 pub mod filters;
 pub mod heatmap;
+mod job_line;
 pub mod map;
 pub mod model;
 pub mod predict;

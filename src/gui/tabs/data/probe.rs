@@ -2,9 +2,10 @@
 //! any model the tabs can look through: class-probe accuracy, instance retrieval and sparsity
 //! by depth, one plot (solid: the latest model probed, dashed: the one before it).
 
-use egui_plot::{Legend, Line, LineStyle, Plot, PlotPoints};
+use egui_plot::{Line, LineStyle, Plot, PlotPoints};
 
 use crate::gui::context::{AppContext, Command, Commands};
+use crate::gui::tabs::job_line::job_line;
 use crate::gui::tabs::model_chooser;
 use crate::gui::widgets;
 use crate::jobs::{JobKind, Request};
@@ -88,12 +89,7 @@ impl ProbePanel {
                     max_images: self.max_images,
                 }));
             }
-            if running {
-                ui.spinner();
-                if ui.button("Cancel").clicked() {
-                    out.push(Command::Cancel(JobKind::Probe));
-                }
-            }
+            job_line(ui, ctx, JobKind::Probe, "Cancel", out);
         });
         let shown: Vec<&(String, ProbeReport)> = self.shown().collect();
         let Some((_, first)) = shown.first() else {
@@ -121,13 +117,22 @@ impl ProbePanel {
                 r.held_out_images
             ));
         }
+        // The key above the plot, not a legend inside it: the curves end at the top right.
+        ui.horizontal_wrapped(|ui| {
+            for (name, _, colour) in CURVES {
+                ui.colored_label(colour, format!("— {name}"));
+            }
+            for (m, (k, _)) in shown.iter().enumerate() {
+                let style = if m == 0 { "solid" } else { "dashed" };
+                ui.label(format!("· {style}: {}", ctx.model_name(k)));
+            }
+        });
         let names: Vec<String> = first.taps.iter().map(|t| t.layer.clone()).collect();
         Plot::new("probe")
             .height(240.0)
             .allow_scroll(false)
             .include_y(0.0)
             .include_y(1.05)
-            .legend(Legend::default())
             .x_axis_label("layer (depth)")
             .x_axis_formatter(move |mark, _| {
                 names

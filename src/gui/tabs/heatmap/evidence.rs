@@ -7,12 +7,27 @@ use egui_plot::{Legend, Line, Plot, PlotPoints};
 
 use super::HeatmapTab;
 use crate::gui::context::{AppContext, Command, Commands};
+use crate::gui::tabs::job_line::job_line;
 use crate::jobs::evidence::{EvidenceKey, FaithView, SanityView};
 use crate::jobs::views::CamView;
 use crate::jobs::{JobKind, Request};
 use crate::viz::cam::CamMethod;
 use crate::viz::faithfulness::{FaithOptions, Metric, Scores, mean_ranks};
 use crate::viz::sanity::FLAG_SPEARMAN;
+
+/// Where the evidence job in flight was asked for: its progress and Cancel show there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Asked {
+    /// A row's Faithfulness or Sanity check button.
+    Row(usize),
+    /// The "Compare methods" button.
+    Compare,
+}
+
+/// While an evidence job runs: its progress and Cancel.
+fn progress_line(ui: &mut egui::Ui, ctx: &AppContext, out: &mut Commands) {
+    job_line(ui, ctx, JobKind::Evidence, "Cancel", out);
+}
 
 /// A row's evidence, kept while it matches the row's map.
 #[derive(Default)]
@@ -107,6 +122,7 @@ impl HeatmapTab {
     ) {
         let Some(r) = self.rows.get(row) else { return };
         let Some(view) = &r.view else { return };
+        let mut asked = None;
         let busy = ctx.running(JobKind::Evidence);
         let method = view.options.method;
         let faith = r.evidence.faith.as_ref().filter(|f| {
@@ -128,6 +144,7 @@ impl HeatmapTab {
                     .clicked()
             {
                 out.push(faith_request(view, vec![method], row, false));
+                asked = Some(Asked::Row(row));
             }
             if sanity.is_none()
                 && ui
@@ -147,8 +164,15 @@ impl HeatmapTab {
                     seed: 0,
                     row,
                 }));
+                asked = Some(Asked::Row(row));
+            }
+            if busy && self.asked == Some(Asked::Row(row)) {
+                progress_line(ui, ctx, out);
             }
         });
+        if asked.is_some() {
+            self.asked = asked;
+        }
         if let Some(f) = faith
             && let Some((_, scores)) = f.methods.first()
         {
@@ -167,6 +191,7 @@ impl HeatmapTab {
         };
         let busy = ctx.running(JobKind::Evidence);
         let current = self.compare.as_ref().filter(|c| matches(&c.key, view));
+        let mut asked = None;
         ui.horizontal_wrapped(|ui| {
             if ui
                 .add_enabled(!busy, egui::Button::new("Compare methods"))
@@ -174,24 +199,21 @@ impl HeatmapTab {
                 .clicked()
             {
                 out.push(faith_request(view, CamMethod::ALL.to_vec(), 0, true));
+                asked = Some(Asked::Compare);
             }
-            if busy {
-                ui.spinner();
-                if let Some((_, JobKind::Evidence, line)) = ctx.jobs.current() {
-                    match line.fraction {
-                        Some(f) => ui.add(
-                            egui::ProgressBar::new(f)
-                                .desired_width(240.0)
-                                .text(line.text.clone()),
-                        ),
-                        None => ui.label(line.text.clone()),
-                    };
-                }
-                if ui.button("Cancel").clicked() {
-                    out.push(Command::Cancel(JobKind::Evidence));
-                }
+            // A row's job shows its progress under the row (unless that row is gone).
+            let row_shown = |r: usize| self.rows.get(r).is_some_and(|r| r.view.is_some());
+            let here = match self.asked {
+                Some(Asked::Row(r)) => !row_shown(r),
+                _ => true,
+            };
+            if busy && here {
+                progress_line(ui, ctx, out);
             }
         });
+        if asked.is_some() {
+            self.asked = asked;
+        }
         let Some(c) = current else { return };
         let scores: Vec<&Scores> = c.methods.iter().map(|(_, s)| s).collect();
         let ranks = mean_ranks(&scores);
@@ -200,7 +222,7 @@ impl HeatmapTab {
         ui.label(format!(
             "methods ranked by their mean rank over the {} metrics (1 = best), class {}:",
             Metric::ALL.len(),
-            c.key.class
+            view.class_name
         ));
         egui::ScrollArea::horizontal()
             .id_salt("compare-methods")

@@ -111,6 +111,8 @@ pub struct HeatmapTab {
     extra: Vec<ModelChoice>,
     /// The last "compare methods" result (shown while it matches the first row's map).
     compare: Option<crate::jobs::evidence::FaithView>,
+    /// Where the last evidence job was asked for (its progress shows there).
+    asked: Option<evidence::Asked>,
 }
 
 impl HeatmapTab {

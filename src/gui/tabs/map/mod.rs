@@ -9,6 +9,7 @@ mod suspects;
 
 use std::path::{Path, PathBuf};
 
+use super::job_line::job_line;
 use super::{STALE_OPACITY, model_chooser, model_or_empty};
 use crate::gui::context::{AppContext, Command, Commands, ModelChoice};
 use crate::gui::settings::Tab;
@@ -135,10 +136,7 @@ impl MapTab {
                         self.selection_list(ui, ctx, &mut out);
                     }
                     None if busy => {
-                        ui.horizontal(|ui| {
-                            ui.spinner();
-                            ui.label("Computing the map…");
-                        });
+                        ui.label("Computing the map…");
                     }
                     None => {
                         ui.label("No map yet: choose a method and click Compute map.");
@@ -193,9 +191,7 @@ impl MapTab {
             {
                 out.0.extend(self.map_command(ctx));
             }
-            if busy && ui.button("Cancel map").clicked() {
-                out.push(Command::Cancel(JobKind::Map));
-            }
+            job_line(ui, ctx, JobKind::Map, "Cancel map", out);
         });
     }
 

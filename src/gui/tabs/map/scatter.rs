@@ -21,8 +21,18 @@ pub struct ScatterState {
     pub select_box: bool,
     /// Where the current box drag started (plot coordinates).
     drag_start: Option<PlotPoint>,
+    /// The corners of the last box (drawn until the next one), plot coordinates.
+    last_box: Option<(PlotPoint, PlotPoint)>,
     /// The points inside the last box, by index.
     pub selected: Vec<usize>,
+}
+
+/// The box with corners `a` and `b`, outlined (unnamed: not in the legend).
+fn box_polygon(a: PlotPoint, b: PlotPoint, fill: egui::Color32) -> Polygon<'static> {
+    let corners = vec![[a.x, a.y], [b.x, a.y], [b.x, b.y], [a.x, b.y]];
+    Polygon::new("", corners)
+        .fill_color(fill)
+        .stroke(egui::Stroke::new(1.0, egui::Color32::GRAY))
 }
 
 /// The indices of the points of `map` inside the box with corners `a` and `b`.
@@ -77,6 +87,7 @@ pub fn ui(
     });
     let select = state.select_box;
     let drag_start = state.drag_start;
+    let last_box = state.last_box.filter(|_| select);
     let response = Plot::new("dataset-map")
         .height(PLOT_HEIGHT)
         .legend(Legend::default())
@@ -101,11 +112,13 @@ pub fn ui(
                 );
             }
             if let (Some(a), Some(b)) = (drag_start, p.pointer_coordinate()) {
-                let corners = vec![[a.x, a.y], [b.x, a.y], [b.x, b.y], [a.x, b.y]];
-                p.polygon(
-                    Polygon::new("selection", corners)
-                        .fill_color(egui::Color32::from_rgba_unmultiplied(120, 120, 120, 40)),
-                );
+                p.polygon(box_polygon(
+                    a,
+                    b,
+                    egui::Color32::from_rgba_unmultiplied(120, 120, 120, 40),
+                ));
+            } else if let Some((a, b)) = last_box {
+                p.polygon(box_polygon(a, b, egui::Color32::TRANSPARENT));
             }
             p.pointer_coordinate()
         });
@@ -127,13 +140,19 @@ pub fn ui(
             .map(|(i, _)| i)
     });
     if select {
+        // The box starts where the button went down (a fast drag is recognised only some
+        // way from there).
         if plot.drag_started_by(egui::PointerButton::Primary) {
-            state.drag_start = pointer;
+            let origin = ui.input(|i| i.pointer.press_origin());
+            state.drag_start = origin
+                .map(|o| response.transform.value_from_position(o))
+                .or(pointer);
         }
         if plot.drag_stopped()
             && let (Some(a), Some(b)) = (state.drag_start.take(), pointer)
         {
             state.selected = inside(map, a, b);
+            state.last_box = Some((a, b));
         }
     } else {
         state.drag_start = None;

@@ -4,6 +4,7 @@
 
 use super::{MapTab, explain};
 use crate::gui::context::{AppContext, Command, Commands};
+use crate::gui::tabs::job_line::job_line;
 use crate::gui::widgets;
 use crate::jobs::JobKind;
 
@@ -19,7 +20,7 @@ pub fn ui(ui: &mut egui::Ui, ctx: &AppContext, tab: &mut MapTab, out: &mut Comma
          learning puts it in another class.",
     );
     let busy = ctx.running(JobKind::Suspects);
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         widgets::labelled(ui, "folds", |ui| {
             ui.add(egui::DragValue::new(&mut tab.folds).range(2..=20))
         });
@@ -29,12 +30,7 @@ pub fn ui(ui: &mut egui::Ui, ctx: &AppContext, tab: &mut MapTab, out: &mut Comma
         {
             out.0.extend(tab.suspects_command(ctx));
         }
-        if busy {
-            ui.spinner();
-            if ui.button("Cancel suspects").clicked() {
-                out.push(Command::Cancel(JobKind::Suspects));
-            }
-        }
+        job_line(ui, ctx, JobKind::Suspects, "Cancel suspects", out);
     });
     let Some(view) = &tab.suspects else {
         return;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::gui::context::{AppContext, Command, Commands};
 use crate::gui::pick::{self, PickKind};
+use crate::gui::tabs::job_line::job_line;
 use crate::gui::widgets;
 use crate::interchange::onnx::OnnxOptions;
 use crate::interchange::{ExportFormat, ExportReport, ExportRequest};
@@ -24,6 +25,15 @@ pub struct ExportPanel {
     overwrite: bool,
     /// The last export's report, or why it failed.
     result: Option<Result<ExportReport, String>>,
+}
+
+/// An export error with the command line's advice (`--out`, `--overwrite`) put in the form's
+/// words.
+pub fn in_form_words(error: &str) -> String {
+    error.replace(
+        "choose another --out or pass --overwrite",
+        "choose another file, or tick \"replace an existing file\"",
+    )
 }
 
 /// The last part of a model's path (a run's folder name).
@@ -104,7 +114,9 @@ impl ExportPanel {
             });
             ui.horizontal_wrapped(|ui| {
                 let label = ui.label("Write to");
-                ui.add(egui::TextEdit::singleline(&mut self.path).desired_width(360.0))
+                // As wide as the line allows (a run's name is long), leaving room for Choose….
+                let width = (ui.available_width() - 110.0).max(360.0);
+                ui.add(egui::TextEdit::singleline(&mut self.path).desired_width(width))
                     .labelled_by(label.id);
                 if let Some(p) = pick::one(ui, "export-model", "Choose…", PickKind::Save) {
                     self.path = p;
@@ -140,10 +152,7 @@ impl ExportPanel {
                         },
                     }));
                 }
-                if busy {
-                    ui.spinner();
-                    ui.label("exporting and checking (progress in the status bar)…");
-                }
+                job_line(ui, ctx, JobKind::Export, "Cancel export", out);
             });
             match &self.result {
                 Some(Ok(report)) => {
@@ -160,6 +169,28 @@ impl ExportPanel {
 
     /// An export finished: its report, or why it failed (nothing was written then).
     pub fn finished(&mut self, result: Result<ExportReport, String>) {
-        self.result = Some(result);
+        self.result = Some(result.map_err(|e| in_form_words(&e)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_form_words;
+
+    #[test]
+    fn an_existing_file_is_explained_with_the_forms_checkbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.onnx");
+        std::fs::write(&out, b"mine").unwrap();
+        let e = crate::interchange::check_destination(&out, false, &[])
+            .unwrap_err()
+            .to_string();
+        let words = in_form_words(&e);
+        assert!(
+            words.contains("m.onnx")
+                && words.contains("tick \"replace an existing file\"")
+                && !words.contains("--"),
+            "{words}"
+        );
     }
 }

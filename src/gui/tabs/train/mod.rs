@@ -18,6 +18,7 @@ use crate::train::evaluate::Evaluation;
 use crate::train::{EpochMetrics, Mode, TrainConfig, TrainEvent};
 use crate::workspace::{History, RunDetails, RunSummary, Workspace};
 pub use curves::Compared;
+pub use export::in_form_words;
 
 /// One line on what a training mode does.
 pub fn mode_help(mode: Mode) -> &'static str {
@@ -280,7 +281,9 @@ impl TrainTab {
         if view.history.epochs.is_empty() && !running && view.problem.is_none() {
             ui.label(
                 egui::RichText::new(
-                    "The curves of loss and accuracy per epoch appear here while a run trains                      (or when a run is picked in the list), then the validation confusion                      matrix: click a cell to see its images, an image to see its heatmap.",
+                    "The curves of loss and accuracy per epoch appear here while a run trains \
+                     (or when a run is picked in the list), then the validation confusion \
+                     matrix: click a cell to see its images, an image to see its heatmap.",
                 )
                 .weak(),
             );
