@@ -211,6 +211,38 @@ fn mobilenetv2_100_timm_naming_matches_timm() {
     check("mobilenetv2_100");
 }
 
+/// One parity test per id (`check`), named after it.
+macro_rules! parity_tests {
+    ($($test:ident => $id:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                check($id);
+            }
+        )*
+    };
+}
+
+// The full-size B1..B4 and Lite1..4 (the fixtures hold no weights: they are drawn here).
+parity_tests! {
+    efficientnet_b1_torchvision_matches_pytorch => "efficientnet_b1",
+    efficientnet_b2_torchvision_matches_pytorch => "efficientnet_b2",
+    efficientnet_b3_torchvision_matches_pytorch => "efficientnet_b3",
+    efficientnet_b4_torchvision_matches_pytorch => "efficientnet_b4",
+    efficientnet_b1_timm_matches_timm => "efficientnet_b1_timm",
+    efficientnet_b2_timm_matches_timm => "efficientnet_b2_timm",
+    efficientnet_b3_timm_matches_timm => "efficientnet_b3_timm",
+    efficientnet_b4_timm_matches_timm => "efficientnet_b4_timm",
+    tf_efficientnet_b1_matches_timm => "tf_efficientnet_b1",
+    tf_efficientnet_b2_matches_timm => "tf_efficientnet_b2",
+    tf_efficientnet_b3_matches_timm => "tf_efficientnet_b3",
+    tf_efficientnet_b4_matches_timm => "tf_efficientnet_b4",
+    tf_efficientnet_lite1_timm_naming_matches_timm => "tf_efficientnet_lite1",
+    tf_efficientnet_lite2_timm_naming_matches_timm => "tf_efficientnet_lite2",
+    tf_efficientnet_lite3_timm_naming_matches_timm => "tf_efficientnet_lite3",
+    tf_efficientnet_lite4_timm_naming_matches_timm => "tf_efficientnet_lite4",
+}
+
 #[test]
 fn expected_tensors_match_the_full_size_state_dicts() {
     let text = std::fs::read_to_string(repo("tests/fixtures/zoo_b_audit.json")).unwrap();
@@ -292,4 +324,27 @@ fn efficientnet_b0_finetunes_its_top_stages() {
 #[test]
 fn mobilenetv3_small_100_finetunes_its_top_stages() {
     finetune_smoke("mobilenetv3_small_100", "global_pool");
+}
+
+/// One fine-tuning smoke test per naming (B1..B4 and Lite1..4 share their B0's / Lite0's code
+/// path), with the last fine-tuned stage.
+macro_rules! finetune_tests {
+    ($($test:ident => ($id:literal, $top:literal)),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                finetune_smoke($id, $top);
+            }
+        )*
+    };
+}
+
+finetune_tests! {
+    efficientnet_b0_timm_finetunes_its_top_stages => ("efficientnet_b0_timm", "conv_head"),
+    tf_efficientnet_b0_finetunes_its_top_stages => ("tf_efficientnet_b0", "conv_head"),
+    mobilenet_v3_large_finetunes_its_top_stages => ("mobilenet_v3_large", "avgpool"),
+    mobilenet_v3_small_finetunes_its_top_stages => ("mobilenet_v3_small", "avgpool"),
+    mobilenetv3_large_100_finetunes_its_top_stages => ("mobilenetv3_large_100", "global_pool"),
+    tf_efficientnet_lite0_finetunes_its_top_stages => ("tf_efficientnet_lite0", "conv_head"),
+    mobilenetv2_100_finetunes_its_top_stages => ("mobilenetv2_100", "conv_head"),
 }
