@@ -45,7 +45,8 @@ impl Default for TsneOptions {
 struct CancelledFit;
 
 /// Embeds the rows of `x` (`[n, d]`) in 2-D: `[n, 2]` on the CPU. `progress(done, total)`
-/// counts the neighbour search and then the iterations; cancelling stops within one iteration.
+/// counts the neighbour search and then the iterations; cancelling stops within one chunk of
+/// the search or one iteration.
 /// Deterministic for a given input (the start is the PCA projection, not random).
 pub fn tsne(
     x: &Tensor,
@@ -68,15 +69,17 @@ pub fn tsne(
         x.to_device(&Device::Cpu)?
     };
     cancel.check()?;
-    let neighbours: Vec<Vec<Neighbor<f32>>> =
-        nearest(&reduced, k, &mut |done, _| progress(done, total))?
-            .into_iter()
-            .map(|row| {
-                row.into_iter()
-                    .map(|(index, distance)| Neighbor { index, distance })
-                    .collect()
-            })
-            .collect();
+    let neighbours: Vec<Vec<Neighbor<f32>>> = nearest(&reduced, k, &mut |done, _| {
+        progress(done, total);
+        cancel.check()
+    })?
+    .into_iter()
+    .map(|row| {
+        row.into_iter()
+            .map(|(index, distance)| Neighbor { index, distance })
+            .collect()
+    })
+    .collect();
     cancel.check()?;
     // PCA of the 50-D reduction spans the same first two components as PCA of x, cheaply.
     let init = scaled_start(&reduced)?;
@@ -182,6 +185,25 @@ mod tests {
         );
         assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
         assert!(calls < 100, "{calls} progress calls after cancelling");
+    }
+
+    #[test]
+    fn a_cancel_during_the_neighbour_search_stops_it_after_the_chunk() {
+        // 600 points: two chunks of rows (512 + 88) in the neighbour search.
+        let (x, _) = blobs(200);
+        let cancel = CancelToken::new();
+        let mut seen = Vec::new();
+        let result = tsne(
+            &x,
+            TsneOptions::default(),
+            &mut |done, _| {
+                seen.push(done);
+                cancel.cancel();
+            },
+            &cancel,
+        );
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        assert_eq!(seen, vec![512]);
     }
 
     #[test]

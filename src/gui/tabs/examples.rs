@@ -106,7 +106,13 @@ impl ExamplesPanel {
                 && v.rank == self.rank
         }) else {
             if !ctx.running(JobKind::Examples) {
-                ui.label("(no result: see Messages)");
+                ui.horizontal(|ui| {
+                    ui.label("(no result: see Messages)");
+                    // After a Cancel or an error, the same channel can be asked again.
+                    if ui.button("Find again").clicked() {
+                        self.asked = None;
+                    }
+                });
             }
             return out;
         };
