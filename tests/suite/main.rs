@@ -41,3 +41,4 @@ mod zoo_a;
 mod zoo_b;
 mod zoo_c;
 mod zoo_train;
+mod zoo_visuals;
