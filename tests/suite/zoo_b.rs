@@ -326,8 +326,7 @@ fn mobilenetv3_small_100_finetunes_its_top_stages() {
     finetune_smoke("mobilenetv3_small_100", "global_pool");
 }
 
-/// One fine-tuning smoke test per naming (B1..B4 and Lite1..4 share their B0's / Lite0's code
-/// path), with the last fine-tuned stage.
+/// One fine-tuning smoke test per architecture and naming, with the last fine-tuned stage.
 macro_rules! finetune_tests {
     ($($test:ident => ($id:literal, $top:literal)),* $(,)?) => {
         $(
@@ -347,4 +346,20 @@ finetune_tests! {
     mobilenetv3_large_100_finetunes_its_top_stages => ("mobilenetv3_large_100", "global_pool"),
     tf_efficientnet_lite0_finetunes_its_top_stages => ("tf_efficientnet_lite0", "conv_head"),
     mobilenetv2_100_finetunes_its_top_stages => ("mobilenetv2_100", "conv_head"),
+    efficientnet_b1_finetunes_its_top_stages => ("efficientnet_b1", "features.8"),
+    efficientnet_b1_timm_finetunes_its_top_stages => ("efficientnet_b1_timm", "conv_head"),
+    tf_efficientnet_b1_finetunes_its_top_stages => ("tf_efficientnet_b1", "conv_head"),
+    efficientnet_b2_finetunes_its_top_stages => ("efficientnet_b2", "features.8"),
+    efficientnet_b2_timm_finetunes_its_top_stages => ("efficientnet_b2_timm", "conv_head"),
+    tf_efficientnet_b2_finetunes_its_top_stages => ("tf_efficientnet_b2", "conv_head"),
+    efficientnet_b3_finetunes_its_top_stages => ("efficientnet_b3", "features.8"),
+    efficientnet_b3_timm_finetunes_its_top_stages => ("efficientnet_b3_timm", "conv_head"),
+    tf_efficientnet_b3_finetunes_its_top_stages => ("tf_efficientnet_b3", "conv_head"),
+    efficientnet_b4_finetunes_its_top_stages => ("efficientnet_b4", "features.8"),
+    efficientnet_b4_timm_finetunes_its_top_stages => ("efficientnet_b4_timm", "conv_head"),
+    tf_efficientnet_b4_finetunes_its_top_stages => ("tf_efficientnet_b4", "conv_head"),
+    tf_efficientnet_lite1_finetunes_its_top_stages => ("tf_efficientnet_lite1", "conv_head"),
+    tf_efficientnet_lite2_finetunes_its_top_stages => ("tf_efficientnet_lite2", "conv_head"),
+    tf_efficientnet_lite3_finetunes_its_top_stages => ("tf_efficientnet_lite3", "conv_head"),
+    tf_efficientnet_lite4_finetunes_its_top_stages => ("tf_efficientnet_lite4", "conv_head"),
 }
