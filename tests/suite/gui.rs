@@ -2235,6 +2235,28 @@ fn click_in_view(h: &mut Harness<'_, ConvlensApp>, label: &str) {
     h.run_steps(2);
 }
 
+/// Waits until the last widget labelled `label` is enabled (a button that needs something
+/// read on the worker first, e.g. a chosen model's layers), then clicks it in view.
+fn click_when_enabled(h: &mut Harness<'_, ConvlensApp>, label: &str) {
+    let start = Instant::now();
+    while h
+        .get_all_by_label(label)
+        .last()
+        .expect(label)
+        .accesskit_node()
+        .is_disabled()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60 * LOADED_MACHINE),
+            "`{label}` stayed disabled; last error: {:?}",
+            h.state().last_error()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+    click_in_view(h, label);
+}
+
 /// Starts a job with `start`, waits for its progress in the status bar (a line starting with
 /// `stage`), clicks the tab's own Cancel button (`cancel`: the topmost widget of that label,
 /// the status bar's being at the bottom) and checks the job ended as cancelled: no job left,
@@ -2362,7 +2384,8 @@ fn map_suspects_probe_and_examples_run_and_cancel_on_a_trained_model() {
         let s = h.state_mut().settings_mut();
         (s.filters.count, s.filters.steps, s.filters.size) = (2, 2, 128);
     }
-    click_in_view(&mut h, "Compute");
+    // The trained model's layers are read after it is chosen; Compute waits for them.
+    click_when_enabled(&mut h, "Compute");
     settle(&mut h, "the filters", |a| a.filter_progress() == (2, 2));
     cancel_in_tab(
         &mut h,

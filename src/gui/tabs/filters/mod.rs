@@ -206,11 +206,25 @@ impl FiltersTab {
                 ctx.model_name(&key)
             ));
         }
+        // The chosen model's layers are read on the worker after it is chosen; until they
+        // are known there is nothing to compute, and a click must not be swallowed silently.
+        let reading = self.described.spatial(ctx, &key).is_none();
+        let ready = self.shown_layer(ctx, &key, s).is_some();
         ui.horizontal_wrapped(|ui| {
-            if ui
-                .add_enabled(!running, egui::Button::new("Compute"))
-                .clicked()
-            {
+            let compute = ui
+                .add_enabled(!running && ready, egui::Button::new("Compute"))
+                .on_disabled_hover_text(if reading {
+                    "Reading the chosen model's layers"
+                } else if running {
+                    "The filters are being computed"
+                } else {
+                    "Select a layer first"
+                });
+            if reading {
+                ui.spinner();
+                ui.label(format!("reading the layers of {}", ctx.model_name(&key)));
+            }
+            if compute.clicked() {
                 out.extend(self.compute_both(ctx, s));
             }
             if ui
@@ -230,7 +244,7 @@ impl FiltersTab {
                 "This tab shows the pattern each filter of a layer responds to most, found by \
                  gradient ascent from noise.",
                 &action,
-                ctx.layer.is_some() && !running,
+                ready && !running,
             ) {
                 out.extend(self.compute_both(ctx, s));
             }
