@@ -566,6 +566,29 @@ mod tests {
     }
 
     #[test]
+    fn grid_pooling_matches_pytorch_adaptive_avg_pool2d() -> Result<()> {
+        // torch.nn.functional.adaptive_avg_pool2d(x, 4) for x[i] = (37 i) mod 11, shape
+        // [1, 2, 7, 9] (uneven, overlapping bins both ways).
+        let want = [
+            3.66667f32, 4.33333, 5.0, 5.66667, 5.11111, 4.55556, 4.0, 4.66667, 5.0, 5.66667,
+            5.11111, 4.55556, 4.0, 4.66667, 5.33333, 6.0, 6.33333, 5.16667, 4.0, 4.66667, 5.33333,
+            6.0, 5.44444, 4.88889, 4.0, 4.66667, 5.33333, 6.0, 4.83333, 3.66667, 4.33333, 5.0,
+        ];
+        let x: Vec<f32> = (0..2 * 7 * 9).map(|i| ((i * 37) % 11) as f32).collect();
+        let x = Tensor::from_vec(x, (1, 2, 7, 9), &Device::Cpu)?;
+        let got = grid_pool(&x, 4)?;
+        assert_eq!(got.dims(), [1, 32]);
+        for (g, w) in got.flatten_all()?.to_vec1::<f32>()?.iter().zip(want) {
+            assert!((g - w).abs() < 1e-4, "{g} vs {w}");
+        }
+        // Two images stay apart: the second's grid is its own.
+        let two = Tensor::cat(&[&x, &(&x + 1.0)?], 0)?;
+        let rows = grid_pool(&two, 4)?.to_vec2::<f32>()?;
+        assert!((rows[1][0] - want[0] - 1.0).abs() < 1e-4);
+        Ok(())
+    }
+
+    #[test]
     fn a_probe_separates_separable_classes_and_not_noise() -> Result<()> {
         // Class = sign of feature 0; feature 1 noise.
         let xs: Vec<[f32; 2]> = (0..40)
