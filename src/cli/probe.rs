@@ -159,7 +159,7 @@ fn run_probe(args: &ProbeArgs, folder_path: &Path, cancel: &CancelToken) -> Resu
         &shown,
         "What each layer knows: the class, the instance, and how sparse it is",
         &format!(
-            "{} · {} · linear probe on pooled activations; own augmented view among all by cosine",
+            "{} · {} · linear probe on pooled activations; own altered view among all, 4x4-pooled, by cosine",
             reports
                 .iter()
                 .map(|(n, _)| n.as_str())

@@ -96,7 +96,8 @@ impl ProbePanel {
             ui.label(
                 "Does a layer know the class, or the very image? Probe trains a softmax \
                  classifier on each layer's pooled activations and tries to find each image \
-                 from an augmented copy of it.",
+                 from a slightly shifted, zoomed and brightened copy of it (the layer pooled \
+                 to a 4 x 4 grid).",
             );
             return;
         };
