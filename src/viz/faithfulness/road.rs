@@ -9,6 +9,7 @@
 //! the removed pixels (SciPy's `spsolve` there, conjugate gradients in float64 here), then
 //! `noise` added to every imputed value.
 
+use crate::cancel::CancelToken;
 use crate::{Error, Result};
 
 /// Neighbour offsets `(dy, dx)` and their weights (pytorch-grad-cam's `neighbors_weights`).
@@ -74,12 +75,15 @@ pub fn keep_mask(map: &[f32], percentile_: f64, most_relevant_first: bool) -> Ve
 /// neighbour-mean system plus `noise[ch * h * w + y * w + x]` (the caller's noise, already
 /// scaled, e.g. [`NOISE`] times a standard normal field). Kept pixels are returned unchanged.
 /// When no pixel is kept there is nothing to interpolate from: the imputed values are the
-/// noise alone (SciPy's solver would return NaN for that singular system).
+/// noise alone (SciPy's solver would return NaN for that singular system). Stops with
+/// [`Error::Cancelled`] at the solver's next iteration once `cancel` is set (a solve over most
+/// of a 224-pixel image runs for seconds).
 pub fn impute(
     image: &[f32],
     (c, h, w): (usize, usize, usize),
     keep: &[bool],
     noise: &[f32],
+    cancel: &CancelToken,
 ) -> Result<Vec<f32>> {
     let hw = h * w;
     if image.len() != c * hw || keep.len() != hw || noise.len() != c * hw {
@@ -98,7 +102,7 @@ pub fn impute(
     let solution = if unknown.len() == hw {
         vec![0f32; hw * c]
     } else {
-        solve(image, (c, h, w), keep, &unknown)?
+        solve(image, (c, h, w), keep, &unknown, cancel)?
     };
     for (k, &p) in unknown.iter().enumerate() {
         for ch in 0..c {
@@ -176,12 +180,14 @@ impl System {
 
 /// Solves the imputation system; returns `[unknown, c]` row-major, rounded to float32. SciPy's
 /// `spsolve` factors the system; here SSOR-preconditioned conjugate gradients (float64, each
-/// channel its own recurrence) run to a relative residual of [`TOLERANCE`].
+/// channel its own recurrence) run to a relative residual of [`TOLERANCE`], checking `cancel`
+/// at every iteration.
 fn solve(
     image: &[f32],
     (c, h, w): (usize, usize, usize),
     keep: &[bool],
     unknown: &[usize],
+    cancel: &CancelToken,
 ) -> Result<Vec<f32>> {
     let hw = h * w;
     let n = unknown.len();
@@ -230,6 +236,7 @@ fn solve(
         if done.iter().all(|d| *d) {
             break;
         }
+        cancel.check()?;
         system.apply(&p, &mut q, c);
         for ch in 0..c {
             if done[ch] {
@@ -299,12 +306,31 @@ mod tests {
         let keep: Vec<bool> = (0..h * w)
             .map(|p| !((2..4).contains(&(p / w)) && (2..5).contains(&(p % w))))
             .collect();
-        let out = impute(&image, (1, h, w), &keep, &vec![0.0; h * w]).unwrap();
+        let go = CancelToken::new();
+        let out = impute(&image, (1, h, w), &keep, &vec![0.0; h * w], &go).unwrap();
         for (a, b) in out.iter().zip(&image) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
-        let noisy = impute(&image, (1, h, w), &keep, &vec![0.5; h * w]).unwrap();
+        let noisy = impute(&image, (1, h, w), &keep, &vec![0.5; h * w], &go).unwrap();
         assert!((noisy[2 * w + 2] - image[2 * w + 2] - 0.5).abs() < 1e-5);
         assert_eq!(noisy[0], image[0]);
+    }
+
+    /// A cancelled token stops the solve (at its first iteration) instead of imputing: the
+    /// random-map baseline's solves, like every map's, end on Cancel.
+    #[test]
+    fn a_cancelled_imputation_stops_with_cancelled() {
+        let (h, w) = (64, 64);
+        let image: Vec<f32> = (0..h * w).map(|p| (p as f32 * 0.37).sin()).collect();
+        let keep: Vec<bool> = (0..h * w).map(|p| p % 7 == 0).collect();
+        let noise = vec![0.0; h * w];
+        let cancel = CancelToken::new();
+        assert!(impute(&image, (1, h, w), &keep, &noise, &cancel).is_ok());
+        cancel.cancel();
+        let err = impute(&image, (1, h, w), &keep, &noise, &cancel).unwrap_err();
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        // Nothing removed: nothing to solve, the image comes back even when cancelled.
+        let all = vec![true; h * w];
+        assert!(impute(&image, (1, h, w), &all, &noise, &cancel).is_ok());
     }
 }
