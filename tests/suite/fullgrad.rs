@@ -43,12 +43,12 @@ fn check_in(fx: &HashMap<String, Tensor>, net: &str, network: &Network, input: &
     );
     assert_eq!(
         probes.len(),
-        scalar(&fx, &format!("{net}.layers")),
+        scalar(fx, &format!("{net}.layers")),
         "{net}: layers with a bias"
     );
     // The layer is not used.
     let mut opts = CamOptions::new(CamMethod::FullGrad, network.output_layer());
-    opts.class = Some(scalar(&fx, &format!("{net}.class")));
+    opts.class = Some(scalar(fx, &format!("{net}.class")));
     let out = cam::compute(network, input, &opts).unwrap();
     let (h, w) = out.size;
     assert_eq!(out.lowres_size, (h, w));
