@@ -270,11 +270,15 @@ fn image_rows(
         maps.push(map.map);
     }
     let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
-    let (score, scores, random) =
-        faithfulness::evaluate_methods(&model.network, &input, &refs, class, opts, &mut |d, t| {
-            progress(d, t);
-            !cancel.is_cancelled()
-        })?;
+    let (score, scores, random) = faithfulness::evaluate_methods(
+        &model.network,
+        &input,
+        &refs,
+        class,
+        opts,
+        cancel,
+        progress,
+    )?;
     Ok(methods
         .iter()
         .zip(scores)

@@ -49,6 +49,41 @@ impl BiasProbes {
     }
 }
 
+/// How a composite stage is being run: as [`Stage::forward`] or as [`Stage::forward_probed`].
+/// A composite (a DenseNet block, an Xception block, a ConvNeXt stage) writes its computation
+/// once, as a `run(&self, x, pass: &mut Pass)`, runs its parts with [`Pass::part`] and marks
+/// the output of each layer with a bias that is not a part of its own (a convolution's bias,
+/// before whatever follows it) with [`Pass::tap`]; its `forward` and `forward_probed` both
+/// call that `run`.
+pub enum Pass<'a> {
+    /// [`Stage::forward`]; `train` switches on training-only behaviour. Taps change nothing.
+    Forward {
+        /// As [`Stage::forward`]'s.
+        train: bool,
+    },
+    /// [`Stage::forward_probed`]: inference, a probe at every tap and in every part.
+    Probed(&'a mut BiasProbes),
+}
+
+impl Pass<'_> {
+    /// `stage` run on `x` as this pass runs stages.
+    pub fn part(&mut self, stage: &dyn Stage, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Pass::Forward { train } => stage.forward(x, *train),
+            Pass::Probed(probes) => stage.forward_probed(x, probes),
+        }
+    }
+
+    /// `z`, the output `[batch, C, h, w]` of a layer whose bias is `bias` (`[C]`), with a
+    /// probe added when probing ([`BiasProbes::tap`]); `z` itself otherwise.
+    pub fn tap(&mut self, z: &Tensor, bias: &Tensor) -> Result<Tensor> {
+        match self {
+            Pass::Forward { .. } => Ok(z.clone()),
+            Pass::Probed(probes) => probes.tap(z, bias),
+        }
+    }
+}
+
 /// How a stage runs under [`Stage::forward_probed`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BiasProbing {

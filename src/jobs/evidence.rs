@@ -106,10 +106,8 @@ pub fn faithfulness(
         &refs,
         class,
         opts,
-        &mut |d, total| {
-            ctx.progress("perturbed images", d, total);
-            !ctx.cancel.is_cancelled()
-        },
+        &ctx.cancel,
+        &mut |d, total| ctx.progress("perturbed images", d, total),
     )?;
     let out = methods.iter().copied().zip(scores).collect();
     Ok(FaithView {

@@ -315,6 +315,26 @@ impl SqueezeExcite {
         Ok(squeeze_excite(x, &self.weights, self.act, self.gate)?)
     }
 
+    /// [`SqueezeExcite::forward`] with the reduction's and the expansion's outputs probed
+    /// before their activation, each `[batch, channels, 1, 1]` (1x1 convolutions with a bias
+    /// in PyTorch, which pytorch-grad-cam's FullGrad counts; on a 1x1 map their terms scale
+    /// to 0).
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        let (b, c, _, _) = x.dims4()?;
+        let w = &self.weights;
+        let r = w.reduce_b.dim(0)?;
+        let dense = |v: &Tensor, weight: &Tensor, bias: &Tensor, n: usize| -> Result<Tensor> {
+            Ok(v.matmul(&weight.t()?)?
+                .broadcast_add(bias)?
+                .reshape((b, n, 1, 1))?)
+        };
+        let z = dense(&x.mean((2, 3))?, &w.reduce_w, &w.reduce_b, r)?;
+        let h = activate(&probes.tap(&z, &w.reduce_b)?, self.act)?;
+        let z = dense(&h.reshape((b, r))?, &w.expand_w, &w.expand_b, c)?;
+        let gate = activate(&probes.tap(&z, &w.expand_b)?, self.gate)?;
+        Ok(x.broadcast_mul(&gate)?)
+    }
+
     fn param_count(&self) -> usize {
         let w = &self.weights;
         [&w.reduce_w, &w.reduce_b, &w.expand_w, &w.expand_b]
@@ -467,13 +487,18 @@ impl Stage for MbConv {
         BiasProbing::Own
     }
 
-    /// The three convolutions one after the other (not fused), each probed, plus the input.
+    /// The three convolutions one after the other (not fused) and the squeeze-excitation
+    /// between the last two, each probed, plus the input.
     fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
         let h = match &self.expand {
             Some(e) => e.forward_probed(x, probes)?,
             None => x.clone(),
         };
         let h = self.depthwise.forward_probed(&h, probes)?;
+        let h = match &self.se {
+            Some(se) => se.forward_probed(&h, probes)?,
+            None => h,
+        };
         let y = self.project.forward_probed(&h, probes)?;
         Ok(if self.residual { (y + x)? } else { y })
     }

@@ -28,6 +28,7 @@ use super::detect::{Detected, Shapes, classes, detected, indices_after};
 use super::registry::{Architecture, PreprocessDefaults};
 use super::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::graph::layers::Classifier;
+use crate::graph::probe::{BiasProbes, BiasProbing, Pass};
 use crate::graph::{Network, Stage};
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{
@@ -291,16 +292,34 @@ impl PatchConv {
     }
 }
 
-impl Stage for PatchConv {
-    fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+impl PatchConv {
+    /// The convolution (probed at its output, bias included) and the LayerNorm in the
+    /// stage's order.
+    fn run(&self, x: &Tensor, pass: &mut Pass) -> Result<Tensor> {
         let k = self.kernel();
-        let conv =
-            |x: &Tensor| conv2d_bias_act(x, &self.weight, &self.bias, k, 0, Activation::Identity);
+        let mut conv = |x: &Tensor| -> Result<Tensor> {
+            let z = conv2d_bias_act(x, &self.weight, &self.bias, k, 0, Activation::Identity)?;
+            pass.tap(&z, &self.bias)
+        };
         if self.norm_first {
-            Ok(conv(&self.norm.forward(x)?)?)
+            conv(&self.norm.forward(x)?)
         } else {
             self.norm.forward(&conv(x)?)
         }
+    }
+}
+
+impl Stage for PatchConv {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.run(x, &mut Pass::Forward { train })
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        self.run(x, &mut Pass::Probed(probes))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -377,9 +396,13 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The depthwise conv is probed at its output (bias included); the LayerNorm and the two
+    /// dense layers are not layers pytorch-grad-cam's FullGrad takes a bias from
+    /// (`nn.LayerNorm`, `nn.Linear`).
+    fn run(&self, x: &Tensor, pass: &mut Pass) -> Result<Tensor> {
         let pad = DW_KERNEL / 2;
         let h = depthwise_conv2d(x, &self.dw.0, &self.dw.1, 1, pad, Activation::Identity)?;
+        let h = pass.tap(&h, &self.dw.1)?;
         let h = self.norm.forward(&h)?;
         let h = pointwise_conv2d(&h, &self.fc1.0, &self.fc1.1, Activation::Gelu, None)?;
         let h = pointwise_conv2d(&h, &self.fc2.0, &self.fc2.1, Activation::Identity, None)?;
@@ -440,16 +463,30 @@ pub struct ConvNextStage {
     blocks: Vec<Block>,
 }
 
-impl Stage for ConvNextStage {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+impl ConvNextStage {
+    fn run(&self, x: &Tensor, pass: &mut Pass) -> Result<Tensor> {
         let mut h = match &self.downsample {
-            Some(d) => d.forward(x, train)?,
+            Some(d) => pass.part(d, x)?,
             None => x.clone(),
         };
         for b in &self.blocks {
-            h = b.forward(&h)?;
+            h = b.run(&h, pass)?;
         }
         Ok(h)
+    }
+}
+
+impl Stage for ConvNextStage {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.run(x, &mut Pass::Forward { train })
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        self.run(x, &mut Pass::Probed(probes))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -513,6 +550,10 @@ impl Stage for NormPool {
             &self.norm.bias,
             LN_EPS,
         )?)
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::NoBias
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {

@@ -25,6 +25,7 @@ use super::checkpoint::{Checkpoint, ExpectedTensors, expected_batchnorm};
 use super::detect::{Detected, Shapes, classes, detected, indices_after};
 use super::registry::Architecture;
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind};
+use crate::graph::probe::{BiasProbes, BiasProbing, Pass};
 use crate::graph::{Network, Stage};
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{Activation, conv2d_bias_act};
@@ -197,9 +198,11 @@ struct DenseLayer {
 }
 
 impl DenseLayer {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.norm1.forward(x, train)?;
-        let h = self.conv1.forward(&h, train)?;
+    /// `norm1` (pre-activation: probed at its output, before its ReLU), `conv1` with `norm2`
+    /// (probed at `norm2`'s output), `conv2` (no bias).
+    fn run(&self, x: &Tensor, pass: &mut Pass) -> Result<Tensor> {
+        let h = pass.part(&self.norm1, x)?;
+        let h = pass.part(&self.conv1, &h)?;
         self.conv2.forward(&h)
     }
 
@@ -217,14 +220,28 @@ pub struct DenseBlock {
     layers: Vec<DenseLayer>,
 }
 
-impl Stage for DenseBlock {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+impl DenseBlock {
+    fn run(&self, x: &Tensor, pass: &mut Pass) -> Result<Tensor> {
         let mut h = x.clone();
         for layer in &self.layers {
-            let new = layer.forward(&h, train)?;
+            let new = layer.run(&h, pass)?;
             h = Tensor::cat(&[&h, &new], 1)?;
         }
         Ok(h)
+    }
+}
+
+impl Stage for DenseBlock {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.run(x, &mut Pass::Forward { train })
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        self.run(x, &mut Pass::Probed(probes))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -295,10 +312,25 @@ pub struct Transition {
     conv: PlainConv,
 }
 
+impl Transition {
+    /// The BatchNorm (probed at its output, before its ReLU), the conv, the pooling.
+    fn run(&self, x: &Tensor, pass: &mut Pass) -> Result<Tensor> {
+        let h = self.conv.forward(&pass.part(&self.norm, x)?)?;
+        Ok(h.avg_pool2d(2)?)
+    }
+}
+
 impl Stage for Transition {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.conv.forward(&self.norm.forward(x, train)?)?;
-        Ok(h.avg_pool2d(2)?)
+        self.run(x, &mut Pass::Forward { train })
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        self.run(x, &mut Pass::Probed(probes))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -345,6 +377,14 @@ impl Stage for Norm5 {
         self.0.forward(x, train)
     }
 
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        self.0.forward_probed(x, probes)
+    }
+
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
         input.to_vec()
     }
@@ -377,6 +417,10 @@ struct ReluPool;
 impl Stage for ReluPool {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         Ok(x.relu()?.mean((2, 3))?)
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::NoBias
     }
 
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {

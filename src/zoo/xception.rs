@@ -23,6 +23,7 @@ use super::checkpoint::{Checkpoint, ExpectedTensors, expected_batchnorm};
 use super::detect::{Detected, Shapes, classes, detected};
 use super::registry::{Architecture, PreprocessDefaults};
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
+use crate::graph::probe::{BiasProbes, BiasProbing, Pass};
 use crate::graph::{Network, Stage};
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{Activation, depthwise_conv2d};
@@ -182,10 +183,26 @@ impl SeparableConvBnAct {
     }
 }
 
+impl SeparableConvBnAct {
+    /// The depthwise conv (no bias), then the pointwise conv + BatchNorm (probed at the
+    /// BatchNorm's output) + activation.
+    fn run(&self, x: &Tensor, pass: &mut Pass) -> Result<Tensor> {
+        let h = depthwise_conv2d(x, &self.depthwise, &self.zero, 1, 1, Activation::Identity)?;
+        pass.part(&self.pointwise, &h)
+    }
+}
+
 impl Stage for SeparableConvBnAct {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let h = depthwise_conv2d(x, &self.depthwise, &self.zero, 1, 1, Activation::Identity)?;
-        self.pointwise.forward(&h, train)
+        self.run(x, &mut Pass::Forward { train })
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        self.run(x, &mut Pass::Probed(probes))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
@@ -275,24 +292,39 @@ impl XceptionBlock {
     }
 }
 
-impl Stage for XceptionBlock {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+impl XceptionBlock {
+    /// The separable convs and the skip conv as parts (each probed at its BatchNorm's output).
+    fn run(&self, x: &Tensor, pass: &mut Pass) -> Result<Tensor> {
         let mut h = if self.start_with_relu {
             x.relu()?
         } else {
             x.clone()
         };
         for rep in &self.reps {
-            h = rep.forward(&h, train)?;
+            h = pass.part(rep, &h)?;
         }
         if let Some(pool) = &self.pool {
-            h = pool.forward(&h, train)?;
+            h = pass.part(pool, &h)?;
         }
         let shortcut = match &self.skip {
-            Some(skip) => skip.forward(x, train)?,
+            Some(skip) => pass.part(skip, x)?,
             None => x.clone(),
         };
         Ok((h + shortcut)?)
+    }
+}
+
+impl Stage for XceptionBlock {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.run(x, &mut Pass::Forward { train })
+    }
+
+    fn bias_probing(&self) -> BiasProbing {
+        BiasProbing::Own
+    }
+
+    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
+        self.run(x, &mut Pass::Probed(probes))
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {

@@ -6,6 +6,7 @@ use crate::common;
 
 use candle_core::{Device, Tensor};
 use common::{convlens, fixture, lite0, load_lite0, repo, text};
+use convlens::cancel::CancelToken;
 use convlens::viz::cam::{self, CamMethod, CamOptions, CamScore};
 use convlens::viz::faithfulness::{self, FaithOptions, Metric, Scores, random_map};
 use convlens::viz::sanity;
@@ -112,9 +113,16 @@ fn parity(
         score,
         ..FaithOptions::default()
     };
-    let out =
-        faithfulness::evaluate_with_baseline(net, input, &map, class, &opts, &mut |_, _| true)
-            .unwrap();
+    let out = faithfulness::evaluate_with_baseline(
+        net,
+        input,
+        &map,
+        class,
+        &opts,
+        &CancelToken::new(),
+        &mut |_, _| {},
+    )
+    .unwrap();
     close(&format!("{who} score"), &[out.score], &fx["score"]);
     check_scores(&fx, who, "map", &out.map);
     check_scores(&fx, who, "random", &out.random);
@@ -225,6 +233,49 @@ fn grad_cam_changes_when_lite0_is_randomised() {
     assert!(!result.flagged);
 }
 
+/// Cancel reaches the random-map baseline's ROAD imputations while its one batch is being
+/// made (every perturbed image of the map fits `batch` 256): at 448 px the call ends within
+/// 5 s of a cancel given after 1 s, no image scored, where the batch (18 conjugate-gradient
+/// solves over up to 180,000 pixels, then 84 forwards) runs far longer (a 224-pixel map's
+/// perturbed images take ~9 CPU-seconds, the solves growing faster than the pixel count).
+#[test]
+fn cancel_stops_the_random_map_baseline_inside_its_road_solves() {
+    let model = lite0();
+    let input = &fixture("lite0_chelsea")["input"]
+        .upsample_nearest2d(448, 448)
+        .unwrap();
+    let opts = FaithOptions {
+        batch: 256,
+        ..FaithOptions::default()
+    };
+    let cancel = CancelToken::new();
+    let mut scored = 0;
+    let (result, after_cancel) = std::thread::scope(|s| {
+        let stopper = cancel.clone();
+        let cancelled_at = s.spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            stopper.cancel();
+            std::time::Instant::now()
+        });
+        let result =
+            faithfulness::baseline(&model.network, input, 0, &opts, &cancel, &mut |d, _| {
+                scored = d
+            });
+        let ended = std::time::Instant::now();
+        (result, ended - cancelled_at.join().unwrap())
+    });
+    assert!(
+        matches!(result, Err(convlens::Error::Cancelled)),
+        "{:?}",
+        result.map(|s| s.road_morf)
+    );
+    assert_eq!(scored, 0, "no batch was scored");
+    assert!(
+        after_cancel < std::time::Duration::from_secs(5),
+        "the baseline ran on for {after_cancel:?} after Cancel"
+    );
+}
+
 #[test]
 fn a_map_of_the_wrong_size_is_refused() {
     let model = lite0();
@@ -235,7 +286,8 @@ fn a_map_of_the_wrong_size_is_refused() {
         &[0.5; 10],
         0,
         &FaithOptions::default(),
-        &mut |_, _| true,
+        &CancelToken::new(),
+        &mut |_, _| {},
     )
     .unwrap_err()
     .to_string();

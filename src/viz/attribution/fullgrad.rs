@@ -6,12 +6,21 @@
 //! (half-pixel bilinear, as cv2), the channels and terms are summed, and the sum is min-max
 //! scaled once more. The layer is not used.
 //!
+//! The layers are the library's choice (`type(m) in [Conv2d, BatchNorm2d]` with a bias): every
+//! BatchNorm (DenseNet's pre-activation ones included), every convolution with its own bias
+//! (VGG's, ConvNeXt's stem, depthwise and downsample convolutions, the squeeze-excitation
+//! convolutions of EfficientNet and MobileNetV3, whose 1x1 terms scale to 0), never a
+//! LayerNorm or a dense layer (ConvNeXt's MLP is `nn.Linear`).
+//!
 //! Where the library pairs each layer's bias with the gradients its hooks collected in
-//! backward order, here each layer's gradient comes from its own probe; on the four networks
-//! of `tests/fixtures/make/fx_fullgrad.py` the two pairings agree exactly. One deliberate
-//! difference: the library picks layers by exact type (`type(m) in [Conv2d, BatchNorm2d]`), so
-//! on timm models whose BatchNorm is a `BatchNormAct2d` it skips every BatchNorm; convlens
-//! takes every BatchNorm, as the paper does.
+//! backward order, here each layer's gradient comes from its own probe; the two pairings agree
+//! on every network of `tests/fixtures/make/fx_fullgrad.py` and `fx_fullgrad_zoo.py` but
+//! Xception, where the library's backward order puts a skip BatchNorm's gradient beside another
+//! layer's bias and it fails (numpy cannot broadcast them). Two deliberate differences: the
+//! library picks layers by exact type, so on timm models whose BatchNorm is a `BatchNormAct2d`
+//! (EfficientNet-B, MobileNetV3) it skips every BatchNorm; convlens takes every BatchNorm, as
+//! the paper does. And timm's MobileNetV3 `conv_head` (a 1x1 convolution with a bias on the
+//! pooled 1x1 map, a dense layer here) is not probed: its term would scale to 0.
 
 use candle_core::{Tensor, Var};
 

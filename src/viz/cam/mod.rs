@@ -193,9 +193,8 @@ impl CamMethod {
         match self {
             CamMethod::FullGrad => net.bias_probe_refusal().map(|why| {
                 format!(
-                    "FullGrad cannot explain this model: {why}; it runs on the families built \
-                     of convolutions with BatchNorm or with their own bias (EfficientNet-Lite, \
-                     MobileNet V1/V2, ResNet, VGG, Inception v3, the small convnet)"
+                    "FullGrad cannot explain this model: {why}; it runs on every architecture \
+                     of the zoo, whose stages probe their biased layers"
                 )
             }),
             _ => None,

@@ -20,6 +20,7 @@ pub mod road;
 
 use candle_core::{D, Device, IndexOp, Tensor};
 
+use crate::cancel::CancelToken;
 use crate::graph::Network;
 use crate::viz::cam::CamScore;
 use crate::{Error, Result};
@@ -233,17 +234,19 @@ pub fn class_scores(net: &Network, x: &Tensor, class: usize, score: CamScore) ->
 
 /// The metrics of `map` (`[h * w]`, row-major, the input's size) for `class` on one
 /// preprocessed image `input` `[1, c, h, w]`, and the unperturbed image's class score.
-/// `progress(done, total)` counts scored images and cancels ([`Error::Cancelled`]) by
-/// returning `false`.
+/// `progress(done, total)` counts scored images; `cancel` stops the work with
+/// [`Error::Cancelled`] between batches and inside ROAD's imputations (each a solve that can
+/// run for seconds).
 pub fn evaluate(
     net: &Network,
     input: &Tensor,
     map: &[f32],
     class: usize,
     opts: &FaithOptions,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(f32, Scores)> {
-    let (score, mut scores) = evaluate_many(net, input, &[map], class, opts, progress)?;
+    let (score, mut scores) = evaluate_many(net, input, &[map], class, opts, cancel, progress)?;
     Ok((score, scores.remove(0)))
 }
 
@@ -251,14 +254,15 @@ pub fn evaluate(
 /// `input` `[1, c, h, w]`, and the unperturbed image's class score. Every perturbed image of
 /// every map is scored in shared batches of `opts.batch`, made (ROAD's imputations in
 /// parallel) only when its batch is scored; the images no map changes (the image, its blurred
-/// copy, zeros) are scored once. `progress` as [`evaluate`]'s.
+/// copy, zeros) are scored once. `cancel` and `progress` as [`evaluate`]'s.
 pub fn evaluate_many(
     net: &Network,
     input: &Tensor,
     maps: &[&[f32]],
     class: usize,
     opts: &FaithOptions,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(f32, Vec<Scores>)> {
     use plan::{Perturbation, Plan};
     use rayon::prelude::*;
@@ -298,18 +302,18 @@ pub fn evaluate_many(
     let total = plan.items.len();
     let mut scored = Vec::with_capacity(total);
     for chunk in plan.items.chunks(opts.batch.max(1)) {
+        cancel.check()?;
         let images = chunk
             .par_iter()
-            .map(|&what| plan.image(what))
+            .map(|&what| plan.image(what, cancel))
             .collect::<Result<Vec<Vec<f32>>>>()?;
         let flat: Vec<f32> = images.into_iter().flatten().collect();
         let x = Tensor::from_vec(flat, (chunk.len(), c, h, w), &Device::Cpu)?
             .to_device(input.device())?;
         scored.extend(class_scores(net, &x, class, opts.score)?);
-        if !progress(scored.len(), total) {
-            return Err(Error::Cancelled);
-        }
+        progress(scored.len(), total);
     }
+    cancel.check()?;
 
     let n_p = opts.percentiles.len();
     let steps = plan.steps();
@@ -363,9 +367,11 @@ pub fn evaluate_with_baseline(
     map: &[f32],
     class: usize,
     opts: &FaithOptions,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Faithfulness> {
-    let (score, mut maps, random) = evaluate_methods(net, input, &[map], class, opts, progress)?;
+    let (score, mut maps, random) =
+        evaluate_methods(net, input, &[map], class, opts, cancel, progress)?;
     Ok(Faithfulness {
         class,
         score,
@@ -375,20 +381,23 @@ pub fn evaluate_with_baseline(
 }
 
 /// [`evaluate_many`] for `maps` and the random-map baseline ([`random_map`]): the
-/// unperturbed score, each map's metrics and the baseline's.
+/// unperturbed score, each map's metrics and the baseline's. `cancel` and `progress` as
+/// [`evaluate`]'s: the baseline's ROAD imputations (a random map removes scattered pixels
+/// all over the image) stop on cancel like every other map's.
 pub fn evaluate_methods(
     net: &Network,
     input: &Tensor,
     maps: &[&[f32]],
     class: usize,
     opts: &FaithOptions,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(f32, Vec<Scores>, Scores)> {
     let (_, _, h, w) = input.dims4()?;
     let random = random_map(opts.seed, (h, w));
     let mut all = maps.to_vec();
     all.push(&random);
-    let (score, mut scores) = evaluate_many(net, input, &all, class, opts, progress)?;
+    let (score, mut scores) = evaluate_many(net, input, &all, class, opts, cancel, progress)?;
     let random = scores
         .pop()
         .ok_or_else(|| Error::Model("no baseline".into()))?;
@@ -401,11 +410,12 @@ pub fn baseline(
     input: &Tensor,
     class: usize,
     opts: &FaithOptions,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
+    cancel: &CancelToken,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Scores> {
     let (_, _, h, w) = input.dims4()?;
     let map = random_map(opts.seed, (h, w));
-    Ok(evaluate(net, input, &map, class, opts, progress)?.1)
+    Ok(evaluate(net, input, &map, class, opts, cancel, progress)?.1)
 }
 
 /// The mean rank of each map over every [`Metric`] (1 = best on every metric; ties share the

@@ -8,6 +8,7 @@
 use super::causal::{self, Causal};
 use super::{road, road_noise};
 use crate::Result;
+use crate::cancel::CancelToken;
 
 /// One image to score.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,8 +115,9 @@ impl<'a> Plan<'a> {
         self.steps
     }
 
-    /// The image `[c, h, w]` of `what`.
-    pub fn image(&self, what: Perturbation) -> Result<Vec<f32>> {
+    /// The image `[c, h, w]` of `what`; a ROAD imputation stops with
+    /// [`crate::Error::Cancelled`] once `cancel` is set.
+    pub fn image(&self, what: Perturbation, cancel: &CancelToken) -> Result<Vec<f32>> {
         let (c, h, w) = self.dims;
         Ok(match what {
             Perturbation::Image => self.image.to_vec(),
@@ -141,7 +143,7 @@ impl<'a> Plan<'a> {
                 } else {
                     self.percentiles.len()
                 }) + percentile;
-                road::impute(self.image, self.dims, &keep, &self.noise[case])?
+                road::impute(self.image, self.dims, &keep, &self.noise[case], cancel)?
             }
             Perturbation::Curve { map, kind, k } => {
                 let (start, finish) = match kind {

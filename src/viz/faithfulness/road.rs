@@ -10,6 +10,7 @@
 //! the system there; here conjugate gradients preconditioned by aggregation multigrid solve it
 //! (float64, to a relative residual of 1e-11).
 
+use crate::cancel::CancelToken;
 use crate::{Error, Result};
 
 /// Neighbour offsets `(dy, dx)` and their weights (pytorch-grad-cam's `neighbors_weights`).
@@ -75,12 +76,15 @@ pub fn keep_mask(map: &[f32], percentile_: f64, most_relevant_first: bool) -> Ve
 /// neighbour-mean system plus `noise[ch * h * w + y * w + x]` (the caller's noise, already
 /// scaled, e.g. [`NOISE`] times a standard normal field). Kept pixels are returned unchanged.
 /// When no pixel is kept there is nothing to interpolate from: the imputed values are the
-/// noise alone (SciPy's solver would return NaN for that singular system).
+/// noise alone (SciPy's solver would return NaN for that singular system). Stops with
+/// [`Error::Cancelled`] at the solver's next iteration once `cancel` is set (a solve over most
+/// of a 224-pixel image runs for seconds).
 pub fn impute(
     image: &[f32],
     (c, h, w): (usize, usize, usize),
     keep: &[bool],
     noise: &[f32],
+    cancel: &CancelToken,
 ) -> Result<Vec<f32>> {
     let hw = h * w;
     if image.len() != c * hw || keep.len() != hw || noise.len() != c * hw {
@@ -99,7 +103,7 @@ pub fn impute(
     let solution = if unknown.len() == hw {
         vec![0f32; hw * c]
     } else {
-        solve(image, (c, h, w), keep, &unknown)?
+        solve(image, (c, h, w), keep, &unknown, cancel)?
     };
     for (k, &p) in unknown.iter().enumerate() {
         for ch in 0..c {
@@ -311,8 +315,9 @@ impl Multigrid {
     }
 
     /// Solves `A x = b` (the finest operator) by conjugate gradients preconditioned with one
-    /// V-cycle, from 0, to a relative residual of [`TOLERANCE`].
-    fn solve(&self, b: &[f64]) -> Result<Vec<f64>> {
+    /// V-cycle, from 0, to a relative residual of [`TOLERANCE`], checking `cancel` at every
+    /// iteration.
+    fn solve(&self, b: &[f64], cancel: &CancelToken) -> Result<Vec<f64>> {
         let n = b.len();
         let dot = |a: &[f64], b: &[f64]| -> f64 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
         let mut x = vec![0f64; n];
@@ -328,6 +333,7 @@ impl Multigrid {
         let mut rz = dot(&r, &z);
         let max_iterations = 10 * n + 100;
         for _ in 0..max_iterations {
+            cancel.check()?;
             operator.apply(&p, &mut q);
             let alpha = rz / dot(&p, &q);
             for i in 0..n {
@@ -461,13 +467,14 @@ fn solve(
     dims: (usize, usize, usize),
     keep: &[bool],
     unknown: &[usize],
+    cancel: &CancelToken,
 ) -> Result<Vec<f32>> {
     let (c, _, w) = dims;
     let system = System::assemble(image, dims, keep, unknown);
     let multigrid = Multigrid::new(system.operator, unknown, w)?;
     let mut out = vec![0f32; unknown.len() * c];
     for (ch, b) in system.rhs.iter().enumerate() {
-        for (k, v) in multigrid.solve(b)?.into_iter().enumerate() {
+        for (k, v) in multigrid.solve(b, cancel)?.into_iter().enumerate() {
             out[k * c + ch] = v as f32;
         }
     }
@@ -511,11 +518,12 @@ mod tests {
         let keep: Vec<bool> = (0..h * w)
             .map(|p| !((2..4).contains(&(p / w)) && (2..5).contains(&(p % w))))
             .collect();
-        let out = impute(&image, (1, h, w), &keep, &vec![0.0; h * w]).unwrap();
+        let go = CancelToken::new();
+        let out = impute(&image, (1, h, w), &keep, &vec![0.0; h * w], &go).unwrap();
         for (a, b) in out.iter().zip(&image) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
-        let noisy = impute(&image, (1, h, w), &keep, &vec![0.5; h * w]).unwrap();
+        let noisy = impute(&image, (1, h, w), &keep, &vec![0.5; h * w], &go).unwrap();
         assert!((noisy[2 * w + 2] - image[2 * w + 2] - 0.5).abs() < 1e-5);
         assert_eq!(noisy[0], image[0]);
     }
@@ -551,12 +559,13 @@ mod tests {
         for b in &rhs {
             let mut direct = b.clone();
             factor.solve(&mut direct);
-            let iterative = multigrid.solve(b).unwrap();
+            let iterative = multigrid.solve(b, &CancelToken::new()).unwrap();
             for (a, b) in direct.iter().zip(&iterative) {
                 assert!((a - b).abs() < 1e-8, "{a} vs {b}");
             }
         }
-        let out = impute(&image, (c, h, w), &keep, &vec![0.0; c * h * w]).unwrap();
+        let go = CancelToken::new();
+        let out = impute(&image, (c, h, w), &keep, &vec![0.0; c * h * w], &go).unwrap();
         for &p in &unknown {
             let (y, x) = ((p / w) as isize, (p % w) as isize);
             for ch in 0..c {
@@ -577,5 +586,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A cancelled token stops the solve (at its first iteration) instead of imputing: the
+    /// random-map baseline's solves, like every map's, end on Cancel.
+    #[test]
+    fn a_cancelled_imputation_stops_with_cancelled() {
+        let (h, w) = (64, 64);
+        let image: Vec<f32> = (0..h * w).map(|p| (p as f32 * 0.37).sin()).collect();
+        let keep: Vec<bool> = (0..h * w).map(|p| p % 7 == 0).collect();
+        let noise = vec![0.0; h * w];
+        let cancel = CancelToken::new();
+        assert!(impute(&image, (1, h, w), &keep, &noise, &cancel).is_ok());
+        cancel.cancel();
+        let err = impute(&image, (1, h, w), &keep, &noise, &cancel).unwrap_err();
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        // Nothing removed: nothing to solve, the image comes back even when cancelled.
+        let all = vec![true; h * w];
+        assert!(impute(&image, (1, h, w), &all, &noise, &cancel).is_ok());
     }
 }
