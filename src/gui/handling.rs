@@ -364,7 +364,7 @@ impl ConvlensApp {
                 }
                 Command::SetImage(path) => {
                     self.settings.image = path.to_string_lossy().into_owned();
-                    self.tabs.heatmap.new_image();
+                    self.settings.heatmap.new_image();
                     self.refresh_activations();
                     self.refresh_cam();
                 }
