@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::ModelArgs;
 use super::figure_io::{check_figure_out, check_out, default_out, export_folder};
-use super::output::outln;
+use super::output::{errln, outln};
 use crate::Result;
 use crate::export::{self, ActivationsRequest, FigureRequest};
 use crate::viz::activations::{self, GridOptions};
@@ -77,7 +77,7 @@ pub fn run(args: &ActivationsArgs) -> Result<ExitCode> {
             &make,
             &mut |image, res| match res {
                 Ok(e) => outln!("{}: {}", image.display(), summary(&e.result)),
-                Err(err) => eprintln!("error: {err}"),
+                Err(err) => errln!("error: {err}"),
             },
         )?;
         outln!("index: {}", out_dir.join("index.csv").display());

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::figure_io::{check_figure_out, check_out, default_out, export_folder};
-use super::output::{outln, print_json};
+use super::output::{errln, outln, print_json};
 use super::{ModelArgs, Progress};
 use crate::export::{self, CamRequest, Exported, FigureRequest};
 use crate::viz::attribution::{AttributionOptions, Baseline, Completeness};
@@ -212,7 +212,7 @@ pub fn run(args: &CamArgs) -> Result<ExitCode> {
                         );
                     }
                 }
-                Err(err) => eprintln!("error: {err}"),
+                Err(err) => errln!("error: {err}"),
             },
         )?;
         if args.json {

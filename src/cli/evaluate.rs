@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::Progress;
-use super::output::{outln, print_json};
+use super::output::{errln, outln, print_json};
 use crate::cancel::CancelToken;
 use crate::data::folder::{FolderOptions, ImageFolder, Sample, Split};
 use crate::data::split_record::SplitRecord;
@@ -76,7 +76,7 @@ pub fn run(args: &EvaluateArgs) -> Result<ExitCode> {
         )));
     }
     for s in &data.skipped {
-        eprintln!("skipped {}: {}", s.path.display(), s.reason);
+        errln!("skipped {}: {}", s.path.display(), s.reason);
     }
     let (samples, what) = chosen_samples(&data, requested, trained, args.different_split)?;
     let samples = samples.as_slice();
@@ -90,7 +90,7 @@ pub fn run(args: &EvaluateArgs) -> Result<ExitCode> {
     )?;
     bar.finish();
     for (path, reason) in &eval.skipped {
-        eprintln!("skipped {}: {reason}", path.display());
+        errln!("skipped {}: {reason}", path.display());
     }
     if args.json {
         print_json(&eval);
@@ -248,7 +248,7 @@ fn drawn_split(
             format!("{split} split, drawn as for training"),
         )),
         Some(problem) if different_split => {
-            eprintln!(
+            errln!(
                 "warning: {problem}; evaluating {anew}: a different split, which may hold \
                  images the model was trained on"
             );

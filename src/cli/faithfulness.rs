@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::figure_io::images_in;
-use super::output::{outln, print_json};
+use super::output::{errln, outln, print_json};
 use super::{ModelArgs, Progress};
 use crate::cancel::CancelToken;
 use crate::data::folder::{FolderOptions, ImageFolder, Split};
@@ -152,6 +152,9 @@ pub fn run(args: &FaithfulnessArgs) -> Result<ExitCode> {
         let methods = default_applicable(args, methods, &model);
         let layer = layer_of(args, &model)?;
         let work = gather(&args.input, args.split.as_deref(), &model)?;
+        // Created once the model and the folder are known good: a refused run leaves no
+        // empty report folder behind.
+        crate::fsutil::ensure_writable_dir(&out)?;
         return folder_report(args, &model, &layer, &methods, &opts, &work, &out);
     }
     if args.out.is_some() {
@@ -295,8 +298,9 @@ fn image_rows(
         .collect())
 }
 
-/// The report folder: `out` when new or empty, else an error; without `--out`,
-/// `convlens-faithfulness` or the first free `-2`, `-3` ... Never inside the input folder.
+/// The report folder (not created yet): `out` when new or empty, else an error; without
+/// `--out`, `convlens-faithfulness` or the first free `-2`, `-3` ... Never inside the input
+/// folder.
 fn report_dir(out: Option<&Path>, input: &Path) -> Result<PathBuf> {
     let empty_or_new = |p: &Path| match std::fs::read_dir(p) {
         Ok(mut entries) => entries.next().is_none(),
@@ -347,7 +351,6 @@ fn report_dir(out: Option<&Path>, input: &Path) -> Result<PathBuf> {
             input.display()
         )));
     }
-    crate::fsutil::ensure_writable_dir(&dir)?;
     Ok(dir)
 }
 
@@ -526,9 +529,9 @@ fn folder_report(
     let cancel = CancelToken::new();
     let on_interrupt = cancel.clone();
     if let Err(e) = ctrlc::set_handler(move || on_interrupt.cancel()) {
-        eprintln!("warning: Ctrl-C will not stop the report cleanly ({e})");
+        errln!("warning: Ctrl-C will not stop the report cleanly ({e})");
     }
-    eprintln!("{}: {}", args.input.display(), work.note);
+    errln!("{}: {}", args.input.display(), work.note);
     let n = work.images.len();
     let mut bar = Progress::new(n as u64, "faithfulness (images)");
     let mut rows = Vec::new();
@@ -552,7 +555,7 @@ fn folder_report(
                 break;
             }
             Err(e) => {
-                bar.suspend(|| eprintln!("error: {}: {e}", image.display()));
+                bar.suspend(|| errln!("error: {}: {e}", image.display()));
                 errors.push((image.display().to_string(), e.to_string()));
             }
         }
@@ -660,7 +663,7 @@ fn folder_report(
         outln!("figure: {}", figure_path.display());
     }
     if cancelled {
-        eprintln!(
+        errln!(
             "cancelled: {images_done} of {n} images done; {} and the figure hold those",
             csv_path.display()
         );

@@ -151,7 +151,7 @@ pub fn run(mut cli: Cli) -> ExitCode {
     match crate::data::decode::DecodeLimits::new(cli.max_pixels) {
         Ok(limits) => crate::data::decode::set_process_limits(limits),
         Err(e) => {
-            eprintln!("error: {e}");
+            output::errln!("error: {e}");
             return ExitCode::FAILURE;
         }
     }
@@ -180,7 +180,9 @@ pub fn run(mut cli: Cli) -> ExitCode {
         None => {
             use clap::CommandFactory;
             output::out!("{}", Cli::command().render_help());
-            eprintln!("\n(this build has no desktop app: it was built without the `gui` feature)");
+            output::errln!(
+                "\n(this build has no desktop app: it was built without the `gui` feature)"
+            );
             Ok(ExitCode::from(2))
         }
     };

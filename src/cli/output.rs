@@ -39,7 +39,9 @@ fn stdout_failed(e: &std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         std::process::exit(0);
     }
-    eprintln!("error: cannot write to standard output: {e}");
+    write_err(format_args!(
+        "error: cannot write to standard output: {e}\n"
+    ));
     std::process::exit(1);
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::output::{outln, print_json};
+use super::output::{errln, outln, print_json};
 use super::{ModelArgs, Progress};
 use crate::Result;
 use crate::predict::{ClassScore, top_k};
@@ -43,7 +43,7 @@ pub fn run(args: &PredictArgs) -> Result<ExitCode> {
     for chunk in args.images.chunks(BATCH) {
         let loaded = model.load_batch(chunk)?;
         for (path, err) in &loaded.failures {
-            bar.suspend(|| eprintln!("error: {}: {}", path.display(), error_reason(path, err)));
+            bar.suspend(|| errln!("error: {}: {}", path.display(), error_reason(path, err)));
             failed += 1;
         }
         if loaded.batch.is_some() {

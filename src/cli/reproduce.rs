@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::Progress;
-use super::output::outln;
+use super::output::{errln, outln};
 use crate::Result;
 use crate::device::DeviceChoice;
 use crate::export;
@@ -42,12 +42,18 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
         },
     )?;
     bar.finish();
+    if let Some(version) = &r.made_by_other_version {
+        errln!(
+            "note: the figure was made by convlens {version}, this is {}",
+            export::VERSION
+        );
+    }
     outln!("figure: {}", r.png.display());
     if r.identical {
         outln!("identical to the recorded PNG (same SHA-256)");
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("the new PNG differs from the recorded one (another device, build or input?)");
+        errln!("the new PNG differs from the recorded one (another device, build or input?)");
         Ok(ExitCode::FAILURE)
     }
 }

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::output::outln;
+use super::output::{errln, outln};
 use super::{ModelArgs, Progress};
 use crate::cancel::CancelToken;
 use crate::data::augment::Augment;
@@ -142,7 +142,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         }
     };
     if let Err(e) = ctrlc::set_handler(interrupted) {
-        eprintln!("warning: Ctrl-C will not stop training cleanly ({e})");
+        errln!("warning: Ctrl-C will not stop training cleanly ({e})");
     }
     let (result, evaluate_on) = match scan_and_train(args, &cfg, dest.work(), &cancel) {
         Ok(t) => (t.result, Some((t.data, t.device))),
@@ -172,7 +172,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         Err(e) if !saved => {
             let unchanged = dest.discard();
             if matches!(e, Error::Cancelled) {
-                eprintln!("interrupted before the first checkpoint: nothing was saved{unchanged}");
+                errln!("interrupted before the first checkpoint: nothing was saved{unchanged}");
                 return Ok(ExitCode::from(130));
             }
             Err(e)
@@ -182,7 +182,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             let dir = dest.keep()?;
             if matches!(e, Error::Cancelled) {
                 let epochs = bundle::TrainedManifest::read(dir).map_or(0, |m| m.history.len());
-                eprintln!(
+                errln!(
                     "interrupted: the best checkpoint so far ({epochs} finished epochs) is kept in {}",
                     dir.display()
                 );
@@ -218,9 +218,9 @@ fn scan_and_train(
 ) -> Result<Trained> {
     let data = ImageFolder::scan(&args.data, &cfg.folder_options())?;
     for s in &data.skipped {
-        eprintln!("skipped {}: {}", s.path.display(), s.reason);
+        errln!("skipped {}: {}", s.path.display(), s.reason);
     }
-    eprintln!(
+    errln!(
         "{} classes ({}); {} training, {} validation images",
         data.classes.len(),
         data.classes.join(", "),
@@ -234,7 +234,7 @@ fn scan_and_train(
             if let Some(b) = bar.take() {
                 b.finish();
             }
-            eprintln!("== {name}");
+            errln!("== {name}");
         }
         TrainEvent::Progress { what, done, total } => {
             let b = bar.get_or_insert_with(|| Progress::new(total as u64, &what));
@@ -247,7 +247,7 @@ fn scan_and_train(
             if let Some(b) = bar.take() {
                 b.finish();
             }
-            eprintln!(
+            errln!(
                 "{} epoch {:>3}: loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} | {:.1}s{}",
                 m.phase,
                 m.epoch,
@@ -260,7 +260,7 @@ fn scan_and_train(
             );
         }
         TrainEvent::Warning(w) => {
-            let print = || eprintln!("warning: {w}");
+            let print = || errln!("warning: {w}");
             match &bar {
                 Some(b) => b.suspend(print),
                 None => print(),
@@ -296,13 +296,13 @@ fn save_evaluation(
     );
     bar.finish();
     match evaluated {
-        Ok(Some(e)) => eprintln!(
+        Ok(Some(e)) => errln!(
             "validation accuracy {:.3} ({} misclassified): {}",
             e.accuracy,
             e.misclassified.len(),
             out.join(crate::workspace::evaluation::EVALUATION).display()
         ),
         Ok(None) => {}
-        Err(e) => eprintln!("warning: the evaluation was not saved: {e}"),
+        Err(e) => errln!("warning: the evaluation was not saved: {e}"),
     }
 }

@@ -129,6 +129,10 @@ pub fn load_batch(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_macros,
+    reason = "tests print what they saw on failure"
+)]
 mod tests {
     use std::path::{Path, PathBuf};
 

@@ -419,6 +419,10 @@ pub fn jpeg_truncation(bytes: &[u8]) -> Option<&'static str> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_macros,
+    reason = "tests print what they saw on failure"
+)]
 mod tests {
     use super::*;
     use image::{ImageBuffer, ImageEncoder, Luma, Rgb, Rgba};

@@ -183,6 +183,17 @@ impl ImageFolder {
     /// [`FolderOptions::check_decodable`]) without any readable image, naming the class and the
     /// folder. Unreadable folders give [`Error::Io`].
     pub fn scan(root: &Path, opts: &FolderOptions) -> Result<ImageFolder> {
+        Self::scan_classes(root, opts, 2)
+    }
+
+    /// Scans like [`ImageFolder::scan`] but accepts a single class folder, for work that
+    /// compares no classes (a listing of the images, their features).
+    pub fn scan_one_class_or_more(root: &Path, opts: &FolderOptions) -> Result<ImageFolder> {
+        Self::scan_classes(root, opts, 1)
+    }
+
+    /// [`ImageFolder::scan`] with at least `min_classes` (1 or 2) classes.
+    fn scan_classes(root: &Path, opts: &FolderOptions, min_classes: usize) -> Result<ImageFolder> {
         let f = opts.validation_fraction;
         if !(f > 0.0 && f < 1.0) {
             return Err(Error::Dataset(format!(
@@ -282,7 +293,7 @@ impl ImageFolder {
         {
             let present: Vec<&ClassSet> = sets.iter().flatten().collect();
             check_same_classes(&present)?;
-            check_class_count(present[0])?;
+            check_class_count(present[0], min_classes)?;
             for set in &present {
                 check_not_empty(set, "no image files")?;
             }
@@ -572,9 +583,10 @@ fn check_same_classes(sets: &[&ClassSet]) -> Result<()> {
     }
 }
 
-/// Errors unless `set` has at least 2 classes.
-fn check_class_count(set: &ClassSet) -> Result<()> {
+/// Errors unless `set` has at least `min_classes` (1 or 2) classes.
+fn check_class_count(set: &ClassSet, min_classes: usize) -> Result<()> {
     match set.classes.len() {
+        1 if min_classes <= 1 => Ok(()),
         0 => Err(Error::Dataset(format!(
             "{} has no class folders; a dataset needs one subfolder per class, at least 2",
             set.dir.display()
@@ -648,6 +660,10 @@ fn header_problem(path: &Path) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_macros,
+    reason = "tests print what they saw on failure"
+)]
 pub(crate) mod tests {
     use super::*;
     use image::{Rgb, RgbImage};

@@ -1,9 +1,10 @@
 //! Every image of a folder, labelled or not, in a fixed order, with a fingerprint of the
 //! folder's content (for caches of results computed over the whole folder).
 //!
-//! A folder that [`ImageFolder::scan`] accepts (class folders, or split folders) gives every
-//! image of every split with its class ([`ImageFolder::all_samples`] order); any other folder
-//! with images at its top level gives those images, sorted by name, without a class.
+//! A folder that [`ImageFolder::scan_one_class_or_more`] accepts (class folders, one or more,
+//! or split folders) gives every image of every split with its class
+//! ([`ImageFolder::all_samples`] order); any other folder with images at its top level gives
+//! those images, sorted by name, without a class.
 
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
@@ -31,7 +32,7 @@ impl Listing {
     /// Errors name the folder: missing, or neither a dataset nor a folder with images.
     pub fn of(root: &Path) -> Result<Listing> {
         let opts = FolderOptions::default();
-        match ImageFolder::scan(root, &opts) {
+        match ImageFolder::scan_one_class_or_more(root, &opts) {
             Ok(folder) => Ok(Listing {
                 root: root.to_path_buf(),
                 images: folder
@@ -135,6 +136,24 @@ mod tests {
         let empty = tempfile::tempdir().map_err(|e| Error::io(Path::new("tmp"), e))?;
         let err = Listing::of(empty.path()).unwrap_err().to_string();
         assert!(err.contains("top level"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn one_class_folder_is_listed_with_its_class() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io(Path::new("tmp"), e))?;
+        let cats = dir.path().join("cats");
+        std::fs::create_dir(&cats).map_err(|e| Error::io(&cats, e))?;
+        let img = image::RgbImage::from_pixel(4, 4, image::Rgb([9, 9, 9]));
+        for name in ["b.png", "a.png"] {
+            img.save(cats.join(name))
+                .map_err(|e| Error::Model(e.to_string()))?;
+        }
+        let listing = Listing::of(dir.path())?;
+        assert_eq!(listing.classes, ["cats"]);
+        assert_eq!(listing.images.len(), 2);
+        assert_eq!(listing.relative(0), PathBuf::from("cats/a.png"));
+        assert_eq!(listing.class_of(1), Some("cats"));
         Ok(())
     }
 }

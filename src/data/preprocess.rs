@@ -411,6 +411,10 @@ fn identity_taps(rows: std::ops::Range<u32>) -> Taps {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_macros,
+    reason = "tests print what they saw on failure"
+)]
 mod tests {
     use super::*;
     use crate::Error;

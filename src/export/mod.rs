@@ -650,6 +650,8 @@ pub struct Reproduced {
     /// Whether the new figure's bytes (in the recorded format) hash to the sidecar's
     /// `png_sha256`.
     pub identical: bool,
+    /// The convlens version that made the figure, when it is not this one.
+    pub made_by_other_version: Option<String>,
 }
 
 /// Renders the figure a sidecar describes again and writes it to `out` (default: beside the
@@ -726,12 +728,6 @@ pub fn reproduce(
             sc.model.weights_sha256
         )));
     }
-    if sc.convlens_version != VERSION {
-        eprintln!(
-            "note: the figure was made by convlens {}, this is {VERSION}",
-            sc.convlens_version
-        );
-    }
     let rendered = render(&model, &request, sc.scale, progress)?;
     let bytes = figure_bytes(&rendered.image, &out)?;
     write_atomic(&out, &bytes)?;
@@ -745,6 +741,7 @@ pub fn reproduce(
     Ok(Reproduced {
         png: out,
         identical,
+        made_by_other_version: (sc.convlens_version != VERSION).then_some(sc.convlens_version),
     })
 }
 

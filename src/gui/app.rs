@@ -188,7 +188,7 @@ impl ConvlensApp {
     /// Every row of the Heatmap tab: its heatmap once computed, and what its class stands for
     /// when set up to explain an error ("true class", "predicted class", "top class").
     pub fn cam_rows(&self) -> Vec<(Option<&CamView>, Option<&'static str>)> {
-        self.tabs.heatmap.views()
+        self.tabs.heatmap.views(&self.settings.heatmap)
     }
 
     /// The Predict tab's answers, in the order of its list.

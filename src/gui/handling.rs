@@ -190,7 +190,7 @@ impl ConvlensApp {
             Reply::Faithfulness(view) => self.tabs.heatmap.set_faithfulness(*view),
             Reply::Sanity(view) => self.tabs.heatmap.set_sanity(*view),
             Reply::Predictions(p) => self.tabs.predict.set_predictions(p),
-            Reply::Map(map) => self.tabs.map.set_map(*map),
+            Reply::Map(key, map) => self.tabs.map.set_map(key, *map),
             Reply::Suspects(view) => self.tabs.map.set_suspects(*view),
             Reply::Trained(outcome) => {
                 let dir = outcome.report.out_dir.to_string_lossy().into_owned();
@@ -364,7 +364,7 @@ impl ConvlensApp {
                 }
                 Command::SetImage(path) => {
                     self.settings.image = path.to_string_lossy().into_owned();
-                    self.tabs.heatmap.new_image();
+                    self.settings.heatmap.new_image();
                     self.refresh_activations();
                     self.refresh_cam();
                 }

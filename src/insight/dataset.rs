@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use crate::cancel::CancelToken;
 use crate::data::folder::{ImageFolder, SkippedFile};
 use crate::data::train_transform::TrainTransform;
+use crate::train::bundle::TrainedManifest;
 use crate::train::features::{ExtractStats, FeatureCache, Features, extract_features};
 use crate::train::metrics::argmax_rows;
 use crate::train::trainer::FEATURE_LAYER;
@@ -62,6 +63,27 @@ pub fn feature_transform(model: &Model) -> TrainTransform {
     }
 }
 
+/// The SHA-256 of the weights that compute `model`'s pooled features, which keys their cache:
+/// a head trained on a frozen base (no stage fine-tuned) sees its base's features, so it shares
+/// the features its training extracted; a fine-tuned, scratch or pretrained model computes its
+/// own.
+pub fn feature_weights_hash(model: &Model) -> &str {
+    model
+        .spec
+        .trained
+        .as_ref()
+        .and_then(|(_, m)| frozen_base_hash(m))
+        .unwrap_or(&model.weights_hash)
+}
+
+/// The base's weights hash when a trained model's features are its base's unchanged.
+fn frozen_base_hash(m: &TrainedManifest) -> Option<&str> {
+    m.base
+        .as_ref()
+        .filter(|b| m.finetuned_layers.is_empty() && b.feature_layer == FEATURE_LAYER)
+        .map(|b| b.weights_hash.as_str())
+}
+
 /// Extracts (or reads from the cache under `cache_root`) the pooled features of every image of
 /// `data` (all splits, sorted by class and path), then runs the rest of the network on them
 /// for the model's prediction. `progress(done, total)` per batch of images.
@@ -80,7 +102,12 @@ pub fn dataset_features(
         )));
     }
     let transform = feature_transform(model);
-    let cache = FeatureCache::open(cache_root, &model.weights_hash, FEATURE_LAYER, &transform)?;
+    let cache = FeatureCache::open(
+        cache_root,
+        feature_weights_hash(model),
+        FEATURE_LAYER,
+        &transform,
+    )?;
     let (features, mut skipped, stats) = extract_features(
         &model.network,
         FEATURE_LAYER,
@@ -135,4 +162,41 @@ fn predict_from_features(model: &Model, x: &Tensor) -> Result<Vec<(usize, f32)>>
 pub fn relative(path: &Path, root: &Path) -> PathBuf {
     path.strip_prefix(root)
         .map_or_else(|_| path.to_path_buf(), Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::TrainConfig;
+    use crate::train::bundle::BaseModelRef;
+
+    /// A trained model's manifest on a base whose weights hash is `base`, with `finetuned`
+    /// stages.
+    fn manifest(finetuned: &[&str]) -> TrainedManifest {
+        let base = BaseModelRef {
+            name: "efficientnet_lite0".into(),
+            manifest: "models/efficientnet_lite0.json".into(),
+            architecture: "efficientnet_lite0".into(),
+            weights_hash: "base".into(),
+            feature_layer: FEATURE_LAYER.into(),
+        };
+        TrainedManifest::new(
+            &TrainConfig::default(),
+            &["a".to_string(), "b".to_string()],
+            TrainTransform::new(224, [0.5; 3], [0.25; 3]),
+            Some(base),
+            None,
+            finetuned.iter().map(|s| s.to_string()).collect(),
+            "blocks.6",
+        )
+    }
+
+    #[test]
+    fn a_head_on_a_frozen_base_shares_its_features_a_fine_tuned_one_has_its_own() {
+        assert_eq!(frozen_base_hash(&manifest(&[])), Some("base"));
+        assert_eq!(frozen_base_hash(&manifest(&["blocks.6"])), None);
+        let mut scratch = manifest(&[]);
+        scratch.base = None;
+        assert_eq!(frozen_base_hash(&scratch), None);
+    }
 }

@@ -88,13 +88,17 @@ pub fn faithfulness(
     };
     let mut maps = Vec::with_capacity(methods.len());
     for (i, &method) in methods.iter().enumerate() {
-        ctx.progress("maps", i, methods.len());
+        // Each map its own stage, named, with its batches as progress: one map (Score-CAM on
+        // a wide layer) can take minutes.
+        let stage = format!("map {} of {}, {method}", i + 1, methods.len());
+        ctx.progress(&stage, 0, 1);
         ctx.cancel.check()?;
         let cam_opts = CamOptions {
             class: Some(class),
             ..CamOptions::new(method, &layer)
         };
-        let map = cam::compute_with_progress(&model.network, &input, &cam_opts, &mut |_, _| {
+        let map = cam::compute_with_progress(&model.network, &input, &cam_opts, &mut |d, t| {
+            ctx.progress(&stage, d, t);
             !ctx.cancel.is_cancelled()
         })?;
         maps.push(map.map);

@@ -18,6 +18,8 @@ pub struct SuspectsView {
     pub dataset: PathBuf,
     /// The model's name.
     pub model: String,
+    /// The model's key (the chooser's) it was asked with.
+    pub key: String,
     /// Whether the model predicts the folder's classes (so Heatmap can explain a suggestion).
     pub same_classes: bool,
     pub report: SuspectReport,
@@ -105,6 +107,7 @@ pub(super) fn suspects(
     Ok(SuspectsView {
         dataset: dir.to_path_buf(),
         model: name,
+        key: key.to_string(),
         same_classes: ds.same_classes(),
         report,
     })

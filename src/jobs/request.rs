@@ -266,8 +266,8 @@ pub enum Reply {
     Examples(Box<super::dataset::ChannelExamplesView>),
     /// A probe's result, with the model's key.
     Probe(String, crate::viz::probe::ProbeReport),
-    /// The answer to [`Request::Map`].
-    Map(Box<crate::insight::map::DatasetMap>),
+    /// The answer to [`Request::Map`]: the model key it was asked with, and the map.
+    Map(String, Box<crate::insight::map::DatasetMap>),
     /// The answer to [`Request::Suspects`].
     Suspects(Box<super::insight::SuspectsView>),
     /// The answer to [`Request::Faithfulness`].
@@ -529,7 +529,7 @@ impl Request {
                 data_dir,
                 method,
             } => super::insight::map(engine, ctx, &model, &data_dir, method)
-                .map(|m| Reply::Map(Box::new(m))),
+                .map(|m| Reply::Map(model, Box::new(m))),
             Request::Suspects {
                 model,
                 data_dir,

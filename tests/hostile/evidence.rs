@@ -135,6 +135,34 @@ fn an_out_that_is_a_file_or_an_input_is_never_written() {
 }
 
 #[test]
+fn a_refused_folder_leaves_no_report_folder_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    photo(&images, "chelsea.png", "cat.png");
+    for (folder, extra, needles) in [
+        (&empty, &[][..], &[path(&empty)][..]),
+        (&images, &["--split", "test"][..], &[path(&images)][..]),
+        (
+            &images,
+            &["--layer", "no-such-layer"][..],
+            &["no-such-layer"][..],
+        ),
+    ] {
+        let report = dir.path().join("report");
+        let mut args = vec!["--out", path(&report)];
+        args.extend_from_slice(extra);
+        assert_refused(&faithfulness(folder, &args), needles);
+        assert!(
+            !report.exists(),
+            "{extra:?}: an empty report folder was left behind"
+        );
+    }
+}
+
+#[test]
 fn unknown_method_names_are_named() {
     let cat = crate::common::repo("assets/images/chelsea.png");
     let out = run(&[

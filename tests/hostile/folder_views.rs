@@ -93,9 +93,33 @@ fn missing_empty_and_one_class_folders_are_named() {
         assert_refused(&run, &["no-such-folder", "does not exist"]);
         let run = w.command(command, "empty", &[]);
         assert_refused(&run, &["empty", "no class folders"]);
+        if command.0 == "examples" {
+            continue;
+        }
         let run = w.command(command, "one", &[]);
         assert_refused(&run, &["one", "only one class folder (`cat`)"]);
     }
+}
+
+#[test]
+fn examples_needs_no_labels_one_class_or_a_flat_folder_is_ranked() {
+    let w = Work::new();
+    class_folder(&w.path("one"), "cat", 4, 50);
+    let flat = class_folder(w.dir.path(), "flat", 3, 90);
+    let examples = COMMANDS[2];
+    for (folder, images) in [("one", 4), ("flat", 3)] {
+        let out = format!("{folder}.png");
+        let run = w.command(examples, folder, &["--out", &out, "--json"]);
+        assert_eq!(run.code, 0, "{folder}: {}", run.stderr);
+        assert!(w.path(&out).is_file(), "{folder}: no figure");
+        let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(json["scanned"], images, "{folder}: {}", run.stdout);
+    }
+    assert_eq!(
+        std::fs::read_dir(&flat).unwrap().count(),
+        3,
+        "no file added"
+    );
 }
 
 #[test]

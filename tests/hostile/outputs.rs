@@ -407,3 +407,41 @@ fn kill_9_mid_run_leaves_a_loadable_model_or_the_old_folder() {
         "nothing of the killed run inside the old folder"
     );
 }
+
+/// Runs `cmd` with stdout discarded and stderr into a pipe whose reader is gone before the
+/// first byte (`2>&1 | head -c0` on stderr alone): every diagnostic write fails with EPIPE.
+fn with_stderr_closed(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_closed_stderr_ends_no_older_command_early() {
+    // `train` writes its summary and progress to stderr: the model is still saved.
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("model");
+    let trained =
+        with_stderr_closed(train(work.path(), &out, &[]).env("CONVLENS_PROGRESS_SECS", "0"));
+    assert_eq!(trained.status.code(), Some(0), "train on a closed stderr");
+    assert!(convlens::train::bundle::is_trained_model(&out));
+    // `cam` over a folder with a broken image says so on stderr and maps the others (exit 1:
+    // one image failed, not 101: a panic).
+    let images = work.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    photo(&images, "coffee.png", "coffee.png");
+    std::fs::write(images.join("broken.png"), b"not a png").unwrap();
+    let figs = work.path().join("figs");
+    let cam = with_stderr_closed(convlens().arg("cam").arg(&images).arg("--out").arg(&figs));
+    assert_eq!(cam.status.code(), Some(1), "cam on a closed stderr");
+    assert!(
+        figs.join("coffee.png").is_file(),
+        "the readable image is mapped"
+    );
+    assert!(figs.join("index.csv").is_file());
+}

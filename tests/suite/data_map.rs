@@ -289,3 +289,53 @@ fn twenty_thousand_synthetic_feature_vectors_project_with_pca_and_tsne() {
     eprintln!("peak resident memory: {:.0} MB", peak_kb as f64 / 1024.0);
     assert!(peak_kb * 1024 < 1_500_000_000, "{peak_kb} kB");
 }
+
+#[test]
+fn a_head_trained_on_the_frozen_base_maps_from_the_features_its_training_cached() {
+    use convlens::train::{TrainConfig, train};
+    let dir = tempfile::tempdir().unwrap();
+    let folder = common::small_dataset(&dir.path().join("data"), 2, 1);
+    let cache = dir.path().join("cache");
+    let cfg = TrainConfig {
+        epochs: 1,
+        cache_dir: Some(cache.clone()),
+        ..TrainConfig::default()
+    };
+    let out = dir.path().join("run");
+    let report = train(
+        &common::lite0(),
+        &folder,
+        &cfg,
+        &out,
+        &mut |_| {},
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(report.extract.computed, 12, "{:?}", report.extract);
+    let trained = convlens::zoo::resolve(out.to_str().unwrap())
+        .and_then(|spec| spec.load(&Device::Cpu))
+        .unwrap();
+    assert_ne!(trained.weights_hash, common::lite0().weights_hash);
+    // The map of the same folder through the trained model reads every image's features from
+    // the cache the run filled: its pooled features are the base's.
+    let ds = dataset_features(
+        &trained,
+        &folder,
+        &cache,
+        &mut |_, _| {},
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        (ds.stats.computed, ds.stats.cached),
+        (0, 12),
+        "{:?}",
+        ds.stats
+    );
+    assert_eq!(
+        ds.predictions.len(),
+        12,
+        "the trained head predicts each image"
+    );
+    assert!(ds.same_classes());
+}

@@ -2087,6 +2087,15 @@ fn fullgrad_from_the_method_chooser_maps_and_exports() {
 
 /// A map of `points` (plot coordinates) of the bundled dataset's first image, by class `a`.
 fn map_of(points: &[(f32, f32)]) -> convlens::insight::map::DatasetMap {
+    let labelled: Vec<(f32, f32, usize)> = points.iter().map(|&(x, y)| (x, y, 0)).collect();
+    labelled_map(&labelled, &["a"])
+}
+
+/// A map of `points` (plot coordinates and an index into `classes`) of made-up images.
+fn labelled_map(
+    points: &[(f32, f32, usize)],
+    classes: &[&str],
+) -> convlens::insight::map::DatasetMap {
     use convlens::insight::map::{DatasetMap, MapPoint, Method};
     DatasetMap {
         convlens_version: String::new(),
@@ -2094,15 +2103,15 @@ fn map_of(points: &[(f32, f32)]) -> convlens::insight::map::DatasetMap {
         model: "m".into(),
         weights_sha256: String::new(),
         method: Method::Pca,
-        classes: vec!["a".into()],
+        classes: classes.iter().map(|c| c.to_string()).collect(),
         explained_variance_ratio: None,
         points: points
             .iter()
             .enumerate()
-            .map(|(i, &(x, y))| MapPoint {
+            .map(|(i, &(x, y, label))| MapPoint {
                 path: format!("{i}.png").into(),
-                label: 0,
-                class: "a".into(),
+                label,
+                class: classes[label].into(),
                 prediction: None,
                 probability: None,
                 correct: None,
@@ -2131,7 +2140,8 @@ fn a_fast_box_drag_on_the_map_selects_from_where_the_button_went_down() {
     ];
     let mut points = vec![(0.0, 0.0), (100.0, 100.0)];
     points.extend(middle);
-    h.state_mut().map_tab_mut().set_map(map_of(&points));
+    let key = h.state().model_info().unwrap().key.clone();
+    h.state_mut().map_tab_mut().set_map(key, map_of(&points));
     h.run_steps(2);
     h.get_by_label("Select box").click();
     h.run_steps(2);
@@ -2408,4 +2418,248 @@ fn map_suspects_probe_and_examples_run_and_cancel_on_a_trained_model() {
     assert!(view.hits.windows(2).all(|w| w[0].0.max >= w[1].0.max));
     assert!(view.hits.iter().all(|(hit, _, _)| hit.class.is_some()));
     assert_eq!(h.state().last_error(), None);
+}
+
+// --- polish ---
+
+/// The heatmap rows on screen: each one's model, class and role.
+fn explained_rows(a: &ConvlensApp) -> Vec<(String, usize, Option<&'static str>)> {
+    a.cam_rows()
+        .into_iter()
+        .filter_map(|(v, role)| v.map(|v| (v.model.clone(), v.class, role)))
+        .collect()
+}
+
+#[test]
+fn an_explained_images_rows_keep_their_classes_and_roles_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, run) = train_small_run(tmp.path());
+    let base = h.state().model_info().unwrap().key.clone();
+    drop(h);
+    // The rows as a confusion-matrix click leaves them in the saved settings: the run's map
+    // of the true class (0) and of the predicted class (1), the base model's top class.
+    let key = run.path.to_string_lossy().into_owned();
+    let row = |model: &str, index: Option<usize>, role: &str| {
+        serde_json::json!({
+            "model": model,
+            "class": { "model": model, "index": index, "role": role },
+        })
+    };
+    let file = tmp.path().join("settings.json");
+    let mut settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    settings["tab"] = "Heatmap".into();
+    settings["heatmap"]["rows"] = serde_json::json!([
+        row(&key, Some(0), "Truth"),
+        row(&key, Some(1), "Prediction"),
+        row(&base, None, "Top"),
+    ]);
+    std::fs::write(&file, settings.to_string()).unwrap();
+    let expected = |top: usize| {
+        vec![
+            (key.clone(), 0, Some("true class")),
+            (key.clone(), 1, Some("predicted class")),
+            (base.clone(), top, Some("top class")),
+        ]
+    };
+
+    // A restart shows those maps: each row's model, class and what the class stands for.
+    let mut h = harness_with(options_in(tmp.path()), SIZES[0]);
+    step_until(&mut h, 120, "the restored rows", |a| {
+        let rows = explained_rows(a);
+        !a.busy() && rows.len() == 3 && rows == expected(rows[2].1)
+    });
+    let classes = h.state().dataset().unwrap().classes.clone();
+    h.get_by_label_contains(&format!(" — true class: {} (p = ", classes[0]));
+    h.get_by_label_contains(&format!(" — predicted class: {} (p = ", classes[1]));
+    drop(h);
+    // The settings it saved keep them for the next start.
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(again["heatmap"]["rows"][1]["class"]["role"], "Prediction");
+}
+
+#[test]
+fn the_confusion_headers_are_centred_over_their_columns_at_1024() {
+    let (mut h, _out) = with_trained_model(Tab::Train);
+    let size = SIZES[0];
+    resize(&mut h, size);
+    let e = h.state().train_outcome().unwrap().evaluation.clone();
+    let label = |t: usize, p: usize| {
+        format!(
+            "true {}, predicted {}: {}",
+            e.classes[t], e.classes[p], e.confusion[t][p]
+        )
+    };
+    assert_reachable(&mut h, &label(0, 0), size);
+    let mut right_of_previous = f32::MIN;
+    for (i, class) in e.classes.iter().enumerate() {
+        let (column, row) = (rect_of(&h, &label(0, i)), rect_of(&h, &label(i, 0)));
+        let names: Vec<egui::Rect> = h.query_all_by_label(class).map(|n| n.rect()).collect();
+        // The header: above the first row; the row's name: left of its first cell.
+        let header = names
+            .iter()
+            .find(|r| r.bottom() <= column.top() + 0.5 && r.center().x > column.left() - 1.0)
+            .unwrap_or_else(|| panic!("no header `{class}` above {column:?}: {names:?}"));
+        // Centred over its column, inside it, a clear gap from the name before it.
+        assert!(
+            header.left() >= column.left() - 0.5 && header.right() <= column.right() + 0.5,
+            "header `{class}` at {header:?} overruns its column {column:?}"
+        );
+        assert!(
+            (header.center().x - column.center().x).abs() <= 1.0,
+            "header `{class}` at {header:?} is not centred over its column {column:?}"
+        );
+        assert!(
+            header.left() >= right_of_previous + 4.0,
+            "`{class}` runs into the header before it (which ends at {right_of_previous})"
+        );
+        right_of_previous = header.right();
+        let name = names
+            .iter()
+            .find(|r| (r.center().y - row.center().y).abs() < row.height() / 2.0)
+            .unwrap_or_else(|| panic!("no row name `{class}` beside {row:?}: {names:?}"));
+        assert!(
+            name.right() <= row.left() - 3.5,
+            "row name `{class}` at {name:?} runs into its first cell {row:?}"
+        );
+    }
+}
+
+#[test]
+fn the_map_key_is_above_the_plot_and_a_click_hides_a_class() {
+    let size = SIZES[0];
+    let mut h = harness_sized(Tab::Map, size);
+    settle(&mut h, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    // Corner points set the bounds; points of both classes at the top right, where a legend
+    // inside the plot would sit, and in the middle.
+    let points = [
+        (0.0, 0.0, 0),
+        (100.0, 100.0, 0),
+        (98.0, 98.0, 1),
+        (45.0, 45.0, 0),
+        (55.0, 55.0, 0),
+        (50.0, 45.0, 1),
+        (45.0, 55.0, 1),
+    ];
+    let key = h.state().model_info().unwrap().key.clone();
+    let mut map = labelled_map(&points, &["boots", "sandals"]);
+    map.dataset = h.state().dataset().unwrap().root.clone();
+    h.state_mut().map_tab_mut().set_map(key, map);
+    h.run_steps(2);
+    let below = h
+        .get_all_by_label_contains("Drag a box on the map")
+        .next()
+        .unwrap()
+        .rect();
+    for class in ["boots", "sandals"] {
+        let r = rect_of(&h, class);
+        // Above the plot: at least its height (460) above the hint under it.
+        assert!(
+            r.bottom() + 460.0 <= below.top(),
+            "`{class}` at {r:?}, hint at {below:?}"
+        );
+    }
+    // Hidden sandals are left out of a box around the middle.
+    h.get_by_label("sandals").click();
+    h.run_steps(2);
+    h.get_by_label("Select box").click();
+    h.run_steps(2);
+    let top = rect_of(&h, "Select box");
+    let frame = egui::Rect::from_min_max(
+        egui::pos2(top.left(), top.bottom()),
+        egui::pos2(size.0 - 20.0, below.top()),
+    );
+    let (from, to) = (
+        frame.lerp_inside(egui::vec2(0.3, 0.3)),
+        frame.lerp_inside(egui::vec2(0.7, 0.7)),
+    );
+    h.hover_at(from);
+    h.step();
+    h.drag_at(from);
+    h.step();
+    h.hover_at(to);
+    h.step();
+    h.event(egui::Event::PointerButton {
+        pos: to,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.run_steps(2);
+    let mut selected = h.state().map_tab().selection().to_vec();
+    selected.sort_unstable();
+    assert_eq!(
+        selected,
+        [3, 4],
+        "the boots in the box, not the hidden sandals"
+    );
+}
+
+#[test]
+fn a_map_of_another_model_or_folder_is_dimmed_and_says_so() {
+    let mut h = harness_sized(Tab::Map, SIZES[0]);
+    settle(&mut h, "the model and the data", |a| {
+        a.model_info().is_some() && a.dataset().is_some()
+    });
+    let key = h.state().model_info().unwrap().key.clone();
+    let root = h.state().dataset().unwrap().root.clone();
+    let stale = "This map is out of date";
+    let mut map = map_of(&[(0.0, 0.0), (1.0, 1.0)]);
+    map.dataset = root.clone();
+    h.state_mut()
+        .map_tab_mut()
+        .set_map(key.clone(), map.clone());
+    h.run_steps(2);
+    assert_eq!(
+        h.query_all_by_label_contains(stale).count(),
+        0,
+        "a current map"
+    );
+    // Made with another model than the one chosen.
+    h.state_mut()
+        .map_tab_mut()
+        .set_map("/elsewhere/other-run".into(), map.clone());
+    h.run_steps(2);
+    h.get_by_label_contains("it was made with /elsewhere/other-run, not the model chosen above");
+    // Made from another folder.
+    map.dataset = root.join("elsewhere");
+    h.state_mut().map_tab_mut().set_map(key, map);
+    h.run_steps(2);
+    h.get_by_label_contains("not the data folder scanned now");
+}
+
+#[test]
+fn a_method_that_maps_the_pixels_offers_no_layer_to_choose() {
+    let layer_choosers = |h: &Harness<'_, ConvlensApp>| {
+        h.query_all_by_role_and_label(Role::ComboBox, "layer")
+            .count()
+    };
+    let mut h = harness_sized(Tab::Heatmap, SIZES[0]);
+    settle(&mut h, "the heatmap", |a| a.cam_view().is_some());
+    assert_eq!(layer_choosers(&h), 1, "Grad-CAM maps a layer");
+    // A method row that wraps at 1024 continues under its methods, not under the group's
+    // name (where FullGrad would read as a group of its own).
+    let (first, wrapped) = (rect_of(&h, "saliency"), rect_of(&h, "fullgrad"));
+    assert!(
+        wrapped.left() >= first.left() - 0.5,
+        "fullgrad at {wrapped:?} starts left of the pixel methods ({first:?})"
+    );
+    for (method, name, choosers) in [
+        (CamMethod::FullGrad, "fullgrad", 0),
+        (CamMethod::GuidedGradCam, "guided-gradcam", 1),
+    ] {
+        h.get_by_label(name).click();
+        h.step();
+        step_until(&mut h, 120, name, |a| {
+            a.cam_view().is_some_and(|v| v.options.method == method)
+        });
+        h.run_steps(2);
+        assert_eq!(layer_choosers(&h), choosers, "{name}");
+        if choosers == 0 {
+            h.get_by_label(&format!("layer: none, {name} maps the pixels"));
+        }
+    }
 }

@@ -32,6 +32,49 @@ pub struct RowChoice {
     pub model: Option<String>,
     /// `None`: the model's default CAM layer.
     pub layer: Option<String>,
+    /// The class asked for instead of the top one, and why (`None`: the top class).
+    pub class: Option<ClassChoice>,
+}
+
+impl RowChoice {
+    /// The row's class choice while the row shows the model `key` it was made for (a class
+    /// index means nothing in another model's labels).
+    pub fn class_for(&self, key: &str) -> Option<&ClassChoice> {
+        self.class.as_ref().filter(|c| c.model == key)
+    }
+}
+
+/// A row's class (persisted with the row, so a restart shows the same maps).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassChoice {
+    /// The model key whose labels `index` indexes.
+    pub model: String,
+    /// The class asked for (`None`: the top class).
+    pub index: Option<usize>,
+    /// What the class stands for, when the row was set up to explain an error.
+    pub role: Option<Role>,
+}
+
+/// What a row's class stands for when the rows explain an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// The image's label.
+    Truth,
+    /// The class the trained model predicted.
+    Prediction,
+    /// The other model's own top class.
+    Top,
+}
+
+impl Role {
+    /// How a row's title names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Truth => "true class",
+            Role::Prediction => "predicted class",
+            Role::Top => "top class",
+        }
+    }
 }
 
 /// The Heatmap tab's persisted options.
@@ -64,6 +107,13 @@ impl Default for HeatmapSettings {
 }
 
 impl HeatmapSettings {
+    /// The image changed: every row back to its top class.
+    pub fn new_image(&mut self) {
+        for row in &mut self.rows {
+            row.class = None;
+        }
+    }
+
     /// A newly loaded model: layers it does not have go back to the default CAM layer.
     pub fn keep_layers_of(&mut self, layers: &[String]) {
         for row in &mut self.rows {
@@ -86,15 +136,10 @@ pub struct Explain {
     pub predicted: (usize, String),
 }
 
-/// One row of heatmaps at run time: its last view, the class asked for and why.
+/// One row of heatmaps at run time: its last view and the class search typed.
 #[derive(Default)]
 struct Row {
     view: Option<CamView>,
-    /// The class asked for (`None`: the top class).
-    class: Option<usize>,
-    /// What the row's class stands for ("true class", "predicted class"), when set up to
-    /// explain an error.
-    role: Option<&'static str>,
     search: String,
     /// Faithfulness and sanity check of the row's map (shown while they match it).
     evidence: evidence::RowEvidence,
@@ -128,10 +173,14 @@ impl HeatmapTab {
 
     /// Every row's heatmap on screen (`None`: not computed yet) with what its class stands
     /// for, in row order.
-    pub fn views(&self) -> Vec<(Option<&CamView>, Option<&'static str>)> {
+    pub fn views(&self, s: &HeatmapSettings) -> Vec<(Option<&CamView>, Option<&'static str>)> {
         self.rows
             .iter()
-            .map(|r| (r.view.as_ref(), r.role))
+            .enumerate()
+            .map(|(i, r)| {
+                let view = r.view.as_ref();
+                (view, view.and_then(|v| role_of(s, i, v)).map(Role::name))
+            })
             .collect()
     }
 
@@ -139,14 +188,6 @@ impl HeatmapTab {
     pub fn set_view(&mut self, view: CamView, row: usize) {
         self.textures.clear();
         self.row_mut(row).view = Some(view);
-    }
-
-    /// The image changed: back to its top classes.
-    pub fn new_image(&mut self) {
-        for row in &mut self.rows {
-            row.class = None;
-            row.role = None;
-        }
     }
 
     /// Sets the rows up to explain an image of a trained model's validation split (the image
@@ -157,28 +198,24 @@ impl HeatmapTab {
         if !self.extra.iter().any(|c| c.key == key) {
             self.extra.push(e.model);
         }
-        let row = |model: String, class: Option<usize>, role| {
-            let choice = RowChoice {
-                model: Some(model),
-                layer: None,
-            };
-            let row = Row {
-                class,
+        let row = |model: String, index: Option<usize>, role| RowChoice {
+            model: Some(model.clone()),
+            layer: None,
+            class: Some(ClassChoice {
+                model,
+                index,
                 role: Some(role),
-                ..Row::default()
-            };
-            (choice, row)
+            }),
         };
-        let mut rows = vec![row(key.clone(), Some(e.truth.0), "true class")];
+        let mut rows = vec![row(key.clone(), Some(e.truth.0), Role::Truth)];
         if e.predicted.0 != e.truth.0 {
-            rows.push(row(key.clone(), Some(e.predicted.0), "predicted class"));
+            rows.push(row(key.clone(), Some(e.predicted.0), Role::Prediction));
         }
         if let Some(loaded) = loaded.filter(|l| *l != key) {
-            rows.push(row(loaded, None, "top class"));
+            rows.push(row(loaded, None, Role::Top));
         }
-        let (choices, runtime): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
-        s.rows = choices;
-        self.rows = runtime;
+        self.rows = rows.iter().map(|_| Row::default()).collect();
+        s.rows = rows;
         self.textures.clear();
     }
 
@@ -243,7 +280,7 @@ impl HeatmapTab {
                 let model = model?;
                 let layer = s.rows[row].layer.as_deref();
                 let mut options = CamOptions::new(s.method, layer.unwrap_or(""));
-                options.class = self.rows.get(row).and_then(|r| r.class);
+                options.class = s.rows[row].class_for(&model).and_then(|c| c.index);
                 if s.method.kind() == MethodKind::Layer {
                     options.smooth = s.smooth;
                 }
@@ -325,7 +362,7 @@ impl HeatmapTab {
                 {
                     s.rows.push(RowChoice {
                         model: ctx.model.map(|m| m.key.clone()),
-                        layer: None,
+                        ..RowChoice::default()
                     });
                     changed = true;
                 }
@@ -343,6 +380,11 @@ impl HeatmapTab {
         }
         out
     }
+}
+
+/// What row `row`'s class stands for, while the row shows the model it was chosen for.
+fn role_of(s: &HeatmapSettings, row: usize, view: &CamView) -> Option<Role> {
+    s.rows.get(row)?.class_for(&view.model)?.role
 }
 
 /// Method and its parameters, colormap and alpha (shared by every row), wrapping to the

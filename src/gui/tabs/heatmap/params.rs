@@ -5,6 +5,9 @@ use crate::gui::widgets;
 use crate::viz::attribution::Baseline;
 use crate::viz::cam::{CamMethod, MethodKind, Smooth};
 
+/// The width of the column naming the method groups, in points.
+const GROUP_WIDTH: f32 = 110.0;
+
 /// The two rows of methods, then the parameters of the chosen one; returns whether anything
 /// changed (the heatmaps are recomputed).
 pub(super) fn method_controls(ui: &mut egui::Ui, s: &mut HeatmapSettings) -> bool {
@@ -21,14 +24,22 @@ pub(super) fn method_controls(ui: &mut egui::Ui, s: &mut HeatmapSettings) -> boo
             "a map at the image's own resolution (the layer is not used)",
         ),
     ] {
-        ui.horizontal_wrapped(|ui| {
-            ui.label(label).on_hover_text(hint);
-            for m in CamMethod::ALL.into_iter().filter(|m| m.kind() == kind) {
-                changed |= ui
-                    .selectable_value(&mut s.method, m, m.name())
-                    .on_hover_text(m.title())
-                    .changed();
-            }
+        // The group's name in a column of its own: a row that wraps continues under its
+        // methods, not under the name (where it would read as a group of its own).
+        ui.horizontal(|ui| {
+            ui.allocate_ui_with_layout(
+                egui::vec2(GROUP_WIDTH, ui.spacing().interact_size.y),
+                egui::Layout::left_to_right(egui::Align::Center),
+                |ui| ui.label(label).on_hover_text(hint),
+            );
+            ui.horizontal_wrapped(|ui| {
+                for m in CamMethod::ALL.into_iter().filter(|m| m.kind() == kind) {
+                    changed |= ui
+                        .selectable_value(&mut s.method, m, m.name())
+                        .on_hover_text(m.title())
+                        .changed();
+                }
+            });
         });
     }
     ui.horizontal_wrapped(|ui| changed |= parameters(ui, s));

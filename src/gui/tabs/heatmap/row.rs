@@ -1,6 +1,6 @@
 //! One row's title (model, class and score) and its model, layer and class controls.
 
-use super::{HeatmapSettings, HeatmapTab};
+use super::{ClassChoice, HeatmapSettings, HeatmapTab, RowChoice};
 use crate::gui::context::AppContext;
 use crate::gui::widgets;
 use crate::jobs::views::{CamView, ModelInfo};
@@ -56,10 +56,12 @@ impl HeatmapTab {
         let name = self.model_name(ctx, key);
         self.row_mut(row);
         if let Some(view) = &self.rows[row].view {
-            let text = title(&name, view, self.rows[row].role);
+            let role = super::role_of(s, row, view).map(super::Role::name);
+            let text = title(&name, view, role);
             ui.label(egui::RichText::new(text).strong());
         }
         let choices = self.choices(ctx);
+        let method = s.method;
         let salt = format!("cam-row-{row}");
         ui.horizontal_wrapped(|ui| {
             let id = format!("{salt}-model");
@@ -68,8 +70,7 @@ impl HeatmapTab {
             if let Some(k) = picked {
                 choice.model = Some(k);
                 choice.layer = None;
-                self.rows[row].class = None;
-                self.rows[row].role = None;
+                choice.class = None;
                 edit.changed = true;
             }
             let current = choice
@@ -84,7 +85,11 @@ impl HeatmapTab {
                 .unwrap_or_else(|| model.default_cam_layer.clone());
             // The loaded model's layers: a model trained from it (extract, finetune) has the
             // same backbone; a scratch model keeps its own default layer unless one is picked.
-            if let Some(l) = super::super::layer_combo(
+            if !method.uses_layer() {
+                ui.label(
+                    egui::RichText::new(format!("layer: none, {method} maps the pixels")).weak(),
+                );
+            } else if let Some(l) = super::super::layer_combo(
                 ui,
                 &format!("{salt}-layer"),
                 "layer",
@@ -98,22 +103,31 @@ impl HeatmapTab {
                 edit.remove = true;
             }
         });
-        edit.changed |= self.class_choice(ui, model, row, key == model.key);
+        edit.changed |= self.class_choice(ui, model, &mut s.rows[row], row, key);
         edit
     }
 
     /// A row's class choice: its top 5 and, for the loaded model, a search over all classes;
-    /// returns whether it changed.
+    /// returns whether it changed. `key`: the row's model.
     fn class_choice(
         &mut self,
         ui: &mut egui::Ui,
         model: &ModelInfo,
+        choice: &mut RowChoice,
         row: usize,
-        searchable: bool,
+        key: &str,
     ) -> bool {
+        let searchable = key == model.key;
         let r = &mut self.rows[row];
         let Some(view) = &r.view else {
             return false;
+        };
+        let mut pick = |index: usize| {
+            choice.class = Some(ClassChoice {
+                model: key.to_string(),
+                index: Some(index),
+                role: None,
+            });
         };
         let mut changed = false;
         ui.horizontal_wrapped(|ui| {
@@ -124,8 +138,7 @@ impl HeatmapTab {
                     .selectable_label(selected, format!("{} {:.3}", c.class, c.prob))
                     .clicked()
                 {
-                    r.class = Some(c.index);
-                    r.role = None;
+                    pick(c.index);
                     changed = true;
                 }
             }
@@ -154,8 +167,7 @@ impl HeatmapTab {
                     .collect();
                 for (i, l) in hits {
                     if ui.small_button(format!("{l} ({i})")).clicked() {
-                        r.class = Some(i);
-                        r.role = None;
+                        pick(i);
                         r.search.clear();
                         changed = true;
                     }

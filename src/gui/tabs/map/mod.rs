@@ -28,6 +28,8 @@ pub struct MapTab {
     pub color: ColorBy,
     pub folds: usize,
     map: Option<DatasetMap>,
+    /// The model key the map on screen was made with.
+    made_with: String,
     suspects: Option<SuspectsView>,
     scatter: scatter::ScatterState,
 }
@@ -40,6 +42,7 @@ impl Default for MapTab {
             color: ColorBy::Class,
             folds: 5,
             map: None,
+            made_with: String::new(),
             suspects: None,
             scatter: scatter::ScatterState::default(),
         }
@@ -47,8 +50,9 @@ impl Default for MapTab {
 }
 
 impl MapTab {
-    /// A finished map.
-    pub fn set_map(&mut self, map: DatasetMap) {
+    /// A finished map, made with the model `key` (a key of the chooser).
+    pub fn set_map(&mut self, key: String, map: DatasetMap) {
+        self.made_with = key;
         self.scatter = scatter::ScatterState::default();
         if self.color == ColorBy::Correct && map.points.iter().any(|p| p.correct.is_none()) {
             self.color = ColorBy::Class;
@@ -119,8 +123,19 @@ impl MapTab {
                 let busy = ctx.running(JobKind::Map);
                 match &self.map {
                     Some(map) => {
-                        let opacity = if busy { STALE_OPACITY } else { 1.0 };
-                        let model = self.model_key(ctx);
+                        let current = self.model_key(ctx);
+                        let stale =
+                            stale_reason(ctx, current.as_deref(), &self.made_with, &map.dataset);
+                        if let Some(why) = &stale {
+                            stale_line(ui, &format!("This map is out of date: {why}."));
+                        }
+                        let opacity = if busy || stale.is_some() {
+                            STALE_OPACITY
+                        } else {
+                            1.0
+                        };
+                        // A click explains a point with the model that placed it.
+                        let model = Some(self.made_with.clone());
                         ui.scope(|ui| {
                             ui.set_opacity(opacity);
                             scatter::ui(
@@ -219,8 +234,8 @@ impl MapTab {
                             .on_hover_text(hover)
                             .clicked()
                         {
-                            out.0
-                                .extend(open_in_heatmap(ctx, &self.model_key(ctx), map, i));
+                            let model = Some(self.made_with.clone());
+                            out.0.extend(open_in_heatmap(ctx, &model, map, i));
                         }
                     }
                     None => {
@@ -237,6 +252,34 @@ impl MapTab {
             out.push(Command::Thumbnails(wanted));
         }
     }
+}
+
+/// Why a result made with the model `made_with` from the folder `dataset` no longer shows
+/// what the tab's choices ask for (`current`: the model chosen now); `None` while it does.
+fn stale_reason(
+    ctx: &AppContext,
+    current: Option<&str>,
+    made_with: &str,
+    dataset: &Path,
+) -> Option<String> {
+    if current != Some(made_with) {
+        return Some(format!(
+            "it was made with {}, not the model chosen above (compute it again for that one)",
+            ctx.model_name(made_with)
+        ));
+    }
+    match ctx.data {
+        Some(d) if d.root != dataset => Some(format!(
+            "it was made from {}, not the data folder scanned now",
+            dataset.display()
+        )),
+        _ => None,
+    }
+}
+
+/// A warning line saying why the result under it is dimmed.
+fn stale_line(ui: &mut egui::Ui, text: &str) {
+    ui.label(egui::RichText::new(text).color(ui.visuals().warn_fg_color));
 }
 
 /// The most thumbnails a selection lists.

@@ -1,8 +1,9 @@
-//! The map's scatter (egui_plot): one series per colour group, hover shows the nearest image's
-//! thumbnail and labels, a click opens it in Heatmap, and with "Select box" a primary drag
-//! selects the points inside the box.
+//! The map's scatter (egui_plot): one series per colour group, its key above the plot (a legend
+//! inside it would cover points; a click on a group hides or shows it), hover shows the
+//! nearest image's thumbnail and labels, a click opens it in Heatmap, and with "Select box" a
+//! primary drag selects the shown points inside the box.
 
-use egui_plot::{Legend, Plot, PlotPoint, Points, Polygon};
+use egui_plot::{Plot, PlotPoint, Points, Polygon};
 
 use super::{open_in_heatmap, point_text};
 use crate::gui::context::{AppContext, Command, Commands};
@@ -25,6 +26,42 @@ pub struct ScatterState {
     last_box: Option<(PlotPoint, PlotPoint)>,
     /// The points inside the last box, by index.
     pub selected: Vec<usize>,
+    /// The colour groups hidden by a click on their key, by name.
+    hidden: Vec<String>,
+}
+
+/// The key above the plot: each group's name in its colour (a hidden one crossed out); a click
+/// hides or shows the group.
+fn key(ui: &mut egui::Ui, names: &[String], color: ColorBy, hidden: &mut Vec<String>) {
+    ui.horizontal_wrapped(|ui| {
+        ui.label("key (click to hide or show):");
+        for (g, name) in names.iter().enumerate() {
+            let [r, gg, b] = group_color(color, g);
+            let shown = !hidden.contains(name);
+            let colour = egui::Color32::from_rgb(r, gg, b);
+            // The group's dot, drawn (the default fonts have no bullet glyph).
+            let (dot, _) = ui.allocate_exact_size(egui::vec2(8.0, 8.0), egui::Sense::hover());
+            if shown {
+                ui.painter().circle_filled(dot.center(), 4.0, colour);
+            } else {
+                ui.painter()
+                    .circle_stroke(dot.center(), 3.5, egui::Stroke::new(1.0, colour));
+            }
+            let text = egui::RichText::new(name);
+            let text = if shown {
+                text.color(colour)
+            } else {
+                text.weak().strikethrough()
+            };
+            if ui.selectable_label(false, text).clicked() {
+                if shown {
+                    hidden.push(name.clone());
+                } else {
+                    hidden.retain(|h| h != name);
+                }
+            }
+        }
+    });
 }
 
 /// The box with corners `a` and `b`, outlined (unnamed: not in the legend).
@@ -85,18 +122,28 @@ pub fn ui(
                 ))
         ));
     });
+    key(ui, &names, color, &mut state.hidden);
+    let shown: Vec<bool> = names.iter().map(|n| !state.hidden.contains(n)).collect();
+    let visible = |i: usize| {
+        groups
+            .get(i)
+            .is_some_and(|&g| shown.get(g).copied().unwrap_or(true))
+    };
     let select = state.select_box;
     let drag_start = state.drag_start;
     let last_box = state.last_box.filter(|_| select);
     let response = Plot::new("dataset-map")
         .height(PLOT_HEIGHT)
-        .legend(Legend::default())
         .allow_drag(!select)
         .allow_scroll(false)
         .show_grid(false)
         .label_formatter(|_| None)
         .show(ui, |p| {
-            for (g, name) in names.iter().enumerate() {
+            for (g, name) in names
+                .iter()
+                .enumerate()
+                .filter(|(g, _)| shown.get(*g).copied().unwrap_or(true))
+            {
                 let series: Vec<[f64; 2]> = map
                     .points
                     .iter()
@@ -129,6 +176,7 @@ pub fn ui(
         map.points
             .iter()
             .enumerate()
+            .filter(|(i, _)| visible(*i))
             .map(|(i, p)| {
                 let s = response
                     .transform
@@ -151,7 +199,10 @@ pub fn ui(
         if plot.drag_stopped()
             && let (Some(a), Some(b)) = (state.drag_start.take(), pointer)
         {
-            state.selected = inside(map, a, b);
+            state.selected = inside(map, a, b)
+                .into_iter()
+                .filter(|&i| visible(i))
+                .collect();
             state.last_box = Some((a, b));
         }
     } else {

@@ -2,8 +2,9 @@
 //! fold), each with its thumbnail, given and suggested label, p(given) and confident learning's
 //! flag; a click opens it in Heatmap.
 
-use super::{MapTab, explain};
+use super::{MapTab, explain, stale_line, stale_reason};
 use crate::gui::context::{AppContext, Command, Commands};
+use crate::gui::tabs::STALE_OPACITY;
 use crate::gui::tabs::job_line::job_line;
 use crate::gui::widgets;
 use crate::jobs::JobKind;
@@ -35,6 +36,12 @@ pub fn ui(ui: &mut egui::Ui, ctx: &AppContext, tab: &mut MapTab, out: &mut Comma
     let Some(view) = &tab.suspects else {
         return;
     };
+    let current = tab.model_key(ctx);
+    let stale = stale_reason(ctx, current.as_deref(), &view.key, &view.dataset);
+    if let Some(why) = &stale {
+        stale_line(ui, &format!("These suspects are out of date: {why}."));
+        ui.multiply_opacity(STALE_OPACITY);
+    }
     let report = &view.report;
     let flagged = report.suspects.iter().filter(|s| s.flagged).count();
     ui.label(format!(
@@ -43,7 +50,8 @@ pub fn ui(ui: &mut egui::Ui, ctx: &AppContext, tab: &mut MapTab, out: &mut Comma
         view.model,
         SHOWN.min(report.suspects.len())
     ));
-    let model = tab.model_key(ctx).filter(|_| view.same_classes);
+    // A click explains an image with the model that ranked it.
+    let model = Some(view.key.clone()).filter(|_| view.same_classes);
     let mut wanted = Vec::new();
     egui::Grid::new("suspects")
         .striped(true)

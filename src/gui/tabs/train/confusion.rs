@@ -53,25 +53,33 @@ pub fn ui(ui: &mut egui::Ui, ctx: &AppContext, view: &mut RunView, out: &mut Com
         .max()
         .unwrap_or(1)
         .max(1);
+    // Every column as wide as the widest class name and a margin, from this frame's text (a
+    // grid sizes its columns from the previous frame), each name centred over its column and
+    // right-aligned beside its row: no name runs into its neighbour's.
+    let width = column_width(ui, &e.classes);
+    let name = |c: &str| {
+        egui::Label::new(egui::RichText::new(c).small()).wrap_mode(egui::TextWrapMode::Extend)
+    };
     egui::ScrollArea::horizontal()
         .id_salt("confusion-scroll")
         .show(ui, |ui| {
             egui::Grid::new("confusion")
-                .spacing([2.0, 2.0])
+                .spacing([GAP, GAP])
+                .min_col_width(width)
                 .show(ui, |ui| {
                     ui.label("");
                     for c in &e.classes {
-                        // Its full width: the column widens to the class name.
-                        ui.add(
-                            egui::Label::new(egui::RichText::new(c).small())
-                                .wrap_mode(egui::TextWrapMode::Extend),
-                        );
+                        ui.add_sized([width, 18.0], name(c));
                     }
                     ui.end_row();
                     for (t, row) in e.confusion.iter().enumerate() {
-                        ui.label(egui::RichText::new(&e.classes[t]).small());
+                        ui.allocate_ui_with_layout(
+                            egui::vec2(width, CELL_HEIGHT),
+                            egui::Layout::right_to_left(egui::Align::Center),
+                            |ui| ui.add(name(&e.classes[t])),
+                        );
                         for (p, &n) in row.iter().enumerate() {
-                            if cell(ui, n, max, &e.classes[t], &e.classes[p]) {
+                            if cell(ui, n, max, width, &e.classes[t], &e.classes[p]) {
                                 view.selected_cell = Some((t, p));
                             }
                         }
@@ -167,8 +175,32 @@ fn cell_label(n: usize, truth: &str, predicted: &str) -> String {
     format!("true {truth}, predicted {predicted}: {n}")
 }
 
-/// One cell coloured by its count; returns whether it was clicked.
-fn cell(ui: &mut egui::Ui, n: usize, max: usize, truth: &str, predicted: &str) -> bool {
+/// The smallest width of a matrix cell, in points.
+const CELL_WIDTH: f32 = 44.0;
+/// The height of a matrix cell, in points.
+const CELL_HEIGHT: f32 = 28.0;
+/// The space between cells, and at least between two class names, in points.
+const GAP: f32 = 4.0;
+
+/// The width of the matrix's columns: the widest class name in small text and [`GAP`], at
+/// least [`CELL_WIDTH`].
+fn column_width(ui: &egui::Ui, classes: &[String]) -> f32 {
+    let font = egui::TextStyle::Small.resolve(ui.style());
+    classes
+        .iter()
+        .map(|c| {
+            ui.painter()
+                .layout_no_wrap(c.clone(), font.clone(), egui::Color32::WHITE)
+                .size()
+                .x
+        })
+        .fold(CELL_WIDTH - GAP, f32::max)
+        .ceil()
+        + GAP
+}
+
+/// One cell `width` wide coloured by its count; returns whether it was clicked.
+fn cell(ui: &mut egui::Ui, n: usize, max: usize, width: f32, truth: &str, predicted: &str) -> bool {
     let level = n as f32 / max as f32;
     let [r, g, b] = Colormap::Viridis.rgb(level);
     let text_color = if level > 0.6 {
@@ -178,7 +210,7 @@ fn cell(ui: &mut egui::Ui, n: usize, max: usize, truth: &str, predicted: &str) -
     };
     let button = egui::Button::new(egui::RichText::new(n.to_string()).color(text_color))
         .fill(egui::Color32::from_rgb(r, g, b))
-        .min_size(egui::vec2(44.0, 28.0));
+        .min_size(egui::vec2(width, CELL_HEIGHT));
     let response = ui.add(button);
     // Screen readers (and UI tests) hear what the cell counts, not the bare number.
     let label = cell_label(n, truth, predicted);
