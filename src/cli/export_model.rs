@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::output::outln;
+use super::output::{errln, outln};
 use crate::cancel::CancelToken;
 use crate::interchange::onnx::{BatchSize, DEFAULT_OPSET, OnnxOptions};
 use crate::interchange::{ExportFormat, ExportRequest};
@@ -59,10 +59,10 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode> {
     let cancel = CancelToken::new();
     let on_interrupt = cancel.clone();
     if let Err(e) = ctrlc::set_handler(move || on_interrupt.cancel()) {
-        eprintln!("warning: Ctrl-C will not stop the export cleanly ({e})");
+        errln!("warning: Ctrl-C will not stop the export cleanly ({e})");
     }
     let progress = |step: &str, done: usize, total: usize| {
-        eprintln!("[{done}/{total}] {step}");
+        errln!("[{done}/{total}] {step}");
     };
     match crate::interchange::export(&model, &req, &progress, &cancel) {
         Ok(report) => {
@@ -74,7 +74,7 @@ pub fn run(args: &ExportArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(Error::Cancelled) => {
-            eprintln!("interrupted: nothing was written");
+            errln!("interrupted: nothing was written");
             Ok(ExitCode::from(130))
         }
         Err(e) => Err(e),
