@@ -423,21 +423,26 @@ impl Stage for ConvBnAct {
     }
 
     /// A Conv (BatchNorm folded; `group` = channels for a depthwise one), then the activation.
-    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {
-        if self.tf_same {
-            return Err(Error::Model(
-                "ONNX export of TensorFlow \"same\" padding (timm's tf_ EfficientNets and Lite) \
-                 is not supported yet"
-                    .into(),
-            ));
-        }
+    /// TensorFlow's "same" padding becomes the Conv's `pads` for this `input` (`[c, h, w]`;
+    /// the exported input's sides are fixed), uneven where TensorFlow pads one more pixel
+    /// after than before.
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
         let (weight, bias) = self.folded()?;
         let (stride, (padding_h, padding_w)) = self.stride_padding();
+        let [top, left, bottom, right] = if self.tf_same {
+            let (kh, kw) = self.kernel_hw();
+            let (top, bottom) = self.same_padding(input[1], kh);
+            let (left, right) = self.same_padding(input[2], kw);
+            [top, left, bottom, right]
+        } else {
+            [padding_h, padding_w, padding_h, padding_w]
+        };
         let group = match self.kind {
             ConvKind::Depthwise { .. } => self.out_channels(),
             ConvKind::Dense { .. } | ConvKind::Pointwise | ConvKind::Rect { .. } => 1,
         };
-        let y = g.conv_padded(x, &weight, &bias, stride, [padding_h, padding_w], group)?;
+        let pads = [top, left, bottom, right];
+        let y = g.conv_with_pads(x, &weight, &bias, stride, pads, group)?;
         g.activation(&y, self.act)
     }
 }
@@ -595,6 +600,59 @@ mod tests {
             padding: 1,
         },
     ];
+
+    /// TensorFlow's "same" padding and the smooth activations, described as ONNX and run by
+    /// candle-onnx, give the layer's own output, dense, depthwise and pointwise, on even and
+    /// odd sides; stride 2 on an even side pads one pixel after and none before.
+    #[test]
+    fn tf_same_padding_and_smooth_activations_export_to_onnx() -> Result<()> {
+        use crate::interchange::onnx::{eval_stage, stage_model};
+        let acts = [
+            Activation::Silu,
+            Activation::HardSwish,
+            Activation::HardSigmoid,
+            Activation::Sigmoid,
+        ];
+        let kinds = [
+            ConvKind::Dense {
+                stride: 2,
+                padding: 1,
+            },
+            ConvKind::Depthwise {
+                stride: 2,
+                padding: 1,
+            },
+            ConvKind::Depthwise {
+                stride: 1,
+                padding: 1,
+            },
+            ConvKind::Pointwise,
+        ];
+        for (i, kind) in kinds.into_iter().enumerate() {
+            for side in [6, 5] {
+                let (conv, x) = layer(kind);
+                let mut conv = conv.with_tf_same_padding();
+                conv.act = acts[(i + side) % acts.len()];
+                let x = x.narrow(2, 0, side)?.narrow(3, 0, side)?;
+                let expected = conv.forward(&x, false)?;
+                let found = eval_stage(&conv, &x)?;
+                assert_eq!(found.dims(), expected.dims(), "{kind:?} {side}");
+                let diff = max_diff(&found, &expected);
+                assert!(diff < 1e-5, "{kind:?} {:?} side {side}: {diff}", conv.act);
+            }
+        }
+        let pads = |side: usize| -> Result<Vec<i64>> {
+            let conv = layer(kinds[0]).0.with_tf_same_padding();
+            let model = stage_model(&conv, &[4, side, side])?;
+            let graph = model.graph.unwrap_or_default();
+            let node = graph.node.iter().find(|n| n.op_type == "Conv");
+            let pads = node.and_then(|n| n.attribute.iter().find(|a| a.name == "pads"));
+            Ok(pads.map(|a| a.ints.clone()).unwrap_or_default())
+        };
+        assert_eq!(pads(6)?, [0, 0, 1, 1]);
+        assert_eq!(pads(5)?, [1, 1, 1, 1]);
+        Ok(())
+    }
 
     #[test]
     fn exact_mode_computes_what_the_folded_one_does() -> Result<()> {

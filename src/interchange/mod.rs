@@ -133,11 +133,18 @@ fn model_inputs(model: &Model) -> Vec<PathBuf> {
 }
 
 /// Checks, before any work, that `out` may be written: not one of `inputs`, not a folder,
-/// not an existing file unless `overwrite`, its folder writable.
+/// not a device, pipe or socket (`--out /dev/null --overwrite` would rename a file over the
+/// device), not an existing file unless `overwrite`, its folder writable.
 pub fn check_destination(out: &Path, overwrite: bool, inputs: &[PathBuf]) -> Result<()> {
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     crate::fsutil::check_not_input(out, &inputs)?;
     crate::fsutil::ensure_writable_file(out)?;
+    if std::fs::metadata(out).is_ok_and(|m| !m.is_file()) {
+        return Err(Error::Model(format!(
+            "{}: is not a regular file (a device, pipe or socket); choose a file to write",
+            out.display()
+        )));
+    }
     if out.exists() && !overwrite {
         return Err(Error::Model(format!(
             "{}: already exists; choose another --out or pass --overwrite",

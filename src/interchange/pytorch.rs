@@ -23,6 +23,7 @@ use crate::train::head::{Head, HeadKind};
 use crate::zoo::checkpoint::Checkpoint;
 use crate::zoo::efficientnet_lite::LiteConfig;
 use crate::zoo::{self, Model, Preprocess, small_convnet};
+use crate::zoo::{efficientnet, mobilenet_v3, timm_relu6};
 use crate::{Error, Result};
 
 /// How one architecture family is rebuilt in PyTorch.
@@ -69,6 +70,16 @@ fn target(architecture: &str) -> Result<Target> {
             "model.head.fc",
             "head.fc",
         ),
+        a if efficientnet::Variant::of(a).is_some() || mobilenet_v3::Variant::of(a).is_some() => {
+            zoo_b_target(a)
+        }
+        a if timm_relu6::ARCHITECTURES.contains(&a) => Target {
+            build: "timm.create_model(\"{arch}\", pretrained=False, num_classes={classes})",
+            slot: "model.classifier",
+            slot_key: "classifier",
+            native_slot_key: "classifier",
+            bn_eps: a.starts_with("tf_").then_some(1e-3),
+        },
         a if LiteConfig::of(a).is_some() => Target {
             build: "timm.create_model(\"{arch}\", pretrained=False, num_classes={classes})",
             slot: "model.classifier",
@@ -84,6 +95,42 @@ fn target(architecture: &str) -> Result<Target> {
             )));
         }
     })
+}
+
+/// EfficientNet-B and MobileNetV3, whose checkpoints already use the module's names: the
+/// torchvision module (classifier `classifier.1`, MobileNetV3's `classifier.3`) or the timm one
+/// (`classifier`), with the BatchNorm epsilon convlens runs it with when that is not 1e-5
+/// (timm's TensorFlow ports and torchvision's MobileNetV3: 1e-3, which their modules set too).
+fn zoo_b_target(architecture: &str) -> Target {
+    let mnv3 = mobilenet_v3::Variant::of(architecture).is_some();
+    let torchvision = !architecture.ends_with("_timm")
+        && !architecture.starts_with("tf_")
+        && !architecture.starts_with("mobilenetv3_");
+    let (build, slot, slot_key) = match (torchvision, mnv3) {
+        (true, false) => (
+            "torchvision.models.{arch}(weights=None, num_classes={classes})",
+            "model.classifier[1]",
+            "classifier.1",
+        ),
+        (true, true) => (
+            "torchvision.models.{arch}(weights=None, num_classes={classes})",
+            "model.classifier[3]",
+            "classifier.3",
+        ),
+        (false, _) => (
+            "timm.create_model(\"{timm_arch}\", pretrained=False, num_classes={classes})",
+            "model.classifier",
+            "classifier",
+        ),
+    };
+    let tf = architecture.starts_with("tf_");
+    Target {
+        build,
+        slot,
+        slot_key,
+        native_slot_key: slot_key,
+        bn_eps: (tf || (torchvision && mnv3)).then_some(1e-3),
+    }
 }
 
 /// A checkpoint key in the PyTorch module's naming: timm's for EfficientNet-Lite (the

@@ -38,14 +38,19 @@ impl Verification {
     /// One line for the user: `verified: logits of ... agree: largest difference 3.1e-6
     /// (1.2e-7 of the largest value 25.3)`.
     pub fn summary(&self) -> String {
+        // Logits of untrained weights can be tiny: three decimals would print 0.000.
+        let largest = if self.max_abs >= 0.01 {
+            format!("{:.3}", self.max_abs)
+        } else {
+            format!("{:.3e}", self.max_abs)
+        };
         format!(
-            "{} {}: largest difference {:.2e} ({:.2e} relative to the largest value {:.3}; \
+            "{} {}: largest difference {:.2e} ({:.2e} relative to the largest value {largest}; \
              tolerance {:.0e})",
             self.what,
             if self.passed() { "agree" } else { "DISAGREE" },
             self.max_abs_diff,
             self.relative,
-            self.max_abs,
             self.tolerance
         )
     }
@@ -264,4 +269,27 @@ pub fn verify_tensors(path: &Path, expected: &[(String, Tensor)]) -> Result<Veri
         "the {} tensors of the state dict read back",
         expected.len()
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_prints_tiny_logits_in_scientific_notation() {
+        let check = |max_abs: f32| Verification {
+            what: "logits".into(),
+            max_abs_diff: max_abs * 1e-6,
+            max_abs,
+            relative: 1e-6,
+            tolerance: TOLERANCE,
+        };
+        let tiny = check(1.417e-5).summary();
+        assert!(tiny.contains("largest value 1.417e-5;"), "{tiny}");
+        let usual = check(10.833).summary();
+        assert!(
+            usual.contains("largest value 10.833;") && usual.contains("agree"),
+            "{usual}"
+        );
+    }
 }

@@ -281,6 +281,8 @@ impl MbConvConfig {
 /// Squeeze-excitation inside a block ([`squeeze_excite`]): `[batch, c, h, w]` scaled per
 /// channel by `gate(expand(act(reduce(mean))))`.
 pub struct SqueezeExcite {
+    /// The checkpoint's own tensors, as it shapes them (`[r, c, 1, 1]` or `[r, c]`): the
+    /// PyTorch export finds a fine-tuned tensor's checkpoint name by its identity.
     weights: SeWeights,
     act: Activation,
     gate: Activation,
@@ -295,24 +297,45 @@ impl SqueezeExcite {
         act: Activation,
         gate: Activation,
     ) -> Result<Self> {
-        let matrix = |w: Tensor| -> Result<Tensor> {
-            let (o, i) = (w.dim(0)?, w.dim(1)?);
-            Ok(w.reshape((o, i))?)
-        };
-        Ok(SqueezeExcite {
+        let se = SqueezeExcite {
             weights: SeWeights {
-                reduce_w: matrix(reduce_w)?,
+                reduce_w,
                 reduce_b,
-                expand_w: matrix(expand_w)?,
+                expand_w,
                 expand_b,
             },
             act,
             gate,
+        };
+        se.matrices()?;
+        Ok(se)
+    }
+
+    /// The weights with the convolutions as matrices (`[r, c]`, `[c, r]`), views of the
+    /// tensors held (whatever their shape: a run saved before may hold matrices).
+    fn matrices(&self) -> Result<SeWeights> {
+        let matrix = |w: &Tensor| -> Result<Tensor> {
+            let (o, i) = (w.dim(0)?, w.dim(1)?);
+            Ok(w.reshape((o, i))?)
+        };
+        let w = &self.weights;
+        Ok(SeWeights {
+            reduce_w: matrix(&w.reduce_w)?,
+            reduce_b: w.reduce_b.clone(),
+            expand_w: matrix(&w.expand_w)?,
+            expand_b: w.expand_b.clone(),
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(squeeze_excite(x, &self.weights, self.act, self.gate)?)
+        Ok(squeeze_excite(x, &self.matrices()?, self.act, self.gate)?)
+    }
+
+    /// The same as ONNX nodes ([`OnnxGraph::squeeze_excite`]).
+    fn to_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String> {
+        let w = &self.weights;
+        let tensors = [&w.reduce_w, &w.reduce_b, &w.expand_w, &w.expand_b];
+        g.squeeze_excite(x, tensors, self.act, self.gate)
     }
 
     /// [`SqueezeExcite::forward`] with the reduction's and the expansion's outputs probed
@@ -461,7 +484,8 @@ impl Stage for MbConv {
         out
     }
 
-    /// `expand`, `depthwise`, `project` convolutions, plus an Add of the input.
+    /// `expand`, `depthwise` convolutions, the squeeze-excitation, the `project`
+    /// convolution, plus an Add of the input.
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, input: &[usize]) -> Result<String> {
         let (h, hidden) = match &self.expand {
             Some(e) => (
@@ -471,6 +495,10 @@ impl Stage for MbConv {
             None => (x.to_string(), input.to_vec()),
         };
         let h = g.part("depthwise", |g| self.depthwise.to_onnx(g, &h, &hidden))?;
+        let h = match &self.se {
+            Some(se) => se.to_onnx(g, &h)?,
+            None => h,
+        };
         let dw_out = self.depthwise.output_shape(&hidden);
         let y = g.part("project", |g| self.project.to_onnx(g, &h, &dw_out))?;
         Ok(if self.residual { g.add(&y, x) } else { y })
@@ -517,8 +545,71 @@ pub(crate) fn prefixed<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::layers::ConvKind;
     use crate::interchange::onnx::eval_stage;
     use candle_core::Device;
+
+    /// A conv + BatchNorm (random) of `kind` from `inp` to `out` channels, kernel `k`.
+    fn conv(kind: ConvKind, inp: usize, out: usize, k: usize, act: Activation) -> ConvBnAct {
+        let dev = Device::Cpu;
+        let r = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, &dev).unwrap();
+        let bn = crate::ops::BatchNormParams {
+            weight: (r(&[out]) + 1.0).unwrap(),
+            bias: r(&[out]),
+            running_mean: r(&[out]),
+            running_var: (r(&[out]).abs().unwrap() + 0.5).unwrap(),
+            eps: 1e-3,
+        };
+        ConvBnAct::new(kind, &r(&[out, inp, k, k]), &bn, act).unwrap()
+    }
+
+    /// An inverted residual with squeeze-excitation, as EfficientNet (SiLU, sigmoid gate,
+    /// TensorFlow "same" padding, stride 2) and MobileNetV3 (ReLU inside the SE, hard-sigmoid
+    /// gate, hard-swish, the residual) build it: its ONNX description gives its output.
+    #[test]
+    fn squeeze_excitation_blocks_export_to_onnx() -> Result<()> {
+        use Activation::{HardSigmoid, HardSwish, Relu, Sigmoid, Silu};
+        for (act, se_act, gate, stride, tf_same) in [
+            (Silu, Silu, Sigmoid, 2, true),
+            (HardSwish, Relu, HardSigmoid, 1, false),
+        ] {
+            let (c, hidden, r) = (8, 24, 6);
+            let mut depthwise = conv(
+                ConvKind::Depthwise { stride, padding: 2 },
+                1,
+                hidden,
+                5,
+                act,
+            );
+            if tf_same {
+                depthwise = depthwise.with_tf_same_padding();
+            }
+            let expand = conv(ConvKind::Pointwise, c, hidden, 1, act);
+            let project = conv(ConvKind::Pointwise, hidden, c, 1, Activation::Identity);
+            let dev = Device::Cpu;
+            let t = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, &dev);
+            let se = SqueezeExcite::new(
+                [
+                    t(&[r, hidden, 1, 1])?,
+                    t(&[r])?,
+                    t(&[hidden, r, 1, 1])?,
+                    t(&[hidden])?,
+                ],
+                se_act,
+                gate,
+            )?;
+            let block =
+                MbConv::new(Some(expand), depthwise, project, stride == 1).with_squeeze_excite(se);
+            let x = Tensor::randn(0f32, 1.0, (2, c, 10, 10), &dev)?;
+            let expected = block.forward(&x, false)?;
+            let found = eval_stage(&block, &x)?;
+            assert_eq!(found.dims(), expected.dims());
+            let diff = (found - &expected)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            // The gate scales each channel by 0..1: skipping it would be far off.
+            assert!(diff < 1e-4, "{act:?}: {diff}");
+        }
+        Ok(())
+    }
 
     /// Its ONNX description, run by candle-onnx, gives the stage's own output: evenly divided
     /// (8 -> 4, an AveragePool), uneven (8 -> 7, 13 -> 7: windows of 2 and 3 rows, overlapping)

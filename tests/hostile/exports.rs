@@ -135,3 +135,73 @@ fn ctrl_c_mid_export_leaves_no_file() {
     assert!(log.contains("interrupted: nothing was written"), "{log}");
     assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
 }
+
+/// Runs `convlens export WEIGHTS --out OUT` with stderr (the progress lines) a pipe nobody
+/// reads and stdout piped, or a dead pipe too (`convlens export ... 2>&1 | true`).
+fn export_into_dead_pipes(out: &std::path::Path, stdout_too: bool) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_convlens"));
+    cmd.args(["export", WEIGHTS, "--out", out.to_str().unwrap()])
+        .current_dir(repo(""))
+        .stdin(Stdio::null())
+        .stderr(writer.try_clone().unwrap());
+    if stdout_too {
+        cmd.stdout(writer);
+    } else {
+        cmd.stdout(Stdio::piped());
+    }
+    cmd.output().unwrap()
+}
+
+/// Nobody reading stderr, or stdout either, does not stop the export: it is verified and put
+/// in place, and the exit code is 0 (it panicked with 101 on the first progress line).
+#[test]
+fn a_closed_stderr_or_stdout_still_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.onnx");
+    let o = export_into_dead_pipes(&out, false);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("verified: logits"));
+    assert!(candle_onnx::read_file(&out).is_ok());
+    let out = dir.path().join("m2.onnx");
+    let o = export_into_dead_pipes(&out, true);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(candle_onnx::read_file(&out).is_ok());
+    assert_eq!(names(dir.path()), ["m.onnx", "m2.onnx"]);
+}
+
+/// A pipe (or a device: `--out /dev/null --overwrite` would have renamed a file over it) is
+/// never replaced, even with `--overwrite`; a folder as the ONNX file is refused naming it.
+#[test]
+fn cli_export_never_replaces_a_pipe_or_writes_into_a_folder_as_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.onnx");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        println!("skipped the pipe: no mkfifo");
+    } else {
+        for overwrite in [false, true] {
+            let mut args = vec!["export", WEIGHTS, "--out", fifo.to_str().unwrap()];
+            if overwrite {
+                args.push("--overwrite");
+            }
+            let o = convlens(&args);
+            assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+            let err = text(&o.stderr);
+            assert!(err.contains("pipe.onnx: is not a regular file"), "{err}");
+            use std::os::unix::fs::FileTypeExt;
+            assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        }
+    }
+    let folder = dir.path().join("models");
+    std::fs::create_dir(&folder).unwrap();
+    let o = convlens(&["export", WEIGHTS, "--out", folder.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("models: is a folder, but a file is needed here"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(names(&folder).is_empty());
+}

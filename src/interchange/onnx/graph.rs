@@ -157,10 +157,26 @@ impl OnnxGraph {
         [padding_h, padding_w]: [usize; 2],
         group: usize,
     ) -> Result<String> {
+        let pads = [padding_h, padding_w, padding_h, padding_w];
+        self.conv_with_pads(x, weight, bias, stride, pads, group)
+    }
+
+    /// [`OnnxGraph::conv`] with zero padding `[top, left, bottom, right]`, ONNX's order for
+    /// `pads`, which may differ before and after (TensorFlow's "same": the odd pixel after).
+    /// candle-onnx's evaluator pads uneven `pads` with zeros itself, ONNX Runtime takes them
+    /// as they are, so no separate Pad node is needed.
+    pub fn conv_with_pads(
+        &mut self,
+        x: &str,
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+        pads: [usize; 4],
+        group: usize,
+    ) -> Result<String> {
         let (kh, kw) = (weight.dim(2)?, weight.dim(3)?);
         let w = self.weight("weight", weight)?;
         let b = self.weight("bias", bias)?;
-        let (ph, pw) = (padding_h as i64, padding_w as i64);
         let s = stride as i64;
         Ok(self.node(
             "Conv",
@@ -168,7 +184,7 @@ impl OnnxGraph {
             vec![
                 ints("kernel_shape", &[kh as i64, kw as i64]),
                 ints("strides", &[s, s]),
-                ints("pads", &[ph, pw, ph, pw]),
+                ints("pads", &pads.map(|p| p as i64)),
                 ints("dilations", &[1, 1]),
                 int("group", group as i64),
             ],
@@ -186,14 +202,70 @@ impl OnnxGraph {
                 self.node("Clip", &[x, &lo, &hi], Vec::new())
             }
             Activation::Gelu => self.gelu(x)?,
-            // Activations added by other branches (SiLU, hard-swish ...) refuse, naming
-            // themselves, until they are described here.
+            Activation::Sigmoid => self.node("Sigmoid", &[x], Vec::new()),
+            Activation::Silu => {
+                let gate = self.node("Sigmoid", &[x], Vec::new());
+                self.node("Mul", &[x, &gate], Vec::new())
+            }
+            Activation::HardSigmoid => self.hard_sigmoid(x)?,
+            Activation::HardSwish => {
+                let gate = self.hard_sigmoid(x)?;
+                self.node("Mul", &[x, &gate], Vec::new())
+            }
+            // Activations added later by other branches refuse, naming themselves, until
+            // they are described here.
             #[allow(unreachable_patterns, reason = "kept for activations added by merges")]
             other => {
                 return Err(Error::Model(format!(
                     "the activation {other:?} cannot be exported to ONNX yet"
                 )));
             }
+        })
+    }
+
+    /// PyTorch's hard-sigmoid `relu6(x + 3) / 6` as Add, Clip, Div, in PyTorch's order of
+    /// operations (hard-swish is `x` times it). Written out because candle-onnx's evaluator,
+    /// which checks every export, has no `HardSigmoid`, and `HardSwish` only came with opset 14
+    /// (convlens writes 13 too); Add, Clip and Div are in every opset from 13, in the evaluator
+    /// and in ONNX Runtime.
+    pub fn hard_sigmoid(&mut self, x: &str) -> Result<String> {
+        let three = self.floats("three", &[], &[3.0])?;
+        let zero = self.floats("zero", &[], &[0.0])?;
+        let six = self.floats("six", &[], &[6.0])?;
+        let shifted = self.node("Add", &[x, &three], Vec::new());
+        let clipped = self.node("Clip", &[&shifted, &zero, &six], Vec::new());
+        Ok(self.node("Div", &[&clipped, &six], Vec::new()))
+    }
+
+    /// Squeeze-excitation of `x` `[batch, c, h, w]`: `x * gate(expand(act(reduce(mean))))`,
+    /// the mean over each channel's plane (ReduceMean, kept `[batch, c, 1, 1]`), `reduce`
+    /// (`weight` `[r, c]` or `[r, c, 1, 1]`, `bias` `[r]`) and `expand` (`[c, r]` or
+    /// `[c, r, 1, 1]`, `[c]`) as 1x1 Convs with
+    /// bias, the activations as [`OnnxGraph::activation`] writes them, the gate broadcast
+    /// over the plane by Mul. Weights `<part>.se.reduce.*`, `<part>.se.expand.*`.
+    pub fn squeeze_excite(
+        &mut self,
+        x: &str,
+        [reduce_w, reduce_b, expand_w, expand_b]: [&Tensor; 4],
+        act: Activation,
+        gate: Activation,
+    ) -> Result<String> {
+        self.part("se", |g| {
+            let pooled = g.node(
+                "ReduceMean",
+                &[x],
+                vec![ints("axes", &[2, 3]), int("keepdims", 1)],
+            );
+            let as_conv = |w: &Tensor| -> Result<Tensor> {
+                let (o, i) = (w.dim(0)?, w.dim(1)?);
+                Ok(w.reshape((o, i, 1, 1))?)
+            };
+            let (rw, ew) = (as_conv(reduce_w)?, as_conv(expand_w)?);
+            let h = g.part("reduce", |g| g.conv(&pooled, &rw, reduce_b, 1, 0, 1))?;
+            let h = g.activation(&h, act)?;
+            let s = g.part("expand", |g| g.conv(&h, &ew, expand_b, 1, 0, 1))?;
+            let s = g.activation(&s, gate)?;
+            Ok(g.node("Mul", &[x, &s], Vec::new()))
         })
     }
 
