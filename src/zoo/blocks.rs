@@ -344,7 +344,7 @@ impl SqueezeExcite {
     /// to 0).
     fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
         let (b, c, _, _) = x.dims4()?;
-        let w = &self.weights;
+        let w = &self.matrices()?;
         let r = w.reduce_b.dim(0)?;
         let dense = |v: &Tensor, weight: &Tensor, bias: &Tensor, n: usize| -> Result<Tensor> {
             Ok(v.matmul(&weight.t()?)?
