@@ -676,6 +676,15 @@ fn a_trained_run_is_listed_survives_a_restart_and_can_be_compared_renamed_and_de
 /// The app on `tab` with a model trained briefly (extract, one epoch) into a temporary folder
 /// (returned, so it lives as long as the test).
 fn with_trained_model(tab: Tab) -> (Harness<'static, ConvlensApp>, tempfile::TempDir) {
+    with_model_trained_as(tab, Mode::Extract)
+}
+
+/// [`with_trained_model`] trained in `mode` (a fine-tuned model computes features of its own,
+/// none of them cached yet; a head on the frozen base shares the base's cached features).
+fn with_model_trained_as(
+    tab: Tab,
+    mode: Mode,
+) -> (Harness<'static, ConvlensApp>, tempfile::TempDir) {
     fashion_mini_features();
     let out = tempfile::tempdir().unwrap();
     let mut h = harness(tab);
@@ -685,7 +694,7 @@ fn with_trained_model(tab: Tab) -> (Harness<'static, ConvlensApp>, tempfile::Tem
     idle(&mut h);
     {
         let s = h.state_mut().settings_mut();
-        s.train.mode = Mode::Extract;
+        s.train.mode = mode;
         s.train.epochs = 1;
         s.train.out_dir = out.path().join("model").to_string_lossy().into_owned();
     }
@@ -2305,12 +2314,13 @@ fn cancel_in_tab(
 fn map_suspects_probe_and_examples_run_and_cancel_on_a_trained_model() {
     use convlens::insight::map::Method;
     use egui::accesskit::Role;
-    let (mut h, _out) = with_trained_model(Tab::Map);
+    // Fine-tuned, so that its features are its own and none is cached yet: a head on the
+    // frozen base shares the base's cached features, and its jobs can end before a Cancel.
+    let (mut h, _out) = with_model_trained_as(Tab::Map, Mode::Finetune);
     let trained = h.state().trained_model().unwrap().to_string();
     h.run_steps(2);
 
-    // Suspects and map are cancelled while the trained model's features are extracted (none
-    // is cached yet: its weights are new).
+    // Suspects and map are cancelled while the trained model's features are extracted.
     cancel_in_tab(
         &mut h,
         "suspect labels",
