@@ -49,6 +49,33 @@ impl BiasProbes {
     }
 }
 
+/// Inside an `impl Stage for T` whose `T` has a `run(&self, x, pass: &mut Pass)`: the three
+/// [`Stage`] methods that go through it (`forward`, `bias_probing` = own, `forward_probed`).
+#[macro_export]
+macro_rules! stage_runs_by_pass {
+    () => {
+        fn forward(
+            &self,
+            x: &candle_core::Tensor,
+            train: bool,
+        ) -> $crate::Result<candle_core::Tensor> {
+            self.run(x, &mut $crate::graph::probe::Pass::Forward { train })
+        }
+
+        fn bias_probing(&self) -> $crate::graph::probe::BiasProbing {
+            $crate::graph::probe::BiasProbing::Own
+        }
+
+        fn forward_probed(
+            &self,
+            x: &candle_core::Tensor,
+            probes: &mut $crate::graph::probe::BiasProbes,
+        ) -> $crate::Result<candle_core::Tensor> {
+            self.run(x, &mut $crate::graph::probe::Pass::Probed(probes))
+        }
+    };
+}
+
 /// How a composite stage is being run: as [`Stage::forward`] or as [`Stage::forward_probed`].
 /// A composite (a DenseNet block, an Xception block, a ConvNeXt stage) writes its computation
 /// once, as a `run(&self, x, pass: &mut Pass)`, runs its parts with [`Pass::part`] and marks

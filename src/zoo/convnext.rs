@@ -28,7 +28,7 @@ use super::detect::{Detected, Shapes, classes, detected, indices_after};
 use super::registry::{Architecture, PreprocessDefaults};
 use super::{IMAGENET_MEAN, IMAGENET_STD};
 use crate::graph::layers::Classifier;
-use crate::graph::probe::{BiasProbes, BiasProbing, Pass};
+use crate::graph::probe::{BiasProbing, Pass};
 use crate::graph::{Network, Stage};
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{
@@ -310,17 +310,7 @@ impl PatchConv {
 }
 
 impl Stage for PatchConv {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.run(x, &mut Pass::Forward { train })
-    }
-
-    fn bias_probing(&self) -> BiasProbing {
-        BiasProbing::Own
-    }
-
-    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
-        self.run(x, &mut Pass::Probed(probes))
-    }
+    crate::stage_runs_by_pass!();
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
         let k = self.kernel();
@@ -477,17 +467,7 @@ impl ConvNextStage {
 }
 
 impl Stage for ConvNextStage {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.run(x, &mut Pass::Forward { train })
-    }
-
-    fn bias_probing(&self) -> BiasProbing {
-        BiasProbing::Own
-    }
-
-    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
-        self.run(x, &mut Pass::Probed(probes))
-    }
+    crate::stage_runs_by_pass!();
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
         match &self.downsample {

@@ -232,17 +232,7 @@ impl DenseBlock {
 }
 
 impl Stage for DenseBlock {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.run(x, &mut Pass::Forward { train })
-    }
-
-    fn bias_probing(&self) -> BiasProbing {
-        BiasProbing::Own
-    }
-
-    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
-        self.run(x, &mut Pass::Probed(probes))
-    }
+    crate::stage_runs_by_pass!();
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
         let growth: usize = self.layers.iter().map(|l| l.conv2.weight.dims()[0]).sum();
@@ -321,17 +311,7 @@ impl Transition {
 }
 
 impl Stage for Transition {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.run(x, &mut Pass::Forward { train })
-    }
-
-    fn bias_probing(&self) -> BiasProbing {
-        BiasProbing::Own
-    }
-
-    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
-        self.run(x, &mut Pass::Probed(probes))
-    }
+    crate::stage_runs_by_pass!();
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
         vec![self.conv.weight.dims()[0], input[1] / 2, input[2] / 2]

@@ -23,7 +23,7 @@ use super::checkpoint::{Checkpoint, ExpectedTensors, expected_batchnorm};
 use super::detect::{Detected, Shapes, classes, detected};
 use super::registry::{Architecture, PreprocessDefaults};
 use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
-use crate::graph::probe::{BiasProbes, BiasProbing, Pass};
+use crate::graph::probe::Pass;
 use crate::graph::{Network, Stage};
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{Activation, depthwise_conv2d};
@@ -193,17 +193,7 @@ impl SeparableConvBnAct {
 }
 
 impl Stage for SeparableConvBnAct {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.run(x, &mut Pass::Forward { train })
-    }
-
-    fn bias_probing(&self) -> BiasProbing {
-        BiasProbing::Own
-    }
-
-    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
-        self.run(x, &mut Pass::Probed(probes))
-    }
+    crate::stage_runs_by_pass!();
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
         self.pointwise.output_shape(input)
@@ -315,17 +305,7 @@ impl XceptionBlock {
 }
 
 impl Stage for XceptionBlock {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.run(x, &mut Pass::Forward { train })
-    }
-
-    fn bias_probing(&self) -> BiasProbing {
-        BiasProbing::Own
-    }
-
-    fn forward_probed(&self, x: &Tensor, probes: &mut BiasProbes) -> Result<Tensor> {
-        self.run(x, &mut Pass::Probed(probes))
-    }
+    crate::stage_runs_by_pass!();
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
         let h = self
