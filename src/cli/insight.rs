@@ -12,8 +12,9 @@ use super::{ModelArgs, Progress};
 use crate::cancel::CancelToken;
 use crate::data::folder::{FolderOptions, ImageFolder};
 use crate::insight::dataset::{DatasetFeatures, dataset_features};
-use crate::insight::map::{ColorBy, Method, build_map, render_map, write_map};
+use crate::insight::map::{ColorBy, Method, Projection, build_map, render_map, write_map};
 use crate::insight::suspects::{SuspectOptions, out_of_fold_probabilities, rank, to_csv};
+use crate::insight::tsne::TsneOptions;
 use crate::train::features::default_cache_root;
 use crate::{Error, Result};
 
@@ -25,6 +26,13 @@ pub struct EmbedArgs {
     /// pca (linear, instant) or tsne (Barnes-Hut t-SNE: neighbourhoods kept).
     #[arg(long, value_enum, default_value_t = Method::Pca)]
     pub method: Method,
+    /// t-SNE's perplexity, about how many neighbours each image keeps close (1-100; 5-50 is
+    /// usual).
+    #[arg(long, default_value_t = TsneOptions::default().perplexity)]
+    pub perplexity: f32,
+    /// t-SNE's iterations (the first 250 with early exaggeration).
+    #[arg(long, default_value_t = TsneOptions::default().epochs)]
+    pub iterations: usize,
     /// The figure (.png or .jpg); the JSON with every point goes beside it (map.json). A
     /// taken name gets a number (map_2.png), nothing is overwritten.
     #[arg(long, default_value = "map.png")]
@@ -109,20 +117,24 @@ pub fn run_embed(args: &EmbedArgs) -> Result<ExitCode> {
 }
 
 fn embed(args: &EmbedArgs, cancel: &CancelToken) -> Result<ExitCode> {
+    let projection = Projection {
+        method: args.method,
+        tsne: TsneOptions {
+            perplexity: args.perplexity,
+            epochs: args.iterations,
+            ..TsneOptions::default()
+        },
+    };
+    projection.tsne.check()?;
     let same_classes = args.color == ColorBy::Correct;
     let (ds, name, hash) = features(&args.data, &args.model, same_classes, cancel)?;
-    let steps = match args.method {
-        Method::Pca => 1,
-        Method::Tsne => {
-            ds.features.labels.len() + crate::insight::tsne::TsneOptions::default().epochs
-        }
-    };
+    let steps = projection.steps(ds.features.labels.len());
     let mut bar = Progress::new(steps as u64, args.method.name());
     let map = build_map(
         &ds,
         &args.data,
         (&name, &hash),
-        args.method,
+        projection,
         &mut |done, _| bar.set_position(done as u64),
         cancel,
     )?;

@@ -41,6 +41,25 @@ impl Method {
     }
 }
 
+/// How the features are projected: the method and, for t-SNE, its settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Projection {
+    pub method: Method,
+    /// Used when `method` is [`Method::Tsne`].
+    pub tsne: TsneOptions,
+}
+
+impl Projection {
+    /// Progress steps of a projection of `n` images (PCA: one; t-SNE: the neighbour search of
+    /// every image, then the iterations).
+    pub fn steps(&self, n: usize) -> usize {
+        match self.method {
+            Method::Pca => 1,
+            Method::Tsne => n + self.tsne.epochs,
+        }
+    }
+}
+
 /// What colours the points.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -96,6 +115,9 @@ pub struct DatasetMap {
     pub model: String,
     pub weights_sha256: String,
     pub method: Method,
+    /// The t-SNE settings (t-SNE maps only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsne: Option<TsneOptions>,
     /// The folder's classes (sorted subfolder names).
     pub classes: Vec<String>,
     /// For PCA, the share of the variance each axis carries.
@@ -165,15 +187,16 @@ impl DatasetMap {
     }
 }
 
-/// Projects the features of `ds` with `method`: `[n, 2]`, with PCA's explained variance.
+/// Projects the features of `ds` as `projection` says: `[n, 2]`, with PCA's explained
+/// variance.
 pub fn project(
     ds: &DatasetFeatures,
-    method: Method,
+    projection: Projection,
     progress: &mut dyn FnMut(usize, usize),
     cancel: &CancelToken,
 ) -> Result<(Tensor, Option<[f32; 2]>)> {
     let x = &ds.features.x;
-    match method {
+    match projection.method {
         Method::Pca => {
             let pca = Pca::fit(x, 2)?;
             let ratio = [
@@ -182,20 +205,21 @@ pub fn project(
             ];
             Ok((pca.transform(x)?, Some(ratio)))
         }
-        Method::Tsne => Ok((tsne(x, TsneOptions::default(), progress, cancel)?, None)),
+        Method::Tsne => Ok((tsne(x, projection.tsne, progress, cancel)?, None)),
     }
 }
 
-/// The map of `ds` projected by `method` (see [`project`]); `dataset` is the folder as given.
+/// The map of `ds` projected as `projection` says (see [`project`]); `dataset` is the folder
+/// as given.
 pub fn build_map(
     ds: &DatasetFeatures,
     dataset: &Path,
     model: (&str, &str),
-    method: Method,
+    projection: Projection,
     progress: &mut dyn FnMut(usize, usize),
     cancel: &CancelToken,
 ) -> Result<DatasetMap> {
-    let (xy, explained) = project(ds, method, progress, cancel)?;
+    let (xy, explained) = project(ds, projection, progress, cancel)?;
     let xy = xy.to_vec2::<f32>()?;
     let same = ds.same_classes();
     let points = xy
@@ -221,7 +245,8 @@ pub fn build_map(
         dataset: dataset.to_path_buf(),
         model: model.0.to_string(),
         weights_sha256: model.1.to_string(),
-        method,
+        method: projection.method,
+        tsne: (projection.method == Method::Tsne).then_some(projection.tsne),
         classes: ds.classes.clone(),
         explained_variance_ratio: explained,
         points,

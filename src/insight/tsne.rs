@@ -9,6 +9,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use bhtsne::{Neighbor, tSNE};
 use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 use super::neighbours::nearest;
 use super::pca::Pca;
@@ -20,15 +21,47 @@ pub const PCA_DIMS: usize = 50;
 /// Fewest points t-SNE is run on.
 pub const MIN_POINTS: usize = 5;
 
+/// Largest perplexity accepted (scikit-learn's guide: 5-50 is typical).
+pub const MAX_PERPLEXITY: f32 = 100.0;
+/// Most iterations accepted (400 images take about 0.7 ms per iteration).
+pub const MAX_EPOCHS: usize = 100_000;
+
 /// The settings of a t-SNE run.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TsneOptions {
     /// Perplexity (the effective number of neighbours); lowered to `(n - 1) / 3` for small `n`.
     pub perplexity: f32,
     /// Gradient-descent iterations (the first 250 with early exaggeration).
+    #[serde(rename = "iterations")]
     pub epochs: usize,
     /// Barnes-Hut accuracy (0.5 as scikit-learn; smaller is slower and more exact).
     pub theta: f32,
+}
+
+impl TsneOptions {
+    /// Refuses a perplexity outside 1..=[`MAX_PERPLEXITY`], iterations outside
+    /// 1..=[`MAX_EPOCHS`] and a theta outside 0..=1 (the error names the value).
+    pub fn check(&self) -> Result<()> {
+        if !(1.0..=MAX_PERPLEXITY).contains(&self.perplexity) {
+            return Err(Error::InvalidOption(format!(
+                "t-SNE perplexity {}: must be 1 to {MAX_PERPLEXITY}",
+                self.perplexity
+            )));
+        }
+        if !(1..=MAX_EPOCHS).contains(&self.epochs) {
+            return Err(Error::InvalidOption(format!(
+                "t-SNE iterations {}: must be 1 to {MAX_EPOCHS}",
+                self.epochs
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.theta) {
+            return Err(Error::InvalidOption(format!(
+                "t-SNE theta {}: must be 0 to 1",
+                self.theta
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TsneOptions {
@@ -54,6 +87,7 @@ pub fn tsne(
     progress: &mut dyn FnMut(usize, usize),
     cancel: &CancelToken,
 ) -> Result<Tensor> {
+    options.check()?;
     let (n, d) = x.dims2()?;
     if n < MIN_POINTS {
         return Err(Error::InvalidOption(format!(
@@ -165,6 +199,53 @@ mod tests {
         assert_eq!(y.dims(), &[90, 2]);
         assert_eq!(last, (90 + 300, 90 + 300));
         assert_eq!(knn_agreement(&y, &labels, 5).unwrap(), 1.0);
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused_naming_the_value() {
+        let (x, _) = blobs(10);
+        let bad = [
+            (
+                TsneOptions {
+                    perplexity: 0.5,
+                    ..TsneOptions::default()
+                },
+                "perplexity 0.5",
+            ),
+            (
+                TsneOptions {
+                    perplexity: f32::NAN,
+                    ..TsneOptions::default()
+                },
+                "perplexity NaN",
+            ),
+            (
+                TsneOptions {
+                    epochs: 0,
+                    ..TsneOptions::default()
+                },
+                "iterations 0",
+            ),
+            (
+                TsneOptions {
+                    epochs: MAX_EPOCHS + 1,
+                    ..TsneOptions::default()
+                },
+                "iterations 100001",
+            ),
+            (
+                TsneOptions {
+                    theta: -0.1,
+                    ..TsneOptions::default()
+                },
+                "theta -0.1",
+            ),
+        ];
+        for (options, needle) in bad {
+            let err = tsne(&x, options, &mut |_, _| {}, &CancelToken::new()).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+        }
+        assert!(TsneOptions::default().check().is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::{Engine, JobContext};
 use crate::Result;
 use crate::data::folder::{FolderOptions, ImageFolder};
 use crate::insight::dataset::{DatasetFeatures, dataset_features};
-use crate::insight::map::{DatasetMap, Method, build_map};
+use crate::insight::map::{DatasetMap, Projection, build_map};
 use crate::insight::suspects::{SuspectOptions, SuspectReport, out_of_fold_probabilities, rank};
 use crate::train::features::default_cache_root;
 
@@ -64,15 +64,16 @@ pub(super) fn map(
     ctx: &JobContext,
     key: &str,
     dir: &Path,
-    method: Method,
+    projection: Projection,
 ) -> Result<DatasetMap> {
+    projection.tsne.check()?;
     let (ds, name, hash) = features(engine, ctx, key, dir)?;
-    let stage = format!("{}: neighbours, then iterations", method.name());
+    let stage = format!("{}: neighbours, then iterations", projection.method.name());
     build_map(
         &ds,
         dir,
         (&name, &hash),
-        method,
+        projection,
         &mut throttled(ctx, &stage),
         &ctx.cancel,
     )

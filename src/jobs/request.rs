@@ -133,7 +133,7 @@ pub enum Request {
     Map {
         model: String,
         data_dir: PathBuf,
-        method: crate::insight::map::Method,
+        projection: crate::insight::map::Projection,
     },
     /// Suspect labels of a labelled folder: out-of-fold probabilities over `folds` folds.
     Suspects {
@@ -527,8 +527,8 @@ impl Request {
             Request::Map {
                 model,
                 data_dir,
-                method,
-            } => super::insight::map(engine, ctx, &model, &data_dir, method)
+                projection,
+            } => super::insight::map(engine, ctx, &model, &data_dir, projection)
                 .map(|m| Reply::Map(model, Box::new(m))),
             Request::Suspects {
                 model,

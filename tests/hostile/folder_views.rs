@@ -216,7 +216,7 @@ fn outputs_never_replace_a_file_nor_land_among_the_images() {
 fn absurd_numbers_are_refused_by_name_before_any_work() {
     let w = Work::new();
     w.two_classes("data", 5);
-    let cases: [(&[&str], &[&str]); 13] = [
+    let cases: [(&[&str], &[&str]); 16] = [
         (
             &["examples", "data", "--layer", "blocks.4", "--top", "0"],
             &["--top 0"],
@@ -280,6 +280,18 @@ fn absurd_numbers_are_refused_by_name_before_any_work() {
         ),
         (&["embed", "data", "--method", "umap"], &["umap"]),
         (&["embed", "data", "--out", "map.gif"], &["map.gif", ".gif"]),
+        (
+            &["embed", "data", "--method", "tsne", "--perplexity", "0"],
+            &["perplexity 0", "1 to 100"],
+        ),
+        (
+            &["embed", "data", "--method", "tsne", "--perplexity", "nan"],
+            &["perplexity NaN"],
+        ),
+        (
+            &["embed", "data", "--method", "tsne", "--iterations", "0"],
+            &["iterations 0", "1 to 100000"],
+        ),
     ];
     for (args, needles) in cases {
         let started = Instant::now();

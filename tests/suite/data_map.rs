@@ -106,6 +106,10 @@ fn embed_writes_a_pca_map_of_every_image_that_matches_scikit_learn_up_to_sign() 
     assert_eq!(std::fs::read(dir.path().join("map.json")).unwrap(), before);
     let tsne_map = read_json(&dir.path().join("map_2.json"));
     assert_eq!(tsne_map["method"], "tsne");
+    // The sidecar records the t-SNE settings it ran with (here the defaults); PCA's has none.
+    assert_eq!(tsne_map["tsne"]["perplexity"], 30.0);
+    assert_eq!(tsne_map["tsne"]["iterations"], 1000);
+    assert!(map.get("tsne").is_none());
     let got = points(&tsne_map);
     assert_eq!(got.len(), 400);
     assert!(got.values().all(|p| p[0].is_finite() && p[1].is_finite()));

@@ -2001,8 +2001,11 @@ fn the_map_tab_computes_a_map_and_cancels_t_sne() {
     assert_eq!((map.method, map.points.len()), (Method::Pca, 400));
     assert_eq!(h.state().last_error(), None);
     h.get_by_label_contains("400 images, pca by");
-    // t-SNE shows its progress and stops on Cancel; the PCA map stays.
+    // t-SNE shows its progress and stops on Cancel; the PCA map stays. 10,000 iterations take
+    // seconds, so the Cancel lands while it runs (1,000 take 0.7 s: a loaded machine could
+    // finish them between the progress line and the click).
     h.state_mut().map_tab_mut().method = Method::Tsne;
+    h.state_mut().map_tab_mut().tsne.epochs = 10_000;
     h.run_steps(2);
     h.get_by_label("Compute map").click();
     h.step();
@@ -2112,6 +2115,7 @@ fn labelled_map(
         model: "m".into(),
         weights_sha256: String::new(),
         method: Method::Pca,
+        tsne: None,
         classes: classes.iter().map(|c| c.to_string()).collect(),
         explained_variance_ratio: None,
         points: points

@@ -15,7 +15,8 @@ use crate::gui::context::{AppContext, Command, Commands, ModelChoice};
 use crate::gui::settings::Tab;
 use crate::gui::tabs::heatmap::Explain;
 use crate::gui::widgets;
-use crate::insight::map::{ColorBy, DatasetMap, Method};
+use crate::insight::map::{ColorBy, DatasetMap, Method, Projection};
+use crate::insight::tsne::TsneOptions;
 use crate::jobs::insight::SuspectsView;
 use crate::jobs::{JobKind, Request};
 
@@ -25,6 +26,8 @@ pub struct MapTab {
     /// else the loaded one).
     pub model: Option<String>,
     pub method: Method,
+    /// t-SNE's settings (perplexity and iterations are shown when t-SNE is chosen).
+    pub tsne: TsneOptions,
     pub color: ColorBy,
     pub folds: usize,
     map: Option<DatasetMap>,
@@ -39,6 +42,7 @@ impl Default for MapTab {
         MapTab {
             model: None,
             method: Method::Pca,
+            tsne: TsneOptions::default(),
             color: ColorBy::Class,
             folds: 5,
             map: None,
@@ -89,7 +93,10 @@ impl MapTab {
         Some(Command::Submit(Request::Map {
             model: self.model_key(ctx)?,
             data_dir: ctx.data?.root.clone(),
-            method: self.method,
+            projection: Projection {
+                method: self.method,
+                tsne: self.tsne,
+            },
         }))
     }
 
@@ -163,6 +170,27 @@ impl MapTab {
         out
     }
 
+    /// Perplexity and iterations of t-SNE, within the ranges people use (the defaults are
+    /// scikit-learn's).
+    fn tsne_controls(&mut self, ui: &mut egui::Ui) {
+        ui.weak("t-SNE");
+        let label = ui.label("perplexity");
+        ui.add(egui::DragValue::new(&mut self.tsne.perplexity).range(2.0..=100.0))
+            .labelled_by(label.id)
+            .on_hover_text(
+                "about how many neighbours each image keeps close: small values show local \
+                 clusters, large ones the overall layout (5-50 is usual)",
+            );
+        let label = ui.label("iterations");
+        ui.add(
+            egui::DragValue::new(&mut self.tsne.epochs)
+                .range(250..=10_000)
+                .speed(10.0),
+        )
+        .labelled_by(label.id)
+        .on_hover_text("gradient steps; the first 250 pull clusters apart");
+    }
+
     fn controls(&mut self, ui: &mut egui::Ui, ctx: &AppContext, out: &mut Commands) {
         ui.horizontal_wrapped(|ui| {
             let current = self.model_key(ctx);
@@ -208,6 +236,9 @@ impl MapTab {
             }
             job_line(ui, ctx, JobKind::Map, "Cancel map", out);
         });
+        if self.method == Method::Tsne {
+            ui.horizontal_wrapped(|ui| self.tsne_controls(ui));
+        }
     }
 
     /// The images of the dragged box, with thumbnails; a click opens one in Heatmap.
