@@ -3,8 +3,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::widgets;
-
 /// How serious a message is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
@@ -97,16 +95,19 @@ impl MessageLog {
     }
 
     /// The status bar's part: the current message, dismiss, and the log button.
+    /// The buttons come first and the message last, on one line cut to the width left (the
+    /// whole text shows on hover and in the log window), so a long message never pushes the
+    /// status bar taller than a line.
     pub fn status_ui(&mut self, ui: &mut egui::Ui) {
-        if let Some(e) = self.current().cloned() {
-            entry_line(ui, &e);
-            if ui.small_button("dismiss").clicked() {
-                self.dismiss();
-            }
-        }
         let label = format!("Messages ({})", self.entries.len());
         if ui.small_button(label).clicked() {
             self.open = !self.open;
+        }
+        if let Some(e) = self.current().cloned() {
+            if ui.small_button("dismiss").clicked() {
+                self.dismiss();
+            }
+            entry_line(ui, &e, true);
         }
     }
 
@@ -129,7 +130,7 @@ impl MessageLog {
                             ui.label(egui::RichText::new("No messages.").weak());
                         }
                         for e in &self.entries {
-                            ui.horizontal_wrapped(|ui| entry_line(ui, e));
+                            ui.horizontal_wrapped(|ui| entry_line(ui, e, false));
                         }
                     });
             });
@@ -140,22 +141,26 @@ impl MessageLog {
     }
 }
 
-/// `12:03:04  text`, errors in the error colour.
-fn entry_line(ui: &mut egui::Ui, e: &Entry) {
+/// `12:03:04  text`, errors in the error colour; `one_line`: the text cut to the width left
+/// (whole on hover), else wrapped.
+fn entry_line(ui: &mut egui::Ui, e: &Entry, one_line: bool) {
     ui.label(
         egui::RichText::new(format!("{} UTC", e.time()))
             .weak()
             .small(),
     );
-    match e.level {
-        Level::Error => widgets::error_line(ui, &e.text),
-        Level::Cancelled => {
-            ui.label(egui::RichText::new(&e.text).italics());
-        }
-        Level::Note => {
-            ui.add(egui::Label::new(&e.text).selectable(true).truncate());
-        }
-    }
+    let text = egui::RichText::new(&e.text);
+    let text = match e.level {
+        Level::Error => text.color(ui.visuals().error_fg_color),
+        Level::Cancelled => text.italics(),
+        Level::Note => text,
+    };
+    let label = egui::Label::new(text).selectable(true);
+    ui.add(if one_line {
+        label.truncate()
+    } else {
+        label.wrap()
+    });
 }
 
 #[cfg(test)]

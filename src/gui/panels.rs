@@ -23,7 +23,7 @@ impl ConvlensApp {
     /// The status bar.
     pub(super) fn status_bar(&mut self, ui: &mut egui::Ui) -> Commands {
         let mut out = Commands::default();
-        ui.horizontal_wrapped(|ui| {
+        ui.horizontal(|ui| {
             match self.board.current() {
                 Some((_, kind, line)) => {
                     ui.spinner();
