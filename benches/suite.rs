@@ -16,7 +16,7 @@
 //! | `head_epoch` | one epoch of the dense head on 1,600 cached 1280-d features, batch 32, AdamW | ms |
 //! | `gradcam` | Grad-CAM of chelsea.png at `head` (the whole map, 224x224) | ms |
 //! | `ascent_128_b10` | one gradient-ascent step, 10 images of 128 px, filters 0..10 of blocks.10 | ms |
-//! | `scorecam` | Score-CAM of chelsea.png at `head` (1,280 masked forwards, batches of 16) | ms |
+//! | `scorecam` | Score-CAM of chelsea.png at `head` (one forward per distinct masked input: 535 of the 1,280 channels; batches of 16) | ms |
 //! | `lucid_step_grid16` | the `lucid` grid of filters 0..16 of blocks.4 at 128 px (the app's defaults), time per step: a run of 16 steps divided by 16 (the 256-step grid takes 256 times this) | ms |
 //!
 //! Each result carries the median, all runs and the peak resident memory of the workload

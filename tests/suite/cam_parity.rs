@@ -122,7 +122,8 @@ fn eigen_cam_matches_the_library() {
     assert!(rel_to_max(&tensor(&out.lowres, &[7, 7]), &projection) <= 1e-4);
 }
 
-/// 1280 masked forwards of Lite0 (80 batches of 16): the slowest test, one image only.
+/// 535 masked forwards of Lite0 (one per distinct mask of the 1,280 channels, batches of 16):
+/// the slowest test, one image only.
 #[test]
 fn score_cam_matches_the_library() {
     check("lite0_chelsea", CamMethod::ScoreCam, "lib.scorecam");
