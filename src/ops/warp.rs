@@ -88,7 +88,7 @@ pub enum WarpPadding {
 /// (the warp takes two per output pixel); the same value for every `v`.
 #[inline]
 fn floor(v: f64) -> f64 {
-    if !(v.abs() < 4.0e18) {
+    if v.is_nan() || v.abs() >= 4.0e18 {
         return v.floor(); // NaN, infinities and values beyond i64
     }
     let t = v as i64 as f64;
