@@ -1,6 +1,6 @@
 //! The benchmark suite of the app's workloads on the CPU, printed as JSON.
 //!
-//! `cargo bench --bench suite [-- --quick] [--only a,b] [--folder DIR] [--images N]`
+//! `cargo bench --bench suite [-- --quick] [--only a,b] [--folder DIR] [--images N] [--lucid-batch N]`
 //!
 //! Workloads (names shared with `benches/reference/perf.py`, which runs the same ones in
 //! PyTorch and ONNX Runtime so that every number can be quoted as a ratio measured in one run;
@@ -16,7 +16,8 @@
 //! | `head_epoch` | one epoch of the dense head on 1,600 cached 1280-d features, batch 32, AdamW | ms |
 //! | `gradcam` | Grad-CAM of chelsea.png at `head` (the whole map, 224x224) | ms |
 //! | `ascent_128_b10` | one gradient-ascent step, 10 images of 128 px, filters 0..10 of blocks.10 | ms |
-//! | `scorecam` | Score-CAM of chelsea.png at `head` (1,280 masked forwards, batches of 16) | ms |
+//! | `scorecam` | Score-CAM of chelsea.png at `head` (one forward per distinct masked input: 535 of the 1,280 channels; batches of 16) | ms |
+//! | `lucid_step_grid16` | the `lucid` grid of filters 0..16 of blocks.4 at 128 px (the app's defaults), time per step: a run of 16 steps divided by 16 (the 256-step grid takes 256 times this) | ms |
 //!
 //! Each result carries the median, all runs and the peak resident memory of the workload
 //! (`VmHWM`, reset before each workload through `/proc/self/clear_refs`). The folder of
@@ -51,6 +52,8 @@ struct Opts {
     only: Option<Vec<String>>,
     folder: PathBuf,
     images: usize,
+    /// `lucid_step_grid16`'s filters per batch (the app's default when absent).
+    lucid_batch: Option<usize>,
 }
 
 fn parse_args() -> Opts {
@@ -67,6 +70,7 @@ fn parse_args() -> Opts {
             .map(PathBuf::from)
             .unwrap_or_else(|| std::env::temp_dir().join("convlens-bench-folder")),
         images: value("--images").map_or(1000, |s| s.parse().expect("--images N")),
+        lucid_batch: value("--lucid-batch").map(|s| s.parse().expect("--lucid-batch N")),
     }
 }
 
@@ -366,6 +370,25 @@ fn main() {
             std::hint::black_box(cam::compute(net, &x, &opts).expect("cam"));
         });
         record("scorecam", result(&t, "ms", 1, peak_rss_mb(), load));
+    }
+    if want("lucid_step_grid16") {
+        use convlens::viz::filters::{FilterOptions, filter_patterns_with};
+        let mut fo = FilterOptions::lucid(128);
+        let steps = 16;
+        fo.ascent.steps = steps;
+        fo.batch = opts.lucid_batch.unwrap_or(fo.batch);
+        let filters: Vec<usize> = (0..16).collect();
+        reset_peak_rss();
+        let load = load_avg();
+        let t = time(0, q(3, 1), || {
+            let p = filter_patterns_with(&model, "blocks.4", &filters, &fo, &mut |_| true);
+            std::hint::black_box(p.expect("lucid grid"));
+        });
+        let per_step: Vec<f64> = t.iter().map(|s| s / steps as f64).collect();
+        record(
+            "lucid_step_grid16",
+            result(&per_step, "ms", 1, peak_rss_mb(), load),
+        );
     }
     let out = json!({
         "impl": "convlens",

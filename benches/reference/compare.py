@@ -37,7 +37,8 @@ WORKLOADS = {
     "head_epoch": ("ms", ["torch"]),
     "gradcam": ("ms", ["torch", "torch_head_only"]),
     "ascent_128_b10": ("ms", ["torch"]),
-    "scorecam": ("ms", ["torch", "jit", "ort"]),
+    "scorecam": ("ms", ["torch", "jit", "ort", "ort_shared"]),
+    "lucid_step_grid16": ("ms", ["torch"]),
 }
 
 

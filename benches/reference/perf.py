@@ -232,6 +232,7 @@ def main():
     ap.add_argument("--only")
     ap.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "convlens-bench-folder"))
     ap.add_argument("--threads", type=int, default=int(os.environ.get("PERF_THREADS", "2")))
+    ap.add_argument("--impls", help="Score-CAM only: which of torch,jit,ort,ort_shared to run")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
     want = lambda w: only is None or w in only  # noqa: E731
@@ -422,26 +423,101 @@ def main():
 
     if want("scorecam"):
         # pytorch-grad-cam's ScoreCAM: upsampled (align_corners) min-max masks, batches of 16.
-        def scorecam(run):
+        # `shared`: one forward per distinct masked input, as convlens does it (channels with
+        # bit-identical maps share one; constant channels share the all-zero mask).
+        def mask_groups(a):
+            flat = a.reshape(a.shape[0], -1)
+            constant = (flat == flat[:, :1]).all(1).tolist()
+            seen, reps, group = {}, [], []
+            for ch, const in enumerate(constant):
+                key = None if const else flat[ch].numpy().tobytes()
+                if key not in seen:
+                    seen[key] = len(reps)
+                    reps.append(ch)
+                group.append(seen[key])
+            return reps, group
+
+        def scorecam(run, shared=False):
             with torch.no_grad():
                 a = model.features(xc)
                 c = int(model.fc(a.mean((2, 3)))[0].argmax())
-                up = F.interpolate(a, size=(224, 224), mode="bilinear", align_corners=True)[0]
+                reps, group = mask_groups(a[0]) if shared else (list(range(a.shape[1])), None)
+                up = F.interpolate(a[:, reps], size=(224, 224), mode="bilinear",
+                                   align_corners=True)[0]
                 mn = up.amin((1, 2), keepdim=True)
                 mx = up.amax((1, 2), keepdim=True)
                 masks = (up - mn) / (mx - mn + 1e-8)
                 scores = []
                 for s in range(0, masks.shape[0], 16):
                     scores.append(run(xc * masks[s : s + 16, None])[:, c])
-                w = torch.softmax(torch.cat(scores), 0)
+                scores = torch.cat(scores)
+                if shared:
+                    scores = scores[torch.tensor(group)]
+                w = torch.softmax(scores, 0)
                 return finish_cam((w[:, None, None] * a[0]).sum(0)).numpy()
 
-        measure("torch.scorecam", "ms", 0, q(2, 1), lambda: scorecam(model))
-        if jit is not None:
+        impls = set(args.impls.split(",")) if args.impls else {"torch", "jit", "ort", "ort_shared"}
+        if "torch" in impls:
+            measure("torch.scorecam", "ms", 0, q(2, 1), lambda: scorecam(model))
+        if jit is not None and "jit" in impls:
             measure("jit.scorecam", "ms", 0, q(2, 1), lambda: scorecam(jit))
-        if ort_sess:
+        if ort_sess and "ort" in impls:
             measure("ort.scorecam", "ms", 0, q(2, 1),
                     lambda: scorecam(lambda x: torch.from_numpy(ort_run(x.numpy()))))
+        if ort_sess and "ort_shared" in impls:
+            measure("ort_shared.scorecam", "ms", 0, q(2, 1),
+                    lambda: scorecam(lambda x: torch.from_numpy(ort_run(x.numpy())), True))
+
+    if want("lucid_step_grid16"):
+        # lucent's `param.image(128, fft=True, decorrelate=True)`, `standard_transforms` (one
+        # affine grid_sample per image: jitter 8, scale, rotate, jitter 4, padding 12 of 0.5),
+        # the mean of filter f of blocks.4, Adam lr 0.05; filters 0..16 in batches of 8 (the
+        # convlens default), 16 steps, time per step.
+        size, pad, batch, steps = 128, 12, 8, 16
+        out = size + 2 * pad - 12
+        fy = torch.fft.fftfreq(size)[:, None]
+        fx = torch.fft.rfftfreq(size)[None, :]
+        spectrum_scale = (1.0 / (fx * fx + fy * fy).sqrt().clamp(min=1.0 / size) / 4.0)
+        spectrum_scale = spectrum_scale[None, None, :, :, None]
+        color = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+        color = color / color.norm(dim=0).max()
+        gen = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            p.requires_grad_(False)
+
+        def thetas(b):
+            t = torch.zeros(b, 2, 3)
+            for i in range(b):
+                s = 1.0 + (int(torch.randint(11, (1,), generator=gen)) - 5) / 50.0
+                a = math.radians(int(torch.randint(-10, 11, (1,), generator=gen)))
+                j = torch.randint(-12, 13, (2,), generator=gen).float() / (size + 2 * pad)
+                t[i] = torch.tensor([[math.cos(a) / s, -math.sin(a) / s, float(j[0])],
+                                     [math.sin(a) / s, math.cos(a) / s, float(j[1])]])
+            return t
+
+        def lucid_grid():
+            for first in range(0, 16, batch):
+                filters = torch.arange(first, first + batch)
+                spec = (torch.randn(batch, 3, size, size // 2 + 1, 2, generator=gen) * 0.01)
+                spec.requires_grad_(True)
+                opt = torch.optim.Adam([spec], lr=0.05)
+                for _ in range(steps):
+                    opt.zero_grad()
+                    img = torch.fft.irfft2(torch.view_as_complex(spec * spectrum_scale),
+                                           s=(size, size), norm="ortho")
+                    img = torch.sigmoid(torch.einsum("ij,bjhw->bihw", color, img))
+                    img = F.pad(img, (pad,) * 4, value=0.5)
+                    grid = F.affine_grid(thetas(batch), (batch, 3, out, out), align_corners=False)
+                    x = F.grid_sample(img, grid, align_corners=False, padding_mode="zeros")
+                    act = model.features((x - MEAN) / STD, upto=4)
+                    loss = -act[torch.arange(batch), filters].mean((1, 2)).sum()
+                    loss.backward()
+                    opt.step()
+
+        reset_peak_rss()
+        load = load1()
+        secs = timed(0, q(3, 1), lucid_grid)
+        record("torch.lucid_step_grid16", [t / steps for t in secs], "ms", 1, load)
 
     print(json.dumps({
         "impl": "reference",

@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::{f32_data, min_planes_per_task};
+use super::f32_data;
 
 /// An affine map of pixel coordinates, `(x, y) -> (a x + b y + c, d x + e y + f)` for
 /// `m = [a, b, c, d, e, f]`.
@@ -84,6 +84,17 @@ pub enum WarpPadding {
     Border,
 }
 
+/// `v.floor()` without the call into libm that `f64::floor` is on a baseline x86-64 target
+/// (the warp takes two per output pixel); the same value for every `v`.
+#[inline]
+fn floor(v: f64) -> f64 {
+    if v.is_nan() || v.abs() >= 4.0e18 {
+        return v.floor(); // NaN, infinities and values beyond i64
+    }
+    let t = v as i64 as f64;
+    if t > v { t - 1.0 } else { t }
+}
+
 /// The geometry shared by the forward and backward kernels.
 #[derive(Clone, Debug)]
 struct Warp {
@@ -98,7 +109,7 @@ impl Warp {
     #[inline]
     fn taps(&self, map: &Affine, ox: usize, oy: usize, h: usize, w: usize) -> [(usize, f32); 4] {
         let (sx, sy) = map.apply(ox as f64, oy as f64);
-        let (x0, y0) = (sx.floor(), sy.floor());
+        let (x0, y0) = (floor(sx), floor(sy));
         let (fx, fy) = ((sx - x0) as f32, (sy - y0) as f32);
         let weights = [
             (1.0 - fx) * (1.0 - fy),
@@ -149,20 +160,21 @@ impl CustomOp1 for Warp {
         let (b, c, h, w) = self.check(layout.dims(), self.name())?;
         let x = f32_data(storage, layout, self.name())?;
         let (oh, ow) = self.out;
-        let mut y = vec![0f32; b * c * oh * ow];
-        y.par_chunks_mut(oh * ow)
-            .with_min_len(min_planes_per_task(oh * ow))
+        let (plane, out_plane) = (h * w, oh * ow);
+        let mut y = vec![0f32; b * c * out_plane];
+        // One task per image: each output pixel's taps serve all its channels.
+        y.par_chunks_mut(c * out_plane)
             .enumerate()
-            .for_each(|(plane, out)| {
-                let map = &self.maps[plane / c];
-                let x = &x[plane * h * w..][..h * w];
+            .for_each(|(image, out)| {
+                let map = &self.maps[image];
+                let x = &x[image * c * plane..][..c * plane];
                 for oy in 0..oh {
                     for ox in 0..ow {
-                        out[oy * ow + ox] = self
-                            .taps(map, ox, oy, h, w)
-                            .iter()
-                            .map(|&(i, wt)| wt * x[i])
-                            .sum();
+                        let taps = self.taps(map, ox, oy, h, w);
+                        let p = oy * ow + ox;
+                        for (ch, x) in x.chunks_exact(plane).enumerate() {
+                            out[ch * out_plane + p] = taps.iter().map(|&(i, wt)| wt * x[i]).sum();
+                        }
                     }
                 }
             });
@@ -208,18 +220,24 @@ impl CustomOp1 for WarpGrad {
             );
         }
         let g = f32_data(storage, layout, self.name())?;
-        let mut gx = vec![0f32; b * c * h * w];
-        gx.par_chunks_mut(h * w)
-            .with_min_len(min_planes_per_task(h * w))
+        let (plane, out_plane) = (h * w, oh * ow);
+        let mut gx = vec![0f32; b * c * plane];
+        // One task per image, each output pixel's taps computed once for all its channels;
+        // every channel's scatter runs in the same order as a per-plane loop would.
+        gx.par_chunks_mut(c * plane)
             .enumerate()
-            .for_each(|(plane, gx)| {
-                let map = &self.warp.maps[plane / c];
-                let g = &g[plane * oh * ow..][..oh * ow];
+            .for_each(|(image, gx)| {
+                let map = &self.warp.maps[image];
+                let g = &g[image * c * out_plane..][..c * out_plane];
                 for oy in 0..oh {
                     for ox in 0..ow {
-                        let go = g[oy * ow + ox];
-                        for (i, wt) in self.warp.taps(map, ox, oy, h, w) {
-                            gx[i] += wt * go;
+                        let taps = self.warp.taps(map, ox, oy, h, w);
+                        let p = oy * ow + ox;
+                        for (ch, gx) in gx.chunks_exact_mut(plane).enumerate() {
+                            let go = g[ch * out_plane + p];
+                            for &(i, wt) in &taps {
+                                gx[i] += wt * go;
+                            }
                         }
                     }
                 }

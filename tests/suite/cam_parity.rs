@@ -122,10 +122,70 @@ fn eigen_cam_matches_the_library() {
     assert!(rel_to_max(&tensor(&out.lowres, &[7, 7]), &projection) <= 1e-4);
 }
 
-/// 1280 masked forwards of Lite0 (80 batches of 16): the slowest test, one image only.
+/// 535 masked forwards of Lite0 (one per distinct mask of the 1,280 channels, batches of 16):
+/// the slowest test, one image only.
 #[test]
 fn score_cam_matches_the_library() {
     check("lite0_chelsea", CamMethod::ScoreCam, "lib.scorecam");
+}
+
+/// Score-CAM runs one forward per distinct masked input (constant channels share the all-zero
+/// mask): its map must be the plain method's, one masked forward per channel. At 64 px Lite0's
+/// `head` is 2x2 and most of its channels are constant, so both are quick.
+#[test]
+fn score_cam_sharing_forwards_is_the_plain_method() {
+    use convlens::viz::resize::{Corners, bilinear};
+    let model = lite0();
+    let net = &model.network;
+    let x = fixture("lite0_chelsea")["input"]
+        .interpolate2d(64, 64)
+        .unwrap();
+    let out = cam::compute(net, &x, &CamOptions::new(CamMethod::ScoreCam, "head")).unwrap();
+    let act = net.forward_range(None, "head", &x, false).unwrap();
+    let maps = act
+        .squeeze(0)
+        .unwrap()
+        .flatten_from(1)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let constant = maps.iter().filter(|m| m.iter().all(|&v| v == m[0])).count();
+    assert!(
+        constant > 100,
+        "only {constant} constant channels: the test needs them"
+    );
+    let input = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut scores = Vec::new();
+    for chunk in maps.chunks(16) {
+        let mut masked = Vec::new();
+        for map in chunk {
+            let up = bilinear(map, (2, 2), (64, 64), Corners::Aligned);
+            let min = up.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = up.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mask: Vec<f32> = up.iter().map(|v| (v - min) / (max - min + 1e-8)).collect();
+            for plane in input.chunks(64 * 64) {
+                masked.extend(plane.iter().zip(&mask).map(|(x, m)| m * x));
+            }
+        }
+        let batch = Tensor::from_vec(masked, (chunk.len(), 3, 64, 64), &Device::Cpu).unwrap();
+        let logits = net.forward(&batch).unwrap().to_vec2::<f32>().unwrap();
+        scores.extend(logits.iter().map(|l| l[out.class]));
+    }
+    let top = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = scores.iter().map(|s| (s - top).exp()).collect();
+    let total: f32 = exp.iter().sum();
+    let lowres: Vec<f32> = (0..4)
+        .map(|p| {
+            let v: f32 = maps.iter().zip(&exp).map(|(m, e)| e / total * m[p]).sum();
+            v.max(0.0)
+        })
+        .collect();
+    let err = rel_to_max(&tensor(&out.lowres, &[2, 2]), &tensor(&lowres, &[2, 2]));
+    assert!(
+        err <= 1e-5,
+        "shared forwards off by {err:e}: {:?} vs {lowres:?}",
+        out.lowres
+    );
 }
 
 #[test]
