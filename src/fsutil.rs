@@ -34,6 +34,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Saves `tensors` as a safetensors file at `path` with the mode a file created there gets
+/// (0666 less the umask, e.g. 0644), not the 0600 of the temporary file the safetensors crate
+/// writes and renames into place.
+pub fn save_safetensors(
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    path: &Path,
+) -> Result<()> {
+    // The mode the umask gives a new file here, read off an empty file created first.
+    File::create(path).map_err(|e| Error::io(path, e))?;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .permissions();
+    candle_core::safetensors::save(tensors, path)?;
+    std::fs::set_permissions(path, mode).map_err(|e| Error::io(path, e))
+}
+
 /// The folder a file goes into (`.` for a bare file name).
 fn parent_of(path: &Path) -> &Path {
     match path.parent() {
@@ -305,6 +321,23 @@ pub fn relative_path(from: &Path, to: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn safetensors_files_get_the_mode_of_a_new_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"x").unwrap();
+        let path = dir.path().join("t.safetensors");
+        let t = candle_core::Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap();
+        save_safetensors(&[("t".to_string(), t)].into(), &path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // (The safetensors crate alone leaves its temporary file's 0600: under the usual umask
+        // 022 a plain file is 0644.)
+        assert_eq!(mode(&path), mode(&plain));
+    }
 
     #[test]
     fn relative_paths_climb_to_the_common_folder() {

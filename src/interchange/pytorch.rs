@@ -21,6 +21,9 @@ use crate::cancel::CancelToken;
 use crate::graph::layers::BatchNormMode;
 use crate::train::head::{Head, HeadKind};
 use crate::zoo::checkpoint::Checkpoint;
+use crate::zoo::convnext::{ConvNextConfig, Naming};
+use crate::zoo::densenet::{self, DenseNetConfig};
+use crate::zoo::detect::Shapes;
 use crate::zoo::efficientnet_lite::LiteConfig;
 use crate::zoo::{self, Model, Preprocess, small_convnet};
 use crate::zoo::{efficientnet, mobilenet_v3, timm_relu6};
@@ -80,6 +83,41 @@ fn target(architecture: &str) -> Result<Target> {
             native_slot_key: "classifier",
             bn_eps: a.starts_with("tf_").then_some(1e-3),
         },
+        "mobilenetv1_100" | "mobilenetv1_125" => tv(
+            "timm.create_model(\"{arch}\", pretrained=False, num_classes={classes})",
+            "model.classifier",
+            "classifier",
+        ),
+        "legacy_xception" => tv(
+            "timm.create_model(\"{arch}\", pretrained=False, num_classes={classes})",
+            "model.fc",
+            "fc",
+        ),
+        // Without the auxiliary classifier (the export leaves out `AuxLogits`, used only in
+        // training); its BatchNorms' epsilon is 1e-3, which the module sets too.
+        "inception_v3" => Target {
+            build: "torchvision.models.inception_v3(weights=None, num_classes={classes}, \
+                    aux_logits=False, init_weights=False)",
+            slot: "model.fc",
+            slot_key: "fc",
+            native_slot_key: "fc",
+            bn_eps: Some(1e-3),
+        },
+        "convnext_tiny" | "convnext_small" => tv(
+            "torchvision.models.{arch}(weights=None, num_classes={classes})",
+            "model.classifier[2]",
+            "classifier.2",
+        ),
+        "convnext_tiny_timm" | "convnext_small_timm" => tv(
+            "timm.create_model(\"{timm_arch}\", pretrained=False, num_classes={classes})",
+            "model.head.fc",
+            "head.fc",
+        ),
+        "densenet121" => tv(
+            "torchvision.models.densenet121(weights=None, num_classes={classes})",
+            "model.classifier",
+            "classifier",
+        ),
         a if LiteConfig::of(a).is_some() => Target {
             build: "timm.create_model(\"{arch}\", pretrained=False, num_classes={classes})",
             slot: "model.classifier",
@@ -131,6 +169,55 @@ fn zoo_b_target(architecture: &str) -> Target {
         native_slot_key: slot_key,
         bn_eps: (tf || (torchvision && mnv3)).then_some(1e-3),
     }
+}
+
+/// The constructor of a checkpoint whose widths are not the published ones (ConvNeXt and
+/// DenseNet read theirs from the file), with `{classes}` left to fill; `None` at the published
+/// widths or for other families (their build line applies).
+fn reduced_build(architecture: &str, shapes: &Shapes) -> Option<String> {
+    if let Some(published) = ConvNextConfig::of(architecture) {
+        let cfg = ConvNextConfig::from_shapes(architecture, shapes)?;
+        if cfg.dims == published.dims {
+            return None;
+        }
+        let [a, b, c, d] = cfg.dims;
+        return Some(match cfg.naming {
+            Naming::Timm => format!(
+                "timm.create_model(\"{}\", pretrained=False, num_classes={{classes}}, \
+                 dims=({a}, {b}, {c}, {d}))",
+                architecture.strip_suffix("_timm").unwrap_or(architecture)
+            ),
+            Naming::Torchvision => {
+                let stages = (0..4)
+                    .map(|s| {
+                        let next = cfg.dims.get(s + 1).map_or("None".into(), usize::to_string);
+                        format!(
+                            "torchvision.models.convnext.CNBlockConfig({}, {next}, {})",
+                            cfg.dims[s], cfg.depths[s]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("torchvision.models.convnext.ConvNeXt([{stages}], num_classes={{classes}})")
+            }
+        });
+    }
+    if architecture == densenet::ARCHITECTURES[0] {
+        let cfg = DenseNetConfig::from_shapes(shapes);
+        let p = DenseNetConfig::PUBLISHED;
+        if (cfg.init, cfg.growth, cfg.bottleneck) == (p.init, p.growth, p.bottleneck) {
+            return None;
+        }
+        let blocks = densenet::LAYERS.map(|n| n.to_string()).join(", ");
+        return Some(format!(
+            "torchvision.models.DenseNet(growth_rate={}, block_config=({blocks}), \
+             num_init_features={}, bn_size={}, num_classes={{classes}})",
+            cfg.growth,
+            cfg.init,
+            cfg.bottleneck / cfg.growth.max(1),
+        ));
+    }
+    None
 }
 
 /// A checkpoint key in the PyTorch module's naming: timm's for EfficientNet-Lite (the
@@ -260,7 +347,8 @@ fn base_of(model: &Model) -> Result<Option<Base>> {
 /// (no naming rules per architecture). A folded convolution goes out as the convolution's
 /// weight with its BatchNorm the identity (scale 1, shift the folded bias, mean 0, variance
 /// `1 - eps`), which gives the same outputs in evaluation; a tensor without BatchNorm (VGG's)
-/// goes out as it is.
+/// goes out as it is. A BatchNorm applied alone goes out with its folded scale and shift, mean
+/// 0 and variance `1 - eps`.
 fn finetuned(
     ckpt: &Checkpoint,
     architecture: &str,
@@ -286,7 +374,14 @@ fn finetuned(
         .filter(|(name, _)| layers.iter().any(|l| name.starts_with(&format!("{l}."))))
         .map(|(name, t)| (name, t.clone()))
         .collect();
-    let names: std::collections::HashSet<&str> = unfolded.iter().map(|(n, _)| n.as_str()).collect();
+    let by_name: HashMap<&str, &Tensor> = unfolded.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    // A BatchNorm applied alone (DenseNet's `norm1`) runs as a 1x1 depthwise conv of ones
+    // that is no checkpoint tensor: its folded weight is the BatchNorm's scale.
+    let alone = |p: &str| {
+        by_name
+            .get(format!("{p}.conv.weight").as_str())
+            .is_some_and(|w| !by_id.contains_key(&w.id()))
+    };
     let key_of = |name: &str, t: &Tensor| {
         by_id.get(&t.id()).cloned().ok_or_else(|| {
             Error::Model(format!(
@@ -305,17 +400,24 @@ fn finetuned(
     for (name, t) in &unfolded {
         let conv = name
             .strip_suffix(".conv.weight")
-            .filter(|p| names.contains(format!("{p}.bn.weight").as_str()));
+            .filter(|p| by_name.contains_key(format!("{p}.bn.weight").as_str()));
         let bn = name
             .strip_suffix(".bn.weight")
-            .filter(|p| names.contains(format!("{p}.conv.weight").as_str()));
+            .filter(|p| by_name.contains_key(format!("{p}.conv.weight").as_str()));
         if let Some(p) = conv {
-            out.insert(key_of(name, t)?, saved_as(&format!("{p}.weight"), t)?);
+            if !alone(p) {
+                out.insert(key_of(name, t)?, saved_as(&format!("{p}.weight"), t)?);
+            }
         } else if let Some(p) = bn {
             let key = key_of(name, t)?;
             let prefix = key.strip_suffix(".weight").unwrap_or(&key);
             let shift = saved_as(&format!("{p}.bias"), t)?;
-            out.insert(format!("{prefix}.weight"), shift.ones_like()?);
+            let scale = if alone(p) {
+                saved_as(&format!("{p}.weight"), t)?
+            } else {
+                shift.ones_like()?
+            };
+            out.insert(format!("{prefix}.weight"), scale);
             out.insert(format!("{prefix}.running_mean"), shift.zeros_like()?);
             out.insert(
                 format!("{prefix}.running_var"),
@@ -406,8 +508,8 @@ fn state_dict(model: &Model, weights_file: &str) -> Result<StateDict> {
         }
     }
     let timm_arch = arch.strip_suffix("_timm").unwrap_or(arch);
-    let build = target
-        .build
+    let build = reduced_build(arch, &base.ckpt.shapes())
+        .unwrap_or_else(|| target.build.to_string())
         .replace("{arch}", arch)
         .replace("{timm_arch}", timm_arch)
         .replace("{classes}", &base.classes.to_string());
@@ -624,7 +726,7 @@ pub fn export(
         .iter()
         .map(|(n, t)| Ok((n.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<_>>()?;
-    candle_core::safetensors::save(&map, pending.path())?;
+    crate::fsutil::save_safetensors(&map, pending.path())?;
     let mut pending_script = Pending::write(&script_path, dict.script.as_bytes())?;
     cancel.check()?;
     progress("reading it back and running it on the bundled photos", 2, 3);
@@ -680,10 +782,16 @@ fn rebuild_and_compare(
                     }
                 }
             }
-            // The head's tensors are not the base checkpoint's.
+            // The head's tensors are not the base checkpoint's (whose own names may start with
+            // `head.` too: timm's ConvNeXt).
+            let head_names: std::collections::HashSet<String> = base
+                .head
+                .iter()
+                .flat_map(|(head, _)| head.named_tensors().into_iter().map(|(n, _)| n))
+                .collect();
             let base_tensors = tensors
                 .iter()
-                .filter(|(name, _)| !name.starts_with("head."))
+                .filter(|(name, _)| !head_names.contains(*name))
                 .map(|(name, t)| (name.clone(), t.clone()))
                 .collect();
             let ckpt = Checkpoint::from_tensors(path, base_tensors, &Device::Cpu)?;

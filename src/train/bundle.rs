@@ -184,7 +184,7 @@ pub fn save(dir: &Path, manifest: &TrainedManifest, tensors: &[(String, Tensor)]
         .collect::<Result<_>>()?;
     let path = dir.join(WEIGHTS);
     let tmp = dir.join(format!(".{WEIGHTS}.{}.tmp", std::process::id()));
-    candle_core::safetensors::save(&map, &tmp)?;
+    crate::fsutil::save_safetensors(&map, &tmp)?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     save_manifest(dir, manifest)
 }

@@ -92,7 +92,7 @@ impl ConvNextConfig {
 
     /// `id`'s config with the widths a checkpoint's depthwise kernels hold (the published
     /// ones where a stage's first block is missing: the audit then names what is wrong).
-    fn from_shapes(id: &str, shapes: &Shapes) -> Option<Self> {
+    pub fn from_shapes(id: &str, shapes: &Shapes) -> Option<Self> {
         let mut cfg = Self::of(id)?;
         for s in 0..4 {
             if let Some(shape) = shapes.get(&format!("{}.weight", cfg.block_key(s, 0, Part::Dw))) {
@@ -362,7 +362,7 @@ struct Block {
     fc1: (Tensor, Tensor),
     /// `[C, 4C]`, `[C]`.
     fc2: (Tensor, Tensor),
-    /// `[C]`.
+    /// `[C]` (timm) or `[C, 1, 1]` (torchvision), as the checkpoint holds it.
     gamma: Tensor,
 }
 
@@ -375,14 +375,15 @@ impl Block {
                 ckpt.get(&format!("{}.bias", key(p)))?,
             ))
         };
+        // Kept as the checkpoint holds it (the PyTorch export finds a fine-tuned tensor's
+        // name by identity), reshaped where it is used.
         let gamma = ckpt.get(&key(Part::Scale))?;
-        let c = gamma.dims()[0];
         Ok(Block {
             dw: pair(Part::Dw)?,
             norm: Norm::load(ckpt, &key(Part::Norm))?,
             fc1: pair(Part::Fc1)?,
             fc2: pair(Part::Fc2)?,
-            gamma: gamma.reshape(c)?,
+            gamma,
         })
     }
 
@@ -415,7 +416,9 @@ impl Block {
             let h = pointwise(g, "fc1", &h, &self.fc1)?;
             let h = g.gelu(&h)?;
             let h = pointwise(g, "fc2", &h, &self.fc2)?;
-            let h = g.part("gamma", |g| g.scale_channels(&h, &self.gamma))?;
+            let h = g.part("gamma", |g| {
+                g.scale_channels(&h, &self.gamma.flatten_all()?)
+            })?;
             Ok(g.add(&h, x))
         })
     }

@@ -36,7 +36,7 @@ const BN_EPS: f64 = 1e-5;
 /// The architecture this module builds.
 pub const ARCHITECTURES: [&str; 1] = ["densenet121"];
 /// Dense layers per block of DenseNet-121.
-const LAYERS: [usize; 4] = [6, 12, 24, 16];
+pub const LAYERS: [usize; 4] = [6, 12, 24, 16];
 
 /// A dense layer's place and input width: `(block 1..=4, layer 1.., input channels)`.
 type LayerPlan = (usize, usize, usize);
@@ -64,7 +64,7 @@ impl DenseNetConfig {
 
     /// The widths a checkpoint's tensors hold (the published ones where a key is missing:
     /// the audit then names it).
-    fn from_shapes(shapes: &Shapes) -> Self {
+    pub fn from_shapes(shapes: &Shapes) -> Self {
         let dim0 = |key: &str, default: usize| shapes.get(key).map_or(default, |s| s[0]);
         let layer = "features.denseblock1.denselayer1";
         let p = Self::PUBLISHED;

@@ -508,7 +508,11 @@ pub fn resolve(name_or_path: &str) -> Result<ModelSpec> {
         if bundle::is_trained_model(path) {
             return ModelSpec::from_trained(path);
         }
-        return ModelSpec::from_manifest(&path.join("model.json"));
+        let manifest = path.join("model.json");
+        if !manifest.exists() {
+            return Err(no_model_in(path));
+        }
+        return ModelSpec::from_manifest(&manifest);
     }
     if path.is_file() {
         if path.extension().is_some_and(|e| e == "json") {
@@ -541,6 +545,23 @@ pub fn resolve(name_or_path: &str) -> Result<ModelSpec> {
         dir.display(),
         available_models(&dir).join(", ")
     )))
+}
+
+/// A folder given as a model that holds none (no `model.json`), in words: a training run's
+/// folder that has not saved its model yet is told apart from any other folder.
+fn no_model_in(dir: &Path) -> Error {
+    let what = if dir.join(crate::workspace::run::RECORD).is_file() {
+        "is a training run that holds no trained model yet (no model.json: the run has not \
+         saved one, or it failed or was stopped first)"
+    } else {
+        "holds no model (no model.json)"
+    };
+    Error::Model(format!(
+        "{}: {what}; pass a trained model's folder (one that holds model.json and \
+         weights.safetensors, e.g. a finished run from `convlens runs list`), a model manifest \
+         (.json), a weights file (.safetensors or .pth) or a model's name",
+        dir.display()
+    ))
 }
 
 /// The names of the manifests in a models folder, sorted.

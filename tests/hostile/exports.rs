@@ -76,6 +76,39 @@ fn cli_export_refuses_an_unwritable_folder_and_bad_options() {
     assert!(!repo("x.onnx").exists());
 }
 
+/// A folder without a model (a run that saved none, any other folder) is named, with what to
+/// pass instead; nothing is written.
+#[test]
+fn cli_export_of_a_folder_without_a_model_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::write(run.join("run.json"), b"{}").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = dir.path().join("m.onnx");
+    for (folder, what) in [
+        (&run, "is a training run that holds no trained model"),
+        (&empty, "holds no model"),
+    ] {
+        let o = convlens(&[
+            "export",
+            folder.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success());
+        let err = text(&o.stderr);
+        let named = format!("{}: {what}", folder.display());
+        assert!(
+            err.contains(&named) && err.contains("pass a trained model's folder"),
+            "{err}"
+        );
+        assert!(!err.contains("No such file"), "{err}");
+    }
+    assert_eq!(names(dir.path()), ["empty", "run"]);
+}
+
 #[test]
 fn cli_export_never_writes_onto_the_models_own_weights() {
     let dir = tempfile::tempdir().unwrap();

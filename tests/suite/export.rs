@@ -106,15 +106,7 @@ fn onnx_resnet18_gives_the_networks_logits_at_batch_1_and_7() {
 /// `<id>.safetensors`: the name tells timm's `tf_` ports apart) and opened as a bare weights
 /// file.
 fn zoo_model(dir: &Path, fixture: &str, size: u32) -> Model {
-    let path = if fixture.ends_with("_zoo") || fixture.starts_with("zoo_b_") {
-        let name = fixture.strip_prefix("zoo_b_").unwrap_or(fixture);
-        let path = dir.join(format!("{name}.safetensors"));
-        let weights = crate::common::seeded::Seeded::open(fixture).weights();
-        candle_core::safetensors::save(&weights, &path).unwrap();
-        path
-    } else {
-        repo(&format!("tests/fixtures/{fixture}.safetensors"))
-    };
+    let path = fixture_weights(dir, fixture);
     let mut model = convlens::zoo::resolve(path.to_str().unwrap())
         .and_then(|spec| spec.load(&Device::Cpu))
         .unwrap_or_else(|e| panic!("{fixture}: {e}"));
@@ -126,6 +118,19 @@ fn zoo_model(dir: &Path, fixture: &str, size: u32) -> Model {
         Preprocess::Resize(t) => t.size = size,
     }
     model
+}
+
+/// The weights file of a zoo fixture (see [`zoo_model`]).
+fn fixture_weights(dir: &Path, fixture: &str) -> PathBuf {
+    if fixture.ends_with("_zoo") || fixture.starts_with("zoo_b_") {
+        let name = fixture.strip_prefix("zoo_b_").unwrap_or(fixture);
+        let path = dir.join(format!("{name}.safetensors"));
+        let weights = crate::common::seeded::Seeded::open(fixture).weights();
+        candle_core::safetensors::save(&weights, &path).unwrap();
+        path
+    } else {
+        repo(&format!("tests/fixtures/{fixture}.safetensors"))
+    }
 }
 
 /// The families merged after the first exports, as `(fixture, input size)`: MobileNet V1,
@@ -370,6 +375,17 @@ fn pytorch_export(model: &Model, out: &Path) -> ExportReport {
         "{}",
         report.verification.summary()
     );
+    // Each file gets the mode a file created there gets (the umask's, not a temporary file's
+    // 0600).
+    #[cfg(unix)]
+    for file in &report.files {
+        use std::os::unix::fs::PermissionsExt;
+        let plain = file.with_extension("mode-probe");
+        std::fs::write(&plain, b"").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(file), mode(&plain), "{}", file.display());
+        std::fs::remove_file(&plain).unwrap();
+    }
     report
 }
 
@@ -623,13 +639,142 @@ fn check_in_python(python: &Path, dir: &Path, name: &str, model: &Model) {
 /// A `zoo_b` id (seeded weights) at [`ZOO_B_SIZE`] pixels, from a manifest in `dir` that names
 /// the architecture (so a run trained on it finds its base and size again).
 fn zoo_b_small(dir: &Path, id: &str) -> Model {
-    let weights = dir.join(format!("{id}.safetensors"));
-    let tensors = crate::common::seeded::Seeded::open(&format!("zoo_b_{id}")).weights();
-    candle_core::safetensors::save(&tensors, &weights).unwrap();
-    let manifest = crate::zoo_a::small_manifest(dir, &weights, id, ZOO_B_SIZE);
+    let model = small_model(dir, &format!("zoo_b_{id}"), ZOO_B_SIZE);
+    assert_eq!(model.spec.manifest.architecture, id);
+    model
+}
+
+/// A zoo fixture (see [`zoo_model`]) at `size` pixels, from a manifest in `dir` that names the
+/// architecture the weights are detected as.
+fn small_model(dir: &Path, fixture: &str, size: u32) -> Model {
+    let weights = fixture_weights(dir, fixture);
+    let id = convlens::zoo::resolve(weights.to_str().unwrap())
+        .unwrap()
+        .manifest
+        .architecture;
+    let manifest = crate::zoo_a::small_manifest(dir, &weights, &id, size);
     convlens::zoo::resolve(manifest.to_str().unwrap())
         .and_then(|spec| spec.load(&Device::Cpu))
         .unwrap()
+}
+
+/// How [`FAMILIES`] (in that order) are rebuilt in PyTorch: `(the line of the loading script
+/// that builds the module, the classifier's key)`. ConvNeXt and DenseNet at the fixtures'
+/// reduced widths, Inception V3 without its auxiliary classifier.
+const FAMILIES_PYTORCH: [(&str, &str); 6] = [
+    (
+        "timm.create_model(\"mobilenetv1_100\", pretrained=False, num_classes=1000)",
+        "classifier",
+    ),
+    (
+        "timm.create_model(\"legacy_xception\", pretrained=False, num_classes=1000)",
+        "fc",
+    ),
+    (
+        "torchvision.models.inception_v3(weights=None, num_classes=1000, aux_logits=False, \
+         init_weights=False)",
+        "fc",
+    ),
+    (
+        "torchvision.models.convnext.ConvNeXt([torchvision.models.convnext.CNBlockConfig(8, 16, \
+         3), torchvision.models.convnext.CNBlockConfig(16, 32, 3), \
+         torchvision.models.convnext.CNBlockConfig(32, 64, 9), \
+         torchvision.models.convnext.CNBlockConfig(64, None, 3)], num_classes=1000)",
+        "classifier.2",
+    ),
+    (
+        "timm.create_model(\"convnext_tiny\", pretrained=False, num_classes=1000, \
+         dims=(8, 16, 32, 64))",
+        "head.fc",
+    ),
+    (
+        "torchvision.models.DenseNet(growth_rate=4, block_config=(6, 12, 24, 16), \
+         num_init_features=8, bn_size=2, num_classes=1000)",
+        "classifier",
+    ),
+];
+
+/// A [`FAMILIES`] fixture as a small base model in `dir`, and a run on it with a trained head
+/// and its two top stages fine-tuned (see [`finetuned`]).
+fn family_and_run(dir: &Path, fixture: &str, size: u32) -> (Model, Model) {
+    let base = small_model(dir, fixture, size);
+    let ids: Vec<&str> = base.network.layer_ids().collect();
+    let pooled = ids.iter().position(|&l| l == "pooled").unwrap();
+    let top = &ids[pooled - 2..pooled];
+    let run = finetuned(&base, &dir.join(format!("{fixture}_run")), top);
+    (base, run)
+}
+
+/// Every family's PyTorch export, of the base and of a run with a trained head and fine-tuned
+/// stages: the script builds the family's module, the state dict holds the checkpoint's
+/// names (the base's classifier replaced by the head's two layers, the last with a bias per
+/// class), the fine-tuned tensors differ from the base's, and convlens's check passed.
+#[test]
+fn pytorch_export_of_every_zoo_family_and_a_finetuned_run_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for ((fixture, size), (build, slot)) in FAMILIES.into_iter().zip(FAMILIES_PYTORCH) {
+        let (base, run) = family_and_run(dir.path(), fixture, size);
+        let id = base.spec.manifest.architecture.clone();
+        let files = pytorch_export(&base, &dir.path().join(format!("{fixture}_base"))).files;
+        let script = std::fs::read_to_string(&files[1]).unwrap();
+        assert!(script.contains(build), "{fixture}: {script}");
+        let exported = candle_core::safetensors::load(&files[0], &Device::Cpu).unwrap();
+        let ours = convlens::zoo::expected_tensors(&id, 1000).unwrap();
+        assert_eq!(exported.len(), ours.len(), "{fixture}");
+        assert!(
+            ours.iter().all(|(k, _)| exported.contains_key(k)),
+            "{fixture}"
+        );
+
+        let report = pytorch_export(&run, &dir.path().join(format!("{fixture}_tuned")));
+        println!("{fixture} fine-tuned: {}", report.verification.summary());
+        let script = std::fs::read_to_string(&report.files[1]).unwrap();
+        let replaced = format!("model.{} = nn.Sequential(nn.Linear(", slot_attribute(slot));
+        assert!(
+            script.contains(build) && script.contains(&replaced),
+            "{fixture}: {script}"
+        );
+        let tuned = candle_core::safetensors::load(&report.files[0], &Device::Cpu).unwrap();
+        let head: Vec<&String> = tuned
+            .keys()
+            .filter(|k| k.starts_with(&format!("{slot}.")))
+            .collect();
+        let (run_dir, _) = run.spec.trained.as_ref().unwrap();
+        let run_tensors = convlens::train::bundle::load_tensors(run_dir).unwrap();
+        let head_tensors = run_tensors.keys().filter(|k| k.starts_with("head."));
+        assert_eq!(head.len(), head_tensors.count(), "{fixture}: {head:?}");
+        let last_bias = head.iter().filter(|k| k.ends_with(".bias")).max().unwrap();
+        assert_eq!(tuned[*last_bias].dims(), [4], "{fixture}: {last_bias}");
+        let changed = exported
+            .iter()
+            .filter(|(k, t)| {
+                !k.starts_with(&format!("{slot}.")) && rel_to_max(&tuned[*k], t) > 1e-3
+            })
+            .count();
+        println!("{fixture}: {changed} tensors fine-tuned");
+        assert!(changed > 0, "{fixture}: no fine-tuned tensor was exported");
+    }
+}
+
+/// `classifier.2` as the Python attribute `classifier[2]`.
+fn slot_attribute(slot: &str) -> String {
+    match slot.rsplit_once('.') {
+        Some((a, i)) if i.parse::<usize>().is_ok() => format!("{a}[{i}]"),
+        _ => slot.to_string(),
+    }
+}
+
+/// The same exports rebuilt by torchvision/timm from the written script give convlens's
+/// logits (and their ONNX files in ONNX Runtime too).
+#[test]
+fn every_zoo_familys_pytorch_export_loads_in_torchvision_and_timm() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, size) in FAMILIES {
+        let (base, run) = family_and_run(dir.path(), fixture, size);
+        check_in_python(&python, dir.path(), &format!("{fixture}_base"), &base);
+        check_in_python(&python, dir.path(), &format!("{fixture}_tuned"), &run);
+    }
 }
 
 /// EfficientNet-B, MobileNetV3, timm's Lite and MobileNetV2 ports, as `(id, the line of the

@@ -2677,3 +2677,46 @@ fn a_method_that_maps_the_pixels_offers_no_layer_to_choose() {
         }
     }
 }
+
+// --- export-d ---
+
+/// The Export form at 1024 px: "Choose…" stays on the path's line; after an export, choosing
+/// the other format dims its result under a line naming the earlier export, and choosing the
+/// format back shows it as current again.
+#[test]
+fn the_export_forms_result_is_marked_earlier_after_switching_format() {
+    let (mut h, out) = with_trained_model(Tab::Train);
+    h.set_size(egui::vec2(1024.0, 700.0));
+    h.get_by_label("Export…").click();
+    h.run_steps(2);
+    // The label and the text field it names.
+    let path = h
+        .query_all_by_label("Write to")
+        .map(|n| n.rect())
+        .fold(egui::Rect::NOTHING, |a, r| a.union(r));
+    let choose = h.get_by_label("Choose…").rect();
+    assert!(
+        (choose.center().y - path.center().y).abs() < 4.0 && choose.left() > path.right(),
+        "Choose… {choose:?} is not on the line of the path {path:?}"
+    );
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    let onnx = out.path().join("model.onnx");
+    step_until(&mut h, 120, "the export", |a| !a.busy() && onnx.is_file());
+    h.run_steps(2);
+    h.get_by_label_contains("Checked: logits");
+    assert!(h.query_by_label_contains("Earlier export").is_none());
+    h.get_by_label("PyTorch state dict (.safetensors + script)")
+        .click();
+    h.run_steps(2);
+    let pytorch = out.path().join("model.safetensors");
+    h.get_by_label(&format!(
+        "Earlier export (ONNX to {}), not of the choices above: press Export for those.",
+        onnx.display()
+    ));
+    h.get_by_label("ONNX (.onnx)").click();
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("Earlier export").is_none());
+    h.get_by_label_contains("Checked: logits");
+    assert!(!pytorch.exists());
+}

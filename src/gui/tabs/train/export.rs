@@ -25,6 +25,9 @@ pub struct ExportPanel {
     overwrite: bool,
     /// The last export's report, or why it failed.
     result: Option<Result<ExportReport, String>>,
+    /// The format and path the last export was asked for (its result is marked as earlier
+    /// once the form asks for another).
+    made_for: Option<(ExportFormat, String)>,
 }
 
 /// An export error with the command line's advice (`--out`, `--overwrite`) put in the form's
@@ -112,15 +115,19 @@ impl ExportPanel {
                     }
                 }
             });
-            ui.horizontal_wrapped(|ui| {
+            ui.horizontal(|ui| {
                 let label = ui.label("Write to");
-                // As wide as the line allows (a run's name is long), leaving room for Choose….
-                let width = (ui.available_width() - 110.0).max(360.0);
-                ui.add(egui::TextEdit::singleline(&mut self.path).desired_width(width))
-                    .labelled_by(label.id);
-                if let Some(p) = pick::one(ui, "export-model", "Choose…", PickKind::Save) {
-                    self.path = p;
-                }
+                // Choose… at the right end, the path as wide as the rest of the line (a run's
+                // name is long), on one line at any width.
+                let right = egui::Layout::right_to_left(egui::Align::Center);
+                ui.with_layout(right, |ui| {
+                    if let Some(p) = pick::one(ui, "export-model", "Choose…", PickKind::Save) {
+                        self.path = p;
+                    }
+                    let edit = egui::TextEdit::singleline(&mut self.path)
+                        .desired_width(ui.available_width());
+                    ui.add(edit).labelled_by(label.id);
+                });
             });
             pick::notice(ui, "export-model");
             if self.format == ExportFormat::Onnx {
@@ -142,6 +149,7 @@ impl ExportPanel {
                     });
                 if export.clicked() {
                     self.result = None;
+                    self.made_for = Some((self.format, self.path.trim().to_string()));
                     out.push(Command::Submit(Request::ExportModel {
                         model: model.clone(),
                         request: ExportRequest {
@@ -154,15 +162,41 @@ impl ExportPanel {
                 }
                 job_line(ui, ctx, JobKind::Export, "Cancel export", out);
             });
-            match &self.result {
-                Some(Ok(report)) => {
+            self.result_ui(ui);
+        });
+    }
+
+    /// The last export's result; dimmed under a line saying so once the form asks for another
+    /// format or file than it was made for.
+    fn result_ui(&self, ui: &mut egui::Ui) {
+        let Some(result) = &self.result else {
+            return;
+        };
+        let current = (self.format, self.path.trim().to_string());
+        let earlier = self.made_for.as_ref().filter(|made| **made != current);
+        ui.scope(|ui| {
+            if let Some((format, path)) = earlier {
+                ui.label(
+                    egui::RichText::new(format!(
+                        "Earlier export ({} to {path}), not of the choices above: press Export \
+                         for those.",
+                        match format {
+                            ExportFormat::Onnx => "ONNX",
+                            ExportFormat::Pytorch => "PyTorch",
+                        }
+                    ))
+                    .color(ui.visuals().warn_fg_color),
+                );
+                ui.multiply_opacity(crate::gui::tabs::STALE_OPACITY);
+            }
+            match result {
+                Ok(report) => {
                     for file in &report.files {
                         ui.label(format!("Wrote {}", file.display()));
                     }
                     ui.label(format!("Checked: {}", report.verification.summary()));
                 }
-                Some(Err(e)) => widgets::error_line(ui, e),
-                None => {}
+                Err(e) => widgets::error_line(ui, e),
             }
         });
     }
