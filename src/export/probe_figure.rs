@@ -9,6 +9,7 @@ use super::canvas::{Align, Canvas, INK, MUTED};
 use super::figures::{MARGIN, SMALL, header, header_height, width1};
 use crate::viz::probe::ProbeReport;
 
+/// The plot's least width; it widens to the header's.
 const PLOT_W: u32 = 560;
 const PLOT_H: u32 = 300;
 /// The four measures: name, colour.
@@ -62,10 +63,11 @@ pub fn probe_figure(
     let w1 = (left1 + PLOT_W + MARGIN)
         .max(MARGIN * 2 + width1(title, super::figures::TITLE))
         .max(MARGIN * 2 + width1(subtitle, super::figures::SUB));
+    let plot_w1 = w1 - left1 - MARGIN;
     let h1 = top1 + PLOT_H + label_h1 + legend_h1 + MARGIN;
     let mut c = Canvas::new(w1 * s, h1 * s);
     header(&mut c, title, subtitle, s);
-    let (px, py, pw, ph) = (left1 * s, top1 * s, PLOT_W * s, PLOT_H * s);
+    let (px, py, pw, ph) = (left1 * s, top1 * s, plot_w1 * s, PLOT_H * s);
     let small = (SMALL * s) as f32;
     for k in 0..=4 {
         let y = py + ph - ph * k / 4;
@@ -89,7 +91,7 @@ pub fn probe_figure(
         .iter()
         .map(|l| width1(l, SMALL) as f32 * 0.85)
         .fold(0f32, f32::max);
-    let every = ((widest + 8.0) / (PLOT_W as f32 / n as f32))
+    let every = ((widest + 8.0) / (plot_w1 as f32 / n as f32))
         .ceil()
         .max(1.0) as usize;
     for (i, l) in layers.iter().enumerate().step_by(every.max(1)) {

@@ -109,7 +109,10 @@ pub struct ReconChoice {
 
 /// The largest divisor of `t` that is at most `side`.
 fn divisor_at_most(t: usize, side: usize) -> usize {
-    (1..=side.min(t)).rev().find(|g| t % g == 0).unwrap_or(1)
+    (1..=side.min(t))
+        .rev()
+        .find(|g| t.is_multiple_of(*g))
+        .unwrap_or(1)
 }
 
 /// The geometry of every layer of map sides `sides` (`None`: not measured).
