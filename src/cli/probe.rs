@@ -1,5 +1,6 @@
 //! `convlens probe [FOLDER] [--out probe.png] [--json] [--model M] [--compare M2]
-//! [--max-images N]`: class-probe accuracy, instance retrieval and sparsity by depth.
+//! [--max-images N]`: class-probe accuracy, instance retrieval, input reconstruction and
+//! sparsity by depth.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -64,20 +65,25 @@ fn table(name: &str, r: &ProbeReport) {
         r.majority_baseline
     );
     outln!(
-        "{:<12} {:>8} {:>8} {:>10} {:>9}",
+        "{:<12} {:>8} {:>8} {:>10} {:>9} {:>9}",
         "layer",
         "channels",
         "class",
         "instance",
+        "recon R2",
         "sparsity"
     );
     for t in &r.taps {
+        let recon = t
+            .reconstruction_r2
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
         outln!(
-            "{:<12} {:>8} {:>8.3} {:>10.3} {:>9.3}",
+            "{:<12} {:>8} {:>8.3} {:>10.3} {:>9} {:>9.3}",
             t.layer,
             t.channels,
             t.class_accuracy,
             t.instance_top1,
+            recon,
             t.sparsity
         );
     }
@@ -157,9 +163,9 @@ fn run_probe(args: &ProbeArgs, folder_path: &Path, cancel: &CancelToken) -> Resu
     let shown: Vec<(String, &ProbeReport)> = reports.iter().map(|(n, r)| (n.clone(), r)).collect();
     let img = probe_figure(
         &shown,
-        "What each layer knows: the class, the instance, and how sparse it is",
+        "What each layer knows: the class, the instance, the input itself, and how sparse it is",
         &format!(
-            "{} · {} · linear probe on pooled activations; own altered view among all, 4x4-pooled, by cosine",
+            "{} · {} · linear probe on pooled activations; own altered view among all, 4x4-pooled, by cosine; linear decoder of the 56x56 input, held-out R^2",
             reports
                 .iter()
                 .map(|(n, _)| n.as_str())

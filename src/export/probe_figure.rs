@@ -1,6 +1,7 @@
-//! The information-distillation figure: class-probe accuracy, instance retrieval and sparsity
-//! by depth (one curve each, 0 to 1), for one or more models (solid for the first, dashed for
-//! the others).
+//! The information-distillation figure: class-probe accuracy, instance retrieval, input
+//! reconstruction (R^2, drawn from 0: a negative one sits on the axis) and sparsity by depth
+//! (one curve each, 0 to 1), for one or more models (solid for the first, dashed for the
+//! others). A layer without a reconstruction value breaks that curve.
 
 use image::{Rgb, RgbImage};
 
@@ -8,23 +9,29 @@ use super::canvas::{Align, Canvas, INK, MUTED};
 use super::figures::{MARGIN, SMALL, header, header_height, width1};
 use crate::viz::probe::ProbeReport;
 
+/// The plot's least width; it widens to the header's.
 const PLOT_W: u32 = 560;
 const PLOT_H: u32 = 300;
-/// The three measures: name, colour.
-const CURVES: [(&str, Rgb<u8>); 3] = [
+/// The four measures: name, colour.
+const CURVES: [(&str, Rgb<u8>); 4] = [
     ("class probe accuracy (held out)", Rgb([31, 119, 180])),
     ("instance retrieval top-1", Rgb([214, 39, 40])),
+    (
+        "input reconstruction R^2 (linear decoder, held out)",
+        Rgb([44, 160, 44]),
+    ),
     ("sparsity (blank channels)", Rgb([120, 120, 120])),
 ];
 const GRID: Rgb<u8> = Rgb([225, 225, 225]);
 
-fn values(r: &ProbeReport, curve: usize) -> Vec<f32> {
+fn values(r: &ProbeReport, curve: usize) -> Vec<Option<f32>> {
     r.taps
         .iter()
         .map(|t| match curve {
-            0 => t.class_accuracy,
-            1 => t.instance_top1,
-            _ => t.sparsity,
+            0 => Some(t.class_accuracy),
+            1 => Some(t.instance_top1),
+            2 => t.reconstruction_r2,
+            _ => Some(t.sparsity),
         })
         .collect()
 }
@@ -56,10 +63,11 @@ pub fn probe_figure(
     let w1 = (left1 + PLOT_W + MARGIN)
         .max(MARGIN * 2 + width1(title, super::figures::TITLE))
         .max(MARGIN * 2 + width1(subtitle, super::figures::SUB));
+    let plot_w1 = w1 - left1 - MARGIN;
     let h1 = top1 + PLOT_H + label_h1 + legend_h1 + MARGIN;
     let mut c = Canvas::new(w1 * s, h1 * s);
     header(&mut c, title, subtitle, s);
-    let (px, py, pw, ph) = (left1 * s, top1 * s, PLOT_W * s, PLOT_H * s);
+    let (px, py, pw, ph) = (left1 * s, top1 * s, plot_w1 * s, PLOT_H * s);
     let small = (SMALL * s) as f32;
     for k in 0..=4 {
         let y = py + ph - ph * k / 4;
@@ -83,7 +91,7 @@ pub fn probe_figure(
         .iter()
         .map(|l| width1(l, SMALL) as f32 * 0.85)
         .fold(0f32, f32::max);
-    let every = ((widest + 8.0) / (PLOT_W as f32 / n as f32))
+    let every = ((widest + 8.0) / (plot_w1 as f32 / n as f32))
         .ceil()
         .max(1.0) as usize;
     for (i, l) in layers.iter().enumerate().step_by(every.max(1)) {
@@ -101,7 +109,10 @@ pub fn probe_figure(
         for (k, &(_, colour)) in CURVES.iter().enumerate() {
             let v = values(report, k);
             for (i, pair) in v.windows(2).enumerate() {
-                let (x0, y0, x1, y1) = (x_at(i), y_at(pair[0]), x_at(i + 1), y_at(pair[1]));
+                let (Some(a), Some(b)) = (pair[0], pair[1]) else {
+                    continue;
+                };
+                let (x0, y0, x1, y1) = (x_at(i), y_at(a), x_at(i + 1), y_at(b));
                 let steps = ((x1 - x0).abs().max((y1 - y0).abs()) as usize).max(1);
                 for t in 0..=steps {
                     if m > 0 && (t / (6 * s as usize)) % 2 == 1 {
@@ -118,7 +129,8 @@ pub fn probe_figure(
                     );
                 }
             }
-            for (i, &val) in v.iter().enumerate() {
+            for (i, val) in v.iter().enumerate() {
+                let Some(val) = *val else { continue };
                 c.fill(
                     x_at(i) as i64 - 2 * i64::from(s),
                     y_at(val) as i64 - 2 * i64::from(s),

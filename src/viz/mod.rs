@@ -15,7 +15,9 @@ pub mod lucid;
 pub mod overlay;
 pub mod probe;
 pub mod receptive;
+pub mod reconstruct;
 pub mod resize;
+pub mod ridge;
 pub mod sanity;
 
 /// Errors unless option `name` (as the user wrote it, e.g. `--size`) has a `value` within

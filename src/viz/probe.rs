@@ -11,6 +11,9 @@
 //!   ([`grid_pool`]), each feature centred on the plain views' mean and divided by its
 //!   channel's standard deviation; top-1 accuracy = how often it finds its own image (chance:
 //!   one over the images probed);
+//! - **input reconstruction**: the held-out R^2 of a linear decoder from each cell of the
+//!   layer to the block of the image it covers ([`super::reconstruct`], where its design is
+//!   argued): how much of the input itself the layer still holds;
 //! - **sparsity**: the fraction of the layer's channels that are all zero for an image
 //!   (as [`super::activations::LayerSparsity::blank_fraction`]), averaged over the images.
 //!
@@ -49,7 +52,17 @@
 //! `2 x 16 x sum(c)` half-precision floats (the grids of both views), so at most
 //! [`ProbeOptions::max_images`] images are probed (a seeded draw from each split in proportion;
 //! 2,000 images of EfficientNet-Lite0, `sum(c)` = 3,120, keep 400 MB of grids); a larger folder
-//! is subsampled. The retrieval compares [`QUERY_ROWS`] queries at a time.
+//! is subsampled. The retrieval compares [`QUERY_ROWS`] queries at a time. The reconstruction
+//! adds its sums in the same pass and is solved before the retrieval, so its memory (fixed
+//! by the layers' widths, about 150 MB for Lite0) is freed before the retrieval's peak.
+//!
+//! ## Two instance measures
+//!
+//! Retrieval asks whether a layer can still tell this photo from the others; reconstruction
+//! asks how much of the photo's pixels it can give back. A layer can do the first with very
+//! little of the second (a few distinctive numbers per image suffice), so the two can move in
+//! opposite directions with depth; the book's "less and less information about the specific
+//! input" is the second.
 
 use candle_core::{D, Device, Tensor};
 use rand::SeedableRng;
@@ -58,6 +71,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::reconstruct::{Part, ReconChoice, Reconstruction};
 use crate::cancel::CancelToken;
 use crate::data::augment::{Augment, augment_seed};
 use crate::data::decode::load_rgb;
@@ -106,6 +120,15 @@ pub struct TapProbe {
     /// Top-1 accuracy of finding an image from its mildly altered view among all probed
     /// images, by its activations pooled to a 4 x 4 grid (`channels x 16` features), 0 to 1.
     pub instance_top1: f32,
+    /// Held-out R^2 of the input reconstruction ([`super::reconstruct`]): the fraction of the
+    /// image's pixel variance a linear decoder recovers from the layer, at most 1 (below 0:
+    /// worse than predicting the mean); `None` where the map is too coarse or a part of the
+    /// images (fit, validation, held out) is empty.
+    #[serde(default)]
+    pub reconstruction_r2: Option<f32>,
+    /// The reconstruction decoder's ridge strength and block shift.
+    #[serde(default)]
+    pub reconstruction_choice: Option<ReconChoice>,
     /// Mean fraction of all-zero channels, 0 to 1.
     pub sparsity: f32,
 }
@@ -302,7 +325,8 @@ fn instance_top1_in_blocks(
 
 /// One batch of images through every tap: the rows read, then per tap the globally pooled
 /// plain views `[n, c]`, the grid-pooled views `[2n, c * 16]` in f16 (plain, then altered)
-/// and each image's blank-channel fraction.
+/// and each image's blank-channel fraction. The plain views' reconstruction sums go to
+/// `recon` (image `i` to the rows of `parts[i]`).
 struct BatchOut {
     ok: Vec<usize>,
     pooled: Vec<Tensor>,
@@ -317,6 +341,7 @@ fn run_batch(
     augment: &Augment,
     seed: u64,
     skipped: &mut Vec<String>,
+    (recon, parts): (&mut Reconstruction, &[Part]),
 ) -> Result<Option<BatchOut>> {
     let pre = &model.spec.preprocess;
     let loaded: Vec<(usize, Result<(Tensor, Tensor)>)> = samples
@@ -351,11 +376,14 @@ fn run_batch(
     let x = Tensor::cat(&[Tensor::cat(&plain, 0)?, Tensor::cat(&moved, 0)?], 0)?
         .to_device(&model.device)?;
     let outs = model.network.forward_with_taps(&x, taps)?;
+    let target = Reconstruction::target(&x.narrow(0, 0, n)?)?;
+    let ok_parts: Vec<Part> = ok.iter().map(|&i| parts[i]).collect();
     let mut pooled = Vec::with_capacity(taps.len());
     let mut grids = Vec::with_capacity(taps.len());
     let mut blank = Vec::with_capacity(taps.len());
-    for out in outs {
+    for (t, out) in outs.into_iter().enumerate() {
         let plain_out = out.narrow(0, 0, n)?;
+        recon.add(t, &plain_out, &target, &ok_parts)?;
         pooled.push(plain_out.mean((2, 3))?.to_device(&Device::Cpu)?);
         grids.push(
             grid_pool(&out, INSTANCE_GRID)?
@@ -409,8 +437,20 @@ pub fn probe(
     let held = draw(&held_all, n_held, opts.seed ^ 1);
     let samples: Vec<&Sample> = train.iter().chain(&held).collect();
     let size = model.spec.preprocess.input_size() as usize;
-    let layers = super::activations::spatial_layers(&model.network, size);
+    let (layers, shapes): (Vec<String>, Vec<[usize; 3]>) = model
+        .network
+        .layers(size)
+        .into_iter()
+        .filter_map(|l| match l.output_shape[..] {
+            [c, h, w] => Some((l.id, [c, h, w])),
+            _ => None,
+        })
+        .unzip();
     let taps: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let mut recon = Reconstruction::new(&shapes, size)?;
+    let parts: Vec<Part> = (0..samples.len())
+        .map(|i| Part::of_image(i, train.len()))
+        .collect();
     let augment = instance_augment();
     let mut skipped = Vec::new();
     let mut rows: Vec<usize> = Vec::new();
@@ -423,7 +463,16 @@ pub fn probe(
     let indexed: Vec<(usize, &Sample)> = samples.iter().copied().enumerate().collect();
     for (b, chunk) in indexed.chunks(opts.batch.max(1)).enumerate() {
         cancel.check()?;
-        if let Some(out) = run_batch(model, &taps, chunk, &augment, opts.seed, &mut skipped)? {
+        let batch = run_batch(
+            model,
+            &taps,
+            chunk,
+            &augment,
+            opts.seed,
+            &mut skipped,
+            (&mut recon, &parts),
+        )?;
+        if let Some(out) = batch {
             let n = out.ok.len();
             for (t, (p, g)) in out.pooled.into_iter().zip(&out.grids).enumerate() {
                 plain[t].push(p);
@@ -465,6 +514,8 @@ pub fn probe(
         counts[y as usize] += 1;
     }
     let majority = *counts.iter().max().unwrap_or(&0) as f32 / y_ho.len() as f32;
+    cancel.check()?;
+    let mut recon = recon.finish()?;
     let mut out = Vec::with_capacity(taps.len());
     for (t, layer) in taps.iter().enumerate() {
         cancel.check()?;
@@ -475,6 +526,7 @@ pub fn probe(
             folder.classes.len(),
             opts,
         )?;
+        let (reconstruction_r2, reconstruction_choice) = recon[t].take().unzip();
         out.push(TapProbe {
             layer: layer.to_string(),
             channels: x.dim(1)?,
@@ -484,6 +536,8 @@ pub fn probe(
                 &Tensor::cat(&std::mem::take(&mut grid_plain[t]), 0)?,
                 INSTANCE_GRID * INSTANCE_GRID,
             )?,
+            reconstruction_r2,
+            reconstruction_choice,
             sparsity: blank[t].iter().sum::<f32>() / blank[t].len().max(1) as f32,
         });
     }

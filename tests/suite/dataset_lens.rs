@@ -150,4 +150,10 @@ fn probe_values_are_fractions_and_the_head_knows_the_class_better_than_the_stem(
     }
     let acc = |t: &serde_json::Value| t["class_accuracy"].as_f64().unwrap();
     assert!(acc(taps.last().unwrap()) > acc(&taps[0]), "{taps:?}");
+    // Input reconstruction: an R^2 for every Lite0 layer (its coarsest map is 7 x 7), at most
+    // 1; the stem, a 3 x 3 convolution at twice the target's resolution, gives back nearly
+    // all of the image.
+    let r2 = |t: &serde_json::Value| t["reconstruction_r2"].as_f64().unwrap();
+    assert!(taps.iter().all(|t| r2(t) <= 1.0), "{taps:?}");
+    assert!(r2(&taps[0]) > 0.9, "{taps:?}");
 }

@@ -1979,6 +1979,7 @@ fn a_clicked_filter_shows_its_top_nine_images_and_the_probe_plots_by_depth() {
         [t.class_accuracy, t.instance_top1, t.sparsity]
             .iter()
             .all(|v| (0.0..=1.0).contains(v))
+            && t.reconstruction_r2.is_some_and(|r| r <= 1.0)
     }));
     h.get_by_label_contains(" held out"); // the summary line under the section title
     assert_eq!(h.state().last_error(), None);
@@ -2209,6 +2210,8 @@ fn the_probe_plots_key_is_above_the_plot_not_over_its_curves() {
             channels: 8,
             class_accuracy: 0.5 + 0.25 * i as f32,
             instance_top1: 0.4 * i as f32,
+            reconstruction_r2: Some(0.9 - 0.3 * i as f32),
+            reconstruction_choice: None,
             sparsity: 0.1,
         })
         .collect();
@@ -2225,7 +2228,12 @@ fn the_probe_plots_key_is_above_the_plot_not_over_its_curves() {
         .set("efficientnet_lite0".into(), report);
     h.run_steps(3);
     let below = rect_of(&h, "Gallery");
-    for key in ["— class probe", "— instance top-1", "— sparsity"] {
+    for key in [
+        "— class probe",
+        "— instance top-1",
+        "— input reconstruction R²",
+        "— sparsity",
+    ] {
         let r = rect_of(&h, key);
         // Above the plot: at least its height (240) above the section under the plot.
         assert!(
@@ -2394,6 +2402,7 @@ fn map_suspects_probe_and_examples_run_and_cancel_on_a_trained_model() {
         [t.class_accuracy, t.instance_top1, t.sparsity]
             .iter()
             .all(|v| (0.0..=1.0).contains(v))
+            && t.reconstruction_r2.is_some_and(|r| r <= 1.0)
     }));
     assert_eq!(h.state().last_error(), None);
 

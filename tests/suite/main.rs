@@ -31,6 +31,7 @@ mod fullgrad;
 mod gui;
 mod lite0_parity;
 mod parity_models;
+mod ridge_reference;
 mod runs;
 mod setup;
 mod train;

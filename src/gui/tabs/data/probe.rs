@@ -1,6 +1,7 @@
 //! The Data tab's probe section: "information distillation" measured on the data folder, for
-//! any model the tabs can look through: class-probe accuracy, instance retrieval and sparsity
-//! by depth, one plot (solid: the latest model probed, dashed: the one before it).
+//! any model the tabs can look through: class-probe accuracy, instance retrieval, input
+//! reconstruction (R^2) and sparsity by depth, one plot (solid: the latest model probed,
+//! dashed: the one before it).
 
 use egui_plot::{Line, LineStyle, Plot, PlotPoints};
 
@@ -12,21 +13,26 @@ use crate::jobs::{JobKind, Request};
 use crate::viz::probe::{ProbeReport, TapProbe};
 
 /// The curves: name, value, colour.
-type Curve = (&'static str, fn(&TapProbe) -> f32, egui::Color32);
-const CURVES: [Curve; 3] = [
+type Curve = (&'static str, fn(&TapProbe) -> Option<f32>, egui::Color32);
+const CURVES: [Curve; 4] = [
     (
         "class probe",
-        |t| t.class_accuracy,
+        |t| Some(t.class_accuracy),
         egui::Color32::from_rgb(60, 130, 220),
     ),
     (
         "instance top-1",
-        |t| t.instance_top1,
+        |t| Some(t.instance_top1),
         egui::Color32::from_rgb(220, 70, 70),
     ),
     (
+        "input reconstruction R²",
+        |t| t.reconstruction_r2,
+        egui::Color32::from_rgb(50, 170, 60),
+    ),
+    (
         "sparsity",
-        |t| t.sparsity,
+        |t| Some(t.sparsity),
         egui::Color32::from_rgb(150, 150, 150),
     ),
 ];
@@ -78,8 +84,9 @@ impl ProbePanel {
             if ui
                 .add_enabled(!running, egui::Button::new("Probe"))
                 .on_hover_text(
-                    "a linear class probe and instance retrieval on every layer's pooled \
-                     activations (a seeded draw of at most that many images of the folder)",
+                    "a linear class probe, instance retrieval and a linear reconstruction of \
+                     the image on every layer's activations (a seeded draw of at most that \
+                     many images of the folder)",
                 )
                 .clicked()
             {
@@ -97,7 +104,9 @@ impl ProbePanel {
                 "Does a layer know the class, or the very image? Probe trains a softmax \
                  classifier on each layer's pooled activations and tries to find each image \
                  from a slightly shifted, zoomed and brightened copy of it (the layer pooled \
-                 to a 4 x 4 grid).",
+                 to a 4 x 4 grid), and fits a linear decoder that rebuilds the image from the \
+                 layer (R²: the share of the image's pixel variance it recovers on held-out \
+                 images).",
             );
             return;
         };
@@ -105,8 +114,13 @@ impl ProbePanel {
             let (Some(stem), Some(head)) = (r.taps.first(), r.taps.last()) else {
                 continue;
             };
+            let r2 = |t: &TapProbe| {
+                t.reconstruction_r2
+                    .map_or_else(|| "–".to_string(), |v| format!("{v:.2}"))
+            };
             ui.label(format!(
-                "{}: class probe {:.2} ({}) to {:.2} ({}); instance {:.2} to {:.2}; {} train, {} held out",
+                "{}: class probe {:.2} ({}) to {:.2} ({}); instance {:.2} to {:.2}; \
+                 reconstruction R² {} to {}; {} train, {} held out",
                 ctx.model_name(k),
                 stem.class_accuracy,
                 stem.layer,
@@ -114,6 +128,8 @@ impl ProbePanel {
                 head.layer,
                 stem.instance_top1,
                 head.instance_top1,
+                r2(stem),
+                r2(head),
                 r.train_images,
                 r.held_out_images
             ));
@@ -148,7 +164,7 @@ impl ProbePanel {
                             .taps
                             .iter()
                             .enumerate()
-                            .map(|(i, t)| [i as f64, f64::from(value(t))])
+                            .filter_map(|(i, t)| Some([i as f64, f64::from(value(t)?)]))
                             .collect();
                         let style = if m == 0 {
                             LineStyle::Solid
