@@ -9,7 +9,8 @@ use crate::graph::Stage;
 use crate::graph::layers::ConvBnAct;
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{
-    Activation, DropoutSeeds, adaptive_avg_pool2d, bias_act, max_pool2d, seeded_dropout,
+    Activation, DropoutSeeds, adaptive_avg_pool2d, bias_act, conv2d_bias_act, max_pool2d,
+    seeded_dropout,
 };
 
 /// Max pooling (`-inf` padding, floor mode, gradient to each window's first maximum):
@@ -83,8 +84,14 @@ impl ConvAct {
 
 impl Stage for ConvAct {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        Ok(bias_act(&y, &self.bias, self.act)?)
+        Ok(conv2d_bias_act(
+            x,
+            &self.weight,
+            &self.bias,
+            self.stride,
+            self.padding,
+            self.act,
+        )?)
     }
 
     fn to_onnx(&self, g: &mut OnnxGraph, x: &str, _input: &[usize]) -> Result<String> {

@@ -164,19 +164,19 @@ struct Block {
 
 impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let Some((last, first)) = self.convs.split_last() else {
+            return Err(Error::Model("a residual block without convolutions".into()));
+        };
         let mut h = x.clone();
-        for conv in &self.convs {
+        for conv in first {
             h = conv.forward(&h, train)?;
         }
         let identity = match &self.downsample {
             Some(d) => d.forward(x, train)?,
             None => x.clone(),
         };
-        // Through the fused ops' ReLU (not candle's) so guided backpropagation reaches it.
-        Ok(crate::ops::bias_act::activate(
-            &(h + identity)?,
-            Activation::Relu,
-        )?)
+        // The last convolution, the residual add and the ReLU in one pass.
+        last.forward_add_act(&h, &identity, Activation::Relu, train)
     }
 
     fn output_shape(&self, input: &[usize]) -> Vec<usize> {
