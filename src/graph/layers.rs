@@ -8,7 +8,7 @@ use candle_core::{Tensor, TensorId};
 use super::Stage;
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::{
-    Activation, BatchNormParams, ConvSpec, DropoutSeeds, batchnorm_eval, batchnorm_train, conv2d,
+    Activation, BatchNormParams, ConvSpec, DropoutSeeds, batchnorm_eval, batchnorm_train,
     conv2d_add_act, conv2d_bias_act, conv2d_fused, conv2d_rect, depthwise_conv2d,
     expand_depthwise_conv2d, fold_batchnorm, pointwise_conv2d, seeded_dropout, update_running,
 };
@@ -255,12 +255,12 @@ impl ConvBnAct {
                 padding_h,
                 padding_w,
             } => conv2d_rect(x, &self.conv_weight, padding_h, padding_w)?,
-            ConvKind::Dense { .. } => {
-                conv2d(x, &self.conv_weight, ConvSpec::square(stride, padding))?
+            // candle's convolution for 1x1 too: it rounds like the reference, while the gemm
+            // kernel's order of summation moves a kink of the filter fixture by step 2 (Lite0's
+            // stem through `ops::conv2d`: image_step2 off by 2e-2).
+            ConvKind::Dense { .. } | ConvKind::Pointwise => {
+                x.conv2d(&self.conv_weight, padding, stride, 1, 1)?
             }
-            // candle's convolution for 1x1: it rounds like the reference, while the gemm
-            // kernel's order of summation moves a kink of the filter fixture by step 2.
-            ConvKind::Pointwise => x.conv2d(&self.conv_weight, 0, 1, 1, 1)?,
             ConvKind::Depthwise { .. } => {
                 let zero = Tensor::zeros(self.out_channels(), x.dtype(), x.device())?;
                 depthwise_conv2d(
