@@ -38,6 +38,9 @@ WORKLOADS = {
     "gradcam": ("ms", ["torch", "torch_head_only"]),
     "ascent_128_b10": ("ms", ["torch"]),
     "scorecam": ("ms", ["torch", "jit", "ort"]),
+    "vgg16_b32": ("img/s", ["torch", "ort"]),
+    "resnet50_b32": ("img/s", ["torch", "ort"]),
+    "resnet18_b32": ("img/s", ["torch", "ort"]),
 }
 
 
