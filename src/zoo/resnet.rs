@@ -165,24 +165,10 @@ struct Block {
 
 impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let Some((last, first)) = self.convs.split_last() else {
-            return Err(Error::Model("a residual block without convolutions".into()));
-        };
-        let mut h = x.clone();
-        for conv in first {
-            h = conv.forward(&h, train)?;
-        }
-        let identity = match &self.downsample {
-            Some(d) => d.forward(x, train)?,
-            None => x.clone(),
-        };
-        // The last convolution, the residual add and the ReLU in one pass.
-        last.forward_add_act(&h, &identity, Activation::Relu, train)
+        self.run(x, &mut |conv, h| conv.forward(h, train))
     }
 
-    /// The block unfused, each convolution run by `conv` (probed for FullGrad): the
-    /// convolutions, the residual add, then the fused ops' ReLU (not candle's, so that guided
-    /// backpropagation reaches it).
+    /// The block with each convolution run by `conv` (plainly, or probed for FullGrad).
     fn run(
         &self,
         x: &Tensor,
@@ -196,6 +182,7 @@ impl Block {
             Some(d) => conv(d, x)?,
             None => x.clone(),
         };
+        // Through the fused ops' ReLU (not candle's) so guided backpropagation reaches it.
         Ok(crate::ops::bias_act::activate(
             &(h + identity)?,
             Activation::Relu,
