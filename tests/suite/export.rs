@@ -158,30 +158,9 @@ fn onnx_of_every_zoo_family_gives_the_networks_logits_at_batch_1_and_7() {
 /// TensorFlow "same" padding, uneven at 100 pixels (100 -> 50 -> 25 -> 13 -> 7 -> 4: stride 2
 /// pads one pixel after on an even side, one on each side of an odd one). EfficientNet B0..B4
 /// in torchvision's, timm's and timm's TensorFlow port's naming:
-const EFFICIENTNET_B: [&str; 15] = [
-    "efficientnet_b0",
-    "efficientnet_b1",
-    "efficientnet_b2",
-    "efficientnet_b3",
-    "efficientnet_b4",
-    "efficientnet_b0_timm",
-    "efficientnet_b1_timm",
-    "efficientnet_b2_timm",
-    "efficientnet_b3_timm",
-    "efficientnet_b4_timm",
-    "tf_efficientnet_b0",
-    "tf_efficientnet_b1",
-    "tf_efficientnet_b2",
-    "tf_efficientnet_b3",
-    "tf_efficientnet_b4",
-];
+const EFFICIENTNET_B: [&str; 15] = convlens::zoo::efficientnet::ARCHITECTURES;
 /// MobileNetV3 Large and Small, torchvision's and timm's:
-const MOBILENET_V3: [&str; 4] = [
-    "mobilenet_v3_large",
-    "mobilenet_v3_small",
-    "mobilenetv3_large_100",
-    "mobilenetv3_small_100",
-];
+const MOBILENET_V3: [&str; 4] = convlens::zoo::mobilenet_v3::ARCHITECTURES;
 /// timm's TensorFlow ports of EfficientNet-Lite0..4:
 const TF_LITE: [&str; 5] = [
     "tf_efficientnet_lite0",

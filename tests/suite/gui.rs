@@ -1183,6 +1183,24 @@ fn the_gallery_filters_by_split_and_a_click_keeps_the_tab() {
 // --- gui-flows ---
 
 /// Resizes the window to `size` and lets the layout follow.
+/// A box dragged with the primary button: pressed at `from`, one jump to `to` (the drag is
+/// recognised there), released there.
+fn drag_box(h: &mut Harness<'_, ConvlensApp>, from: egui::Pos2, to: egui::Pos2) {
+    h.hover_at(from);
+    h.step();
+    h.drag_at(from);
+    h.step();
+    h.hover_at(to);
+    h.step();
+    h.event(egui::Event::PointerButton {
+        pos: to,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.run_steps(2);
+}
+
 fn resize(h: &mut Harness<'_, ConvlensApp>, size: (f32, f32)) {
     h.set_size(egui::vec2(size.0, size.1));
     h.run_steps(3);
@@ -2172,20 +2190,7 @@ fn a_fast_box_drag_on_the_map_selects_from_where_the_button_went_down() {
     );
     let at = |fx: f32, fy: f32| frame.lerp_inside(egui::vec2(fx, fy));
     let (from, to) = (at(0.3, 0.3), at(0.7, 0.7));
-    // Pressed at `from`, one jump to `to` (the drag is recognised there), released there.
-    h.hover_at(from);
-    h.step();
-    h.drag_at(from);
-    h.step();
-    h.hover_at(to);
-    h.step();
-    h.event(egui::Event::PointerButton {
-        pos: to,
-        button: egui::PointerButton::Primary,
-        pressed: false,
-        modifiers: egui::Modifiers::NONE,
-    });
-    h.run_steps(2);
+    drag_box(&mut h, from, to);
     let mut selected = h.state().map_tab().selection().to_vec();
     selected.sort_unstable();
     assert_eq!(selected, [2, 3, 4, 5, 6], "the box from {from:?} to {to:?}");
@@ -2599,19 +2604,7 @@ fn the_map_key_is_above_the_plot_and_a_click_hides_a_class() {
         frame.lerp_inside(egui::vec2(0.3, 0.3)),
         frame.lerp_inside(egui::vec2(0.7, 0.7)),
     );
-    h.hover_at(from);
-    h.step();
-    h.drag_at(from);
-    h.step();
-    h.hover_at(to);
-    h.step();
-    h.event(egui::Event::PointerButton {
-        pos: to,
-        button: egui::PointerButton::Primary,
-        pressed: false,
-        modifiers: egui::Modifiers::NONE,
-    });
-    h.run_steps(2);
+    drag_box(&mut h, from, to);
     let mut selected = h.state().map_tab().selection().to_vec();
     selected.sort_unstable();
     assert_eq!(
