@@ -6,7 +6,8 @@
 //!
 //! `-- --arch NAME[,NAME...]` (or `--arch all`): throughput at batch 32 of other zoo
 //! architectures, built from seeded random weights of the right shapes (the arithmetic does
-//! not depend on the values), at the architecture's own input size.
+//! not depend on the values), at the architecture's own input size; with `--stages`, the time
+//! of each stage too (one stage's input and output alive at a time).
 // Tests and benchmarks may panic on failure, print, and call the APIs the library bans
 // (reference softmax, image::open on figures, threads for concurrent runs).
 #![allow(
@@ -19,6 +20,9 @@
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
+use common::{input, random_network};
+
+mod common;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -37,39 +41,9 @@ fn time_forward(model: &convlens::zoo::Model, x: &Tensor, runs: usize) -> Vec<f6
         .collect()
 }
 
-/// A zoo network of `architecture` (1000 classes) with seeded random weights.
-fn random_network(architecture: &str) -> convlens::graph::Network {
-    use rand::{Rng, SeedableRng};
-    let expected = convlens::zoo::expected_tensors(architecture, 1000)
-        .unwrap_or_else(|| panic!("unknown architecture {architecture}"));
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let tensors = expected
-        .iter()
-        .map(|(name, shape)| {
-            let n: usize = shape.iter().product();
-            let positive = name.ends_with("running_var") || shape.len() == 1;
-            let scale = if positive {
-                1.0
-            } else {
-                (3.0 / shape[1..].iter().product::<usize>() as f32).sqrt()
-            };
-            let v: Vec<f32> = (0..n)
-                .map(|_| {
-                    let u: f32 = rng.random_range(-1.0..1.0);
-                    if positive { 1.0 + 0.5 * u } else { scale * u }
-                })
-                .collect();
-            let t = Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).unwrap();
-            (name.clone(), t)
-        })
-        .collect();
-    let ckpt = convlens::zoo::checkpoint::Checkpoint::from_tensors("random", tensors, &Device::Cpu)
-        .unwrap();
-    convlens::zoo::build_network(architecture, &ckpt, 1000).unwrap()
-}
-
-/// Batch-32 throughput of each architecture in `list` (`all`: the whole zoo).
-fn architectures(list: &str, quick: bool) {
+/// Batch-32 throughput of each architecture in `list` (`all`: the whole zoo); with `stages`,
+/// the time of each stage too.
+fn architectures(list: &str, quick: bool, stages: bool) {
     let names: Vec<&str> = if list == "all" {
         convlens::zoo::registry::all_ids()
     } else {
@@ -78,9 +52,7 @@ fn architectures(list: &str, quick: bool) {
     for arch in names {
         let size = convlens::zoo::detect::default_preprocess(arch).input_size as usize;
         let net = random_network(arch);
-        let n = 32 * 3 * size * size;
-        let data: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.618).sin()).collect();
-        let x = Tensor::from_vec(data, (32, 3, size, size), &Device::Cpu).unwrap();
+        let x = input(32, size);
         net.forward(&x).expect("warm-up");
         let times: Vec<f64> = (0..if quick { 1 } else { 3 })
             .map(|_| {
@@ -95,6 +67,13 @@ fn architectures(list: &str, quick: bool) {
             s * 1e3,
             32.0 / s
         );
+        if stages {
+            println!(
+                "{arch} stages at batch 32 (median of {}):",
+                if quick { 1 } else { 3 }
+            );
+            stage_profile(&net, &x, if quick { 1 } else { 3 });
+        }
     }
 }
 
@@ -104,20 +83,16 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--arch") {
-        architectures(args.get(i + 1).map_or("all", String::as_str), quick);
+        let stages = args.iter().any(|a| a == "--stages");
+        architectures(args.get(i + 1).map_or("all", String::as_str), quick, stages);
         return;
     }
     let device = Device::Cpu;
     let model = convlens::zoo::resolve(convlens::zoo::DEFAULT_MODEL)
         .and_then(|spec| spec.load(&device))
         .expect("the bundled model loads");
-    let input = |batch: usize| {
-        let n = batch * 3 * 224 * 224;
-        let data: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.618).sin()).collect();
-        Tensor::from_vec(data, (batch, 3, 224, 224), &device).unwrap()
-    };
-    let b1 = time_forward(&model, &input(1), if quick { 10 } else { 31 });
-    let b32 = time_forward(&model, &input(32), if quick { 3 } else { 7 });
+    let b1 = time_forward(&model, &input(1, 224), if quick { 10 } else { 31 });
+    let b32 = time_forward(&model, &input(32, 224), if quick { 3 } else { 7 });
     let ms1 = median(b1) * 1e3;
     let s32 = median(b32);
     println!("lite0 forward batch 1: median {ms1:.2} ms");
@@ -127,40 +102,34 @@ fn main() {
         32.0 / s32
     );
     if std::env::args().any(|a| a == "--stages") {
-        for batch in [1, 32] {
-            println!("stages at batch {batch} (median of 5):");
-            stage_profile(&model, &input(batch));
+        for (batch, runs) in [(1, 21), (32, 5)] {
+            println!("stages at batch {batch} (median of {runs}):");
+            stage_profile(&model.network, &input(batch, 224), runs);
         }
     }
 }
 
-/// Median time of each stage (`-- --stages`, at batch 1 and 32): where the forward spends its
-/// time.
-fn stage_profile(model: &convlens::zoo::Model, x: &Tensor) {
-    let ids: Vec<String> = model.network.layer_ids().map(str::to_string).collect();
-    let inputs = model
-        .network
-        .forward_with_taps(x, &ids.iter().map(String::as_str).collect::<Vec<_>>())
-        .expect("taps");
+/// Median time of each stage of `net` over `runs` (`-- --stages`): where the forward spends
+/// its time. Only one stage's input and output are alive at a time.
+fn stage_profile(net: &convlens::graph::Network, x: &Tensor, runs: usize) {
+    let ids: Vec<String> = net.layer_ids().map(str::to_string).collect();
     let mut total = 0.0;
+    let mut input = x.clone();
     for (i, id) in ids.iter().enumerate() {
-        let from = if i == 0 {
-            None
-        } else {
-            Some(ids[i - 1].as_str())
-        };
-        let input = if i == 0 { x } else { &inputs[i - 1] };
-        let times: Vec<f64> = (0..if x.dim(0).unwrap() == 1 { 21 } else { 5 })
+        let from = i.checked_sub(1).map(|p| ids[p].as_str());
+        let mut out = None;
+        let times: Vec<f64> = (0..runs)
             .map(|_| {
+                out = None;
                 let t = Instant::now();
-                let y = model.network.forward_range(from, id, input, false).unwrap();
-                std::hint::black_box(y);
+                out = Some(net.forward_range(from, id, &input, false).unwrap());
                 t.elapsed().as_secs_f64()
             })
             .collect();
         let ms = median(times) * 1e3;
         total += ms;
-        println!("  {id:>10}: {ms:8.1} ms");
+        println!("  {id:>14}: {ms:8.1} ms");
+        input = out.expect("one run");
     }
-    println!("  {:>10}: {total:8.1} ms", "sum");
+    println!("  {:>14}: {total:8.1} ms", "sum");
 }

@@ -18,6 +18,7 @@
 //! | `ascent_128_b10` | one gradient-ascent step, 10 images of 128 px, filters 0..10 of blocks.10 | ms |
 //! | `scorecam` | Score-CAM of chelsea.png at `head` (one forward per distinct masked input: 535 of the 1,280 channels; batches of 16) | ms |
 //! | `lucid_step_grid16` | the `lucid` grid of filters 0..16 of blocks.4 at 128 px (the app's defaults), time per step: a run of 16 steps divided by 16 (the 256-step grid takes 256 times this) | ms |
+//! | `vgg16_b32`, `resnet50_b32`, `resnet18_b32` | forward of the dense network (seeded random weights), batch 32, 224 px | img/s |
 //!
 //! Each result carries the median, all runs and the peak resident memory of the workload
 //! (`VmHWM`, reset before each workload through `/proc/self/clear_refs`). The folder of
@@ -46,6 +47,8 @@ use convlens::train::head::Head;
 use convlens::train::optim::{Optimizer, OptimizerKind};
 use convlens::viz::cam::{self, CamMethod, CamOptions};
 use serde_json::{Value, json};
+
+mod common;
 
 struct Opts {
     quick: bool,
@@ -132,12 +135,6 @@ fn result(secs: &[f64], unit: &str, items: usize, peak_mb: f64, load: f64) -> Va
         "peak_rss_mb": peak_mb,
         "load1": load,
     })
-}
-
-fn input(batch: usize, size: usize, device: &Device) -> Tensor {
-    let n = batch * 3 * size * size;
-    let data: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.618).sin()).collect();
-    Tensor::from_vec(data, (batch, 3, size, size), device).expect("input")
 }
 
 /// Makes `n` deterministic 500x375 JPEGs (two class folders) unless the folder has them.
@@ -228,7 +225,7 @@ fn main() {
     };
 
     if want("fwd_b1") {
-        let x = input(1, 224, &device);
+        let x = common::input(1, 224);
         reset_peak_rss();
         let load = load_avg();
         let t = time(3, q(31, 10), || {
@@ -237,7 +234,7 @@ fn main() {
         record("fwd_b1", result(&t, "ms", 1, peak_rss_mb(), load));
     }
     if want("fwd_b32") {
-        let x = input(32, 224, &device);
+        let x = common::input(32, 224);
         reset_peak_rss();
         let load = load_avg();
         let t = time(1, q(7, 3), || {
@@ -287,7 +284,7 @@ fn main() {
         };
         let mut opt = Optimizer::new(OptimizerKind::AdamW { weight_decay: 0.01 }, vars, 1e-5)
             .expect("optimizer");
-        let x = input(16, 224, &device);
+        let x = common::input(16, 224);
         let labels = Tensor::from_vec((0..16u32).map(|i| i % 10).collect(), 16, &device).unwrap();
         reset_peak_rss();
         let load = load_avg();
@@ -348,7 +345,7 @@ fn main() {
         record("gradcam", result(&t, "ms", 1, peak_rss_mb(), load));
     }
     if want("ascent_128_b10") {
-        let images = input(10, 128, &device).affine(0.2, 0.0).unwrap();
+        let images = common::input(10, 128).affine(0.2, 0.0).unwrap();
         let filters: Vec<usize> = (0..10).collect();
         reset_peak_rss();
         let load = load_avg();
@@ -389,6 +386,24 @@ fn main() {
             "lucid_step_grid16",
             result(&per_step, "ms", 1, peak_rss_mb(), load),
         );
+    }
+    // The dense networks (issue #15): forward at batch 32, the peak RSS the whole forward's.
+    for (name, arch) in [
+        ("vgg16_b32", "vgg16"),
+        ("resnet50_b32", "resnet50"),
+        ("resnet18_b32", "resnet18"),
+    ] {
+        if !want(name) {
+            continue;
+        }
+        let dense = common::random_network(arch);
+        let x = common::input(32, 224);
+        reset_peak_rss();
+        let load = load_avg();
+        let t = time(1, q(3, 1), || {
+            std::hint::black_box(dense.forward(&x).expect("forward"));
+        });
+        record(name, result(&t, "img/s", 32, peak_rss_mb(), load));
     }
     let out = json!({
         "impl": "convlens",

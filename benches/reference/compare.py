@@ -39,6 +39,9 @@ WORKLOADS = {
     "ascent_128_b10": ("ms", ["torch"]),
     "scorecam": ("ms", ["torch", "jit", "ort", "ort_shared"]),
     "lucid_step_grid16": ("ms", ["torch"]),
+    "vgg16_b32": ("img/s", ["torch", "ort"]),
+    "resnet50_b32": ("img/s", ["torch", "ort"]),
+    "resnet18_b32": ("img/s", ["torch", "ort"]),
 }
 
 

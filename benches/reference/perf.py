@@ -226,6 +226,52 @@ def load_train(path):
 # ---------------------------------------------------------------------------- workloads
 
 
+# The dense networks of issue #15: torchvision's, random weights (seeded), eval mode; ONNX
+# Runtime runs the same model exported with a dynamic batch axis (cached in the temp dir).
+DENSE = {"vgg16_b32": "vgg16", "resnet50_b32": "resnet50", "resnet18_b32": "resnet18"}
+
+
+def dense_onnx(arch, model, x):
+    """The ONNX file of torchvision's `arch` with seed-0 weights, exported once."""
+    path = Path(tempfile.gettempdir()) / "convlens-ref-onnx" / f"{arch}-torch{torch.__version__}.onnx"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        torch.onnx.export(
+            model, (x[:1],), str(tmp), input_names=["x"], output_names=["y"],
+            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False,
+        )
+        tmp.rename(path)
+    return path
+
+
+def dense_forwards(want, q, threads):
+    import torchvision
+
+    for name, arch in DENSE.items():
+        if not want(name):
+            continue
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, arch)(weights=None).eval()
+        x = synthetic(32, 224)
+        with torch.no_grad():
+            measure(f"torch.{name}", "img/s", 1, q(3, 1), lambda: model(x), 32)
+        try:
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(str(dense_onnx(arch, model, x)), so,
+                                        providers=["CPUExecutionProvider"])
+            a = x.numpy()
+            measure(f"ort.{name}", "img/s", 1, q(3, 1), lambda: sess.run(None, {"x": a})[0], 32)
+            del sess
+        except ImportError as e:
+            print(f"onnxruntime unavailable: {e}", file=sys.stderr)
+        del model
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -518,6 +564,8 @@ def main():
         load = load1()
         secs = timed(0, q(3, 1), lucid_grid)
         record("torch.lucid_step_grid16", [t / steps for t in secs], "ms", 1, load)
+
+    dense_forwards(want, q, args.threads)
 
     print(json.dumps({
         "impl": "reference",

@@ -10,9 +10,9 @@ use super::probe::{BiasProbes, BiasProbing};
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::bias_act::activate;
 use crate::ops::{
-    Activation, BatchNormParams, DropoutSeeds, batchnorm_eval, batchnorm_train, bias_act,
-    conv2d_bias_act, conv2d_rect, depthwise_conv2d, expand_depthwise_conv2d, fold_batchnorm,
-    pointwise_conv2d, seeded_dropout, update_running,
+    Activation, BatchNormParams, ConvSpec, DropoutSeeds, batchnorm_eval, batchnorm_train,
+    conv2d_add_act, conv2d_bias_act, conv2d_fused, conv2d_rect, depthwise_conv2d,
+    expand_depthwise_conv2d, fold_batchnorm, pointwise_conv2d, seeded_dropout, update_running,
 };
 use crate::{Error, Result};
 
@@ -218,6 +218,40 @@ impl ConvBnAct {
         })
     }
 
+    /// This convolution (whose own activation is the identity) with `residual` (shaped like the
+    /// output) added before `act`: `act(conv(x) + residual)`, the end of a ResNet block, in one
+    /// pass when BatchNorm is folded.
+    pub fn forward_add_act(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        act: Activation,
+        train: bool,
+    ) -> Result<Tensor> {
+        let spec = match self.kind {
+            // "same" padding is padded explicitly by `forward`.
+            _ if self.tf_same => None,
+            ConvKind::Dense { stride, padding } => Some(ConvSpec::square(stride, padding)),
+            ConvKind::Pointwise => Some(ConvSpec::square(1, 0)),
+            ConvKind::Rect {
+                padding_h,
+                padding_w,
+            } => Some(ConvSpec::padded(padding_h, padding_w)),
+            ConvKind::Depthwise { .. } => None,
+        };
+        match spec {
+            Some(spec)
+                if self.mode == BatchNormMode::Folded && self.act == Activation::Identity =>
+            {
+                let w = self.weight.reshape(self.conv_weight.dims())?;
+                Ok(conv2d_add_act(x, &w, &self.bias, residual, spec, act)?)
+            }
+            // Through the fused ops' activation (not candle's) so that guided backpropagation
+            // reaches it.
+            _ => Ok(activate(&(self.forward(x, train)? + residual)?, act)?),
+        }
+    }
+
     /// This pointwise convolution followed by the depthwise convolution `depthwise`, fused
     /// into one pass that never materialises this layer's (expanded) output when both are
     /// folded.
@@ -273,7 +307,8 @@ impl ConvBnAct {
                 padding_w,
             } => conv2d_rect(x, weight, padding_h, padding_w)?,
             // candle's convolution for 1x1 too: it rounds like the reference, while the gemm
-            // kernel's order of summation moves a kink of the filter fixture by step 2.
+            // kernel's order of summation moves a kink of the filter fixture by step 2 (Lite0's
+            // stem through `ops::conv2d`: image_step2 off by 2e-2).
             ConvKind::Dense { .. } | ConvKind::Pointwise => {
                 x.conv2d(weight, padding, stride, 1, 1)?
             }
@@ -334,9 +369,11 @@ impl Stage for ConvBnAct {
             ConvKind::Rect {
                 padding_h,
                 padding_w,
-            } => bias_act(
-                &conv2d_rect(x, &self.weight, padding_h, padding_w)?,
+            } => conv2d_fused(
+                x,
+                &self.weight,
                 &self.bias,
+                ConvSpec::padded(padding_h, padding_w),
                 self.act,
             )?,
         })

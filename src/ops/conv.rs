@@ -1,12 +1,15 @@
 //! Dense 2-D convolution (groups = 1) with bias and activation fused:
-//! `act(conv(x, w) + bias)`, `[B,Cin,H,W]` -> `[B,Cout,OH,OW]`. Made for stems like
-//! EfficientNet's 3x3 stride-2 convolution of the 3 colour channels, where candle's `conv2d`
-//! (a full-size im2col, then a product) is slow.
+//! `act(conv(x, w) + bias)`, `[B,Cin,H,W]` -> `[B,Cout,OH,OW]`, for any kernel `kh x kw`, stride,
+//! zero padding and dilation (each per axis). The path of every dense convolution of the zoo
+//! (VGG, ResNet, stems, Inception's 1x7 / 7x1), where candle's `conv2d` unfolds the whole batch
+//! (im2col: 3.7 GB for VGG16 at batch 32) before one product.
 //!
 //! The forward works on rayon tasks of `(image, band of output rows)`: it unfolds the band's
-//! receptive fields into a small per-task im2col buffer (`[Cin*k*k, rows*OW]`, in L2), runs one
-//! single-threaded `gemm` into the output, and applies bias and activation to the tile while it
-//! is in cache (see `ops::matmul`).
+//! receptive fields into a per-task im2col buffer (`[Cin*kh*kw, rows*OW]`, a few hundred KB to
+//! a few MB, reused by the task's thread), runs one single-threaded `gemm` into the output, and
+//! applies bias and activation (and a residual, [`conv2d_add_act`]) to the tile while it is in
+//! cache (see `ops::matmul`). A 1x1
+//! convolution at stride 1 without padding is a plain product (`pointwise_conv2d`, no im2col).
 //!
 //! The backward: `gp = grad * act'(out)`; `gw = Σ gp_band · cols_bandᵀ` over the same bands
 //! (recomputing each im2col buffer, reduced in a fixed order); `gx` per `(image, band of input
@@ -16,128 +19,203 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
+use super::bias_act::activate;
 use super::matmul::{Epilogue, MatRef, SyncPtr, gemm_into, reduce_pieces, row_tile, tiled_matmul};
-use super::{Activation, act_grad, channel_sum, f32_data, zeroed};
+use super::{Activation, act_grad, channel_sum, f32_data, pointwise_conv2d, zeroed};
 
-/// The geometry of one image of a convolution.
+/// Stride, zero padding and dilation of a convolution, each `(height, width)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvSpec {
+    /// Step between output positions, in input pixels.
+    pub stride: (usize, usize),
+    /// Zeros added above and below (`.0`), left and right (`.1`).
+    pub padding: (usize, usize),
+    /// Step between kernel taps, in input pixels (1: a plain convolution).
+    pub dilation: (usize, usize),
+}
+
+impl ConvSpec {
+    /// The same stride and padding on both axes, no dilation.
+    pub const fn square(stride: usize, padding: usize) -> Self {
+        ConvSpec {
+            stride: (stride, stride),
+            padding: (padding, padding),
+            dilation: (1, 1),
+        }
+    }
+
+    /// Stride 1, padding `padding_h` above and below and `padding_w` left and right.
+    pub const fn padded(padding_h: usize, padding_w: usize) -> Self {
+        ConvSpec {
+            stride: (1, 1),
+            padding: (padding_h, padding_w),
+            dilation: (1, 1),
+        }
+    }
+
+    /// The same spec with dilation `dilation` on both axes.
+    pub const fn dilated(self, dilation: usize) -> Self {
+        ConvSpec {
+            dilation: (dilation, dilation),
+            ..self
+        }
+    }
+}
+
+/// One spatial axis of a convolution: input length `n`, `k` taps, stride `s`, padding `p`,
+/// dilation `d`, output length `o`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Geom {
-    cin: usize,
-    h: usize,
-    w: usize,
-    cout: usize,
+struct Axis {
+    n: usize,
     k: usize,
     s: usize,
     p: usize,
-    oh: usize,
-    ow: usize,
+    d: usize,
+    o: usize,
 }
 
-impl Geom {
-    fn new(x: &[usize], w: &[usize], stride: usize, padding: usize) -> Result<(usize, Self)> {
-        let &[b, cin, h, wd] = x else {
-            bail!("conv2d_bias_act: x must be [B,Cin,H,W], got {x:?}");
-        };
-        let &[cout, wcin, k, k2] = w else {
-            bail!("conv2d_bias_act: w must be [Cout,Cin,k,k], got {w:?}");
-        };
-        if wcin != cin || k != k2 {
-            bail!("conv2d_bias_act: w must be [Cout,Cin,k,k] with Cin = {cin}, got {w:?}");
+impl Axis {
+    fn new(n: usize, k: usize, s: usize, p: usize, d: usize, name: &str) -> Result<Self> {
+        if s == 0 || d == 0 {
+            bail!("conv2d: the {name} stride and dilation must be >= 1, got {s} and {d}");
         }
-        if stride == 0 {
-            bail!("conv2d_bias_act: stride must be >= 1");
+        if n == 0 {
+            bail!("conv2d: the input is empty along its {name}");
         }
-        if h == 0 || wd == 0 {
-            bail!("conv2d_bias_act: empty {h}x{wd} planes");
+        let span = d * k.saturating_sub(1) + 1;
+        if k == 0 || n + 2 * p < span {
+            bail!(
+                "conv2d: a kernel of {k} taps (dilation {d}) does not fit a {name} of {n} \
+                 padded by {p}"
+            );
         }
-        if k == 0 || h + 2 * padding < k || wd + 2 * padding < k {
-            bail!("conv2d_bias_act: kernel {k}x{k} does not fit {h}x{wd} padded by {padding}");
-        }
-        let out = |n: usize| (n + 2 * padding - k) / stride + 1;
-        let g = Geom {
-            cin,
-            h,
-            w: wd,
-            cout,
+        Ok(Axis {
+            n,
             k,
-            s: stride,
-            p: padding,
-            oh: out(h),
-            ow: out(wd),
+            s,
+            p,
+            d,
+            o: (n + 2 * p - span) / s + 1,
+        })
+    }
+
+    /// The outputs `lo..hi` whose tap `t` reads an input (not padding):
+    /// `0 <= o*s + t*d - p < n`.
+    fn valid(&self, t: usize) -> (usize, usize) {
+        let off = t * self.d;
+        let lo = if off >= self.p {
+            0
+        } else {
+            (self.p - off).div_ceil(self.s)
         };
-        Ok((b, g))
-    }
-
-    /// Rows of the unfolded matrix: `Cin*k*k`.
-    fn kdim(&self) -> usize {
-        self.cin * self.k * self.k
-    }
-
-    fn in_plane(&self) -> usize {
-        self.h * self.w
-    }
-
-    fn out_plane(&self) -> usize {
-        self.oh * self.ow
-    }
-
-    /// Output rows per band: the band's im2col buffer and output tile stay within ~128 KiB,
-    /// but a band has at least 256 columns (or the whole image) so that the products are not
-    /// too thin for the microkernels when `Cin*k*k` is large (ResNet's 3x3 convolutions of
-    /// 512 channels: a 4608 x 49 buffer).
-    fn band_rows(&self) -> usize {
-        let cols = (32_768 / self.kdim().max(self.cout).max(1)).max(256);
-        cols.div_ceil(self.ow.max(1)).clamp(1, self.oh)
-    }
-
-    /// The output columns `ox` whose tap `kx` reads an input column (not padding):
-    /// `0 <= ox*s + kx - p < W`.
-    fn valid_ox(&self, kx: usize) -> (usize, usize) {
-        let (s, p) = (self.s, self.p);
-        let lo = if kx >= p { 0 } else { (p - kx).div_ceil(s) };
-        let hi = if self.w + p > kx {
-            ((self.w + p - kx - 1) / s + 1).min(self.ow)
+        let hi = if self.n + self.p > off {
+            ((self.n + self.p - off - 1) / self.s + 1).min(self.o)
         } else {
             0
         };
         (lo.min(hi), hi)
     }
 
-    /// The input row read by output row `oy` through tap `ky`, if it is not padding.
-    fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
-        let iy = (oy * self.s + ky).checked_sub(self.p)?;
-        (iy < self.h).then_some(iy)
+    /// The input read by output `o` through tap `t`, if it is not padding.
+    fn input(&self, o: usize, t: usize) -> Option<usize> {
+        let i = (o * self.s + t * self.d).checked_sub(self.p)?;
+        (i < self.n).then_some(i)
+    }
+}
+
+/// The geometry of one image of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Geom {
+    cin: usize,
+    cout: usize,
+    /// Rows.
+    y: Axis,
+    /// Columns.
+    x: Axis,
+}
+
+impl Geom {
+    fn new(x: &[usize], w: &[usize], spec: ConvSpec) -> Result<(usize, Self)> {
+        let &[b, cin, h, wd] = x else {
+            bail!("conv2d: x must be [B,Cin,H,W], got {x:?}");
+        };
+        let &[cout, wcin, kh, kw] = w else {
+            bail!("conv2d: w must be [Cout,Cin,kh,kw], got {w:?}");
+        };
+        if wcin != cin {
+            bail!("conv2d: w must be [Cout,Cin,kh,kw] with Cin = {cin}, got {w:?}");
+        }
+        let ConvSpec {
+            stride: (sy, sx),
+            padding: (py, px),
+            dilation: (dy, dx),
+        } = spec;
+        let g = Geom {
+            cin,
+            cout,
+            y: Axis::new(h, kh, sy, py, dy, "height")?,
+            x: Axis::new(wd, kw, sx, px, dx, "width")?,
+        };
+        Ok((b, g))
+    }
+
+    /// Rows of the unfolded matrix: `Cin*kh*kw`.
+    fn kdim(&self) -> usize {
+        self.cin * self.y.k * self.x.k
+    }
+
+    fn in_plane(&self) -> usize {
+        self.y.n * self.x.n
+    }
+
+    fn out_plane(&self) -> usize {
+        self.y.o * self.x.o
+    }
+
+    /// A 1x1 convolution at stride 1 without padding: a plain product, nothing to unfold.
+    fn is_pointwise(&self) -> bool {
+        let one = |a: &Axis| a.k == 1 && a.s == 1 && a.p == 0;
+        one(&self.y) && one(&self.x)
+    }
+
+    /// Output rows per band: the band's im2col buffer and output tile stay within ~128 KiB,
+    /// but a band has at least 256 columns (or the whole image) so that the products are not
+    /// too thin for the microkernels when `Cin*kh*kw` is large (ResNet's 3x3 convolutions of
+    /// 512 channels: a 4608 x 256 buffer, 4.5 MiB, the largest scratch of the zoo).
+    fn band_rows(&self) -> usize {
+        let cols = (32_768 / self.kdim().max(self.cout).max(1)).max(256);
+        cols.div_ceil(self.x.o.max(1)).clamp(1, self.y.o)
     }
 }
 
 /// Unfolds output rows `oy0..oy0 + rows` of one image `x` (`Cin*H*W`) into `cols`
-/// (`[Cin*k*k, rows*OW]`, row-major): `cols[(c*k + ky)*k + kx][r*OW + ox] =
-/// x[c][(oy0+r)*s + ky - p][ox*s + kx - p]`, zero in the padding.
+/// (`[Cin*kh*kw, rows*OW]`, row-major): `cols[(c*kh + ky)*kw + kx][r*OW + ox] =
+/// x[c][(oy0+r)*sy + ky*dy - py][ox*sx + kx*dx - px]`, zero in the padding.
 fn im2col(g: &Geom, x: &[f32], oy0: usize, rows: usize, cols: &mut Vec<f32>) {
-    let (k, s, ow) = (g.k, g.s, g.ow);
+    let (kh, kw, ow, sx) = (g.y.k, g.x.k, g.x.o, g.x.s);
     let t = rows * ow;
     cols.clear();
     cols.resize(g.kdim() * t, 0.0);
     for c in 0..g.cin {
         let plane = &x[c * g.in_plane()..][..g.in_plane()];
-        for ky in 0..k {
-            for kx in 0..k {
-                let dst = &mut cols[((c * k + ky) * k + kx) * t..][..t];
-                let (lo, hi) = g.valid_ox(kx);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let dst = &mut cols[((c * kh + ky) * kw + kx) * t..][..t];
+                let (lo, hi) = g.x.valid(kx);
+                if lo >= hi {
+                    continue;
+                }
+                let ix0 = lo * sx + kx * g.x.d - g.x.p;
                 for r in 0..rows {
-                    let Some(iy) = g.input_row(oy0 + r, ky) else {
+                    let Some(iy) = g.y.input(oy0 + r, ky) else {
                         continue;
                     };
-                    let src = &plane[iy * g.w..][..g.w];
-                    if lo >= hi {
-                        continue;
-                    }
+                    let src = &plane[iy * g.x.n..][..g.x.n];
                     let d = &mut dst[r * ow..][..ow];
-                    let ix0 = lo * s + kx - g.p;
-                    if s == 1 {
+                    if sx == 1 {
                         d[lo..hi].copy_from_slice(&src[ix0..ix0 + hi - lo]);
                     } else {
-                        for (v, ix) in d[lo..hi].iter_mut().zip((ix0..).step_by(s)) {
+                        for (v, ix) in d[lo..hi].iter_mut().zip((ix0..).step_by(sx)) {
                             *v = src[ix];
                         }
                     }
@@ -149,8 +227,7 @@ fn im2col(g: &Geom, x: &[f32], oy0: usize, rows: usize, cols: &mut Vec<f32>) {
 
 /// The forward op: `(x, w, bias)` -> `act(conv(x, w) + bias)`.
 struct Conv {
-    stride: usize,
-    padding: usize,
+    spec: ConvSpec,
     act: Activation,
 }
 
@@ -168,7 +245,7 @@ impl CustomOp3 for Conv {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (b, g) = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
+        let (b, g) = Geom::new(l1.dims(), l2.dims(), self.spec)?;
         if l3.dims() != [g.cout] {
             bail!(
                 "{}: bias must be [{}], got {:?}",
@@ -184,26 +261,10 @@ impl CustomOp3 for Conv {
             bias: Some(&bias),
             act: self.act,
             residual: None,
+            pre_residual: None,
         };
-        let (kdim, n) = (g.kdim(), g.out_plane());
-        let nt = g.band_rows() * g.ow;
-        let mt = row_tile(g.cout, b * n.div_ceil(nt));
-        let lhs = MatRef::row_major(&w, 0, kdim);
-        let out = tiled_matmul(
-            lhs,
-            g.cout,
-            kdim,
-            b,
-            n,
-            (nt, mt),
-            epi,
-            |img, c0, len, buf| {
-                let x = &x[img * g.cin * g.in_plane()..][..g.cin * g.in_plane()];
-                im2col(&g, x, c0 / g.ow, len / g.ow, buf);
-                MatRef::row_major(buf, 0, len)
-            },
-        );
-        Ok((CpuStorage::F32(out), Shape::from((b, g.cout, g.oh, g.ow))))
+        let out = forward(b, &g, &x, &w, epi);
+        Ok((CpuStorage::F32(out), Shape::from((b, g.cout, g.y.o, g.x.o))))
     }
 
     /// Gradients only for the arguments that the graph tracks.
@@ -215,38 +276,132 @@ impl CustomOp3 for Conv {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (stride, padding) = (self.stride, self.padding);
         let gp = act_grad(grad, res, self.act)?;
-        let gx = x
-            .track_op()
-            .then(|| {
-                let (h, w_) = (x.dim(2)?, x.dim(3)?);
-                let op = GradInput {
-                    stride,
-                    padding,
-                    h,
-                    w: w_,
-                };
-                gp.apply_op2_no_bwd(w, &op)
-            })
-            .transpose()?;
-        let gw = w
-            .track_op()
-            .then(|| {
-                let k = w.dim(2)?;
-                x.apply_op2_no_bwd(&gp, &GradWeight { stride, padding, k })
-            })
-            .transpose()?;
+        let (gx, gw) = input_weight_grads(self.spec, x, w, &gp)?;
         let gb = bias.track_op().then(|| channel_sum(&gp)).transpose()?;
         Ok((gx, gw, gb))
     }
 }
 
-/// `(x [B,Cin,H,W], gp [B,Cout,OH,OW])` -> `gw [Cout,Cin,k,k]`.
+/// `epi(conv(x, w))` for `b` images of geometry `g` (`x` `[B,Cin,H,W]`, `w` `[Cout,Cin,kh,kw]`,
+/// row-major): `[B,Cout,OH,OW]`.
+fn forward(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<f32> {
+    let (kdim, n) = (g.kdim(), g.out_plane());
+    let nt = g.band_rows() * g.x.o;
+    let mt = row_tile(g.cout, b * n.div_ceil(nt));
+    let lhs = MatRef::row_major(w, 0, kdim);
+    let image = g.cin * g.in_plane();
+    tiled_matmul(
+        lhs,
+        g.cout,
+        kdim,
+        b,
+        n,
+        (nt, mt),
+        epi,
+        |img, c0, len, buf| {
+            let x = &x[img * image..][..image];
+            if g.is_pointwise() {
+                return MatRef::row_major(x, c0, n);
+            }
+            im2col(g, x, c0 / g.x.o, len / g.x.o, buf);
+            MatRef::row_major(buf, 0, len)
+        },
+    )
+}
+
+/// The gradients of `x` and `w` (of those the graph tracks) from `gp`, the gradient of the
+/// convolution's output (before bias and activation).
+fn input_weight_grads(
+    spec: ConvSpec,
+    x: &Tensor,
+    w: &Tensor,
+    gp: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let gx = x
+        .track_op()
+        .then(|| {
+            let (h, w_) = (x.dim(2)?, x.dim(3)?);
+            gp.apply_op2_no_bwd(w, &GradInput { spec, h, w: w_ })
+        })
+        .transpose()?;
+    let gw = w
+        .track_op()
+        .then(|| {
+            let (kh, kw) = (w.dim(2)?, w.dim(3)?);
+            x.apply_op2_no_bwd(gp, &GradWeight { spec, kh, kw })
+        })
+        .transpose()?;
+    Ok((gx, gw))
+}
+
+/// The forward op with a residual added before the activation: `(x, w, residual)` ->
+/// `act(conv(x, w) + bias + residual)`, the bias a constant (not tracked).
+struct ConvAddAct {
+    spec: ConvSpec,
+    act: Activation,
+    bias: Vec<f32>,
+}
+
+impl CustomOp3 for ConvAddAct {
+    fn name(&self) -> &'static str {
+        "convlens-conv2d-add-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, g) = Geom::new(l1.dims(), l2.dims(), self.spec)?;
+        let out_dims = [b, g.cout, g.y.o, g.x.o];
+        if l3.dims() != out_dims || self.bias.len() != g.cout {
+            bail!(
+                "{}: residual {:?} and {} biases for an output {out_dims:?}",
+                self.name(),
+                l3.dims(),
+                self.bias.len()
+            );
+        }
+        let x = f32_data(s1, l1, self.name())?;
+        let w = f32_data(s2, l2, self.name())?;
+        let residual = f32_data(s3, l3, self.name())?;
+        let epi = Epilogue {
+            bias: Some(&self.bias),
+            act: self.act,
+            residual: None,
+            pre_residual: Some(&residual),
+        };
+        let out = forward(b, &g, &x, &w, epi);
+        Ok((CpuStorage::F32(out), Shape::from(out_dims.to_vec())))
+    }
+
+    /// Gradients only for the arguments that the graph tracks; the residual's is the
+    /// convolution output's.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        residual: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let gp = act_grad(grad, res, self.act)?;
+        let (gx, gw) = input_weight_grads(self.spec, x, w, &gp)?;
+        let gr = residual.track_op().then_some(gp);
+        Ok((gx, gw, gr))
+    }
+}
+
+/// `(x [B,Cin,H,W], gp [B,Cout,OH,OW])` -> `gw [Cout,Cin,kh,kw]`.
 struct GradWeight {
-    stride: usize,
-    padding: usize,
-    k: usize,
+    spec: ConvSpec,
+    kh: usize,
+    kw: usize,
 }
 
 impl CustomOp2 for GradWeight {
@@ -261,13 +416,12 @@ impl CustomOp2 for GradWeight {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (cin, cout, k) = (
+        let (cin, cout) = (
             l1.dims().get(1).copied().unwrap_or(0),
             l2.dims().get(1).copied().unwrap_or(0),
-            self.k,
         );
-        let (b, g) = Geom::new(l1.dims(), &[cout, cin, k, k], self.stride, self.padding)?;
-        if l2.dims() != [b, g.cout, g.oh, g.ow] {
+        let (b, g) = Geom::new(l1.dims(), &[cout, cin, self.kh, self.kw], self.spec)?;
+        if l2.dims() != [b, g.cout, g.y.o, g.x.o] {
             bail!(
                 "{}: grad {:?} is not the output of x {:?}",
                 self.name(),
@@ -277,18 +431,24 @@ impl CustomOp2 for GradWeight {
         }
         let x = f32_data(s1, l1, self.name())?;
         let gp = f32_data(s2, l2, self.name())?;
-        let (kdim, n, rows) = (g.kdim(), g.out_plane(), g.band_rows());
-        let bands = g.oh.div_ceil(rows);
+        let (kdim, n, rows, ow) = (g.kdim(), g.out_plane(), g.band_rows(), g.x.o);
+        let bands = g.y.o.div_ceil(rows);
+        let image = g.cin * g.in_plane();
         let gw = reduce_pieces(b * bands, g.cout * kdim, |piece, acc, first| {
             let (img, band) = (piece / bands, piece % bands);
             let oy0 = band * rows;
-            let rows = rows.min(g.oh - oy0);
-            let t = rows * g.ow;
+            let rows = rows.min(g.y.o - oy0);
+            let t = rows * ow;
+            let x = &x[img * image..][..image];
             let mut cols = Vec::new();
-            let x = &x[img * g.cin * g.in_plane()..][..g.cin * g.in_plane()];
-            im2col(&g, x, oy0, rows, &mut cols);
+            let rhs = if g.is_pointwise() {
+                MatRef::transposed(x, oy0 * ow, n)
+            } else {
+                im2col(&g, x, oy0, rows, &mut cols);
+                MatRef::transposed(&cols, 0, t)
+            };
             // SAFETY: acc is `cout x kdim`; lhs is the band's `cout x t` slice of gp (row
-            // stride n), rhs the transpose of the `kdim x t` im2col buffer.
+            // stride n), rhs the transpose of the band's `kdim x t` unfolded input.
             unsafe {
                 gemm_into(
                     g.cout,
@@ -297,19 +457,21 @@ impl CustomOp2 for GradWeight {
                     acc.as_mut_ptr(),
                     kdim,
                     !first,
-                    MatRef::row_major(&gp, img * g.cout * n + oy0 * g.ow, n),
-                    MatRef::transposed(&cols, 0, t),
+                    MatRef::row_major(&gp, img * g.cout * n + oy0 * ow, n),
+                    rhs,
                 );
             }
         });
-        Ok((CpuStorage::F32(gw), Shape::from((g.cout, g.cin, k, k))))
+        Ok((
+            CpuStorage::F32(gw),
+            Shape::from((g.cout, g.cin, self.kh, self.kw)),
+        ))
     }
 }
 
-/// `(gp [B,Cout,OH,OW], w [Cout,Cin,k,k])` -> `gx [B,Cin,H,W]`.
+/// `(gp [B,Cout,OH,OW], w [Cout,Cin,kh,kw])` -> `gx [B,Cin,H,W]`.
 struct GradInput {
-    stride: usize,
-    padding: usize,
+    spec: ConvSpec,
     h: usize,
     w: usize,
 }
@@ -330,13 +492,8 @@ impl CustomOp2 for GradInput {
             l1.dims().first().copied().unwrap_or(0),
             l2.dims().get(1).copied().unwrap_or(0),
         );
-        let (_, g) = Geom::new(
-            &[b, cin, self.h, self.w],
-            l2.dims(),
-            self.stride,
-            self.padding,
-        )?;
-        if l1.dims() != [b, g.cout, g.oh, g.ow] {
+        let (_, g) = Geom::new(&[b, cin, self.h, self.w], l2.dims(), self.spec)?;
+        if l1.dims() != [b, g.cout, g.y.o, g.x.o] {
             bail!(
                 "{}: grad {:?} is not the output of a {}x{} input",
                 self.name(),
@@ -348,23 +505,24 @@ impl CustomOp2 for GradInput {
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let mut gx = zeroed(b * g.cin * g.in_plane());
-        let (kdim, n, k, s, p) = (g.kdim(), g.out_plane(), g.k, g.s, g.p);
+        let (kdim, n, ow) = (g.kdim(), g.out_plane(), g.x.o);
+        let (ya, xa) = (g.y, g.x);
         // Bands of input rows, about as many rows as the forward's output bands cover.
-        let band = (g.band_rows() * s).clamp(1, g.h);
-        let bands = g.h.div_ceil(band);
+        let band = (g.band_rows() * ya.s).clamp(1, ya.n);
+        let bands = ya.n.div_ceil(band);
         let dst = SyncPtr(gx.as_mut_ptr());
         (0..b * bands)
             .into_par_iter()
             .for_each_init(Vec::new, |colgrad: &mut Vec<f32>, task| {
                 let (img, r0) = (task / bands, (task % bands) * band);
-                let r1 = (r0 + band).min(g.h);
-                // Output rows with a tap on input rows r0..r1: r0 <= oy*s + ky - p < r1.
-                let oy_a = (r0 + p).saturating_sub(k - 1).div_ceil(s);
-                let oy_b = ((r1 - 1 + p) / s).min(g.oh - 1);
+                let r1 = (r0 + band).min(ya.n);
+                // Output rows with a tap on input rows r0..r1: r0 <= oy*s + ky*d - p < r1.
+                let oy_a = (r0 + ya.p).saturating_sub((ya.k - 1) * ya.d).div_ceil(ya.s);
+                let oy_b = ((r1 - 1 + ya.p) / ya.s).min(ya.o - 1);
                 if oy_a > oy_b {
                     return;
                 }
-                let t = (oy_b - oy_a + 1) * g.ow;
+                let t = (oy_b - oy_a + 1) * ow;
                 colgrad.clear();
                 colgrad.resize(kdim * t, 0.0);
                 // SAFETY: colgrad is `kdim x t`; lhs is wᵀ (`kdim x cout`), rhs the `cout x t`
@@ -378,7 +536,7 @@ impl CustomOp2 for GradInput {
                         t,
                         false,
                         MatRef::transposed(&w, 0, kdim),
-                        MatRef::row_major(&gp, img * g.cout * n + oy_a * g.ow, n),
+                        MatRef::row_major(&gp, img * g.cout * n + oy_a * ow, n),
                     );
                 }
                 // col2im into the band's own rows.
@@ -388,34 +546,34 @@ impl CustomOp2 for GradInput {
                         // (the owner of rows r0..r1 of image img) writes it.
                         let row = unsafe {
                             std::slice::from_raw_parts_mut(
-                                dst.get().add((img * g.cin + c) * g.in_plane() + iy * g.w),
-                                g.w,
+                                dst.get().add((img * g.cin + c) * g.in_plane() + iy * xa.n),
+                                xa.n,
                             )
                         };
-                        for ky in 0..k {
-                            // oy*s + ky - p == iy
-                            let Some(v) = (iy + p).checked_sub(ky) else {
+                        for ky in 0..ya.k {
+                            // oy*s + ky*d - p == iy
+                            let Some(v) = (iy + ya.p).checked_sub(ky * ya.d) else {
                                 continue;
                             };
-                            if v % s != 0 || v / s < oy_a || v / s > oy_b {
+                            if v % ya.s != 0 || v / ya.s < oy_a || v / ya.s > oy_b {
                                 continue;
                             }
-                            let oy = v / s;
-                            for kx in 0..k {
+                            let oy = v / ya.s;
+                            for kx in 0..xa.k {
                                 let src = &colgrad
-                                    [((c * k + ky) * k + kx) * t + (oy - oy_a) * g.ow..][..g.ow];
-                                let (lo, hi) = g.valid_ox(kx);
+                                    [((c * ya.k + ky) * xa.k + kx) * t + (oy - oy_a) * ow..][..ow];
+                                let (lo, hi) = xa.valid(kx);
                                 if lo >= hi {
                                     continue;
                                 }
-                                let ix0 = lo * s + kx - p;
-                                if s == 1 {
+                                let ix0 = lo * xa.s + kx * xa.d - xa.p;
+                                if xa.s == 1 {
                                     row[ix0..ix0 + hi - lo]
                                         .iter_mut()
                                         .zip(&src[lo..hi])
                                         .for_each(|(d, v)| *d += v);
                                 } else {
-                                    for (v, ix) in src[lo..hi].iter().zip((ix0..).step_by(s)) {
+                                    for (v, ix) in src[lo..hi].iter().zip((ix0..).step_by(xa.s)) {
                                         row[ix] += v;
                                     }
                                 }
@@ -424,34 +582,77 @@ impl CustomOp2 for GradInput {
                     }
                 }
             });
-        Ok((CpuStorage::F32(gx), Shape::from((b, g.cin, g.h, g.w))))
+        Ok((CpuStorage::F32(gx), Shape::from((b, g.cin, ya.n, xa.n))))
     }
 }
 
-/// candle's own ops (the non-CPU fallback, test reference).
+/// candle's own ops (the non-CPU fallback, test reference): uneven padding is added
+/// explicitly; candle takes one stride and one dilation for both axes.
 fn with_candle(
     x: &Tensor,
     w: &Tensor,
     bias: &Tensor,
-    stride: usize,
-    padding: usize,
+    spec: ConvSpec,
     act: Activation,
 ) -> Result<Tensor> {
+    let ConvSpec {
+        stride: (sy, sx),
+        padding: (py, px),
+        dilation: (dy, dx),
+    } = spec;
+    if sy != sx || dy != dx {
+        bail!("conv2d: a stride or dilation that differs per axis ({spec:?}) runs on the CPU only");
+    }
+    let y = if py == px {
+        x.conv2d(w, py, sy, dy, 1)?
+    } else {
+        x.pad_with_zeros(2, py, py)?
+            .pad_with_zeros(3, px, px)?
+            .conv2d(w, 0, sy, dy, 1)?
+    };
     let cout = w.dim(0)?;
-    let y = x
-        .conv2d(w, padding, stride, 1, 1)?
-        .broadcast_add(&bias.reshape((1, cout, 1, 1))?)?;
-    act.apply_tensor(&y)
+    act.apply_tensor(&y.broadcast_add(&bias.reshape((1, cout, 1, 1))?)?)
 }
 
 /// Dense 2-D convolution with bias and activation fused: `act(conv(x, w) + bias)`.
 ///
-/// - `x`: `[B,Cin,H,W]`; `w`: `[Cout,Cin,k,k]`; `bias`: `[Cout]`.
-/// - Zero padding of `padding` on every side, square `stride`, no dilation, one group.
-/// - Returns `[B,Cout,OH,OW]` with `OH = (H + 2*padding - k) / stride + 1` (same for `OW`).
+/// - `x`: `[B,Cin,H,W]`; `w`: `[Cout,Cin,kh,kw]`; `bias`: `[Cout]`.
+/// - `spec`: stride, zero padding and dilation per axis; one group.
+/// - Returns `[B,Cout,OH,OW]` with `OH = (H + 2*py - dy*(kh-1) - 1) / sy + 1` (same for `OW`).
 ///
 /// Differentiable w.r.t. `x`, `w` and `bias`. On the CPU everything must be f32 (any layout);
-/// other devices fall back to candle's `conv2d` + `broadcast_add` + activation.
+/// other devices fall back to candle's `conv2d` + `broadcast_add` + activation (one stride and
+/// one dilation for both axes there).
+pub fn conv2d_fused(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    spec: ConvSpec,
+    act: Activation,
+) -> Result<Tensor> {
+    let (_, g) = Geom::new(x.dims(), w.dims(), spec)?;
+    if bias.dims() != [g.cout] {
+        bail!("conv2d: bias must be [{}], got {:?}", g.cout, bias.dims());
+    }
+    if !x.device().is_cpu() {
+        return with_candle(x, w, bias, spec, act);
+    }
+    if g.is_pointwise() {
+        return pointwise_conv2d(x, &w.reshape((g.cout, g.cin))?, bias, act, None);
+    }
+    if act.is_smooth() {
+        let y = conv2d_fused(x, w, bias, spec, Activation::Identity)?;
+        return super::smooth_act(&y, act);
+    }
+    for (name, t) in [("x", x), ("w", w), ("bias", bias)] {
+        if t.dtype() != DType::F32 {
+            bail!("conv2d: {name} must be f32 on the CPU, got {:?}", t.dtype());
+        }
+    }
+    x.apply_op3(w, bias, Conv { spec, act })
+}
+
+/// [`conv2d_fused`] with the same stride and padding on both axes, no dilation.
 pub fn conv2d_bias_act(
     x: &Tensor,
     w: &Tensor,
@@ -460,38 +661,57 @@ pub fn conv2d_bias_act(
     padding: usize,
     act: Activation,
 ) -> Result<Tensor> {
-    let (_, g) = Geom::new(x.dims(), w.dims(), stride, padding)?;
-    if bias.dims() != [g.cout] {
+    conv2d_fused(x, w, bias, ConvSpec::square(stride, padding), act)
+}
+
+/// [`conv2d_fused`] with `residual` added before the activation:
+/// `act(conv(x, w) + bias + residual)` (the end of a ResNet block), in one pass.
+///
+/// - `residual`: shaped like the output, `[B,Cout,OH,OW]`; the rest as [`conv2d_fused`].
+///
+/// Differentiable w.r.t. `x`, `w`, `bias` and `residual`. Fused on the CPU when `bias` is not
+/// tracked (inference, gradients of the input); otherwise, and on other devices, the
+/// convolution, an add and the activation.
+pub fn conv2d_add_act(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    residual: &Tensor,
+    spec: ConvSpec,
+    act: Activation,
+) -> Result<Tensor> {
+    let (b, g) = Geom::new(x.dims(), w.dims(), spec)?;
+    let out_dims = [b, g.cout, g.y.o, g.x.o];
+    if residual.dims() != out_dims {
         bail!(
-            "conv2d_bias_act: bias must be [{}], got {:?}",
-            g.cout,
-            bias.dims()
+            "conv2d: residual must be {out_dims:?}, got {:?}",
+            residual.dims()
         );
     }
-    if act.is_smooth() {
-        let y = conv2d_bias_act(x, w, bias, stride, padding, Activation::Identity)?;
-        return super::smooth_act(&y, act);
+    let fusable = x.device().is_cpu() && !act.is_smooth() && !bias.track_op();
+    if !fusable || bias.dtype() != DType::F32 {
+        let y = (conv2d_fused(x, w, bias, spec, Activation::Identity)? + residual)?;
+        return activate(&y, act);
     }
-    if !x.device().is_cpu() {
-        return with_candle(x, w, bias, stride, padding, act);
+    if bias.dims() != [g.cout] {
+        bail!("conv2d: bias must be [{}], got {:?}", g.cout, bias.dims());
     }
-    for (name, t) in [("x", x), ("w", w), ("bias", bias)] {
+    for (name, t) in [("x", x), ("w", w), ("residual", residual)] {
         if t.dtype() != DType::F32 {
-            bail!(
-                "conv2d_bias_act: {name} must be f32 on the CPU, got {:?}",
-                t.dtype()
-            );
+            bail!("conv2d: {name} must be f32 on the CPU, got {:?}", t.dtype());
         }
     }
-    x.apply_op3(
-        w,
-        bias,
-        Conv {
-            stride,
-            padding,
-            act,
-        },
-    )
+    let bias = bias.to_vec1::<f32>()?;
+    x.apply_op3(w, residual, ConvAddAct { spec, act, bias })
+}
+
+/// The convolution alone, without bias or activation: `conv(x, w)` (`[B,Cin,H,W]` with
+/// `[Cout,Cin,kh,kw]` -> `[B,Cout,OH,OW]`), by [`conv2d_fused`]'s kernel. Differentiable w.r.t.
+/// `x` and `w`.
+pub fn conv2d(x: &Tensor, w: &Tensor, spec: ConvSpec) -> Result<Tensor> {
+    let cout = w.dims().first().copied().unwrap_or(0);
+    let zero = Tensor::zeros(cout, w.dtype(), w.device())?;
+    conv2d_fused(x, w, &zero, spec, Activation::Identity)
 }
 
 #[cfg(test)]
@@ -499,62 +719,231 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::super::test_util::{
-        ACTS, act_f64, central_differences, conv_grads, rel_to_max, tensor, to_f64,
+        ACTS, act_f64, central_differences, conv_grads, grads_all, rel_to_max, tensor, to_f64,
     };
     use super::*;
 
-    /// `(B, Cin, Cout, H, W, k, stride, padding)`.
-    type Case = (usize, usize, usize, usize, usize, usize, usize, usize);
+    /// One convolution to test: input `[b, cin, h, w]`, weight `[cout, cin, kh, kw]`, `spec`.
+    #[derive(Clone, Copy, Debug)]
+    struct Case {
+        b: usize,
+        cin: usize,
+        cout: usize,
+        hw: (usize, usize),
+        k: (usize, usize),
+        spec: ConvSpec,
+    }
 
+    /// A case with a square kernel, stride and padding, no dilation.
+    const fn sq(
+        b: usize,
+        cin: usize,
+        cout: usize,
+        hw: (usize, usize),
+        k: usize,
+        s: usize,
+        p: usize,
+    ) -> Case {
+        Case {
+            b,
+            cin,
+            cout,
+            hw,
+            k: (k, k),
+            spec: ConvSpec::square(s, p),
+        }
+    }
+
+    /// Small cases for the f64 references (finite differences among them).
     const CASES: &[Case] = &[
         // The stem's geometry, small.
-        (1, 3, 4, 8, 8, 3, 2, 1),
-        (3, 3, 5, 9, 7, 3, 2, 1),
-        (1, 2, 3, 6, 6, 3, 1, 1),
-        (3, 2, 2, 7, 5, 5, 2, 2),
-        (1, 4, 3, 5, 6, 1, 1, 0),
-        (3, 1, 2, 6, 5, 2, 2, 0),
+        sq(1, 3, 4, (8, 8), 3, 2, 1),
+        sq(3, 3, 5, (9, 7), 3, 2, 1),
+        sq(1, 2, 3, (6, 6), 3, 1, 1),
+        sq(3, 2, 2, (7, 5), 5, 2, 2),
+        // 1x1: stride 1 (the plain product) and stride 2 (ResNet's downsample).
+        sq(1, 4, 3, (5, 6), 1, 1, 0),
+        sq(3, 5, 3, (7, 5), 1, 2, 0),
+        sq(3, 1, 2, (6, 5), 2, 2, 0),
         // Padding beyond k - 1, and a 1x1 output.
-        (1, 2, 2, 4, 4, 3, 1, 3),
-        (3, 2, 3, 3, 3, 3, 1, 0),
+        sq(1, 2, 2, (4, 4), 3, 1, 3),
+        sq(3, 2, 3, (3, 3), 3, 1, 0),
+        // ResNet's 7x7 stride-2 stem, channels not a multiple of 8.
+        sq(1, 3, 5, (11, 9), 7, 2, 3),
+        // Inception's 1x7 and 7x1 with their own padding per axis.
+        Case {
+            b: 3,
+            cin: 3,
+            cout: 2,
+            hw: (5, 9),
+            k: (1, 7),
+            spec: ConvSpec::padded(0, 3),
+        },
+        Case {
+            b: 1,
+            cin: 2,
+            cout: 3,
+            hw: (9, 4),
+            k: (7, 1),
+            spec: ConvSpec::padded(3, 0),
+        },
+        // Dilation 2, at stride 1 and 2.
+        Case {
+            b: 1,
+            cin: 3,
+            cout: 5,
+            hw: (9, 8),
+            k: (3, 3),
+            spec: ConvSpec::square(1, 2).dilated(2),
+        },
+        Case {
+            b: 3,
+            cin: 2,
+            cout: 3,
+            hw: (11, 10),
+            k: (3, 3),
+            spec: ConvSpec::square(2, 1).dilated(2),
+        },
+        // Everything different per axis.
+        Case {
+            b: 1,
+            cin: 2,
+            cout: 3,
+            hw: (9, 8),
+            k: (3, 2),
+            spec: ConvSpec {
+                stride: (2, 1),
+                padding: (1, 0),
+                dilation: (1, 2),
+            },
+        },
     ];
 
-    fn inputs(case: Case, seed: u64) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, cin, cout, h, w, k, _, _) = case;
+    /// Larger cases: several bands per image, row tiles at batch 1, odd channel counts.
+    const BANDED: &[Case] = &[
+        sq(1, 3, 32, (224, 224), 3, 2, 1),
+        sq(2, 19, 21, (30, 28), 3, 1, 1),
+        sq(1, 10, 40, (33, 20), 5, 2, 2),
+        Case {
+            b: 2,
+            cin: 7,
+            cout: 9,
+            hw: (40, 24),
+            k: (3, 3),
+            spec: ConvSpec::square(1, 2).dilated(2),
+        },
+        Case {
+            b: 1,
+            cin: 6,
+            cout: 5,
+            hw: (24, 30),
+            k: (1, 7),
+            spec: ConvSpec::padded(0, 3),
+        },
+    ];
+
+    fn inputs(c: Case, seed: u64) -> Result<(Tensor, Tensor, Tensor)> {
         Ok((
-            tensor(&[b, cin, h, w], seed, 2.0)?,
-            tensor(&[cout, cin, k, k], seed + 1, 1.0)?,
-            tensor(&[cout], seed + 2, 1.0)?,
+            tensor(&[c.b, c.cin, c.hw.0, c.hw.1], seed, 2.0)?,
+            tensor(&[c.cout, c.cin, c.k.0, c.k.1], seed + 1, 1.0)?,
+            tensor(&[c.cout], seed + 2, 1.0)?,
         ))
     }
 
-    fn out_hw(case: Case) -> (usize, usize) {
-        let (_, _, _, h, w, k, s, p) = case;
-        ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1)
+    fn out_hw(c: Case) -> (usize, usize) {
+        let out = |n: usize, k: usize, s: usize, p: usize, d: usize| {
+            (n + 2 * p - d * (k - 1) - 1) / s + 1
+        };
+        let ConvSpec {
+            stride: (sy, sx),
+            padding: (py, px),
+            dilation: (dy, dx),
+        } = c.spec;
+        (
+            out(c.hw.0, c.k.0, sy, py, dy),
+            out(c.hw.1, c.k.1, sx, px, dx),
+        )
     }
 
-    /// Whether candle's conv2d backward handles the case: it derives the transposed
+    /// Whether candle computes the case: one stride and dilation for both axes.
+    fn candle_forward_ok(c: Case) -> bool {
+        c.spec.stride.0 == c.spec.stride.1 && c.spec.dilation.0 == c.spec.dilation.1
+    }
+
+    /// Whether candle's conv2d backward handles the case too: it derives the transposed
     /// convolution's output padding from the height alone, and needs `padding < k`.
-    fn candle_backward_ok(case: Case) -> bool {
-        let (_, _, _, h, w, k, s, p) = case;
-        let (oh, ow) = out_hw(case);
-        let pad = |n: usize, o: usize| n as isize - ((o - 1) * s + k) as isize + 2 * p as isize;
-        pad(h, oh) == pad(w, ow) && p < k
+    fn candle_backward_ok(c: Case) -> bool {
+        let (oh, ow) = out_hw(c);
+        let ConvSpec {
+            stride: (s, _),
+            padding: (py, px),
+            dilation: (d, _),
+        } = c.spec;
+        let pad = |n: usize, o: usize, k: usize, p: usize| {
+            n as isize - ((o - 1) * s + d * (k - 1) + 1) as isize + 2 * p as isize
+        };
+        candle_forward_ok(c)
+            && pad(c.hw.0, oh, c.k.0, py) == pad(c.hw.1, ow, c.k.1, px)
+            && py == px
+            && py < c.k.0
+            && px < c.k.1
+    }
+
+    /// `conv(x, w) + bias` in f64 by the definition, `[b, cout, oh, ow]` flattened.
+    fn direct_f64(c: Case, x: &[f64], w: &[f64], bias: &[f64]) -> Vec<f64> {
+        let (oh, ow) = out_hw(c);
+        let ((h, wd), (kh, kw)) = (c.hw, c.k);
+        let ConvSpec {
+            stride: (sy, sx),
+            padding: (py, px),
+            dilation: (dy, dx),
+        } = c.spec;
+        let mut out = Vec::with_capacity(c.b * c.cout * oh * ow);
+        for img in 0..c.b {
+            for o in 0..c.cout {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut v = bias[o];
+                        for ch in 0..c.cin {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * sy + ky * dy) as isize - py as isize;
+                                    let ix = (ox * sx + kx * dx) as isize - px as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd
+                                    {
+                                        v += w[((o * c.cin + ch) * kh + ky) * kw + kx]
+                                            * x[((img * c.cin + ch) * h + iy as usize) * wd
+                                                + ix as usize];
+                                    }
+                                }
+                            }
+                        }
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        out
     }
 
     #[test]
-    fn forward_matches_candle() -> Result<()> {
-        // The small cases, and the stem itself at batch 1 and 2 (several bands).
-        let more: &[Case] = &[(1, 3, 32, 224, 224, 3, 2, 1), (2, 3, 32, 64, 48, 3, 2, 1)];
-        for (i, &case) in CASES.iter().chain(more).enumerate() {
+    fn forward_matches_the_definition_and_candle() -> Result<()> {
+        for (i, &case) in CASES.iter().chain(BANDED).enumerate() {
             let (x, w, bias) = inputs(case, 10 * i as u64)?;
-            let (s, p) = (case.6, case.7);
+            let pre = direct_f64(case, &to_f64(&x)?, &to_f64(&w)?, &to_f64(&bias)?);
+            let (oh, ow) = out_hw(case);
             for act in ACTS {
-                let got = conv2d_bias_act(&x, &w, &bias, s, p, act)?;
-                let want = with_candle(&x, &w, &bias, s, p, act)?;
-                assert_eq!(got.dims(), want.dims(), "{case:?}");
+                let got = conv2d_fused(&x, &w, &bias, case.spec, act)?;
+                assert_eq!(got.dims(), [case.b, case.cout, oh, ow], "{case:?}");
+                let want: Vec<f32> = pre.iter().map(|&v| act_f64(act, v) as f32).collect();
+                let want = Tensor::from_vec(want, got.dims(), &Device::Cpu)?;
                 let e = rel_to_max(&got, &want)?;
-                assert!(e <= 1e-5, "{case:?} {act:?}: {e}");
+                assert!(e <= 1e-5, "{case:?} {act:?} vs f64: {e}");
+                if candle_forward_ok(case) {
+                    let want = with_candle(&x, &w, &bias, case.spec, act)?;
+                    let e = rel_to_max(&got, &want)?;
+                    assert!(e <= 1e-5, "{case:?} {act:?} vs candle: {e}");
+                }
             }
         }
         Ok(())
@@ -562,7 +951,7 @@ mod tests {
 
     #[test]
     fn forward_non_contiguous_inputs() -> Result<()> {
-        let (s, p) = (2, 1);
+        let spec = ConvSpec::square(2, 1);
         let x = tensor(&[3, 3, 9, 8], 1, 2.0)?.transpose(2, 3)?;
         let w = tensor(&[3, 4, 3, 3], 2, 1.0)?.transpose(0, 1)?;
         let bias = tensor(&[4, 2], 3, 1.0)?.narrow(1, 1, 1)?.squeeze(1)?;
@@ -570,8 +959,8 @@ mod tests {
             assert!(!t.is_contiguous());
         }
         for act in ACTS {
-            let got = conv2d_bias_act(&x, &w, &bias, s, p, act)?;
-            let want = with_candle(&x.contiguous()?, &w.contiguous()?, &bias, s, p, act)?;
+            let got = conv2d_fused(&x, &w, &bias, spec, act)?;
+            let want = with_candle(&x.contiguous()?, &w.contiguous()?, &bias, spec, act)?;
             assert!(rel_to_max(&got, &want)? <= 1e-5, "{act:?}");
         }
         Ok(())
@@ -579,13 +968,17 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_errors() -> Result<()> {
-        let (x, w, bias) = inputs((1, 3, 4, 8, 8, 3, 2, 1), 0)?;
+        let (x, w, bias) = inputs(sq(1, 3, 4, (8, 8), 3, 2, 1), 0)?;
         let act = Activation::Identity;
         assert!(conv2d_bias_act(&x, &w, &bias, 0, 1, act).is_err());
         assert!(conv2d_bias_act(&x.narrow(1, 0, 2)?, &w, &bias, 1, 1, act).is_err());
         assert!(conv2d_bias_act(&x, &w, &bias.narrow(0, 0, 2)?, 1, 1, act).is_err());
-        assert!(conv2d_bias_act(&x, &w.narrow(3, 0, 2)?, &bias, 1, 1, act).is_err());
         assert!(conv2d_bias_act(&x.narrow(2, 0, 1)?, &w, &bias, 1, 0, act).is_err());
+        let dilated = ConvSpec::square(1, 0).dilated(4);
+        let err = conv2d_fused(&x, &w, &bias, dilated, act).unwrap_err();
+        assert!(err.to_string().contains("dilation 4"), "{err}");
+        let err = conv2d_fused(&x, &w, &bias, ConvSpec::square(1, 1).dilated(0), act).unwrap_err();
+        assert!(err.to_string().contains("dilation must be >= 1"), "{err}");
         let err = conv2d_bias_act(&x.to_dtype(DType::F64)?, &w, &bias, 1, 1, act).unwrap_err();
         assert!(err.to_string().contains("f32"), "{err}");
         Ok(())
@@ -593,23 +986,25 @@ mod tests {
 
     #[test]
     fn backward_matches_candle() -> Result<()> {
-        let more: &[Case] = &[(2, 3, 32, 64, 48, 3, 2, 1), (1, 3, 8, 40, 40, 3, 2, 1)];
-        let cases = CASES.iter().chain(more).filter(|c| candle_backward_ok(**c));
+        let cases = CASES
+            .iter()
+            .chain(BANDED)
+            .filter(|c| candle_backward_ok(**c));
         for (i, &case) in cases.enumerate() {
             let (x, w, bias) = inputs(case, 100 + 10 * i as u64)?;
-            let (b, _, cout, _, _, _, s, p) = case;
             let (oh, ow) = out_hw(case);
-            let r = tensor(&[b, cout, oh, ow], 7 + i as u64, 1.0)?;
+            let r = tensor(&[case.b, case.cout, oh, ow], 7 + i as u64, 1.0)?;
+            let spec = case.spec;
             for act in ACTS {
                 let ours = conv_grads(
-                    |x, w, b| conv2d_bias_act(x, w, b, s, p, act),
+                    |x, w, b| conv2d_fused(x, w, b, spec, act),
                     &x,
                     &w,
                     &bias,
                     &r,
                 )?;
                 let theirs =
-                    conv_grads(|x, w, b| with_candle(x, w, b, s, p, act), &x, &w, &bias, &r)?;
+                    conv_grads(|x, w, b| with_candle(x, w, b, spec, act), &x, &w, &bias, &r)?;
                 for which in 0..3 {
                     let e = rel_to_max(&ours[which], &theirs[which])?;
                     assert!(e < 1e-5, "{case:?} {act:?} grad {which}: rel error {e}");
@@ -619,59 +1014,31 @@ mod tests {
         Ok(())
     }
 
-    /// `sum(act(conv(x, w) + bias) * r)` in f64, by the definition.
-    fn loss_f64(case: Case, act: Activation, p: &[Vec<f64>; 3], r: &[f64]) -> f64 {
-        let (b, cin, cout, h, wd, k, s, pad) = case;
-        let (oh, ow) = out_hw(case);
-        let [x, w, bias] = p;
-        let mut loss = 0.0;
-        for img in 0..b {
-            for o in 0..cout {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut v = bias[o];
-                        for c in 0..cin {
-                            for ky in 0..k {
-                                for kx in 0..k {
-                                    let iy = (oy * s + ky) as isize - pad as isize;
-                                    let ix = (ox * s + kx) as isize - pad as isize;
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd
-                                    {
-                                        v += w[((o * cin + c) * k + ky) * k + kx]
-                                            * x[((img * cin + c) * h + iy as usize) * wd
-                                                + ix as usize];
-                                    }
-                                }
-                            }
-                        }
-                        loss += act_f64(act, v) * r[((img * cout + o) * oh + oy) * ow + ox];
-                    }
-                }
-            }
-        }
-        loss
-    }
-
     #[test]
     fn backward_matches_finite_differences() -> Result<()> {
         let eps = 1e-6;
         for (i, &case) in CASES.iter().enumerate() {
             let (x, w, bias) = inputs(case, 200 + 10 * i as u64)?;
-            let (b, _, cout, _, _, _, s, p) = case;
             let (oh, ow) = out_hw(case);
-            let r = tensor(&[b, cout, oh, ow], 9 + i as u64, 1.0)?;
+            let r = tensor(&[case.b, case.cout, oh, ow], 9 + i as u64, 1.0)?;
             let rf = to_f64(&r)?;
             for act in ACTS {
                 let analytic = conv_grads(
-                    |x, w, b| conv2d_bias_act(x, w, b, s, p, act),
+                    |x, w, b| conv2d_fused(x, w, b, case.spec, act),
                     &x,
                     &w,
                     &bias,
                     &r,
                 )?;
                 let mut params = [to_f64(&x)?, to_f64(&w)?, to_f64(&bias)?];
-                for (which, analytic) in analytic.iter().enumerate().take(3) {
-                    let loss = |p: &[Vec<f64>; 3]| loss_f64(case, act, p, &rf);
+                let loss = |p: &[Vec<f64>; 3]| {
+                    direct_f64(case, &p[0], &p[1], &p[2])
+                        .iter()
+                        .zip(&rf)
+                        .map(|(&v, r)| act_f64(act, v) * r)
+                        .sum()
+                };
+                for (which, analytic) in analytic.iter().enumerate() {
                     let fd: Vec<f32> = central_differences(&mut params, which, eps, loss)
                         .into_iter()
                         .map(|v| v as f32)
@@ -687,7 +1054,7 @@ mod tests {
 
     #[test]
     fn backward_through_non_contiguous_inputs() -> Result<()> {
-        let (s, p) = (2, 1);
+        let spec = ConvSpec::square(2, 1);
         let x = tensor(&[3, 3, 10, 8], 21, 2.0)?;
         let w = tensor(&[3, 4, 3, 3], 22, 1.0)?;
         let bias = tensor(&[4, 2], 23, 1.0)?;
@@ -699,17 +1066,11 @@ mod tests {
                     w.transpose(0, 1)?,
                     b.narrow(1, 1, 1)?.squeeze(1)?,
                 );
+                let act = Activation::Relu6;
                 if ours {
-                    conv2d_bias_act(&x, &w, &b, s, p, Activation::Relu6)
+                    conv2d_fused(&x, &w, &b, spec, act)
                 } else {
-                    with_candle(
-                        &x.contiguous()?,
-                        &w.contiguous()?,
-                        &b,
-                        s,
-                        p,
-                        Activation::Relu6,
-                    )
+                    with_candle(&x.contiguous()?, &w.contiguous()?, &b, spec, act)
                 }
             }
         };
@@ -724,11 +1085,11 @@ mod tests {
 
     #[test]
     fn backward_skips_untracked_arguments() -> Result<()> {
-        let case = (2, 3, 4, 8, 8, 3, 2, 1);
-        let (x, w, bias) = inputs(case, 300)?;
+        let (x, w, bias) = inputs(sq(2, 3, 4, (8, 8), 3, 2, 1), 300)?;
+        let spec = ConvSpec::square(2, 1);
         let r = tensor(&[2, 4, 4, 4], 301, 1.0)?;
         let want = conv_grads(
-            |x, w, b| with_candle(x, w, b, 2, 1, Activation::Relu),
+            |x, w, b| with_candle(x, w, b, spec, Activation::Relu),
             &x,
             &w,
             &bias,
@@ -736,11 +1097,82 @@ mod tests {
         )?;
         // Only x is a variable (gradient ascent on the input of a frozen network).
         let xv = Var::from_tensor(&x)?;
-        let y = conv2d_bias_act(xv.as_tensor(), &w, &bias, 2, 1, Activation::Relu)?;
+        let y = conv2d_fused(xv.as_tensor(), &w, &bias, spec, Activation::Relu)?;
         let g = y.mul(&r)?.sum_all()?.backward()?;
         assert!(g.get(&w).is_none() && g.get(&bias).is_none());
         let gx = g.get(xv.as_tensor()).expect("an input gradient");
         assert!(rel_to_max(gx, &want[0])? < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn conv2d_without_bias_is_the_convolution() -> Result<()> {
+        let case = CASES[10];
+        let (x, w, _) = inputs(case, 400)?;
+        let zero = vec![0.0; case.cout];
+        let want = direct_f64(case, &to_f64(&x)?, &to_f64(&w)?, &zero);
+        let got = to_f64(&conv2d(&x, &w, case.spec)?)?;
+        let e = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(e < 1e-5, "{e}");
+        Ok(())
+    }
+
+    /// The residual variant against candle's convolution, add and activation: forward and the
+    /// gradients of `x`, `w` and the residual (the bias a constant); with a tracked bias (the
+    /// unfused path) the bias gradient too.
+    #[test]
+    fn add_act_matches_candle() -> Result<()> {
+        let cases = CASES
+            .iter()
+            .chain(BANDED)
+            .filter(|c| candle_backward_ok(**c));
+        for (i, &case) in cases.enumerate() {
+            let (x, w, bias) = inputs(case, 500 + 10 * i as u64)?;
+            let (oh, ow) = out_hw(case);
+            let res = tensor(&[case.b, case.cout, oh, ow], 501 + i as u64, 2.0)?;
+            let r = tensor(&[case.b, case.cout, oh, ow], 502 + i as u64, 1.0)?;
+            let spec = case.spec;
+            for act in ACTS {
+                let theirs = |t: &[&Tensor]| {
+                    let y = (with_candle(t[0], t[1], &bias, spec, Activation::Identity)? + t[2])?;
+                    act.apply_tensor(&y)
+                };
+                let ours = |t: &[&Tensor]| conv2d_add_act(t[0], t[1], &bias, t[2], spec, act);
+                let args = [&x, &w, &res];
+                let (a, b) = (ours(&args)?, theirs(&args)?);
+                assert!(rel_to_max(&a, &b)? <= 1e-5, "{case:?} {act:?} forward");
+                let ga = grads_all(ours, &args, &r)?;
+                let gb = grads_all(theirs, &args, &r)?;
+                for which in 0..3 {
+                    let e = rel_to_max(&ga[which], &gb[which])?;
+                    assert!(e < 1e-5, "{case:?} {act:?} grad {which}: rel error {e}");
+                }
+                let tracked = conv_grads(
+                    |x, w, b| conv2d_add_act(x, w, b, &res, spec, act),
+                    &x,
+                    &w,
+                    &bias,
+                    &r,
+                )?;
+                let reference = conv_grads(
+                    |x, w, b| {
+                        act.apply_tensor(
+                            &(with_candle(x, w, b, spec, Activation::Identity)? + &res)?,
+                        )
+                    },
+                    &x,
+                    &w,
+                    &bias,
+                    &r,
+                )?;
+                let e = rel_to_max(&tracked[2], &reference[2])?;
+                assert!(e < 1e-5, "{case:?} {act:?} bias grad: rel error {e}");
+            }
+        }
         Ok(())
     }
 }

@@ -158,7 +158,8 @@ pub(crate) unsafe fn gemm_strided(
     }
 }
 
-/// What happens to each output tile after its product: `act(v + bias[row]) + residual`.
+/// What happens to each output tile after its product:
+/// `act(v + bias[row] + pre_residual) + residual`.
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue<'a> {
     /// `[m]`, per output row (channel).
@@ -166,12 +167,17 @@ pub(crate) struct Epilogue<'a> {
     pub act: Activation,
     /// Shaped like the output; added after the activation.
     pub residual: Option<&'a [f32]>,
+    /// Shaped like the output; added before the activation (ResNet's block end).
+    pub pre_residual: Option<&'a [f32]>,
 }
 
 impl Epilogue<'_> {
     /// Whether the epilogue does nothing.
     fn is_noop(&self) -> bool {
-        self.bias.is_none() && self.act == Activation::Identity && self.residual.is_none()
+        self.bias.is_none()
+            && self.act == Activation::Identity
+            && self.residual.is_none()
+            && self.pre_residual.is_none()
     }
 
     /// Applies the epilogue to one row segment: `row[j] = act(row[j] + bias) + res[j]`.
@@ -226,6 +232,11 @@ impl Epilogue<'_> {
             let at = (img * m + r) * n + c0;
             // SAFETY: the row segment lies inside `out` and belongs to this tile.
             let row = unsafe { std::slice::from_raw_parts_mut(out.get().add(at), cols) };
+            if let Some(pre) = self.pre_residual {
+                row.iter_mut()
+                    .zip(&pre[at..at + cols])
+                    .for_each(|(v, p)| *v += p);
+            }
             let bias = self.bias.map_or(0.0, |b| b[r]);
             let res = self.residual.map(|res| &res[at..at + cols]);
             Self::row::<FMA>(self.act, bias, row, res);

@@ -9,8 +9,9 @@
 //!
 //! - [`pointwise_conv2d`]: 1x1 convolution + bias + activation (+ residual), `gemm` tiles on
 //!   rayon with the epilogue applied in cache;
-//! - [`conv2d_bias_act`]: dense convolution + bias + activation (stems), im2col per band of
-//!   output rows into a small buffer, then `gemm`;
+//! - [`conv2d_fused`] ([`conv2d_bias_act`], [`conv2d`]): dense convolution + bias + activation,
+//!   any kernel, stride, padding and dilation (per axis), im2col per band of output rows into a
+//!   small buffer, then `gemm` (VGG, ResNet, stems, Inception's 1x7);
 //! - [`expand_depthwise_conv2d`]: an MBConv block's 1x1 expansion and depthwise convolution
 //!   (each with bias and activation) fused, without materialising the expanded tensor (on
 //!   AVX2 + FMA with a channels-last depthwise kernel for planes up to 64x64, `channels_last`);
@@ -119,7 +120,7 @@ pub use batchnorm::{
     BatchNormParams, batchnorm_eval, batchnorm_train, fold_batchnorm, update_running,
 };
 pub use bias_act::bias_act;
-pub use conv::conv2d_bias_act;
+pub use conv::{ConvSpec, conv2d, conv2d_add_act, conv2d_bias_act, conv2d_fused};
 pub use depthwise::depthwise_conv2d;
 pub use dropout::{DropoutSeeds, seeded_dropout};
 pub use expand_depthwise::expand_depthwise_conv2d;

@@ -58,6 +58,7 @@ impl CustomOp3 for PointwiseConv {
             bias: Some(&bias),
             act: self.act,
             residual: None,
+            pre_residual: None,
         };
         let out = batched_matmul(MatRef::row_major(&w, 0, cin), cout, cin, &x, b, hw, epi);
         let dims = l1.dims();
@@ -148,6 +149,7 @@ impl CustomOp3 for PointwiseConvResidual {
             bias: Some(bias),
             act: self.act,
             residual: Some(&residual),
+            pre_residual: None,
         };
         let out = batched_matmul(MatRef::row_major(&wb, 0, cols), cout, cin, &x, b, hw, epi);
         Ok((CpuStorage::F32(out), Shape::from(out_dims.to_vec())))
@@ -218,6 +220,7 @@ impl CustomOp2 for GradInput {
             bias: None,
             act: Activation::Identity,
             residual: None,
+            pre_residual: None,
         };
         let gx = batched_matmul(MatRef::transposed(&w, 0, cin), cin, cout, &gp, b, hw, epi);
         let dims = l1.dims();

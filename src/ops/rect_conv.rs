@@ -1,12 +1,10 @@
 //! Convolution with a rectangular kernel and its own padding per axis (Inception V3's 1x7 /
-//! 7x1 and 1x3 / 3x1 convolutions), stride 1.
-//!
-//! candle's `conv2d` takes one padding for both axes and derives its backward's output
-//! padding from the height alone, so the input is zero-padded explicitly (a differentiable
-//! concatenation) and convolved without padding at stride 1, where that backward is exact
-//! for any kernel shape (checked here by finite differences).
+//! 7x1 and 1x3 / 3x1 convolutions), stride 1: the dense kernel of `ops::conv` (checked here
+//! against a direct convolution and by finite differences).
 
 use candle_core::{Result, Tensor, bail};
+
+use super::conv::{ConvSpec, conv2d};
 
 /// `conv(x, w)` at stride 1 with zero padding `padding_h` above and below and `padding_w`
 /// left and right.
@@ -25,10 +23,7 @@ pub fn conv2d_rect(x: &Tensor, w: &Tensor, padding_h: usize, padding_w: usize) -
             w.dims()
         );
     }
-    let padded = x
-        .pad_with_zeros(2, padding_h, padding_h)?
-        .pad_with_zeros(3, padding_w, padding_w)?;
-    padded.conv2d(w, 0, 1, 1, 1)
+    conv2d(x, w, ConvSpec::padded(padding_h, padding_w))
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use crate::graph::probe::{BiasProbes, BiasProbing};
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::bias_act::activate;
 use crate::ops::{
-    Activation, DropoutSeeds, SeWeights, adaptive_avg_pool2d, bias_act, max_pool2d, seeded_dropout,
-    squeeze_excite,
+    Activation, DropoutSeeds, SeWeights, adaptive_avg_pool2d, bias_act, conv2d_bias_act,
+    max_pool2d, seeded_dropout, squeeze_excite,
 };
 
 /// Max pooling (`-inf` padding, floor mode, gradient to each window's first maximum):
@@ -90,8 +90,14 @@ impl ConvAct {
 
 impl Stage for ConvAct {
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        Ok(bias_act(&y, &self.bias, self.act)?)
+        Ok(conv2d_bias_act(
+            x,
+            &self.weight,
+            &self.bias,
+            self.stride,
+            self.padding,
+            self.act,
+        )?)
     }
 
     fn bias_probing(&self) -> BiasProbing {

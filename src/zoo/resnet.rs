@@ -165,10 +165,24 @@ struct Block {
 
 impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.run(x, &mut |conv, h| conv.forward(h, train))
+        let Some((last, first)) = self.convs.split_last() else {
+            return Err(Error::Model("a residual block without convolutions".into()));
+        };
+        let mut h = x.clone();
+        for conv in first {
+            h = conv.forward(&h, train)?;
+        }
+        let identity = match &self.downsample {
+            Some(d) => d.forward(x, train)?,
+            None => x.clone(),
+        };
+        // The last convolution, the residual add and the ReLU in one pass.
+        last.forward_add_act(&h, &identity, Activation::Relu, train)
     }
 
-    /// The block with each convolution run by `conv` (plainly, or probed for FullGrad).
+    /// The block unfused, each convolution run by `conv` (probed for FullGrad): the
+    /// convolutions, the residual add, then the fused ops' ReLU (not candle's, so that guided
+    /// backpropagation reaches it).
     fn run(
         &self,
         x: &Tensor,
@@ -182,7 +196,6 @@ impl Block {
             Some(d) => conv(d, x)?,
             None => x.clone(),
         };
-        // Through the fused ops' ReLU (not candle's) so guided backpropagation reaches it.
         Ok(crate::ops::bias_act::activate(
             &(h + identity)?,
             Activation::Relu,

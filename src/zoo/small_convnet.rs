@@ -15,7 +15,7 @@ use crate::graph::probe::{BiasProbes, BiasProbing};
 use crate::graph::{Network, Stage};
 use crate::interchange::onnx::OnnxGraph;
 use crate::ops::bias_act::activate;
-use crate::ops::{Activation, bias_act};
+use crate::ops::{Activation, conv2d_bias_act};
 use crate::{Error, Result};
 
 /// Output channels of the five convolutions.
@@ -37,11 +37,7 @@ pub struct ConvReluPool {
 impl Stage for ConvReluPool {
     /// `[batch, in, h, w]` -> `[batch, out, (h-2)/2, (w-2)/2]` (without pooling: `h-2, w-2`).
     fn forward(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let y = bias_act(
-            &x.conv2d(&self.weight, 0, 1, 1, 1)?,
-            &self.bias,
-            Activation::Relu,
-        )?;
+        let y = conv2d_bias_act(x, &self.weight, &self.bias, 1, 0, Activation::Relu)?;
         Ok(if self.pool { y.max_pool2d(2)? } else { y })
     }
 
