@@ -2,8 +2,8 @@
 //! explain_{lite0,resnet18}.safetensors, made by tests/fixtures/make/fx_explain_methods.py):
 //! HiResCAM, XGradCAM, AblationCAM and the eigen / augmentation smoothings against
 //! pytorch-grad-cam 1.5.7; saliency, SmoothGrad (Captum's noise replaced by the fixture's),
-//! Integrated Gradients (black and blurred baselines, with the completeness error) and
-//! occlusion against Captum 0.9; guided backpropagation (pytorch-grad-cam) and Guided
+//! Integrated Gradients (black and blurred baselines, with the completeness error; against
+//! Captum's float64 result, explain_ig_f64.safetensors) and occlusion against Captum 0.9; guided backpropagation (pytorch-grad-cam) and Guided
 //! Grad-CAM (Captum). Each within 1e-4 relative to the reference's max; the full-resolution
 //! CAMs are stored as float16, so they get float16's rounding (2^-11 relative) on top.
 use std::collections::HashMap;
@@ -187,11 +187,25 @@ fn pixel(case: &Case, method: CamMethod) -> (Tensor, CamOptions) {
 }
 
 fn check_attribution(case: &Case, out: &Cam, key: &str) -> f32 {
-    let reference = f32s(&case.fx[key]);
+    check_attribution_within(case, out, key, &case.fx[key], 1e-4)
+}
+
+/// `out`'s attribution against `reference` within `tolerance` relative to its max.
+fn check_attribution_within(
+    case: &Case,
+    out: &Cam,
+    key: &str,
+    reference: &Tensor,
+    tolerance: f32,
+) -> f32 {
+    let reference = f32s(reference);
     let ours = tensor(out.attribution.as_ref().unwrap(), reference.dims());
     let err = rel_to_max(&ours, &reference);
-    println!("{} {key}: rel-to-max {err:.2e}", case.name);
-    assert!(err <= 1e-4, "{} {key}: off by {err:e}", case.name);
+    println!(
+        "{} {key}: rel-to-max {err:.2e} (tolerance {tolerance:.1e})",
+        case.name
+    );
+    assert!(err <= tolerance, "{} {key}: off by {err:e}", case.name);
     let side = reference.dim(3).unwrap();
     assert_eq!((out.size, out.lowres_size), ((side, side), (side, side)));
     err
@@ -252,7 +266,30 @@ fn integrated_gradients_match_captum_with_their_completeness_error() {
                 );
             }
             let out = cam::compute(&case.model.network, &input, &opts).unwrap();
-            check_attribution(&case, &out, key);
+            // Against the float64 result (fx_ig_f64.py): a float32 path through ReLU kinks takes
+            // a kink's side by rounding, so two float32 results can differ by more than either
+            // differs from the exact one. The bound is twice the largest error of PyTorch's own
+            // float32 result on this network (either baseline; 5.5e-4 for the random
+            // ResNet-18), at least 1e-4.
+            let f64s = fixture("explain_ig_f64");
+            let pytorch_f32_error = ["ig_black", "ig_blurred"]
+                .iter()
+                .map(|k| {
+                    f64s[&format!("{}.{k}.f32_error", case.name)]
+                        .to_vec1::<f32>()
+                        .unwrap()[0]
+                })
+                .fold(0f32, f32::max);
+            let exact = &f64s[&format!("{}.{key}", case.name)];
+            check_attribution_within(&case, &out, key, exact, (2.0 * pytorch_f32_error).max(1e-4));
+            let to_pytorch = rel_to_max(
+                &tensor(out.attribution.as_ref().unwrap(), exact.dims()),
+                &f32s(&case.fx[key]),
+            );
+            println!(
+                "{} {key}: rel-to-max {to_pytorch:.2e} from PyTorch's float32",
+                case.name
+            );
             assert!(out.signed);
             let c = out.completeness.unwrap();
             let theirs = scalar(&case.fx, &format!("{key}.delta"));
