@@ -53,7 +53,23 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
         outln!("identical to the recorded PNG (same SHA-256)");
         Ok(ExitCode::SUCCESS)
     } else {
-        errln!("the new PNG differs from the recorded one (another device, build or input?)");
+        match r.difference {
+            Some(d) => errln!(
+                "the new PNG differs from the recorded one in {} of {} pixels, by at most {}/255",
+                d.pixels,
+                d.of,
+                d.max
+            ),
+            None => errln!("the new PNG differs from the recorded one"),
+        }
+        match &r.made_with_other_cpu_kernels {
+            Some(theirs) => errln!(
+                "the figure was computed with {theirs} CPU kernels, this machine's are {}: \
+                 their rounding differs",
+                crate::ops::cpu_kernels()
+            ),
+            None => errln!("(another device, build or input?)"),
+        }
         Ok(ExitCode::FAILURE)
     }
 }

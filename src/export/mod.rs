@@ -198,6 +198,11 @@ pub struct Sidecar {
     pub model: ModelRef,
     /// The device the numbers were computed on (`cpu`, `cuda:0` ...).
     pub device: String,
+    /// For a figure computed on the CPU, the instruction set of its kernels
+    /// ([`crate::ops::cpu_kernels`], e.g. `x86_64 avx512f`): another one rounds differently,
+    /// so the figure made again there may differ in a few pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_kernels: Option<String>,
     #[serde(flatten)]
     pub figure: FigureRequest,
     /// SHA-256 of the input image file, if any.
@@ -554,6 +559,7 @@ pub fn export(
             weights_sha256: model.weights_hash.clone(),
         },
         device: device_name(&model.device),
+        cpu_kernels: model.device.is_cpu().then(crate::ops::cpu_kernels),
         figure: request.clone(),
         image_sha256: request.image().map(file_sha256).transpose()?,
         image_from_sidecar: request
@@ -652,6 +658,47 @@ pub struct Reproduced {
     pub identical: bool,
     /// The convlens version that made the figure, when it is not this one.
     pub made_by_other_version: Option<String>,
+    /// The recorded CPU kernels' instruction set, when this run's differs from it.
+    pub made_with_other_cpu_kernels: Option<String>,
+    /// How the new figure differs from the recorded file beside the sidecar, when it is not
+    /// identical and that file decodes to the same size.
+    pub difference: Option<PixelDifference>,
+}
+
+/// How two figures of the same size differ, pixel by pixel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PixelDifference {
+    /// Pixels with any channel different.
+    pub pixels: usize,
+    /// All pixels of the figure.
+    pub of: usize,
+    /// The largest difference of one channel (0-255).
+    pub max: u8,
+}
+
+impl PixelDifference {
+    /// `a` against `b`; `None` when their sizes differ.
+    pub fn between(a: &RgbImage, b: &RgbImage) -> Option<Self> {
+        if a.dimensions() != b.dimensions() {
+            return None;
+        }
+        let (mut pixels, mut max) = (0, 0u8);
+        for (p, q) in a.pixels().zip(b.pixels()) {
+            let d =
+                p.0.iter()
+                    .zip(q.0)
+                    .map(|(x, y)| x.abs_diff(y))
+                    .max()
+                    .unwrap_or(0);
+            pixels += usize::from(d > 0);
+            max = max.max(d);
+        }
+        Some(Self {
+            pixels,
+            of: a.pixels().len(),
+            max,
+        })
+    }
 }
 
 /// Renders the figure a sidecar describes again and writes it to `out` (default: beside the
@@ -738,16 +785,51 @@ pub fn reproduce(
     } else {
         sha256_hex(&figure_bytes(&rendered.image, recorded)?) == sc.png_sha256
     };
+    let here = device.is_cpu().then(crate::ops::cpu_kernels);
+    let difference = if identical {
+        None
+    } else {
+        crate::data::decode::load_rgb(&recorded_figure)
+            .ok()
+            .and_then(|before| PixelDifference::between(&rendered.image, &before))
+    };
     Ok(Reproduced {
         png: out,
         identical,
         made_by_other_version: (sc.convlens_version != VERSION).then_some(sc.convlens_version),
+        made_with_other_cpu_kernels: sc.cpu_kernels.filter(|k| here.as_ref() != Some(k)),
+        difference,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pixel_difference_counts_pixels_and_the_largest_channel_step() {
+        let a = RgbImage::from_pixel(4, 3, image::Rgb([10, 20, 30]));
+        let mut b = a.clone();
+        assert_eq!(
+            PixelDifference::between(&a, &b),
+            Some(PixelDifference {
+                pixels: 0,
+                of: 12,
+                max: 0
+            })
+        );
+        b.get_pixel_mut(0, 0).0 = [13, 20, 30];
+        b.get_pixel_mut(3, 2).0 = [10, 0, 35];
+        assert_eq!(
+            PixelDifference::between(&a, &b),
+            Some(PixelDifference {
+                pixels: 2,
+                of: 12,
+                max: 20
+            })
+        );
+        assert_eq!(PixelDifference::between(&a, &RgbImage::new(3, 4)), None);
+    }
 
     #[test]
     fn classes_resolve_by_index_and_name() {

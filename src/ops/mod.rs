@@ -369,6 +369,34 @@ pub(crate) fn channels_and_plane(dims: &[usize], op: &str) -> Result<(usize, usi
     Ok((dims[1], dims[2..].iter().product()))
 }
 
+/// The instruction set the CPU kernels run with on this machine, which decides their rounding:
+/// `x86_64 avx512f` (gemm's AVX-512 products, AVX2 + FMA elsewhere), `x86_64 avx2+fma`,
+/// `x86_64 fma` (gemm only), `x86_64`, `aarch64 neon` or the bare architecture. Results made
+/// with different ones can differ in the last bits, so a figure's sidecar records it.
+pub fn cpu_kernels() -> String {
+    let arch = std::env::consts::ARCH;
+    #[cfg(target_arch = "x86_64")]
+    {
+        let set = if std::arch::is_x86_feature_detected!("avx512f") && has_avx2_fma() {
+            Some("avx512f")
+        } else if has_avx2_fma() {
+            Some("avx2+fma")
+        } else if std::arch::is_x86_feature_detected!("fma") {
+            Some("fma")
+        } else {
+            None
+        };
+        if let Some(set) = set {
+            return format!("{arch} {set}");
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        return format!("{arch} neon");
+    }
+    arch.to_string()
+}
+
 /// Whether the kernels can use the AVX2 + FMA code path (checked once, then cached by std).
 #[cfg(target_arch = "x86_64")]
 #[inline]

@@ -1,6 +1,8 @@
 //! The committed figures of assets/figures, made again by the commands of
 //! `assets/figures/regenerate.sh` and re-rendered by `convlens reproduce` from their sidecars,
-//! byte for byte; and reproduce's refusals when the image or the weights changed.
+//! byte for byte on a machine whose CPU kernels have the instruction set the sidecars record
+//! (the one the figures were made on), within a few levels elsewhere; and reproduce's refusals
+//! when the image or the weights changed.
 // Tests may panic on failure, print, and call the APIs the library bans.
 use crate::common;
 
@@ -8,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::repo;
+use convlens::export::PixelDifference;
 
 /// A finished run of the binary.
 struct Run {
@@ -62,6 +65,86 @@ fn quick(command: &[String]) -> bool {
     !(command[0] == "filters" && command.iter().any(|a| a == "lucid"))
 }
 
+/// Whether this machine's CPU kernels are those the committed figure of `sidecar` (a path
+/// relative to the repository root) was made with: then it must come out byte for byte. Other
+/// instruction sets round differently (AVX-512 products sum in another order than AVX2's).
+fn same_kernels(sidecar: &Path) -> bool {
+    let text = std::fs::read_to_string(repo(s(sidecar))).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let recorded = json["cpu_kernels"]
+        .as_str()
+        .expect("the sidecar records cpu_kernels");
+    let here = convlens::ops::cpu_kernels();
+    if recorded != here {
+        println!(
+            "{}: made with {recorded} CPU kernels, this machine's are {here}: compared within \
+             the tolerance of other kernels",
+            sidecar.display()
+        );
+    }
+    recorded == here
+}
+
+/// Figures made with other CPU kernels than the committed ones: at most this share of the
+/// pixels may differ ...
+const OTHER_KERNELS_PIXELS: f64 = 0.01;
+/// ... by at most this many levels of 255 in a channel. Measured between the AVX2 and AVX-512
+/// builds: Grad-CAM's figure differed in 2 pixels by 4 levels (a colormap step at a rounding
+/// boundary).
+const OTHER_KERNELS_LEVELS: u8 = 8;
+
+/// Asserts that `made` is within the tolerance of other kernels of the committed `figure`.
+fn close_figure(made: &Path, figure: &Path) {
+    let load = |p: &Path| convlens::data::decode::load_rgb(p).unwrap();
+    let d = PixelDifference::between(&load(made), &load(&repo(s(figure)))).expect("same size");
+    println!(
+        "{}: {} of {} pixels differ, by at most {}",
+        figure.display(),
+        d.pixels,
+        d.of,
+        d.max
+    );
+    assert!(
+        (d.pixels as f64) <= OTHER_KERNELS_PIXELS * d.of as f64 && d.max <= OTHER_KERNELS_LEVELS,
+        "{} ({}) differs from the committed one in {} of {} pixels, by at most {}; {HOW}",
+        figure.display(),
+        made.display(),
+        d.pixels,
+        d.of,
+        d.max
+    );
+}
+
+/// A sidecar as JSON without what depends on the CPU kernels (the figure's hash, the kernels).
+fn without_kernels(bytes: &[u8]) -> serde_json::Value {
+    let mut json: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    let map = json.as_object_mut().unwrap();
+    map.remove("png_sha256");
+    map.remove("cpu_kernels");
+    json
+}
+
+/// Whether two JSON values are equal but for numbers, which may differ by 1e-4 relative (the
+/// results a sidecar records, e.g. a probability, computed with other CPU kernels).
+fn json_close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-4 * x.abs().max(y.abs())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_close(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_close(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 const HOW: &str = "if the rendering changed on purpose, make the figures again with \
                    `sh assets/figures/regenerate.sh`, look at them and commit them";
 
@@ -83,6 +166,17 @@ fn make_again(command: &[String]) {
     let run = convlens(dir.path(), &args);
     assert_eq!(run.code, 0, "convlens {args:?}: {}", run.stderr);
     let sidecar = figure.with_extension("json");
+    if !same_kernels(&sidecar) {
+        close_figure(&dir.path().join(&figure), &figure);
+        let made = std::fs::read(dir.path().join(&sidecar)).unwrap();
+        let committed = std::fs::read(repo(s(&sidecar))).unwrap();
+        let (made, committed) = (without_kernels(&made), without_kernels(&committed));
+        assert!(
+            json_close(&made, &committed),
+            "{made} vs {committed}; {HOW}"
+        );
+        return;
+    }
     for file in [&figure, &sidecar] {
         let made = std::fs::read(dir.path().join(file)).unwrap();
         let committed = std::fs::read(repo(s(file))).unwrap();
@@ -106,6 +200,15 @@ fn reproduce(command: &[String]) {
     let out = dir.path().join(figure.file_name().unwrap());
     let sidecar = figure.with_extension("json");
     let run = convlens(&repo(""), &["reproduce", s(&sidecar), "--out", s(&out)]);
+    if !same_kernels(&sidecar) {
+        assert!(
+            run.code == 0 || run.stderr.contains("CPU kernels"),
+            "{}",
+            run.stderr
+        );
+        close_figure(&out, &figure);
+        return;
+    }
     assert_eq!(
         run.code,
         0,
@@ -287,4 +390,44 @@ fn the_numbers_do_not_depend_on_the_thread_count() {
             "the CAM figure on {threads} threads differs from 1"
         );
     }
+}
+
+#[test]
+fn reproduce_says_how_many_pixels_differ_and_names_other_cpu_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    let figures = dir.path().join("figures");
+    std::fs::create_dir_all(&figures).unwrap();
+    let image = dir.path().join("images/chelsea.png");
+    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+    std::fs::copy(repo("assets/images/chelsea.png"), &image).unwrap();
+    // The committed Grad-CAM figure with one pixel changed, recorded as made elsewhere.
+    let mut png =
+        convlens::data::decode::load_rgb(&repo("assets/figures/cam_chelsea_gradcam.png")).unwrap();
+    png.get_pixel_mut(10, 20).0[1] ^= 0x40;
+    png.save(figures.join("cam_chelsea_gradcam.png")).unwrap();
+    let text = std::fs::read_to_string(repo("assets/figures/cam_chelsea_gradcam.json")).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["cpu_kernels"] = "x86_64 imaginary-512".into();
+    json["png_sha256"] = "0".repeat(64).into();
+    let sidecar = figures.join("cam_chelsea_gradcam.json");
+    std::fs::write(&sidecar, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+
+    let out = dir.path().join("again.png");
+    let run = convlens(dir.path(), &["reproduce", s(&sidecar), "--out", s(&out)]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let (w, h) = png.dimensions();
+    let expected = if same_kernels(Path::new("assets/figures/cam_chelsea_gradcam.json")) {
+        format!("in 1 of {} pixels, by at most 64/255", w * h)
+    } else {
+        format!("of {} pixels", w * h)
+    };
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "computed with x86_64 imaginary-512 CPU kernels, this machine's are {}",
+            convlens::ops::cpu_kernels()
+        )),
+        "{}",
+        run.stderr
+    );
 }
