@@ -41,6 +41,8 @@ pub fn save_safetensors(
     tensors: &std::collections::HashMap<String, candle_core::Tensor>,
     path: &Path,
 ) -> Result<()> {
+    let dir = parent_of(path);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     // The mode the umask gives a new file here, read off an empty file created first.
     File::create(path).map_err(|e| Error::io(path, e))?;
     let mode = std::fs::metadata(path)
@@ -140,8 +142,10 @@ fn probe(dir: &Path) -> Result<()> {
     }
 }
 
-/// Checks, before any work, that a file can be written at `out`: not a folder, its folder
-/// writable (created if missing).
+/// Checks, before any work, that a file can be written at `out`: not a folder, and its folder
+/// writable, or (when missing) the nearest folder above it that exists. Missing folders are not
+/// created here but by the write ([`write_atomic`], [`save_safetensors`]), so a run refused or
+/// interrupted before it writes leaves no empty folder behind.
 pub fn ensure_writable_file(out: &Path) -> Result<()> {
     if out.is_dir() {
         return Err(Error::Model(format!(
@@ -149,7 +153,25 @@ pub fn ensure_writable_file(out: &Path) -> Result<()> {
             out.display()
         )));
     }
-    ensure_writable_dir(parent_of(out))
+    let dir = parent_of(out);
+    let existing = dir
+        .ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("."));
+    if !existing.is_dir() {
+        return Err(Error::Model(format!(
+            "{}: is a file, but a folder is needed here",
+            existing.display()
+        )));
+    }
+    probe(existing)
 }
 
 /// Whether `dir` holds anything (a missing folder holds nothing).
@@ -400,8 +422,19 @@ mod tests {
         assert!(err.contains("is a file"), "{err}");
         assert!(ensure_writable_file(&file.join("x.png")).is_err());
         assert!(ensure_writable_file(dir.path()).is_err());
-        ensure_writable_file(&dir.path().join("new").join("x.png")).unwrap();
-        assert!(dir.path().join("new").is_dir());
+        // A missing folder is not made by the check (a refused run leaves none behind) but by
+        // the write.
+        let out = dir.path().join("new").join("deeper").join("x.png");
+        ensure_writable_file(&out).unwrap();
+        assert!(!dir.path().join("new").exists());
+        assert!(ensure_writable_file(&file.join("more").join("x.png")).is_err());
+        write_atomic(&out, b"png").unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"png");
+        let weights = dir.path().join("other").join("w.safetensors");
+        ensure_writable_file(&weights).unwrap();
+        let t = candle_core::Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu);
+        save_safetensors(&[("t".to_string(), t.unwrap())].into(), &weights).unwrap();
+        assert!(weights.is_file());
     }
 
     #[test]

@@ -163,9 +163,12 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
-    /// Writes `bytes` beside `target`.
+    /// Writes `bytes` beside `target` (creating its folder if missing).
     pub(crate) fn write(target: &Path, bytes: &[u8]) -> Result<Pending> {
         let pending = Pending::beside(target);
+        if let Some(dir) = pending.tmp.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         std::fs::write(&pending.tmp, bytes).map_err(|e| Error::io(&pending.tmp, e))?;
         Ok(pending)
     }

@@ -2,7 +2,7 @@
 //! against hostile folders, outputs, numbers, pipes and Ctrl-C. Each refusal exits non-zero
 //! and names the value or file; a crafted image is skipped by name (exit 1), never a panic or
 //! a hang; no output replaces a file or lands among the images; an interrupted run writes
-//! nothing and keeps the features it extracted.
+//! nothing (not even the --out's missing folders) and keeps the features it extracted.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -370,7 +370,12 @@ fn ctrl_c_writes_nothing_and_keeps_the_features() {
     let data = repo("assets/datasets/fashion-mini");
     let cache = w.path("cache");
     let mut child = Command::new(env!("CARGO_BIN_EXE_convlens"))
-        .args(["embed", data.to_str().unwrap(), "--out", "map.png"])
+        .args([
+            "embed",
+            data.to_str().unwrap(),
+            "--out",
+            "figures/new/map.png",
+        ])
         .current_dir(w.dir.path())
         .env("CONVLENS_CACHE", &cache)
         .env("CONVLENS_PROGRESS_SECS", "0")
@@ -402,6 +407,7 @@ fn ctrl_c_writes_nothing_and_keeps_the_features() {
         log.contains("interrupted: nothing was written") && log.contains("cached"),
         "{log}"
     );
+    // Not even the --out's missing folders.
     assert_eq!(names(w.dir.path()), ["cache"], "{log}");
     let kept = walk(&cache);
     assert!(!kept.is_empty(), "no features kept: {log}");
