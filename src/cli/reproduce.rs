@@ -54,6 +54,9 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     } else {
         match r.difference {
+            Some(d) if d.pixels == 0 => errln!(
+                "the new PNG has the recorded one's pixels but other bytes (another PNG encoder?)"
+            ),
             Some(d) => errln!(
                 "the new PNG differs from the recorded one in {} of {} pixels, by at most {}/255",
                 d.pixels,

@@ -430,4 +430,21 @@ fn reproduce_says_how_many_pixels_differ_and_names_other_cpu_kernels() {
         "{}",
         run.stderr
     );
+
+    // The recorded pixels under another hash: only the encoding differs.
+    if same_kernels(Path::new("assets/figures/cam_chelsea_gradcam.json")) {
+        std::fs::copy(
+            repo("assets/figures/cam_chelsea_gradcam.png"),
+            figures.join("cam_chelsea_gradcam.png"),
+        )
+        .unwrap();
+        let run = convlens(dir.path(), &["reproduce", s(&sidecar), "--out", s(&out)]);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("the recorded one's pixels but other bytes"),
+            "{}",
+            run.stderr
+        );
+    }
 }
