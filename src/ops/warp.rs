@@ -106,7 +106,7 @@ struct Warp {
 impl Warp {
     /// The (up to) four `(input index, weight)` taps of output `(ox, oy)` under `map` on an
     /// `h x w` input; taps outside read zero (dropped) or are clamped to the edge.
-    #[inline]
+    #[inline(always)]
     fn taps(&self, map: &Affine, ox: usize, oy: usize, h: usize, w: usize) -> [(usize, f32); 4] {
         let (sx, sy) = map.apply(ox as f64, oy as f64);
         let (x0, y0) = (floor(sx), floor(sy));
@@ -117,6 +117,29 @@ impl Warp {
             (1.0 - fx) * fy,
             fx * fy,
         ];
+        // All four inside (nearly every pixel of a jitter/scale/rotation): no per-tap tests.
+        if x0 >= 0.0 && y0 >= 0.0 && x0 + 1.0 < w as f64 && y0 + 1.0 < h as f64 {
+            let i = y0 as usize * w + x0 as usize;
+            return [
+                (i, weights[0]),
+                (i + 1, weights[1]),
+                (i + w, weights[2]),
+                (i + w + 1, weights[3]),
+            ];
+        }
+        self.edge_taps(x0, y0, weights, h, w)
+    }
+
+    /// [`Warp::taps`] where a tap may fall outside: each one tested.
+    #[inline(never)]
+    fn edge_taps(
+        &self,
+        x0: f64,
+        y0: f64,
+        weights: [f32; 4],
+        h: usize,
+        w: usize,
+    ) -> [(usize, f32); 4] {
         let mut out = [(0usize, 0f32); 4];
         for (t, (dx, dy)) in [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
             .into_iter()
