@@ -222,15 +222,18 @@ impl Network {
             return Ok(Vec::new());
         };
         let mut outputs: Vec<Option<Tensor>> = vec![None; taps.len()];
-        let mut h = x.clone();
-        for (i, named) in self.stages[..=last].iter().enumerate() {
-            h = named.stage.forward(&h, false)?;
-            for (slot, &w) in outputs.iter_mut().zip(&wanted) {
-                if w == i {
-                    *slot = Some(h.clone());
+        in_pool(|| {
+            let mut h = x.clone();
+            for (i, named) in self.stages[..=last].iter().enumerate() {
+                h = named.stage.forward(&h, false)?;
+                for (slot, &w) in outputs.iter_mut().zip(&wanted) {
+                    if w == i {
+                        *slot = Some(h.clone());
+                    }
                 }
             }
-        }
+            Ok::<_, Error>(())
+        })?;
         outputs
             .into_iter()
             .zip(taps)
@@ -265,11 +268,13 @@ impl Network {
     }
 
     fn run(&self, x: &Tensor, start: usize, end: usize, train: bool) -> Result<Tensor> {
-        let mut h = x.clone();
-        for named in &self.stages[start..end] {
-            h = named.stage.forward(&h, train)?;
-        }
-        Ok(h)
+        in_pool(|| {
+            let mut h = x.clone();
+            for named in &self.stages[start..end] {
+                h = named.stage.forward(&h, train)?;
+            }
+            Ok(h)
+        })
     }
 
     /// Describes the whole network as ONNX nodes in `g`, reading `x` (`[batch, channels,
@@ -312,6 +317,14 @@ impl Network {
             })
             .collect()
     }
+}
+
+/// Runs `f` on a thread of rayon's pool (inline when already on one). The kernels' parallel
+/// loops are then forked by a worker that takes part in them: called from a thread outside
+/// the pool, every loop (~55 per Lite0 forward) is handed to the pool while the caller sleeps
+/// until it ends, two thread wake-ups per op. The tasks, and so the results, are the same.
+fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
 use super::Unfilled;
 #[cfg(target_arch = "x86_64")]
 use super::channels_last;
@@ -22,7 +21,7 @@ use super::depthwise::{self, PlaneConv};
 #[cfg(target_arch = "x86_64")]
 use super::matmul::gemm_strided;
 use super::matmul::{MatRef, SyncPtr, WANTED_TASKS, bias_act_rows, gemm_into};
-use super::{Activation, act_grad, channel_sum, f32_data, pointwise, zeroed};
+use super::{Activation, act_grad, channel_sum, f32_data, pointwise};
 
 /// Floats of expanded activation per task buffer (256 KiB).
 const GROUP_FLOATS: usize = 65_536;
@@ -159,9 +158,12 @@ impl ExpandDepthwise {
                 bias_act_rows(hid, hw, &a.be[j0..j0 + rows], ea);
                 for (j, src) in (j0..).zip(hid.chunks_exact(hw)) {
                     // SAFETY: plane j of image img lies inside `dst`, and only this task (the
-                    // owner of channels j0..j0 + rows of image img) writes it.
+                    // owner of channels j0..j0 + rows of image img) writes it; it is zeroed
+                    // before the slice is made.
                     let o = unsafe {
-                        std::slice::from_raw_parts_mut(dst.get().add((img * a.chid + j) * ohw), ohw)
+                        let at = dst.get().add((img * a.chid + j) * ohw);
+                        at.write_bytes(0, ohw);
+                        std::slice::from_raw_parts_mut(at, ohw)
                     };
                     let wd = &a.wd.0[j * a.wd.1..][..kk];
                     plane.forward(src, wd, a.bd[j], da, o, scratch);
@@ -287,10 +289,11 @@ impl CustomOp3 for ExpandDepthwise {
             };
             return Ok((CpuStorage::F32(out), shape));
         }
-        // The plane-major kernel writes through slices: those must not point at uninitialised
-        // memory, so its output starts zeroed.
-        let mut out = zeroed(shape.elem_count());
-        self.forward_planes(&args, &plane, ohw, SyncPtr(out.as_mut_ptr()));
+        // The plane-major kernel writes through slices: each task zeroes its planes first.
+        let mut out = Unfilled::new(shape.elem_count());
+        self.forward_planes(&args, &plane, ohw, SyncPtr(out.ptr()));
+        // SAFETY: the tasks zeroed (then wrote) every plane of every image.
+        let out = unsafe { out.assume_filled() };
         Ok((CpuStorage::F32(out), shape))
     }
 

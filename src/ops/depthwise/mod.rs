@@ -24,7 +24,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
-use super::{Activation, act_grad, channel_sum, f32_data, min_planes_per_task, zeroed};
+use super::matmul::SyncPtr;
+use super::{Activation, Unfilled, act_grad, channel_sum, f32_data, min_planes_per_task, zeroed};
 
 /// Elements of output (at pitch `PL`) per tile: 8 KiB, so a finished tile is still in L1 when it
 /// is copied out.
@@ -575,20 +576,32 @@ impl CustomOp3 for DepthwiseConv {
         let x = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let bias = f32_data(s3, l3, self.name())?;
-        let (kk, act) = (g.k * g.k, self.act);
-        let mut out = zeroed(b * c * g.out_plane());
-        out.par_chunks_mut(g.out_plane())
-            .with_min_len(min_planes_per_task(g.out_plane()))
-            .enumerate()
+        let (kk, act, op) = (g.k * g.k, self.act, g.out_plane());
+        // Each plane is zeroed by its task just before it is written (in cache, on every
+        // thread) rather than the whole output up front on the calling thread.
+        let mut out = Unfilled::new(b * c * op);
+        let dst = SyncPtr(out.ptr());
+        (0..b * c)
+            .into_par_iter()
+            .with_min_len(min_planes_per_task(op))
             .for_each_init(
                 || Scratch::new(g.fwd_scratch_len()),
-                |scratch, (i, o)| {
+                |scratch, i| {
+                    // SAFETY: plane i lies inside `out` (`b * c` planes of `op` values) and
+                    // only this task touches it; it is initialised before the slice is made.
+                    let o = unsafe {
+                        let at = dst.get().add(i * op);
+                        at.write_bytes(0, op);
+                        std::slice::from_raw_parts_mut(at, op)
+                    };
                     let ch = i % c;
                     let x = &x[i * g.in_plane()..][..g.in_plane()];
                     let w = &w[ch * kk..][..kk];
                     dispatch_fma!(fwd_plane(&g, x, w, bias[ch], act, o, scratch));
                 },
             );
+        // SAFETY: the tasks zeroed (then wrote) every plane.
+        let out = unsafe { out.assume_filled() };
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.oh, g.ow))))
     }
 
