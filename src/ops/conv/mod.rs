@@ -188,6 +188,47 @@ impl Geom {
     }
 }
 
+impl Geom {
+    /// At stride 1, the gradient of the input is itself a convolution: of the output's
+    /// gradient (`Cout` channels) with the kernel flipped and its channels swapped
+    /// ([`flipped`]), padded by `d*(k-1) - p`, which gives back the input's size. Its geometry,
+    /// when the padding is not negative on either axis (`p <= d*(k-1)`).
+    fn transposed(&self) -> Option<Geom> {
+        let axis = |a: &Axis| {
+            let span = a.d * (a.k - 1);
+            (a.s == 1 && a.p <= span).then(|| Axis {
+                n: a.o,
+                p: span - a.p,
+                o: a.n,
+                ..*a
+            })
+        };
+        Some(Geom {
+            cin: self.cout,
+            cout: self.cin,
+            y: axis(&self.y)?,
+            x: axis(&self.x)?,
+        })
+    }
+}
+
+/// `w` `[Cout,Cin,kh,kw]` -> `[Cin,Cout,kh,kw]` flipped in both spatial axes: the kernel of
+/// [`Geom::transposed`].
+fn flipped(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let (kh, kw) = (g.y.k, g.x.k);
+    let taps = kh * kw;
+    let mut out = vec![0f32; g.cin * g.cout * taps];
+    for (o, wo) in w.chunks_exact(g.cin * taps).enumerate() {
+        for (c, wc) in wo.chunks_exact(taps).enumerate() {
+            let dst = &mut out[(c * g.cout + o) * taps..][..taps];
+            for (d, v) in dst.iter_mut().zip(wc.iter().rev()) {
+                *d = *v;
+            }
+        }
+    }
+    out
+}
+
 /// Unfolds output rows `oy0..oy0 + rows` of one image `x` (`Cin*H*W`) into `cols`
 /// (`[Cin*kh*kw, rows*OW]`, row-major): `cols[(c*kh + ky)*kw + kx][r*OW + ox] =
 /// x[c][(oy0+r)*sy + ky*dy - py][ox*sx + kx*dx - px]`, zero in the padding.
@@ -504,6 +545,10 @@ impl CustomOp2 for GradInput {
         }
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
+        if let Some(gt) = g.transposed() {
+            let gx = forward(b, &gt, &gp, &flipped(&g, &w), Epilogue::NONE);
+            return Ok((CpuStorage::F32(gx), Shape::from((b, g.cin, g.y.n, g.x.n))));
+        }
         let mut gx = zeroed(b * g.cin * g.in_plane());
         let (kdim, n, ow) = (g.kdim(), g.out_plane(), g.x.o);
         let (ya, xa) = (g.y, g.x);
