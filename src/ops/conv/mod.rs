@@ -12,9 +12,11 @@
 //! convolution at stride 1 without padding is a plain product (`pointwise_conv2d`, no im2col).
 //!
 //! The backward: `gp = grad * act'(out)`; `gw = Σ gp_band · cols_bandᵀ` over the same bands
-//! (recomputing each im2col buffer, reduced in a fixed order); `gx` per `(image, band of input
-//! rows)`: `wᵀ · gp` over the output rows that touch the band, folded back (col2im) into the
-//! band's own rows only, so tasks never write the same element.
+//! (recomputing each im2col buffer, reduced in a fixed order); `gx` at stride 1 is the forward
+//! convolution of `gp` with the kernel flipped and its channels swapped (padded by
+//! `d*(k-1) - p`; [`Geom::transposed`]); otherwise per `(image, band of input rows)`: `wᵀ · gp`
+//! over the output rows that touch the band, folded back (col2im) into the band's own rows
+//! only, so tasks never write the same element.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
