@@ -19,6 +19,8 @@
 //! | `scorecam` | Score-CAM of chelsea.png at `head` (one forward per distinct masked input: 535 of the 1,280 channels; batches of 16) | ms |
 //! | `lucid_step_grid16` | the `lucid` grid of filters 0..16 of blocks.4 at 128 px (the app's defaults), time per step: a run of 16 steps divided by 16 (the 256-step grid takes 256 times this) | ms |
 //! | `vgg16_b32`, `resnet50_b32`, `resnet18_b32` | forward of the dense network (seeded random weights), batch 32, 224 px | img/s |
+//! | `resnet50_finetune_layer4_b16` | one fine-tuning step of ResNet-50 (seeded random weights), batch 16 at 224 px: `layer4` + a dense head unfrozen (forward, backward, AdamW), as `finetune_top_b16` | ms |
+//! | `vgg16_ascent_128` | one gradient-ascent step of VGG-16 (seeded random weights), 8 images of 128 px, filters 0..8 of `features.28` (the last convolution), as `ascent_128_b10` | ms |
 //!
 //! Each result carries the median, all runs and the peak resident memory of the workload
 //! (`VmHWM`, reset before each workload through `/proc/self/clear_refs`). The folder of
@@ -175,28 +177,84 @@ fn make_folder(dir: &Path, n: usize) -> Vec<Sample> {
         .collect()
 }
 
-/// The trainable split of a fine-tuning step: the network up to `pooled`, the stages from
-/// `first_trainable` turned into `Var`s, a fresh dense head.
-fn finetune_setup(
-    model: &convlens::zoo::Model,
-    first_trainable: &str,
-    classes: usize,
-) -> (Network, Head, Vec<Var>) {
-    let mut net = model.spec.load(&model.device).expect("load").network;
-    net.truncate_after("pooled").expect("pooled");
-    let mut vars: Vec<Var> = net
-        .tensors_mut_from(first_trainable)
-        .expect("stage")
-        .into_iter()
-        .map(|(_, t)| {
-            let var = Var::from_tensor(t).expect("var");
-            *t = var.as_tensor().clone();
-            var
-        })
-        .collect();
-    let mut head = Head::init(HeadKind::Dense, 1280, classes, 0, &model.device).expect("head");
-    vars.extend(head.make_trainable().expect("head vars"));
-    (net, head, vars)
+/// One fine-tuning step as the app's trainer runs it: the frozen part without a graph, the
+/// stages from `first_trainable` on and a fresh dense head trained with AdamW (lr 1e-5, weight
+/// decay 0.01), batch `x` with labels `i % 10`.
+struct Finetune {
+    /// The network up to `pooled`, its stages from `first_trainable` holding `Var`s.
+    net: Network,
+    head: Head,
+    /// The stage before `first_trainable` (`None`: everything trains).
+    last_frozen: Option<String>,
+    opt: Optimizer,
+    x: Tensor,
+    labels: Tensor,
+}
+
+impl Finetune {
+    /// `net` cut after `pooled` (`features` wide there), trainable from `first_trainable`,
+    /// `batch` images of 224 px, 10 classes.
+    fn new(mut net: Network, features: usize, first_trainable: &str, batch: usize) -> Self {
+        let device = Device::Cpu;
+        net.truncate_after("pooled").expect("pooled");
+        let last_frozen = {
+            let ids: Vec<&str> = net.layer_ids().collect();
+            let i = ids
+                .iter()
+                .position(|&id| id == first_trainable)
+                .expect("stage");
+            (i > 0).then(|| ids[i - 1].to_string())
+        };
+        let mut vars: Vec<Var> = net
+            .tensors_mut_from(first_trainable)
+            .expect("stage")
+            .into_iter()
+            .map(|(_, t)| {
+                let var = Var::from_tensor(t).expect("var");
+                *t = var.as_tensor().clone();
+                var
+            })
+            .collect();
+        let mut head = Head::init(HeadKind::Dense, features, 10, 0, &device).expect("head");
+        vars.extend(head.make_trainable().expect("head vars"));
+        let opt = Optimizer::new(OptimizerKind::AdamW { weight_decay: 0.01 }, vars, 1e-5)
+            .expect("optimizer");
+        let labels = (0..batch as u32).map(|i| i % 10).collect();
+        Finetune {
+            net,
+            head,
+            last_frozen,
+            opt,
+            x: common::input(batch, 224),
+            labels: Tensor::from_vec(labels, batch, &device).expect("labels"),
+        }
+    }
+
+    /// Forward, backward and the optimiser's update.
+    fn step(&mut self) {
+        let (net, x) = (&self.net, &self.x);
+        let features = match &self.last_frozen {
+            Some(lf) => {
+                let frozen = net.forward_range(None, lf, x, false).unwrap().detach();
+                net.forward_range(Some(lf), "pooled", &frozen, true)
+                    .unwrap()
+            }
+            None => net.forward_range(None, "pooled", x, true).unwrap(),
+        };
+        let logits = self.head.logits(&features, true).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits, &self.labels).unwrap();
+        self.opt.backward_step(&loss).unwrap();
+        std::hint::black_box(loss.to_scalar::<f32>().unwrap());
+    }
+}
+
+/// One step of the filters' gradient ascent (`viz::filters`, the `chollet` preset): image `i`
+/// of `images` towards filter `filters[i]` of `layer`, border 2, step 10.
+fn ascent_step(net: &Network, layer: &str, filters: &[usize], images: &Tensor) {
+    let (values, g) =
+        convlens::viz::filters::loss_and_gradient(net, layer, filters, images, 2).expect("ascent");
+    let next = (images + g.affine(10.0, 0.0).unwrap()).unwrap();
+    std::hint::black_box((values, next.to_dtype(DType::F32).unwrap()));
 }
 
 fn main() {
@@ -276,31 +334,15 @@ fn main() {
         if !want(name) {
             continue;
         }
-        let (ft, head, vars) = finetune_setup(&model, first, 10);
-        let last_frozen = {
-            let ids: Vec<&str> = ft.layer_ids().collect();
-            let i = ids.iter().position(|&id| id == first).expect("stage");
-            (i > 0).then(|| ids[i - 1].to_string())
-        };
-        let mut opt = Optimizer::new(OptimizerKind::AdamW { weight_decay: 0.01 }, vars, 1e-5)
-            .expect("optimizer");
-        let x = common::input(16, 224);
-        let labels = Tensor::from_vec((0..16u32).map(|i| i % 10).collect(), 16, &device).unwrap();
+        let mut ft = Finetune::new(
+            model.spec.load(&device).expect("load").network,
+            1280,
+            first,
+            16,
+        );
         reset_peak_rss();
         let load = load_avg();
-        let t = time(1, q(7, 3), || {
-            let features = match &last_frozen {
-                Some(lf) => {
-                    let frozen = ft.forward_range(None, lf, &x, false).unwrap().detach();
-                    ft.forward_range(Some(lf), "pooled", &frozen, true).unwrap()
-                }
-                None => ft.forward_range(None, "pooled", &x, true).unwrap(),
-            };
-            let logits = head.logits(&features, true).unwrap();
-            let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
-            opt.backward_step(&loss).unwrap();
-            std::hint::black_box(loss.to_scalar::<f32>().unwrap());
-        });
+        let t = time(1, q(7, 3), || ft.step());
         record(name, result(&t, "ms", 1, peak_rss_mb(), load));
     }
     if want("head_epoch") {
@@ -350,11 +392,7 @@ fn main() {
         reset_peak_rss();
         let load = load_avg();
         let t = time(2, q(15, 5), || {
-            let (values, g) =
-                convlens::viz::filters::loss_and_gradient(net, "blocks.10", &filters, &images, 2)
-                    .expect("ascent");
-            let next = (&images + g.affine(10.0, 0.0).unwrap()).unwrap();
-            std::hint::black_box((values, next.to_dtype(DType::F32).unwrap()));
+            ascent_step(net, "blocks.10", &filters, &images)
         });
         record("ascent_128_b10", result(&t, "ms", 1, peak_rss_mb(), load));
     }
@@ -404,6 +442,29 @@ fn main() {
             std::hint::black_box(dense.forward(&x).expect("forward"));
         });
         record(name, result(&t, "img/s", 32, peak_rss_mb(), load));
+    }
+    // The backward of the dense path (issue #15): a ResNet-50 fine-tuning step and a VGG-16
+    // filters ascent step, seeded random weights.
+    if want("resnet50_finetune_layer4_b16") {
+        let mut ft = Finetune::new(common::random_network("resnet50"), 2048, "layer4", 16);
+        reset_peak_rss();
+        let load = load_avg();
+        let t = time(1, q(5, 2), || ft.step());
+        record(
+            "resnet50_finetune_layer4_b16",
+            result(&t, "ms", 1, peak_rss_mb(), load),
+        );
+    }
+    if want("vgg16_ascent_128") {
+        let vgg = common::random_network("vgg16");
+        let images = common::input(8, 128).affine(0.2, 0.0).unwrap();
+        let filters: Vec<usize> = (0..8).collect();
+        reset_peak_rss();
+        let load = load_avg();
+        let t = time(1, q(5, 2), || {
+            ascent_step(&vgg, "features.28", &filters, &images)
+        });
+        record("vgg16_ascent_128", result(&t, "ms", 1, peak_rss_mb(), load));
     }
     let out = json!({
         "impl": "convlens",

@@ -42,6 +42,8 @@ WORKLOADS = {
     "vgg16_b32": ("img/s", ["torch", "ort"]),
     "resnet50_b32": ("img/s", ["torch", "ort"]),
     "resnet18_b32": ("img/s", ["torch", "ort"]),
+    "resnet50_finetune_layer4_b16": ("ms", ["torch"]),
+    "vgg16_ascent_128": ("ms", ["torch"]),
 }
 
 

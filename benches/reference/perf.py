@@ -226,6 +226,51 @@ def load_train(path):
 # ---------------------------------------------------------------------------- workloads
 
 
+def finetune_step(net, frozen, trainable, features, batch=16):
+    """One fine-tuning step as convlens' trainer runs it: `frozen` (modules applied in order)
+    without autograd, then `trainable` (their parameters trained), the global average pool and
+    a fresh dense head on 10 classes; cross entropy, AdamW lr 1e-5, weight decay 0.01. BatchNorm
+    in eval mode (running statistics), as convlens folds it."""
+    head = DenseHead(features, 10).train()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    params = list(head.parameters())
+    for m in trainable:
+        for p in m.parameters():
+            p.requires_grad_(True)
+            params.append(p)
+    opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01)
+    x = synthetic(batch, 224)
+    labels = torch.arange(batch) % 10
+
+    def step():
+        with torch.no_grad():
+            h = x
+            for m in frozen:
+                h = m(h)
+        for m in trainable:
+            h = m(h)
+        loss = F.cross_entropy(head(h.mean((2, 3))), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def ascent_step(features, imgs, border=2, step_size=10.0):
+    """One step of convlens' filters ascent (`viz::filters`, chollet preset): image i towards
+    channel i of `features(x)` without a `border`, the gradient L2-normalised per image."""
+    n = imgs.shape[0]
+    x = imgs.clone().requires_grad_(True)
+    act = features(x)[:, :, border:-border, border:-border]
+    per_image = act[torch.arange(n), torch.arange(n)].mean((1, 2))
+    (g,) = torch.autograd.grad(per_image.sum(), x)
+    g = g / (g.pow(2).sum((1, 2, 3), keepdim=True).sqrt() + 1e-8)
+    return per_image.detach(), (x.detach() + step_size * g)
+
+
 # The dense networks of issue #15: torchvision's, random weights (seeded), eval mode; ONNX
 # Runtime runs the same model exported with a dynamic batch axis (cached in the temp dir).
 DENSE = {"vgg16_b32": "vgg16", "resnet50_b32": "resnet50", "resnet18_b32": "resnet18"}
@@ -270,6 +315,28 @@ def dense_forwards(want, q, threads):
         except ImportError as e:
             print(f"onnxruntime unavailable: {e}", file=sys.stderr)
         del model
+
+
+def dense_backwards(want, q):
+    """The backward of the dense networks (issue #15), torchvision's models with seeded random
+    weights: a ResNet-50 fine-tuning step (batch 16, `layer4` + a dense head) and a VGG-16 filters
+    ascent step (8 images of 128 px, filters 0..8 of `features.28`, the last convolution + ReLU)."""
+    import torchvision
+
+    if want("resnet50_finetune_layer4_b16"):
+        torch.manual_seed(0)
+        net = torchvision.models.resnet50(weights=None).eval()
+        stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        step = finetune_step(net, [stem, net.layer1, net.layer2, net.layer3], [net.layer4], 2048)
+        measure("torch.resnet50_finetune_layer4_b16", "ms", 1, q(5, 2), step)
+    if want("vgg16_ascent_128"):
+        torch.manual_seed(0)
+        vgg = torchvision.models.vgg16(weights=None).eval()
+        for p in vgg.parameters():
+            p.requires_grad_(False)
+        upto = vgg.features[:30]
+        imgs = synthetic(8, 128) * 0.2
+        measure("torch.vgg16_ascent_128", "ms", 1, q(5, 2), lambda: ascent_step(upto, imgs))
 
 
 def main():
@@ -353,42 +420,12 @@ def main():
         if not want(name):
             continue
         net = Lite0(sd).eval()
-        head = DenseHead(1280, 10).train()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        trainable = list(head.parameters())
         if first is None:
-            for p in net.parameters():
-                p.requires_grad_(True)
-            trainable += list(net.parameters())
+            frozen, trainable = (), [net.stem] + list(net.blocks) + [net.head]
         else:
-            for m in list(net.blocks[first:]) + [net.head]:
-                for p in m.parameters():
-                    p.requires_grad_(True)
-                    trainable.append(p)
-        opt = torch.optim.AdamW(trainable, lr=1e-5, weight_decay=0.01)
-        x16 = synthetic(16, 224)
-        labels = torch.arange(16) % 10
-
-        def step():
-            if first is None:
-                f = net.features(x16)
-            else:
-                with torch.no_grad():
-                    h = x16
-                    h = net.stem(h)
-                    for b in net.blocks[:first]:
-                        h = b(h)
-                for b in net.blocks[first:]:
-                    h = b(h)
-                f = net.head(h)
-            loss = F.cross_entropy(head(f.mean((2, 3))), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss.item()
-
-        measure(f"torch.{name}", "ms", 1, q(7, 3), step)
+            frozen = [net.stem] + list(net.blocks[:first])
+            trainable = list(net.blocks[first:]) + [net.head]
+        measure(f"torch.{name}", "ms", 1, q(7, 3), finetune_step(net, frozen, trainable, 1280))
 
     if want("head_epoch"):
         n = 1600
@@ -455,17 +492,8 @@ def main():
 
     if want("ascent_128_b10"):
         imgs = synthetic(10, 128) * 0.2
-        filters = torch.arange(10)
-
-        def ascent_step():
-            x = imgs.clone().requires_grad_(True)
-            act = model.features(x, upto=10)[:, :, 2:-2, 2:-2]
-            per_image = act[torch.arange(10), filters].mean((1, 2))
-            (g,) = torch.autograd.grad(per_image.sum(), x)
-            g = g / (g.pow(2).sum((1, 2, 3), keepdim=True).sqrt() + 1e-8)
-            return per_image.detach(), (x.detach() + 10.0 * g)
-
-        measure("torch.ascent_128_b10", "ms", 2, q(15, 5), ascent_step)
+        measure("torch.ascent_128_b10", "ms", 2, q(15, 5),
+                lambda: ascent_step(lambda x: model.features(x, upto=10), imgs))
 
     if want("scorecam"):
         # pytorch-grad-cam's ScoreCAM: upsampled (align_corners) min-max masks, batches of 16.
@@ -566,6 +594,7 @@ def main():
         record("torch.lucid_step_grid16", [t / steps for t in secs], "ms", 1, load)
 
     dense_forwards(want, q, args.threads)
+    dense_backwards(want, q)
 
     print(json.dumps({
         "impl": "reference",

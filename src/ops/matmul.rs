@@ -172,6 +172,14 @@ pub(crate) struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// Nothing after the product.
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        act: Activation::Identity,
+        residual: None,
+        pre_residual: None,
+    };
+
     /// Whether the epilogue does nothing.
     fn is_noop(&self) -> bool {
         self.bias.is_none()

@@ -12,9 +12,11 @@
 //! convolution at stride 1 without padding is a plain product (`pointwise_conv2d`, no im2col).
 //!
 //! The backward: `gp = grad * act'(out)`; `gw = Σ gp_band · cols_bandᵀ` over the same bands
-//! (recomputing each im2col buffer, reduced in a fixed order); `gx` per `(image, band of input
-//! rows)`: `wᵀ · gp` over the output rows that touch the band, folded back (col2im) into the
-//! band's own rows only, so tasks never write the same element.
+//! (recomputing each im2col buffer, reduced in a fixed order); `gx` at stride 1 is the forward
+//! convolution of `gp` with the kernel flipped and its channels swapped (padded by
+//! `d*(k-1) - p`; [`Geom::transposed`]); otherwise per `(image, band of input rows)`: `wᵀ · gp`
+//! over the output rows that touch the band, folded back (col2im) into the band's own rows
+//! only, so tasks never write the same element.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -186,6 +188,47 @@ impl Geom {
         let cols = (32_768 / self.kdim().max(self.cout).max(1)).max(256);
         cols.div_ceil(self.x.o.max(1)).clamp(1, self.y.o)
     }
+}
+
+impl Geom {
+    /// At stride 1, the gradient of the input is itself a convolution: of the output's
+    /// gradient (`Cout` channels) with the kernel flipped and its channels swapped
+    /// ([`flipped`]), padded by `d*(k-1) - p`, which gives back the input's size. Its geometry,
+    /// when the padding is not negative on either axis (`p <= d*(k-1)`).
+    fn transposed(&self) -> Option<Geom> {
+        let axis = |a: &Axis| {
+            let span = a.d * (a.k - 1);
+            (a.s == 1 && a.p <= span).then(|| Axis {
+                n: a.o,
+                p: span - a.p,
+                o: a.n,
+                ..*a
+            })
+        };
+        Some(Geom {
+            cin: self.cout,
+            cout: self.cin,
+            y: axis(&self.y)?,
+            x: axis(&self.x)?,
+        })
+    }
+}
+
+/// `w` `[Cout,Cin,kh,kw]` -> `[Cin,Cout,kh,kw]` flipped in both spatial axes: the kernel of
+/// [`Geom::transposed`].
+fn flipped(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let (kh, kw) = (g.y.k, g.x.k);
+    let taps = kh * kw;
+    let mut out = vec![0f32; g.cin * g.cout * taps];
+    for (o, wo) in w.chunks_exact(g.cin * taps).enumerate() {
+        for (c, wc) in wo.chunks_exact(taps).enumerate() {
+            let dst = &mut out[(c * g.cout + o) * taps..][..taps];
+            for (d, v) in dst.iter_mut().zip(wc.iter().rev()) {
+                *d = *v;
+            }
+        }
+    }
+    out
 }
 
 /// Unfolds output rows `oy0..oy0 + rows` of one image `x` (`Cin*H*W`) into `cols`
@@ -504,6 +547,10 @@ impl CustomOp2 for GradInput {
         }
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
+        if let Some(gt) = g.transposed() {
+            let gx = forward(b, &gt, &gp, &flipped(&g, &w), Epilogue::NONE);
+            return Ok((CpuStorage::F32(gx), Shape::from((b, g.cin, g.y.n, g.x.n))));
+        }
         let mut gx = zeroed(b * g.cin * g.in_plane());
         let (kdim, n, ow) = (g.kdim(), g.out_plane(), g.x.o);
         let (ya, xa) = (g.y, g.x);
