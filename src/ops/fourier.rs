@@ -84,14 +84,13 @@ impl Plans {
 
     /// `c_k / sqrt(HW)` for column `k`: 1 for DC and (even `W`) Nyquist, 2 for the others.
     fn weight(&self, k: usize) -> f32 {
-        let c = if k == 0 || 2 * k == self.w { 1.0 } else { 2.0 };
+        let c = if self.real_column(k) { 1.0 } else { 2.0 };
         (c / ((self.h * self.w) as f64).sqrt()) as f32
     }
 
-    /// Whether column `k` is real along `W` (DC, and Nyquist for even `W`): the forward drops
-    /// the imaginary part of its `H`-transform.
+    /// Whether column `k` is real along `W` ([`real_column`]).
     fn real_column(&self, k: usize) -> bool {
-        k == 0 || 2 * k == self.w
+        real_column(k, self.w)
     }
 
     fn scratch(&self) -> Scratch {
@@ -281,7 +280,7 @@ impl DftMatrices {
         }
         let mut b = vec![0f64; 2 * k * w];
         for f in 0..k {
-            let weight = if f == 0 || 2 * f == w { 1.0 } else { 2.0 } * norm;
+            let weight = if real_column(f, w) { 1.0 } else { 2.0 } * norm;
             for x in 0..w {
                 let (s, c) = angle(f, x, w).sin_cos();
                 b[f * w + x] = weight * c;
@@ -322,6 +321,13 @@ pub struct Irfft2 {
     /// The matrix form, built when the transform is made for another device or dtype than
     /// CPU f32.
     matrices: Option<DftMatrices>,
+}
+
+/// Whether half-spectrum column `k` of a `width`-pixel-wide image is real along the width (DC,
+/// and Nyquist for an even width): it counts once (`c_k = 1`, the others twice), and the
+/// imaginary part of its transform along the height is dropped, as numpy and PyTorch do.
+fn real_column(k: usize, width: usize) -> bool {
+    k == 0 || 2 * k == width
 }
 
 /// The number of half-spectrum columns of a `width`-pixel-wide image: `width / 2 + 1`.

@@ -57,8 +57,7 @@ impl CustomOp3 for PointwiseConv {
         let epi = Epilogue {
             bias: Some(&bias),
             act: self.act,
-            residual: None,
-            pre_residual: None,
+            ..Epilogue::NONE
         };
         let out = batched_matmul(MatRef::row_major(&w, 0, cin), cout, cin, &x, b, hw, epi);
         let dims = l1.dims();
@@ -149,7 +148,7 @@ impl CustomOp3 for PointwiseConvResidual {
             bias: Some(bias),
             act: self.act,
             residual: Some(&residual),
-            pre_residual: None,
+            ..Epilogue::NONE
         };
         let out = batched_matmul(MatRef::row_major(&wb, 0, cols), cout, cin, &x, b, hw, epi);
         Ok((CpuStorage::F32(out), Shape::from(out_dims.to_vec())))
@@ -216,12 +215,7 @@ impl CustomOp2 for GradInput {
         let (b, _, _, hw) = check(l1.dims(), &[cin, cout])?;
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
-        let epi = Epilogue {
-            bias: None,
-            act: Activation::Identity,
-            residual: None,
-            pre_residual: None,
-        };
+        let epi = Epilogue::NONE;
         let gx = batched_matmul(MatRef::transposed(&w, 0, cin), cin, cout, &gp, b, hw, epi);
         let dims = l1.dims();
         Ok((CpuStorage::F32(gx), Shape::from((b, cin, dims[2], dims[3]))))

@@ -303,8 +303,7 @@ impl CustomOp3 for Conv {
         let epi = Epilogue {
             bias: Some(&bias),
             act: self.act,
-            residual: None,
-            pre_residual: None,
+            ..Epilogue::NONE
         };
         let out = forward(b, &g, &x, &w, epi);
         Ok((CpuStorage::F32(out), Shape::from((b, g.cout, g.y.o, g.x.o))))
@@ -416,8 +415,8 @@ impl CustomOp3 for ConvAddAct {
         let epi = Epilogue {
             bias: Some(&self.bias),
             act: self.act,
-            residual: None,
             pre_residual: Some(&residual),
+            ..Epilogue::NONE
         };
         let out = forward(b, &g, &x, &w, epi);
         Ok((CpuStorage::F32(out), Shape::from(out_dims.to_vec())))
