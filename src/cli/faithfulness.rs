@@ -211,19 +211,30 @@ fn layer_of(args: &FaithfulnessArgs, model: &Model) -> Result<String> {
     Ok(layer)
 }
 
-/// Each metric: the map's value and the random baseline's, per method.
+/// Each metric: the map's value and the random baseline's, per method, in columns as wide as
+/// their longest name (`integrated-gradients`, `increase_in_confidence (+)`).
 fn print_table(rows: &[Row]) {
-    let mut header = format!("{:<24}", "metric");
+    let label = |m: Metric| {
+        let arrow = if m.higher_is_better() { "+" } else { "-" };
+        format!("{} ({arrow})", m.name())
+    };
+    let first = Metric::ALL
+        .iter()
+        .map(|&m| label(m).len())
+        .max()
+        .unwrap_or(0)
+        .max("metric".len());
+    let width = |name: &str| (name.len() + 2).max(12);
+    let mut header = format!("{:<first$}", "metric");
     for r in rows {
-        header += &format!("{:>12}", r.method);
+        header += &format!("{:>w$}", r.method, w = width(&r.method));
     }
     header += &format!("{:>12}", "random");
     outln!("{header}");
     for m in Metric::ALL {
-        let arrow = if m.higher_is_better() { "+" } else { "-" };
-        let mut line = format!("{:<24}", format!("{} ({arrow})", m.name()));
+        let mut line = format!("{:<first$}", label(m));
         for r in rows {
-            line += &format!("{:>12.4}", r.map.metric(m));
+            line += &format!("{:>w$.4}", r.map.metric(m), w = width(&r.method));
         }
         if let Some(r) = rows.first() {
             line += &format!("{:>12.4}", r.random.metric(m));
@@ -266,7 +277,8 @@ fn image_rows(
         let cam_opts = CamOptions {
             class: Some(class),
             ..CamOptions::new(method, layer)
-        };
+        }
+        .for_model(model);
         let map = cam::compute_with_progress(&model.network, &input, &cam_opts, &mut |_, _| {
             !cancel.is_cancelled()
         })?;

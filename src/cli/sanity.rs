@@ -78,7 +78,7 @@ pub fn run(args: &SanityArgs) -> Result<ExitCode> {
             cam::compute(
                 &model.network,
                 &input,
-                &CamOptions::new(args.method, &layer),
+                &CamOptions::new(args.method, &layer).for_model(&model),
             )?
             .class
         }
@@ -86,7 +86,8 @@ pub fn run(args: &SanityArgs) -> Result<ExitCode> {
     let opts = CamOptions {
         class: Some(class),
         ..CamOptions::new(args.method, &layer)
-    };
+    }
+    .for_model(&model);
     let mut bar = Progress::new(0, "sanity");
     let result = sanity::cascade(
         &mut model.network,

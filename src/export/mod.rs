@@ -315,8 +315,7 @@ pub fn render(
             let original = crate::data::preprocess::load_rgb(&r.image)?;
             let pre = &model.spec.preprocess;
             let input = pre.to_tensor(&pre.apply(&original), &model.device)?;
-            let mut opts = r.options();
-            opts.attribution.normalization = Some(pre.normalization());
+            let opts = r.options().for_model(model);
             let cam = cam::compute_with_progress(&model.network, &input, &opts, progress).map_err(
                 |e| match e {
                     crate::Error::NonFinite { what, value } => crate::Error::NonFinite {

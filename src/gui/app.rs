@@ -191,6 +191,17 @@ impl ConvlensApp {
         self.tabs.heatmap.views(&self.settings.heatmap)
     }
 
+    /// The faithfulness and sanity check last computed for the Heatmap tab's row `row`.
+    pub fn cam_evidence(
+        &self,
+        row: usize,
+    ) -> (
+        Option<&crate::jobs::evidence::FaithView>,
+        Option<&crate::jobs::evidence::SanityView>,
+    ) {
+        self.tabs.heatmap.evidence(row)
+    }
+
     /// The Predict tab's answers, in the order of its list.
     pub fn predictions(&self) -> &[crate::jobs::views::PredictionRow] {
         self.tabs.predict.predictions()

@@ -4,18 +4,21 @@
 use std::path::{Path, PathBuf};
 
 use super::{Engine, JobContext};
+use candle_core::Tensor;
+
 use crate::Result;
-use crate::viz::cam::{self, CamMethod, CamOptions};
+use crate::viz::cam::{self, CamMethod, CamOptions, MethodKind, Smooth};
 use crate::viz::faithfulness::{self, FaithOptions, Scores};
 use crate::viz::sanity::{self, Sanity};
+use crate::zoo::Model;
 
-/// What a map's evidence is about: the same model, image, layer and class as a row's map.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a map's evidence is about: the model, the image and the options the map was made with
+/// (method, layer, class, score, smoothing, the pixel methods' parameters), its class resolved.
+#[derive(Clone, Debug, PartialEq)]
 pub struct EvidenceKey {
     pub model: String,
     pub image: PathBuf,
-    pub layer: String,
-    pub class: usize,
+    pub map: CamOptions,
 }
 
 /// Faithfulness of one or more methods' maps for one image and class.
@@ -42,32 +45,55 @@ pub struct SanityView {
     pub sanity: Sanity,
 }
 
-/// The layer a request means: `layer`, or the model's default CAM layer when `None`.
-fn layer_of(engine: &mut Engine, model: &str, layer: Option<&str>) -> Result<String> {
-    Ok(match layer {
-        Some(l) => l.to_string(),
-        None => engine.model(model)?.spec.manifest.default_cam_layer.clone(),
+/// `map` with its class resolved: `map.class`, or the top class when it is `None`.
+fn resolved(model: &Model, input: &Tensor, map: &CamOptions) -> Result<CamOptions> {
+    let class = match map.class {
+        Some(c) => c,
+        None => {
+            let opts = CamOptions::new(CamMethod::EigenCam, &map.layer).for_model(model);
+            cam::compute(&model.network, input, &opts)?.class
+        }
+    };
+    Ok(CamOptions {
+        class: Some(class),
+        ..map.clone()
     })
 }
 
-/// The metrics of each of `methods`' maps of `class` (`None`: the top class) and the baseline,
-/// with progress in scored images and Cancel between batches.
+/// `method`'s map with the parameters of `map` (a smoothing only where `method` is a layer
+/// CAM), for `model`.
+fn options_of(method: CamMethod, map: &CamOptions, model: &Model) -> CamOptions {
+    let smooth = match method.kind() {
+        MethodKind::Pixel => Smooth::None,
+        _ => map.smooth,
+    };
+    CamOptions {
+        method,
+        smooth,
+        ..map.clone()
+    }
+    .for_model(model)
+}
+
+/// The metrics of each of `methods`' maps, made with the parameters of the map `map` (the
+/// row's; its class `None`: the top class), and the baseline, with progress in scored images
+/// and Cancel between batches.
 #[allow(clippy::too_many_arguments)]
 pub fn faithfulness(
     engine: &mut Engine,
     ctx: &JobContext,
     model_key: &str,
     image: &Path,
-    layer: Option<&str>,
+    map: &CamOptions,
     methods: &[CamMethod],
-    class: Option<usize>,
     opts: &FaithOptions,
     row: usize,
     compare: bool,
 ) -> Result<FaithView> {
     opts.validate()?;
-    let layer = layer_of(engine, model_key, layer)?;
+    map.validate()?;
     let model = engine.model(model_key)?;
+    model.network.index_of(&map.layer)?;
     // The comparison leaves out a method that cannot explain this model (FullGrad on ConvNeXt).
     let methods = &if compare {
         CamMethod::applicable(methods, &model.network)
@@ -75,17 +101,8 @@ pub fn faithfulness(
         methods.to_vec()
     };
     let input = model.spec.preprocess.load(image, &model.device)?;
-    let class = match class {
-        Some(c) => c,
-        None => {
-            cam::compute(
-                &model.network,
-                &input,
-                &CamOptions::new(CamMethod::EigenCam, &layer),
-            )?
-            .class
-        }
-    };
+    let map = resolved(&model, &input, map)?;
+    let class = map.class.unwrap_or_default();
     let mut maps = Vec::with_capacity(methods.len());
     for (i, &method) in methods.iter().enumerate() {
         // Each map its own stage, named, with its batches as progress: one map (Score-CAM on
@@ -93,15 +110,13 @@ pub fn faithfulness(
         let stage = format!("map {} of {}, {method}", i + 1, methods.len());
         ctx.progress(&stage, 0, 1);
         ctx.cancel.check()?;
-        let cam_opts = CamOptions {
-            class: Some(class),
-            ..CamOptions::new(method, &layer)
-        };
-        let map = cam::compute_with_progress(&model.network, &input, &cam_opts, &mut |d, t| {
-            ctx.progress(&stage, d, t);
-            !ctx.cancel.is_cancelled()
-        })?;
-        maps.push(map.map);
+        let cam_opts = options_of(method, &map, &model);
+        let computed =
+            cam::compute_with_progress(&model.network, &input, &cam_opts, &mut |d, t| {
+                ctx.progress(&stage, d, t);
+                !ctx.cancel.is_cancelled()
+            })?;
+        maps.push(computed.map);
     }
     let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
     let (score, scores, random) = faithfulness::evaluate_methods(
@@ -118,8 +133,7 @@ pub fn faithfulness(
         key: EvidenceKey {
             model: model_key.to_string(),
             image: image.to_path_buf(),
-            layer,
-            class,
+            map,
         },
         row,
         compare,
@@ -129,32 +143,25 @@ pub fn faithfulness(
     })
 }
 
-/// The sanity check of `method`'s map of `class` on a fresh copy of the model (the engine's
-/// stays intact), with progress in maps and Cancel between stages.
-#[allow(clippy::too_many_arguments)]
+/// The sanity check of the map `map` (its class `None`: the top class) on a fresh copy of the
+/// model (the engine's stays intact), with progress in maps and Cancel between stages.
 pub fn sanity(
     engine: &mut Engine,
     ctx: &JobContext,
     model_key: &str,
     image: &Path,
-    layer: Option<&str>,
-    method: CamMethod,
-    class: Option<usize>,
+    map: &CamOptions,
     seed: u64,
     row: usize,
 ) -> Result<SanityView> {
-    let layer = layer_of(engine, model_key, layer)?;
+    map.validate()?;
+    // The engine's copy answers a bad layer before a second copy is loaded.
+    engine.model(model_key)?.network.index_of(&map.layer)?;
     let mut copy = crate::zoo::resolve(model_key)?.load(&engine.device)?;
     let input = copy.spec.preprocess.load(image, &copy.device)?;
     let (_, _, h, w) = input.dims4()?;
-    let class = match class {
-        Some(c) => c,
-        None => cam::compute(&copy.network, &input, &CamOptions::new(method, &layer))?.class,
-    };
-    let opts = CamOptions {
-        class: Some(class),
-        ..CamOptions::new(method, &layer)
-    };
+    let map = resolved(&copy, &input, map)?;
+    let opts = options_of(map.method, &map, &copy);
     let result = sanity::cascade(
         &mut copy.network,
         (h, w),
@@ -169,11 +176,10 @@ pub fn sanity(
         key: EvidenceKey {
             model: model_key.to_string(),
             image: image.to_path_buf(),
-            layer,
-            class,
+            map: map.clone(),
         },
         row,
-        method,
+        method: map.method,
         sanity: result,
     })
 }

@@ -141,26 +141,25 @@ pub enum Request {
         data_dir: PathBuf,
         folds: usize,
     },
-    /// Faithfulness metrics of `methods`' maps (`layer` `None`: the model's default CAM
-    /// layer; `class` `None`: the top class) beside the random-map baseline, for `row` of the
-    /// Heatmap tab; `compare`: the "compare methods" view.
+    /// Faithfulness metrics of `methods`' maps, made with the parameters of the row's map `map`
+    /// (layer, class, score, smoothing, the pixel methods' parameters; class `None`: the top
+    /// class), beside the random-map baseline, for `row` of the Heatmap tab; `compare`: the
+    /// "compare methods" view.
     Faithfulness {
         model: String,
         image: PathBuf,
-        layer: Option<String>,
+        map: CamOptions,
         methods: Vec<CamMethod>,
-        class: Option<usize>,
         options: FaithOptions,
         row: usize,
         compare: bool,
     },
-    /// The model-randomisation sanity check of `method`'s map, for `row` of the Heatmap tab.
+    /// The model-randomisation sanity check of the map `map` (its method and parameters), for
+    /// `row` of the Heatmap tab.
     Sanity {
         model: String,
         image: PathBuf,
-        layer: Option<String>,
-        method: CamMethod,
-        class: Option<usize>,
+        map: CamOptions,
         seed: u64,
         row: usize,
     },
@@ -539,45 +538,23 @@ impl Request {
             Request::Faithfulness {
                 model,
                 image,
-                layer,
+                map,
                 methods,
-                class,
                 options,
                 row,
                 compare,
             } => evidence::faithfulness(
-                engine,
-                ctx,
-                &model,
-                &image,
-                layer.as_deref(),
-                &methods,
-                class,
-                &options,
-                row,
-                compare,
+                engine, ctx, &model, &image, &map, &methods, &options, row, compare,
             )
             .map(|v| Reply::Faithfulness(Box::new(v))),
             Request::Sanity {
                 model,
                 image,
-                layer,
-                method,
-                class,
+                map,
                 seed,
                 row,
-            } => evidence::sanity(
-                engine,
-                ctx,
-                &model,
-                &image,
-                layer.as_deref(),
-                method,
-                class,
-                seed,
-                row,
-            )
-            .map(|v| Reply::Sanity(Box::new(v))),
+            } => evidence::sanity(engine, ctx, &model, &image, &map, seed, row)
+                .map(|v| Reply::Sanity(Box::new(v))),
         }
     }
 }

@@ -189,8 +189,7 @@ pub fn cam_view(
         .to_tensor(&model.spec.preprocess.apply(&original), &model.device)?;
     let probs = model.probabilities(&input)?;
     let top5 = top_k(&probs[0], 5, &model.spec.labels);
-    let mut options = options.clone();
-    options.attribution.normalization = Some(model.spec.preprocess.normalization());
+    let options = options.clone().for_model(&model);
     let cam = cam::compute_with_progress(&model.network, &input, &options, progress)?;
     let (w, h) = original.dimensions();
     let placement = CropPlacement::new(w, h, &model.spec.preprocess);

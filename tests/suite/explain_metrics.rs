@@ -307,6 +307,37 @@ fn a_map_of_the_wrong_size_is_refused() {
     );
 }
 
+/// Integrated Gradients' default baseline is a black image in the model's input normalisation:
+/// the faithfulness command must hand the model's normalisation to the map (it did not, and
+/// every run with the default methods failed with "the black baseline needs the model's input
+/// normalisation").
+#[test]
+fn faithfulness_of_integrated_gradients_makes_its_black_baseline() {
+    let run = convlens(&[
+        "faithfulness",
+        repo("assets/images/chelsea.png").to_str().unwrap(),
+        "--methods",
+        "integrated-gradients",
+        "--percentiles",
+        "50",
+        "--steps",
+        "4",
+        "--json",
+    ]);
+    let (stdout, stderr) = (text(&run.stdout), text(&run.stderr));
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["method"], "integrated-gradients", "{stdout}");
+    let map = row["map"].as_object().expect("the map's scores");
+    assert!(!map.is_empty(), "{stdout}");
+    for (name, v) in map {
+        if let Some(x) = v.as_f64() {
+            assert!(x.is_finite(), "{name} = {x}");
+        }
+    }
+}
+
 #[test]
 fn faithfulness_report_of_a_folder() {
     let tmp = tempfile::tempdir().unwrap();

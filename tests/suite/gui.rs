@@ -2079,6 +2079,44 @@ fn faithfulness_numbers_and_the_sanity_check_appear_under_a_map() {
     assert_eq!(h.state().last_error(), None);
 }
 
+/// The evidence under a map is the evidence of that map: Integrated Gradients with 4 steps
+/// (not the default 16) gets its faithfulness and sanity check made with 4 steps and its black
+/// baseline in the model's input normalisation. The worker used to remake the map with default
+/// parameters and without the normalisation, and failed with "the black baseline needs the
+/// model's input normalisation" (as did "Compare methods", which scores every method).
+#[test]
+fn the_evidence_under_a_map_is_made_with_that_maps_parameters() {
+    let mut h = harness(Tab::Heatmap);
+    settle(&mut h, "the heatmap", |a| a.cam_view().is_some());
+    h.state_mut().settings_mut().heatmap.attribution.steps = 4;
+    h.get_by_label("integrated-gradients").click();
+    h.step();
+    step_until(&mut h, 120, "the Integrated Gradients map", |a| {
+        a.cam_view()
+            .is_some_and(|v| v.options.method == CamMethod::IntegratedGradients)
+            && !a.busy()
+    });
+    assert_eq!(h.state().cam_view().unwrap().options.attribution.steps, 4);
+    h.get_by_label("Faithfulness").click();
+    h.run_steps(2);
+    settle(&mut h, "the faithfulness numbers", |a| !a.busy());
+    h.run_steps(2);
+    assert_eq!(h.state().last_error(), None);
+    h.get_by_label_contains("faithfulness of integrated-gradients");
+    h.get_by_label("Sanity check").click();
+    h.run_steps(2);
+    settle(&mut h, "the sanity check", |a| !a.busy());
+    h.run_steps(2);
+    assert_eq!(h.state().last_error(), None);
+    h.get_by_label_contains("integrated-gradients's map");
+    let (faith, sanity) = h.state().cam_evidence(0);
+    for map in [&faith.unwrap().key.map, &sanity.unwrap().key.map] {
+        assert_eq!(map.method, CamMethod::IntegratedGradients);
+        assert_eq!(map.attribution.steps, 4);
+        assert!(map.attribution.normalization.is_some());
+    }
+}
+
 // --- fullgrad ---
 
 /// FullGrad from the Heatmap tab's method chooser: a map at the image's resolution with its

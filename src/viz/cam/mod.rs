@@ -27,6 +27,7 @@ pub use self::smooth::Smooth;
 use super::resize::{Corners, bilinear};
 use crate::graph::Network;
 use crate::viz::attribution::{self, AttributionOptions, Completeness};
+use crate::zoo::Model;
 use crate::{Error, Result};
 
 /// An explanation method: a layer CAM or a pixel attribution ([`CamMethod::kind`]).
@@ -293,6 +294,14 @@ impl CamOptions {
             smooth: Smooth::None,
             attribution: AttributionOptions::default(),
         }
+    }
+
+    /// These options for `model`: its input normalisation, in which the black and uniform
+    /// baselines of Integrated Gradients are made. Every caller that has the model goes
+    /// through here (the CLI, the worker's maps and evidence, `reproduce`).
+    pub fn for_model(mut self, model: &Model) -> Self {
+        self.attribution.normalization = Some(model.spec.preprocess.normalization());
+        self
     }
 
     /// Errors, naming the option, unless a layer is named, `scorecam_batch` is 1 to 256, the

@@ -11,7 +11,7 @@ use crate::gui::tabs::job_line::job_line;
 use crate::jobs::evidence::{EvidenceKey, FaithView, SanityView};
 use crate::jobs::views::CamView;
 use crate::jobs::{JobKind, Request};
-use crate::viz::cam::CamMethod;
+use crate::viz::cam::{CamMethod, CamOptions};
 use crate::viz::faithfulness::{FaithOptions, Metric, Scores, mean_ranks};
 use crate::viz::sanity::FLAG_SPEARMAN;
 
@@ -36,22 +36,35 @@ pub(super) struct RowEvidence {
     pub sanity: Option<SanityView>,
 }
 
-/// Whether evidence about `key` is about the map `view` shows.
-fn matches(key: &EvidenceKey, view: &CamView) -> bool {
-    key.model == view.model
-        && key.image == view.image
-        && key.layer == view.options.layer
-        && key.class == view.class
+/// The options of the map `view` shows, its class resolved: what its evidence is made with.
+fn map_options(view: &CamView) -> CamOptions {
+    CamOptions {
+        class: Some(view.class),
+        ..view.options.clone()
+    }
 }
 
-/// The request for `methods`' faithfulness of the map `view` shows.
+/// Whether evidence about `key` is about the map `view` shows: the same model, image and
+/// options (method, layer, class, score, smoothing, parameters).
+fn matches(key: &EvidenceKey, view: &CamView) -> bool {
+    key.model == view.model && key.image == view.image && key.map == map_options(view)
+}
+
+/// Whether the "compare methods" view about `key` is about `view`'s image, class, layer and
+/// parameters (whichever method the row shows).
+fn compares(key: &EvidenceKey, view: &CamView) -> bool {
+    let mut map = key.map.clone();
+    map.method = view.options.method;
+    key.model == view.model && key.image == view.image && map == map_options(view)
+}
+
+/// The request for `methods`' faithfulness, with the parameters of the map `view` shows.
 fn faith_request(view: &CamView, methods: Vec<CamMethod>, row: usize, compare: bool) -> Command {
     Command::Submit(Request::Faithfulness {
         model: view.model.clone(),
         image: view.image.clone(),
-        layer: Some(view.options.layer.clone()),
+        map: map_options(view),
         methods,
-        class: Some(view.class),
         options: FaithOptions::default(),
         row,
         compare,
@@ -125,14 +138,8 @@ impl HeatmapTab {
         let mut asked = None;
         let busy = ctx.running(JobKind::Evidence);
         let method = view.options.method;
-        let faith = r.evidence.faith.as_ref().filter(|f| {
-            matches(&f.key, view) && f.methods.first().is_some_and(|(m, _)| *m == method)
-        });
-        let sanity = r
-            .evidence
-            .sanity
-            .as_ref()
-            .filter(|s| matches(&s.key, view) && s.method == method);
+        let faith = r.evidence.faith.as_ref().filter(|f| matches(&f.key, view));
+        let sanity = r.evidence.sanity.as_ref().filter(|s| matches(&s.key, view));
         ui.horizontal_wrapped(|ui| {
             if faith.is_none()
                 && ui
@@ -158,9 +165,7 @@ impl HeatmapTab {
                 out.push(Command::Submit(Request::Sanity {
                     model: view.model.clone(),
                     image: view.image.clone(),
-                    layer: Some(view.options.layer.clone()),
-                    method,
-                    class: Some(view.class),
+                    map: map_options(view),
                     seed: 0,
                     row,
                 }));
@@ -190,7 +195,7 @@ impl HeatmapTab {
             return;
         };
         let busy = ctx.running(JobKind::Evidence);
-        let current = self.compare.as_ref().filter(|c| matches(&c.key, view));
+        let current = self.compare.as_ref().filter(|c| compares(&c.key, view));
         let mut asked = None;
         ui.horizontal_wrapped(|ui| {
             if ui

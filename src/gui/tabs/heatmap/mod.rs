@@ -171,6 +171,20 @@ impl HeatmapTab {
         self.rows.get(1).and_then(|r| r.view.as_ref())
     }
 
+    /// The faithfulness and sanity check last computed for row `row`'s map (shown while they
+    /// match it).
+    pub fn evidence(
+        &self,
+        row: usize,
+    ) -> (
+        Option<&crate::jobs::evidence::FaithView>,
+        Option<&crate::jobs::evidence::SanityView>,
+    ) {
+        self.rows.get(row).map_or((None, None), |r| {
+            (r.evidence.faith.as_ref(), r.evidence.sanity.as_ref())
+        })
+    }
+
     /// Every row's heatmap on screen (`None`: not computed yet) with what its class stands
     /// for, in row order.
     pub fn views(&self, s: &HeatmapSettings) -> Vec<(Option<&CamView>, Option<&'static str>)> {
