@@ -2080,7 +2080,7 @@ fn faithfulness_numbers_and_the_sanity_check_appear_under_a_map() {
 }
 
 /// The evidence under a map is the evidence of that map: Integrated Gradients with 4 steps
-/// (not the default 16) gets its faithfulness and sanity check made with 4 steps and its black
+/// (not the default 50) gets its faithfulness and sanity check made with 4 steps and its black
 /// baseline in the model's input normalisation. The worker used to remake the map with default
 /// parameters and without the normalisation, and failed with "the black baseline needs the
 /// model's input normalisation" (as did "Compare methods", which scores every method).
