@@ -596,13 +596,38 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Reads a sidecar.
+/// The kinds of figure whose pixels follow from their sidecar, so `reproduce` renders them.
+const REPRODUCIBLE: [&str; 3] = ["cam", "activations", "filters"];
+
+/// Reads a figure's sidecar. The sidecar of another kind of figure (`sanity`,
+/// `faithfulness-summary` ...: numbers computed once, kept in the sidecar) or a JSON file
+/// without a `kind` is refused by name, not by the first field serde misses.
 pub fn read_sidecar(path: &Path) -> Result<Sidecar> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Json {
+    let json = |e| Error::Json {
         path: path.to_path_buf(),
         source: e,
-    })
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(json)?;
+    match value.get("kind").and_then(|k| k.as_str()) {
+        Some(kind) if REPRODUCIBLE.contains(&kind) => {}
+        Some(kind) => {
+            return Err(Error::Model(format!(
+                "{}: the sidecar of a `{kind}` figure: reproduce renders {} figures again from \
+                 their sidecars; a `{kind}` figure's numbers are in its sidecar, and its \
+                 command makes it again",
+                path.display(),
+                REPRODUCIBLE.join(", ")
+            )));
+        }
+        None => {
+            return Err(Error::Model(format!(
+                "{}: not the sidecar of a convlens figure (no `kind` field)",
+                path.display()
+            )));
+        }
+    }
+    serde_json::from_str(&text).map_err(json)
 }
 
 /// The folder of a file (`.` for a bare file name).

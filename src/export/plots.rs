@@ -77,8 +77,28 @@ pub fn value_range(values: impl Iterator<Item = f32>) -> (f32, f32) {
     (lo - pad, hi + pad)
 }
 
-/// Axes: a frame, horizontal grid lines with labels at 5 values of `range`, an optional
-/// title above. Returns the map from a value to a y pixel.
+/// Round values for the grid lines of `(lo, hi)`: the multiples in it of a step of 1, 2, 2.5 or
+/// 5 times a power of ten, the step that gives closest to 5 lines (3 to 7; 0, 0.25 ... 1 for
+/// `(-0.05, 1.05)`). Just the two ends for an empty or non-finite range.
+pub fn nice_ticks(lo: f32, hi: f32) -> Vec<f32> {
+    if !(lo.is_finite() && hi.is_finite() && hi > lo) {
+        return vec![lo, hi];
+    }
+    let count = |step: f64| ((f64::from(hi) / step).floor() - (f64::from(lo) / step).ceil()) + 1.0;
+    let magnitude = 10f64.powf((f64::from(hi - lo) / 4.0).log10().floor());
+    let step = [0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 20.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .filter(|&s| (3.0..=7.0).contains(&count(s)))
+        .min_by(|&a, &b| (count(a) - 5.0).abs().total_cmp(&(count(b) - 5.0).abs()))
+        .unwrap_or(f64::from(hi - lo) / 4.0);
+    let first = (f64::from(lo) / step).ceil() as i64;
+    let last = (f64::from(hi) / step).floor() as i64;
+    (first..=last).map(|k| (k as f64 * step) as f32).collect()
+}
+
+/// Axes: a frame, horizontal grid lines with labels at round values of `range`
+/// ([`nice_ticks`]), an optional title above. Returns the map from a value to a y pixel.
 pub fn axes(
     c: &mut Canvas,
     f: Frame,
@@ -89,8 +109,7 @@ pub fn axes(
 ) -> impl Fn(f32) -> f32 + use<> {
     let (lo, hi) = range;
     let to_y = move |v: f32| f.y + f.h - (v - lo) / (hi - lo) * f.h;
-    for i in 0..5 {
-        let v = lo + (hi - lo) * i as f32 / 4.0;
+    for v in nice_ticks(lo, hi) {
         let y = to_y(v);
         c.fill(f.x as i64, y as i64, f.w as u32, line_w.max(1), GRID);
         c.text(
@@ -278,5 +297,20 @@ mod tests {
         assert_eq!(tick_label(0.5), "0.5");
         assert_eq!(tick_label(-0.125), "-0.125");
         assert_eq!(value_range([1.0f32, 1.0].into_iter()), (0.5, 1.5));
+    }
+
+    #[test]
+    fn grid_lines_fall_on_round_values() {
+        assert_eq!(nice_ticks(-0.05, 1.05), [0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(nice_ticks(0.5, 1.5), [0.6, 0.8, 1.0, 1.2, 1.4]);
+        assert_eq!(nice_ticks(-0.31, 0.02), [-0.3, -0.2, -0.1, 0.0]);
+        assert_eq!(nice_ticks(12.0, 97.0), [20.0, 40.0, 60.0, 80.0]);
+        assert_eq!(nice_ticks(1.0, 1.0), [1.0, 1.0]);
+        assert_eq!(nice_ticks(0.0, f32::NAN).len(), 2);
+        for (lo, hi) in [(-3.7e-4, 2.1e-3), (0.91, 0.93), (-120.0, 5.0)] {
+            let t = nice_ticks(lo, hi);
+            assert!((3..=7).contains(&t.len()), "{lo}..{hi}: {t:?}");
+            assert!(t.iter().all(|v| (lo..=hi).contains(v)), "{lo}..{hi}: {t:?}");
+        }
     }
 }

@@ -508,6 +508,44 @@ fn out_of_range_visualisation_options_are_refused_by_cli_and_reproduce() {
     }
 }
 
+/// The sidecar of a figure `reproduce` does not render (a sanity check's), and JSON that is no
+/// figure's sidecar, are refused by what they are, not by a field serde missed.
+#[test]
+fn reproduce_names_a_sidecar_it_cannot_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sanity = edited_sidecar(d, "cam_chelsea_gradcam.json", |j| {
+        j["kind"] = "sanity".into();
+        j.as_object_mut().unwrap().remove("result");
+    });
+    let other = d.join("other.json");
+    std::fs::write(&other, br#"{"model": "x", "scale": 1}"#).unwrap();
+    for (sidecar, message) in [
+        (&sanity, "the sidecar of a `sanity` figure"),
+        (&other, "not the sidecar of a convlens figure"),
+    ] {
+        let run = convlens(
+            d,
+            &[
+                OsStr::new("reproduce"),
+                sidecar.as_os_str(),
+                OsStr::new("--out"),
+                d.join("again.png").as_os_str(),
+            ],
+        );
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(message)
+                && run
+                    .stderr
+                    .contains(sidecar.file_name().unwrap().to_str().unwrap()),
+            "{}",
+            run.stderr
+        );
+        assert!(!d.join("again.png").exists());
+    }
+}
+
 #[test]
 fn reproduce_works_from_another_working_directory() {
     let dir = tempfile::tempdir().unwrap();
