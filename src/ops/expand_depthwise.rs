@@ -21,6 +21,7 @@ use super::depthwise::{self, PlaneConv};
 #[cfg(target_arch = "x86_64")]
 use super::matmul::gemm_strided;
 use super::matmul::{MatRef, SyncPtr, WANTED_TASKS, bias_act_rows, gemm_into};
+use super::pointwise_direct::{Product, direct_kernel};
 use super::{Activation, act_grad, channel_sum, f32_data, pointwise};
 
 /// Floats of expanded activation per task buffer (256 KiB).
@@ -131,6 +132,7 @@ impl ExpandDepthwise {
         let group = a.group(GROUP_FLOATS / hw, 4);
         let groups = a.chid.div_ceil(group);
         let (ea, da) = (self.expand_act, self.depthwise_act);
+        let direct = direct_kernel(a.b, hw);
         (0..a.b * groups).into_par_iter().for_each_init(
             || (Vec::new(), plane.scratch()),
             |(hid, scratch): &mut (Vec<f32>, _), task| {
@@ -141,21 +143,45 @@ impl ExpandDepthwise {
                     hid.resize(rows * hw, 0.0);
                 }
                 let hid = &mut hid[..rows * hw];
-                // SAFETY: hid is `rows x hw`; lhs is rows j0.. of w_e (row stride `we.1`),
-                // rhs image img of x (`cin x hw`).
-                unsafe {
-                    gemm_into(
-                        rows,
-                        hw,
-                        a.cin,
-                        hid.as_mut_ptr(),
-                        hw,
-                        false,
-                        MatRef::row_major(a.we.0, j0 * a.we.1, a.we.1),
-                        MatRef::row_major(a.x, img * a.cin * hw, hw),
-                    );
+                let lhs = MatRef::row_major(a.we.0, j0 * a.we.1, a.we.1);
+                match direct {
+                    // SAFETY: hid is `rows x hw`; lhs is rows j0.. of w_e (row stride
+                    // `we.1`), x image img of x (`cin x hw`), the biases `be[j0..j0 + rows]`;
+                    // the kernel is the detected one, the activation not smooth (the public
+                    // op routes those around this one).
+                    Some(kernel) => unsafe {
+                        Product {
+                            m: rows,
+                            n: hw,
+                            k: a.cin,
+                            lhs,
+                            x: a.x[img * a.cin * hw..].as_ptr(),
+                            x_rs: hw,
+                            dst: hid.as_mut_ptr(),
+                            d_rs: hw,
+                            bias: Some(a.be[j0..j0 + rows].as_ptr()),
+                            act: ea,
+                            residual: None,
+                        }
+                        .run(kernel)
+                    },
+                    None => {
+                        // SAFETY: as above, for gemm.
+                        unsafe {
+                            gemm_into(
+                                rows,
+                                hw,
+                                a.cin,
+                                hid.as_mut_ptr(),
+                                hw,
+                                false,
+                                lhs,
+                                MatRef::row_major(a.x, img * a.cin * hw, hw),
+                            );
+                        }
+                        bias_act_rows(hid, hw, &a.be[j0..j0 + rows], ea);
+                    }
                 }
-                bias_act_rows(hid, hw, &a.be[j0..j0 + rows], ea);
                 for (j, src) in (j0..).zip(hid.chunks_exact(hw)) {
                     // SAFETY: plane j of image img lies inside `dst`, and only this task (the
                     // owner of channels j0..j0 + rows of image img) writes it; it is zeroed
@@ -186,7 +212,11 @@ impl ExpandDepthwise {
         let padded = (a.h + 2 * p) * (a.w + 2 * p);
         let group = a.group((GROUP_FLOATS / padded / 8).max(1) * 8, 8);
         let groups = a.chid.div_ceil(group);
-        let tile = channels_last::Tile::new(a.h, a.w, k, s, p, group);
+        let mut tile = channels_last::Tile::new(a.h, a.w, k, s, p, group);
+        // The direct product writes planes (and the plane-major path, which uses it for the
+        // same shapes, gives the same bits).
+        let direct = direct_kernel(a.b, hw);
+        tile.product_channels_last &= direct.is_none();
         let params = tile.params(a.wd, a.bd, a.be, group);
         let (ea, da) = (self.expand_act, self.depthwise_act);
         (0..a.b * groups).into_par_iter().for_each_init(
@@ -200,19 +230,41 @@ impl ExpandDepthwise {
                     true => (1, tile.g8),
                     false => (hw, 1),
                 };
-                // SAFETY: `expanded` holds `hw x g8` values, j < rows <= g8; lhs is rows j0..
-                // of w_e (row stride `we.1`), rhs image img of x (`cin x hw`).
-                unsafe {
-                    gemm_strided(
-                        rows,
-                        hw,
-                        a.cin,
-                        bufs.expanded.as_mut_ptr(),
-                        strides,
-                        false,
-                        MatRef::row_major(a.we.0, j0 * a.we.1, a.we.1),
-                        MatRef::row_major(a.x, img * a.cin * hw, hw),
-                    );
+                let lhs = MatRef::row_major(a.we.0, j0 * a.we.1, a.we.1);
+                match direct {
+                    // SAFETY: `expanded` holds `hw x g8` values, rows <= g8, laid out as
+                    // planes (`strides` is `(hw, 1)` with the direct kernel); lhs is rows
+                    // j0.. of w_e (row stride `we.1`), x image img of x (`cin x hw`); the
+                    // kernel is the detected one.
+                    Some(kernel) => unsafe {
+                        Product {
+                            m: rows,
+                            n: hw,
+                            k: a.cin,
+                            lhs,
+                            x: a.x[img * a.cin * hw..].as_ptr(),
+                            x_rs: hw,
+                            dst: bufs.expanded.as_mut_ptr(),
+                            d_rs: hw,
+                            bias: None,
+                            act: Activation::Identity,
+                            residual: None,
+                        }
+                        .run(kernel)
+                    },
+                    // SAFETY: as above, for gemm with the tile's layout.
+                    None => unsafe {
+                        gemm_strided(
+                            rows,
+                            hw,
+                            a.cin,
+                            bufs.expanded.as_mut_ptr(),
+                            strides,
+                            false,
+                            lhs,
+                            MatRef::row_major(a.x, img * a.cin * hw, hw),
+                        );
+                    },
                 }
                 let gi = (&params, task % groups);
                 // SAFETY: AVX2 + FMA (the caller's contract); the buffers and parameters are

@@ -8,7 +8,8 @@
 //! ops here do each layer in one pass on the CPU:
 //!
 //! - [`pointwise_conv2d`]: 1x1 convolution + bias + activation (+ residual), `gemm` tiles on
-//!   rayon with the epilogue applied in cache;
+//!   rayon with the epilogue applied in cache (small products, e.g. at batch 1: a register-tiled
+//!   AVX-512 / AVX2 kernel that reads the activation in place, `pointwise_direct`);
 //! - [`conv2d_fused`] ([`conv2d_bias_act`], [`conv2d`]): dense convolution + bias + activation,
 //!   any kernel, stride, padding and dilation (per axis), im2col per band of output rows into a
 //!   small buffer, then `gemm` (VGG, ResNet, stems, Inception's 1x7);
@@ -110,6 +111,7 @@ pub mod fourier;
 pub mod layer_norm;
 mod matmul;
 pub mod pointwise;
+mod pointwise_direct;
 pub mod pool;
 pub mod rect_conv;
 pub mod smooth;

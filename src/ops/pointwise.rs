@@ -15,6 +15,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 
 use super::matmul::{Epilogue, MatRef, batched_matmul, gemm_into, reduce_pieces};
+use super::pointwise_direct::forward_matmul;
 use super::{Activation, act_grad, channel_sum, f32_data};
 
 /// Checks `x [B,Cin,H,W]` and `w [Cout,Cin]`; returns `(B, Cin, Cout, H*W)`.
@@ -59,7 +60,7 @@ impl CustomOp3 for PointwiseConv {
             act: self.act,
             ..Epilogue::NONE
         };
-        let out = batched_matmul(MatRef::row_major(&w, 0, cin), cout, cin, &x, b, hw, epi);
+        let out = forward_matmul(MatRef::row_major(&w, 0, cin), cout, cin, &x, b, hw, epi);
         let dims = l1.dims();
         Ok((
             CpuStorage::F32(out),
@@ -150,7 +151,7 @@ impl CustomOp3 for PointwiseConvResidual {
             residual: Some(&residual),
             ..Epilogue::NONE
         };
-        let out = batched_matmul(MatRef::row_major(&wb, 0, cols), cout, cin, &x, b, hw, epi);
+        let out = forward_matmul(MatRef::row_major(&wb, 0, cols), cout, cin, &x, b, hw, epi);
         Ok((CpuStorage::F32(out), Shape::from(out_dims.to_vec())))
     }
 

@@ -1,0 +1,726 @@
+//! The product of a 1x1 convolution read in place, without packing:
+//! `dst[i][p] = act(Σ_c w[i][c] · x[c][p] + bias[i]) + residual[i][p]`.
+//!
+//! `gemm` copies (packs) its right-hand side, the activation, on every call; at batch 1 and in
+//! the fused MBConv op, whose products are small and many (one per task, each re-packing the
+//! image it reads), that copy cost a quarter of the products' time. Here the rows of `x` are
+//! read where they lie: a register tile of `R` output rows x `V` vectors of pixels keeps its
+//! accumulators in registers while `c` runs over the inputs (per input: `V` loads of `x`, `R`
+//! broadcast weights, `R * V` FMAs), and gets its bias, activation and residual before the one
+//! store. The pixel tail is a masked vector.
+//!
+//! Every output is one FMA chain over `c = 0, 1, ..` starting from zero, then `+ bias`, so
+//! the AVX-512, AVX2 + FMA and portable kernels give the same bits, whatever the tiling and the
+//! thread count (tested); they differ from `gemm`'s order of summation in the last bits.
+
+use rayon::prelude::*;
+
+use super::Activation;
+use super::matmul::{Epilogue, MatRef, SyncPtr, WANTED_TASKS};
+
+/// The kernels, by instruction set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// 16 lanes, 6 rows x 4 vectors per register tile.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// 8 lanes, 4 rows x 3 vectors.
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+    /// Plain Rust with `mul_add` (aarch64, where FMA is baseline; and the tests' reference).
+    #[cfg_attr(
+        not(any(test, target_arch = "aarch64")),
+        allow(dead_code, reason = "run on aarch64 and in the tests")
+    )]
+    Portable,
+}
+
+impl Kernel {
+    /// The kernel for this CPU, if it has one that beats `gemm`: AVX-512F, then AVX2 + FMA,
+    /// the portable one on aarch64; `None` on other x86 CPUs (no FMA: `mul_add` would be a
+    /// library call).
+    pub(crate) fn detect() -> Option<Kernel> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Some(Kernel::Avx512);
+            }
+            if super::has_avx2_fma() {
+                return Some(Kernel::Avx2Fma);
+            }
+            None
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            Some(Kernel::Portable)
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            None
+        }
+    }
+
+    /// Every kernel this CPU can run (the tests compare them).
+    #[cfg(test)]
+    fn available() -> Vec<Kernel> {
+        let mut all = vec![Kernel::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                all.push(Kernel::Avx512);
+            }
+            if super::has_avx2_fma() {
+                all.push(Kernel::Avx2Fma);
+            }
+        }
+        all
+    }
+}
+
+/// One product `dst (m x n) = post(lhs (m x k) · x (k x n))`: `x` row `c` at `x + c * x_rs`
+/// (contiguous along the row), `dst` row `i` at `dst + i * d_rs`, and the residual (when
+/// given) laid out like `dst`.
+#[derive(Clone, Copy)]
+pub(crate) struct Product {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub lhs: MatRef,
+    pub x: *const f32,
+    pub x_rs: usize,
+    pub dst: *mut f32,
+    pub d_rs: usize,
+    /// `[m]`, per output row, added to the product before the activation.
+    pub bias: Option<*const f32>,
+    /// Identity, ReLU or ReLU6 (the smooth ones are not fused here).
+    pub act: Activation,
+    /// Added after the activation; element `(i, p)` at `residual + i * d_rs + p`.
+    pub residual: Option<*const f32>,
+}
+
+impl Product {
+    /// Runs the product with `kernel`, single threaded.
+    ///
+    /// # Safety
+    /// The pointers must be valid for the matrices described (`lhs` for `m x k`, `x` for
+    /// `k` rows of `n`, `dst` and `residual` for `m` rows of `n`, `bias` for `m` values),
+    /// `dst` must not overlap the others nor be accessed concurrently, the activation must not
+    /// be smooth, and `kernel` must be supported by the CPU ([`Kernel::detect`]).
+    pub(crate) unsafe fn run(&self, kernel: Kernel) {
+        debug_assert!(!self.act.is_smooth());
+        if self.m == 0 || self.n == 0 {
+            return;
+        }
+        // SAFETY: forwarded from the caller (who checked the CPU's features).
+        unsafe {
+            match kernel {
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512 => avx512::run(self),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx2Fma => avx2::run(self),
+                Kernel::Portable => portable(self),
+            }
+        }
+    }
+}
+
+/// The reference semantics, in plain Rust: per output an FMA chain over the inputs from zero,
+/// then `act(v + bias) + residual`.
+///
+/// # Safety
+/// As [`Product::run`].
+unsafe fn portable(p: &Product) {
+    let mut acc = vec![0f32; p.n];
+    for i in 0..p.m {
+        acc.fill(0.0);
+        for c in 0..p.k {
+            // SAFETY: element (i, c) of lhs and row c of x (the caller's contract).
+            let (w, row) = unsafe {
+                (
+                    *p.lhs
+                        .ptr
+                        .offset(i as isize * p.lhs.rs + c as isize * p.lhs.cs),
+                    std::slice::from_raw_parts(p.x.add(c * p.x_rs), p.n),
+                )
+            };
+            acc.iter_mut()
+                .zip(row)
+                .for_each(|(a, &x)| *a = w.mul_add(x, *a));
+        }
+        // SAFETY: row i of dst and of the residual, element i of the bias.
+        unsafe {
+            let bias = p.bias.map_or(0.0, |b| *b.add(i));
+            let out = std::slice::from_raw_parts_mut(p.dst.add(i * p.d_rs), p.n);
+            for (j, (o, a)) in out.iter_mut().zip(&acc).enumerate() {
+                let res = p.residual.map_or(0.0, |r| *r.add(i * p.d_rs + j));
+                *o = p.act.apply(a + bias) + res;
+            }
+        }
+    }
+}
+
+/// The register-tiled kernel for one instruction set: `block::<R, V>` computes `R` rows x
+/// `V` vectors of pixels (the last vector masked to `tail`), `rows::<V>` runs one block
+/// column of pixels down all the rows, `run` walks the pixel blocks. Expects in scope: the
+/// vector type `Vf`, the mask type `Mask`, `LANES`, `RMAX`, `VMAX`, and `#[inline]`
+/// target-feature functions `zero`, `splat`, `load`, `load_masked`, `store`,
+/// `store_masked`, `fmadd`, `add`, `max`, `min`, `mask`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! register_tiled {
+    ($features:literal) => {
+        /// One `R x V` register tile at rows `i0..`, pixels `p0..`.
+        #[target_feature(enable = $features)]
+        unsafe fn block<const R: usize, const V: usize>(
+            p: &Product,
+            i0: usize,
+            p0: usize,
+            tail: Mask,
+        ) {
+            let mut acc = [[zero(); V]; R];
+            // SAFETY: every access stays inside the matrices of `p` (the caller's contract):
+            // rows i0..i0 + R < m, pixels p0.. of which the last vector is masked to n.
+            unsafe {
+                let w: [*const f32; R] =
+                    std::array::from_fn(|r| p.lhs.ptr.offset((i0 + r) as isize * p.lhs.rs));
+                let cs = p.lhs.cs;
+                let mut xp = p.x.add(p0);
+                for c in 0..p.k {
+                    let mut xv = [zero(); V];
+                    for (v, slot) in xv.iter_mut().enumerate() {
+                        *slot = if v + 1 == V {
+                            load_masked(xp.add(v * LANES), tail)
+                        } else {
+                            load(xp.add(v * LANES))
+                        };
+                    }
+                    for (row, wr) in acc.iter_mut().zip(&w) {
+                        let wv = splat(*wr.offset(c as isize * cs));
+                        for (a, &xq) in row.iter_mut().zip(&xv) {
+                            *a = fmadd(wv, xq, *a);
+                        }
+                    }
+                    xp = xp.add(p.x_rs);
+                }
+                // The accumulators leave the registers once, here: indexing `acc` in the
+                // epilogue's loops (not unrolled) would keep it in memory, stored on every
+                // step of the loop above.
+                let mut sums = [[[0f32; LANES]; V]; R];
+                for (sum_row, acc_row) in sums.iter_mut().zip(&acc) {
+                    for (sum, &a) in sum_row.iter_mut().zip(acc_row) {
+                        store(sum.as_mut_ptr(), a);
+                    }
+                }
+                for (r, row) in sums.iter().enumerate() {
+                    let i = i0 + r;
+                    let bias = splat(p.bias.map_or(0.0, |b| *b.add(i)));
+                    let at = i * p.d_rs + p0;
+                    for (v, a) in row.iter().enumerate() {
+                        let mut y = activate(p.act, add(load(a.as_ptr()), bias));
+                        let last = v + 1 == V;
+                        if let Some(res) = p.residual {
+                            let r = res.add(at + v * LANES);
+                            y = add(y, if last { load_masked(r, tail) } else { load(r) });
+                        }
+                        let d = p.dst.add(at + v * LANES);
+                        if last {
+                            store_masked(d, y, tail);
+                        } else {
+                            store(d, y);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// `act(v)` as [`Activation::apply`] does it for the piecewise-linear activations
+        /// (`max(v, 0)` maps NaN to 0 like `f32::max`; `min(6, max(0, v))` keeps it like
+        /// `f32::clamp`: the instructions return their second operand when one is NaN).
+        #[inline]
+        #[target_feature(enable = $features)]
+        fn activate(act: Activation, v: Vf) -> Vf {
+            match act {
+                Activation::Relu => max(v, zero()),
+                Activation::Relu6 => min(splat(6.0), max(zero(), v)),
+                _ => v,
+            }
+        }
+
+        /// The pixel block `p0..p0 + np` (`V` vectors) down all the rows.
+        #[target_feature(enable = $features)]
+        unsafe fn rows<const V: usize>(p: &Product, p0: usize, np: usize) {
+            let tail = mask(np - (V - 1) * LANES);
+            let mut i0 = 0;
+            while i0 < p.m {
+                let nr = RMAX.min(p.m - i0);
+                // SAFETY: rows i0..i0 + nr and pixels p0..p0 + np are inside the product.
+                unsafe {
+                    match nr {
+                        1 => block::<1, V>(p, i0, p0, tail),
+                        2 => block::<2, V>(p, i0, p0, tail),
+                        3 => block::<3, V>(p, i0, p0, tail),
+                        4 => block::<4, V>(p, i0, p0, tail),
+                        5 => block::<5, V>(p, i0, p0, tail),
+                        _ => block::<RMAX, V>(p, i0, p0, tail),
+                    }
+                }
+                i0 += nr;
+            }
+        }
+
+        /// The whole product, `VMAX` vectors of pixels at a time.
+        ///
+        /// # Safety
+        /// As [`Product::run`], and the CPU has the features.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn run(p: &Product) {
+            let step = VMAX * LANES;
+            let mut p0 = 0;
+            while p0 < p.n {
+                let np = step.min(p.n - p0);
+                // SAFETY: pixels p0..p0 + np are inside the product.
+                unsafe {
+                    match np.div_ceil(LANES) {
+                        1 => rows::<1>(p, p0, np),
+                        2 => rows::<2>(p, p0, np),
+                        3 => rows::<3>(p, p0, np),
+                        _ => rows::<VMAX>(p, p0, np),
+                    }
+                }
+                p0 += np;
+            }
+        }
+    };
+}
+
+/// AVX-512F: 16 lanes, tiles of 6 rows x 4 vectors (24 accumulators of 32 registers).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Activation, Product};
+
+    type Vf = __m512;
+    type Mask = __mmask16;
+    const LANES: usize = 16;
+    const RMAX: usize = 6;
+    const VMAX: usize = 4;
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn zero() -> Vf {
+        _mm512_setzero_ps()
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn splat(v: f32) -> Vf {
+        _mm512_set1_ps(v)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load(p: *const f32) -> Vf {
+        // SAFETY: the caller's pointer holds 16 values.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load_masked(p: *const f32, m: Mask) -> Vf {
+        // SAFETY: the lanes enabled by `m` are readable (masked lanes are not touched).
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store(p: *mut f32, v: Vf) {
+        // SAFETY: the caller's pointer has room for 16 values.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_masked(p: *mut f32, v: Vf, m: Mask) {
+        // SAFETY: the lanes enabled by `m` are writable.
+        unsafe { _mm512_mask_storeu_ps(p, m, v) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn fmadd(a: Vf, b: Vf, c: Vf) -> Vf {
+        _mm512_fmadd_ps(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn add(a: Vf, b: Vf) -> Vf {
+        _mm512_add_ps(a, b)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn max(a: Vf, b: Vf) -> Vf {
+        _mm512_max_ps(a, b)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn min(a: Vf, b: Vf) -> Vf {
+        _mm512_min_ps(a, b)
+    }
+    /// The first `n` (1..=16) lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn mask(n: usize) -> Mask {
+        ((1u32 << n) - 1) as Mask
+    }
+
+    register_tiled!("avx512f");
+}
+
+/// AVX2 + FMA: 8 lanes, tiles of 4 rows x 3 vectors (12 accumulators of 16 registers).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Activation, Product};
+
+    type Vf = __m256;
+    type Mask = __m256i;
+    const LANES: usize = 8;
+    const RMAX: usize = 4;
+    const VMAX: usize = 3;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn zero() -> Vf {
+        _mm256_setzero_ps()
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn splat(v: f32) -> Vf {
+        _mm256_set1_ps(v)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load(p: *const f32) -> Vf {
+        // SAFETY: the caller's pointer holds 8 values.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load_masked(p: *const f32, m: Mask) -> Vf {
+        // SAFETY: the lanes enabled by `m` are readable (masked lanes are not touched).
+        unsafe { _mm256_maskload_ps(p, m) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store(p: *mut f32, v: Vf) {
+        // SAFETY: the caller's pointer has room for 8 values.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store_masked(p: *mut f32, v: Vf, m: Mask) {
+        // SAFETY: the lanes enabled by `m` are writable.
+        unsafe { _mm256_maskstore_ps(p, m, v) }
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn fmadd(a: Vf, b: Vf, c: Vf) -> Vf {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn add(a: Vf, b: Vf) -> Vf {
+        _mm256_add_ps(a, b)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn max(a: Vf, b: Vf) -> Vf {
+        _mm256_max_ps(a, b)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn min(a: Vf, b: Vf) -> Vf {
+        _mm256_min_ps(a, b)
+    }
+    /// The first `n` (1..=8) lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn mask(n: usize) -> Mask {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
+    }
+
+    register_tiled!("avx2,fma");
+}
+
+/// The most pixels (over the whole batch) for which the direct kernel is used: it beat
+/// `gemm` on every pointwise shape of Lite0 at batch 1 (1.03-1.9x, 112x112 included) and on
+/// the 14x14 and 7x7 ones at batch 32 (1.0-1.65x), but not on the 28x28 and 56x56 ones at
+/// batch 32 (0.7-1.0x), where `gemm`'s packing is a small share of its work.
+const MAX_BATCH_PIXELS: usize = 16_384;
+
+/// The kernel to run the products of a 1x1 convolution over `batch` images of `n` pixels
+/// with, when it pays (see [`MAX_BATCH_PIXELS`]); `None`: use `gemm`.
+pub(crate) fn direct_kernel(batch: usize, n: usize) -> Option<Kernel> {
+    Kernel::detect().filter(|_| batch * n <= MAX_BATCH_PIXELS)
+}
+
+/// Pixels per task when an image's pixels are split (a multiple of every kernel's block).
+const TASK_PIXELS: usize = 1024;
+
+/// `out[b] = epi(lhs (m x k) · rhs[b] (k x n))` for every image `b` (`rhs` `[batch, k, n]`,
+/// output `[batch, m, n]`): a 1x1 convolution's forward. The direct kernel when the CPU has
+/// one, it pays ([`direct_kernel`]) and the epilogue is one it fuses; otherwise
+/// [`super::matmul::batched_matmul`] (`gemm`).
+pub(crate) fn forward_matmul(
+    lhs: MatRef,
+    m: usize,
+    k: usize,
+    rhs: &[f32],
+    batch: usize,
+    n: usize,
+    epi: Epilogue<'_>,
+) -> Vec<f32> {
+    match direct_kernel(batch, n) {
+        Some(kernel) if fuses(&epi) => batched_with(kernel, lhs, m, k, rhs, batch, n, epi),
+        _ => super::matmul::batched_matmul(lhs, m, k, rhs, batch, n, epi),
+    }
+}
+
+/// Whether the direct kernel applies `epi` itself (no pre-activation residual, a
+/// piecewise-linear activation).
+fn fuses(epi: &Epilogue<'_>) -> bool {
+    epi.pre_residual.is_none() && !epi.act.is_smooth()
+}
+
+/// [`forward_matmul`] with the direct `kernel`, on rayon tasks of `(image, pixel tile, row
+/// tile)`. The tiling does not change any result (see the module's doc).
+#[allow(clippy::too_many_arguments)]
+fn batched_with(
+    kernel: Kernel,
+    lhs: MatRef,
+    m: usize,
+    k: usize,
+    rhs: &[f32],
+    batch: usize,
+    n: usize,
+    epi: Epilogue<'_>,
+) -> Vec<f32> {
+    assert!(rhs.len() >= batch * k * n && fuses(&epi));
+    assert!(epi.bias.is_none_or(|b| b.len() >= m));
+    assert!(epi.residual.is_none_or(|r| r.len() >= batch * m * n));
+    if batch * m * n == 0 {
+        return Vec::new();
+    }
+    let mut out = super::Unfilled::new(batch * m * n);
+    let (nt, col_tiles) = (TASK_PIXELS.min(n), n.div_ceil(TASK_PIXELS.min(n)));
+    // Rows per task: all of them, unless that leaves too few tasks for the threads (batch 1),
+    // in multiples of 24 (every kernel's row block divides it).
+    let per_image = batch * col_tiles;
+    let mt = if per_image >= WANTED_TASKS / 2 {
+        m
+    } else {
+        m.div_ceil((WANTED_TASKS / 2).div_ceil(per_image))
+            .next_multiple_of(24)
+            .min(m)
+    };
+    let row_tiles = m.div_ceil(mt);
+    let dst = SyncPtr(out.ptr());
+    (0..batch * col_tiles * row_tiles)
+        .into_par_iter()
+        .for_each(|task| {
+            let (img, rest) = (
+                task / (col_tiles * row_tiles),
+                task % (col_tiles * row_tiles),
+            );
+            let (c0, r0) = ((rest / row_tiles) * nt, (rest % row_tiles) * mt);
+            let at = (img * m + r0) * n + c0;
+            let product = Product {
+                m: mt.min(m - r0),
+                n: nt.min(n - c0),
+                k,
+                // SAFETY: row r0 < m of the m x k lhs.
+                lhs: unsafe { lhs.at(r0, 0) },
+                x: rhs[img * k * n + c0..].as_ptr(),
+                x_rs: n,
+                // SAFETY: `at` is inside the output (image img, row r0, column c0).
+                dst: unsafe { dst.get().add(at) },
+                d_rs: n,
+                bias: epi.bias.map(|b| b[r0..].as_ptr()),
+                act: epi.act,
+                residual: epi.residual.map(|r| r[at..].as_ptr()),
+            };
+            // SAFETY: the task's tile lies inside `out` (and the residual, shaped like it);
+            // no other task writes it; lhs, rhs and the bias are read inside their buffers;
+            // the kernel is the detected one or the portable one; the activation is fused
+            // (`fuses`).
+            unsafe { product.run(kernel) };
+        });
+    // SAFETY: the tasks' tiles cover every row and pixel of every image, and the kernel
+    // writes each value of its tile.
+    unsafe { out.assume_filled() }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::disallowed_macros,
+    reason = "the timing test prints what it measured"
+)]
+mod tests {
+    use super::super::test_util::{ACTS, lcg};
+    use super::*;
+
+    /// `(batch, m, k, n)`: tails in every dimension, one row, one pixel, Lite0's shapes.
+    const CASES: &[(usize, usize, usize, usize)] = &[
+        (1, 1, 1, 1),
+        (2, 7, 5, 3),
+        (1, 13, 9, 17),
+        (3, 6, 4, 64),
+        (1, 25, 31, 65),
+        (2, 5, 3, 200),
+        (1, 40, 192, 49),
+        (1, 30, 17, 1030),
+        (1, 192, 1152, 49),
+        (2, 112, 672, 196),
+    ];
+
+    /// The direct kernel's and `gemm`'s outputs for a case, with every epilogue part.
+    fn outputs(
+        kernel: Kernel,
+        (batch, m, k, n): (usize, usize, usize, usize),
+        act: Activation,
+        with_bias: bool,
+        with_residual: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let w = lcg(m * k, 1, 1.0);
+        let x = lcg(batch * k * n, 2, 2.0);
+        let bias = lcg(m, 3, 1.0);
+        let res = lcg(batch * m * n, 4, 1.0);
+        let epi = Epilogue {
+            bias: with_bias.then_some(&bias[..]),
+            act,
+            residual: with_residual.then_some(&res[..]),
+            ..Epilogue::NONE
+        };
+        let lhs = MatRef::row_major(&w, 0, k);
+        (
+            batched_with(kernel, lhs, m, k, &x, batch, n, epi),
+            super::super::matmul::batched_matmul(lhs, m, k, &x, batch, n, epi),
+        )
+    }
+
+    #[test]
+    fn every_kernel_matches_gemm_and_the_others_bit_for_bit() {
+        for &case in CASES {
+            for act in ACTS {
+                for (bias, res) in [(true, false), (false, true), (true, true)] {
+                    let mut first: Option<Vec<f32>> = None;
+                    for kernel in Kernel::available() {
+                        let (got, want) = outputs(kernel, case, act, bias, res);
+                        let scale = want.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
+                        let err = got
+                            .iter()
+                            .zip(&want)
+                            .fold(0f32, |e, (a, b)| e.max((a - b).abs()))
+                            / scale;
+                        assert!(err <= 1e-5, "{kernel:?} {case:?} {act:?}: {err}");
+                        match &first {
+                            None => first = Some(got),
+                            Some(f) => assert!(
+                                f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{kernel:?} {case:?} {act:?}: differs from the portable kernel"
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_weights_and_nan_follow_the_activation() {
+        // lhs as the transpose of a row-major k x m matrix (row stride 1, column stride m).
+        let (m, k, n) = (5, 3, 20);
+        let wt = lcg(k * m, 5, 1.0);
+        let mut x = lcg(k * n, 6, 1.0);
+        x[3] = f32::NAN;
+        let lhs = MatRef::transposed(&wt, 0, m);
+        for kernel in Kernel::available() {
+            for act in ACTS {
+                let epi = Epilogue {
+                    act,
+                    ..Epilogue::NONE
+                };
+                let got = batched_with(kernel, lhs, m, k, &x, 1, n, epi);
+                for i in 0..m {
+                    for p in 0..n {
+                        let mut v = 0f32;
+                        for c in 0..k {
+                            v = wt[c * m + i].mul_add(x[c * n + p], v);
+                        }
+                        let want = act.apply(v + 0.0);
+                        let g = got[i * n + p];
+                        assert!(
+                            g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                            "{kernel:?} {act:?} ({i}, {p}): {g} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Throwaway timing of Lite0's pointwise shapes, direct kernel against `gemm` (best of
+    /// several runs): `cargo test --release --lib ops::pointwise_direct -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore]
+    fn timing() {
+        let Some(kernel) = Kernel::detect() else {
+            return;
+        };
+        let best = |runs: usize, f: &dyn Fn() -> Vec<f32>| {
+            f();
+            (0..runs)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    std::hint::black_box(f());
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        // (m, k, hw): projections, the head, blocks.0's projection, and expansions.
+        for (m, k, hw) in [
+            (16, 32, 12544),
+            (24, 144, 3136),
+            (40, 144, 784),
+            (40, 240, 784),
+            (80, 240, 196),
+            (112, 672, 196),
+            (192, 672, 49),
+            (192, 1152, 49),
+            (1280, 320, 49),
+            (144, 24, 3136),
+            (240, 40, 784),
+            (672, 112, 196),
+            (1152, 192, 49),
+        ] {
+            for batch in [1, 32] {
+                let w = lcg(m * k, 1, 1.0);
+                let x = lcg(batch * k * hw, 2, 1.0);
+                let bias = lcg(m, 3, 1.0);
+                let epi = Epilogue {
+                    bias: Some(&bias),
+                    act: Activation::Relu6,
+                    ..Epilogue::NONE
+                };
+                let lhs = MatRef::row_major(&w, 0, k);
+                let runs = if batch == 1 { 200 } else { 10 };
+                let direct = best(runs, &|| {
+                    batched_with(kernel, lhs, m, k, &x, batch, hw, epi)
+                });
+                let gemm = best(runs, &|| {
+                    super::super::matmul::batched_matmul(lhs, m, k, &x, batch, hw, epi)
+                });
+                println!(
+                    "B={batch} {k}->{m} @{hw}: direct {direct:.3} ms, gemm {gemm:.3} ms ({:.2}x)",
+                    gemm / direct
+                );
+            }
+        }
+    }
+}
