@@ -385,32 +385,3 @@ fn epilogue_tile<const FMA: bool>(
     // SAFETY: called by `tiled_matmul` on its own task's tile of `out`.
     unsafe { epi.tile::<FMA>(out, img, m, n, r0, rows, c0, cols) };
 }
-
-/// Sums `pieces` partial results of `len` values in a fixed order, whatever the thread count:
-/// the pieces are cut into at most 16 contiguous groups, `f(piece, acc, first)` accumulates
-/// piece `piece` into its group's buffer (overwriting it when `first`), and the group buffers
-/// are added up in order. Deterministic for a given `pieces`.
-pub(crate) fn reduce_pieces(
-    pieces: usize,
-    len: usize,
-    f: impl Fn(usize, &mut [f32], bool) + Sync,
-) -> Vec<f32> {
-    const MAX_GROUPS: usize = 16;
-    let groups = pieces.clamp(1, MAX_GROUPS);
-    let per_group = pieces.div_ceil(groups).max(1);
-    let mut partials: Vec<Vec<f32>> = (0..groups)
-        .into_par_iter()
-        .map(|g| {
-            let mut acc = vec![0f32; len];
-            for (i, piece) in (g * per_group..((g + 1) * per_group).min(pieces)).enumerate() {
-                f(piece, &mut acc, i == 0);
-            }
-            acc
-        })
-        .collect();
-    let mut total = std::mem::take(&mut partials[0]);
-    for p in &partials[1..] {
-        total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
-    }
-    total
-}

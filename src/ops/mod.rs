@@ -117,6 +117,7 @@ pub mod rect_conv;
 pub mod smooth;
 pub mod squeeze_excite;
 pub mod warp;
+mod weight_grad;
 
 pub use batchnorm::{
     BatchNormParams, batchnorm_eval, batchnorm_train, fold_batchnorm, update_running,

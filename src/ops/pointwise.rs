@@ -8,14 +8,17 @@
 //! one pass over the output instead of four (product, bias + activation, residual add, plus
 //! candle's broadcast of the weight).
 //!
-//! The backward: `gp = grad * act'(pre)`, `gx_b = wᵀ · gp_b` (the same tiled product),
-//! `gw = Σ_b gp_b · x_bᵀ` (a deterministic reduction over column chunks), `gbias = Σ gp` per
+//! The backward: `gp = grad * act'(pre)`, `gx_b = wᵀ · gp_b` (the same tiled product; small
+//! images side by side in one),
+//! `gw = Σ_b gp_b · x_bᵀ` (the batch's columns side by side, `ops::weight_grad`), `gbias = Σ gp` per
 //! channel and `gresidual = grad`.
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
 
-use super::matmul::{Epilogue, MatRef, batched_matmul, gemm_into, reduce_pieces};
+use super::matmul::{Epilogue, MatRef, batched_matmul};
 use super::pointwise_direct::forward_matmul;
+use super::weight_grad;
 use super::{Activation, act_grad, channel_sum, f32_data};
 
 /// Checks `x [B,Cin,H,W]` and `w [Cout,Cin]`; returns `(B, Cin, Cout, H*W)`.
@@ -216,11 +219,46 @@ impl CustomOp2 for GradInput {
         let (b, _, _, hw) = check(l1.dims(), &[cin, cout])?;
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
-        let epi = Epilogue::NONE;
-        let gx = batched_matmul(MatRef::transposed(&w, 0, cin), cin, cout, &gp, b, hw, epi);
+        let (wt, epi) = (MatRef::transposed(&w, 0, cin), Epilogue::NONE);
+        let gx = if hw < GATHER_BELOW && b > 1 {
+            let side_by_side =
+                batched_matmul(wt, cin, cout, &gather(&gp, b, cout, hw), 1, b * hw, epi);
+            scatter(&side_by_side, b, cin, hw)
+        } else {
+            batched_matmul(wt, cin, cout, &gp, b, hw, epi)
+        };
         let dims = l1.dims();
         Ok((CpuStorage::F32(gx), Shape::from((b, cin, dims[2], dims[3]))))
     }
+}
+
+/// Images of fewer pixels than this go through the input gradient's product side by side, as
+/// one `[Cout, B*H*W]` matrix: per image the product is too thin (49 columns at 7x7) and packs
+/// the whole weight once per image.
+const GATHER_BELOW: usize = 1024;
+
+/// `[B, C, N]` -> `[C, B*N]`: the images side by side.
+fn gather(t: &[f32], b: usize, c: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; b * c * n];
+    out.par_chunks_mut(b * n).enumerate().for_each(|(ch, row)| {
+        for (img, dst) in row.chunks_exact_mut(n).enumerate() {
+            dst.copy_from_slice(&t[(img * c + ch) * n..][..n]);
+        }
+    });
+    out
+}
+
+/// `[C, B*N]` -> `[B, C, N]`, the inverse of [`gather`].
+fn scatter(t: &[f32], b: usize, c: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; b * c * n];
+    out.par_chunks_mut(c * n)
+        .enumerate()
+        .for_each(|(img, image)| {
+            for (ch, dst) in image.chunks_exact_mut(n).enumerate() {
+                dst.copy_from_slice(&t[(ch * b + img) * n..][..n]);
+            }
+        });
+    out
 }
 
 /// `wᵀ · gp_b` per image: the input gradient of a 1x1 convolution, `(gp [B,Cout,H,W],
@@ -228,9 +266,6 @@ impl CustomOp2 for GradInput {
 pub(super) fn grad_input(gp: &Tensor, w: &Tensor) -> Result<Tensor> {
     gp.apply_op2_no_bwd(w, &GradInput)
 }
-
-/// Columns of one image per piece of the weight-gradient reduction.
-const GRAD_WEIGHT_CHUNK: usize = 4096;
 
 /// `(x [B,Cin,H,W], gp [B,Cout,H,W])` -> `Σ_b gp_b · x_bᵀ`: `[Cout,Cin]`.
 struct GradWeight;
@@ -263,27 +298,22 @@ impl CustomOp2 for GradWeight {
         let x = f32_data(s1, l1, self.name())?;
         let gp = f32_data(s2, l2, self.name())?;
         let hw = h * w;
-        let chunks = hw.div_ceil(GRAD_WEIGHT_CHUNK).max(1);
-        let gw = reduce_pieces(b * chunks, cout * cin, |piece, acc, first| {
-            let (img, chunk) = (piece / chunks, piece % chunks);
-            let c0 = chunk * GRAD_WEIGHT_CHUNK;
-            let cols = GRAD_WEIGHT_CHUNK.min(hw - c0.min(hw));
-            if cols == 0 {
-                return;
+        // Segments: runs of one image's pixels, as long as a chunk holds.
+        let per = weight_grad::max_cols(cout, cin).min(hw.max(1));
+        let pieces = hw.div_ceil(per);
+        let lens: Vec<usize> = (0..b * pieces)
+            .map(|s| per.min(hw - (s % pieces) * per))
+            .collect();
+        let gw = weight_grad::sum_over_segments(cout, cin, &lens, |s, a, bx| {
+            let (img, c0) = (s / pieces, (s % pieces) * per);
+            let t = lens[s];
+            for o in 0..cout {
+                a.row(o)
+                    .copy_from_slice(&gp[(img * cout + o) * hw + c0..][..t]);
             }
-            // SAFETY: acc is `cout x cin`; lhs is image img's columns c0.. of gp (`cout` rows
-            // of `hw`), rhs the transpose of the same columns of x: all inside their buffers.
-            unsafe {
-                gemm_into(
-                    cout,
-                    cin,
-                    cols,
-                    acc.as_mut_ptr(),
-                    cin,
-                    !first,
-                    MatRef::row_major(&gp, img * cout * hw + c0, hw),
-                    MatRef::transposed(&x, img * cin * hw + c0, hw),
-                );
+            for i in 0..cin {
+                bx.row(i)
+                    .copy_from_slice(&x[(img * cin + i) * hw + c0..][..t]);
             }
         });
         Ok((CpuStorage::F32(gw), Shape::from((cout, cin))))

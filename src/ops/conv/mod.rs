@@ -11,8 +11,9 @@
 //! cache (see `ops::matmul`). A 1x1
 //! convolution at stride 1 without padding is a plain product (`pointwise_conv2d`, no im2col).
 //!
-//! The backward: `gp = grad * act'(out)`; `gw = Σ gp_band · cols_bandᵀ` over the same bands
-//! (recomputing each im2col buffer, reduced in a fixed order); `gx` at stride 1 is the forward
+//! The backward: `gp = grad * act'(out)`; `gw = Σ gp_band · cols_bandᵀ` over bands of output
+//! rows, the batch's bands side by side in products of depth up to a few thousand
+//! (`ops::weight_grad`, unfolding the input again); `gx` at stride 1 is the forward
 //! convolution of `gp` with the kernel flipped and its channels swapped (padded by
 //! `d*(k-1) - p`; [`Geom::transposed`]); otherwise per `(image, band of input rows)`: `wᵀ · gp`
 //! over the output rows that touch the band, folded back (col2im) into the band's own rows
@@ -22,7 +23,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 use rayon::prelude::*;
 
 use super::bias_act::activate;
-use super::matmul::{Epilogue, MatRef, SyncPtr, gemm_into, reduce_pieces, row_tile, tiled_matmul};
+use super::matmul::{Epilogue, MatRef, SyncPtr, gemm_into, row_tile, tiled_matmul};
+use super::weight_grad::{self, Rows};
 use super::{Activation, act_grad, channel_sum, f32_data, pointwise_conv2d, zeroed};
 
 /// Stride, zero padding and dilation of a convolution, each `(height, width)`.
@@ -235,15 +237,21 @@ fn flipped(g: &Geom, w: &[f32]) -> Vec<f32> {
 /// (`[Cin*kh*kw, rows*OW]`, row-major): `cols[(c*kh + ky)*kw + kx][r*OW + ox] =
 /// x[c][(oy0+r)*sy + ky*dy - py][ox*sx + kx*dx - px]`, zero in the padding.
 fn im2col(g: &Geom, x: &[f32], oy0: usize, rows: usize, cols: &mut Vec<f32>) {
-    let (kh, kw, ow, sx) = (g.y.k, g.x.k, g.x.o, g.x.s);
-    let t = rows * ow;
+    let t = rows * g.x.o;
     cols.clear();
     cols.resize(g.kdim() * t, 0.0);
+    unfold(g, x, oy0, rows, &mut Rows::of(cols, g.kdim(), t));
+}
+
+/// [`im2col`] into `out`'s `Cin*kh*kw` rows of `rows*OW` values, which must be zero where the
+/// padding is read.
+fn unfold(g: &Geom, x: &[f32], oy0: usize, rows: usize, out: &mut Rows<'_>) {
+    let (kh, kw, ow, sx) = (g.y.k, g.x.k, g.x.o, g.x.s);
     for c in 0..g.cin {
         let plane = &x[c * g.in_plane()..][..g.in_plane()];
         for ky in 0..kh {
             for kx in 0..kw {
-                let dst = &mut cols[((c * kh + ky) * kw + kx) * t..][..t];
+                let dst = out.row((c * kh + ky) * kw + kx);
                 let (lo, hi) = g.x.valid(kx);
                 if lo >= hi {
                     continue;
@@ -473,36 +481,25 @@ impl CustomOp2 for GradWeight {
         }
         let x = f32_data(s1, l1, self.name())?;
         let gp = f32_data(s2, l2, self.name())?;
-        let (kdim, n, rows, ow) = (g.kdim(), g.out_plane(), g.band_rows(), g.x.o);
+        let (kdim, n, ow) = (g.kdim(), g.out_plane(), g.x.o);
+        // Segments: bands of output rows of each image, as many rows as a chunk holds.
+        let rows = (weight_grad::max_cols(g.cout, kdim) / ow.max(1)).clamp(1, g.y.o);
         let bands = g.y.o.div_ceil(rows);
-        let image = g.cin * g.in_plane();
-        let gw = reduce_pieces(b * bands, g.cout * kdim, |piece, acc, first| {
-            let (img, band) = (piece / bands, piece % bands);
-            let oy0 = band * rows;
-            let rows = rows.min(g.y.o - oy0);
-            let t = rows * ow;
-            let x = &x[img * image..][..image];
-            let mut cols = Vec::new();
-            let rhs = if g.is_pointwise() {
-                MatRef::transposed(x, oy0 * ow, n)
-            } else {
-                im2col(&g, x, oy0, rows, &mut cols);
-                MatRef::transposed(&cols, 0, t)
-            };
-            // SAFETY: acc is `cout x kdim`; lhs is the band's `cout x t` slice of gp (row
-            // stride n), rhs the transpose of the band's `kdim x t` unfolded input.
-            unsafe {
-                gemm_into(
-                    g.cout,
-                    kdim,
-                    t,
-                    acc.as_mut_ptr(),
-                    kdim,
-                    !first,
-                    MatRef::row_major(&gp, img * g.cout * n + oy0 * ow, n),
-                    rhs,
-                );
+        let lens: Vec<usize> = (0..b * bands)
+            .map(|s| (rows.min(g.y.o - (s % bands) * rows)) * ow)
+            .collect();
+        let (image, padded) = (g.cin * g.in_plane(), g.y.p > 0 || g.x.p > 0);
+        let gw = weight_grad::sum_over_segments(g.cout, kdim, &lens, |s, a, cols| {
+            let (img, oy0) = (s / bands, (s % bands) * rows);
+            let t = lens[s];
+            for o in 0..g.cout {
+                a.row(o)
+                    .copy_from_slice(&gp[(img * g.cout + o) * n + oy0 * ow..][..t]);
             }
+            if padded {
+                cols.zero();
+            }
+            unfold(&g, &x[img * image..][..image], oy0, t / ow, cols);
         });
         Ok((
             CpuStorage::F32(gw),
