@@ -1,6 +1,7 @@
 //! Winograd F(2x2, 3x3): the 3x3 stride-1 dilation-1 convolutions (VGG, ResNet's basic and
 //! bottleneck blocks, and the input gradient of each, which is itself such a convolution,
-//! [`Geom::transposed`]) with 4 products of 16 instead of 9 multiply-adds per output pixel.
+//! [`Geom::transposed`]) with 16 multiply-adds per 2x2 output tile and channel pair instead of
+//! 36 (4 per output pixel instead of 9).
 //!
 //! The output is cut into 2x2 tiles, each reading a 4x4 patch of the input (rows
 //! `2*ty - p ..`, columns `2*tx - p ..`, zero outside). With the transforms of Lavin & Gray
@@ -12,7 +13,7 @@
 //! Rayon tasks over bands of tile rows, the tile rows of all images numbered one after the
 //! other (a band of small images spans several of them, so that the products are not thin):
 //! each task transforms its band's input into its thread's scratch (`16*Cin*T` values, `T` the
-//! band's tiles, about 512 KiB), runs the 16 products into a second scratch (`16*Cout*T`),
+//! band's tiles: about 512 KiB, 2 MiB at 512 channels), runs the 16 products into a second scratch (`16*Cout*T`),
 //! transforms them back into the output rows it owns and applies the bias, activation and
 //! residual ([`Epilogue`]) to each row pair while it is in cache. No buffer grows with the
 //! batch beyond the output.
@@ -37,16 +38,16 @@ pub(super) fn applies(g: &Geom) -> bool {
 }
 
 /// Whether Winograd is faster than the im2col path for `b` images of geometry `g` (measured
-/// on VGG-16's and ResNet's layers, see the `timings` test): the products have enough input
-/// and output channels to run the microkernels at full speed (VGG's first layer, 3 channels,
-/// stays on im2col), and there are enough tiles per task for the products not to be thin.
+/// on VGG-16's and ResNet's layers, see the `timings` test): at least 32 input and output
+/// channels (VGG's first layer, 3 input channels, is 2-4x slower on Winograd) and at least
+/// 196 output pixels in the batch (14x14 at batch 1; 7x7 images at batch 1 measured even).
 pub(super) fn pays(b: usize, g: &Geom) -> bool {
     applies(g) && g.cin >= 32 && g.cout >= 32 && b * g.y.o * g.x.o >= 196
 }
 
 /// Tile rows per band (task) for `b` images of geometry `g`, counted over all images' tile
 /// rows: the band's transformed input (`16*Cin*T`) and products (`16*Cout*T`) stay within
-/// ~512 KiB each (both in a core's L2 with room to spare; 4x that measured slower), but a band
+/// ~512 KiB each (both in a core's L2; 8x that measured slower at batch 4), but a band
 /// has at least 64 tiles, so that the products are not too thin (small images: several
 /// images a band); then the bands are cut finer, down to 64 tiles, until there are enough
 /// tasks for the threads. A function of the shapes only, never of the thread count, so that
@@ -72,44 +73,38 @@ fn tiles(o: usize) -> usize {
 /// `[Cout, Cin, 3, 3]`, with `G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]`.
 fn kernel_transform(g: &Geom, w: &[f32]) -> Vec<f32> {
     let (cin, cout) = (g.cin, g.cout);
-    let mut u = vec![0f32; XI * cout * cin];
     let plane = cout * cin;
-    // One chunk of Cin values per output channel and ξ; the output channels in parallel.
-    let mut per_o: Vec<Vec<f32>> = (0..cout)
-        .into_par_iter()
-        .map(|o| {
-            let mut out = vec![0f32; XI * cin];
-            for c in 0..cin {
-                let k = &w[(o * cin + c) * 9..][..9];
-                // t = G k (4x3), then t Gᵀ (4x4).
-                let mut t = [[0f32; 3]; 4];
-                for j in 0..3 {
-                    let (a, b, d) = (k[j], k[3 + j], k[6 + j]);
-                    t[0][j] = a;
-                    t[1][j] = 0.5 * (a + b + d);
-                    t[2][j] = 0.5 * (a - b + d);
-                    t[3][j] = d;
-                }
-                for (i, r) in t.iter().enumerate() {
-                    let v = [
-                        r[0],
-                        0.5 * (r[0] + r[1] + r[2]),
-                        0.5 * (r[0] - r[1] + r[2]),
-                        r[2],
-                    ];
-                    for (j, v) in v.into_iter().enumerate() {
-                        out[(4 * i + j) * cin + c] = v;
-                    }
+    let mut u = vec![0f32; XI * plane];
+    let dst = SyncPtr(u.as_mut_ptr());
+    // The output channels in parallel, each writing its own row of every U[ξ] in place (no
+    // per-task buffers: small allocations on the workers stay in their arenas, RSS).
+    (0..cout).into_par_iter().for_each(|o| {
+        for c in 0..cin {
+            let k = &w[(o * cin + c) * 9..][..9];
+            // t = G k (4x3), then t Gᵀ (4x4).
+            let mut t = [[0f32; 3]; 4];
+            for j in 0..3 {
+                let (a, b, d) = (k[j], k[3 + j], k[6 + j]);
+                t[0][j] = a;
+                t[1][j] = 0.5 * (a + b + d);
+                t[2][j] = 0.5 * (a - b + d);
+                t[3][j] = d;
+            }
+            for (i, r) in t.iter().enumerate() {
+                let v = [
+                    r[0],
+                    0.5 * (r[0] + r[1] + r[2]),
+                    0.5 * (r[0] - r[1] + r[2]),
+                    r[2],
+                ];
+                for (j, v) in v.into_iter().enumerate() {
+                    // SAFETY: element (o, c) of U[4i + j] lies in `u`, and only the task of
+                    // output channel o writes row o.
+                    unsafe { dst.get().add((4 * i + j) * plane + o * cin + c).write(v) };
                 }
             }
-            out
-        })
-        .collect();
-    for (o, part) in per_o.iter_mut().enumerate() {
-        for xi in 0..XI {
-            u[xi * plane + o * cin..][..cin].copy_from_slice(&part[xi * cin..][..cin]);
         }
-    }
+    });
     u
 }
 
