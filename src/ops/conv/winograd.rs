@@ -73,38 +73,45 @@ fn tiles(o: usize) -> usize {
 /// `[Cout, Cin, 3, 3]`, with `G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]`.
 fn kernel_transform(g: &Geom, w: &[f32]) -> Vec<f32> {
     let (cin, cout) = (g.cin, g.cout);
+    let mut u = vec![0f32; XI * cout * cin];
     let plane = cout * cin;
-    let mut u = vec![0f32; XI * plane];
-    let dst = SyncPtr(u.as_mut_ptr());
-    // The output channels in parallel, each writing its own row of every U[ξ] in place (no
-    // per-task buffers: small allocations on the workers stay in their arenas, RSS).
-    (0..cout).into_par_iter().for_each(|o| {
-        for c in 0..cin {
-            let k = &w[(o * cin + c) * 9..][..9];
-            // t = G k (4x3), then t Gᵀ (4x4).
-            let mut t = [[0f32; 3]; 4];
-            for j in 0..3 {
-                let (a, b, d) = (k[j], k[3 + j], k[6 + j]);
-                t[0][j] = a;
-                t[1][j] = 0.5 * (a + b + d);
-                t[2][j] = 0.5 * (a - b + d);
-                t[3][j] = d;
-            }
-            for (i, r) in t.iter().enumerate() {
-                let v = [
-                    r[0],
-                    0.5 * (r[0] + r[1] + r[2]),
-                    0.5 * (r[0] - r[1] + r[2]),
-                    r[2],
-                ];
-                for (j, v) in v.into_iter().enumerate() {
-                    // SAFETY: element (o, c) of U[4i + j] lies in `u`, and only the task of
-                    // output channel o writes row o.
-                    unsafe { dst.get().add((4 * i + j) * plane + o * cin + c).write(v) };
+    // One chunk of Cin values per output channel and ξ; the output channels in parallel,
+    // then copied into place (writing U in place from the tasks measured 2-3x slower).
+    let per_o: Vec<Vec<f32>> = (0..cout)
+        .into_par_iter()
+        .map(|o| {
+            let mut out = vec![0f32; XI * cin];
+            for c in 0..cin {
+                let k = &w[(o * cin + c) * 9..][..9];
+                // t = G k (4x3), then t Gᵀ (4x4).
+                let mut t = [[0f32; 3]; 4];
+                for j in 0..3 {
+                    let (a, b, d) = (k[j], k[3 + j], k[6 + j]);
+                    t[0][j] = a;
+                    t[1][j] = 0.5 * (a + b + d);
+                    t[2][j] = 0.5 * (a - b + d);
+                    t[3][j] = d;
+                }
+                for (i, r) in t.iter().enumerate() {
+                    let v = [
+                        r[0],
+                        0.5 * (r[0] + r[1] + r[2]),
+                        0.5 * (r[0] - r[1] + r[2]),
+                        r[2],
+                    ];
+                    for (j, v) in v.into_iter().enumerate() {
+                        out[(4 * i + j) * cin + c] = v;
+                    }
                 }
             }
+            out
+        })
+        .collect();
+    for (o, part) in per_o.iter().enumerate() {
+        for xi in 0..XI {
+            u[xi * plane + o * cin..][..cin].copy_from_slice(&part[xi * cin..][..cin]);
         }
-    });
+    }
     u
 }
 
