@@ -252,6 +252,32 @@ impl Epilogue<'_> {
     }
 }
 
+impl Epilogue<'_> {
+    /// Applies the epilogue (if it does anything) to rows `r0..r0 + rows`, columns
+    /// `c0..c0 + cols` of output image `img` (`m x n` per image, row-major) in `out`: for
+    /// kernels that write their tiles themselves (Winograd).
+    ///
+    /// # Safety
+    /// As [`Epilogue::tile`]: `out` holds `batch * m * n` values and nothing else accesses
+    /// the tile meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn apply(
+        &self,
+        out: SyncPtr,
+        img: usize,
+        m: usize,
+        n: usize,
+        r0: usize,
+        rows: usize,
+        c0: usize,
+        cols: usize,
+    ) {
+        if !self.is_noop() {
+            dispatch_fma!(epilogue_tile(self, out, img, m, n, r0, rows, c0, cols));
+        }
+    }
+}
+
 /// `buf[r][j] = act(buf[r][j] + bias[r])` over the rows of `n` values of `buf`.
 pub(crate) fn bias_act_rows(buf: &mut [f32], n: usize, bias: &[f32], act: Activation) {
     dispatch_fma!(bias_act_rows_imp(buf, n, bias, act));

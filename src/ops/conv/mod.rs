@@ -18,6 +18,9 @@
 //! `d*(k-1) - p`; [`Geom::transposed`]); otherwise per `(image, band of input rows)`: `wᵀ · gp`
 //! over the output rows that touch the band, folded back (col2im) into the band's own rows
 //! only, so tasks never write the same element.
+//!
+//! 3x3 convolutions at stride 1 (forward and input gradient) with enough channels go through
+//! Winograd F(2x2, 3x3) instead of im2col (`winograd`, where it measured faster).
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
@@ -336,6 +339,14 @@ impl CustomOp3 for Conv {
 /// `epi(conv(x, w))` for `b` images of geometry `g` (`x` `[B,Cin,H,W]`, `w` `[Cout,Cin,kh,kw]`,
 /// row-major): `[B,Cout,OH,OW]`.
 fn forward(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<f32> {
+    if winograd::pays(b, g) {
+        return winograd::forward(b, g, x, w, epi);
+    }
+    unfolded(b, g, x, w, epi)
+}
+
+/// [`forward`] through im2col and one product per band, for every geometry.
+fn unfolded(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<f32> {
     let (kdim, n) = (g.kdim(), g.out_plane());
     let nt = g.band_rows() * g.x.o;
     let mt = row_tile(g.cout, b * n.div_ceil(nt));
@@ -756,6 +767,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, spec: ConvSpec) -> Result<Tensor> {
     let zero = Tensor::zeros(cout, w.dtype(), w.device())?;
     conv2d_fused(x, w, &zero, spec, Activation::Identity)
 }
+
+mod winograd;
 
 #[cfg(test)]
 mod tests;

@@ -7,17 +7,17 @@ use super::*;
 
 /// One convolution to test: input `[b, cin, h, w]`, weight `[cout, cin, kh, kw]`, `spec`.
 #[derive(Clone, Copy, Debug)]
-struct Case {
-    b: usize,
-    cin: usize,
-    cout: usize,
-    hw: (usize, usize),
-    k: (usize, usize),
-    spec: ConvSpec,
+pub(super) struct Case {
+    pub b: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub hw: (usize, usize),
+    pub k: (usize, usize),
+    pub spec: ConvSpec,
 }
 
 /// A case with a square kernel, stride and padding, no dilation.
-const fn sq(
+pub(super) const fn sq(
     b: usize,
     cin: usize,
     cout: usize,
@@ -124,7 +124,7 @@ const BANDED: &[Case] = &[
     },
 ];
 
-fn inputs(c: Case, seed: u64) -> Result<(Tensor, Tensor, Tensor)> {
+pub(super) fn inputs(c: Case, seed: u64) -> Result<(Tensor, Tensor, Tensor)> {
     Ok((
         tensor(&[c.b, c.cin, c.hw.0, c.hw.1], seed, 2.0)?,
         tensor(&[c.cout, c.cin, c.k.0, c.k.1], seed + 1, 1.0)?,
@@ -132,7 +132,7 @@ fn inputs(c: Case, seed: u64) -> Result<(Tensor, Tensor, Tensor)> {
     ))
 }
 
-fn out_hw(c: Case) -> (usize, usize) {
+pub(super) fn out_hw(c: Case) -> (usize, usize) {
     let out =
         |n: usize, k: usize, s: usize, p: usize, d: usize| (n + 2 * p - d * (k - 1) - 1) / s + 1;
     let ConvSpec {
@@ -171,7 +171,7 @@ fn candle_backward_ok(c: Case) -> bool {
 }
 
 /// `conv(x, w) + bias` in f64 by the definition, `[b, cout, oh, ow]` flattened.
-fn direct_f64(c: Case, x: &[f64], w: &[f64], bias: &[f64]) -> Vec<f64> {
+pub(super) fn direct_f64(c: Case, x: &[f64], w: &[f64], bias: &[f64]) -> Vec<f64> {
     let (oh, ow) = out_hw(c);
     let ((h, wd), (kh, kw)) = (c.hw, c.k);
     let ConvSpec {

@@ -1,0 +1,347 @@
+//! Winograd F(2x2, 3x3): the 3x3 stride-1 dilation-1 convolutions (VGG, ResNet's basic and
+//! bottleneck blocks, and the input gradient of each, which is itself such a convolution,
+//! [`Geom::transposed`]) with 16 multiply-adds per 2x2 output tile and channel pair instead of
+//! 36 (4 per output pixel instead of 9).
+//!
+//! The output is cut into 2x2 tiles, each reading a 4x4 patch of the input (rows
+//! `2*ty - p ..`, columns `2*tx - p ..`, zero outside). With the transforms of Lavin & Gray
+//! (2016), `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A` per tile and channel pair, summed over the input
+//! channels: the sum is 16 independent products `M[ξ] = U[ξ] · V[ξ]`, `U[ξ]` `[Cout,Cin]` (the
+//! transformed kernel, made once per call) and `V[ξ]` `[Cin,T]` (the transformed input tiles),
+//! which run through `gemm` like the im2col path's single product.
+//!
+//! Rayon tasks over bands of tile rows, the tile rows of all images numbered one after the
+//! other (a band of small images spans several of them, so that the products are not thin):
+//! each task transforms its band's input into its thread's scratch (`16*Cin*T` values, `T` the
+//! band's tiles: about 512 KiB, 2 MiB at 512 channels), runs the 16 products into a second scratch (`16*Cout*T`),
+//! transforms them back into the output rows it owns and applies the bias, activation and
+//! residual ([`Epilogue`]) to each row pair while it is in cache. No buffer grows with the
+//! batch beyond the output.
+//!
+//! The transforms' additions round too: the result differs from the im2col path's by a few
+//! float32 ulps of the products' magnitude (measured against f64 in the tests).
+//! [`pays`] says where it is used: measured per layer shape (see the `timings` test).
+
+use rayon::prelude::*;
+
+use super::Geom;
+use crate::ops::Unfilled;
+use crate::ops::matmul::{Epilogue, MatRef, SyncPtr, gemm_into};
+
+/// The 16 positions of a 4x4 transformed tile.
+const XI: usize = 16;
+
+/// Whether `g` is a convolution this module computes: a 3x3 kernel at stride 1, no dilation.
+pub(super) fn applies(g: &Geom) -> bool {
+    let ok = |a: &super::Axis| a.k == 3 && a.s == 1 && a.d == 1;
+    ok(&g.y) && ok(&g.x)
+}
+
+/// Whether Winograd is faster than the im2col path for `b` images of geometry `g` (measured
+/// on VGG-16's and ResNet's layers, see the `timings` test): at least 32 input and output
+/// channels (VGG's first layer, 3 input channels, is 2-4x slower on Winograd) and at least
+/// 196 output pixels in the batch (14x14 at batch 1; 7x7 images at batch 1 measured even).
+pub(super) fn pays(b: usize, g: &Geom) -> bool {
+    applies(g) && g.cin >= 32 && g.cout >= 32 && b * g.y.o * g.x.o >= 196
+}
+
+/// Tile rows per band (task) for `b` images of geometry `g`, counted over all images' tile
+/// rows: the band's transformed input (`16*Cin*T`) and products (`16*Cout*T`) stay within
+/// ~512 KiB each (both in a core's L2; 8x that measured slower at batch 4), but a band
+/// has at least 64 tiles, so that the products are not too thin (small images: several
+/// images a band); then the bands are cut finer, down to 64 tiles, until there are enough
+/// tasks for the threads. A function of the shapes only, never of the thread count, so that
+/// every sum runs in the same order on every machine.
+fn band_tile_rows(b: usize, g: &Geom) -> usize {
+    const WANTED_TASKS: usize = 16;
+    const MIN_TILES: usize = 64;
+    let (tw, all) = (tiles(g.x.o), b * tiles(g.y.o));
+    let max_tiles = (8_192 / g.cin.max(g.cout).max(1)).max(MIN_TILES);
+    let mut rows = (max_tiles / tw).clamp(1, all);
+    while all.div_ceil(rows) < WANTED_TASKS && rows > 1 && (rows / 2) * tw >= MIN_TILES {
+        rows /= 2;
+    }
+    rows
+}
+
+/// 2x2 output tiles along an axis of `o` outputs.
+fn tiles(o: usize) -> usize {
+    o.div_ceil(2)
+}
+
+/// The transformed kernel `U[ξ][o][c] = (G w[o][c] Gᵀ)[ξ]` (`[16, Cout, Cin]`) of `w`
+/// `[Cout, Cin, 3, 3]`, with `G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]`.
+fn kernel_transform(g: &Geom, w: &[f32]) -> Vec<f32> {
+    let (cin, cout) = (g.cin, g.cout);
+    let mut u = vec![0f32; XI * cout * cin];
+    let plane = cout * cin;
+    // One chunk of Cin values per output channel and ξ; the output channels in parallel,
+    // then copied into place (writing U in place from the tasks measured 2-3x slower).
+    let per_o: Vec<Vec<f32>> = (0..cout)
+        .into_par_iter()
+        .map(|o| {
+            let mut out = vec![0f32; XI * cin];
+            for c in 0..cin {
+                let k = &w[(o * cin + c) * 9..][..9];
+                // t = G k (4x3), then t Gᵀ (4x4).
+                let mut t = [[0f32; 3]; 4];
+                for j in 0..3 {
+                    let (a, b, d) = (k[j], k[3 + j], k[6 + j]);
+                    t[0][j] = a;
+                    t[1][j] = 0.5 * (a + b + d);
+                    t[2][j] = 0.5 * (a - b + d);
+                    t[3][j] = d;
+                }
+                for (i, r) in t.iter().enumerate() {
+                    let v = [
+                        r[0],
+                        0.5 * (r[0] + r[1] + r[2]),
+                        0.5 * (r[0] - r[1] + r[2]),
+                        r[2],
+                    ];
+                    for (j, v) in v.into_iter().enumerate() {
+                        out[(4 * i + j) * cin + c] = v;
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    for (o, part) in per_o.iter().enumerate() {
+        for xi in 0..XI {
+            u[xi * plane + o * cin..][..cin].copy_from_slice(&part[xi * cin..][..cin]);
+        }
+    }
+    u
+}
+
+/// Runs `f` with AVX2 and FMA enabled when the CPU has them (the transforms are loops of adds
+/// over a row of tiles, which the compiler then vectorises 8 wide).
+#[inline(always)]
+fn vectorised(f: impl FnOnce()) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn with_avx2(f: impl FnOnce()) {
+            f()
+        }
+        if crate::ops::has_avx2_fma() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+            unsafe { with_avx2(f) };
+            return;
+        }
+    }
+    f()
+}
+
+/// A task's scratch, reused by its thread: the transformed input `[16, Cin, T]`, the products
+/// `[16, Cout, T]` and the rows of one tile row.
+#[derive(Default)]
+struct Scratch {
+    v: Vec<f32>,
+    m: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+/// Transforms tile rows `ty0..ty0 + nty` (counted over all images, `tiles(OH)` per image) of
+/// `x` (`[B, Cin, H, W]`) into `v` (`[16, Cin, T]`, `T = nty * tw`, tile `(ty0 + r, tx)` at
+/// column `r * tw + tx`): `V = Bᵀ d B` with `Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`.
+#[inline(always)]
+fn input_transform(g: &Geom, x: &[f32], ty0: usize, nty: usize, s: &mut Scratch) {
+    let (h, wd, py, px) = (g.y.n, g.x.n, g.y.p, g.x.p);
+    let tw = tiles(g.x.o);
+    let t = nty * tw;
+    // Each input row, padded, as its even and odd columns: `e[k] = row[2k - px]`,
+    // `o[k] = row[2k + 1 - px]`, k in 0..=tw (zero outside the image).
+    let tw1 = tw + 1;
+    let padded = 2 * tw1;
+    s.rows.clear();
+    s.rows.resize(padded + 16 * tw1, 0.0);
+    let (line, rest) = s.rows.split_at_mut(padded);
+    let (eo, dd) = rest.split_at_mut(8 * tw1);
+    s.v.clear();
+    s.v.resize(XI * g.cin * t, 0.0);
+    let v = s.v.as_mut_ptr();
+    // The input columns that land in the padded row: padded[j] = row[j - px].
+    let j0 = px.min(padded);
+    let j1 = (px + wd).min(padded);
+    let th = tiles(g.y.o);
+    for c in 0..g.cin {
+        for r in 0..nty {
+            let (img, ty) = ((ty0 + r) / th, (ty0 + r) % th);
+            let plane = &x[(img * g.cin + c) * h * wd..][..h * wd];
+            for i in 0..4 {
+                let (e, o) = eo[2 * i * tw1..][..2 * tw1].split_at_mut(tw1);
+                match (2 * ty + i).checked_sub(py).filter(|&iy| iy < h) {
+                    None => {
+                        e.fill(0.0);
+                        o.fill(0.0);
+                    }
+                    Some(iy) => {
+                        line[..j0].fill(0.0);
+                        line[j1..].fill(0.0);
+                        line[j0..j1].copy_from_slice(&plane[iy * wd..][..j1 - j0]);
+                        for ((p, e), o) in line.chunks_exact(2).zip(e.iter_mut()).zip(o.iter_mut())
+                        {
+                            *e = p[0];
+                            *o = p[1];
+                        }
+                    }
+                }
+            }
+            // Bᵀ d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 (even and odd columns alike).
+            let src = |i: usize| &eo[i * 2 * tw1..][..2 * tw1];
+            let (s0, s1, s2, s3) = (src(0), src(1), src(2), src(3));
+            let (q01, q23) = dd.split_at_mut(4 * tw1);
+            let (q0, q1) = q01.split_at_mut(2 * tw1);
+            let (q2, q3) = q23.split_at_mut(2 * tw1);
+            for j in 0..2 * tw1 {
+                q0[j] = s0[j] - s2[j];
+                q1[j] = s1[j] + s2[j];
+                q2[j] = s2[j] - s1[j];
+                q3[j] = s1[j] - s3[j];
+            }
+            // (Bᵀ d) B on the columns 2tx..2tx + 4: e[tx], o[tx], e[tx+1], o[tx+1].
+            for (i, d) in dd.chunks_exact(2 * tw1).enumerate() {
+                let (e, o) = d.split_at(tw1);
+                // SAFETY: the four destinations are disjoint runs of `tw` values inside `v`
+                // (ξ = 4i..4i + 4, channel c, tile row r).
+                let [d0, d1, d2, d3] = std::array::from_fn(|j| unsafe {
+                    std::slice::from_raw_parts_mut(
+                        v.add((4 * i + j) * g.cin * t + c * t + r * tw),
+                        tw,
+                    )
+                });
+                for tx in 0..tw {
+                    d0[tx] = e[tx] - e[tx + 1];
+                    d1[tx] = o[tx] + e[tx + 1];
+                    d2[tx] = e[tx + 1] - o[tx];
+                    d3[tx] = o[tx] - o[tx + 1];
+                }
+            }
+        }
+    }
+}
+
+/// Transforms the products `m` (`[16, Cout, T]`) of tile rows `ty0..ty0 + nty` (counted as
+/// in [`input_transform`]) back into their output rows of `out` (`[B, Cout, OH, OW]`),
+/// `Y = Aᵀ M A` with `Aᵀ = [1 1 1 0; 0 1 -1 -1]`, and applies the epilogue to each row pair.
+///
+/// # Safety
+/// `out` must hold the whole output, and no other task may touch these tile rows' outputs.
+#[inline(always)]
+unsafe fn output_transform(
+    g: &Geom,
+    ty0: usize,
+    nty: usize,
+    s: &mut Scratch,
+    out: SyncPtr,
+    epi: &Epilogue<'_>,
+) {
+    let (oh, ow, cout) = (g.y.o, g.x.o, g.cout);
+    let tw = tiles(ow);
+    let t = nty * tw;
+    let th = tiles(oh);
+    s.rows.clear();
+    s.rows.resize(8 * tw, 0.0);
+    let n = oh * ow;
+    for k in 0..cout {
+        for r in 0..nty {
+            let m = |xi: usize| &s.m[xi * cout * t + k * t + r * tw..][..tw];
+            // Aᵀ M: rows m0 + m1 + m2 and m1 - m2 - m3, for each of the 4 columns.
+            let (a, b) = s.rows.split_at_mut(4 * tw);
+            for j in 0..4 {
+                let (m0, m1, m2, m3) = (m(j), m(4 + j), m(8 + j), m(12 + j));
+                let (aj, bj) = (&mut a[j * tw..][..tw], &mut b[j * tw..][..tw]);
+                for tx in 0..tw {
+                    aj[tx] = m0[tx] + m1[tx] + m2[tx];
+                    bj[tx] = m1[tx] - m2[tx] - m3[tx];
+                }
+            }
+            // (Aᵀ M) A: columns c0 + c1 + c2 and c1 - c2 - c3, into the output's two rows.
+            let (img, oy) = ((ty0 + r) / th, 2 * ((ty0 + r) % th));
+            for (half, src) in [&*a, &*b].into_iter().enumerate() {
+                if oy + half >= oh {
+                    break;
+                }
+                // SAFETY: row `oy + half` of channel k of image img lies in `out` and belongs
+                // to this task (the caller's contract).
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        out.get().add((img * cout + k) * n + (oy + half) * ow),
+                        ow,
+                    )
+                };
+                let c = |j: usize| &src[j * tw..][..tw];
+                let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
+                let (pairs, last) = row.split_at_mut(ow / 2 * 2);
+                for (tx, p) in pairs.chunks_exact_mut(2).enumerate() {
+                    p[0] = c0[tx] + c1[tx] + c2[tx];
+                    p[1] = c1[tx] - c2[tx] - c3[tx];
+                }
+                if let Some(v) = last.first_mut() {
+                    let tx = tw - 1;
+                    *v = c0[tx] + c1[tx] + c2[tx];
+                }
+            }
+            let oy1 = (oy + 2).min(oh);
+            // SAFETY: rows oy..oy1 of channel k of image img are this task's (see above).
+            unsafe { epi.apply(out, img, cout, n, k, 1, oy * ow, (oy1 - oy) * ow) };
+        }
+    }
+}
+
+/// `epi(conv(x, w))` for `b` images of geometry `g` (which [`applies`]): `x` `[B,Cin,H,W]`,
+/// `w` `[Cout,Cin,3,3]`, row-major; returns `[B,Cout,OH,OW]`.
+pub(super) fn forward(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<f32> {
+    debug_assert!(applies(g));
+    let (cin, cout) = (g.cin, g.cout);
+    let n = g.out_plane();
+    if b * cout * n == 0 {
+        return Vec::new();
+    }
+    let u = kernel_transform(g, w);
+    let (tw, all) = (tiles(g.x.o), b * tiles(g.y.o));
+    let rows = band_tile_rows(b, g);
+    let mut out = Unfilled::new(b * cout * n);
+    let dst = SyncPtr(out.ptr());
+    (0..all.div_ceil(rows))
+        .into_par_iter()
+        .for_each_init(Scratch::default, |s, band| {
+            let ty0 = band * rows;
+            let nty = rows.min(all - ty0);
+            let t = nty * tw;
+            vectorised(|| input_transform(g, x, ty0, nty, s));
+            s.m.clear();
+            s.m.resize(XI * cout * t, 0.0);
+            for xi in 0..XI {
+                // SAFETY: m holds 16 `cout x t` matrices and the product writes the ξ-th;
+                // U[ξ] is `cout x cin` and V[ξ] `cin x t`, both inside their buffers.
+                unsafe {
+                    gemm_into(
+                        cout,
+                        t,
+                        cin,
+                        s.m.as_mut_ptr().add(xi * cout * t),
+                        t,
+                        false,
+                        MatRef::row_major(&u, xi * cout * cin, cin),
+                        MatRef::row_major(&s.v, xi * cin * t, t),
+                    );
+                }
+            }
+            // SAFETY: this task alone owns tile rows ty0..ty0 + nty, i.e. their output rows
+            // (2 per tile row, clipped to OH) of each channel.
+            vectorised(|| unsafe { output_transform(g, ty0, nty, s, dst, &epi) });
+        });
+    // SAFETY: the bands cover every tile row of every image, and each output transform writes
+    // every value of its rows (every column: 2 per tile, the last tile clipped).
+    unsafe { out.assume_filled() }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::disallowed_macros,
+    reason = "the timing test prints what it measured"
+)]
+mod tests;

@@ -1,0 +1,253 @@
+use std::time::Instant;
+
+use candle_core::{Device, Result, Tensor};
+
+use super::super::tests::{Case, direct_f64, inputs, out_hw, sq};
+use super::super::{Activation, conv2d_add_act, conv2d_fused, flipped, unfolded, with_candle};
+use super::*;
+use crate::ops::test_util::{
+    ACTS, act_f64, central_differences, conv_grads, grads_all, lcg, rel_to_max, tensor, to_f64,
+};
+
+/// 3x3 stride-1 cases: 1x1 and 2x2 images, odd and even sizes, padding 0, 1 and 2 (the input
+/// gradient of a padding-0 convolution), batch 1 and 3, channel counts off the microkernels'
+/// widths, a batch-1 image cut into several bands, bands spanning images.
+const CASES: &[Case] = &[
+    sq(1, 3, 4, (1, 1), 3, 1, 1),
+    sq(3, 2, 5, (2, 2), 3, 1, 1),
+    sq(1, 5, 3, (2, 2), 3, 1, 2),
+    sq(3, 4, 6, (7, 9), 3, 1, 0),
+    sq(1, 8, 8, (3, 3), 3, 1, 0),
+    sq(1, 6, 4, (8, 6), 3, 1, 1),
+    sq(3, 33, 17, (13, 10), 3, 1, 1),
+    sq(1, 40, 36, (30, 31), 3, 1, 1),
+    sq(3, 40, 36, (30, 31), 3, 1, 1),
+];
+
+fn geom(c: Case) -> Geom {
+    let (_, g) = Geom::new(
+        &[c.b, c.cin, c.hw.0, c.hw.1],
+        &[c.cout, c.cin, 3, 3],
+        c.spec,
+    )
+    .expect("a valid case");
+    g
+}
+
+fn data(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().and_then(|t| t.to_vec1()).expect("f32 data")
+}
+
+fn out_tensor(c: Case, v: Vec<f32>) -> Result<Tensor> {
+    let (oh, ow) = out_hw(c);
+    Tensor::from_vec(v, (c.b, c.cout, oh, ow), &Device::Cpu)
+}
+
+#[test]
+fn the_cases_cut_bands_within_and_across_images() {
+    let g = geom(CASES[7]);
+    assert!(
+        band_tile_rows(1, &g) < tiles(g.y.o),
+        "a batch-1 image in several bands"
+    );
+    let (g, th) = (geom(CASES[8]), tiles(geom(CASES[8]).y.o));
+    let rows = band_tile_rows(3, &g);
+    assert!(
+        rows < 3 * th && th % rows != 0,
+        "a band spans two images: {rows}"
+    );
+}
+
+/// Winograd against the definition in f64, the im2col path and candle's `conv2d`, with the
+/// bias, each activation and a residual before it.
+#[test]
+fn forward_matches_the_definition_im2col_and_candle() -> Result<()> {
+    for (i, &case) in CASES.iter().enumerate() {
+        let g = geom(case);
+        assert!(applies(&g));
+        let (x, w, bias) = inputs(case, 700 + 10 * i as u64)?;
+        let (xs, ws, bs) = (data(&x), data(&w), data(&bias));
+        let pre = direct_f64(case, &to_f64(&x)?, &to_f64(&w)?, &to_f64(&bias)?);
+        let residual = lcg(pre.len(), 701 + 10 * i as u64, 2.0);
+        for act in ACTS {
+            for with_res in [false, true] {
+                let epi = Epilogue {
+                    bias: Some(&bs),
+                    act,
+                    pre_residual: with_res.then_some(&residual[..]),
+                    ..Epilogue::NONE
+                };
+                let got = out_tensor(case, forward(case.b, &g, &xs, &ws, epi))?;
+                let want: Vec<f32> = pre
+                    .iter()
+                    .zip(&residual)
+                    .map(|(&v, &r)| act_f64(act, v + if with_res { r as f64 } else { 0.0 }) as f32)
+                    .collect();
+                let e = rel_to_max(&got, &out_tensor(case, want)?)?;
+                assert!(
+                    e <= 1e-5,
+                    "{case:?} {act:?} residual {with_res} vs f64: {e}"
+                );
+                let im2col = out_tensor(case, unfolded(case.b, &g, &xs, &ws, epi))?;
+                let e = rel_to_max(&got, &im2col)?;
+                assert!(
+                    e <= 1e-5,
+                    "{case:?} {act:?} residual {with_res} vs im2col: {e}"
+                );
+                if !with_res {
+                    let e = rel_to_max(&got, &with_candle(&x, &w, &bias, case.spec, act)?)?;
+                    assert!(e <= 1e-5, "{case:?} {act:?} vs candle: {e}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The input gradient as the backward computes it at stride 1 (Winograd on the transposed
+/// geometry with the flipped kernel) against central differences of the f64 definition.
+#[test]
+fn input_gradient_matches_finite_differences() -> Result<()> {
+    for (i, &case) in CASES[..6].iter().enumerate() {
+        let g = geom(case);
+        let gt = g.transposed().expect("stride 1, padding <= 2");
+        assert!(applies(&gt));
+        let (x, w, bias) = inputs(case, 800 + 10 * i as u64)?;
+        let (oh, ow) = out_hw(case);
+        let r = tensor(&[case.b, case.cout, oh, ow], 801 + i as u64, 1.0)?;
+        let ws = data(&w);
+        let gx = forward(case.b, &gt, &data(&r), &flipped(&g, &ws), Epilogue::NONE);
+        let gx = Tensor::from_vec(gx, x.dims(), &Device::Cpu)?;
+        let rf = to_f64(&r)?;
+        let mut params = [to_f64(&x)?, to_f64(&w)?, to_f64(&bias)?];
+        let loss = |p: &[Vec<f64>; 3]| {
+            direct_f64(case, &p[0], &p[1], &p[2])
+                .iter()
+                .zip(&rf)
+                .map(|(v, r)| v * r)
+                .sum()
+        };
+        let fd: Vec<f32> = central_differences(&mut params, 0, 1e-6, loss)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect();
+        let e = rel_to_max(&gx, &Tensor::from_vec(fd, x.dims(), &Device::Cpu)?)?;
+        assert!(e < 1e-4, "{case:?}: rel error {e}");
+    }
+    Ok(())
+}
+
+/// Through the public ops, on shapes where [`pays`] routes the forward and the input gradient
+/// to Winograd: forward and gradients against candle's convolution, with and without a
+/// residual.
+#[test]
+fn dispatched_convolutions_match_candle() -> Result<()> {
+    let cases = [
+        sq(1, 32, 40, (14, 14), 3, 1, 1),
+        sq(3, 36, 32, (10, 11), 3, 1, 0),
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        let g = geom(case);
+        let gt = g.transposed().expect("stride 1");
+        assert!(
+            pays(case.b, &g) && pays(case.b, &gt),
+            "{case:?} runs on Winograd"
+        );
+        let (x, w, bias) = inputs(case, 900 + 10 * i as u64)?;
+        let (oh, ow) = out_hw(case);
+        let r = tensor(&[case.b, case.cout, oh, ow], 901 + i as u64, 1.0)?;
+        let res = tensor(&[case.b, case.cout, oh, ow], 902 + i as u64, 2.0)?;
+        let spec = case.spec;
+        for act in ACTS {
+            let ours = conv_grads(
+                |x, w, b| conv2d_fused(x, w, b, spec, act),
+                &x,
+                &w,
+                &bias,
+                &r,
+            )?;
+            let theirs = conv_grads(|x, w, b| with_candle(x, w, b, spec, act), &x, &w, &bias, &r)?;
+            for which in 0..3 {
+                let e = rel_to_max(&ours[which], &theirs[which])?;
+                assert!(e < 1e-5, "{case:?} {act:?} grad {which}: rel error {e}");
+            }
+            let ours = |t: &[&Tensor]| conv2d_add_act(t[0], t[1], &bias, t[2], spec, act);
+            let theirs = |t: &[&Tensor]| {
+                act.apply_tensor(
+                    &(with_candle(t[0], t[1], &bias, spec, Activation::Identity)? + t[2])?,
+                )
+            };
+            let args = [&x, &w, &res];
+            let e = rel_to_max(&ours(&args)?, &theirs(&args)?)?;
+            assert!(e <= 1e-5, "{case:?} {act:?} residual forward: {e}");
+            let (ga, gb) = (grads_all(ours, &args, &r)?, grads_all(theirs, &args, &r)?);
+            for which in 0..3 {
+                let e = rel_to_max(&ga[which], &gb[which])?;
+                assert!(
+                    e < 1e-5,
+                    "{case:?} {act:?} residual grad {which}: rel error {e}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where Winograd pays: the 3x3 stride-1 layers of VGG-16 and ResNet (`cin, cout, size`) at
+/// batch 1 and 4, each timed on both paths (best of 3) and printed with their ratio and what
+/// [`pays`] chose. `cargo test --release --lib winograd::tests::timings -- --ignored
+/// --nocapture`.
+#[test]
+#[ignore = "a measurement, minutes of CPU"]
+fn timings() {
+    let layers = [
+        (64, 64, 224),
+        (64, 128, 112),
+        (128, 128, 112),
+        (128, 256, 56),
+        (256, 256, 56),
+        (256, 512, 28),
+        (512, 512, 28),
+        (512, 512, 14),
+        (64, 64, 56),
+        (128, 128, 28),
+        (256, 256, 14),
+        (512, 512, 7),
+        (3, 64, 224),
+        (64, 64, 128),
+        (512, 512, 8),
+    ];
+    for b in [1, 4] {
+        for (cin, cout, hw) in layers {
+            let case = sq(b, cin, cout, (hw, hw), 3, 1, 1);
+            let g = geom(case);
+            let x = lcg(b * cin * hw * hw, 1, 1.0);
+            let w = lcg(cout * cin * 9, 2, 0.1);
+            let bias = vec![0.1; cout];
+            let epi = Epilogue {
+                bias: Some(&bias),
+                act: Activation::Relu,
+                ..Epilogue::NONE
+            };
+            let best = |f: &dyn Fn() -> Vec<f32>| {
+                (0..3)
+                    .map(|_| {
+                        let t = Instant::now();
+                        std::hint::black_box(f());
+                        t.elapsed().as_secs_f64()
+                    })
+                    .fold(f64::INFINITY, f64::min)
+            };
+            let direct = best(&|| unfolded(b, &g, &x, &w, epi));
+            let wino = best(&|| forward(b, &g, &x, &w, epi));
+            eprintln!(
+                "b{b} {cin:>3}->{cout:>3} {hw:>3}px: im2col {:7.2} ms, winograd {:7.2} ms, \
+                 ratio {:.2} (pays: {})",
+                direct * 1e3,
+                wino * 1e3,
+                wino / direct,
+                pays(b, &g)
+            );
+        }
+    }
+}
