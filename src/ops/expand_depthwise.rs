@@ -119,6 +119,32 @@ impl Args<'_> {
         }
         group
     }
+
+    /// The direct product of expansion rows `j0..j0 + rows` of image `img` (`hw` pixels) into
+    /// `dst` (`rows` planes of `hw`): with the biases `be[j0..]` and activation `fused` when it
+    /// is `Some`, the bare product when `None`.
+    fn expansion(
+        &self,
+        img: usize,
+        (j0, rows): (usize, usize),
+        hw: usize,
+        dst: *mut f32,
+        fused: Option<Activation>,
+    ) -> Product {
+        Product {
+            m: rows,
+            n: hw,
+            k: self.cin,
+            lhs: MatRef::row_major(self.we.0, j0 * self.we.1, self.we.1),
+            x: self.x[img * self.cin * hw..].as_ptr(),
+            x_rs: hw,
+            dst,
+            d_rs: hw,
+            bias: fused.map(|_| self.be[j0..j0 + rows].as_ptr()),
+            act: fused.unwrap_or(Activation::Identity),
+            residual: None,
+        }
+    }
 }
 
 impl ExpandDepthwise {
@@ -150,20 +176,8 @@ impl ExpandDepthwise {
                     // the kernel is the detected one, the activation not smooth (the public
                     // op routes those around this one).
                     Some(kernel) => unsafe {
-                        Product {
-                            m: rows,
-                            n: hw,
-                            k: a.cin,
-                            lhs,
-                            x: a.x[img * a.cin * hw..].as_ptr(),
-                            x_rs: hw,
-                            dst: hid.as_mut_ptr(),
-                            d_rs: hw,
-                            bias: Some(a.be[j0..j0 + rows].as_ptr()),
-                            act: ea,
-                            residual: None,
-                        }
-                        .run(kernel)
+                        a.expansion(img, (j0, rows), hw, hid.as_mut_ptr(), Some(ea))
+                            .run(kernel)
                     },
                     None => {
                         // SAFETY: as above, for gemm.
@@ -237,20 +251,8 @@ impl ExpandDepthwise {
                     // j0.. of w_e (row stride `we.1`), x image img of x (`cin x hw`); the
                     // kernel is the detected one.
                     Some(kernel) => unsafe {
-                        Product {
-                            m: rows,
-                            n: hw,
-                            k: a.cin,
-                            lhs,
-                            x: a.x[img * a.cin * hw..].as_ptr(),
-                            x_rs: hw,
-                            dst: bufs.expanded.as_mut_ptr(),
-                            d_rs: hw,
-                            bias: None,
-                            act: Activation::Identity,
-                            residual: None,
-                        }
-                        .run(kernel)
+                        a.expansion(img, (j0, rows), hw, bufs.expanded.as_mut_ptr(), None)
+                            .run(kernel)
                     },
                     // SAFETY: as above, for gemm with the tile's layout.
                     None => unsafe {
