@@ -271,7 +271,8 @@ impl Network {
     /// stage mixes a batch's images then: BatchNorm uses its running statistics), so a batch
     /// whose largest activation would pass [`ACTIVATION_BUDGET_BYTES`] runs in equal chunks
     /// of images whose outputs are joined: VGG-16's 224-px layers hold 12.8 MB per image, two
-    /// of them 822 MB at batch 32. Each image's numbers are those of an unchunked run.
+    /// of them 822 MB at batch 32. Only a kernel chosen by a batch's pixel count can differ for a
+    /// chunk (float rounding).
     fn run(&self, x: &Tensor, start: usize, end: usize, train: bool) -> Result<Tensor> {
         let stages = &self.stages[start..end];
         let batch = x.dims().first().copied().unwrap_or(0);
