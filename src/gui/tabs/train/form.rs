@@ -69,7 +69,16 @@ pub fn form_ui(ui: &mut egui::Ui, f: &mut TrainForm) {
             )
             .on_disabled_hover_text(why)
         });
-        widgets::labelled(ui, "save to", |ui| ui.text_edit_singleline(&mut f.out_dir));
+        widgets::labelled(ui, "save to", |ui| {
+            ui.add(
+                egui::TextEdit::singleline(&mut f.out_dir)
+                    .hint_text("empty: a new run of the workspace"),
+            )
+            .on_hover_text(
+                "An empty or new folder to save the trained model in. Left empty, the run \
+                 gets its own folder in the workspace (listed under Runs).",
+            )
+        });
         ui.end_row();
     });
     ui.add_enabled_ui(augments, |ui| {
