@@ -26,7 +26,9 @@
 //! (`VmHWM`, reset before each workload through `/proc/self/clear_refs`). The folder of
 //! `--images` (1,000) synthetic 500x375 JPEGs is made once in `--folder`
 //! (`$TMPDIR/convlens-bench-folder`). No timing is asserted anywhere: the machine is shared;
-//! compare ratios measured side by side, not numbers from different days.
+//! compare ratios measured side by side, not numbers from different days. With
+//! `CONVLENS_BENCH_SPLIT=1` the fine-tuning steps print each step's phases to stderr (frozen
+//! forward, trainable forward with the loss, backward, optimiser).
 // Tests and benchmarks may panic on failure, print, and call the APIs the library bans
 // (reference softmax, image::open on figures, threads for concurrent runs).
 #![allow(
@@ -230,12 +232,16 @@ impl Finetune {
         }
     }
 
-    /// Forward, backward and the optimiser's update.
+    /// Forward, backward and the optimiser's update. With `CONVLENS_BENCH_SPLIT` set, prints
+    /// the time of each phase (frozen forward, trainable forward, backward, optimiser) to
+    /// stderr.
     fn step(&mut self) {
         let (net, x) = (&self.net, &self.x);
+        let mut phases = Phases::new();
         let features = match &self.last_frozen {
             Some(lf) => {
                 let frozen = net.forward_range(None, lf, x, false).unwrap().detach();
+                phases.mark("frozen");
                 net.forward_range(Some(lf), "pooled", &frozen, true)
                     .unwrap()
             }
@@ -243,8 +249,50 @@ impl Finetune {
         };
         let logits = self.head.logits(&features, true).unwrap();
         let loss = candle_nn::loss::cross_entropy(&logits, &self.labels).unwrap();
-        self.opt.backward_step(&loss).unwrap();
+        phases.mark("trainable");
+        let grads = loss.backward().unwrap();
+        phases.mark("backward");
+        self.opt.step(&grads).unwrap();
+        drop(grads);
+        phases.mark("optimiser");
         std::hint::black_box(loss.to_scalar::<f32>().unwrap());
+        phases.report();
+    }
+}
+
+/// The phases of one step and their times, printed when `CONVLENS_BENCH_SPLIT` is set.
+struct Phases {
+    on: bool,
+    last: Instant,
+    times: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Phases {
+            on: std::env::var_os("CONVLENS_BENCH_SPLIT").is_some(),
+            last: Instant::now(),
+            times: Vec::new(),
+        }
+    }
+
+    /// Ends the phase `name`.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.times
+            .push((name, (now - self.last).as_secs_f64() * 1e3));
+        self.last = now;
+    }
+
+    fn report(&self) {
+        if self.on {
+            let parts: Vec<String> = self
+                .times
+                .iter()
+                .map(|(n, ms)| format!("{n} {ms:.0} ms"))
+                .collect();
+            eprintln!("  step: {}", parts.join(", "));
+        }
     }
 }
 
