@@ -558,6 +558,10 @@ impl CustomOp2 for GradInput {
             let gx = forward(b, &gt, &gp, &flipped(&g, &w), Epilogue::NONE);
             return Ok((CpuStorage::F32(gx), Shape::from((b, g.cin, g.y.n, g.x.n))));
         }
+        if g.out_plane() < side_by_side::SMALL_PLANE {
+            let gx = side_by_side::grad_input(b, &g, &gp, &w);
+            return Ok((CpuStorage::F32(gx), Shape::from((b, g.cin, g.y.n, g.x.n))));
+        }
         let mut gx = zeroed(b * g.cin * g.in_plane());
         let (kdim, n, ow) = (g.kdim(), g.out_plane(), g.x.o);
         let (ya, xa) = (g.y, g.x);
@@ -768,6 +772,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, spec: ConvSpec) -> Result<Tensor> {
     conv2d_fused(x, w, &zero, spec, Activation::Identity)
 }
 
+mod side_by_side;
 mod winograd;
 
 #[cfg(test)]

@@ -103,6 +103,9 @@ const CASES: &[Case] = &[
 
 /// Larger cases: several bands per image, row tiles at batch 1, odd channel counts.
 const BANDED: &[Case] = &[
+    // ResNet's layer4.0.conv2 (3x3 stride 2 to a 7x7 plane), fewer channels: the input
+    // gradient of images side by side, a last chunk of channels not full.
+    sq(3, 40, 24, (14, 13), 3, 2, 1),
     sq(1, 3, 32, (224, 224), 3, 2, 1),
     sq(2, 19, 21, (30, 28), 3, 1, 1),
     sq(1, 10, 40, (33, 20), 5, 2, 2),
