@@ -20,7 +20,8 @@
 //! only, so tasks never write the same element.
 //!
 //! 3x3 convolutions at stride 1 (forward and input gradient) with enough channels go through
-//! Winograd F(2x2, 3x3) instead of im2col (`winograd`, where it measured faster).
+//! Winograd F(2x2, 3x3) or, on images of 48 px and more, F(4x4, 3x3) instead of im2col
+//! (`winograd`, where each measured faster).
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;

@@ -21,6 +21,11 @@
 //! The transforms' additions round too: the result differs from the im2col path's by a few
 //! float32 ulps of the products' magnitude (measured against f64 in the tests).
 //! [`pays`] says where it is used: measured per layer shape (see the `timings` test).
+//!
+//! F(4x4, 3x3) ([`Tile::F4`], transforms in `f4`): 4x4 output tiles from 6x6 patches, 36
+//! products instead of 16, 36 multiply-adds per 16 outputs (2.25 per output pixel instead of
+//! 4); its transforms' larger coefficients (points 0, ±1, ±2, ∞) round a few times more
+//! (measured against f64 in the tests). [`choose`] picks F(2x2) or F(4x4) per layer shape.
 
 use rayon::prelude::*;
 
@@ -28,8 +33,61 @@ use super::Geom;
 use crate::ops::Unfilled;
 use crate::ops::matmul::{Epilogue, MatRef, SyncPtr, gemm_into};
 
-/// The 16 positions of a 4x4 transformed tile.
+mod f4;
+
+/// The 16 positions of a 4x4 transformed tile (F(2x2)).
 const XI: usize = 16;
+
+/// The output tile: F(2x2, 3x3) (4x4 patches, 16 products) or F(4x4, 3x3) (6x6 patches, 36).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tile {
+    /// 2x2 output tiles.
+    F2,
+    /// 4x4 output tiles.
+    F4,
+}
+
+impl Tile {
+    /// Output rows (and columns) per tile.
+    fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Positions of a transformed tile: the number of products.
+    fn xi(self) -> usize {
+        (self.m() + 2) * (self.m() + 2)
+    }
+
+    /// Tiles along an axis of `o` outputs.
+    fn tiles(self, o: usize) -> usize {
+        o.div_ceil(self.m())
+    }
+}
+
+/// The tile size for geometry `g` (which [`pays`]): F(4x4) for outputs of at least 48x48,
+/// F(2x2) below. Measured on VGG-16's layers at 128 px, batch 8 (`timings`, load ~2, ratios of
+/// F(4x4)'s time to F(2x2)'s): 64 px 0.75-0.85 (both directions, 64 and 128 channels), 128 px
+/// 0.86-0.89, 32 px 0.9-1.6, 16 px 1.4-2.5, 8 px 3.4-3.9 (there the 36 transformed kernels,
+/// `36*Cout*Cin` values, cost more than the few tiles save).
+pub(super) fn choose(g: &Geom) -> Tile {
+    if g.y.o >= 48 && g.x.o >= 48 {
+        Tile::F4
+    } else {
+        Tile::F2
+    }
+}
+
+/// Grows `v` to at least `n` values (never shrinks nor clears: every use overwrites what it
+/// reads) and returns its first `n`.
+fn grown(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
 
 /// Whether `g` is a convolution this module computes: a 3x3 kernel at stride 1, no dilation.
 pub(super) fn applies(g: &Geom) -> bool {
@@ -52,13 +110,20 @@ pub(super) fn pays(b: usize, g: &Geom) -> bool {
 /// images a band); then the bands are cut finer, down to 64 tiles, until there are enough
 /// tasks for the threads. A function of the shapes only, never of the thread count, so that
 /// every sum runs in the same order on every machine.
-fn band_tile_rows(b: usize, g: &Geom) -> usize {
+///
+/// F(4x4): at least 16 tiles (of 16 outputs each) a band, `36*Cin*T` within ~1 MiB (VGG-16's
+/// 64- and 128-px layers at batch 8 measured 0.7-0.8x the time at 512 KiB, 1.1-1.4x at 4 MiB).
+fn band_tile_rows(tile: Tile, b: usize, g: &Geom) -> usize {
     const WANTED_TASKS: usize = 16;
-    const MIN_TILES: usize = 64;
-    let (tw, all) = (tiles(g.x.o), b * tiles(g.y.o));
-    let max_tiles = (8_192 / g.cin.max(g.cout).max(1)).max(MIN_TILES);
+    let min_tiles = 256 / (tile.m() * tile.m());
+    let budget = match tile {
+        Tile::F2 => 131_072,
+        Tile::F4 => 262_144,
+    };
+    let (tw, all) = (tile.tiles(g.x.o), b * tile.tiles(g.y.o));
+    let max_tiles = (budget / (tile.xi() * g.cin.max(g.cout).max(1))).max(min_tiles);
     let mut rows = (max_tiles / tw).clamp(1, all);
-    while all.div_ceil(rows) < WANTED_TASKS && rows > 1 && (rows / 2) * tw >= MIN_TILES {
+    while all.div_ceil(rows) < WANTED_TASKS && rows > 1 && (rows / 2) * tw >= min_tiles {
         rows /= 2;
     }
     rows
@@ -66,23 +131,31 @@ fn band_tile_rows(b: usize, g: &Geom) -> usize {
 
 /// 2x2 output tiles along an axis of `o` outputs.
 fn tiles(o: usize) -> usize {
-    o.div_ceil(2)
+    Tile::F2.tiles(o)
 }
 
-/// The transformed kernel `U[ξ][o][c] = (G w[o][c] Gᵀ)[ξ]` (`[16, Cout, Cin]`) of `w`
-/// `[Cout, Cin, 3, 3]`, with `G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]`.
-fn kernel_transform(g: &Geom, w: &[f32]) -> Vec<f32> {
+/// The transformed kernel `U[ξ][o][c] = (G w[o][c] Gᵀ)[ξ]` (`[ξ, Cout, Cin]`, ξ over the
+/// tile's [`Tile::xi`] positions) of `w` `[Cout, Cin, 3, 3]`: F(2x2) with
+/// `G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]`, F(4x4) with `f4`'s.
+fn kernel_transform(tile: Tile, g: &Geom, w: &[f32]) -> Vec<f32> {
     let (cin, cout) = (g.cin, g.cout);
-    let mut u = vec![0f32; XI * cout * cin];
+    let xis = tile.xi();
+    let mut u = vec![0f32; xis * cout * cin];
     let plane = cout * cin;
     // One chunk of Cin values per output channel and ξ; the output channels in parallel,
     // then copied into place (writing U in place from the tasks measured 2-3x slower).
     let per_o: Vec<Vec<f32>> = (0..cout)
         .into_par_iter()
         .map(|o| {
-            let mut out = vec![0f32; XI * cin];
+            let mut out = vec![0f32; xis * cin];
             for c in 0..cin {
                 let k = &w[(o * cin + c) * 9..][..9];
+                if tile == Tile::F4 {
+                    for (xi, v) in f4::kernel(k).into_iter().enumerate() {
+                        out[xi * cin + c] = v;
+                    }
+                    continue;
+                }
                 // t = G k (4x3), then t Gᵀ (4x4).
                 let mut t = [[0f32; 3]; 4];
                 for j in 0..3 {
@@ -108,7 +181,7 @@ fn kernel_transform(g: &Geom, w: &[f32]) -> Vec<f32> {
         })
         .collect();
     for (o, part) in per_o.iter().enumerate() {
-        for xi in 0..XI {
+        for xi in 0..xis {
             u[xi * plane + o * cin..][..cin].copy_from_slice(&part[xi * cin..][..cin]);
         }
     }
@@ -155,13 +228,9 @@ fn input_transform(g: &Geom, x: &[f32], ty0: usize, nty: usize, s: &mut Scratch)
     // `o[k] = row[2k + 1 - px]`, k in 0..=tw (zero outside the image).
     let tw1 = tw + 1;
     let padded = 2 * tw1;
-    s.rows.clear();
-    s.rows.resize(padded + 16 * tw1, 0.0);
-    let (line, rest) = s.rows.split_at_mut(padded);
+    let (line, rest) = grown(&mut s.rows, padded + 16 * tw1).split_at_mut(padded);
     let (eo, dd) = rest.split_at_mut(8 * tw1);
-    s.v.clear();
-    s.v.resize(XI * g.cin * t, 0.0);
-    let v = s.v.as_mut_ptr();
+    let v = grown(&mut s.v, XI * g.cin * t).as_mut_ptr();
     // The input columns that land in the padded row: padded[j] = row[j - px].
     let j0 = px.min(padded);
     let j1 = (px + wd).min(padded);
@@ -242,8 +311,7 @@ unsafe fn output_transform(
     let tw = tiles(ow);
     let t = nty * tw;
     let th = tiles(oh);
-    s.rows.clear();
-    s.rows.resize(8 * tw, 0.0);
+    grown(&mut s.rows, 8 * tw);
     let n = oh * ow;
     for k in 0..cout {
         for r in 0..nty {
@@ -291,18 +359,32 @@ unsafe fn output_transform(
     }
 }
 
-/// `epi(conv(x, w))` for `b` images of geometry `g` (which [`applies`]): `x` `[B,Cin,H,W]`,
-/// `w` `[Cout,Cin,3,3]`, row-major; returns `[B,Cout,OH,OW]`.
+/// `epi(conv(x, w))` for `b` images of geometry `g` (which [`applies`]) with the tile
+/// [`choose`] picks: `x` `[B,Cin,H,W]`, `w` `[Cout,Cin,3,3]`, row-major; returns
+/// `[B,Cout,OH,OW]`.
 pub(super) fn forward(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<f32> {
+    forward_with(choose(g), b, g, x, w, epi)
+}
+
+/// [`forward`] with the tile `tile`.
+fn forward_with(
+    tile: Tile,
+    b: usize,
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    epi: Epilogue<'_>,
+) -> Vec<f32> {
     debug_assert!(applies(g));
     let (cin, cout) = (g.cin, g.cout);
     let n = g.out_plane();
     if b * cout * n == 0 {
         return Vec::new();
     }
-    let u = kernel_transform(g, w);
-    let (tw, all) = (tiles(g.x.o), b * tiles(g.y.o));
-    let rows = band_tile_rows(b, g);
+    let xis = tile.xi();
+    let u = kernel_transform(tile, g, w);
+    let (tw, all) = (tile.tiles(g.x.o), b * tile.tiles(g.y.o));
+    let rows = band_tile_rows(tile, b, g);
     let mut out = Unfilled::new(b * cout * n);
     let dst = SyncPtr(out.ptr());
     (0..all.div_ceil(rows))
@@ -311,10 +393,12 @@ pub(super) fn forward(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_
             let ty0 = band * rows;
             let nty = rows.min(all - ty0);
             let t = nty * tw;
-            vectorised(|| input_transform(g, x, ty0, nty, s));
-            s.m.clear();
-            s.m.resize(XI * cout * t, 0.0);
-            for xi in 0..XI {
+            match tile {
+                Tile::F2 => vectorised(|| input_transform(g, x, ty0, nty, s)),
+                Tile::F4 => vectorised(|| f4::input_transform(g, x, ty0, nty, s)),
+            }
+            grown(&mut s.m, xis * cout * t);
+            for xi in 0..xis {
                 // SAFETY: m holds 16 `cout x t` matrices and the product writes the ξ-th;
                 // U[ξ] is `cout x cin` and V[ξ] `cin x t`, both inside their buffers.
                 unsafe {
@@ -331,11 +415,16 @@ pub(super) fn forward(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_
                 }
             }
             // SAFETY: this task alone owns tile rows ty0..ty0 + nty, i.e. their output rows
-            // (2 per tile row, clipped to OH) of each channel.
-            vectorised(|| unsafe { output_transform(g, ty0, nty, s, dst, &epi) });
+            // (2 or 4 per tile row, clipped to OH) of each channel.
+            vectorised(|| unsafe {
+                match tile {
+                    Tile::F2 => output_transform(g, ty0, nty, s, dst, &epi),
+                    Tile::F4 => f4::output_transform(g, ty0, nty, s, dst, &epi),
+                }
+            });
         });
     // SAFETY: the bands cover every tile row of every image, and each output transform writes
-    // every value of its rows (every column: 2 per tile, the last tile clipped).
+    // every value of its rows (every column: 2 or 4 per tile, the last tile clipped).
     unsafe { out.assume_filled() }
 }
 
