@@ -21,11 +21,13 @@
 //! The scratch buffers are zeroed once per rayon task: every plane of an op has the same
 //! geometry, so their padding cells are never written afterwards.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use super::matmul::SyncPtr;
-use super::{Activation, Unfilled, act_grad, channel_sum, f32_data, min_planes_per_task, zeroed};
+use super::{Activation, Unfilled, act_grad, channel_sum, f32_data, min_planes_per_task};
 
 /// Elements of output (at pitch `PL`) per tile: 8 KiB, so a finished tile is still in L1 when it
 /// is copied out.
@@ -677,18 +679,29 @@ impl CustomOp2 for DepthwiseGradInput {
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let kk = g.k * g.k;
-        let mut gx = zeroed(b * c * g.in_plane());
-        gx.par_chunks_mut(g.in_plane())
+        // Each plane is zeroed by its task just before the kernel fills it (`unfill_poly` skips
+        // pixels no output reads), while it is in cache: a zeroed allocation would stream the
+        // whole gradient through memory once more.
+        let mut gx = Unfilled::new(b * c * g.in_plane());
+        gx.slots()
+            .par_chunks_mut(g.in_plane())
             .with_min_len(min_planes_per_task(g.in_plane()))
             .enumerate()
             .for_each_init(
                 || Scratch::new(g.grad_input_scratch_len()),
                 |scratch, (i, gx)| {
+                    gx.iter_mut().for_each(|v| {
+                        v.write(0.0);
+                    });
+                    // SAFETY: every slot of the plane was just written.
+                    let gx = unsafe { &mut *(gx as *mut [MaybeUninit<f32>] as *mut [f32]) };
                     let gp = &gp[i * g.out_plane()..][..g.out_plane()];
                     let w = &w[(i % c) * kk..][..kk];
                     dispatch_fma!(grad_input_plane(&g, gp, w, gx, scratch));
                 },
             );
+        // SAFETY: the planes cover the buffer and each was written in full above.
+        let gx = unsafe { gx.assume_filled() };
         Ok((CpuStorage::F32(gx), Shape::from((b, c, g.h, g.w))))
     }
 }
