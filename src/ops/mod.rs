@@ -434,6 +434,11 @@ thread_local! {
     static GUIDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Whether [`GuidedBackprop`] is on for this thread.
+fn guided() -> bool {
+    GUIDED.with(std::cell::Cell::get)
+}
+
 /// Guided backpropagation (Springenberg et al. 2015) on this thread while the guard lives:
 /// the backward of every ReLU and ReLU6 of the fused ops passes only the positive gradients
 /// (of units whose input was positive), pytorch-grad-cam's `GuidedBackpropReLU`. The mode is
