@@ -168,9 +168,8 @@ pub fn init_spectrum(
 #[derive(Clone, Debug)]
 pub struct FourierImage {
     size: usize,
+    /// The transform with the spectrum's scale `1 / max(f, 1/size)^decay / 4` inside.
     irfft: Irfft2,
-    /// `[size, size/2+1, 1]`: `1 / max(f, 1/size)^decay / 4`.
-    spectrum_scale: Tensor,
     /// `[3, 3]`: the colour mixing, normalised by its largest column norm.
     color: Tensor,
 }
@@ -178,7 +177,6 @@ pub struct FourierImage {
 impl FourierImage {
     /// The parameterisation of `size x size` images.
     pub fn new(size: usize, opts: &LucidOptions, device: &Device) -> Result<Self> {
-        let k = fourier::half_width(size);
         let floor = 1.0 / size as f64;
         let scale: Vec<f32> = fourier::rfft2_frequencies(size, size)
             .iter()
@@ -191,8 +189,7 @@ impl FourierImage {
         let color: Vec<f32> = m.iter().flatten().map(|v| (v / max_norm) as f32).collect();
         Ok(FourierImage {
             size,
-            irfft: Irfft2::new(size, size, DType::F32, device)?,
-            spectrum_scale: Tensor::from_vec(scale, (size, k, 1), device)?,
+            irfft: Irfft2::new(size, size, DType::F32, device)?.with_scale(scale, device)?,
             color: Tensor::from_vec(color, (3, 3), device)?,
         })
     }
@@ -202,9 +199,7 @@ impl FourierImage {
     pub fn render(&self, spectrum: &Tensor) -> Result<Tensor> {
         let b = spectrum.dim(0)?;
         let s = self.size;
-        let img = self
-            .irfft
-            .apply(&spectrum.broadcast_mul(&self.spectrum_scale)?)?;
+        let img = self.irfft.apply(spectrum)?;
         let mixed = self
             .color
             .broadcast_matmul(&img.reshape((b, 3, s * s))?)?
