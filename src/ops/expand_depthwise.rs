@@ -360,7 +360,7 @@ impl CustomOp3 for ExpandDepthwise {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (_, cin, chid, h, w) = self.check(x.dims(), web.dims(), wdb.dims())?;
+        let (_, cin, chid, _, _) = self.check(x.dims(), web.dims(), wdb.dims())?;
         let (k, kk, s, p) = (self.k, self.k * self.k, self.stride, self.padding);
         let we = web.narrow(1, 0, cin)?;
         let be = match &self.biases {
@@ -369,22 +369,27 @@ impl CustomOp3 for ExpandDepthwise {
         };
         // The expanded activation, recomputed.
         let hidden = pointwise::forward_no_grad(x, &we, &be, self.expand_act)?;
-        let gpd = act_grad(grad, res, self.depthwise_act)?;
-        let gwdb = wdb
+        // The depthwise's pre-activation gradient, materialised only for its weights'
+        // gradient (the input gradient below masks it on the fly).
+        let gpd = wdb
             .track_op()
-            .then(|| {
-                let gwd = depthwise::grad_weight(&hidden, &gpd, s, p, k)?.reshape((chid, kk))?;
+            .then(|| act_grad(grad, res, self.depthwise_act))
+            .transpose()?;
+        let gwdb = gpd
+            .as_ref()
+            .map(|gpd| {
+                let gwd = depthwise::grad_weight(&hidden, gpd, s, p, k)?.reshape((chid, kk))?;
                 if self.biases.is_some() {
                     return Ok(gwd);
                 }
-                Tensor::cat(&[&gwd, &channel_sum(&gpd)?.unsqueeze(1)?], 1)
+                Tensor::cat(&[&gwd, &channel_sum(gpd)?.unsqueeze(1)?], 1)
             })
             .transpose()?;
         let (mut gx, mut gweb) = (None, None);
         if x.track_op() || web.track_op() {
             let wd = wdb.narrow(1, 0, kk)?.reshape((chid, 1, k, k))?;
-            let gh = depthwise::grad_input(&gpd, &wd, s, p, (h, w))?;
-            let gpe = act_grad(&gh, &hidden, self.expand_act)?;
+            let acts = (self.depthwise_act, self.expand_act);
+            let gpe = depthwise::grad_input_fused_acts((grad, res), &wd, &hidden, acts, (s, p))?;
             if x.track_op() {
                 gx = Some(pointwise::grad_input(&gpe, &we)?);
             }

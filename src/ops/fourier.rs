@@ -44,6 +44,9 @@ struct Plans {
     row_c2r: Arc<dyn ComplexToReal<f32>>,
     /// Length `W`, real row -> half spectrum (unnormalised).
     row_r2c: Arc<dyn RealToComplex<f32>>,
+    /// `[H, K]`: a factor on each spectrum cell (real and imaginary part) before the forward
+    /// transform, and so on the adjoint's result ([`Irfft2::with_scale`]).
+    scale: Option<Vec<f32>>,
 }
 
 impl fmt::Debug for Plans {
@@ -75,6 +78,7 @@ impl Plans {
             col_forward: complex.plan_fft_forward(h),
             row_c2r: real.plan_fft_inverse(w),
             row_r2c: real.plan_fft_forward(w),
+            scale: None,
         }
     }
 
@@ -118,7 +122,10 @@ impl Plans {
         for m in 0..h {
             for j in 0..k {
                 let i = (m * k + j) * 2;
-                s.cols[j * h + m] = Complex::new(spec[i], spec[i + 1]);
+                s.cols[j * h + m] = match &self.scale {
+                    None => Complex::new(spec[i], spec[i + 1]),
+                    Some(c) => Complex::new(spec[i] * c[m * k + j], spec[i + 1] * c[m * k + j]),
+                };
             }
         }
         self.col_inverse
@@ -166,8 +173,9 @@ impl Plans {
             for j in 0..k {
                 let v = s.cols[j * h + m];
                 let i = (m * k + j) * 2;
-                out[i] = v.re;
-                out[i + 1] = v.im;
+                let c = self.scale.as_ref().map_or(1.0, |c| c[m * k + j]);
+                out[i] = v.re * c;
+                out[i + 1] = v.im * c;
             }
         }
         Ok(())
@@ -321,6 +329,8 @@ pub struct Irfft2 {
     /// The matrix form, built when the transform is made for another device or dtype than
     /// CPU f32.
     matrices: Option<DftMatrices>,
+    /// [`Irfft2::with_scale`]'s factors as a `[H, K, 1]` tensor, for the matrix form.
+    scale: Option<Tensor>,
 }
 
 /// Whether half-spectrum column `k` of a `width`-pixel-wide image is real along the width (DC,
@@ -357,6 +367,30 @@ impl Irfft2 {
             w,
             plans: Arc::new(Plans::new(h, w)),
             matrices,
+            scale: None,
+        })
+    }
+
+    /// The transform of the spectrum scaled cell by cell first: `apply(X)` gives
+    /// `irfft2(X * scale)` for `scale [H, W/2+1]` (row-major, the same factor on the real and
+    /// imaginary part), the product taken inside the op (on the CPU in f32: the same values as
+    /// `broadcast_mul` before the transform, without its tensor and backward node).
+    pub fn with_scale(self, scale: Vec<f32>, device: &Device) -> Result<Self> {
+        let (h, k) = (self.h, half_width(self.w));
+        if scale.len() != h * k {
+            bail!(
+                "irfft2: {} spectrum scales for a {h}x{} image ({h}x{k} cells)",
+                scale.len(),
+                self.w
+            );
+        }
+        let mut plans = Plans::new(h, self.w);
+        let tensor = Tensor::from_vec(scale.clone(), (h, k, 1), device)?;
+        plans.scale = Some(scale);
+        Ok(Irfft2 {
+            plans: Arc::new(plans),
+            scale: Some(tensor),
+            ..self
         })
     }
 
@@ -379,6 +413,10 @@ impl Irfft2 {
         }
         let lead = &dims[..r - 3];
         let n: usize = lead.iter().product();
+        let spectrum = match &self.scale {
+            Some(scale) => &spectrum.broadcast_mul(&scale.to_dtype(spectrum.dtype())?)?,
+            None => spectrum,
+        };
         let spectrum4 = spectrum.reshape((n, h, k, 2))?;
         let img = match &self.matrices {
             Some(m)
@@ -469,6 +507,52 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_scale_inside_is_a_product_before() -> Result<()> {
+        let dev = Device::Cpu;
+        for &(h, w) in &[(6, 6), (5, 7)] {
+            let k = half_width(w);
+            let spec = tensor(&[2, 3, h, k, 2], 7, 1.0)?;
+            let scale = tensor(&[h, k], 8, 2.0)?.flatten_all()?.to_vec1::<f32>()?;
+            let r = tensor(&[2, 3, h, w], 9, 1.0)?;
+            let plain = Irfft2::new(h, w, DType::F32, &dev)?;
+            let scaled = plain.clone().with_scale(scale.clone(), &dev)?;
+            let var = Var::from_tensor(&spec)?;
+            let before = var.as_tensor().broadcast_mul(&Tensor::from_vec(
+                scale.clone(),
+                (h, k, 1),
+                &dev,
+            )?)?;
+            let want = plain.apply(&before)?;
+            let got = scaled.apply(var.as_tensor())?;
+            let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            assert_eq!(values(&got)?, values(&want)?, "{h}x{w}");
+            let grad = |t: &Tensor| -> Result<Vec<f32>> {
+                let g = (t * &r)?.sum_all()?.backward()?;
+                values(g.get(var.as_tensor()).expect("a gradient"))
+            };
+            assert_eq!(grad(&got)?, grad(&want)?, "{h}x{w}");
+            // The matrix form (another dtype) scales too.
+            let f64_spec = spec.to_dtype(DType::F64)?;
+            let m = Irfft2::new(h, w, DType::F64, &dev)?.with_scale(scale.clone(), &dev)?;
+            let diff = m
+                .apply(&f64_spec)?
+                .to_dtype(DType::F32)?
+                .sub(&want)?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f32>()?;
+            assert!(diff < 1e-4, "{h}x{w}: {diff}");
+        }
+        assert!(
+            Irfft2::new(4, 4, DType::F32, &dev)?
+                .with_scale(vec![1.0; 5], &dev)
+                .is_err()
+        );
+        Ok(())
     }
 
     #[test]

@@ -108,6 +108,7 @@ pub mod depthwise;
 pub mod dropout;
 pub mod expand_depthwise;
 pub mod fourier;
+pub mod framed_warp;
 pub mod layer_norm;
 mod matmul;
 pub mod pointwise;
@@ -128,6 +129,7 @@ pub use depthwise::depthwise_conv2d;
 pub use dropout::{DropoutSeeds, seeded_dropout};
 pub use expand_depthwise::expand_depthwise_conv2d;
 pub use fourier::{Irfft2, irfft2};
+pub use framed_warp::{Frame, framed_warp};
 pub use layer_norm::{layer_norm_channels, layer_norm_last};
 pub use pointwise::pointwise_conv2d;
 pub use pool::{adaptive_avg_pool2d, max_pool2d};
@@ -322,6 +324,12 @@ impl Unfilled {
         self.buf.as_mut_ptr()
     }
 
+    /// The `n` values as uninitialised slots, for safe kernels that write each one
+    /// (`MaybeUninit::write`) before [`Unfilled::assume_filled`].
+    pub fn slots(&mut self) -> &mut [std::mem::MaybeUninit<f32>] {
+        &mut self.buf.spare_capacity_mut()[..self.n]
+    }
+
     /// The filled buffer.
     ///
     /// # Safety
@@ -426,6 +434,11 @@ thread_local! {
     static GUIDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Whether [`GuidedBackprop`] is on for this thread.
+fn guided() -> bool {
+    GUIDED.with(std::cell::Cell::get)
+}
+
 /// Guided backpropagation (Springenberg et al. 2015) on this thread while the guard lives:
 /// the backward of every ReLU and ReLU6 of the fused ops passes only the positive gradients
 /// (of units whose input was positive), pytorch-grad-cam's `GuidedBackpropReLU`. The mode is
@@ -480,10 +493,12 @@ impl CustomOp2 for ActGrad {
         }
         let grad = f32_data(s1, l1, self.name())?;
         let out = f32_data(s2, l2, self.name())?;
-        let mut res = zeroed(grad.len());
+        // Every value is written below: no zeroing pass over the (often L2-sized) buffer.
+        let mut res = Unfilled::new(grad.len());
         const BLOCK: usize = 16_384;
         let (act, guided) = (self.act, self.guided);
-        res.par_chunks_mut(BLOCK)
+        res.slots()
+            .par_chunks_mut(BLOCK)
             .zip(grad.par_chunks(BLOCK))
             .zip(out.par_chunks(BLOCK))
             .for_each(|((r, g), o)| {
@@ -491,25 +506,33 @@ impl CustomOp2 for ActGrad {
                 // vectorises to a compare and a blend (the same values as `act.passes`).
                 let rows = r.iter_mut().zip(g).zip(o);
                 match (act, guided) {
-                    (Activation::Identity, _) => rows.for_each(|((r, &g), _)| *r = g),
-                    (Activation::Relu, false) => {
-                        rows.for_each(|((r, &g), &o)| *r = if o > 0.0 { g } else { 0.0 })
-                    }
-                    (Activation::Relu6, false) => rows
-                        .for_each(|((r, &g), &o)| *r = if (o > 0.0) & (o < 6.0) { g } else { 0.0 }),
-                    (Activation::Relu, true) => rows
-                        .for_each(|((r, &g), &o)| *r = if (o > 0.0) & (g > 0.0) { g } else { 0.0 }),
+                    (Activation::Identity, _) => rows.for_each(|((r, &g), _)| {
+                        r.write(g);
+                    }),
+                    (Activation::Relu, false) => rows.for_each(|((r, &g), &o)| {
+                        r.write(if o > 0.0 { g } else { 0.0 });
+                    }),
+                    (Activation::Relu6, false) => rows.for_each(|((r, &g), &o)| {
+                        r.write(if (o > 0.0) & (o < 6.0) { g } else { 0.0 });
+                    }),
+                    (Activation::Relu, true) => rows.for_each(|((r, &g), &o)| {
+                        r.write(if (o > 0.0) & (g > 0.0) { g } else { 0.0 });
+                    }),
                     (Activation::Relu6, true) => rows.for_each(|((r, &g), &o)| {
-                        *r = if (o > 0.0) & (o < 6.0) & (g > 0.0) {
+                        r.write(if (o > 0.0) & (o < 6.0) & (g > 0.0) {
                             g
                         } else {
                             0.0
-                        }
+                        });
                     }),
                     // Never built: `act_grad` refuses smooth activations.
-                    _ => rows.for_each(|((r, _), _)| *r = f32::NAN),
+                    _ => rows.for_each(|((r, _), _)| {
+                        r.write(f32::NAN);
+                    }),
                 }
             });
+        // SAFETY: the chunks cover all `grad.len()` slots and every arm writes each one.
+        let res = unsafe { res.assume_filled() };
         Ok((CpuStorage::F32(res), l1.shape().clone()))
     }
 }

@@ -97,17 +97,24 @@ fn floor(v: f64) -> f64 {
 
 /// The geometry shared by the forward and backward kernels.
 #[derive(Clone, Debug)]
-struct Warp {
-    maps: Vec<Affine>,
-    out: (usize, usize),
-    padding: WarpPadding,
+pub(super) struct Warp {
+    pub maps: Vec<Affine>,
+    pub out: (usize, usize),
+    pub padding: WarpPadding,
 }
 
 impl Warp {
     /// The (up to) four `(input index, weight)` taps of output `(ox, oy)` under `map` on an
     /// `h x w` input; taps outside read zero (dropped) or are clamped to the edge.
     #[inline(always)]
-    fn taps(&self, map: &Affine, ox: usize, oy: usize, h: usize, w: usize) -> [(usize, f32); 4] {
+    pub fn taps(
+        &self,
+        map: &Affine,
+        ox: usize,
+        oy: usize,
+        h: usize,
+        w: usize,
+    ) -> [(usize, f32); 4] {
         let (sx, sy) = map.apply(ox as f64, oy as f64);
         let (x0, y0) = (floor(sx), floor(sy));
         let (fx, fy) = ((sx - x0) as f32, (sy - y0) as f32);
@@ -160,7 +167,7 @@ impl Warp {
         out
     }
 
-    fn check(&self, dims: &[usize], op: &str) -> Result<(usize, usize, usize, usize)> {
+    pub fn check(&self, dims: &[usize], op: &str) -> Result<(usize, usize, usize, usize)> {
         let &[b, c, h, w] = dims else {
             bail!("{op}: the image must be [B,C,H,W], got {dims:?}");
         };

@@ -12,11 +12,11 @@
 //! Each Adam step (`lr 0.05`) applies lucid's `standard_transforms` with fresh random draws: pad
 //! 12 px with 0.5, jitter up to 8 px, scale by one of `0.90, 0.92 .. 1.10`, rotate by one of
 //! `-10 .. 10` degrees (0 five times more often), jitter up to 4 px. They are composed into one
-//! bilinear [`affine_warp`] of the padded image to `S + 12` px (lucid resamples after the
-//! scale and again after the rotation, and its scale changes the image size; here the scale
-//! zooms about the centre at a fixed size, which keeps a batch rectangular). The model's
-//! normalisation follows; the objective is the mean activation of the image's filter over the
-//! whole map.
+//! bilinear warp of the padded image to `S + 12` px (lucid resamples after the scale and again
+//! after the rotation, and its scale changes the image size; here the scale zooms about the
+//! centre at a fixed size, which keeps a batch rectangular). The model's normalisation follows
+//! (padding, warp and normalisation run as one op, [`framed_warp`]); the objective is the mean
+//! activation of the image's filter over the whole map.
 //!
 //! Filter `f`'s spectrum and its transforms come from stream `f` of
 //! `ChaCha8Rng::seed_from_u64(seed)`, and every operation acts on each batch element alone, so
@@ -30,7 +30,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::filters::{TapFn, losses};
-use crate::ops::{Affine, Irfft2, WarpPadding, affine_warp, fourier};
+use crate::ops::{Affine, Frame, Irfft2, fourier, framed_warp};
 use crate::train::optim::{Optimizer, OptimizerKind};
 use crate::{Error, Result};
 
@@ -168,9 +168,8 @@ pub fn init_spectrum(
 #[derive(Clone, Debug)]
 pub struct FourierImage {
     size: usize,
+    /// The transform with the spectrum's scale `1 / max(f, 1/size)^decay / 4` inside.
     irfft: Irfft2,
-    /// `[size, size/2+1, 1]`: `1 / max(f, 1/size)^decay / 4`.
-    spectrum_scale: Tensor,
     /// `[3, 3]`: the colour mixing, normalised by its largest column norm.
     color: Tensor,
 }
@@ -178,7 +177,6 @@ pub struct FourierImage {
 impl FourierImage {
     /// The parameterisation of `size x size` images.
     pub fn new(size: usize, opts: &LucidOptions, device: &Device) -> Result<Self> {
-        let k = fourier::half_width(size);
         let floor = 1.0 / size as f64;
         let scale: Vec<f32> = fourier::rfft2_frequencies(size, size)
             .iter()
@@ -191,8 +189,7 @@ impl FourierImage {
         let color: Vec<f32> = m.iter().flatten().map(|v| (v / max_norm) as f32).collect();
         Ok(FourierImage {
             size,
-            irfft: Irfft2::new(size, size, DType::F32, device)?,
-            spectrum_scale: Tensor::from_vec(scale, (size, k, 1), device)?,
+            irfft: Irfft2::new(size, size, DType::F32, device)?.with_scale(scale, device)?,
             color: Tensor::from_vec(color, (3, 3), device)?,
         })
     }
@@ -202,9 +199,7 @@ impl FourierImage {
     pub fn render(&self, spectrum: &Tensor) -> Result<Tensor> {
         let b = spectrum.dim(0)?;
         let s = self.size;
-        let img = self
-            .irfft
-            .apply(&spectrum.broadcast_mul(&self.spectrum_scale)?)?;
+        let img = self.irfft.apply(spectrum)?;
         let mixed = self
             .color
             .broadcast_matmul(&img.reshape((b, 3, s * s))?)?
@@ -257,8 +252,12 @@ pub fn ascend(
     let std_t = Tensor::from_vec(std.to_vec(), (1, 3, 1, 1), device)?;
     let normalise =
         |x: &Tensor| -> Result<Tensor> { Ok(x.broadcast_sub(&mean_t)?.broadcast_div(&std_t)?) };
-    let pad = opts.pad;
-    let pad_value = f64::from(opts.pad_value);
+    let frame = Frame {
+        pad: opts.pad,
+        pad_value: opts.pad_value,
+        mean: mean.to_vec(),
+        std: std.to_vec(),
+    };
     let var = Var::from_tensor(&init.to_dtype(DType::F32)?)?;
     let mut adam = Optimizer::new(
         OptimizerKind::AdamW { weight_decay: 0.0 },
@@ -271,17 +270,13 @@ pub fn ascend(
             return Err(Error::Cancelled);
         }
         let image = param.render(var.as_tensor())?;
-        let padded = image
-            .affine(1.0, -pad_value)?
-            .pad_with_zeros(2, pad, pad)?
-            .pad_with_zeros(3, pad, pad)?
-            .affine(1.0, pad_value)?;
         let maps: Vec<Affine> = rngs
             .iter_mut()
             .map(|rng| opts.random_transform(size, rng))
             .collect();
-        let warped = affine_warp(&padded, &maps, (out, out), WarpPadding::Zeros)?;
-        let (values, total) = losses(tap, layer, filters, &normalise(&warped)?, 0)?;
+        // Padding, warp and normalisation in one op (the same values as those three steps).
+        let warped = framed_warp(&image, &maps, (out, out), &frame)?;
+        let (values, total) = losses(tap, layer, filters, &warped, 0)?;
         for (o, v) in objectives.iter_mut().zip(values) {
             o.push(v);
         }

@@ -21,11 +21,13 @@
 //! The scratch buffers are zeroed once per rayon task: every plane of an op has the same
 //! geometry, so their padding cells are never written afterwards.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use super::matmul::SyncPtr;
-use super::{Activation, Unfilled, act_grad, channel_sum, f32_data, min_planes_per_task, zeroed};
+use super::{Activation, Unfilled, act_grad, channel_sum, f32_data, min_planes_per_task};
 
 /// Elements of output (at pitch `PL`) per tile: 8 KiB, so a finished tile is still in L1 when it
 /// is copied out.
@@ -367,10 +369,51 @@ fn grad_input_plane<const FMA: bool>(
     gx: &mut [f32],
     scratch: &mut Scratch,
 ) {
+    grad_input_plane_masked::<FMA>(g, gp, w, gx, scratch, Masks::default());
+}
+
+/// The activations' gradients fused into [`grad_input_plane`]: `pre` masks the output
+/// gradient by `act.passes(out)` as it is copied in (`out`: the plane's forward output), `post`
+/// the input gradient by `act.passes(input)` once it is written: the values of
+/// [`act_grad`] before and after (without guided backpropagation).
+#[derive(Clone, Copy, Default)]
+struct Masks<'a> {
+    pre: Option<(&'a [f32], Activation)>,
+    post: Option<(&'a [f32], Activation)>,
+}
+
+/// `dst[i] = if act.passes(by[i]) { src[i] } else { 0 }`, one loop per activation so that each
+/// vectorises (as [`act_grad`]'s).
+#[inline(always)]
+fn mask_copy(dst: &mut [f32], src: &[f32], by: &[f32], act: Activation) {
+    let rows = dst.iter_mut().zip(src).zip(by);
+    match act {
+        Activation::Relu => rows.for_each(|((d, &g), &o)| *d = if o > 0.0 { g } else { 0.0 }),
+        Activation::Relu6 => {
+            rows.for_each(|((d, &g), &o)| *d = if (o > 0.0) & (o < 6.0) { g } else { 0.0 })
+        }
+        _ => rows.for_each(|((d, &g), &o)| *d = if act.passes(o) { g } else { 0.0 }),
+    }
+}
+
+#[inline(always)]
+fn grad_input_plane_masked<const FMA: bool>(
+    g: &Geom,
+    gp: &[f32],
+    w: &[f32],
+    gx: &mut [f32],
+    scratch: &mut Scratch,
+    masks: Masks<'_>,
+) {
     let (e, pl) = (g.e, g.pl);
     let (poly, gp_pad) = scratch.buf.split_at_mut(g.poly_len());
     for oy in 0..g.oh {
-        gp_pad[(oy + e) * pl + e..][..g.ow].copy_from_slice(&gp[oy * g.ow..][..g.ow]);
+        let dst = &mut gp_pad[(oy + e) * pl + e..][..g.ow];
+        let src = &gp[oy * g.ow..][..g.ow];
+        match masks.pre {
+            None => dst.copy_from_slice(src),
+            Some((out, act)) => mask_copy(dst, src, &out[oy * g.ow..][..g.ow], act),
+        }
     }
     let taps = &mut scratch.taps;
     for (phase, sub) in poly.chunks_exact_mut(g.sub_len()).enumerate() {
@@ -379,6 +422,13 @@ fn grad_input_plane<const FMA: bool>(
         correlate::<FMA>(sub, 0.0, gp_pad, taps);
     }
     unfill_poly(g, poly, gx);
+    if let Some((input, act)) = masks.post {
+        gx.iter_mut().zip(input).for_each(|(v, &i)| {
+            if !act.passes(i) {
+                *v = 0.0;
+            }
+        });
+    }
 }
 
 /// `lanes[i % 16] += a[i] * b[i]`: a dot product whose 16 partial sums are left in `lanes`,
@@ -514,6 +564,117 @@ pub(super) fn grad_input(
         w: wd,
     };
     gp.apply_op2_no_bwd(w, &op)
+}
+
+/// The input gradient of a depthwise convolution between two activations, their gradients
+/// fused in: `act_grad(grad_input(act_grad(grad, out, acts.0), w), input, acts.1)` for `grad`
+/// and `out` `[B,C,OH,OW]` (the convolution's activated output), `input` `[B,C,H,W]` (its
+/// activated input), `w` `[C,1,k,k]`; the same values, without the two masked copies of the
+/// whole gradient. Both activations must be piecewise linear ([`Activation::is_smooth`] false)
+/// and guided backpropagation off; [`grad_input_fused_acts`] falls back otherwise.
+pub(super) fn grad_input_fused_acts(
+    (grad, out): (&Tensor, &Tensor),
+    w: &Tensor,
+    input: &Tensor,
+    acts: (Activation, Activation),
+    (stride, padding): (usize, usize),
+) -> Result<Tensor> {
+    let (_, _, h, wd) = input.dims4()?;
+    let plain = acts.0.is_smooth() || acts.1.is_smooth() || super::guided();
+    if plain || !grad.device().is_cpu() || grad.dtype() != DType::F32 {
+        let gpd = act_grad(grad, out, acts.0)?;
+        return act_grad(
+            &grad_input(&gpd, w, stride, padding, (h, wd))?,
+            input,
+            acts.1,
+        );
+    }
+    let op = DepthwiseGradInputActs {
+        stride,
+        padding,
+        w: w.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+        acts,
+    };
+    grad.apply_op3_no_bwd(out, input, &op)
+}
+
+/// `(grad [B,C,OH,OW], out [B,C,OH,OW], input [B,C,H,W])` -> grad input `[B,C,H,W]`, see
+/// [`grad_input_fused_acts`].
+struct DepthwiseGradInputActs {
+    stride: usize,
+    padding: usize,
+    /// `[C, k*k]`.
+    w: Vec<f32>,
+    acts: (Activation, Activation),
+}
+
+impl CustomOp3 for DepthwiseGradInputActs {
+    fn name(&self) -> &'static str {
+        "convlens-depthwise-grad-input-acts"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let &[b, c, h, w] = l3.dims() else {
+            bail!(
+                "{}: input must be [B,C,H,W], got {:?}",
+                self.name(),
+                l3.dims()
+            );
+        };
+        let kk = self.w.len() / c.max(1);
+        let k = (kk as f64).sqrt().round() as usize;
+        if k * k * c != self.w.len() {
+            bail!("{}: {} weights for {c} channels", self.name(), self.w.len());
+        }
+        let g = Geom::new(h, w, k, self.stride, self.padding)?;
+        if l1.dims() != [b, c, g.oh, g.ow] || l2.dims() != l1.dims() {
+            bail!(
+                "{}: grad {:?} and output {:?} are not the output {:?} of {:?}",
+                self.name(),
+                l1.dims(),
+                l2.dims(),
+                [b, c, g.oh, g.ow],
+                l3.dims()
+            );
+        }
+        let gp = f32_data(s1, l1, self.name())?;
+        let out = f32_data(s2, l2, self.name())?;
+        let input = f32_data(s3, l3, self.name())?;
+        let (ip, op) = (g.in_plane(), g.out_plane());
+        let mut gx = Unfilled::new(b * c * ip);
+        // As `DepthwiseGradInput`, with the masks applied while each plane is in cache.
+        gx.slots()
+            .par_chunks_mut(ip)
+            .with_min_len(min_planes_per_task(ip))
+            .enumerate()
+            .for_each_init(
+                || Scratch::new(g.grad_input_scratch_len()),
+                |scratch, (i, gx)| {
+                    gx.iter_mut().for_each(|v| {
+                        v.write(0.0);
+                    });
+                    // SAFETY: every slot of the plane was just written.
+                    let gx = unsafe { &mut *(gx as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                    let masks = Masks {
+                        pre: Some((&out[i * op..][..op], self.acts.0)),
+                        post: Some((&input[i * ip..][..ip], self.acts.1)),
+                    };
+                    let (gp, w) = (&gp[i * op..][..op], &self.w[(i % c) * kk..][..kk]);
+                    dispatch_fma!(grad_input_plane_masked(&g, gp, w, gx, scratch, masks));
+                },
+            );
+        // SAFETY: the planes cover the buffer and each was written in full above.
+        let gx = unsafe { gx.assume_filled() };
+        Ok((CpuStorage::F32(gx), Shape::from((b, c, h, w))))
+    }
 }
 
 /// The weight gradient of a depthwise convolution: `(x [B,C,H,W], grad_pre [B,C,OH,OW])` ->
@@ -677,18 +838,29 @@ impl CustomOp2 for DepthwiseGradInput {
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let kk = g.k * g.k;
-        let mut gx = zeroed(b * c * g.in_plane());
-        gx.par_chunks_mut(g.in_plane())
+        // Each plane is zeroed by its task just before the kernel fills it (`unfill_poly` skips
+        // pixels no output reads), while it is in cache: a zeroed allocation would stream the
+        // whole gradient through memory once more.
+        let mut gx = Unfilled::new(b * c * g.in_plane());
+        gx.slots()
+            .par_chunks_mut(g.in_plane())
             .with_min_len(min_planes_per_task(g.in_plane()))
             .enumerate()
             .for_each_init(
                 || Scratch::new(g.grad_input_scratch_len()),
                 |scratch, (i, gx)| {
+                    gx.iter_mut().for_each(|v| {
+                        v.write(0.0);
+                    });
+                    // SAFETY: every slot of the plane was just written.
+                    let gx = unsafe { &mut *(gx as *mut [MaybeUninit<f32>] as *mut [f32]) };
                     let gp = &gp[i * g.out_plane()..][..g.out_plane()];
                     let w = &w[(i % c) * kk..][..kk];
                     dispatch_fma!(grad_input_plane(&g, gp, w, gx, scratch));
                 },
             );
+        // SAFETY: the planes cover the buffer and each was written in full above.
+        let gx = unsafe { gx.assume_filled() };
         Ok((CpuStorage::F32(gx), Shape::from((b, c, g.h, g.w))))
     }
 }

@@ -361,6 +361,35 @@ fn backward_through_non_contiguous_input() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn fused_activation_gradients_match_the_three_ops() -> Result<()> {
+    // Outputs and inputs as activations give them (values below 0, inside (0, 6), above 6),
+    // gradients of both signs; every case's geometry, strided ones with unread pixels.
+    let acts = [
+        (Activation::Relu6, Activation::Relu6),
+        (Activation::Relu, Activation::Identity),
+        (Activation::Identity, Activation::Relu),
+    ];
+    for (n, &case) in CASES.iter().enumerate() {
+        let (b, c, h, w, k, s, p) = case;
+        let g = Geom::new(h, w, k, s, p)?;
+        let seed = 40 + n as u64;
+        let input = tensor(&[b, c, h, w], seed, 8.0)?;
+        let out = tensor(&[b, c, g.oh, g.ow], seed + 1, 8.0)?;
+        let grad = tensor(&[b, c, g.oh, g.ow], seed + 2, 1.0)?;
+        let wt = tensor(&[c, 1, k, k], seed + 3, 1.0)?;
+        for (pre, post) in acts {
+            let fused = grad_input_fused_acts((&grad, &out), &wt, &input, (pre, post), (s, p))?;
+            let gpd = act_grad(&grad, &out, pre)?;
+            let three = act_grad(&grad_input(&gpd, &wt, s, p, (h, w))?, &input, post)?;
+            let (a, b) = (to_f64(&fused)?, to_f64(&three)?);
+            assert!(b.iter().any(|v| *v != 0.0), "case {case:?}");
+            assert_eq!(a, b, "case {case:?}, {pre:?} then {post:?}");
+        }
+    }
+    Ok(())
+}
+
 /// Throwaway timing (best of several runs):
 /// `cargo test --release --lib ops::depthwise -- --ignored --nocapture`; set `TIMING_CASE`
 /// to an index to run one case only.
