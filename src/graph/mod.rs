@@ -269,8 +269,9 @@ impl Network {
 
     /// Runs stages `start..end`. In inference mode every image is computed on its own (no
     /// stage mixes a batch's images then: BatchNorm uses its running statistics), so a batch
-    /// whose largest activation would pass [`ACTIVATION_BUDGET_BYTES`] runs in equal chunks
-    /// of images whose outputs are joined: VGG-16's 224-px layers hold 12.8 MB per image, two
+    /// whose largest activation would pass [`ACTIVATION_BUDGET_BYTES`] runs in the fewest
+    /// chunks that fit, of `ceil(batch / chunks)` images each (the last may be shorter), whose
+    /// outputs are joined: VGG-16's 224-px layers hold 12.8 MB per image, two
     /// of them 822 MB at batch 32. Only a kernel chosen by a batch's pixel count can differ for a
     /// chunk (float rounding).
     fn run(&self, x: &Tensor, start: usize, end: usize, train: bool) -> Result<Tensor> {

@@ -173,20 +173,11 @@ impl CustomOp1 for FramedWarpGrad {
                 || vec![0f32; c * cplane],
                 |canvas, (image, gx)| {
                     canvas.fill(0.0);
-                    let map = &self.op.warp.maps[image];
                     let g = &g[image * c * out_plane..][..c * out_plane];
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let taps = self.op.warp.taps(map, ox, oy, ch, cw);
-                            let at = oy * ow + ox;
-                            for (k, cg) in canvas.chunks_exact_mut(cplane).enumerate() {
-                                let go = g[k * out_plane + at] / std[k];
-                                for &(i, wt) in &taps {
-                                    cg[i] += wt * go;
-                                }
-                            }
-                        }
-                    }
+                    let map = &self.op.warp.maps[image];
+                    self.op
+                        .warp
+                        .scatter(map, g, (ch, cw), canvas, |k, v| v / std[k]);
                     for (src, dst) in canvas.chunks_exact(cplane).zip(gx.chunks_exact_mut(plane)) {
                         for (row, out) in src.chunks_exact(cw).skip(p).zip(dst.chunks_exact_mut(w))
                         {

@@ -167,6 +167,34 @@ impl Warp {
         out
     }
 
+    /// Adds one image's output gradient `g` `[C, OH*OW]` through `map`'s taps onto `gx`
+    /// `[C, h*w]`, the image the warp sampled; channel `k`'s values pass through `scale(k, v)`
+    /// first. Each output pixel's taps are computed once for all channels, and every channel's
+    /// scatter runs in the order a per-plane loop would.
+    pub fn scatter(
+        &self,
+        map: &Affine,
+        g: &[f32],
+        (h, w): (usize, usize),
+        gx: &mut [f32],
+        scale: impl Fn(usize, f32) -> f32,
+    ) {
+        let (oh, ow) = self.out;
+        let out_plane = oh * ow;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let taps = self.taps(map, ox, oy, h, w);
+                let p = oy * ow + ox;
+                for (k, gx) in gx.chunks_exact_mut(h * w).enumerate() {
+                    let go = scale(k, g[k * out_plane + p]);
+                    for &(i, wt) in &taps {
+                        gx[i] += wt * go;
+                    }
+                }
+            }
+        }
+    }
+
     pub fn check(&self, dims: &[usize], op: &str) -> Result<(usize, usize, usize, usize)> {
         let &[b, c, h, w] = dims else {
             bail!("{op}: the image must be [B,C,H,W], got {dims:?}");
@@ -252,25 +280,13 @@ impl CustomOp1 for WarpGrad {
         let g = f32_data(storage, layout, self.name())?;
         let (plane, out_plane) = (h * w, oh * ow);
         let mut gx = vec![0f32; b * c * plane];
-        // One task per image, each output pixel's taps computed once for all its channels;
-        // every channel's scatter runs in the same order as a per-plane loop would.
+        // One task per image.
         gx.par_chunks_mut(c * plane)
             .enumerate()
             .for_each(|(image, gx)| {
-                let map = &self.warp.maps[image];
                 let g = &g[image * c * out_plane..][..c * out_plane];
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let taps = self.warp.taps(map, ox, oy, h, w);
-                        let p = oy * ow + ox;
-                        for (ch, gx) in gx.chunks_exact_mut(plane).enumerate() {
-                            let go = g[ch * out_plane + p];
-                            for &(i, wt) in &taps {
-                                gx[i] += wt * go;
-                            }
-                        }
-                    }
-                }
+                self.warp
+                    .scatter(&self.warp.maps[image], g, (h, w), gx, |_, v| v);
             });
         Ok((CpuStorage::F32(gx), Shape::from((b, c, h, w))))
     }
