@@ -633,7 +633,8 @@ fn train_into(
                         Some((name, n)) if *n > 0 => {
                             format!("{name}, epoch {} of {n}, batch", epochs_done + 1)
                         }
-                        Some((name, _)) => name.clone(),
+                        // "extracting features, validation images: 64 of 80".
+                        Some((name, _)) => format!("{name}, {what}"),
                         None => what.clone(),
                     };
                     ctx.progress(&stage, *done, *total);

@@ -165,7 +165,8 @@ pub fn train(
             });
             let (val, stats) = run.features(
                 &base.network,
-                data.split(Split::Validation),
+                data,
+                Split::Validation,
                 &transform,
                 &cache,
                 on_event,
@@ -204,7 +205,8 @@ pub fn train(
             } else {
                 let (train_features, stats) = run.features(
                     &base.network,
-                    data.split(Split::Train),
+                    data,
+                    Split::Train,
                     &transform,
                     &cache,
                     on_event,
@@ -290,16 +292,20 @@ impl Run<'_> {
         }
     }
 
+    /// The cached features of `split`'s images; progress names the split.
     fn features(
         &mut self,
         base: &Network,
-        samples: &[Sample],
+        data: &ImageFolder,
+        split: Split,
         transform: &TrainTransform,
         cache: &FeatureCache,
         on_event: &mut dyn FnMut(TrainEvent),
         cancel: &CancelToken,
     ) -> Result<(Features, ExtractStats)> {
+        let samples = data.split(split);
         let total = samples.len();
+        let what = format!("{split} images");
         let (features, skipped, stats) = extract_features(
             base,
             FEATURE_LAYER,
@@ -310,7 +316,7 @@ impl Run<'_> {
             &Device::Cpu,
             &mut |done, _| {
                 on_event(TrainEvent::Progress {
-                    what: "features".into(),
+                    what: what.clone(),
                     done,
                     total,
                 })

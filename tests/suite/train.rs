@@ -485,15 +485,33 @@ fn cancelling_keeps_the_best_checkpoint() {
         ..cfg.clone()
     };
     let complete_dir = work.path().join("two-epochs");
+    let mut extracting = Vec::new();
+    let mut note_extraction = |e: convlens::train::TrainEvent| {
+        if let convlens::train::TrainEvent::Progress { what, total, .. } = e
+            && what.ends_with(" images")
+            && extracting.last() != Some(&(what.clone(), total))
+        {
+            extracting.push((what, total));
+        }
+    };
     train(
         &base,
         &data,
         &two,
         &complete_dir,
-        &mut |_| {},
+        &mut note_extraction,
         &CancelToken::new(),
     )
     .unwrap();
+    // The extraction's progress says which split it is on (the bar starts again for each).
+    let splits: Vec<&str> = extracting.iter().map(|(w, _)| w.as_str()).collect();
+    assert_eq!(
+        splits,
+        ["validation images", "train images"],
+        "{extracting:?}"
+    );
+    assert_eq!(extracting[0].1, data.split(Split::Validation).len());
+    assert_eq!(extracting[1].1, data.split(Split::Train).len());
     let weights = |dir: &Path| std::fs::read(dir.join(convlens::train::bundle::WEIGHTS)).unwrap();
     assert_eq!(weights(&cancelled_dir), weights(&complete_dir));
     let model = load(&cancelled_dir);
