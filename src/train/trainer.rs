@@ -165,8 +165,7 @@ pub fn train(
             });
             let (val, stats) = run.features(
                 &base.network,
-                data,
-                Split::Validation,
+                (data, Split::Validation),
                 &transform,
                 &cache,
                 on_event,
@@ -205,8 +204,7 @@ pub fn train(
             } else {
                 let (train_features, stats) = run.features(
                     &base.network,
-                    data,
-                    Split::Train,
+                    (data, Split::Train),
                     &transform,
                     &cache,
                     on_event,
@@ -296,8 +294,7 @@ impl Run<'_> {
     fn features(
         &mut self,
         base: &Network,
-        data: &ImageFolder,
-        split: Split,
+        (data, split): (&ImageFolder, Split),
         transform: &TrainTransform,
         cache: &FeatureCache,
         on_event: &mut dyn FnMut(TrainEvent),
