@@ -53,6 +53,24 @@ impl<'a> Rows<'a> {
         }
     }
 
+    /// Columns `off..off + len` of a row-major buffer at `ptr` of `rows` rows of `ld`
+    /// values: one task's share of a buffer whose other columns other tasks write.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for `rows * ld` values while the view lives, `off + len <= ld`,
+    /// and no other live view or reference may touch these columns.
+    pub unsafe fn columns(ptr: SyncPtr, rows: usize, ld: usize, off: usize, len: usize) -> Self {
+        assert!(off + len <= ld, "columns {off}..{} of {ld}", off + len);
+        Rows {
+            // SAFETY: `off < ld` or `len == 0`: inside (or one past) the buffer's first row.
+            ptr: SyncPtr(unsafe { ptr.get().add(off) }),
+            ld,
+            rows,
+            len,
+            _buf: PhantomData,
+        }
+    }
+
     /// Row `r` (`len` values).
     pub fn row(&mut self, r: usize) -> &mut [f32] {
         assert!(r < self.rows, "row {r} of {}", self.rows);
@@ -118,14 +136,9 @@ pub(crate) fn sum_over_segments(
             .collect();
         (first..end).into_par_iter().for_each(|s| {
             let (off, len) = (offsets[s - first], lens[s]);
-            let view = |p: SyncPtr, rows| Rows {
-                // SAFETY: column `off` of a `rows x t` buffer; `off + len <= t`.
-                ptr: SyncPtr(unsafe { p.get().add(off) }),
-                ld: t,
-                rows,
-                len,
-                _buf: PhantomData,
-            };
+            // SAFETY: `a` and `b` hold `m x t` and `n x t` values; `off + len <= t`, and the
+            // chunk's segments own disjoint columns.
+            let view = |p: SyncPtr, rows| unsafe { Rows::columns(p, rows, t, off, len) };
             fill(s, &mut view(pa, m), &mut view(pb, n));
         });
         let accumulate = written;

@@ -343,6 +343,9 @@ fn forward(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<f
     if winograd::pays(b, g) {
         return winograd::forward(b, g, x, w, epi);
     }
+    if b > 1 && side_by_side::pays(g) {
+        return side_by_side::forward(b, g, x, w, epi);
+    }
     unfolded(b, g, x, w, epi)
 }
 
@@ -778,3 +781,9 @@ mod winograd;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+#[allow(
+    clippy::disallowed_macros,
+    reason = "the timing test prints what it measured"
+)]
+mod timings;

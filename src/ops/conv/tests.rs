@@ -455,3 +455,55 @@ fn add_act_matches_candle() -> Result<()> {
     }
     Ok(())
 }
+
+/// The side-by-side forward in groups of images and column tiles that end inside an image,
+/// against the definition in f64, with the bias, ReLU and a pre-activation residual applied.
+#[test]
+fn side_by_side_forward_matches_the_definition() -> Result<()> {
+    let cases = [
+        // ResNet's downsample to a 7x7 plane, fewer channels.
+        sq(7, 5, 19, (13, 14), 1, 2, 0),
+        sq(5, 3, 4, (9, 9), 3, 1, 1),
+        sq(1, 6, 3, (11, 9), 1, 2, 0),
+        sq(4, 2, 33, (8, 5), 3, 2, 1),
+        Case {
+            b: 3,
+            cin: 2,
+            cout: 3,
+            hw: (11, 10),
+            k: (3, 3),
+            spec: ConvSpec::square(2, 1).dilated(2),
+        },
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        let (x, w, bias) = inputs(case, 900 + 10 * i as u64)?;
+        let (oh, ow) = out_hw(case);
+        let res = tensor(&[case.b, case.cout, oh, ow], 901 + i as u64, 2.0)?;
+        let (xs, ws) = (to_f64(&x)?, to_f64(&w)?);
+        let pre = direct_f64(case, &xs, &ws, &to_f64(&bias)?);
+        let want: Vec<f32> = pre
+            .iter()
+            .zip(to_f64(&res)?)
+            .map(|(v, r)| (v + r).max(0.0) as f32)
+            .collect();
+        let want = Tensor::from_vec(want, (case.b, case.cout, oh, ow), &Device::Cpu)?;
+        let g = Geom::new(x.dims(), w.dims(), case.spec)?.1;
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let (xf, wf, bf, rf) = (flat(&x)?, flat(&w)?, flat(&bias)?, flat(&res)?);
+        let epi = Epilogue {
+            bias: Some(&bf),
+            act: Activation::Relu,
+            pre_residual: Some(&rf),
+            ..Epilogue::NONE
+        };
+        for group in [1, 3, case.b] {
+            for nt in [1, 16, 50, 1 << 20] {
+                let got = side_by_side::forward_in_groups(case.b, &g, &xf, &wf, epi, (group, nt));
+                let got = Tensor::from_vec(got, want.dims(), &Device::Cpu)?;
+                let e = rel_to_max(&got, &want)?;
+                assert!(e <= 1e-5, "{case:?} group {group} tile {nt}: {e}");
+            }
+        }
+    }
+    Ok(())
+}
