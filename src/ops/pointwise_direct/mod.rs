@@ -454,9 +454,14 @@ mod avx2 {
 const MAX_BATCH_PIXELS: usize = 16_384;
 
 /// The kernel to run the products of a 1x1 convolution over `batch` images of `n` pixels
-/// with, when it pays (see [`MAX_BATCH_PIXELS`]); `None`: use `gemm`.
+/// with, when it pays; `None`: use `gemm`. Only single images (up to [`MAX_BATCH_PIXELS`]):
+/// at batch 8 (the lucid grid's 35x35, 18x18 and 9x9 products) `gemm` took 0.3-0.7x the
+/// direct kernel's time on every shape, and the lucid step 0.78x; with the products alternated
+/// in one process (conv's ignored `timings` test), `gemm` ran 1.7-2.4x the direct kernel's
+/// GMAC/s on every 7x7 and 14x14 shape of ResNet-50 and Lite0 at batch 16 and 32, and as fast
+/// at 28x28 (2 cores, loaded; see `benches/reference/log.md`, 2026-12-01).
 pub(crate) fn direct_kernel(batch: usize, n: usize) -> Option<Kernel> {
-    Kernel::detect().filter(|_| batch * n <= MAX_BATCH_PIXELS)
+    Kernel::detect().filter(|_| batch == 1 && n <= MAX_BATCH_PIXELS)
 }
 
 /// Pixels per task when an image's pixels are split (a multiple of every kernel's block).
@@ -465,10 +470,7 @@ const TASK_PIXELS: usize = 1024;
 /// `out[b] = epi(lhs (m x k) · rhs[b] (k x n))` for every image `b` (`rhs` `[batch, k, n]`,
 /// output `[batch, m, n]`): a 1x1 convolution's forward. The direct kernel when the CPU has
 /// one, it pays ([`direct_kernel`]) and the epilogue is one it fuses; otherwise
-/// [`super::matmul::batched_matmul`] (`gemm`). Batches of more than one image always take
-/// `gemm`: with the images' products alternated in one process (conv's ignored `timings` test,
-/// load ~6 on 2 cores), `gemm` per image ran 1.7-2.4x the direct kernel's GMAC/s on every 7x7
-/// and 14x14 shape of ResNet-50 and Lite0 at batch 16 and 32, and as fast at 28x28.
+/// [`super::matmul::batched_matmul`] (`gemm`), which batches of more than one image always take.
 pub(crate) fn forward_matmul(
     lhs: MatRef,
     m: usize,
@@ -479,9 +481,7 @@ pub(crate) fn forward_matmul(
     epi: Epilogue<'_>,
 ) -> Vec<f32> {
     match direct_kernel(batch, n) {
-        Some(kernel) if batch == 1 && fuses(&epi) => {
-            batched_with(kernel, lhs, m, k, rhs, batch, n, epi)
-        }
+        Some(kernel) if fuses(&epi) => batched_with(kernel, lhs, m, k, rhs, batch, n, epi),
         _ => super::matmul::batched_matmul(lhs, m, k, rhs, batch, n, epi),
     }
 }
