@@ -447,21 +447,25 @@ mod avx2 {
     register_tiled!("avx2,fma");
 }
 
-/// The most pixels (over the whole batch) for which the direct kernel is used: it beat
-/// `gemm` on every pointwise shape of Lite0 at batch 1 (1.03-1.9x, 112x112 included) and on
-/// the 14x14 and 7x7 ones at batch 32 (1.0-1.65x), but not on the 28x28 and 56x56 ones at
-/// batch 32 (0.7-1.0x), where `gemm`'s packing is a small share of its work.
+/// The most pixels (over the whole batch) for which the direct kernel is used: on the AVX-512
+/// development machine (Zen 5) it beat `gemm` on every pointwise shape of Lite0 at batch 1
+/// (1.03-1.9x, 112x112 included) and on the 14x14 and 7x7 ones at batch 32 (1.0-1.65x), but
+/// not on the 28x28 and 56x56 ones at batch 32 (0.7-1.0x), where `gemm`'s packing is a small
+/// share of its work.
 const MAX_BATCH_PIXELS: usize = 16_384;
 
 /// The kernel to run the products of a 1x1 convolution over `batch` images of `n` pixels
-/// with, when it pays; `None`: use `gemm`. Only single images (up to [`MAX_BATCH_PIXELS`]):
-/// at batch 8 (the lucid grid's 35x35, 18x18 and 9x9 products) `gemm` took 0.3-0.7x the
-/// direct kernel's time on every shape, and the lucid step 0.78x; with the products alternated
-/// in one process (conv's ignored `timings` test), `gemm` ran 1.7-2.4x the direct kernel's
-/// GMAC/s on every 7x7 and 14x14 shape of ResNet-50 and Lite0 at batch 16 and 32, and as fast
-/// at 28x28 (2 cores, loaded; see `benches/reference/log.md`, 2026-12-01).
+/// with, when it pays (see [`MAX_BATCH_PIXELS`]); `None`: use `gemm`.
+///
+/// On an AVX2-only machine (2026-12-01) `gemm` ran the batched products 1.7-2.4x faster than
+/// the AVX2 kernel (Lite0's batch-32 forward 54 -> 84-94 img/s), but it sums in another order:
+/// the AVX2 and AVX-512 direct kernels sum each output over the channels in the same order,
+/// which is why the committed figures (made with AVX-512) come out within a few levels here,
+/// and a gradient-ascent figure made with `gemm`'s order does not (`cli_reproduce`). Kept
+/// until the figures' reproducibility across instruction sets is settled another way; see
+/// `benches/reference/log.md`, 2026-12-01.
 pub(crate) fn direct_kernel(batch: usize, n: usize) -> Option<Kernel> {
-    Kernel::detect().filter(|_| batch == 1 && n <= MAX_BATCH_PIXELS)
+    Kernel::detect().filter(|_| batch * n <= MAX_BATCH_PIXELS)
 }
 
 /// Pixels per task when an image's pixels are split (a multiple of every kernel's block).
@@ -470,7 +474,7 @@ const TASK_PIXELS: usize = 1024;
 /// `out[b] = epi(lhs (m x k) · rhs[b] (k x n))` for every image `b` (`rhs` `[batch, k, n]`,
 /// output `[batch, m, n]`): a 1x1 convolution's forward. The direct kernel when the CPU has
 /// one, it pays ([`direct_kernel`]) and the epilogue is one it fuses; otherwise
-/// [`super::matmul::batched_matmul`] (`gemm`), which batches of more than one image always take.
+/// [`super::matmul::batched_matmul`] (`gemm`).
 pub(crate) fn forward_matmul(
     lhs: MatRef,
     m: usize,
