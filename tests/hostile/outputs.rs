@@ -339,8 +339,8 @@ fn progress_shows_off_a_terminal() {
     assert!(run.status.success(), "{stderr}");
     // The validation images (4), then the training images (8), then the epoch's batches.
     for needle in [
-        "features: 4/4 (100%)",
-        "features: 8/8 (100%)",
+        "validation images: 4/4 (100%)",
+        "train images: 8/8 (100%)",
         "/s, ",
         " elapsed",
         "head epoch 1: ",
