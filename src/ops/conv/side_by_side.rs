@@ -3,9 +3,10 @@
 //! each such product packs the whole weight matrix again (`512 x 4608` for 49 columns). Here a
 //! group of images is laid side by side, `images*OH*OW` columns in one product:
 //!
-//! - [`forward`] (where it [`pays`]): the group's unfolded inputs (`[Cin*kh*kw, images*OH*OW]`, im2col) side by
-//!   side, multiplied by `w` on tasks over (column tile, row tile), each tile scattered back to
-//!   its images' output planes with the epilogue applied there.
+//! - [`forward`] (where it [`pays`]): the group's unfolded inputs (im2col,
+//!   `[Cin*kh*kw, images*OH*OW]`) side by side, multiplied by `w` on tasks over (column tile,
+//!   row tile), each tile scattered back to its images' output planes with the epilogue
+//!   applied there.
 //! - [`grad_input`] of a strided convolution (`layer4.0.conv2`, 3x3 stride 2 from 14x14 to
 //!   7x7): the output gradients side by side (`Cout x images*OH*OW`); tasks over (group, chunk
 //!   of input channels) each multiply their rows of `wᵀ` by them and fold the result back onto
@@ -46,8 +47,12 @@ const TILE_COLUMNS: usize = 256;
 /// `epi(conv(x, w))` for `b` images of geometry `g` (`x` `[B,Cin,H,W]`, `w` `[Cout,Cin,kh,kw]`,
 /// row-major): `[B,Cout,OH,OW]`, the products over groups of images side by side.
 pub(super) fn forward(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<f32> {
-    let group = WIDE_FLOATS / (g.kdim() * g.out_plane()).max(1);
-    forward_in_groups(b, g, x, w, epi, (group, TILE_COLUMNS))
+    forward_in_groups(b, g, x, w, epi, (group_images(g), TILE_COLUMNS))
+}
+
+/// Images per group of [`forward`]: as many as fit [`WIDE_FLOATS`] unfolded values.
+pub(super) fn group_images(g: &Geom) -> usize {
+    WIDE_FLOATS / (g.kdim() * g.out_plane()).max(1)
 }
 
 /// [`forward`] over groups of `group` images, in task tiles of `nt` columns.

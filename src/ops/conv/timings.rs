@@ -41,7 +41,7 @@ fn variants(
     let n = g.out_plane();
     let (xs, ws, g) = (&xs, &ws, &g);
     let lhs = MatRef::row_major(ws, 0, g.kdim());
-    let group = (4 << 20) / (g.kdim() * n);
+    let group = side_by_side::group_images(g);
     let mut kernels: Vec<(&str, Kernel<'_>)> = vec![
         ("per image", Box::new(move || unfolded(b, g, xs, ws, epi))),
         (
