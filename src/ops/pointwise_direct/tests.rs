@@ -8,7 +8,8 @@
 use super::super::test_util::{ACTS, lcg};
 use super::*;
 
-/// `(batch, m, k, n)`: tails in every dimension, one row, one pixel, Lite0's shapes.
+/// `(batch, m, k, n)`: tails in every dimension, one row, one pixel, Lite0's shapes; from
+/// `k = 256` with more than 6 rows the pixel blocks are copied first (`packs`).
 const CASES: &[(usize, usize, usize, usize)] = &[
     (1, 1, 1, 1),
     (2, 7, 5, 3),
@@ -20,6 +21,8 @@ const CASES: &[(usize, usize, usize, usize)] = &[
     (1, 30, 17, 1030),
     (1, 192, 1152, 49),
     (2, 112, 672, 196),
+    (1, 7, 256, 17),
+    (2, 13, 300, 256),
 ];
 
 /// The direct kernel's and `gemm`'s outputs for a case, with every epilogue part.
