@@ -443,6 +443,41 @@ mod tests {
         assert_eq!(p, q);
     }
 
+    /// The vendored backward pass adds an upsampling's gradient to its input's other uses (the
+    /// published 0.11.1 overwrote whatever was there), and takes a first gradient that is a
+    /// view at an offset in a larger buffer (a `cat`'s second part) into a gather's backward.
+    #[test]
+    fn backward_adds_upsampling_gradients_and_takes_offset_views() {
+        let dev = Device::Cpu;
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Two upsamplings of `x`, weighted 1 and 2: each value reaches 4 outputs of each.
+        let x = Var::new(&[[[[1f32, 2.0], [3.0, 4.0]]]], &dev).unwrap();
+        let up = |scale: f64| {
+            let u = x.as_tensor().upsample_nearest2d(4, 4).unwrap();
+            (u * scale).unwrap().sum_all().unwrap()
+        };
+        let grads = (up(1.0) + up(2.0)).unwrap().backward().unwrap();
+        assert_eq!(flat(grads.get(x.as_tensor()).unwrap()), [12.0; 4]);
+
+        // `picked` is the second half of a cat: its gradient is rows 2..4 of the cat's.
+        let y = Var::new(&[[1f32, 2.0, 3.0], [4.0, 5.0, 6.0]], &dev).unwrap();
+        let ids = Tensor::new(&[[2u32], [0]], &dev).unwrap();
+        let picked = y.as_tensor().gather(&ids, 1).unwrap();
+        let other = Tensor::new(&[[10f32], [20.0]], &dev).unwrap();
+        let weights = Tensor::new(&[[1f32], [3.0], [5.0], [7.0]], &dev).unwrap();
+        let cat = Tensor::cat(&[&other, &picked], 0).unwrap();
+        let grads = (cat * weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(
+            flat(grads.get(y.as_tensor()).unwrap()),
+            [0.0, 0.0, 5.0, 7.0, 0.0, 0.0]
+        );
+    }
+
     #[test]
     fn momentum_accelerates() {
         let plain = minimise(OptimizerKind::Sgd { momentum: 0.0 }, 0.01, 20);
