@@ -384,6 +384,100 @@ mod tests {
         assert_eq!(w.as_tensor().to_vec1::<f32>().unwrap(), [1.0, 2.0, 3.0]);
     }
 
+    /// candle's backward pass (vendored, see vendor/candle-core/README.md) stores the first
+    /// gradient reaching a node as is, negated through a sub, and adds the later ones; the
+    /// stored gradients are shared between entries, so nothing may write them in place.
+    #[test]
+    fn backward_adds_every_use_and_updates_leave_shared_gradients_alone() {
+        let dev = Device::Cpu;
+        let values = |v: [f32; 3]| Tensor::new(&v, &dev).unwrap();
+        let (x, y, z) = (
+            Var::new(&[1f32, -2.0, 0.5], &dev).unwrap(),
+            Var::new(&[3f32, 0.25, -1.0], &dev).unwrap(),
+            Var::new(&[2f32, 2.0, 2.0], &dev).unwrap(),
+        );
+        let (w, v) = (values([0.5, 4.0, -3.0]), values([7.0, -0.5, 1.5]));
+        // root = sum((a + a) - x + y * v - z), a = x * w: `a` is used twice, `x` twice (in `a`
+        // and the sub), `y` and `z` once each.
+        let a = x.as_tensor().mul(&w).unwrap();
+        let b = (&a + &a).unwrap();
+        let yv = y.as_tensor().mul(&v).unwrap();
+        let s = (((b - x.as_tensor()).unwrap() + yv).unwrap() - z.as_tensor()).unwrap();
+        let root = s.sum_all().unwrap();
+        let grads = root.backward().unwrap();
+        let get = |g: &GradStore, t: &Tensor| g.get(t).unwrap().to_vec1::<f32>().unwrap();
+        // d/dx = 2w - 1, d/dy = v, d/dz = -1: exact in f32.
+        assert_eq!(get(&grads, x.as_tensor()), [0.0, 7.0, -7.0]);
+        assert_eq!(get(&grads, y.as_tensor()), [7.0, -0.5, 1.5]);
+        assert_eq!(get(&grads, z.as_tensor()), [-1.0; 3]);
+        // The nodes' own gradients, the root's included, are consumed on the way.
+        assert!(grads.get(&a).is_none() && grads.get(&s).is_none());
+        assert!(grads.get(&root).is_none());
+        // A variable as the root: its gradient is one.
+        assert_eq!(
+            get(&x.as_tensor().backward().unwrap(), x.as_tensor()),
+            [1.0; 3]
+        );
+
+        // `p + q`: both variables get the one incoming gradient; FusedAdamW updates `p` in
+        // place, then `q`, from the same shared gradient, which must come out unchanged.
+        let (p, q) = (
+            Var::new(&[1f32; 3], &dev).unwrap(),
+            Var::new(&[1f32; 3], &dev).unwrap(),
+        );
+        let grads = (p.as_tensor() + q.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut opt = FusedAdamW::new(vec![p.clone(), q.clone()], Default::default());
+        opt.step(&grads).unwrap();
+        assert_eq!(get(&grads, p.as_tensor()), [1.0; 3]);
+        assert_eq!(get(&grads, q.as_tensor()), [1.0; 3]);
+        let (p, q) = (
+            p.as_tensor().to_vec1::<f32>().unwrap(),
+            q.as_tensor().to_vec1::<f32>().unwrap(),
+        );
+        assert!(p[0] < 1.0, "{p:?}");
+        assert_eq!(p, q);
+    }
+
+    /// The vendored backward pass adds an upsampling's gradient to its input's other uses (the
+    /// published 0.11.1 overwrote whatever was there), and takes a first gradient that is a
+    /// view at an offset in a larger buffer (a `cat`'s second part) into a gather's backward.
+    #[test]
+    fn backward_adds_upsampling_gradients_and_takes_offset_views() {
+        let dev = Device::Cpu;
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Two upsamplings of `x`, weighted 1 and 2: each value reaches 4 outputs of each.
+        let x = Var::new(&[[[[1f32, 2.0], [3.0, 4.0]]]], &dev).unwrap();
+        let up = |scale: f64| {
+            let u = x.as_tensor().upsample_nearest2d(4, 4).unwrap();
+            (u * scale).unwrap().sum_all().unwrap()
+        };
+        let grads = (up(1.0) + up(2.0)).unwrap().backward().unwrap();
+        assert_eq!(flat(grads.get(x.as_tensor()).unwrap()), [12.0; 4]);
+
+        // `picked` is the second half of a cat: its gradient is rows 2..4 of the cat's.
+        let y = Var::new(&[[1f32, 2.0, 3.0], [4.0, 5.0, 6.0]], &dev).unwrap();
+        let ids = Tensor::new(&[[2u32], [0]], &dev).unwrap();
+        let picked = y.as_tensor().gather(&ids, 1).unwrap();
+        let other = Tensor::new(&[[10f32], [20.0]], &dev).unwrap();
+        let weights = Tensor::new(&[[1f32], [3.0], [5.0], [7.0]], &dev).unwrap();
+        let cat = Tensor::cat(&[&other, &picked], 0).unwrap();
+        let grads = (cat * weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(
+            flat(grads.get(y.as_tensor()).unwrap()),
+            [0.0, 0.0, 5.0, 7.0, 0.0, 0.0]
+        );
+    }
+
     #[test]
     fn momentum_accelerates() {
         let plain = minimise(OptimizerKind::Sgd { momentum: 0.0 }, 0.01, 20);
