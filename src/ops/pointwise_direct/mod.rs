@@ -549,13 +549,14 @@ const MAX_BATCH_PIXELS: usize = 16_384;
 /// The kernel to run the products of a 1x1 convolution over `batch` images of `n` pixels
 /// with, when it pays (see [`MAX_BATCH_PIXELS`]); `None`: use `gemm`.
 ///
-/// On an AVX2-only machine (2026-12-01) `gemm` ran the batched products 1.7-2.4x faster than
-/// the AVX2 kernel (Lite0's batch-32 forward 54 -> 84-94 img/s), but it sums in another order:
-/// the AVX2 and AVX-512 direct kernels sum each output over the channels in the same order,
-/// which is why the committed figures (made with AVX-512) come out within a few levels here,
-/// and a gradient-ascent figure made with `gemm`'s order does not (`cli_reproduce`). Kept
-/// until the figures' reproducibility across instruction sets is settled another way; see
-/// `benches/reference/log.md`, 2026-12-01.
+/// The same rule on every instruction set, on purpose: the AVX2 and AVX-512 direct kernels sum
+/// each output over the channels in the same order, which is why the committed figures come
+/// out within a few levels on either; `gemm` sums in another, and a gradient-ascent figure
+/// made with it differed in 13 % of its pixels (`cli_reproduce`). On the AVX2-only EPYC
+/// (2026-12-01) the 4 x 3 AVX2 tile had made `gemm` 1.7-2.4x faster on batched products; with
+/// the 6 x 2 tile and the copied panels ([`packs`]) the two are within 0.7-1.2x of each other
+/// on Lite0's shapes (`timing`), and Lite0's batch-32 forward went from 53 to 71 img/s (quiet,
+/// alternated; see `benches/reference/log.md`).
 pub(crate) fn direct_kernel(batch: usize, n: usize) -> Option<Kernel> {
     Kernel::detect().filter(|_| batch * n <= MAX_BATCH_PIXELS)
 }
