@@ -170,14 +170,15 @@ struct Panel {
 
 /// Whether a product reads its pixel blocks from a contiguous copy rather than in place: when
 /// the block's `k` rows are many (at least [`PACK_MIN_K`]) and the copy serves more than one
-/// row tile. In place, each row is a separate piece of memory `x_rs` floats from the last: at
-/// 1,152 inputs they outgrow the L1 cache, and a power-of-two stride (16x16 planes: 1 KiB)
-/// maps them onto a few cache sets; the copy is one run of `k` vectors. On the AVX2-only
-/// EPYC (2026-12-01, one thread) the copy ran 1152->192 at 16x16 pixels 1.8x faster (33 ->
-/// 61 GFLOP/s), at 7x7 1.2-1.5x, and was 0.9x at 240 inputs and fewer (the copy's cost,
-/// with the rows still in cache). The order of the sums is the same either way.
-fn packs(p: &Product) -> bool {
-    p.k >= PACK_MIN_K && p.m > 6
+/// row tile (of `tile_rows`, the kernel's `RMAX`). In place, each row is a separate piece of
+/// memory `x_rs` floats from the last: at 1,152 inputs they outgrow the L1 cache, and a
+/// power-of-two stride (16x16 planes: 1 KiB) maps them onto a few cache sets; the copy is one
+/// run of `k` vectors. On the AVX2-only EPYC (2026-12-01, one thread) the copy ran 1152->192 at
+/// 16x16 pixels 1.8x faster (33 -> 61 GFLOP/s), at 7x7 1.2-1.5x, and was 0.9x at 240 inputs and
+/// fewer (the copy's cost, with the rows still in cache). The order of the sums is the same
+/// either way.
+fn packs(p: &Product, tile_rows: usize) -> bool {
+    p.k >= PACK_MIN_K && p.m > tile_rows
 }
 
 /// The fewest input rows for which [`packs`] copies the pixel block.
@@ -299,7 +300,7 @@ macro_rules! register_tiled {
             // SAFETY: the caller's pixels p0..p0 + np are inside the product; the copy is
             // `k` rows of `V` vectors, filled before it is read.
             unsafe {
-                let panel = if super::packs(p) {
+                let panel = if super::packs(p, RMAX) {
                     let rs = V * LANES;
                     let to = super::panel_buffer(p.k * rs);
                     for c in 0..p.k {
