@@ -137,53 +137,86 @@ fn tiles(o: usize) -> usize {
 /// The transformed kernel `U[ξ][o][c] = (G w[o][c] Gᵀ)[ξ]` (`[ξ, Cout, Cin]`, ξ over the
 /// tile's [`Tile::xi`] positions) of `w` `[Cout, Cin, 3, 3]`: F(2x2) with
 /// `G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]`, F(4x4) with `f4`'s.
+///
+/// The output channels in parallel: each task transforms one channel's kernels into its
+/// thread's scratch (`[ξ, Cin]`, a few KiB) and copies the `ξ` runs of `Cin` values into
+/// place; nothing is zeroed first and nothing is allocated per channel. (Scattering each value
+/// straight into `U`, whose `ξ` planes lie a power-of-two distance apart at VGG's widths,
+/// measured 2-3x slower.) The same values as collecting one scratch per channel and copying
+/// afterwards (compared bit for bit), in 0.59x its time for 512x512 kernels on F(2x2) and
+/// 0.32x on F(4x4) (AVX2 EPYC, best of 7); a VGG-16 ascent step 0.91x (5 rounds alternated).
 fn kernel_transform(tile: Tile, g: &Geom, w: &[f32]) -> Vec<f32> {
     let (cin, cout) = (g.cin, g.cout);
     let xis = tile.xi();
-    let mut u = vec![0f32; xis * cout * cin];
     let plane = cout * cin;
-    // One chunk of Cin values per output channel and ξ; the output channels in parallel,
-    // then copied into place (writing U in place from the tasks measured 2-3x slower).
-    let per_o: Vec<Vec<f32>> = (0..cout)
+    let mut u = Unfilled::new(xis * plane);
+    let dst = SyncPtr(u.ptr());
+    (0..cout)
         .into_par_iter()
-        .map(|o| {
-            let mut out = vec![0f32; xis * cin];
+        .for_each_init(Vec::new, |scratch: &mut Vec<f32>, o| {
+            let out = grown(scratch, xis * cin);
             for c in 0..cin {
                 let k = &w[(o * cin + c) * 9..][..9];
-                if tile == Tile::F4 {
-                    for (xi, v) in f4::kernel(k).into_iter().enumerate() {
-                        out[xi * cin + c] = v;
-                    }
-                    continue;
-                }
-                // t = G k (4x3), then t Gᵀ (4x4).
-                let mut t = [[0f32; 3]; 4];
-                for j in 0..3 {
-                    let (a, b, d) = (k[j], k[3 + j], k[6 + j]);
-                    t[0][j] = a;
-                    t[1][j] = 0.5 * (a + b + d);
-                    t[2][j] = 0.5 * (a - b + d);
-                    t[3][j] = d;
-                }
-                for (i, r) in t.iter().enumerate() {
-                    let v = [
-                        r[0],
-                        0.5 * (r[0] + r[1] + r[2]),
-                        0.5 * (r[0] - r[1] + r[2]),
-                        r[2],
-                    ];
-                    for (j, v) in v.into_iter().enumerate() {
-                        out[(4 * i + j) * cin + c] = v;
-                    }
+                let t = match tile {
+                    Tile::F2 => KernelTile::F2(f2_kernel(k)),
+                    Tile::F4 => KernelTile::F4(f4::kernel(k)),
+                };
+                for (xi, &v) in t.values().iter().enumerate() {
+                    out[xi * cin + c] = v;
                 }
             }
-            out
-        })
-        .collect();
-    for (o, part) in per_o.iter().enumerate() {
-        for xi in 0..xis {
-            u[xi * plane + o * cin..][..cin].copy_from_slice(&part[xi * cin..][..cin]);
+            for xi in 0..xis {
+                // SAFETY: run (ξ, o) of `U` is `cin` values inside it, written by this task
+                // alone (one task per output channel).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        out[xi * cin..].as_ptr(),
+                        dst.get().add(xi * plane + o * cin),
+                        cin,
+                    );
+                }
+            }
+        });
+    // SAFETY: every (ξ, o) run of `cin` values was copied in above.
+    unsafe { u.assume_filled() }
+}
+
+/// One kernel's transform, F(2x2)'s 16 values or F(4x4)'s 36.
+enum KernelTile {
+    F2([f32; XI]),
+    F4([f32; 36]),
+}
+
+impl KernelTile {
+    /// The values, ξ in order.
+    fn values(&self) -> &[f32] {
+        match self {
+            KernelTile::F2(v) => v,
+            KernelTile::F4(v) => v,
         }
+    }
+}
+
+/// `G k Gᵀ` (F(2x2), ξ = `4 * row + col`) of a 3x3 kernel `k` (row-major).
+#[inline(always)]
+fn f2_kernel(k: &[f32]) -> [f32; XI] {
+    // t = G k (4x3), then t Gᵀ (4x4).
+    let mut t = [[0f32; 3]; 4];
+    for j in 0..3 {
+        let (a, b, d) = (k[j], k[3 + j], k[6 + j]);
+        t[0][j] = a;
+        t[1][j] = 0.5 * (a + b + d);
+        t[2][j] = 0.5 * (a - b + d);
+        t[3][j] = d;
+    }
+    let mut u = [0f32; XI];
+    for (i, r) in t.iter().enumerate() {
+        u[4 * i..][..4].copy_from_slice(&[
+            r[0],
+            0.5 * (r[0] + r[1] + r[2]),
+            0.5 * (r[0] - r[1] + r[2]),
+            r[2],
+        ]);
     }
     u
 }
