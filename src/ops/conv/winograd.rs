@@ -157,11 +157,11 @@ fn kernel_transform(tile: Tile, g: &Geom, w: &[f32]) -> Vec<f32> {
             let out = grown(scratch, xis * cin);
             for c in 0..cin {
                 let k = &w[(o * cin + c) * 9..][..9];
-                let t = match tile {
-                    Tile::F2 => KernelTile::F2(f2_kernel(k)),
-                    Tile::F4 => KernelTile::F4(f4::kernel(k)),
+                let t: &[f32] = match tile {
+                    Tile::F2 => &f2_kernel(k),
+                    Tile::F4 => &f4::kernel(k),
                 };
-                for (xi, &v) in t.values().iter().enumerate() {
+                for (xi, &v) in t.iter().enumerate() {
                     out[xi * cin + c] = v;
                 }
             }
@@ -179,22 +179,6 @@ fn kernel_transform(tile: Tile, g: &Geom, w: &[f32]) -> Vec<f32> {
         });
     // SAFETY: every (ξ, o) run of `cin` values was copied in above.
     unsafe { u.assume_filled() }
-}
-
-/// One kernel's transform, F(2x2)'s 16 values or F(4x4)'s 36.
-enum KernelTile {
-    F2([f32; XI]),
-    F4([f32; 36]),
-}
-
-impl KernelTile {
-    /// The values, ξ in order.
-    fn values(&self) -> &[f32] {
-        match self {
-            KernelTile::F2(v) => v,
-            KernelTile::F4(v) => v,
-        }
-    }
 }
 
 /// `G k Gᵀ` (F(2x2), ξ = `4 * row + col`) of a 3x3 kernel `k` (row-major).

@@ -233,11 +233,7 @@ macro_rules! register_tiled {
                 for c in 0..p.k {
                     let mut xv = [zero(); V];
                     for (v, slot) in xv.iter_mut().enumerate() {
-                        *slot = if MASKED && v + 1 == V {
-                            load_masked(xp.add(v * LANES), tail)
-                        } else {
-                            load(xp.add(v * LANES))
-                        };
+                        *slot = load_part(xp.add(v * LANES), MASKED && v + 1 == V, tail);
                     }
                     for (row, wr) in acc.iter_mut().zip(&w) {
                         let wv = splat(*wr.offset(c as isize * cs));
@@ -265,7 +261,7 @@ macro_rules! register_tiled {
                         let last = MASKED && v + 1 == V;
                         if let Some(res) = p.residual {
                             let r = res.add(at + v * LANES);
-                            y = add(y, if last { load_masked(r, tail) } else { load(r) });
+                            y = add(y, load_part(r, last, tail));
                         }
                         let d = p.dst.add(at + v * LANES);
                         if last {
@@ -274,6 +270,23 @@ macro_rules! register_tiled {
                             store(d, y);
                         }
                     }
+                }
+            }
+        }
+
+        /// One vector at `p`: only the lanes of `tail` when `partial`, else all of them.
+        ///
+        /// # Safety
+        /// The lanes read (all, or those of `tail`) must be readable.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn load_part(p: *const f32, partial: bool, tail: Mask) -> Vf {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                if partial {
+                    load_masked(p, tail)
+                } else {
+                    load(p)
                 }
             }
         }
@@ -307,11 +320,7 @@ macro_rules! register_tiled {
                         let (from, to) = (p.x.add(c * p.x_rs + p0), to.add(c * rs));
                         for v in 0..V {
                             let at = v * LANES;
-                            let x = if masked && v + 1 == V {
-                                load_masked(from.add(at), tail)
-                            } else {
-                                load(from.add(at))
-                            };
+                            let x = load_part(from.add(at), masked && v + 1 == V, tail);
                             store(to.add(at), x);
                         }
                     }
