@@ -67,16 +67,46 @@ impl PoolGeom {
         (start, end)
     }
 
+    /// Values per phase of a padded input row in [`PoolGeom::max_plane`]: window element `kx`
+    /// of output `o` is element `o + kx / s` of phase `kx % s`.
+    fn phase_len(&self) -> usize {
+        self.ow - 1 + self.k.div_ceil(self.s)
+    }
+
+    /// The scratch [`PoolGeom::max_plane`] needs: `H x OW` window maxima and one padded row.
+    fn scratch_len(&self) -> usize {
+        self.h * self.ow + 2 * self.s * self.phase_len()
+    }
+
     /// The pooled plane `out` (`OH x OW`) of `x` (`H x W`), separably: first the maximum over
-    /// each output column's window in every input row (`rows`, `H x OW`), then over each
-    /// output row's window of those, a vectorisable element-wise maximum of whole rows.
-    /// Same values as [`PoolGeom::for_each_argmax`] (a NaN in a window gives NaN).
+    /// each output column's window in every input row (`H x OW`), then over each output row's
+    /// window of those. Both are element-wise maxima of whole rows, which vectorise: each input
+    /// row is padded with `-inf` and split into its `s` phases (`phase[q][j] = row[j*s + q -
+    /// p]`), so that the `kx`-th element of every output's window is one contiguous run.
+    /// Same values as [`PoolGeom::for_each_argmax`] (a NaN in a window gives NaN; equal values
+    /// keep the first, as the window is read in order). `scratch`: [`PoolGeom::scratch_len`].
     #[inline]
-    fn max_plane(&self, x: &[f32], rows: &mut [f32], out: &mut [f32]) {
-        let cols: Vec<(usize, usize)> = (0..self.ow).map(|o| self.window(o, self.w)).collect();
+    fn max_plane(&self, x: &[f32], scratch: &mut [f32], out: &mut [f32]) {
+        let (s, span) = (self.s, self.phase_len());
+        let (rows, rest) = scratch.split_at_mut(self.h * self.ow);
+        let (line, phases) = rest[..2 * s * span].split_at_mut(s * span);
+        // The padded row: line[pos] = row[pos - p], -inf outside (set once, the middle is
+        // overwritten row by row).
+        let (j0, j1) = (self.p.min(line.len()), (self.p + self.w).min(line.len()));
+        line.fill(f32::NEG_INFINITY);
         for (xr, rr) in x.chunks_exact(self.w).zip(rows.chunks_exact_mut(self.ow)) {
-            for (r, &(x0, x1)) in rr.iter_mut().zip(&cols) {
-                *r = xr[x0..x1].iter().copied().fold(f32::NEG_INFINITY, nan_max);
+            line[j0..j1].copy_from_slice(&xr[..j1 - j0]);
+            for (j, c) in line.chunks_exact(s).enumerate() {
+                for (q, &v) in c.iter().enumerate() {
+                    phases[q * span + j] = v;
+                }
+            }
+            rr.copy_from_slice(&phases[..self.ow]);
+            for kx in 1..self.k {
+                let src = &phases[(kx % s) * span + kx / s..][..self.ow];
+                for (r, &v) in rr.iter_mut().zip(src) {
+                    *r = nan_max(*r, v);
+                }
             }
         }
         for (oy, o) in out.chunks_exact_mut(self.ow).enumerate() {
@@ -149,7 +179,7 @@ impl CustomOp1 for MaxPool {
             .with_min_len(min_planes_per_task(g.in_plane()))
             .enumerate()
             .for_each_init(
-                || vec![0f32; g.h * g.ow],
+                || vec![0f32; g.scratch_len()],
                 |rows, (i, o)| {
                     let x = &x[i * g.in_plane()..][..g.in_plane()];
                     g.max_plane(x, rows, o);
@@ -307,6 +337,9 @@ mod tests {
         (1, 2, 7, 6, 5, 2, 2),
         (2, 1, 5, 5, 4, 3, 2),
         (1, 1, 3, 3, 3, 1, 0),
+        // Rows long enough for the vectorised passes, odd widths.
+        (1, 2, 5, 37, 3, 2, 1),
+        (1, 1, 4, 35, 2, 2, 0),
     ];
 
     /// Inputs without ties: a seeded permutation of distinct values.

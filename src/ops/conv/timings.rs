@@ -3,7 +3,8 @@
 //! timed at batch 32 forward and at batch 16 through the fine-tuning step's gradients, printed
 //! with their GMAC/s (best of 3). `cargo test --release --lib conv::timings -- --ignored
 //! --nocapture`; `CONVLENS_TIMINGS=layer4` times only the 7x7 and 14x14 shapes,
-//! `CONVLENS_TIMINGS=pointwise` only the 1x1 ones (Lite0's among them).
+//! `CONVLENS_TIMINGS=pointwise` only the 1x1 ones (Lite0's among them), any other value only
+//! the shapes whose names start with it (`conv1`, `layer2.0`).
 
 use std::time::Instant;
 
@@ -125,7 +126,8 @@ fn timings() -> Result<()> {
     let only = std::env::var("CONVLENS_TIMINGS").unwrap_or_default();
     let (only_layer4, only_pointwise) = (only == "layer4", only == "pointwise");
     for (name, cin, cout, hw, k, s, p) in layers {
-        if (only_layer4 && hw > 14) || (only_pointwise && k != 1) {
+        let named = only_layer4 || only_pointwise || only.is_empty() || name.starts_with(&only);
+        if (only_layer4 && hw > 14) || (only_pointwise && k != 1) || !named {
             continue;
         }
         for (b, grads) in [(32, false), (16, true)] {
