@@ -86,6 +86,20 @@ const CASES: &[Case] = &[
         k: (3, 3),
         spec: ConvSpec::square(2, 1).dilated(2),
     },
+    // Stride 3, and a column stride without a row stride (the phases of `unfold_strided`).
+    sq(2, 2, 3, (11, 10), 4, 3, 1),
+    Case {
+        b: 2,
+        cin: 3,
+        cout: 2,
+        hw: (5, 13),
+        k: (3, 5),
+        spec: ConvSpec {
+            stride: (1, 2),
+            padding: (1, 2),
+            dilation: (1, 1),
+        },
+    },
     // Everything different per axis.
     Case {
         b: 1,
