@@ -269,6 +269,14 @@ fn unfold(g: &Geom, x: &[f32], oy0: usize, rows: usize, out: &mut Rows<'_>) {
                     let d = &mut dst[r * ow..][..ow];
                     if sx == 1 {
                         d[lo..hi].copy_from_slice(&src[ix0..ix0 + hi - lo]);
+                    } else if sx == 2 {
+                        // Pairs of columns, the even one taken: vectorises as shuffles. The
+                        // last value's pair may end past the row, so it is read alone.
+                        let (body, last) = d[lo..hi].split_at_mut(hi - lo - 1);
+                        for (v, pair) in body.iter_mut().zip(src[ix0..].chunks_exact(2)) {
+                            *v = pair[0];
+                        }
+                        last[0] = src[ix0 + 2 * (hi - lo - 1)];
                     } else {
                         for (v, ix) in d[lo..hi].iter_mut().zip((ix0..).step_by(sx)) {
                             *v = src[ix];
