@@ -238,6 +238,22 @@ fn deinterleave(
 /// (`H*W`); pixels that no output reads are left as they are (zero).
 fn unfill_poly(g: &Geom, poly: &[f32], x: &mut [f32]) {
     let (s, p, pl, w) = (g.s, g.p, g.pl, g.w);
+    if s == 2 {
+        // Both column phases of a row in one pass: an interleave, which vectorises (the
+        // general path below scatters with a stride).
+        let sub_len = g.sub_len();
+        let (cols0, cols1) = (g.valid_cols(0), g.valid_cols(1));
+        for r in 0..2 {
+            let (sub0, sub1) = poly[2 * r * sub_len..][..2 * sub_len].split_at(sub_len);
+            let rows = sub0.chunks_exact(pl).zip(sub1.chunks_exact(pl));
+            for (a, (row0, row1)) in rows.enumerate() {
+                if let Some(y) = g.input_row(a, r) {
+                    interleave((row0, cols0), (row1, cols1), p, &mut x[y * w..][..w]);
+                }
+            }
+        }
+        return;
+    }
     for r in 0..s {
         for q in 0..s {
             let sub = &poly[(r * s + q) * g.sub_len()..][..g.sub_len()];
@@ -257,6 +273,33 @@ fn unfill_poly(g: &Geom, poly: &[f32], x: &mut [f32]) {
             }
         }
     }
+}
+
+/// The inverse of [`deinterleave`]: `dst[2j + q - p] = row_q[j]` for `j` in each phase's
+/// valid columns `lo_q..hi_q`.
+#[inline(always)]
+fn interleave(
+    (row0, (lo0, hi0)): (&[f32], (usize, usize)),
+    (row1, (lo1, hi1)): (&[f32], (usize, usize)),
+    p: usize,
+    dst: &mut [f32],
+) {
+    // Columns where both phases hold pixels: a run of consecutive pairs of dst.
+    let (lo, hi) = (lo0.max(lo1), hi0.min(hi1));
+    if lo >= hi {
+        (lo0..hi0).for_each(|j| dst[2 * j - p] = row0[j]);
+        (lo1..hi1).for_each(|j| dst[2 * j + 1 - p] = row1[j]);
+        return;
+    }
+    (lo0..lo).for_each(|j| dst[2 * j - p] = row0[j]);
+    (lo1..lo).for_each(|j| dst[2 * j + 1 - p] = row1[j]);
+    let pairs = dst[2 * lo - p..][..2 * (hi - lo)].chunks_exact_mut(2);
+    for ((a, b), pair) in row0[lo..hi].iter().zip(&row1[lo..hi]).zip(pairs) {
+        pair[0] = *a;
+        pair[1] = *b;
+    }
+    (hi..hi0).for_each(|j| dst[2 * j - p] = row0[j]);
+    (hi..hi1).for_each(|j| dst[2 * j + 1 - p] = row1[j]);
 }
 
 /// Per-task scratch. Every plane of an op has the same geometry, so the padding cells of the

@@ -463,3 +463,36 @@ fn timing() -> Result<()> {
     }
     Ok(())
 }
+
+/// The stride-2 interleave of `unfill_poly` writes every pixel that the polyphase layout holds
+/// to where the plain scatter does (odd and even widths, paddings beyond the kernel, a 1x1
+/// kernel), and only those.
+#[test]
+fn unfill_poly_at_stride_2_is_the_plain_scatter() -> Result<()> {
+    for (h, w, k, p) in [
+        (9, 7, 3, 1),
+        (8, 8, 5, 2),
+        (6, 5, 2, 0),
+        (5, 4, 1, 0),
+        (7, 6, 3, 3),
+    ] {
+        let g = Geom::new(h, w, k, 2, p)?;
+        let poly: Vec<f32> = (0..g.poly_len()).map(|i| i as f32 + 1.0).collect();
+        let mut got = vec![0f32; h * w];
+        unfill_poly(&g, &poly, &mut got);
+        let mut want = vec![0f32; h * w];
+        for r in 0..2 {
+            for q in 0..2 {
+                let sub = &poly[(r * 2 + q) * g.sub_len()..][..g.sub_len()];
+                let (lo, hi) = g.valid_cols(q);
+                for (a, row) in sub.chunks_exact(g.pl).enumerate() {
+                    if let Some(y) = g.input_row(a, r) {
+                        (lo..hi).for_each(|j| want[y * w + j * 2 + q - p] = row[j]);
+                    }
+                }
+            }
+        }
+        assert_eq!(got, want, "{h}x{w} k {k} padding {p}");
+    }
+    Ok(())
+}
