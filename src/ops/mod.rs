@@ -126,6 +126,7 @@ pub mod fourier;
 pub mod framed_warp;
 pub mod layer_norm;
 mod matmul;
+mod phases;
 pub mod pointwise;
 mod pointwise_direct;
 pub mod pool;

@@ -13,6 +13,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Resul
 use candle_core::{D, bail};
 use rayon::prelude::*;
 
+use super::phases::split_phases;
 use super::{f32_data, min_planes_per_task};
 
 /// The geometry of one plane of a max pooling.
@@ -75,36 +76,65 @@ impl PoolGeom {
 
     /// The scratch [`PoolGeom::max_plane`] needs: `H x OW` window maxima and one padded row.
     fn scratch_len(&self) -> usize {
-        self.h * self.ow + 2 * self.s * self.phase_len()
+        self.h * self.ow + self.row_scratch_len()
+    }
+
+    /// The scratch of one padded row and its phases ([`PoolGeom::split_row`]).
+    fn row_scratch_len(&self) -> usize {
+        2 * self.s * self.phase_len()
+    }
+
+    /// Splits input row `xr` (`W` values) into the stride's phases of the row padded with
+    /// `-inf`: `phases[q * span + j] = padded[j*s + q]` with `padded[pos] = xr[pos - p]`, so that
+    /// window element `kx` of every output of the row is the run `phase_run(phases, kx)`.
+    /// `scratch`: [`PoolGeom::row_scratch_len`], its first half (the padded row) filled with
+    /// `-inf` before the first call (only the middle is overwritten).
+    #[inline]
+    fn split_row<'a>(&self, xr: &[f32], scratch: &'a mut [f32]) -> &'a [f32] {
+        let (s, span) = (self.s, self.phase_len());
+        let (line, phases) = scratch[..2 * s * span].split_at_mut(s * span);
+        if s == 2 {
+            // Straight from the row, in pairs (VGG's and ResNet's pooling).
+            let (even, odd) = phases.split_at_mut(span);
+            split_phases(xr, self.p, f32::NEG_INFINITY, [even, odd]);
+            return phases;
+        }
+        let (j0, j1) = (self.p.min(line.len()), (self.p + self.w).min(line.len()));
+        line[j0..j1].copy_from_slice(&xr[..j1 - j0]);
+        if s == 1 {
+            phases.copy_from_slice(line);
+            return phases;
+        }
+        for (j, c) in line.chunks_exact(s).enumerate() {
+            for (q, &v) in c.iter().enumerate() {
+                phases[q * span + j] = v;
+            }
+        }
+        phases
+    }
+
+    /// Window element `kx` of every output of a row split by [`PoolGeom::split_row`].
+    #[inline]
+    fn phase_run<'a>(&self, phases: &'a [f32], kx: usize) -> &'a [f32] {
+        &phases[(kx % self.s) * self.phase_len() + kx / self.s..][..self.ow]
     }
 
     /// The pooled plane `out` (`OH x OW`) of `x` (`H x W`), separably: first the maximum over
     /// each output column's window in every input row (`H x OW`), then over each output row's
     /// window of those. Both are element-wise maxima of whole rows, which vectorise: each input
-    /// row is padded with `-inf` and split into its `s` phases (`phase[q][j] = row[j*s + q -
-    /// p]`), so that the `kx`-th element of every output's window is one contiguous run.
-    /// Same values as [`PoolGeom::for_each_argmax`] (a NaN in a window gives NaN; equal values
+    /// row is padded with `-inf` and split into its `s` phases ([`PoolGeom::split_row`]), so
+    /// that the `kx`-th element of every output's window is one contiguous run.
+    /// Same values as [`PoolGeom::argmax_row`] picks (a NaN in a window gives NaN; equal values
     /// keep the first, as the window is read in order). `scratch`: [`PoolGeom::scratch_len`].
     #[inline]
     fn max_plane(&self, x: &[f32], scratch: &mut [f32], out: &mut [f32]) {
-        let (s, span) = (self.s, self.phase_len());
-        let (rows, rest) = scratch.split_at_mut(self.h * self.ow);
-        let (line, phases) = rest[..2 * s * span].split_at_mut(s * span);
-        // The padded row: line[pos] = row[pos - p], -inf outside (set once, the middle is
-        // overwritten row by row).
-        let (j0, j1) = (self.p.min(line.len()), (self.p + self.w).min(line.len()));
+        let (rows, line) = scratch.split_at_mut(self.h * self.ow);
         line.fill(f32::NEG_INFINITY);
         for (xr, rr) in x.chunks_exact(self.w).zip(rows.chunks_exact_mut(self.ow)) {
-            line[j0..j1].copy_from_slice(&xr[..j1 - j0]);
-            for (j, c) in line.chunks_exact(s).enumerate() {
-                for (q, &v) in c.iter().enumerate() {
-                    phases[q * span + j] = v;
-                }
-            }
-            rr.copy_from_slice(&phases[..self.ow]);
+            let phases = self.split_row(xr, line);
+            rr.copy_from_slice(self.phase_run(phases, 0));
             for kx in 1..self.k {
-                let src = &phases[(kx % s) * span + kx / s..][..self.ow];
-                for (r, &v) in rr.iter_mut().zip(src) {
+                for (r, &v) in rr.iter_mut().zip(self.phase_run(phases, kx)) {
                     *r = nan_max(*r, v);
                 }
             }
@@ -120,26 +150,41 @@ impl PoolGeom {
         }
     }
 
-    /// Calls `f(output index, input index of the window's first maximum, maximum)` for every
-    /// output of one plane.
+    /// The scratch of [`PoolGeom::argmax_row`]: one padded row and `OW` running maxima.
+    fn argmax_scratch_len(&self) -> usize {
+        self.row_scratch_len() + self.ow
+    }
+
+    /// `args[ox]` = the index in the plane `x` (`H x W`) of the maximum of output `(oy, ox)`'s
+    /// window: the window read in row-major order, a value taken when it is greater than the
+    /// best so far or NaN (PyTorch's CPU rule: ties go to the first maximum; with NaNs, the
+    /// last NaN); a window of `-inf` only gives its first element. Vectorised across the row's
+    /// outputs: window element `(iy, kx)` of every output is one run of the split input row
+    /// `iy`. `scratch`: [`PoolGeom::argmax_scratch_len`], its padded row filled with `-inf`
+    /// (see [`PoolGeom::split_row`]); `args`: `OW` values. Plane indices must fit in `u32`.
     #[inline]
-    fn for_each_argmax(&self, x: &[f32], mut f: impl FnMut(usize, usize, f32)) {
-        for oy in 0..self.oh {
-            let (y0, y1) = self.window(oy, self.h);
-            for ox in 0..self.ow {
-                let (x0, x1) = self.window(ox, self.w);
-                let mut best = f32::NEG_INFINITY;
-                let mut arg = y0 * self.w + x0;
-                for iy in y0..y1 {
-                    let row = iy * self.w;
-                    for (ix, &v) in x[row + x0..row + x1].iter().enumerate() {
-                        if v > best || v.is_nan() {
-                            best = v;
-                            arg = row + x0 + ix;
-                        }
-                    }
+    fn argmax_row(&self, x: &[f32], oy: usize, scratch: &mut [f32], args: &mut [u32]) {
+        let (line, best) = scratch.split_at_mut(self.row_scratch_len());
+        let (y0, y1) = self.window(oy, self.h);
+        best.fill(f32::NEG_INFINITY);
+        for (ox, a) in args.iter_mut().enumerate() {
+            *a = (y0 * self.w + self.window(ox, self.w).0) as u32;
+        }
+        for iy in y0..y1 {
+            let phases = self.split_row(&x[iy * self.w..][..self.w], line);
+            for kx in 0..self.k {
+                // The index of element kx of output ox's window: (iy*W + ox*s + kx) - p,
+                // wrapping below zero only in the padding, whose -inf is never taken.
+                let base = (iy * self.w + kx) as u32;
+                let (s, p) = (self.s as u32, self.p as u32);
+                let run = self.phase_run(phases, kx);
+                for (ox, ((b, a), &v)) in best.iter_mut().zip(args.iter_mut()).zip(run).enumerate()
+                {
+                    let take = (v > *b) | v.is_nan();
+                    let idx = (base + ox as u32 * s).wrapping_sub(p);
+                    *b = if take { v } else { *b };
+                    *a = if take { idx } else { *a };
                 }
-                f(oy * self.ow + ox, arg, best);
             }
         }
     }
@@ -227,17 +272,29 @@ impl CustomOp2 for MaxPoolGrad {
                 l1.dims()
             );
         }
+        if u32::try_from(g.in_plane() + g.w + g.k).is_err() {
+            bail!("{}: a {}x{} plane is too large", self.name(), g.h, g.w);
+        }
         let x = f32_data(s1, l1, self.name())?;
         let grad = f32_data(s2, l2, self.name())?;
         let mut gx = vec![0f32; b * c * g.in_plane()];
         gx.par_chunks_mut(g.in_plane())
             .with_min_len(min_planes_per_task(g.in_plane()))
             .enumerate()
-            .for_each(|(i, gx)| {
-                let x = &x[i * g.in_plane()..][..g.in_plane()];
-                let grad = &grad[i * g.out_plane()..][..g.out_plane()];
-                g.for_each_argmax(x, |j, arg, _| gx[arg] += grad[j]);
-            });
+            .for_each_init(
+                || (vec![0f32; g.argmax_scratch_len()], vec![0u32; g.ow]),
+                |(scratch, args), (i, gx)| {
+                    let x = &x[i * g.in_plane()..][..g.in_plane()];
+                    let grad = &grad[i * g.out_plane()..][..g.out_plane()];
+                    scratch[..g.row_scratch_len()].fill(f32::NEG_INFINITY);
+                    for (oy, grad) in grad.chunks_exact(g.ow).enumerate() {
+                        g.argmax_row(x, oy, scratch, args);
+                        for (&a, &d) in args.iter().zip(grad) {
+                            gx[a as usize] += d;
+                        }
+                    }
+                },
+            );
         Ok((CpuStorage::F32(gx), l1.shape().clone()))
     }
 }
@@ -461,6 +518,54 @@ mod tests {
             let candle = (candle * (k * k) as f64)?;
             let err = max_abs_diff(&ours, &candle)?;
             assert!(err < 1e-6, "case {case:?}: {err}");
+        }
+        Ok(())
+    }
+
+    /// The window's first maximum by reading it element by element in row-major order,
+    /// taking a value greater than the best so far or NaN (PyTorch's CPU loop).
+    fn scalar_argmax(g: &PoolGeom, x: &[f32], oy: usize, ox: usize) -> u32 {
+        let ((y0, y1), (x0, x1)) = (g.window(oy, g.h), g.window(ox, g.w));
+        let (mut best, mut arg) = (f32::NEG_INFINITY, y0 * g.w + x0);
+        for iy in y0..y1 {
+            for ix in x0..x1 {
+                let v = x[iy * g.w + ix];
+                if v > best || v.is_nan() {
+                    (best, arg) = (v, iy * g.w + ix);
+                }
+            }
+        }
+        arg as u32
+    }
+
+    #[test]
+    fn vectorised_argmax_is_the_scalar_walk() -> Result<()> {
+        // Few distinct values (many ties), some NaN and -inf, and planes of -inf only.
+        for (n, &(_, _, h, w, k, s, p)) in CASES.iter().enumerate() {
+            let g = PoolGeom::new(h, w, k, s, p)?;
+            for fill in 0..4 {
+                let x: Vec<f32> = lcg(h * w, 50 + n as u64 * 4 + fill, 1.0)
+                    .into_iter()
+                    .map(|v| match (fill, (v * 8.0).round() as i32) {
+                        (3, _) => f32::NEG_INFINITY,
+                        (2, 4) => f32::NAN,
+                        (1 | 2, -4) => f32::NEG_INFINITY,
+                        (_, q) => q as f32,
+                    })
+                    .collect();
+                let mut scratch = vec![f32::NEG_INFINITY; g.argmax_scratch_len()];
+                let mut args = vec![0u32; g.ow];
+                for oy in 0..g.oh {
+                    g.argmax_row(&x, oy, &mut scratch, &mut args);
+                    for (ox, &a) in args.iter().enumerate() {
+                        let want = scalar_argmax(&g, &x, oy, ox);
+                        assert_eq!(
+                            a, want,
+                            "{h}x{w} k{k} s{s} p{p} fill {fill} at ({oy}, {ox})"
+                        );
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -16,6 +16,7 @@
 //! transform is a loop over a row of tiles, which vectorises.
 
 use super::{Epilogue, Geom, Scratch, SyncPtr, Tile, grown};
+use crate::ops::phases::split_phases;
 
 /// `Bᵀ s` of six values (a column or a row of a patch).
 #[inline(always)]
@@ -45,7 +46,7 @@ fn at(m: [f32; 6]) -> [f32; 4] {
 
 /// `G k` of three values (a column or a row of a kernel).
 #[inline(always)]
-fn gk(a: f32, b: f32, c: f32) -> [f32; 6] {
+pub(super) fn gk(a: f32, b: f32, c: f32) -> [f32; 6] {
     const SIXTH: f32 = 1.0 / 6.0;
     [
         0.25 * a,
@@ -55,18 +56,6 @@ fn gk(a: f32, b: f32, c: f32) -> [f32; 6] {
         (a / 24.0 + c / 6.0) - b / 12.0,
         c,
     ]
-}
-
-/// The transformed kernel `G k Gᵀ` of a 3x3 kernel `k` (row-major), ξ = `6 * row + col`.
-pub(super) fn kernel(k: &[f32]) -> [f32; 36] {
-    // t = G k (6x3), one column of k at a time; then each row of t times Gᵀ.
-    let cols: [[f32; 6]; 3] = std::array::from_fn(|j| gk(k[j], k[3 + j], k[6 + j]));
-    let mut u = [0f32; 36];
-    for i in 0..6 {
-        let row = gk(cols[0][i], cols[1][i], cols[2][i]);
-        u[6 * i..][..6].copy_from_slice(&row);
-    }
-    u
 }
 
 /// Transforms tile rows `ty0..ty0 + nty` (counted over all images, `tiles(OH)` per image) of
@@ -81,11 +70,8 @@ pub(super) fn input_transform(g: &Geom, x: &[f32], ty0: usize, nty: usize, s: &m
     // Each padded input row as four phases of tw + 1 values: `ph[p][k] = row[4k + p - px]`.
     let tw1 = tw + 1;
     let padded = 4 * tw1;
-    let (line, rest) = grown(&mut s.rows, 13 * padded).split_at_mut(padded);
-    let (phases, cols) = rest.split_at_mut(6 * padded);
+    let (phases, cols) = grown(&mut s.rows, 12 * padded).split_at_mut(6 * padded);
     let v = grown(&mut s.v, 36 * g.cin * t).as_mut_ptr();
-    let j0 = px.min(padded);
-    let j1 = (px + wd).min(padded);
     let th = tile.tiles(g.y.o);
     for c in 0..g.cin {
         for r in 0..nty {
@@ -95,18 +81,10 @@ pub(super) fn input_transform(g: &Geom, x: &[f32], ty0: usize, nty: usize, s: &m
                 match (4 * ty + i).checked_sub(py).filter(|&iy| iy < h) {
                     None => ph.fill(0.0),
                     Some(iy) => {
-                        line[..j0].fill(0.0);
-                        line[j1..].fill(0.0);
-                        line[j0..j1].copy_from_slice(&plane[iy * wd..][..j1 - j0]);
                         let (p0, rest) = ph.split_at_mut(tw1);
                         let (p1, rest) = rest.split_at_mut(tw1);
                         let (p2, p3) = rest.split_at_mut(tw1);
-                        for (k, q) in line.chunks_exact(4).enumerate() {
-                            p0[k] = q[0];
-                            p1[k] = q[1];
-                            p2[k] = q[2];
-                            p3[k] = q[3];
-                        }
+                        split_phases(&plane[iy * wd..][..wd], px, 0.0, [p0, p1, p2, p3]);
                     }
                 }
             }

@@ -124,10 +124,17 @@ fn forward_matches_the_definition_im2col_and_candle() -> Result<()> {
     Ok(())
 }
 
-/// The F(4x4) kernel transform against `G g Gᵀ` written out in f64.
+/// The kernel transforms against `G g Gᵀ` written out in f64, for every kernel of layers
+/// whose input channels fall below, on and past a multiple of [`LANES`].
 #[test]
-fn f4_kernel_transform_is_g_k_gt() {
-    let g: [[f64; 3]; 6] = [
+fn kernel_transform_is_g_k_gt() {
+    let f2: &[[f64; 3]] = &[
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let f4: &[[f64; 3]] = &[
         [0.25, 0.0, 0.0],
         [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
         [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
@@ -135,16 +142,27 @@ fn f4_kernel_transform_is_g_k_gt() {
         [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
         [0.0, 0.0, 1.0],
     ];
-    let k = lcg(9, 5, 1.0);
-    let u = f4::kernel(&k);
-    for i in 0..6 {
-        for j in 0..6 {
-            let want: f64 = (0..3)
-                .flat_map(|a| (0..3).map(move |b| (a, b)))
-                .map(|(a, b)| g[i][a] * k[3 * a + b] as f64 * g[j][b])
-                .sum();
-            let e = (u[6 * i + j] as f64 - want).abs();
-            assert!(e < 1e-6, "U[{i}][{j}] = {} vs {want}", u[6 * i + j]);
+    for (cout, cin) in [(3, 5), (2, 16), (4, 33), (1, 48)] {
+        let g = geom(sq(1, cin, cout, (8, 8), 3, 1, 1));
+        let w = lcg(cout * cin * 9, (cout * cin) as u64, 1.0);
+        for (tile, gm) in [(Tile::F2, f2), (Tile::F4, f4)] {
+            let u = kernel_transform(tile, &g, &w);
+            let m = gm.len();
+            assert_eq!(u.len(), m * m * cout * cin);
+            for (o, c) in (0..cout).flat_map(|o| (0..cin).map(move |c| (o, c))) {
+                let k = &w[(o * cin + c) * 9..][..9];
+                for (i, j) in (0..m).flat_map(|i| (0..m).map(move |j| (i, j))) {
+                    let want: f64 = (0..3)
+                        .flat_map(|a| (0..3).map(move |b| (a, b)))
+                        .map(|(a, b)| gm[i][a] * k[3 * a + b] as f64 * gm[j][b])
+                        .sum();
+                    let got = u[(m * i + j) * cout * cin + o * cin + c] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-6,
+                        "{tile:?} {cout}x{cin} kernel ({o},{c}) U[{i}][{j}] = {got} vs {want}"
+                    );
+                }
+            }
         }
     }
 }
