@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use super::bias_act::activate;
 use super::matmul::{Epilogue, MatRef, SyncPtr, gemm_into, row_tile, tiled_matmul};
 use super::weight_grad::{self, Rows};
-use super::{Activation, act_grad, channel_sum, f32_data, pointwise_conv2d, zeroed};
+use super::{Activation, Unfilled, act_grad, channel_sum, f32_data, pointwise_conv2d, zeroed};
 
 /// Stride, zero padding and dilation of a convolution, each `(height, width)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -221,20 +221,26 @@ impl Geom {
 }
 
 /// `w` `[Cout,Cin,kh,kw]` -> `[Cin,Cout,kh,kw]` flipped in both spatial axes: the kernel of
-/// [`Geom::transposed`].
+/// [`Geom::transposed`]. The new output channels in parallel, each written once (never zeroed
+/// first).
 fn flipped(g: &Geom, w: &[f32]) -> Vec<f32> {
-    let (kh, kw) = (g.y.k, g.x.k);
-    let taps = kh * kw;
-    let mut out = vec![0f32; g.cin * g.cout * taps];
-    for (o, wo) in w.chunks_exact(g.cin * taps).enumerate() {
-        for (c, wc) in wo.chunks_exact(taps).enumerate() {
-            let dst = &mut out[(c * g.cout + o) * taps..][..taps];
-            for (d, v) in dst.iter_mut().zip(wc.iter().rev()) {
-                *d = *v;
-            }
-        }
+    let taps = g.y.k * g.x.k;
+    let mut out = Unfilled::new(g.cin * g.cout * taps);
+    if taps > 0 && g.cout > 0 {
+        out.slots()
+            .par_chunks_mut(g.cout * taps)
+            .enumerate()
+            .for_each(|(c, dst)| {
+                for (o, d) in dst.chunks_exact_mut(taps).enumerate() {
+                    let src = &w[(o * g.cin + c) * taps..][..taps];
+                    for (d, &v) in d.iter_mut().zip(src.iter().rev()) {
+                        d.write(v);
+                    }
+                }
+            });
     }
-    out
+    // SAFETY: the chunks cover all `cin * cout * taps` slots and each was written above.
+    unsafe { out.assume_filled() }
 }
 
 /// Unfolds output rows `oy0..oy0 + rows` of one image `x` (`Cin*H*W`) into `cols`
