@@ -27,6 +27,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 use rayon::prelude::*;
 
 use super::matmul::SyncPtr;
+use super::phases::split_phases;
 use super::{Activation, Unfilled, act_grad, channel_sum, f32_data, min_planes_per_task};
 
 /// Elements of output (at pitch `PL`) per tile: 8 KiB, so a finished tile is still in L1 when it
@@ -171,16 +172,15 @@ impl Geom {
 fn fill_poly(g: &Geom, x: &[f32], poly: &mut [f32]) {
     let (s, p, pl, w) = (g.s, g.p, g.pl, g.w);
     if s == 2 {
-        // Both column phases of a row in one pass: a de-interleave, which vectorises (the
-        // general path below gathers with a stride).
+        // Both column phases of a row in one pass, in pairs, which vectorises (the general
+        // path below gathers with a stride); the row's padding cells are written as zero.
         let sub_len = g.sub_len();
-        let (cols0, cols1) = (g.valid_cols(0), g.valid_cols(1));
         for r in 0..2 {
             let (sub0, sub1) = poly[2 * r * sub_len..][..2 * sub_len].split_at_mut(sub_len);
             let rows = sub0.chunks_exact_mut(pl).zip(sub1.chunks_exact_mut(pl));
             for (a, (row0, row1)) in rows.enumerate() {
                 if let Some(y) = g.input_row(a, r) {
-                    deinterleave(&x[y * w..][..w], p, (row0, cols0), (row1, cols1));
+                    split_phases(&x[y * w..][..w], p, 0.0, [row0, row1]);
                 }
             }
         }
@@ -205,33 +205,6 @@ fn fill_poly(g: &Geom, x: &[f32], poly: &mut [f32]) {
             }
         }
     }
-}
-
-/// Splits an input row `src` (`W`) into the two column phases of a stride-2 polyphase row:
-/// `row_q[j] = src[2j + q - p]` for `j` in the phase's valid columns `lo_q..hi_q`.
-#[inline(always)]
-fn deinterleave(
-    src: &[f32],
-    p: usize,
-    (row0, (lo0, hi0)): (&mut [f32], (usize, usize)),
-    (row1, (lo1, hi1)): (&mut [f32], (usize, usize)),
-) {
-    // Columns where both phases hold pixels: a run of consecutive pairs of src.
-    let (lo, hi) = (lo0.max(lo1), hi0.min(hi1));
-    if lo >= hi {
-        (lo0..hi0).for_each(|j| row0[j] = src[2 * j - p]);
-        (lo1..hi1).for_each(|j| row1[j] = src[2 * j + 1 - p]);
-        return;
-    }
-    (lo0..lo).for_each(|j| row0[j] = src[2 * j - p]);
-    (lo1..lo).for_each(|j| row1[j] = src[2 * j + 1 - p]);
-    let pairs = src[2 * lo - p..][..2 * (hi - lo)].chunks_exact(2);
-    for ((a, b), pair) in row0[lo..hi].iter_mut().zip(&mut row1[lo..hi]).zip(pairs) {
-        *a = pair[0];
-        *b = pair[1];
-    }
-    (hi..hi0).for_each(|j| row0[j] = src[2 * j - p]);
-    (hi..hi1).for_each(|j| row1[j] = src[2 * j + 1 - p]);
 }
 
 /// Copies the cells of the polyphase layout that hold input pixels into an input-shaped plane
@@ -275,8 +248,8 @@ fn unfill_poly(g: &Geom, poly: &[f32], x: &mut [f32]) {
     }
 }
 
-/// The inverse of [`deinterleave`]: `dst[2j + q - p] = row_q[j]` for `j` in each phase's
-/// valid columns `lo_q..hi_q`.
+/// The inverse of [`split_phases`] at stride 2: `dst[2j + q - p] = row_q[j]` for `j` in each
+/// phase's valid columns `lo_q..hi_q`.
 #[inline(always)]
 fn interleave(
     (row0, (lo0, hi0)): (&[f32], (usize, usize)),
