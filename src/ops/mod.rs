@@ -140,7 +140,7 @@ pub use batchnorm::{
     BatchNormParams, batchnorm_eval, batchnorm_train, fold_batchnorm, update_running,
 };
 pub use bias_act::bias_act;
-pub use conv::{ConvSpec, conv2d, conv2d_add_act, conv2d_bias_act, conv2d_fused};
+pub use conv::{ConvSpec, KeptKernels, conv2d, conv2d_add_act, conv2d_bias_act, conv2d_fused};
 pub use depthwise::depthwise_conv2d;
 pub use dropout::{DropoutSeeds, seeded_dropout};
 pub use expand_depthwise::expand_depthwise_conv2d;

@@ -368,6 +368,8 @@ pub fn ascend_with(
     let n = filters.len();
     let mut images = init.detach();
     let mut losses_per_image = vec![Vec::with_capacity(opts.steps); n];
+    // Every step runs the same frozen network: its Winograd kernels are transformed once.
+    let _kept = crate::ops::KeptKernels::scope();
     for step in 0..opts.steps {
         if !progress(step) {
             return Err(Error::Cancelled);

@@ -245,6 +245,8 @@ pub fn ascend(
         )));
     }
     opts.check(size)?;
+    // Every step runs the same frozen network: its Winograd kernels are transformed once.
+    let _kept = crate::ops::KeptKernels::scope();
     let device = init.device();
     let param = FourierImage::new(size, opts, device)?;
     let out = opts.transformed_size(size);

@@ -23,8 +23,11 @@
 //! Winograd F(2x2, 3x3) or, on images of 48 px and more, F(4x4, 3x3) instead of im2col
 //! (`winograd`, where each measured faster).
 
+use std::borrow::Cow;
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
+use winograd::kept::{self, Direction};
 
 use super::bias_act::activate;
 use super::matmul::{Epilogue, MatRef, SyncPtr, gemm_into, row_tile, tiled_matmul};
@@ -294,10 +297,12 @@ fn unfold(g: &Geom, x: &[f32], oy0: usize, rows: usize, out: &mut Rows<'_>) {
     }
 }
 
-/// The forward op: `(x, w, bias)` -> `act(conv(x, w) + bias)`.
+/// The forward op: `(x, w, bias)` -> `act(conv(x, w) + bias)`; `kept`: the weight's key
+/// where its Winograd transform is kept between calls ([`KeptKernels`]).
 struct Conv {
     spec: ConvSpec,
     act: Activation,
+    kept: Option<kept::Key>,
 }
 
 impl CustomOp3 for Conv {
@@ -331,7 +336,7 @@ impl CustomOp3 for Conv {
             act: self.act,
             ..Epilogue::NONE
         };
-        let out = forward(b, &g, &x, &w, epi);
+        let out = forward(b, &g, &x, &w, self.kept, epi);
         Ok((CpuStorage::F32(out), Shape::from((b, g.cout, g.y.o, g.x.o))))
     }
 
@@ -352,10 +357,17 @@ impl CustomOp3 for Conv {
 }
 
 /// `epi(conv(x, w))` for `b` images of geometry `g` (`x` `[B,Cin,H,W]`, `w` `[Cout,Cin,kh,kw]`,
-/// row-major): `[B,Cout,OH,OW]`.
-fn forward(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<f32> {
+/// row-major): `[B,Cout,OH,OW]`. `kept`: `w`'s key where a Winograd transform is kept.
+fn forward(
+    b: usize,
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    kept: Option<kept::Key>,
+    epi: Epilogue<'_>,
+) -> Vec<f32> {
     if winograd::pays(b, g) {
-        return winograd::forward(b, g, x, w, epi);
+        return winograd::forward(b, g, x, || Cow::Borrowed(w), kept, epi);
     }
     if b > 1 && side_by_side::pays(g) {
         return side_by_side::forward(b, g, x, w, epi);
@@ -401,7 +413,16 @@ fn input_weight_grads(
         .track_op()
         .then(|| {
             let (h, w_) = (x.dim(2)?, x.dim(3)?);
-            gp.apply_op2_no_bwd(w, &GradInput { spec, h, w: w_ })
+            let kept = kept::key(w, Direction::InputGradient);
+            gp.apply_op2_no_bwd(
+                w,
+                &GradInput {
+                    spec,
+                    h,
+                    w: w_,
+                    kept,
+                },
+            )
         })
         .transpose()?;
     let gw = w
@@ -420,6 +441,7 @@ struct ConvAddAct {
     spec: ConvSpec,
     act: Activation,
     bias: Vec<f32>,
+    kept: Option<kept::Key>,
 }
 
 impl CustomOp3 for ConvAddAct {
@@ -455,7 +477,7 @@ impl CustomOp3 for ConvAddAct {
             pre_residual: Some(&residual),
             ..Epilogue::NONE
         };
-        let out = forward(b, &g, &x, &w, epi);
+        let out = forward(b, &g, &x, &w, self.kept, epi);
         Ok((CpuStorage::F32(out), Shape::from(out_dims.to_vec())))
     }
 
@@ -537,11 +559,12 @@ impl CustomOp2 for GradWeight {
     }
 }
 
-/// `(gp [B,Cout,OH,OW], w [Cout,Cin,kh,kw])` -> `gx [B,Cin,H,W]`.
+/// `(gp [B,Cout,OH,OW], w [Cout,Cin,kh,kw])` -> `gx [B,Cin,H,W]`; `kept` as [`Conv`]'s.
 struct GradInput {
     spec: ConvSpec,
     h: usize,
     w: usize,
+    kept: Option<kept::Key>,
 }
 
 impl CustomOp2 for GradInput {
@@ -573,7 +596,12 @@ impl CustomOp2 for GradInput {
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         if let Some(gt) = g.transposed() {
-            let gx = forward(b, &gt, &gp, &flipped(&g, &w), Epilogue::NONE);
+            let gx = if winograd::pays(b, &gt) {
+                let w = || Cow::Owned(flipped(&g, &w));
+                winograd::forward(b, &gt, &gp, w, self.kept, Epilogue::NONE)
+            } else {
+                forward(b, &gt, &gp, &flipped(&g, &w), None, Epilogue::NONE)
+            };
             return Ok((CpuStorage::F32(gx), Shape::from((b, g.cin, g.y.n, g.x.n))));
         }
         if g.out_plane() < side_by_side::SMALL_PLANE {
@@ -725,7 +753,8 @@ pub fn conv2d_fused(
             bail!("conv2d: {name} must be f32 on the CPU, got {:?}", t.dtype());
         }
     }
-    x.apply_op3(w, bias, Conv { spec, act })
+    let kept = kept::key(w, Direction::Forward);
+    x.apply_op3(w, bias, Conv { spec, act, kept })
 }
 
 /// [`conv2d_fused`] with the same stride and padding on both axes, no dilation.
@@ -778,7 +807,17 @@ pub fn conv2d_add_act(
         }
     }
     let bias = bias.to_vec1::<f32>()?;
-    x.apply_op3(w, residual, ConvAddAct { spec, act, bias })
+    let kept = kept::key(w, Direction::Forward);
+    x.apply_op3(
+        w,
+        residual,
+        ConvAddAct {
+            spec,
+            act,
+            bias,
+            kept,
+        },
+    )
 }
 
 /// The convolution alone, without bias or activation: `conv(x, w)` (`[B,Cin,H,W]` with
@@ -792,6 +831,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, spec: ConvSpec) -> Result<Tensor> {
 
 mod side_by_side;
 mod winograd;
+
+pub use winograd::kept::KeptKernels;
 
 #[cfg(test)]
 mod tests;

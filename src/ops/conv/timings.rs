@@ -149,7 +149,12 @@ fn timings() -> Result<()> {
             if grads {
                 let (oh, ow) = out_hw(c);
                 let gp = tensor(&[b, cout, oh, ow], 4, 1.0)?;
-                let gi = GradInput { spec, h: hw, w: hw };
+                let gi = GradInput {
+                    spec,
+                    h: hw,
+                    w: hw,
+                    kept: None,
+                };
                 let gx = best(&|| gp.apply_op2_no_bwd(&w, &gi))?;
                 let gw = GradWeight { spec, kh: k, kw: k };
                 let gwt = best(&|| x.apply_op2_no_bwd(&gp, &gw))?;

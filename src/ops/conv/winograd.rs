@@ -7,8 +7,9 @@
 //! `2*ty - p ..`, columns `2*tx - p ..`, zero outside). With the transforms of Lavin & Gray
 //! (2016), `Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A` per tile and channel pair, summed over the input
 //! channels: the sum is 16 independent products `M[ξ] = U[ξ] · V[ξ]`, `U[ξ]` `[Cout,Cin]` (the
-//! transformed kernel, made once per call) and `V[ξ]` `[Cin,T]` (the transformed input tiles),
-//! which run through `gemm` like the im2col path's single product.
+//! transformed kernel, made once per call, or once per scope for a frozen weight: `kept`) and
+//! `V[ξ]` `[Cin,T]` (the transformed input tiles), which run through `gemm` like the im2col
+//! path's single product.
 //!
 //! Rayon tasks over bands of tile rows, the tile rows of all images numbered one after the
 //! other (a band of small images spans several of them, so that the products are not thin):
@@ -27,6 +28,8 @@
 //! 4); its transforms' larger coefficients (points 0, ±1, ±2, ∞) round a few times more
 //! (measured against f64 in the tests). [`choose`] picks F(2x2) or F(4x4) per layer shape.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::Geom;
@@ -35,12 +38,13 @@ use crate::ops::matmul::{Epilogue, MatRef, SyncPtr, gemm_into};
 use crate::ops::phases::split_phases;
 
 mod f4;
+pub(super) mod kept;
 
 /// The 16 positions of a 4x4 transformed tile (F(2x2)).
 const XI: usize = 16;
 
 /// The output tile: F(2x2, 3x3) (4x4 patches, 16 products) or F(4x4, 3x3) (6x6 patches, 36).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Tile {
     /// 2x2 output tiles.
     F2,
@@ -380,19 +384,43 @@ unsafe fn output_transform(
 }
 
 /// `epi(conv(x, w))` for `b` images of geometry `g` (which [`applies`]) with the tile
-/// [`choose`] picks: `x` `[B,Cin,H,W]`, `w` `[Cout,Cin,3,3]`, row-major; returns
-/// `[B,Cout,OH,OW]`.
-pub(super) fn forward(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<f32> {
-    forward_with(choose(g), b, g, x, w, epi)
+/// [`choose`] picks: `x` `[B,Cin,H,W]`, `w()` `[Cout,Cin,3,3]`, row-major; returns
+/// `[B,Cout,OH,OW]`. `w` is called only when the transformed kernel is not kept (`key`, see
+/// [`kept`]).
+pub(super) fn forward<'w>(
+    b: usize,
+    g: &Geom,
+    x: &[f32],
+    w: impl FnOnce() -> Cow<'w, [f32]>,
+    key: Option<kept::Key>,
+    epi: Epilogue<'_>,
+) -> Vec<f32> {
+    let tile = choose(g);
+    let u = kept::transformed(key, tile, || kernel_transform(tile, g, &w()));
+    forward_transformed(tile, b, g, x, &u, epi)
 }
 
-/// [`forward`] with the tile `tile`.
+/// [`forward`] with the tile `tile`, transforming `w` (`[Cout,Cin,3,3]`) on this call.
+#[cfg(test)]
 fn forward_with(
     tile: Tile,
     b: usize,
     g: &Geom,
     x: &[f32],
     w: &[f32],
+    epi: Epilogue<'_>,
+) -> Vec<f32> {
+    forward_transformed(tile, b, g, x, &kernel_transform(tile, g, w), epi)
+}
+
+/// [`forward`] with the tile `tile` and the kernel transformed for it, `u`
+/// ([`kernel_transform`]'s `[ξ, Cout, Cin]`).
+fn forward_transformed(
+    tile: Tile,
+    b: usize,
+    g: &Geom,
+    x: &[f32],
+    u: &[f32],
     epi: Epilogue<'_>,
 ) -> Vec<f32> {
     debug_assert!(applies(g));
@@ -402,7 +430,7 @@ fn forward_with(
         return Vec::new();
     }
     let xis = tile.xi();
-    let u = kernel_transform(tile, g, w);
+    debug_assert_eq!(u.len(), xis * cout * cin);
     let (tw, all) = (tile.tiles(g.x.o), b * tile.tiles(g.y.o));
     let rows = band_tile_rows(tile, b, g);
     let mut out = Unfilled::new(b * cout * n);
@@ -429,7 +457,7 @@ fn forward_with(
                         s.m.as_mut_ptr().add(xi * cout * t),
                         t,
                         false,
-                        MatRef::row_major(&u, xi * cout * cin, cin),
+                        MatRef::row_major(u, xi * cout * cin, cin),
                         MatRef::row_major(&s.v, xi * cin * t, t),
                     );
                 }

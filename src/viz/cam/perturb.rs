@@ -58,6 +58,8 @@ pub(super) fn score_cam_weights(
     let distinct = representatives.len();
     let batch = opts.scorecam_batch.max(1);
     let mut unique_scores = Vec::with_capacity(distinct);
+    // Every batch runs the same frozen network: its Winograd kernels are transformed once.
+    let _kept = crate::ops::KeptKernels::scope();
     for chunk in representatives.chunks(batch) {
         if !progress(unique_scores.len(), distinct) {
             return Err(Error::Cancelled);

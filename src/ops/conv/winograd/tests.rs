@@ -3,7 +3,9 @@ use std::time::Instant;
 use candle_core::{Device, Result, Tensor};
 
 use super::super::tests::{Case, direct_f64, inputs, out_hw, sq};
-use super::super::{Activation, conv2d_add_act, conv2d_fused, flipped, unfolded, with_candle};
+use super::super::{
+    Activation, KeptKernels, conv2d_add_act, conv2d_fused, flipped, unfolded, with_candle,
+};
 use super::*;
 use crate::ops::test_util::{
     ACTS, act_f64, central_differences, conv_grads, grads_all, lcg, rel_to_max, tensor, to_f64,
@@ -338,17 +340,67 @@ fn timings() {
             let direct = best(&|| unfolded(b, &g, &x, &w, epi));
             let f2 = best(&|| forward_with(Tile::F2, b, &g, &x, &w, epi));
             let f4 = best(&|| forward_with(Tile::F4, b, &g, &x, &w, epi));
+            let (u2, u4) = (
+                kernel_transform(Tile::F2, &g, &w),
+                kernel_transform(Tile::F4, &g, &w),
+            );
+            let k2 = best(&|| forward_transformed(Tile::F2, b, &g, &x, &u2, epi));
+            let k4 = best(&|| forward_transformed(Tile::F4, b, &g, &x, &u4, epi));
             eprintln!(
                 "b{b} {cin:>3}->{cout:>3} {hw:>3}px: im2col {:7.2} ms, F2 {:7.2} ms ({:.2}), \
-                 F4 {:7.2} ms ({:.2}) (pays: {}, {:?})",
+                 F4 {:7.2} ms ({:.2}); kept: F2 {:7.2} ms, F4 {:7.2} ms ({:.2}) \
+                 (pays: {}, {:?})",
                 direct * 1e3,
                 f2 * 1e3,
                 f2 / direct,
                 f4 * 1e3,
                 f4 / direct,
+                k2 * 1e3,
+                k4 * 1e3,
+                k4 / k2,
                 pays(b, &g),
                 choose(&g)
             );
         }
     }
+}
+
+/// Inside a [`KeptKernels`] scope a frozen weight's transforms (forward and input gradient,
+/// F(2x2) and F(4x4)) are kept from the second call on, and every call gives the same bits as
+/// the calls outside a scope.
+#[test]
+fn kept_kernels_give_the_same_bits() -> Result<()> {
+    use candle_core::Var;
+    use kept::{Direction, is_kept};
+    let cases = [
+        sq(1, 32, 40, (14, 14), 3, 1, 1),
+        sq(1, 32, 33, (50, 49), 3, 1, 1),
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        let g = geom(case);
+        let tile = choose(&g);
+        let (x, w, bias) = inputs(case, 900 + 10 * i as u64)?;
+        let (oh, ow) = out_hw(case);
+        let r = tensor(&[case.b, case.cout, oh, ow], 901 + i as u64, 1.0)?;
+        let run = || -> Result<(Vec<f32>, Vec<f32>)> {
+            let xv = Var::from_tensor(&x)?;
+            let y = conv2d_fused(xv.as_tensor(), &w, &bias, case.spec, Activation::Relu)?;
+            let grads = (&y * &r)?.sum_all()?.backward()?;
+            let gx = grads.get(xv.as_tensor()).expect("x is tracked");
+            Ok((data(&y), data(gx)))
+        };
+        let want = run()?;
+        let _scope = KeptKernels::scope();
+        for call in 0..3 {
+            assert_eq!(run()?, want, "{case:?}, call {call}");
+            // (Not asserted after the first call: another test's scope may have been alive
+            // during `want`'s, which then counts as the first use.)
+            let kept = [Direction::Forward, Direction::InputGradient].map(|d| is_kept(&w, d, tile));
+            assert!(
+                call == 0 || kept == [true; 2],
+                "{case:?}, call {call}: kept {kept:?}"
+            );
+        }
+    }
+    Ok(())
 }
