@@ -595,7 +595,11 @@ impl CustomOp2 for GradInput {
         }
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
-        if let Some(gt) = g.transposed() {
+        // At stride 1 the transposed convolution, unless it would unfold `gp` (`Cout*kh*kw`
+        // rows a pixel) to give fewer channels than it has: then `wᵀ · gp` (`Cin*kh*kw`
+        // rows) folded back below writes far less (VGG's first layer: 27 rows a pixel
+        // instead of 576).
+        if let Some(gt) = g.transposed().filter(|gt| winograd::pays(b, gt) || g.cin >= g.cout) {
             let gx = if winograd::pays(b, &gt) {
                 let w = || Cow::Owned(flipped(&g, &w));
                 winograd::forward(b, &gt, &gp, w, self.kept, Epilogue::NONE)
