@@ -599,7 +599,10 @@ impl CustomOp2 for GradInput {
         // rows a pixel) to give fewer channels than it has: then `wᵀ · gp` (`Cin*kh*kw`
         // rows) folded back below writes far less (VGG's first layer: 27 rows a pixel
         // instead of 576).
-        if let Some(gt) = g.transposed().filter(|gt| winograd::pays(b, gt) || g.cin >= g.cout) {
+        if let Some(gt) = g
+            .transposed()
+            .filter(|gt| winograd::pays(b, gt) || g.cin >= g.cout)
+        {
             let gx = if winograd::pays(b, &gt) {
                 let w = || Cow::Owned(flipped(&g, &w));
                 winograd::forward(b, &gt, &gp, w, self.kept, Epilogue::NONE)

@@ -273,24 +273,41 @@ fn with_scratch(f: impl FnOnce(&mut Scratch)) {
 /// Transforms tile rows `ty0..ty0 + nty` (counted over all images, `tiles(OH)` per image) of
 /// `x` (`[B, Cin, H, W]`) into `v` (`[16, Cin, T]`, `T = nty * tw`, tile `(ty0 + r, tx)` at
 /// column `r * tw + tx`): `V = Bᵀ d B` with `Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`.
+///
+/// Tile row `ty` reads input rows `2ty - py .. 2ty - py + 4`: the next tile row of the same
+/// image starts at this one's third, so each input row is split into its column phases once,
+/// into a ring of four rows, not once per tile row that reads it.
 #[inline(always)]
 fn input_transform(g: &Geom, x: &[f32], ty0: usize, nty: usize, s: &mut Scratch) {
     let (h, wd, py, px) = (g.y.n, g.x.n, g.y.p, g.x.p);
     let tw = tiles(g.x.o);
     let t = nty * tw;
     // Each input row, padded, as its even and odd columns: `e[k] = row[2k - px]`,
-    // `o[k] = row[2k + 1 - px]`, k in 0..=tw (zero outside the image).
+    // `o[k] = row[2k + 1 - px]`, k in 0..=tw (zero outside the image); in ring slot
+    // `iy' % 4` for padded row `iy' = iy + py`.
     let tw1 = tw + 1;
     let (eo, dd) = grown(&mut s.rows, 16 * tw1).split_at_mut(8 * tw1);
     let v = grown(&mut s.v, XI * g.cin * t).as_mut_ptr();
     let th = tiles(g.y.o);
     for c in 0..g.cin {
+        // The padded input row in each ring slot (none yet).
+        let mut held = [usize::MAX; 4];
+        let mut held_img = usize::MAX;
         for r in 0..nty {
             let (img, ty) = ((ty0 + r) / th, (ty0 + r) % th);
+            if img != held_img {
+                held = [usize::MAX; 4];
+                held_img = img;
+            }
             let plane = &x[(img * g.cin + c) * h * wd..][..h * wd];
-            for i in 0..4 {
-                let (e, o) = eo[2 * i * tw1..][..2 * tw1].split_at_mut(tw1);
-                match (2 * ty + i).checked_sub(py).filter(|&iy| iy < h) {
+            for row in 2 * ty..2 * ty + 4 {
+                let slot = row % 4;
+                if held[slot] == row {
+                    continue;
+                }
+                held[slot] = row;
+                let (e, o) = eo[2 * slot * tw1..][..2 * tw1].split_at_mut(tw1);
+                match row.checked_sub(py).filter(|&iy| iy < h) {
                     None => {
                         e.fill(0.0);
                         o.fill(0.0);
@@ -299,7 +316,7 @@ fn input_transform(g: &Geom, x: &[f32], ty0: usize, nty: usize, s: &mut Scratch)
                 }
             }
             // Bᵀ d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3 (even and odd columns alike).
-            let src = |i: usize| &eo[i * 2 * tw1..][..2 * tw1];
+            let src = |i: usize| &eo[(2 * ty + i) % 4 * 2 * tw1..][..2 * tw1];
             let (s0, s1, s2, s3) = (src(0), src(1), src(2), src(3));
             let (q01, q23) = dd.split_at_mut(4 * tw1);
             let (q0, q1) = q01.split_at_mut(2 * tw1);

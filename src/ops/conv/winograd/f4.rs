@@ -60,7 +60,9 @@ pub(super) fn gk(a: f32, b: f32, c: f32) -> [f32; 6] {
 
 /// Transforms tile rows `ty0..ty0 + nty` (counted over all images, `tiles(OH)` per image) of
 /// `x` (`[B, Cin, H, W]`) into `s.v` (`[36, Cin, T]`, `T = nty * tw`, tile `(ty0 + r, tx)` at
-/// column `r * tw + tx`): `V = Bᵀ d B`.
+/// column `r * tw + tx`): `V = Bᵀ d B`. As F(2x2)'s, each input row is split into its phases
+/// once, into a ring of six rows (padded row `iy'` in slot `iy' % 6`): the next tile row of the
+/// same image reads this one's last two.
 #[inline(always)]
 pub(super) fn input_transform(g: &Geom, x: &[f32], ty0: usize, nty: usize, s: &mut Scratch) {
     let tile = Tile::F4;
@@ -74,11 +76,24 @@ pub(super) fn input_transform(g: &Geom, x: &[f32], ty0: usize, nty: usize, s: &m
     let v = grown(&mut s.v, 36 * g.cin * t).as_mut_ptr();
     let th = tile.tiles(g.y.o);
     for c in 0..g.cin {
+        // The padded input row in each ring slot (none yet).
+        let mut held = [usize::MAX; 6];
+        let mut held_img = usize::MAX;
         for r in 0..nty {
             let (img, ty) = ((ty0 + r) / th, (ty0 + r) % th);
+            if img != held_img {
+                held = [usize::MAX; 6];
+                held_img = img;
+            }
             let plane = &x[(img * g.cin + c) * h * wd..][..h * wd];
-            for (i, ph) in phases.chunks_exact_mut(padded).enumerate() {
-                match (4 * ty + i).checked_sub(py).filter(|&iy| iy < h) {
+            for row in 4 * ty..4 * ty + 6 {
+                let slot = row % 6;
+                if held[slot] == row {
+                    continue;
+                }
+                held[slot] = row;
+                let ph = &mut phases[slot * padded..][..padded];
+                match row.checked_sub(py).filter(|&iy| iy < h) {
                     None => ph.fill(0.0),
                     Some(iy) => {
                         let (p0, rest) = ph.split_at_mut(tw1);
@@ -90,7 +105,7 @@ pub(super) fn input_transform(g: &Geom, x: &[f32], ty0: usize, nty: usize, s: &m
             }
             // Bᵀ d: the six rows' combinations, phase by phase alike.
             {
-                let src = |i: usize| &phases[i * padded..][..padded];
+                let src = |i: usize| &phases[(4 * ty + i) % 6 * padded..][..padded];
                 let (s0, s1, s2, s3, s4, s5) = (src(0), src(1), src(2), src(3), src(4), src(5));
                 let (q0, rest) = cols.split_at_mut(padded);
                 let (q1, rest) = rest.split_at_mut(padded);
