@@ -336,7 +336,7 @@ impl CustomOp3 for Conv {
             act: self.act,
             ..Epilogue::NONE
         };
-        let out = forward(b, &g, &x, &w, self.kept, epi);
+        let out = forward(b, &g, &x, &w, self.kept.map(|k| k.stamped(&w)), epi);
         Ok((CpuStorage::F32(out), Shape::from((b, g.cout, g.y.o, g.x.o))))
     }
 
@@ -363,7 +363,7 @@ fn forward(
     g: &Geom,
     x: &[f32],
     w: &[f32],
-    kept: Option<kept::Key>,
+    kept: Option<kept::Stamped>,
     epi: Epilogue<'_>,
 ) -> Vec<f32> {
     if winograd::pays(b, g) {
@@ -477,7 +477,7 @@ impl CustomOp3 for ConvAddAct {
             pre_residual: Some(&residual),
             ..Epilogue::NONE
         };
-        let out = forward(b, &g, &x, &w, self.kept, epi);
+        let out = forward(b, &g, &x, &w, self.kept.map(|k| k.stamped(&w)), epi);
         Ok((CpuStorage::F32(out), Shape::from(out_dims.to_vec())))
     }
 
@@ -604,8 +604,9 @@ impl CustomOp2 for GradInput {
             .filter(|gt| winograd::pays(b, gt) || g.cin >= g.cout)
         {
             let gx = if winograd::pays(b, &gt) {
+                let kept = self.kept.map(|k| k.stamped(&w));
                 let w = || Cow::Owned(flipped(&g, &w));
-                winograd::forward(b, &gt, &gp, w, self.kept, Epilogue::NONE)
+                winograd::forward(b, &gt, &gp, w, kept, Epilogue::NONE)
             } else {
                 forward(b, &gt, &gp, &flipped(&g, &w), None, Epilogue::NONE)
             };

@@ -425,7 +425,7 @@ pub(super) fn forward<'w>(
     g: &Geom,
     x: &[f32],
     w: impl FnOnce() -> Cow<'w, [f32]>,
-    key: Option<kept::Key>,
+    key: Option<kept::Stamped>,
     epi: Epilogue<'_>,
 ) -> Vec<f32> {
     let tile = choose(g);

@@ -5,8 +5,11 @@
 //! made once per weight and direction.
 //!
 //! A weight is recognised by its tensor's id, which candle never gives to another tensor, and
-//! only when nothing can change its values: not a variable and not the result of a tracked
-//! op. Its transform is kept from its second use on, so that a weight made anew on every
+//! only when nothing should change its values: not a variable and not the result of a tracked
+//! op. A tensor detached from a variable still shares its storage, which an optimiser's step
+//! rewrites in place: so each use also compares a fingerprint of the weight's values (64 of
+//! them, spread over it, and the count) with the kept transform's, and makes it anew when they
+//! differ. Its transform is kept from its second use on, so that a weight made anew on every
 //! forward (a layer that reshapes or folds its weight per call) costs one id in a set, never
 //! a kept transform. Everything kept is dropped when the last scope ends.
 
@@ -34,12 +37,50 @@ pub(in crate::ops::conv) struct Key {
     direction: Direction,
 }
 
+impl Key {
+    /// The key with the fingerprint of the weight's values `w` (`[Cout,Cin,3,3]` as stored,
+    /// before any flipping).
+    pub(in crate::ops::conv) fn stamped(self, w: &[f32]) -> Stamped {
+        Stamped {
+            key: self,
+            fingerprint: fingerprint(w),
+        }
+    }
+}
+
+/// A [`Key`] with the fingerprint of the values it had at this use.
+#[derive(Clone, Copy, Debug)]
+pub(in crate::ops::conv) struct Stamped {
+    key: Key,
+    fingerprint: u64,
+}
+
+/// FNV-1a over the count and 64 values spread evenly over `w` (all of a shorter one): what an
+/// in-place update of a weight (every value moves) cannot leave unchanged, at 64 reads a call.
+fn fingerprint(w: &[f32]) -> u64 {
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let step = (w.len() / 64).max(1);
+    let mix = |h: u64, v: u64| (h ^ v).wrapping_mul(PRIME);
+    w.iter()
+        .step_by(step)
+        .take(64)
+        .fold(mix(0xcbf2_9ce4_8422_2325, w.len() as u64), |h, v| {
+            mix(h, u64::from(v.to_bits()))
+        })
+}
+
+/// A kept transform and the fingerprint of the values it was made from.
+struct Kept {
+    fingerprint: u64,
+    u: Arc<Vec<f32>>,
+}
+
 /// What the scopes share: how many are alive, the weights used once, the transforms kept.
 #[derive(Default)]
 struct Registry {
     scopes: usize,
     seen: HashSet<(Key, Tile)>,
-    kept: HashMap<(Key, Tile), Arc<Vec<f32>>>,
+    kept: HashMap<(Key, Tile), Kept>,
 }
 
 impl Registry {
@@ -55,14 +96,20 @@ impl Registry {
         }
     }
 
-    fn get(&self, k: (Key, Tile)) -> Option<Arc<Vec<f32>>> {
-        self.kept.get(&k).cloned()
+    /// The transform kept for `k`, if its weight's fingerprint is still `fingerprint`.
+    fn get(&self, k: (Key, Tile), fingerprint: u64) -> Option<Arc<Vec<f32>>> {
+        self.kept
+            .get(&k)
+            .filter(|kept| kept.fingerprint == fingerprint)
+            .map(|kept| Arc::clone(&kept.u))
     }
 
-    /// A transform just made for `k`: kept if a scope is alive and `k` was seen before.
-    fn offer(&mut self, k: (Key, Tile), u: &Arc<Vec<f32>>) {
+    /// A transform just made for `k` from values of fingerprint `fingerprint`: kept (in place
+    /// of a stale one) if a scope is alive and `k` was seen before.
+    fn offer(&mut self, k: (Key, Tile), fingerprint: u64, u: &Arc<Vec<f32>>) {
         if self.scopes > 0 && !self.seen.insert(k) {
-            self.kept.insert(k, Arc::clone(u));
+            let u = Arc::clone(u);
+            self.kept.insert(k, Kept { fingerprint, u });
         }
     }
 }
@@ -105,23 +152,24 @@ pub(in crate::ops::conv) fn key(w: &Tensor, direction: Direction) -> Option<Key>
     })
 }
 
-/// The transformed kernel for `tile` of the weight `key` names: the kept one, or `make()`'s,
-/// kept when this is the weight's second use in a scope. Without a key, `make()`'s.
+/// The transformed kernel for `tile` of the weight `stamped` names: the kept one if made
+/// from the same values, or `make()`'s, kept when this is the weight's second use in a scope.
+/// Without a key, `make()`'s.
 pub(in crate::ops::conv) fn transformed(
-    key: Option<Key>,
+    stamped: Option<Stamped>,
     tile: Tile,
     make: impl FnOnce() -> Vec<f32>,
 ) -> Arc<Vec<f32>> {
-    let Some(key) = key else {
+    let Some(Stamped { key, fingerprint }) = stamped else {
         return Arc::new(make());
     };
-    if let Some(u) = registry().get((key, tile)) {
+    if let Some(u) = registry().get((key, tile), fingerprint) {
         return u;
     }
     // Made without the lock held: it runs on the rayon pool, and another thread's call may
     // need the registry meanwhile. Two calls making the same transform both get a correct one.
     let u = Arc::new(make());
-    registry().offer((key, tile), &u);
+    registry().offer((key, tile), fingerprint, &u);
     u
 }
 
@@ -132,7 +180,7 @@ pub(in crate::ops::conv) fn is_kept(w: &Tensor, direction: Direction, tile: Tile
         id: w.id(),
         direction,
     };
-    registry().get((key, tile)).is_some()
+    registry().kept.contains_key(&(key, tile))
 }
 
 #[cfg(test)]
@@ -156,24 +204,54 @@ mod tests {
         let mut r = Registry::default();
         let u = Arc::new(vec![1.0]);
         let (f, b) = (key(Direction::Forward), key(Direction::InputGradient));
-        r.offer((f, Tile::F2), &u);
-        r.offer((f, Tile::F2), &u);
-        assert!(r.get((f, Tile::F2)).is_none(), "no scope: nothing kept");
+        r.offer((f, Tile::F2), 7, &u);
+        r.offer((f, Tile::F2), 7, &u);
+        assert!(r.get((f, Tile::F2), 7).is_none(), "no scope: nothing kept");
         r.open();
         r.open();
         for k in [(f, Tile::F2), (f, Tile::F4), (b, Tile::F2)] {
-            r.offer(k, &u);
-            assert!(r.get(k).is_none(), "{k:?}: not kept on its first use");
+            r.offer(k, 7, &u);
+            assert!(r.get(k, 7).is_none(), "{k:?}: not kept on its first use");
         }
-        r.offer((f, Tile::F2), &u);
-        assert!(r.get((f, Tile::F2)).is_some_and(|k| Arc::ptr_eq(&k, &u)));
-        assert!(r.get((f, Tile::F4)).is_none() && r.get((b, Tile::F2)).is_none());
+        r.offer((f, Tile::F2), 7, &u);
+        assert!(r.get((f, Tile::F2), 7).is_some_and(|k| Arc::ptr_eq(&k, &u)));
+        assert!(
+            r.get((f, Tile::F2), 8).is_none(),
+            "the weight's values changed"
+        );
+        assert!(r.get((f, Tile::F4), 7).is_none() && r.get((b, Tile::F2), 7).is_none());
+        let v = Arc::new(vec![2.0]);
+        r.offer((f, Tile::F2), 8, &v);
+        assert!(r.get((f, Tile::F2), 8).is_some_and(|k| Arc::ptr_eq(&k, &v)));
+        assert!(
+            r.get((f, Tile::F2), 7).is_none(),
+            "the stale one was replaced"
+        );
         r.close();
-        assert!(r.get((f, Tile::F2)).is_some(), "one scope is still alive");
+        assert!(
+            r.get((f, Tile::F2), 8).is_some(),
+            "one scope is still alive"
+        );
         r.close();
-        assert!(r.get((f, Tile::F2)).is_none() && r.seen.is_empty());
+        assert!(r.get((f, Tile::F2), 8).is_none() && r.seen.is_empty());
         r.close();
         assert_eq!(r.scopes, 0);
+    }
+
+    /// Any one value changed, or the count, changes the fingerprint (values spread over a
+    /// weight longer than 64 are sampled: a change between samples goes unseen).
+    #[test]
+    fn fingerprints_see_changed_values() {
+        let w: Vec<f32> = (0..640).map(|i| i as f32 * 0.5).collect();
+        let f = fingerprint(&w);
+        for i in (0..640).step_by(10) {
+            let mut v = w.clone();
+            v[i] = -v[i] - 1.0;
+            assert_ne!(fingerprint(&v), f, "value {i}");
+        }
+        assert_ne!(fingerprint(&w[..639]), f);
+        assert_ne!(fingerprint(&[0.0]), fingerprint(&[-0.0]));
+        assert_eq!(fingerprint(&w.clone()), f);
     }
 
     /// Only weights nothing can change get a key: not a variable, not a tracked op's result.

@@ -404,3 +404,37 @@ fn kept_kernels_give_the_same_bits() -> Result<()> {
     }
     Ok(())
 }
+
+/// A weight detached from a variable shares its storage, which `Var::set` rewrites in place
+/// (as the optimiser does): inside a scope the kept transform is then made anew, and the
+/// convolution and its input gradient follow the new values.
+#[test]
+fn kept_kernels_follow_a_weight_rewritten_in_place() -> Result<()> {
+    use candle_core::Var;
+    let case = sq(1, 32, 40, (14, 14), 3, 1, 1);
+    let (x, w, bias) = inputs(case, 950)?;
+    let (_, w2, _) = inputs(case, 951)?;
+    let (oh, ow) = out_hw(case);
+    let r = tensor(&[case.b, case.cout, oh, ow], 952, 1.0)?;
+    let run = |w: &Tensor| -> Result<(Vec<f32>, Vec<f32>)> {
+        let xv = Var::from_tensor(&x)?;
+        let y = conv2d_fused(xv.as_tensor(), w, &bias, case.spec, Activation::Relu)?;
+        let grads = (&y * &r)?.sum_all()?.backward()?;
+        let gx = grads.get(xv.as_tensor()).expect("x is tracked");
+        Ok((data(&y), data(gx)))
+    };
+    let want2 = run(&w2)?;
+    let var = Var::from_tensor(&w)?;
+    let view = var.as_tensor().detach();
+    let _scope = KeptKernels::scope();
+    let first = run(&view)?;
+    assert_eq!(run(&view)?, first, "the second use keeps the transforms");
+    var.set(&w2)?;
+    assert_eq!(
+        data(&view),
+        data(&w2),
+        "the view shares the variable's storage"
+    );
+    assert_eq!(run(&view)?, want2, "after the in-place update");
+    Ok(())
+}
