@@ -190,6 +190,75 @@ impl PoolGeom {
     }
 }
 
+impl PoolGeom {
+    /// Whether windows are 2x2 at stride 2 without padding (VGG's pooling): they do not
+    /// overlap, so [`PoolGeom::grad_plane_2x2`] applies.
+    fn is_2x2(&self) -> bool {
+        (self.k, self.s, self.p) == (2, 2, 0)
+    }
+
+    /// The input gradient of one plane (`gx`, `H x W`, zero on entry) from the output's
+    /// (`grad`, `OH x OW`), each output's gradient added (to zero) at its window's maximum as
+    /// [`PoolGeom::argmax_row`] picks it: any geometry. `scratch`, `args`: as `argmax_row`'s.
+    fn grad_plane(
+        &self,
+        x: &[f32],
+        grad: &[f32],
+        gx: &mut [f32],
+        scratch: &mut [f32],
+        args: &mut [u32],
+    ) {
+        scratch[..self.row_scratch_len()].fill(f32::NEG_INFINITY);
+        for (oy, grad) in grad.chunks_exact(self.ow).enumerate() {
+            self.argmax_row(x, oy, scratch, args);
+            for (&a, &d) in args.iter().zip(grad) {
+                gx[a as usize] += d;
+            }
+        }
+    }
+
+    /// [`PoolGeom::grad_plane`] for [`PoolGeom::is_2x2`] windows, the same bits: each pair of
+    /// input rows split into even and odd columns, the window's four values compared in
+    /// row-major order across the whole row of outputs (the same rule: greater, or NaN), and
+    /// the four gradients written back interleaved (`0 + d` at the maximum, as the general
+    /// path's sum into zero gives, so `-0.0` becomes `0.0` there too). `scratch`: `4 * OW`.
+    fn grad_plane_2x2(&self, x: &[f32], grad: &[f32], gx: &mut [f32], scratch: &mut [f32]) {
+        let (w, ow) = (self.w, self.ow);
+        let (e0, rest) = scratch[..4 * ow].split_at_mut(ow);
+        let (o0, rest) = rest.split_at_mut(ow);
+        let (e1, o1) = rest.split_at_mut(ow);
+        for (oy, g) in grad.chunks_exact(ow).enumerate() {
+            let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
+            split_phases(&x[r0..][..2 * ow], 0, 0.0, [&mut *e0, &mut *o0]);
+            split_phases(&x[r1..][..2 * ow], 0, 0.0, [&mut *e1, &mut *o1]);
+            let (top, bottom) = gx[r0..][..2 * w].split_at_mut(w);
+            let quads = e0
+                .iter()
+                .zip(o0.iter())
+                .zip(e1.iter())
+                .zip(o1.iter())
+                .zip(g);
+            let outs = top[..2 * ow]
+                .chunks_exact_mut(2)
+                .zip(bottom[..2 * ow].chunks_exact_mut(2));
+            for ((t, b), ((((&a0, &a1), &a2), &a3), &d)) in outs.zip(quads) {
+                let mut best = a0;
+                let mut sel = 0u8;
+                for (j, v) in [(1u8, a1), (2, a2), (3, a3)] {
+                    let take = (v > best) | v.is_nan();
+                    best = if take { v } else { best };
+                    sel = if take { j } else { sel };
+                }
+                let d = 0.0 + d;
+                t[0] = if sel == 0 { d } else { 0.0 };
+                t[1] = if sel == 1 { d } else { 0.0 };
+                b[0] = if sel == 2 { d } else { 0.0 };
+                b[1] = if sel == 3 { d } else { 0.0 };
+            }
+        }
+    }
+}
+
 /// `max(a, b)` where a NaN in either wins (PyTorch's max pooling propagates NaN).
 #[inline(always)]
 fn nan_max(a: f32, b: f32) -> f32 {
@@ -282,16 +351,19 @@ impl CustomOp2 for MaxPoolGrad {
             .with_min_len(min_planes_per_task(g.in_plane()))
             .enumerate()
             .for_each_init(
-                || (vec![0f32; g.argmax_scratch_len()], vec![0u32; g.ow]),
+                || {
+                    (
+                        vec![0f32; g.argmax_scratch_len().max(4 * g.ow)],
+                        vec![0u32; g.ow],
+                    )
+                },
                 |(scratch, args), (i, gx)| {
                     let x = &x[i * g.in_plane()..][..g.in_plane()];
                     let grad = &grad[i * g.out_plane()..][..g.out_plane()];
-                    scratch[..g.row_scratch_len()].fill(f32::NEG_INFINITY);
-                    for (oy, grad) in grad.chunks_exact(g.ow).enumerate() {
-                        g.argmax_row(x, oy, scratch, args);
-                        for (&a, &d) in args.iter().zip(grad) {
-                            gx[a as usize] += d;
-                        }
+                    if g.is_2x2() {
+                        g.grad_plane_2x2(x, grad, gx, scratch);
+                    } else {
+                        g.grad_plane(x, grad, gx, scratch, args);
                     }
                 },
             );
@@ -398,6 +470,37 @@ mod tests {
         (1, 2, 5, 37, 3, 2, 1),
         (1, 1, 4, 35, 2, 2, 0),
     ];
+
+    /// The 2x2 stride-2 backward against the general one, bit for bit: planes even and odd
+    /// in each axis, values from a small set with ties, `±0`, `-inf` and NaN, gradients with
+    /// `-0.0` and NaN.
+    #[test]
+    fn the_2x2_backward_is_the_general_one() {
+        let pick = |seed: u64, n: usize, set: &[f32]| -> Vec<f32> {
+            lcg(n, seed, 1.0)
+                .iter()
+                .map(|v| set[((v.abs() * 1e4) as usize) % set.len()])
+                .collect()
+        };
+        let values = [f32::NEG_INFINITY, -1.0, -0.0, 0.0, 1.0, 1.0, 2.0, f32::NAN];
+        let grads = [-0.0, 0.0, 0.5, -2.0, f32::NAN, 3.0];
+        for (i, (h, w)) in [(2, 2), (4, 6), (5, 7), (7, 4), (6, 37), (3, 35)]
+            .into_iter()
+            .enumerate()
+        {
+            let g = PoolGeom::new(h, w, 2, 2, 0).expect("a valid geometry");
+            assert!(g.is_2x2());
+            let x = pick(10 + i as u64, h * w, &values);
+            let grad = pick(20 + i as u64, g.out_plane(), &grads);
+            let mut scratch = vec![0f32; g.argmax_scratch_len().max(4 * g.ow)];
+            let mut args = vec![0u32; g.ow];
+            let (mut want, mut got) = (vec![0f32; h * w], vec![0f32; h * w]);
+            g.grad_plane(&x, &grad, &mut want, &mut scratch, &mut args);
+            g.grad_plane_2x2(&x, &grad, &mut got, &mut scratch);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{h}x{w}: x {x:?}, grad {grad:?}");
+        }
+    }
 
     /// Inputs without ties: a seeded permutation of distinct values.
     fn distinct(case: Case, seed: u64) -> Result<Tensor> {
