@@ -336,7 +336,7 @@ impl CustomOp3 for Conv {
             act: self.act,
             ..Epilogue::NONE
         };
-        let out = forward(b, &g, &x, &w, self.kept.map(|k| k.stamped(&w)), epi);
+        let out = forward(b, &g, &x, &w, self.kept, epi);
         Ok((CpuStorage::F32(out), Shape::from((b, g.cout, g.y.o, g.x.o))))
     }
 
@@ -363,10 +363,11 @@ fn forward(
     g: &Geom,
     x: &[f32],
     w: &[f32],
-    kept: Option<kept::Stamped>,
+    kept: Option<kept::Key>,
     epi: Epilogue<'_>,
 ) -> Vec<f32> {
     if winograd::pays(b, g) {
+        let kept = kept.map(|k| k.stamped(w));
         return winograd::forward(b, g, x, || Cow::Borrowed(w), kept, epi);
     }
     if b > 1 && side_by_side::pays(g) {
@@ -477,7 +478,7 @@ impl CustomOp3 for ConvAddAct {
             pre_residual: Some(&residual),
             ..Epilogue::NONE
         };
-        let out = forward(b, &g, &x, &w, self.kept.map(|k| k.stamped(&w)), epi);
+        let out = forward(b, &g, &x, &w, self.kept, epi);
         Ok((CpuStorage::F32(out), Shape::from(out_dims.to_vec())))
     }
 
@@ -599,17 +600,18 @@ impl CustomOp2 for GradInput {
         // rows a pixel) to give fewer channels than it has: then `wᵀ · gp` (`Cin*kh*kw`
         // rows) folded back below writes far less (VGG's first layer: 27 rows a pixel
         // instead of 576).
-        if let Some(gt) = g
-            .transposed()
-            .filter(|gt| winograd::pays(b, gt) || g.cin >= g.cout)
-        {
-            let gx = if winograd::pays(b, &gt) {
+        let transposed = match g.transposed() {
+            Some(gt) if winograd::pays(b, &gt) => {
                 let kept = self.kept.map(|k| k.stamped(&w));
                 let w = || Cow::Owned(flipped(&g, &w));
-                winograd::forward(b, &gt, &gp, w, kept, Epilogue::NONE)
-            } else {
-                forward(b, &gt, &gp, &flipped(&g, &w), None, Epilogue::NONE)
-            };
+                Some(winograd::forward(b, &gt, &gp, w, kept, Epilogue::NONE))
+            }
+            Some(gt) if g.cin >= g.cout => {
+                Some(forward(b, &gt, &gp, &flipped(&g, &w), None, Epilogue::NONE))
+            }
+            _ => None,
+        };
+        if let Some(gx) = transposed {
             return Ok((CpuStorage::F32(gx), Shape::from((b, g.cin, g.y.n, g.x.n))));
         }
         if g.out_plane() < side_by_side::SMALL_PLANE {

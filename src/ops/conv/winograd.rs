@@ -270,6 +270,37 @@ fn with_scratch(f: impl FnOnce(&mut Scratch)) {
     })
 }
 
+/// Which padded input row of which image each of the `N` slots of an input transform's ring
+/// of split rows holds (padded row `iy'` goes to slot `iy' % N`), so that a row that the next
+/// tile row reads again is split into its phases once.
+struct RowRing<const N: usize> {
+    img: usize,
+    rows: [usize; N],
+}
+
+impl<const N: usize> RowRing<N> {
+    /// An empty ring (a new channel).
+    fn new() -> Self {
+        RowRing {
+            img: usize::MAX,
+            rows: [usize::MAX; N],
+        }
+    }
+
+    /// The slot of padded row `row` of image `img`, and whether it must be split into it
+    /// (`false`: the slot holds it already).
+    fn slot(&mut self, img: usize, row: usize) -> (usize, bool) {
+        if img != self.img {
+            *self = RowRing::new();
+            self.img = img;
+        }
+        let slot = row % N;
+        let fresh = self.rows[slot] != row;
+        self.rows[slot] = row;
+        (slot, fresh)
+    }
+}
+
 /// Transforms tile rows `ty0..ty0 + nty` (counted over all images, `tiles(OH)` per image) of
 /// `x` (`[B, Cin, H, W]`) into `v` (`[16, Cin, T]`, `T = nty * tw`, tile `(ty0 + r, tx)` at
 /// column `r * tw + tx`): `V = Bᵀ d B` with `Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`.
@@ -290,22 +321,15 @@ fn input_transform(g: &Geom, x: &[f32], ty0: usize, nty: usize, s: &mut Scratch)
     let v = grown(&mut s.v, XI * g.cin * t).as_mut_ptr();
     let th = tiles(g.y.o);
     for c in 0..g.cin {
-        // The padded input row in each ring slot (none yet).
-        let mut held = [usize::MAX; 4];
-        let mut held_img = usize::MAX;
+        let mut ring = RowRing::<4>::new();
         for r in 0..nty {
             let (img, ty) = ((ty0 + r) / th, (ty0 + r) % th);
-            if img != held_img {
-                held = [usize::MAX; 4];
-                held_img = img;
-            }
             let plane = &x[(img * g.cin + c) * h * wd..][..h * wd];
             for row in 2 * ty..2 * ty + 4 {
-                let slot = row % 4;
-                if held[slot] == row {
+                let (slot, fresh) = ring.slot(img, row);
+                if !fresh {
                     continue;
                 }
-                held[slot] = row;
                 let (e, o) = eo[2 * slot * tw1..][..2 * tw1].split_at_mut(tw1);
                 match row.checked_sub(py).filter(|&iy| iy < h) {
                     None => {

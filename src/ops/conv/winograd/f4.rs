@@ -15,7 +15,7 @@
 //! The rows of a patch are read as four phases (`row[4k + p - px]`, p = 0..4), so that every
 //! transform is a loop over a row of tiles, which vectorises.
 
-use super::{Epilogue, Geom, Scratch, SyncPtr, Tile, grown};
+use super::{Epilogue, Geom, RowRing, Scratch, SyncPtr, Tile, grown};
 use crate::ops::phases::split_phases;
 
 /// `Bᵀ s` of six values (a column or a row of a patch).
@@ -76,22 +76,15 @@ pub(super) fn input_transform(g: &Geom, x: &[f32], ty0: usize, nty: usize, s: &m
     let v = grown(&mut s.v, 36 * g.cin * t).as_mut_ptr();
     let th = tile.tiles(g.y.o);
     for c in 0..g.cin {
-        // The padded input row in each ring slot (none yet).
-        let mut held = [usize::MAX; 6];
-        let mut held_img = usize::MAX;
+        let mut ring = RowRing::<6>::new();
         for r in 0..nty {
             let (img, ty) = ((ty0 + r) / th, (ty0 + r) % th);
-            if img != held_img {
-                held = [usize::MAX; 6];
-                held_img = img;
-            }
             let plane = &x[(img * g.cin + c) * h * wd..][..h * wd];
             for row in 4 * ty..4 * ty + 6 {
-                let slot = row % 6;
-                if held[slot] == row {
+                let (slot, fresh) = ring.slot(img, row);
+                if !fresh {
                     continue;
                 }
-                held[slot] = row;
                 let ph = &mut phases[slot * padded..][..padded];
                 match row.checked_sub(py).filter(|&iy| iy < h) {
                     None => ph.fill(0.0),
