@@ -233,9 +233,8 @@ impl ExpandDepthwise {
         tile.product_channels_last &= direct.is_none();
         let params = tile.params(a.wd, a.bd, a.be, group);
         let (ea, da) = (self.expand_act, self.depthwise_act);
-        (0..a.b * groups).into_par_iter().for_each_init(
-            || tile.buffers(),
-            |bufs, task| {
+        (0..a.b * groups).into_par_iter().for_each(|task| {
+            tile.with_buffers(|bufs| {
                 let (img, j0) = (task / groups, (task % groups) * group);
                 let rows = group.min(a.chid - j0);
                 // The product channels-last (element (j, px) at `j + px * g8`) or as planes
@@ -277,8 +276,8 @@ impl ExpandDepthwise {
                     let out = dst.get().add((img * a.chid + j0) * ohw);
                     tile.depthwise_to_planes(bufs, gi, rows, da, out);
                 }
-            },
-        );
+            })
+        });
     }
 }
 
