@@ -10,10 +10,12 @@
 //! whatever the plane size. An 8x8 transpose turns each `8 pixels x 8 channels` block back into
 //! rows of the NCHW output planes.
 //!
-//! The expansion product is written channels-last directly when the group has at least as many
-//! channels as the plane has pixels (`gemm` takes any output strides, and its microkernel runs
-//! along the longer dimension), otherwise as planes that are transposed 8x8 on their way into
-//! the padded buffer; either way its bias and activation are applied in that copy. The sums are
+//! The direct 1x1 kernel ([`super::pointwise_direct`]) stores the expansion product into the
+//! padded buffer itself, bias and activation applied, transposing 8 channels x 8 pixels in its
+//! epilogue. A `gemm` product is written channels-last directly when the group has at least as
+//! many channels as the plane has pixels (`gemm` takes any output strides, and its microkernel
+//! runs along the longer dimension), otherwise as planes that are transposed 8x8 on their way
+//! into the padded buffer; its bias and activation are applied in that copy. The sums are
 //! the plane-major kernel's, in the same order (bias, then the taps row by row, one FMA each),
 //! so the two kernels agree bit for bit (tested in `expand_depthwise`).
 
@@ -39,6 +41,9 @@ pub(super) struct Tile {
     /// Offset in the padded buffer of each output pixel's window, in chunks of 8 (the last
     /// chunk padded with the last pixel's: computed, never stored).
     window_offsets: Vec<usize>,
+    /// Offset in the padded buffer of each input pixel (`y * w + x` -> interior pixel
+    /// `(y + p, x + p)`): where a product stored channels-last puts its channels.
+    pixel_offsets: Vec<usize>,
     /// Floats of the padded buffer.
     padded_len: usize,
     /// Whether the expansion product is written channels-last (`[h*w][g8]`) rather than as
@@ -81,6 +86,9 @@ impl Tile {
             .map(|q| q.min(ohw - 1))
             .map(|q| ((q / ow) * s * wp + (q % ow) * s) * g8)
             .collect();
+        let pixel_offsets = (0..h * w)
+            .map(|q| ((q / w + p) * wp + q % w + p) * g8)
+            .collect();
         Self {
             h,
             w,
@@ -90,6 +98,7 @@ impl Tile {
             g8,
             tap_offsets,
             window_offsets,
+            pixel_offsets,
             padded_len: hp * wp * g8,
             product_channels_last: g8 >= h * w,
         }
@@ -155,6 +164,14 @@ impl Tile {
             p.expand_bias[gi * g8 + lane] = be[j];
         }
         p
+    }
+
+    /// Where a product can write the depthwise convolution's input itself (bias and
+    /// activation applied), stored channels-last: the padded buffer of `bufs` and each input
+    /// pixel's offset in it (`[h*w]`, with room for `g8` channels). Nothing else need fill
+    /// it then ([`Tile::pad_bias_act`] copies a product from `expanded` instead).
+    pub fn channels_last_target(&self, bufs: &mut TileBuffers) -> (*mut f32, &[usize]) {
+        (bufs.padded.as_mut_ptr(), &self.pixel_offsets)
     }
 
     /// `padded[interior] = act(expanded + expand_bias)`, from the expansion product laid out
@@ -401,7 +418,7 @@ fn lane_mask(n: usize) -> __m256i {
 /// Transposes 8 rows of 8 lanes: lane `l` of row `i` becomes lane `i` of row `l`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+pub(super) fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
     let t2 = _mm256_unpacklo_ps(r[2], r[3]);

@@ -143,6 +143,7 @@ impl Args<'_> {
             bias: fused.map(|_| self.be[j0..j0 + rows].as_ptr()),
             act: fused.unwrap_or(Activation::Identity),
             residual: None,
+            pixels: None,
         }
     }
 }
@@ -213,9 +214,10 @@ impl ExpandDepthwise {
     }
 
     /// The forward with the channels-last depthwise kernel of [`channels_last`]: each task
-    /// computes its group's expansion channels-last with one `gemm`, copies it with bias and
-    /// activation into a zero-padded buffer, and convolves 8 channels x 8 pixels at a time
-    /// into `dst` (`[B,Chid,OH,OW]`, `ohw = OH*OW`).
+    /// computes its group's expansion into a zero-padded channels-last buffer, with its bias
+    /// and activation (the direct kernel stores it there itself; `gemm`'s product is copied
+    /// in), and convolves 8 channels x 8 pixels at a time into `dst` (`[B,Chid,OH,OW]`,
+    /// `ohw = OH*OW`).
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA; `dst` must hold `B * Chid * ohw` values.
@@ -227,8 +229,8 @@ impl ExpandDepthwise {
         let group = a.group((GROUP_FLOATS / padded / 8).max(1) * 8, 8);
         let groups = a.chid.div_ceil(group);
         let mut tile = channels_last::Tile::new(a.h, a.w, k, s, p, group);
-        // The direct product writes planes (and the plane-major path, which uses it for the
-        // same shapes, gives the same bits).
+        // The direct product is stored channels-last by the kernel (and the plane-major
+        // path, which uses it for the same shapes, gives the same bits).
         let direct = direct_kernel(a.b, hw);
         tile.product_channels_last &= direct.is_none();
         let params = tile.params(a.wd, a.bd, a.be, group);
@@ -244,16 +246,23 @@ impl ExpandDepthwise {
                     false => (hw, 1),
                 };
                 let lhs = MatRef::row_major(a.we.0, j0 * a.we.1, a.we.1);
+                let gi = (&params, task % groups);
                 match direct {
-                    // SAFETY: `expanded` holds `hw x g8` values, rows <= g8, laid out as
-                    // planes (`strides` is `(hw, 1)` with the direct kernel); lhs is rows
-                    // j0.. of w_e (row stride `we.1`), x image img of x (`cin x hw`); the
-                    // kernel is the detected one.
+                    // SAFETY: the product's pixels go to the padded buffer's interior, each
+                    // with room for g8 channels (rows <= g8, both multiples of 8 but the
+                    // last group's rows); lhs is rows j0.. of w_e (row stride `we.1`), x
+                    // image img of x (`cin x hw`), the biases `be[j0..j0 + rows]`; the
+                    // kernel is the detected one, the activation not smooth (the public op
+                    // routes those around this one).
                     Some(kernel) => unsafe {
-                        a.expansion(img, (j0, rows), hw, bufs.expanded.as_mut_ptr(), None)
-                            .run(kernel)
+                        let (padded, pixels) = tile.channels_last_target(bufs);
+                        let mut product = a.expansion(img, (j0, rows), hw, padded, Some(ea));
+                        product.pixels = Some(pixels.as_ptr());
+                        product.run(kernel);
                     },
-                    // SAFETY: as above, for gemm with the tile's layout.
+                    // SAFETY: `expanded` holds `hw x g8` values, rows <= g8, laid out as
+                    // `strides` says; lhs and x as above; AVX2 + FMA (the caller's
+                    // contract) for the copy into the padded buffer.
                     None => unsafe {
                         gemm_strided(
                             rows,
@@ -265,14 +274,13 @@ impl ExpandDepthwise {
                             lhs,
                             MatRef::row_major(a.x, img * a.cin * hw, hw),
                         );
+                        tile.pad_bias_act(bufs, gi, rows, ea);
                     },
                 }
-                let gi = (&params, task % groups);
                 // SAFETY: AVX2 + FMA (the caller's contract); the buffers and parameters are
                 // the tile's own; planes j0..j0 + rows of image img lie inside `dst` and only
                 // this task writes them.
                 unsafe {
-                    tile.pad_bias_act(bufs, gi, rows, ea);
                     let out = dst.get().add((img * a.chid + j0) * ohw);
                     tile.depthwise_to_planes(bufs, gi, rows, da, out);
                 }

@@ -97,6 +97,11 @@ pub(crate) struct Product {
     pub act: Activation,
     /// Added after the activation; element `(i, p)` at `residual + i * d_rs + p`.
     pub residual: Option<*const f32>,
+    /// Where each pixel's outputs go when the product is stored channels-last (`d_rs` and
+    /// the residual unused): element `(i, p)` at `dst + pixels[p] + i`, `[n]` offsets. The
+    /// x86 kernels store the rows in runs of 8 from row 0 (zeros past `m` in the last run),
+    /// so each pixel's run must have room for `m` rounded up to 8.
+    pub pixels: Option<*const usize>,
 }
 
 impl Product {
@@ -148,9 +153,16 @@ unsafe fn portable(p: &Product) {
                 .zip(row)
                 .for_each(|(a, &x)| *a = w.mul_add(x, *a));
         }
-        // SAFETY: row i of dst and of the residual, element i of the bias.
+        // SAFETY: row i of dst (or its elements at the pixels' offsets) and of the residual,
+        // element i of the bias.
         unsafe {
             let bias = p.bias.map_or(0.0, |b| *b.add(i));
+            if let Some(pixels) = p.pixels {
+                for (j, a) in acc.iter().enumerate() {
+                    *p.dst.add(*pixels.add(j) + i) = p.act.apply(a + bias);
+                }
+                continue;
+            }
             let out = std::slice::from_raw_parts_mut(p.dst.add(i * p.d_rs), p.n);
             for (j, (o, a)) in out.iter_mut().zip(&acc).enumerate() {
                 let res = p.residual.map_or(0.0, |r| *r.add(i * p.d_rs + j));
@@ -204,7 +216,7 @@ fn panel_buffer(len: usize) -> *mut f32 {
 /// rows x `V` vectors of pixels (the last vector masked to `tail` when `MASKED`), `rows::<V>`
 /// runs one block column of pixels down all the rows (from a [`Panel`]), `run` walks the pixel
 /// blocks. Expects in scope: the vector type `Vf`, the mask type `Mask`, `LANES`, `RMAX`,
-/// `VMAX`, and `#[inline]` target-feature functions `zero`, `splat`, `load`, `load_masked`,
+/// `VMAX`, `VMAX_CL`, `transpose8`, and `#[inline]` target-feature functions `zero`, `splat`, `load`, `load_masked`,
 /// `store`, `store_masked`, `fmadd`, `add`, `max`, `min`, `mask`.
 #[cfg(target_arch = "x86_64")]
 macro_rules! register_tiled {
@@ -252,6 +264,10 @@ macro_rules! register_tiled {
                         store(sum.as_mut_ptr(), a);
                     }
                 }
+                if let Some(pixels) = p.pixels {
+                    store_channels_last(p, i0, p0, &mut sums, pixels);
+                    return;
+                }
                 for (r, row) in sums.iter().enumerate() {
                     let i = i0 + r;
                     let bias = splat(p.bias.map_or(0.0, |b| *b.add(i)));
@@ -269,6 +285,44 @@ macro_rules! register_tiled {
                         } else {
                             store(d, y);
                         }
+                    }
+                }
+            }
+        }
+
+        /// The epilogue of a tile stored channels-last ([`Product::pixels`]): each row's
+        /// `act(sum + bias)`, then each run of 8 pixels x 8 rows transposed into 8 runs of
+        /// 8 channels, at `dst + pixels[q] + i0` (rows past `R` are zeros).
+        ///
+        /// # Safety
+        /// As [`block`], with `i0` a multiple of 8 and room for 8 values at each pixel's run.
+        #[target_feature(enable = $features)]
+        unsafe fn store_channels_last<const R: usize, const V: usize>(
+            p: &Product,
+            i0: usize,
+            p0: usize,
+            sums: &mut [[[f32; LANES]; V]; R],
+            pixels: *const usize,
+        ) {
+            let n = (V * LANES).min(p.n - p0);
+            // SAFETY: the tile's rows i0..i0 + R of the bias; pixels p0..p0 + n of the
+            // offsets, each with room for the run of 8 rows from i0 (the caller's contract).
+            unsafe {
+                for (r, row) in sums.iter_mut().enumerate() {
+                    let bias = splat(p.bias.map_or(0.0, |b| *b.add(i0 + r)));
+                    for v in row.iter_mut() {
+                        store(v.as_mut_ptr(), activate(p.act, add(load(v.as_ptr()), bias)));
+                    }
+                }
+                for q0 in (0..n).step_by(8) {
+                    let (v, lane) = (q0 / LANES, q0 % LANES);
+                    let rows: [__m256; 8] = std::array::from_fn(|r| match r < R {
+                        true => _mm256_loadu_ps(sums[r][v][lane..].as_ptr()),
+                        false => _mm256_setzero_ps(),
+                    });
+                    let runs = transpose8(rows);
+                    for (q, run) in runs.iter().enumerate().take(n - q0) {
+                        _mm256_storeu_ps(p.dst.add(*pixels.add(p0 + q0 + q) + i0), *run);
                     }
                 }
             }
@@ -347,6 +401,10 @@ macro_rules! register_tiled {
             tail: Mask,
             panel: Panel,
         ) {
+            if p.pixels.is_some() {
+                // SAFETY: forwarded.
+                return unsafe { rows_of_channels_last::<V, MASKED>(p, p0, tail, panel) };
+            }
             let mut i0 = 0;
             while i0 < p.m {
                 let nr = RMAX.min(p.m - i0);
@@ -365,13 +423,43 @@ macro_rules! register_tiled {
             }
         }
 
-        /// The whole product, `VMAX` vectors of pixels at a time.
+        /// [`rows_of`] for a product stored channels-last: tiles of 8 rows (one run of
+        /// channels each).
+        #[target_feature(enable = $features)]
+        unsafe fn rows_of_channels_last<const V: usize, const MASKED: bool>(
+            p: &Product,
+            p0: usize,
+            tail: Mask,
+            panel: Panel,
+        ) {
+            let mut i0 = 0;
+            while i0 < p.m {
+                let nr = 8.min(p.m - i0);
+                // SAFETY: rows i0..i0 + nr and the block's pixels are inside the product.
+                unsafe {
+                    match nr {
+                        1 => block::<1, V, MASKED>(p, i0, p0, tail, panel),
+                        2 => block::<2, V, MASKED>(p, i0, p0, tail, panel),
+                        3 => block::<3, V, MASKED>(p, i0, p0, tail, panel),
+                        4 => block::<4, V, MASKED>(p, i0, p0, tail, panel),
+                        5 => block::<5, V, MASKED>(p, i0, p0, tail, panel),
+                        6 => block::<6, V, MASKED>(p, i0, p0, tail, panel),
+                        7 => block::<7, V, MASKED>(p, i0, p0, tail, panel),
+                        _ => block::<8, V, MASKED>(p, i0, p0, tail, panel),
+                    }
+                }
+                i0 += nr;
+            }
+        }
+
+        /// The whole product, `VMAX` vectors of pixels at a time (`VMAX_CL` when it is
+        /// stored channels-last: its tiles have 8 rows).
         ///
         /// # Safety
         /// As [`Product::run`], and the CPU has the features.
         #[target_feature(enable = $features)]
         pub(super) unsafe fn run(p: &Product) {
-            let step = VMAX * LANES;
+            let step = if p.pixels.is_some() { VMAX_CL } else { VMAX } * LANES;
             let mut p0 = 0;
             while p0 < p.n {
                 let np = step.min(p.n - p0);
@@ -395,6 +483,7 @@ macro_rules! register_tiled {
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::super::channels_last::transpose8;
     use super::{Activation, Panel, Product};
 
     type Vf = __m512;
@@ -402,6 +491,8 @@ mod avx512 {
     const LANES: usize = 16;
     const RMAX: usize = 6;
     const VMAX: usize = 4;
+    /// 8 rows x 3 vectors stored channels-last (24 accumulators).
+    const VMAX_CL: usize = 3;
 
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -475,6 +566,7 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::super::channels_last::transpose8;
     use super::{Activation, Panel, Product};
 
     type Vf = __m256;
@@ -482,6 +574,8 @@ mod avx2 {
     const LANES: usize = 8;
     const RMAX: usize = 6;
     const VMAX: usize = 2;
+    /// 8 rows x 1 vector stored channels-last (8 accumulators).
+    const VMAX_CL: usize = 1;
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -654,6 +748,7 @@ fn batched_with(
                 bias: epi.bias.map(|b| b[r0..].as_ptr()),
                 act: epi.act,
                 residual: epi.residual.map(|r| r[at..].as_ptr()),
+                pixels: None,
             };
             // SAFETY: the task's tile lies inside `out` (and the residual, shaped like it);
             // no other task writes it; lhs, rhs and the bias are read inside their buffers;

@@ -170,3 +170,54 @@ fn timing() {
         }
     }
 }
+
+/// A product stored channels-last (`Product::pixels`) puts every value where the offsets say,
+/// with the bits of the same product stored as rows, and writes nothing outside each pixel's
+/// run of `m` rounded up to 8 channels.
+#[test]
+fn stored_channels_last_equals_rows() {
+    for &(_, m, k, n) in CASES {
+        let (w, x, bias) = (lcg(m * k, 7, 1.0), lcg(k * n, 8, 2.0), lcg(m, 9, 1.0));
+        let m8 = m.next_multiple_of(8);
+        // Runs of m8 channels 4 floats apart, from 7 on (unaligned on purpose).
+        let pixels: Vec<usize> = (0..n).map(|p| 7 + p * (m8 + 4)).collect();
+        for kernel in Kernel::available() {
+            for act in ACTS {
+                let mut rows = vec![0f32; m * n];
+                let mut cl = vec![f32::NAN; 7 + n * (m8 + 4)];
+                for (dst, d_rs, pixels) in [
+                    (rows.as_mut_ptr(), n, None),
+                    (cl.as_mut_ptr(), 0, Some(pixels.as_ptr())),
+                ] {
+                    let product = Product {
+                        m,
+                        n,
+                        k,
+                        lhs: MatRef::row_major(&w, 0, k),
+                        x: x.as_ptr(),
+                        x_rs: n,
+                        dst,
+                        d_rs,
+                        bias: Some(bias.as_ptr()),
+                        act,
+                        residual: None,
+                        pixels,
+                    };
+                    // SAFETY: w is m x k, x k x n, bias m; `rows` holds m x n, `cl` every
+                    // pixel's run of m8 at its offset; the kernel is one this CPU runs.
+                    unsafe { product.run(kernel) };
+                }
+                for (p, &at) in pixels.iter().enumerate() {
+                    for i in 0..m {
+                        let (got, want) = (cl[at + i], rows[i * n + p]);
+                        assert_eq!(got.to_bits(), want.to_bits(), "{kernel:?} {act:?} {i},{p}");
+                    }
+                }
+                let outside = (0..cl.len())
+                    .filter(|&q| q < 7 || (q - 7) % (m8 + 4) >= m8)
+                    .find(|&q| !cl[q].is_nan());
+                assert_eq!(outside, None, "{kernel:?} {act:?} {m}x{n}: wrote outside the runs");
+            }
+        }
+    }
+}
