@@ -216,7 +216,10 @@ fn stored_channels_last_equals_rows() {
                 let outside = (0..cl.len())
                     .filter(|&q| q < 7 || (q - 7) % (m8 + 4) >= m8)
                     .find(|&q| !cl[q].is_nan());
-                assert_eq!(outside, None, "{kernel:?} {act:?} {m}x{n}: wrote outside the runs");
+                assert_eq!(
+                    outside, None,
+                    "{kernel:?} {act:?} {m}x{n}: wrote outside the runs"
+                );
             }
         }
     }
