@@ -12,10 +12,7 @@
 //!
 //! The direct 1x1 kernel ([`super::pointwise_direct`]) stores the expansion product into the
 //! padded buffer itself, bias and activation applied, transposing 8 channels x 8 pixels in its
-//! epilogue. A `gemm` product is written channels-last directly when the group has at least as
-//! many channels as the plane has pixels (`gemm` takes any output strides, and its microkernel
-//! runs along the longer dimension), otherwise as planes that are transposed 8x8 on their way
-//! into the padded buffer; its bias and activation are applied in that copy. The sums are
+//! epilogue. The sums are
 //! the plane-major kernel's, in the same order (bias, then the taps row by row, one FMA each),
 //! so the two kernels agree bit for bit (tested in `expand_depthwise`).
 
@@ -31,11 +28,10 @@ pub(super) struct Tile {
     h: usize,
     w: usize,
     p: usize,
-    wp: usize,
     /// Output pixels per plane.
     ohw: usize,
     /// Channels per pixel in the buffers (a multiple of 8).
-    pub g8: usize,
+    g8: usize,
     /// Offset in the padded buffer of tap `ky * k + kx` for output `(0, 0)`.
     tap_offsets: Vec<usize>,
     /// Offset in the padded buffer of each output pixel's window, in chunks of 8 (the last
@@ -46,22 +42,15 @@ pub(super) struct Tile {
     pixel_offsets: Vec<usize>,
     /// Floats of the padded buffer.
     padded_len: usize,
-    /// Whether the expansion product is written channels-last (`[h*w][g8]`) rather than as
-    /// planes (`[g8][h*w]`, transposed while it is padded): whichever gives `gemm` the longer
-    /// contiguous output dimension (its microkernel runs along it).
-    pub product_channels_last: bool,
 }
 
-/// A task's buffers for [`Tile`]: the expansion's output and the padded channels-last input
-/// of the depthwise convolution (its border stays zero: only the interior is ever written).
-/// Each thread keeps one between tasks and calls ([`Tile::with_buffers`]).
+/// A task's buffer for [`Tile`]: the padded channels-last input of the depthwise convolution
+/// (its border stays zero: only the interior is ever written). Each thread keeps one between
+/// tasks and calls ([`Tile::with_buffers`]).
 pub(super) struct TileBuffers {
-    /// The geometry the buffers were made for (see [`Tile::layout`]): while it is the same,
-    /// the padded buffer's border is still zero and nothing needs zeroing again.
+    /// The geometry the buffer was made for (see [`Tile::layout`]): while it is the same,
+    /// the border is still zero and nothing needs zeroing again.
     layout: (usize, usize, usize, usize),
-    /// The expansion product, before its bias and activation (`[h*w][g8]` or `[g8][h*w]`,
-    /// see [`Tile::product_channels_last`]).
-    pub expanded: Vec<f32>,
     padded: Aligned,
 }
 
@@ -93,35 +82,32 @@ impl Tile {
             h,
             w,
             p,
-            wp,
             ohw,
             g8,
             tap_offsets,
             window_offsets,
             pixel_offsets,
             padded_len: hp * wp * g8,
-            product_channels_last: g8 >= h * w,
         }
     }
 
-    /// What the buffers' sizes and the padded buffer's zero border depend on.
+    /// What the buffer's size and its zero border depend on.
     fn layout(&self) -> (usize, usize, usize, usize) {
         (self.h, self.w, self.p, self.g8)
     }
 
-    /// Fresh buffers for one task (zeroed: the padded buffer's border must be).
+    /// A fresh buffer for one task (zeroed: its border must be).
     fn buffers(&self) -> TileBuffers {
         TileBuffers {
             layout: self.layout(),
-            expanded: vec![0.0; self.h * self.w * self.g8],
             padded: Aligned::zeroed(self.padded_len),
         }
     }
 
-    /// Runs `f` on this thread's buffers for this tile: the ones kept from the thread's last
-    /// task when they were made for the same geometry (their border is still zero, and every
-    /// task writes the interior it reads), fresh ones otherwise (`for_each_init` made and
-    /// zeroed a pair per rayon split: ~3 % of Lite0's batch-1 forward in `memset`).
+    /// Runs `f` on this thread's buffer for this tile: the one kept from the thread's last
+    /// task when it was made for the same geometry (its border is still zero, and every task
+    /// writes the interior it reads), a fresh one otherwise (`for_each_init` made and zeroed
+    /// buffers per rayon split: ~3 % of Lite0's batch-1 forward in `memset`).
     pub fn with_buffers(&self, f: impl FnOnce(&mut TileBuffers)) {
         BUFFERS.with(|cell| match cell.try_borrow_mut() {
             Ok(mut kept) => {
@@ -166,66 +152,11 @@ impl Tile {
         p
     }
 
-    /// Where a product can write the depthwise convolution's input itself (bias and
+    /// Where the expansion product writes the depthwise convolution's input (bias and
     /// activation applied), stored channels-last: the padded buffer of `bufs` and each input
-    /// pixel's offset in it (`[h*w]`, with room for `g8` channels). Nothing else need fill
-    /// it then ([`Tile::pad_bias_act`] copies a product from `expanded` instead).
+    /// pixel's offset in it (`[h*w]`, with room for `g8` channels).
     pub fn channels_last_target(&self, bufs: &mut TileBuffers) -> (*mut f32, &[usize]) {
         (bufs.padded.as_mut_ptr(), &self.pixel_offsets)
-    }
-
-    /// `padded[interior] = act(expanded + expand_bias)`, from the expansion product laid out
-    /// as [`Tile::product_channels_last`] says (`rows` channels of it written).
-    ///
-    /// # Safety
-    /// The CPU must have AVX2 and FMA; `bufs` must come from [`Tile::buffers`] of this tile.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn pad_bias_act(
-        &self,
-        bufs: &mut TileBuffers,
-        (params, gi): (&TileParams, usize),
-        rows: usize,
-        act: Activation,
-    ) {
-        let bias = &params.expand_bias[gi * self.g8..][..self.g8];
-        if self.product_channels_last {
-            // SAFETY: forwarded.
-            unsafe { self.pad_channels_last(bufs, bias, act) }
-        } else {
-            // SAFETY: forwarded.
-            unsafe { self.pad_planes(bufs, bias, rows, act) }
-        }
-    }
-
-    /// [`Tile::pad_bias_act`] from a channels-last product, pixel by pixel.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn pad_channels_last(&self, bufs: &mut TileBuffers, bias: &[f32], act: Activation) {
-        let g8 = self.g8;
-        assert!(
-            bufs.expanded.len() == self.h * self.w * g8 && bufs.padded.len() == self.padded_len
-        );
-        let (src, dst, bias) = (
-            bufs.expanded.as_ptr(),
-            bufs.padded.as_mut_ptr(),
-            bias.as_ptr(),
-        );
-        for y in 0..self.h {
-            for x in 0..self.w {
-                let at_src = (y * self.w + x) * g8;
-                let at_dst = ((y + self.p) * self.wp + x + self.p) * g8;
-                for c in (0..g8).step_by(8) {
-                    // SAFETY: pixel (y, x) of `expanded` and interior pixel (y + p, x + p) of
-                    // `padded` hold g8 values each (sizes asserted above); c + 8 <= g8.
-                    unsafe {
-                        let v = _mm256_add_ps(
-                            _mm256_loadu_ps(src.add(at_src + c)),
-                            _mm256_loadu_ps(bias.add(c)),
-                        );
-                        _mm256_storeu_ps(dst.add(at_dst + c), activate(act, v));
-                    }
-                }
-            }
-        }
     }
 
     /// The depthwise convolution of the padded buffer, with bias and activation, written as
@@ -286,64 +217,6 @@ impl Tile {
                         } else {
                             _mm256_maskstore_ps(dst, mask, *v);
                         }
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl Tile {
-    /// [`Tile::pad_bias_act`] from a product laid out as planes (`rows` of `h*w`): blocks of 8
-    /// channels x 8 pixels are loaded as rows, get their bias and activation, and are
-    /// transposed into 8 channels-last pixels. The lanes of channels past `rows` repeat the
-    /// last channel (finite values, never stored to the output).
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn pad_planes(
-        &self,
-        bufs: &mut TileBuffers,
-        bias: &[f32],
-        rows: usize,
-        act: Activation,
-    ) {
-        let (g8, hw) = (self.g8, self.h * self.w);
-        assert!(rows >= 1 && rows <= g8 && bufs.expanded.len() >= rows * hw);
-        assert!(bufs.padded.len() == self.padded_len);
-        let (src, dst, bias) = (
-            bufs.expanded.as_ptr(),
-            bufs.padded.as_mut_ptr(),
-            bias.as_ptr(),
-        );
-        for c in (0..rows).step_by(8) {
-            let (mut y, mut x) = (0, 0);
-            for px in (0..hw).step_by(8) {
-                let n = 8.min(hw - px);
-                let mask = lane_mask(n);
-                // SAFETY: channel rows `min(c + l, rows - 1)` of `expanded` hold `hw` values,
-                // read at px..px + n (masked past n); the bias holds g8 values.
-                let block = unsafe {
-                    let mut block = [_mm256_setzero_ps(); 8];
-                    for (l, v) in block.iter_mut().enumerate() {
-                        let ch = (c + l).min(rows - 1);
-                        let row = src.add(ch * hw + px);
-                        let raw = if n == 8 {
-                            _mm256_loadu_ps(row)
-                        } else {
-                            _mm256_maskload_ps(row, mask)
-                        };
-                        *v = activate(act, _mm256_add_ps(raw, _mm256_set1_ps(*bias.add(ch))));
-                    }
-                    transpose8(block)
-                };
-                for v in block.iter().take(n) {
-                    // SAFETY: interior pixel (y + p, x + p) of `padded`, lanes c..c + 8 <= g8.
-                    unsafe {
-                        let at = ((y + self.p) * self.wp + x + self.p) * g8 + c;
-                        _mm256_storeu_ps(dst.add(at), *v);
-                    }
-                    x += 1;
-                    if x == self.w {
-                        (y, x) = (y + 1, 0);
                     }
                 }
             }

@@ -18,8 +18,6 @@ use super::Unfilled;
 #[cfg(target_arch = "x86_64")]
 use super::channels_last;
 use super::depthwise::{self, PlaneConv};
-#[cfg(target_arch = "x86_64")]
-use super::matmul::gemm_strided;
 use super::matmul::{MatRef, SyncPtr, WANTED_TASKS, bias_act_rows, gemm_into};
 use super::pointwise_direct::{Kernel, Product};
 use super::{Activation, act_grad, channel_sum, f32_data, pointwise};
@@ -214,75 +212,43 @@ impl ExpandDepthwise {
     }
 
     /// The forward with the channels-last depthwise kernel of [`channels_last`]: each task
-    /// computes its group's expansion into a zero-padded channels-last buffer, with its bias
-    /// and activation (the direct kernel stores it there itself; `gemm`'s product is copied
-    /// in), and convolves 8 channels x 8 pixels at a time into `dst` (`[B,Chid,OH,OW]`,
-    /// `ohw = OH*OW`).
+    /// has the direct `kernel` store its group's expansion, with bias and activation, into a
+    /// zero-padded channels-last buffer, and convolves 8 channels x 8 pixels at a time into
+    /// `dst` (`[B,Chid,OH,OW]`, `ohw = OH*OW`). The plane-major path, which runs the same
+    /// kernel, gives the same bits.
     ///
     /// # Safety
-    /// The CPU must have AVX2 and FMA; `dst` must hold `B * Chid * ohw` values.
+    /// The CPU must have AVX2 and FMA, and `kernel` must be the detected one; `dst` must hold
+    /// `B * Chid * ohw` values.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn forward_channels_last(&self, a: &Args<'_>, ohw: usize, dst: SyncPtr) {
+    unsafe fn forward_channels_last(&self, kernel: Kernel, a: &Args<'_>, ohw: usize, dst: SyncPtr) {
         let (k, s, p) = (self.k, self.stride, self.padding);
         let hw = a.h * a.w;
         let padded = (a.h + 2 * p) * (a.w + 2 * p);
         let group = a.group((GROUP_FLOATS / padded / 8).max(1) * 8, 8);
         let groups = a.chid.div_ceil(group);
-        let mut tile = channels_last::Tile::new(a.h, a.w, k, s, p, group);
-        // The direct product is stored channels-last by the kernel (and the plane-major
-        // path, which uses it too, gives the same bits).
-        let direct = expansion_kernel();
-        tile.product_channels_last &= direct.is_none();
+        let tile = channels_last::Tile::new(a.h, a.w, k, s, p, group);
         let params = tile.params(a.wd, a.bd, a.be, group);
         let (ea, da) = (self.expand_act, self.depthwise_act);
         (0..a.b * groups).into_par_iter().for_each(|task| {
             tile.with_buffers(|bufs| {
                 let (img, j0) = (task / groups, (task % groups) * group);
                 let rows = group.min(a.chid - j0);
-                // The product channels-last (element (j, px) at `j + px * g8`) or as planes
-                // (at `j * hw + px`).
-                let strides = match tile.product_channels_last {
-                    true => (1, tile.g8),
-                    false => (hw, 1),
-                };
-                let lhs = MatRef::row_major(a.we.0, j0 * a.we.1, a.we.1);
-                let gi = (&params, task % groups);
-                match direct {
-                    // SAFETY: the product's pixels go to the padded buffer's interior, each
-                    // with room for g8 channels (rows <= g8, both multiples of 8 but the
-                    // last group's rows); lhs is rows j0.. of w_e (row stride `we.1`), x
-                    // image img of x (`cin x hw`), the biases `be[j0..j0 + rows]`; the
-                    // kernel is the detected one, the activation not smooth (the public op
-                    // routes those around this one).
-                    Some(kernel) => unsafe {
-                        let (padded, pixels) = tile.channels_last_target(bufs);
-                        let mut product = a.expansion(img, (j0, rows), hw, padded, Some(ea));
-                        product.pixels = Some(pixels.as_ptr());
-                        product.run(kernel);
-                    },
-                    // SAFETY: `expanded` holds `hw x g8` values, rows <= g8, laid out as
-                    // `strides` says; lhs and x as above; AVX2 + FMA (the caller's
-                    // contract) for the copy into the padded buffer.
-                    None => unsafe {
-                        gemm_strided(
-                            rows,
-                            hw,
-                            a.cin,
-                            bufs.expanded.as_mut_ptr(),
-                            strides,
-                            false,
-                            lhs,
-                            MatRef::row_major(a.x, img * a.cin * hw, hw),
-                        );
-                        tile.pad_bias_act(bufs, gi, rows, ea);
-                    },
-                }
-                // SAFETY: AVX2 + FMA (the caller's contract); the buffers and parameters are
-                // the tile's own; planes j0..j0 + rows of image img lie inside `dst` and only
-                // this task writes them.
+                // SAFETY: the product's pixels go to the padded buffer's interior, each with
+                // room for g8 channels (rows <= g8, both multiples of 8 but the last group's
+                // rows); lhs is rows j0.. of w_e (row stride `we.1`), x image img of x (`cin x
+                // hw`), the biases `be[j0..j0 + rows]`; the kernel is the detected one, the
+                // activation not smooth (the public op routes those around this one). Then
+                // AVX2 + FMA (the caller's contract); the buffer and parameters are the tile's
+                // own; planes j0..j0 + rows of image img lie inside `dst` and only this task
+                // writes them.
                 unsafe {
+                    let (padded, pixels) = tile.channels_last_target(bufs);
+                    let mut product = a.expansion(img, (j0, rows), hw, padded, Some(ea));
+                    product.pixels = Some(pixels.as_ptr());
+                    product.run(kernel);
                     let out = dst.get().add((img * a.chid + j0) * ohw);
-                    tile.depthwise_to_planes(bufs, gi, rows, da, out);
+                    tile.depthwise_to_planes(bufs, (&params, task % groups), rows, da, out);
                 }
             })
         });
@@ -348,13 +314,16 @@ impl CustomOp3 for ExpandDepthwise {
             bd,
         };
         #[cfg(target_arch = "x86_64")]
-        if super::has_avx2_fma() && !self.plane_major && h * w <= CHANNELS_LAST_MAX_PIXELS {
+        if let Some(kernel) = expansion_kernel()
+            .filter(|_| super::has_avx2_fma() && !self.plane_major)
+            .filter(|_| h * w <= CHANNELS_LAST_MAX_PIXELS)
+        {
             let mut out = Unfilled::new(shape.elem_count());
             // SAFETY: AVX2 + FMA checked just above; `out` has room for `b * chid * ohw`
             // values, which the tasks write through raw pointers (every output plane, every
             // pixel), so the buffer is filled afterwards.
             let out = unsafe {
-                self.forward_channels_last(&args, ohw, SyncPtr(out.ptr()));
+                self.forward_channels_last(kernel, &args, ohw, SyncPtr(out.ptr()));
                 out.assume_filled()
             };
             return Ok((CpuStorage::F32(out), shape));
