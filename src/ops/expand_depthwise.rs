@@ -4,9 +4,11 @@
 //!
 //! The expanded activation (`[B,Chid,H,W]`, six times the input; 150 MB for Lite0's second
 //! block at batch 32) is never written to memory: each rayon task takes one image and a group
-//! of hidden channels, computes their expanded planes with one `gemm` into a task-local buffer
-//! that stays in L2, applies the bias and activation there, and runs the depthwise kernel of
-//! [`super::depthwise`] plane by plane from it straight into the output.
+//! of hidden channels, computes their expanded planes with bias and activation into a buffer
+//! that stays in L2 (the direct 1x1 kernel of [`super::pointwise_direct`], or `gemm` where the
+//! CPU has none), and runs a depthwise kernel from it straight into the output: up to 64x64
+//! planes on x86 the channels-last one of [`super::channels_last`] (the product stored
+//! channels-last), otherwise the plane-major one of [`super::depthwise`], plane by plane.
 //!
 //! The backward recomputes the expanded activation (one 1x1 convolution), then chains the
 //! depthwise and pointwise gradient kernels.
@@ -119,15 +121,14 @@ impl Args<'_> {
     }
 
     /// The direct product of expansion rows `j0..j0 + rows` of image `img` (`hw` pixels) into
-    /// `dst` (`rows` planes of `hw`): with the biases `be[j0..]` and activation `fused` when it
-    /// is `Some`, the bare product when `None`.
+    /// `dst` (`rows` planes of `hw`), with the biases `be[j0..]` and activation `act`.
     fn expansion(
         &self,
         img: usize,
         (j0, rows): (usize, usize),
         hw: usize,
         dst: *mut f32,
-        fused: Option<Activation>,
+        act: Activation,
     ) -> Product {
         Product {
             m: rows,
@@ -138,8 +139,8 @@ impl Args<'_> {
             x_rs: hw,
             dst,
             d_rs: hw,
-            bias: fused.map(|_| self.be[j0..j0 + rows].as_ptr()),
-            act: fused.unwrap_or(Activation::Identity),
+            bias: Some(self.be[j0..j0 + rows].as_ptr()),
+            act,
             residual: None,
             pixels: None,
         }
@@ -148,8 +149,9 @@ impl Args<'_> {
 
 impl ExpandDepthwise {
     /// The forward with the plane-major depthwise kernel: each task computes its group's
-    /// expanded planes with one `gemm` into a buffer, applies the bias and activation there,
-    /// and convolves plane by plane into `dst` (`[B,Chid,OH,OW]`, `ohw = OH*OW`).
+    /// expanded planes, with bias and activation, into a buffer (the direct kernel, or `gemm`
+    /// and then the bias and activation) and convolves plane by plane into `dst`
+    /// (`[B,Chid,OH,OW]`, `ohw = OH*OW`).
     fn forward_planes(&self, a: &Args<'_>, plane: &PlaneConv, ohw: usize, dst: SyncPtr) {
         let (hw, kk) = (a.h * a.w, self.k * self.k);
         // Hidden channels per task: the group's planes fit the buffer (a multiple of 4 for the
@@ -175,7 +177,7 @@ impl ExpandDepthwise {
                     // the kernel is the detected one, the activation not smooth (the public
                     // op routes those around this one).
                     Some(kernel) => unsafe {
-                        a.expansion(img, (j0, rows), hw, hid.as_mut_ptr(), Some(ea))
+                        a.expansion(img, (j0, rows), hw, hid.as_mut_ptr(), ea)
                             .run(kernel)
                     },
                     None => {
@@ -244,7 +246,7 @@ impl ExpandDepthwise {
                 // writes them.
                 unsafe {
                     let (padded, pixels) = tile.channels_last_target(bufs);
-                    let mut product = a.expansion(img, (j0, rows), hw, padded, Some(ea));
+                    let mut product = a.expansion(img, (j0, rows), hw, padded, ea);
                     product.pixels = Some(pixels.as_ptr());
                     product.run(kernel);
                     let out = dst.get().add((img * a.chid + j0) * ohw);
@@ -257,9 +259,8 @@ impl ExpandDepthwise {
 
 /// The kernel of the expansion products, whatever the batch: the direct one when the CPU has
 /// one. A task's product is one image's group of hidden channels, for which `gemm` would copy
-/// (pack) all of the image's input again, once per group (batch 32 of Lite0 on a Zen 4 EPYC,
-/// 2026-12-02: 1.03x the img/s with the direct kernel at 28x28 and 56x56 too, 10 alternated
-/// rounds; `None`: `gemm`).
+/// (pack) all of the image's input again, once per group (`benches/reference/log.md`,
+/// 2026-12-02, has the alternated rounds; `None`: `gemm`).
 fn expansion_kernel() -> Option<Kernel> {
     Kernel::detect()
 }
