@@ -12,13 +12,13 @@
 //!
 //! The direct 1x1 kernel ([`super::pointwise_direct`]) stores the expansion product into the
 //! padded buffer itself, bias and activation applied, transposing 8 channels x 8 pixels in its
-//! epilogue. The sums are
-//! the plane-major kernel's, in the same order (bias, then the taps row by row, one FMA each),
-//! so the two kernels agree bit for bit (tested in `expand_depthwise`).
+//! epilogue. The sums are the plane-major kernel's, in the same order (bias, then the taps row
+//! by row, one FMA each), so the two kernels agree bit for bit (tested in `expand_depthwise`).
 
 #![cfg(target_arch = "x86_64")]
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 use super::Activation;
 
@@ -226,7 +226,7 @@ impl Tile {
 
 thread_local! {
     /// Each thread's [`TileBuffers`], kept between tasks and calls ([`Tile::with_buffers`]).
-    static BUFFERS: std::cell::RefCell<Option<TileBuffers>> = const { std::cell::RefCell::new(None) };
+    static BUFFERS: RefCell<Option<TileBuffers>> = const { RefCell::new(None) };
 }
 
 /// A zeroed f32 buffer whose first value sits on a 64-byte cache line (a `Vec<f32>` is only

@@ -216,8 +216,8 @@ fn panel_buffer(len: usize) -> *mut f32 {
 /// rows x `V` vectors of pixels (the last vector masked to `tail` when `MASKED`), `rows::<V>`
 /// runs one block column of pixels down all the rows (from a [`Panel`]), `run` walks the pixel
 /// blocks. Expects in scope: the vector type `Vf`, the mask type `Mask`, `LANES`, `RMAX`,
-/// `VMAX`, `VMAX_CL`, `transpose8`, and `#[inline]` target-feature functions `zero`, `splat`, `load`, `load_masked`,
-/// `store`, `store_masked`, `fmadd`, `add`, `max`, `min`, `mask`.
+/// `VMAX`, `VMAX_CL`, `transpose8`, and `#[inline]` target-feature functions `zero`, `splat`,
+/// `load`, `load_masked`, `store`, `store_masked`, `fmadd`, `add`, `max`, `min`, `mask`.
 #[cfg(target_arch = "x86_64")]
 macro_rules! register_tiled {
     ($features:literal) => {
