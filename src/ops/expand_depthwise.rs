@@ -121,7 +121,8 @@ impl Args<'_> {
     }
 
     /// The direct product of expansion rows `j0..j0 + rows` of image `img` (`hw` pixels) into
-    /// `dst` (`rows` planes of `hw`), with the biases `be[j0..]` and activation `act`.
+    /// `dst` (`rows` planes of `hw`), with the biases `be[j0..]` and activation `act`; the
+    /// channels-last path sets [`Product::pixels`] on it to store it channels-last instead.
     fn expansion(
         &self,
         img: usize,
