@@ -19,6 +19,7 @@
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use super::Activation;
 
@@ -54,12 +55,47 @@ pub(super) struct TileBuffers {
     padded: Aligned,
 }
 
-/// One op's parameters laid out for the kernels, per channel group (`g8` lanes, zeros past
-/// the op's channels): depthwise weights `[tap][g8]`, depthwise and expansion biases `[g8]`.
-pub(super) struct TileParams {
+/// One op's depthwise parameters laid out for the kernel, per group of `group` channels
+/// (`g8` lanes, zeros past the op's channels): weights `[tap][g8]` and biases `[g8]`. Each
+/// group's are made by the first task that needs them, on its thread: made up front, before
+/// the tasks, they were one thread's serial work while the other waited (~2 % of Lite0's
+/// batch-1 forward).
+pub(super) struct TileParams<'a> {
+    /// Depthwise weights: channel `j`'s at `wd.0[j * wd.1..][..kk]`.
+    wd: (&'a [f32], usize),
+    bd: &'a [f32],
+    group: usize,
+    kk: usize,
+    g8: usize,
+    groups: Vec<OnceLock<GroupParams>>,
+}
+
+/// One group's [`TileParams`].
+struct GroupParams {
     weights: Vec<f32>,
     bias: Vec<f32>,
-    expand_bias: Vec<f32>,
+}
+
+impl TileParams<'_> {
+    /// Group `gi`'s parameters, made on first use.
+    fn group(&self, gi: usize) -> &GroupParams {
+        self.groups[gi].get_or_init(|| {
+            let (kk, g8) = (self.kk, self.g8);
+            let mut p = GroupParams {
+                weights: vec![0.0; kk * g8],
+                bias: vec![0.0; g8],
+            };
+            let j0 = gi * self.group;
+            for lane in 0..self.group.min(self.bd.len() - j0) {
+                let j = j0 + lane;
+                for (t, &v) in self.wd.0[j * self.wd.1..][..kk].iter().enumerate() {
+                    p.weights[t * g8 + lane] = v;
+                }
+                p.bias[lane] = self.bd[j];
+            }
+            p
+        })
+    }
 }
 
 impl Tile {
@@ -125,31 +161,25 @@ impl Tile {
 
     /// The op's parameters in groups of `group <= g8` channels: channel `j` (group
     /// `j / group`, lane `j % group`) has depthwise weights `wd.0[j * wd.1..][..k*k]` (rows of
-    /// `wd.1` floats), bias `bd[j]` and expansion bias `be[j]`.
-    pub fn params(
+    /// `wd.1` floats) and bias `bd[j]`. Laid out lazily, per group ([`TileParams`]).
+    pub fn params<'a>(
         &self,
-        (wd, stride): (&[f32], usize),
-        bd: &[f32],
-        be: &[f32],
+        wd: (&'a [f32], usize),
+        bd: &'a [f32],
         group: usize,
-    ) -> TileParams {
-        let (kk, g8, chid) = (self.tap_offsets.len(), self.g8, bd.len());
-        assert!(group >= 1 && group <= g8 && be.len() == chid);
-        let groups = chid.div_ceil(group);
-        let mut p = TileParams {
-            weights: vec![0.0; groups * kk * g8],
-            bias: vec![0.0; groups * g8],
-            expand_bias: vec![0.0; groups * g8],
-        };
-        for j in 0..chid {
-            let (gi, lane) = (j / group, j % group);
-            for (t, &v) in wd[j * stride..][..kk].iter().enumerate() {
-                p.weights[(gi * kk + t) * g8 + lane] = v;
-            }
-            p.bias[gi * g8 + lane] = bd[j];
-            p.expand_bias[gi * g8 + lane] = be[j];
+    ) -> TileParams<'a> {
+        let (kk, g8) = (self.tap_offsets.len(), self.g8);
+        assert!(group >= 1 && group <= g8);
+        TileParams {
+            wd,
+            bd,
+            group,
+            kk,
+            g8,
+            groups: (0..bd.len().div_ceil(group))
+                .map(|_| OnceLock::new())
+                .collect(),
         }
-        p
     }
 
     /// Where the expansion product writes the depthwise convolution's input (bias and
@@ -177,11 +207,12 @@ impl Tile {
     ) {
         let (g8, ohw) = (self.g8, self.ohw);
         assert!(rows <= g8 && bufs.padded.len() == self.padded_len);
-        let kk = self.tap_offsets.len();
+        assert!(params.kk == self.tap_offsets.len() && params.g8 == g8);
+        let group = params.group(gi);
         let (padded, weights, bias) = (
             bufs.padded.as_ptr(),
-            params.weights[gi * kk * g8..][..kk * g8].as_ptr(),
-            params.bias[gi * g8..][..g8].as_ptr(),
+            group.weights.as_ptr(),
+            group.bias.as_ptr(),
         );
         // Channels outer, pixels inner: one pass over the padded plane per 8 channels keeps
         // the windows of neighbouring pixels in L1 (pixels outer re-read every channel of

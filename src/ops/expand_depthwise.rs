@@ -231,7 +231,7 @@ impl ExpandDepthwise {
         let group = a.group((GROUP_FLOATS / padded / 8).max(1) * 8, 8);
         let groups = a.chid.div_ceil(group);
         let tile = channels_last::Tile::new(a.h, a.w, k, s, p, group);
-        let params = tile.params(a.wd, a.bd, a.be, group);
+        let params = tile.params(a.wd, a.bd, group);
         let (ea, da) = (self.expand_act, self.depthwise_act);
         (0..a.b * groups).into_par_iter().for_each(|task| {
             tile.with_buffers(|bufs| {
