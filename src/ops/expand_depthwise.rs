@@ -6,7 +6,7 @@
 //! block at batch 32) is never written to memory: each rayon task takes one image and a group
 //! of hidden channels, computes their expanded planes with bias and activation into a buffer
 //! that stays in L2 (the direct 1x1 kernel of [`super::pointwise_direct`], or `gemm` where the
-//! CPU has none), and runs a depthwise kernel from it straight into the output: up to 64x64
+//! CPU has none), and runs a depthwise kernel from it straight into the output: up to 112x112
 //! planes on x86 the channels-last one of [`super::channels_last`] (the product stored
 //! channels-last), otherwise the plane-major one of [`super::depthwise`], plane by plane.
 //!
@@ -27,13 +27,13 @@ use super::{Activation, act_grad, channel_sum, f32_data, pointwise};
 /// Floats of expanded activation per task buffer (256 KiB).
 const GROUP_FLOATS: usize = 65_536;
 
-/// The largest input planes (`H*W`) that take the channels-last depthwise kernel. Larger ones
-/// (Lite0's 112x112 second block: 16 input channels, few hidden channels per task) spend more
-/// on transposing the product than the plane-major kernel spends on its per-plane work.
-/// Measured at batch 1: channels-last 10-20% faster from 7x7 to 56x56 (stride 2), equal at
-/// 56x56 stride 1, 15% slower at 112x112.
+/// The largest input planes (`H*W`) that take the channels-last depthwise kernel: Lite0's
+/// 112x112 ones included since the direct kernel stores its product channels-last itself (a
+/// separate transpose made them 15 % slower than the plane-major kernel). On the Zen 5 EPYC
+/// (2026-12-03, 2 x 30 alternated rounds) moving them here made the batch-1 forward 0.96x the
+/// time and batch 32 1.05-1.09x the img/s. Larger planes were not measured.
 #[cfg(target_arch = "x86_64")]
-const CHANNELS_LAST_MAX_PIXELS: usize = 64 * 64;
+const CHANNELS_LAST_MAX_PIXELS: usize = 112 * 112;
 
 /// The op: `(x [B,Cin,H,W], we [Chid,Cin], wd [Chid,k*k])` with the biases `(b_e, b_d)` riding
 /// in the op (`biases`) when no gradient is wanted for them, otherwise packed beside the
@@ -590,6 +590,8 @@ mod tests {
             (2, 24, 144, 28, 28, 5, 1),
             (1, 40, 92, 14, 14, 5, 1),
             (2, 19, 101, 7, 9, 3, 1),
+            (1, 16, 96, 112, 112, 3, 2),
+            (1, 5, 20, 67, 90, 5, 1),
         ];
         for (i, &case) in CASES.iter().chain(more).enumerate() {
             let args = inputs(case, 10 * i as u64)?;
