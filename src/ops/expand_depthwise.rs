@@ -31,7 +31,9 @@ const GROUP_FLOATS: usize = 65_536;
 /// 112x112 ones included since the direct kernel stores its product channels-last itself (a
 /// separate transpose made them 15 % slower than the plane-major kernel). On the Zen 5 EPYC
 /// (2026-12-03, 2 x 30 alternated rounds) moving them here made the batch-1 forward 0.96x the
-/// time and batch 32 1.05-1.09x the img/s. Larger planes were not measured.
+/// time and batch 32 1.05-1.09x the img/s. Larger planes were not measured. (At 112x112 a
+/// group's padded buffer of 8 channels, the fewest, is 416 KB: past [`GROUP_FLOATS`], still
+/// inside a 1 MiB L2.)
 #[cfg(target_arch = "x86_64")]
 const CHANNELS_LAST_MAX_PIXELS: usize = 112 * 112;
 
