@@ -9,6 +9,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::pointwise_direct::{Kernel, Product, fuses};
 use super::{Activation, Unfilled};
 
 /// A raw pointer that rayon tasks share; each task writes a disjoint part of the buffer.
@@ -332,7 +333,7 @@ pub(crate) fn batched_matmul(
 ) -> Vec<f32> {
     debug_assert_eq!(rhs.len(), batch * k * n);
     let (nt, mt) = task_tiles(batch, m, n, k);
-    tiled_matmul(lhs, m, k, batch, n, (nt, mt), epi, |img, c0, _, _| {
+    tiled_matmul(lhs, m, k, batch, n, (nt, mt), epi, None, |img, c0, _, _| {
         MatRef::row_major(rhs, img * k * n + c0, n)
     })
 }
@@ -340,7 +341,9 @@ pub(crate) fn batched_matmul(
 /// `out[b] = epilogue(lhs (m x k) * rhs_b (k x n))` for every image `b`, on rayon tasks of
 /// `(image, column tile of nt, row tile of mt)`. `rhs(img, c0, cols, scratch)` gives columns
 /// `c0..c0 + cols` of `rhs_b`: a view of the input, or a matrix it builds in `scratch` (the
-/// task's own buffer, e.g. an im2col tile).
+/// task's own buffer, e.g. an im2col tile). Each tile's product is `gemm`'s, or the direct
+/// kernel's when `direct` names one (the CPU's, [`Kernel::detect`]), it fuses the epilogue and
+/// the tile's columns are contiguous.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn tiled_matmul(
     lhs: MatRef,
@@ -350,8 +353,10 @@ pub(crate) fn tiled_matmul(
     n: usize,
     (nt, mt): (usize, usize),
     epi: Epilogue<'_>,
+    direct: Option<Kernel>,
     rhs: impl Fn(usize, usize, usize, &mut Vec<f32>) -> MatRef + Sync,
 ) -> Vec<f32> {
+    let direct = direct.filter(|_| fuses(&epi));
     if batch * m * n == 0 {
         return Vec::new();
     }
@@ -371,6 +376,29 @@ pub(crate) fn tiled_matmul(
             let (c0, r0) = (ct * nt, rt * mt);
             let (cols, rows) = (nt.min(n - c0), mt.min(m - r0));
             let rhs = rhs(img, c0, cols, scratch);
+            let at = (img * m + r0) * n + c0;
+            if let Some(kernel) = direct.filter(|_| rhs.cs == 1 && rhs.rs >= 0) {
+                let product = Product {
+                    m: rows,
+                    n: cols,
+                    k,
+                    // SAFETY: row r0 < m of lhs.
+                    lhs: unsafe { lhs.at(r0, 0) },
+                    x: rhs.ptr,
+                    x_rs: rhs.rs.unsigned_abs(),
+                    // SAFETY: `at` is inside the output (image img, row r0, column c0).
+                    dst: unsafe { dst.get().add(at) },
+                    d_rs: n,
+                    bias: epi.bias.map(|b| b[r0..].as_ptr()),
+                    act: epi.act,
+                    residual: epi.residual.map(|r| r[at..].as_ptr()),
+                    pixels: None,
+                };
+                // SAFETY: as for gemm below; the kernel is the CPU's, the epilogue fused
+                // (`fuses`).
+                unsafe { product.run(kernel) };
+                return;
+            }
             // SAFETY: the task's tile (rows r0.., columns c0.. of image img) lies inside
             // `out` and no other task writes it; lhs and rhs are read only, inside their
             // buffers (`rhs` promises a k x cols matrix).

@@ -31,6 +31,7 @@ use winograd::kept::{self, Direction};
 
 use super::bias_act::activate;
 use super::matmul::{Epilogue, MatRef, SyncPtr, gemm_into, row_tile, tiled_matmul};
+use super::pointwise_direct::{Kernel, direct_kernel};
 use super::weight_grad::{self, Rows};
 use super::{Activation, Unfilled, act_grad, channel_sum, f32_data, pointwise_conv2d, zeroed};
 
@@ -391,6 +392,7 @@ fn unfolded(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<
         n,
         (nt, mt),
         epi,
+        small_k_kernel(b, n, kdim),
         |img, c0, len, buf| {
             let x = &x[img * image..][..image];
             if g.is_pointwise() {
@@ -401,6 +403,16 @@ fn unfolded(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<
         },
     )
 }
+
+/// The direct 1x1 kernel for the unfolded products with few inputs (a stem's 3 channels x
+/// 3x3 taps: 27) where it pays ([`direct_kernel`]): `gemm` packed the unfolded band on every
+/// call for a product of 27 inputs, and its epilogue was a second pass over the output.
+fn small_k_kernel(b: usize, n: usize, kdim: usize) -> Option<Kernel> {
+    direct_kernel(b, n).filter(|_| kdim <= SMALL_K)
+}
+
+/// The most inputs (`Cin * kh * kw`) of an unfolded product that [`small_k_kernel`] takes.
+const SMALL_K: usize = 32;
 
 /// The gradients of `x` and `w` (of those the graph tracks) from `gp`, the gradient of the
 /// convolution's output (before bias and activation).

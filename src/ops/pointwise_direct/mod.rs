@@ -688,7 +688,7 @@ pub(crate) fn forward_matmul(
 
 /// Whether the direct kernel applies `epi` itself (no pre-activation residual, a
 /// piecewise-linear activation).
-fn fuses(epi: &Epilogue<'_>) -> bool {
+pub(crate) fn fuses(epi: &Epilogue<'_>) -> bool {
     epi.pre_residual.is_none() && !epi.act.is_smooth()
 }
 
