@@ -376,27 +376,11 @@ pub(crate) fn tiled_matmul(
             let (c0, r0) = (ct * nt, rt * mt);
             let (cols, rows) = (nt.min(n - c0), mt.min(m - r0));
             let rhs = rhs(img, c0, cols, scratch);
-            let at = (img * m + r0) * n + c0;
             if let Some(kernel) = direct.filter(|_| rhs.cs == 1 && rhs.rs >= 0) {
-                let product = Product {
-                    m: rows,
-                    n: cols,
-                    k,
-                    // SAFETY: row r0 < m of lhs.
-                    lhs: unsafe { lhs.at(r0, 0) },
-                    x: rhs.ptr,
-                    x_rs: rhs.rs.unsigned_abs(),
-                    // SAFETY: `at` is inside the output (image img, row r0, column c0).
-                    dst: unsafe { dst.get().add(at) },
-                    d_rs: n,
-                    bias: epi.bias.map(|b| b[r0..].as_ptr()),
-                    act: epi.act,
-                    residual: epi.residual.map(|r| r[at..].as_ptr()),
-                    pixels: None,
-                };
+                let tile = (img, (r0, rows), (c0, cols));
                 // SAFETY: as for gemm below; the kernel is the CPU's, the epilogue fused
                 // (`fuses`).
-                unsafe { product.run(kernel) };
+                unsafe { Product::tile(lhs, (m, k, n), rhs, tile, dst, &epi).run(kernel) };
                 return;
             }
             // SAFETY: the task's tile (rows r0.., columns c0.. of image img) lies inside

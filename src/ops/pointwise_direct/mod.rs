@@ -105,6 +105,42 @@ pub(crate) struct Product {
 }
 
 impl Product {
+    /// One task's tile of `out[img] = epi(lhs (m x k) · x_img (k x n))` stored as rows of `n`
+    /// (image after image): rows `r0..r0 + rows`, columns `c0..c0 + cols`, reading the tile's
+    /// columns from `x` (`k` rows, contiguous along each), with `epi`'s bias, activation and
+    /// residual (shaped like `out`).
+    ///
+    /// # Safety
+    /// The tile must lie inside `lhs`, `out` and the epilogue's buffers; `x` must view `k x
+    /// cols` values with unit column stride.
+    pub(crate) unsafe fn tile(
+        lhs: MatRef,
+        (m, k, n): (usize, usize, usize),
+        x: MatRef,
+        (img, (r0, rows), (c0, cols)): (usize, (usize, usize), (usize, usize)),
+        out: SyncPtr,
+        epi: &Epilogue<'_>,
+    ) -> Product {
+        debug_assert!(x.cs == 1 && x.rs >= 0);
+        let at = (img * m + r0) * n + c0;
+        Product {
+            m: rows,
+            n: cols,
+            k,
+            // SAFETY: row r0 < m of lhs (the caller's contract).
+            lhs: unsafe { lhs.at(r0, 0) },
+            x: x.ptr,
+            x_rs: x.rs.unsigned_abs(),
+            // SAFETY: `at` is inside the output (image img, row r0, column c0).
+            dst: unsafe { out.get().add(at) },
+            d_rs: n,
+            bias: epi.bias.map(|b| b[r0..].as_ptr()),
+            act: epi.act,
+            residual: epi.residual.map(|r| r[at..].as_ptr()),
+            pixels: None,
+        }
+    }
+
     /// Runs the product with `kernel`, single threaded.
     ///
     /// # Safety
@@ -733,28 +769,13 @@ fn batched_with(
                 task % (col_tiles * row_tiles),
             );
             let (c0, r0) = ((rest / row_tiles) * nt, (rest % row_tiles) * mt);
-            let at = (img * m + r0) * n + c0;
-            let product = Product {
-                m: mt.min(m - r0),
-                n: nt.min(n - c0),
-                k,
-                // SAFETY: row r0 < m of the m x k lhs.
-                lhs: unsafe { lhs.at(r0, 0) },
-                x: rhs[img * k * n + c0..].as_ptr(),
-                x_rs: n,
-                // SAFETY: `at` is inside the output (image img, row r0, column c0).
-                dst: unsafe { dst.get().add(at) },
-                d_rs: n,
-                bias: epi.bias.map(|b| b[r0..].as_ptr()),
-                act: epi.act,
-                residual: epi.residual.map(|r| r[at..].as_ptr()),
-                pixels: None,
-            };
+            let x = MatRef::row_major(rhs, img * k * n + c0, n);
+            let tile = (img, (r0, mt.min(m - r0)), (c0, nt.min(n - c0)));
             // SAFETY: the task's tile lies inside `out` (and the residual, shaped like it);
             // no other task writes it; lhs, rhs and the bias are read inside their buffers;
             // the kernel is the detected one or the portable one; the activation is fused
             // (`fuses`).
-            unsafe { product.run(kernel) };
+            unsafe { Product::tile(lhs, (m, k, n), x, tile, dst, &epi).run(kernel) };
         });
     // SAFETY: the tasks' tiles cover every row and pixel of every image, and the kernel
     // writes each value of its tile.
