@@ -65,8 +65,8 @@ pub(super) struct TileParams<'a> {
     wd: (&'a [f32], usize),
     bd: &'a [f32],
     group: usize,
-    kk: usize,
-    g8: usize,
+    /// The tile the parameters are laid out for (its taps and `g8`).
+    tile: &'a Tile,
     groups: Vec<OnceLock<GroupParams>>,
 }
 
@@ -80,7 +80,7 @@ impl TileParams<'_> {
     /// Group `gi`'s parameters, made on first use.
     fn group(&self, gi: usize) -> &GroupParams {
         self.groups[gi].get_or_init(|| {
-            let (kk, g8) = (self.kk, self.g8);
+            let (kk, g8) = (self.tile.tap_offsets.len(), self.tile.g8);
             let mut p = GroupParams {
                 weights: vec![0.0; kk * g8],
                 bias: vec![0.0; g8],
@@ -163,19 +163,17 @@ impl Tile {
     /// `j / group`, lane `j % group`) has depthwise weights `wd.0[j * wd.1..][..k*k]` (rows of
     /// `wd.1` floats) and bias `bd[j]`. Laid out lazily, per group ([`TileParams`]).
     pub fn params<'a>(
-        &self,
+        &'a self,
         wd: (&'a [f32], usize),
         bd: &'a [f32],
         group: usize,
     ) -> TileParams<'a> {
-        let (kk, g8) = (self.tap_offsets.len(), self.g8);
-        assert!(group >= 1 && group <= g8);
+        assert!(group >= 1 && group <= self.g8);
         TileParams {
             wd,
             bd,
             group,
-            kk,
-            g8,
+            tile: self,
             groups: (0..bd.len().div_ceil(group))
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -207,7 +205,10 @@ impl Tile {
     ) {
         let (g8, ohw) = (self.g8, self.ohw);
         assert!(rows <= g8 && bufs.padded.len() == self.padded_len);
-        assert!(params.kk == self.tap_offsets.len() && params.g8 == g8);
+        assert!(
+            std::ptr::eq(params.tile, self),
+            "parameters of another tile"
+        );
         let group = params.group(gi);
         let (padded, weights, bias) = (
             bufs.padded.as_ptr(),
