@@ -380,6 +380,13 @@ pub fn init_global_threadpool() {
 }
 
 fn default_num_threads() -> usize {
+    // convlens patch: worked out once. `num_cpus::get_physical` reads and parses /proc/cpuinfo
+    // on every call, and every matmul asks (`MatMul::f` via `get_num_threads`).
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(detect_num_threads)
+}
+
+fn detect_num_threads() -> usize {
     let physical = {
         #[cfg(target_os = "macos")]
         {
