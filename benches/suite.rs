@@ -111,6 +111,12 @@ fn load_avg() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Untimed steps before the dense backward workloads are timed: as many as the reference's
+/// `DENSE_BACKWARD_WARM` (`benches/reference/perf.py`), whose first steps are slow (PyTorch's
+/// allocator and oneDNN warming up); convlens' own settle too (the fine-tuning step 666, 588,
+/// 559, 528, 553 ms in its first five after one).
+const DENSE_BACKWARD_WARM: usize = 3;
+
 /// Runs `f` `warm` times untimed, then `runs` times timed; seconds per run.
 fn time(warm: usize, runs: usize, mut f: impl FnMut()) -> Vec<f64> {
     for _ in 0..warm {
@@ -493,12 +499,12 @@ fn main() {
         record(name, result(&t, "img/s", 32, peak_rss_mb(), load));
     }
     // The backward of the dense path (issue #15): a ResNet-50 fine-tuning step and a VGG-16
-    // filters ascent step, seeded random weights.
+    // filters ascent step, seeded random weights, each timed after `DENSE_BACKWARD_WARM` steps.
     if want("resnet50_finetune_layer4_b16") {
         let mut ft = Finetune::new(common::random_network("resnet50"), 2048, "layer4", 16);
         reset_peak_rss();
         let load = load_avg();
-        let t = time(1, q(5, 2), || ft.step());
+        let t = time(DENSE_BACKWARD_WARM, q(5, 2), || ft.step());
         record(
             "resnet50_finetune_layer4_b16",
             result(&t, "ms", 1, peak_rss_mb(), load),
@@ -509,11 +515,11 @@ fn main() {
         let images = common::input(8, 128).affine(0.2, 0.0).unwrap();
         let filters: Vec<usize> = (0..8).collect();
         // As `viz::filters::ascend` runs its steps: in one scope that keeps the frozen
-        // network's Winograd kernels (from their second use: the two warm-up steps).
+        // network's Winograd kernels (from their second use: the warm-up steps).
         let _kept = convlens::ops::KeptKernels::scope();
         reset_peak_rss();
         let load = load_avg();
-        let t = time(2, q(5, 2), || {
+        let t = time(DENSE_BACKWARD_WARM, q(5, 2), || {
             ascent_step(&vgg, "features.28", &filters, &images)
         });
         record("vgg16_ascent_128", result(&t, "ms", 1, peak_rss_mb(), load));

@@ -317,6 +317,14 @@ def dense_forwards(want, q, threads):
         del model
 
 
+# Untimed steps before the dense backward workloads are timed. PyTorch's first steps are slow
+# (allocator and oneDNN primitives warming up): on the Zen 5 EPYC (2026-12-03) the ResNet-50
+# fine-tuning step ran 2,677, 1,526, 1,160, 876, 955 ms and the VGG-16 ascent step 858, 1,013,
+# 616, 547, 513 ms in its first five. One warm-up step timed the second and third, 15-40 % over
+# what it then settles to, which flattered convlens' ratio. The suite warms up as many.
+DENSE_BACKWARD_WARM = 3
+
+
 def dense_backwards(want, q):
     """The backward of the dense networks (issue #15), torchvision's models with seeded random
     weights: a ResNet-50 fine-tuning step (batch 16, `layer4` + a dense head) and a VGG-16 filters
@@ -328,7 +336,7 @@ def dense_backwards(want, q):
         net = torchvision.models.resnet50(weights=None).eval()
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         step = finetune_step(net, [stem, net.layer1, net.layer2, net.layer3], [net.layer4], 2048)
-        measure("torch.resnet50_finetune_layer4_b16", "ms", 1, q(5, 2), step)
+        measure("torch.resnet50_finetune_layer4_b16", "ms", DENSE_BACKWARD_WARM, q(5, 2), step)
     if want("vgg16_ascent_128"):
         torch.manual_seed(0)
         vgg = torchvision.models.vgg16(weights=None).eval()
@@ -336,7 +344,13 @@ def dense_backwards(want, q):
             p.requires_grad_(False)
         upto = vgg.features[:30]
         imgs = synthetic(8, 128) * 0.2
-        measure("torch.vgg16_ascent_128", "ms", 1, q(5, 2), lambda: ascent_step(upto, imgs))
+        measure(
+            "torch.vgg16_ascent_128",
+            "ms",
+            DENSE_BACKWARD_WARM,
+            q(5, 2),
+            lambda: ascent_step(upto, imgs),
+        )
 
 
 def main():
