@@ -1,5 +1,5 @@
 //! Where ResNet-50's dense convolutions spend their time: each of its non-pointwise shapes
-//! (the stem, the 3x3s of every stage, the stride-2 3x3s) and the pointwise ones of `layer4`,
+//! (the stem, the 3x3s of every stage, the stride-2 3x3s) and the pointwise ones of every stage,
 //! timed at batch 32 forward and at batch 16 through the fine-tuning step's gradients, printed
 //! with their GMAC/s (best of 3). `cargo test --release --lib conv::timings -- --ignored
 //! --nocapture`; `CONVLENS_TIMINGS=layer4` times only the 7x7 and 14x14 shapes,
@@ -19,7 +19,8 @@ type Kernel<'a> = Box<dyn Fn() -> Vec<f32> + 'a>;
 
 /// The forward's kernels side by side, alternated over 5 rounds (best of each), in GMAC/s:
 /// one product per image, the images side by side in tiles of 256, 512 and all columns (row
-/// tiles then), and for a pointwise shape the direct kernel and `gemm` per image.
+/// tiles then), and for a pointwise shape `gemm` over the batch (`matmul::batched_matmul`, the
+/// path above `MAX_BATCH_PIXELS`) and the direct kernel.
 #[allow(clippy::too_many_arguments)]
 fn variants(
     b: usize,
@@ -59,6 +60,10 @@ fn variants(
         ),
     ];
     if g.is_pointwise() {
+        kernels.push((
+            "gemm batched",
+            Box::new(move || super::super::matmul::batched_matmul(lhs, cout, cin, xs, b, n, epi)),
+        ));
         kernels.push((
             "direct",
             Box::new(move || {
@@ -116,6 +121,10 @@ fn timings() -> Result<()> {
         ("layer4 1x1 out", 512, 2048, 7, 1, 1, 0),
         ("layer3 1x1 in", 1024, 256, 14, 1, 1, 0),
         ("layer3 1x1 out", 256, 1024, 14, 1, 1, 0),
+        ("layer2 1x1 in", 512, 128, 28, 1, 1, 0),
+        ("layer2 1x1 out", 128, 512, 28, 1, 1, 0),
+        ("layer1 1x1 in", 256, 64, 56, 1, 1, 0),
+        ("layer1 1x1 out", 64, 256, 56, 1, 1, 0),
         ("lite0 head", 320, 1280, 7, 1, 1, 0),
         ("lite0 7x7 in", 192, 1152, 7, 1, 1, 0),
         ("lite0 7x7 out", 1152, 320, 7, 1, 1, 0),
@@ -143,7 +152,7 @@ fn timings() -> Result<()> {
                 fwd * 1e3,
                 gmac / fwd
             );
-            if hw <= 28 {
+            if hw <= 28 || k == 1 {
                 line += &variants(b, cin, cout, &x, &w, &bias, spec, gmac)?;
             }
             if grads {
