@@ -7,7 +7,8 @@
 //! `-- --arch NAME[,NAME...]` (or `--arch all`): throughput at batch 32 of other zoo
 //! architectures, built from seeded random weights of the right shapes (the arithmetic does
 //! not depend on the values), at the architecture's own input size; with `--stages`, the time
-//! of each stage too (one stage's input and output alive at a time).
+//! of each stage too (one stage's input and output alive at a time); with `--batch N`, at
+//! batch `N` instead of 32 (the fine-tuning step's frozen part runs at 16).
 // Tests and benchmarks may panic on failure, print, and call the APIs the library bans
 // (reference softmax, image::open on figures, threads for concurrent runs).
 #![allow(
@@ -41,9 +42,9 @@ fn time_forward(model: &convlens::zoo::Model, x: &Tensor, runs: usize) -> Vec<f6
         .collect()
 }
 
-/// Batch-32 throughput of each architecture in `list` (`all`: the whole zoo); with `stages`,
+/// Throughput at `batch` of each architecture in `list` (`all`: the whole zoo); with `stages`,
 /// the time of each stage too.
-fn architectures(list: &str, quick: bool, stages: bool) {
+fn architectures(list: &str, batch: usize, quick: bool, stages: bool) {
     let names: Vec<&str> = if list == "all" {
         convlens::zoo::registry::all_ids()
     } else {
@@ -52,7 +53,7 @@ fn architectures(list: &str, quick: bool, stages: bool) {
     for arch in names {
         let size = convlens::zoo::detect::default_preprocess(arch).input_size as usize;
         let net = random_network(arch);
-        let x = input(32, size);
+        let x = input(batch, size);
         net.forward(&x).expect("warm-up");
         let times: Vec<f64> = (0..if quick { 1 } else { 3 })
             .map(|_| {
@@ -63,13 +64,13 @@ fn architectures(list: &str, quick: bool, stages: bool) {
             .collect();
         let s = median(times);
         println!(
-            "{arch} forward batch 32 at {size}x{size}: median {:.0} ms per batch, {:.1} img/s",
+            "{arch} forward batch {batch} at {size}x{size}: median {:.0} ms per batch, {:.1} img/s",
             s * 1e3,
-            32.0 / s
+            batch as f64 / s
         );
         if stages {
             println!(
-                "{arch} stages at batch 32 (median of {}):",
+                "{arch} stages at batch {batch} (median of {}):",
                 if quick { 1 } else { 3 }
             );
             stage_profile(&net, &x, if quick { 1 } else { 3 });
@@ -84,7 +85,18 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--arch") {
         let stages = args.iter().any(|a| a == "--stages");
-        architectures(args.get(i + 1).map_or("all", String::as_str), quick, stages);
+        let batch = match args.iter().position(|a| a == "--batch") {
+            Some(j) => match args.get(j + 1).and_then(|v| v.parse::<usize>().ok()) {
+                Some(b) if b > 0 => b,
+                _ => {
+                    eprintln!("--batch needs a positive whole number");
+                    std::process::exit(2);
+                }
+            },
+            None => 32,
+        };
+        let list = args.get(i + 1).map_or("all", String::as_str);
+        architectures(list, batch, quick, stages);
         return;
     }
     let device = Device::Cpu;
