@@ -103,7 +103,7 @@ pub unsafe fn configure_cpu_threads() {
 /// unless the user set the `MALLOC_*` variables; elsewhere nothing. The kernels' timing tests
 /// call it too: without it each large output they allocate comes as fresh pages, faulted in
 /// and zeroed on every call (ResNet-50's 64 -> 256 layer at batch 16: 105-119 GMAC/s against
-/// 165-179 with it).
+/// 183-193 with it).
 ///
 /// # Safety
 /// `malloc` must not be in its first initialisation on another thread (glibc's `mallopt` is
