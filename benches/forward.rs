@@ -8,7 +8,9 @@
 //! architectures, built from seeded random weights of the right shapes (the arithmetic does
 //! not depend on the values), at the architecture's own input size; with `--stages`, the time
 //! of each stage too (one stage's input and output alive at a time); with `--batch N`, at
-//! batch `N` instead of 32 (the fine-tuning step's frozen part runs at 16).
+//! batch `N` instead of 32 (the fine-tuning step's frozen part runs at 16); with `--ops`, the
+//! median time of every convolution call of 3 more forwards, by layer shape, with its GMAC/s
+//! (`convlens::ops::op_times`).
 // Tests and benchmarks may panic on failure, print, and call the APIs the library bans
 // (reference softmax, image::open on figures, threads for concurrent runs).
 #![allow(
@@ -43,8 +45,8 @@ fn time_forward(model: &convlens::zoo::Model, x: &Tensor, runs: usize) -> Vec<f6
 }
 
 /// Throughput at `batch` of each architecture in `list` (`all`: the whole zoo); with `stages`,
-/// the time of each stage too.
-fn architectures(list: &str, batch: usize, quick: bool, stages: bool) {
+/// the time of each stage too; with `ops`, of each convolution call.
+fn architectures(list: &str, batch: usize, quick: bool, stages: bool, ops: bool) {
     let names: Vec<&str> = if list == "all" {
         convlens::zoo::registry::all_ids()
     } else {
@@ -75,6 +77,13 @@ fn architectures(list: &str, batch: usize, quick: bool, stages: bool) {
             );
             stage_profile(&net, &x, if quick { 1 } else { 3 });
         }
+        if ops {
+            convlens::ops::op_times::start();
+            for _ in 0..3 {
+                std::hint::black_box(net.forward(&x).expect("forward"));
+            }
+            common::print_op_times(&convlens::ops::op_times::stop(), 3);
+        }
     }
 }
 
@@ -85,6 +94,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--arch") {
         let stages = args.iter().any(|a| a == "--stages");
+        let ops = args.iter().any(|a| a == "--ops");
         let batch = match args.iter().position(|a| a == "--batch") {
             Some(j) => match args.get(j + 1).and_then(|v| v.parse::<usize>().ok()) {
                 Some(b) if b > 0 => b,
@@ -96,7 +106,7 @@ fn main() {
             None => 32,
         };
         let list = args.get(i + 1).map_or("all", String::as_str);
-        architectures(list, batch, quick, stages);
+        architectures(list, batch, quick, stages, ops);
         return;
     }
     let device = Device::Cpu;

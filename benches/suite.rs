@@ -28,7 +28,9 @@
 //! (`$TMPDIR/convlens-bench-folder`). No timing is asserted anywhere: the machine is shared;
 //! compare ratios measured side by side, not numbers from different days. With
 //! `CONVLENS_BENCH_SPLIT=1` the fine-tuning steps print each step's phases to stderr (frozen
-//! forward, trainable forward with the loss, backward, optimiser).
+//! forward, trainable forward with the loss, backward, optimiser); with `CONVLENS_BENCH_OPS=1`
+//! the ResNet-50 fine-tuning workload runs 3 more steps recording every convolution call and
+//! prints them by layer shape (`convlens::ops::op_times`).
 // Tests and benchmarks may panic on failure, print, and call the APIs the library bans
 // (reference softmax, image::open on figures, threads for concurrent runs).
 #![allow(
@@ -509,6 +511,13 @@ fn main() {
             "resnet50_finetune_layer4_b16",
             result(&t, "ms", 1, peak_rss_mb(), load),
         );
+        if std::env::var_os("CONVLENS_BENCH_OPS").is_some() {
+            convlens::ops::op_times::start();
+            for _ in 0..3 {
+                ft.step();
+            }
+            common::print_op_times(&convlens::ops::op_times::stop(), 3);
+        }
     }
     if want("vgg16_ascent_128") {
         let vgg = common::random_network("vgg16");

@@ -41,3 +41,27 @@ pub fn input(batch: usize, size: usize) -> Tensor {
     let data: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.618).sin()).collect();
     Tensor::from_vec(data, (batch, 3, size, size), &Device::Cpu).unwrap()
 }
+
+/// Prints `ops` ([`convlens::ops::op_times::stop`]'s, recorded over `runs` runs of one
+/// workload): per op and shapes its median call, calls per run, GMAC/s at the median and its
+/// share of the time the ops took.
+pub fn print_op_times(ops: &[convlens::ops::op_times::OpTimes], runs: usize) {
+    let total: f64 = ops.iter().map(|t| t.seconds.iter().sum::<f64>()).sum();
+    println!(
+        "convolution ops over {runs} runs, {:.1} ms a run in all (median call, calls a run, \
+         GMAC/s, share):",
+        total * 1e3 / runs.max(1) as f64
+    );
+    for t in ops {
+        let (median, sum) = (t.median(), t.seconds.iter().sum::<f64>());
+        println!(
+            "  {:7.2} ms x{:<3} {:6.1} {:5.1} %  {} {}",
+            median * 1e3,
+            t.seconds.len().div_ceil(runs.max(1)),
+            t.macs as f64 / median.max(1e-12) / 1e9,
+            100.0 * sum / total.max(1e-12),
+            t.op.trim_start_matches("convlens-"),
+            t.shapes
+        );
+    }
+}

@@ -142,6 +142,7 @@ pub mod fourier;
 pub mod framed_warp;
 pub mod layer_norm;
 mod matmul;
+pub mod op_times;
 mod phases;
 pub mod pointwise;
 mod pointwise_direct;

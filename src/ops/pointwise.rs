@@ -17,6 +17,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 use rayon::prelude::*;
 
 use super::matmul::{Epilogue, MatRef, batched_matmul};
+use super::op_times;
 use super::pointwise_direct::forward_matmul;
 use super::weight_grad;
 use super::{Activation, act_grad, channel_sum, f32_data};
@@ -55,6 +56,7 @@ impl CustomOp3 for PointwiseConv {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (b, cin, cout, hw) = check(l1.dims(), l2.dims())?;
+        let _timed = timed(self.name(), [l1.dims(), l2.dims()], b * cin * cout * hw);
         let x = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let bias = f32_data(s3, l3, self.name())?;
@@ -136,6 +138,7 @@ impl CustomOp3 for PointwiseConvResidual {
                 l3.dims()
             );
         }
+        let _timed = timed(self.name(), [l1.dims(), l2.dims()], b * cin * cout * hw);
         let x = f32_data(s1, l1, self.name())?;
         let wb = f32_data(s2, l2, self.name())?;
         let residual = f32_data(s3, l3, self.name())?;
@@ -198,6 +201,12 @@ impl CustomOp3 for PointwiseConvResidual {
     }
 }
 
+/// Times an op's call (operands shaped `dims`, `macs` multiply-adds) when [`op_times`]
+/// records.
+fn timed(op: &'static str, dims: [&[usize]; 2], macs: usize) -> op_times::Timed {
+    op_times::Timed::start(op, || format!("{:?} {:?}", dims[0], dims[1]), macs)
+}
+
 /// `(gp [B,Cout,H,W], w [Cout,Cin])` -> `wᵀ · gp_b` per image: `[B,Cin,H,W]`.
 struct GradInput;
 
@@ -217,6 +226,7 @@ impl CustomOp2 for GradInput {
             bail!("{}: w must be [Cout,Cin], got {:?}", self.name(), l2.dims());
         };
         let (b, _, _, hw) = check(l1.dims(), &[cin, cout])?;
+        let _timed = timed(self.name(), [l1.dims(), l2.dims()], b * cin * cout * hw);
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let (wt, epi) = (MatRef::transposed(&w, 0, cin), Epilogue::NONE);
@@ -295,6 +305,7 @@ impl CustomOp2 for GradWeight {
                 l1.dims()
             );
         }
+        let _timed = timed(self.name(), [l1.dims(), l2.dims()], b * cin * cout * h * w);
         let x = f32_data(s1, l1, self.name())?;
         let gp = f32_data(s2, l2, self.name())?;
         let hw = h * w;

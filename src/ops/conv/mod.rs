@@ -31,6 +31,7 @@ use winograd::kept::{self, Direction};
 
 use super::bias_act::activate;
 use super::matmul::{Epilogue, MatRef, SyncPtr, gemm_into, row_tile, tiled_matmul};
+use super::op_times::Timed;
 use super::pointwise_direct::{Kernel, direct_kernel};
 use super::weight_grad::{self, Rows};
 use super::{Activation, Unfilled, act_grad, channel_sum, f32_data, pointwise_conv2d, zeroed};
@@ -329,6 +330,7 @@ impl CustomOp3 for Conv {
                 l3.dims()
             );
         }
+        let _timed = timed(self.name(), b, &g, self.spec, [l1.dims(), l2.dims()]);
         let x = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let bias = f32_data(s3, l3, self.name())?;
@@ -375,6 +377,16 @@ fn forward(
         return side_by_side::forward(b, g, x, w, epi);
     }
     unfolded(b, g, x, w, epi)
+}
+
+/// Times an op's call on `b` images of geometry `g` (operands shaped `dims`) when
+/// [`super::op_times`] records.
+fn timed(op: &'static str, b: usize, g: &Geom, spec: ConvSpec, dims: [&[usize]; 2]) -> Timed {
+    let shapes = || {
+        let (s, p) = (spec.stride, spec.padding);
+        format!("{:?} {:?} stride {s:?} padding {p:?}", dims[0], dims[1])
+    };
+    Timed::start(op, shapes, b * g.cout * g.kdim() * g.out_plane())
 }
 
 /// [`forward`] through im2col and one product per band, for every geometry.
@@ -481,6 +493,7 @@ impl CustomOp3 for ConvAddAct {
                 self.bias.len()
             );
         }
+        let _timed = timed(self.name(), b, &g, self.spec, [l1.dims(), l2.dims()]);
         let x = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         let residual = f32_data(s3, l3, self.name())?;
@@ -543,6 +556,7 @@ impl CustomOp2 for GradWeight {
                 l1.dims()
             );
         }
+        let _timed = timed(self.name(), b, &g, self.spec, [l1.dims(), l2.dims()]);
         let x = f32_data(s1, l1, self.name())?;
         let gp = f32_data(s2, l2, self.name())?;
         let (kdim, n, ow) = (g.kdim(), g.out_plane(), g.x.o);
@@ -606,6 +620,7 @@ impl CustomOp2 for GradInput {
                 self.w
             );
         }
+        let _timed = timed(self.name(), b, &g, self.spec, [l1.dims(), l2.dims()]);
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
         // At stride 1 the transposed convolution, unless it would unfold `gp` (`Cout*kh*kw`
