@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use winograd::kept::{self, Direction};
 
 use super::bias_act::activate;
-use super::matmul::{Epilogue, MatRef, SyncPtr, gemm_into, row_tile, tiled_matmul};
+use super::matmul::{Epilogue, MatRef, SyncPtr, WANTED_TASKS, gemm_into, row_tile, tiled_matmul};
 use super::op_times::Timed;
 use super::pointwise_direct::{Kernel, direct_kernel};
 use super::weight_grad::{self, Rows};
@@ -392,8 +392,13 @@ fn timed(op: &'static str, b: usize, g: &Geom, spec: ConvSpec, dims: [&[usize]; 
 /// [`forward`] through im2col and one product per band, for every geometry.
 fn unfolded(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<f32> {
     let (kdim, n) = (g.kdim(), g.out_plane());
-    let nt = g.band_rows() * g.x.o;
-    let mt = row_tile(g.cout, b * n.div_ceil(nt));
+    let (nt, mt) = match whole_plane_rows(b, g, &epi) {
+        Some(rows) => (n, rows),
+        None => {
+            let nt = g.band_rows() * g.x.o;
+            (nt, row_tile(g.cout, b * n.div_ceil(nt)))
+        }
+    };
     let lhs = MatRef::row_major(w, 0, kdim);
     let image = g.cin * g.in_plane();
     tiled_matmul(
@@ -415,6 +420,26 @@ fn unfolded(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<
         },
     )
 }
+
+/// Rows per tile when [`unfolded`]'s tiles should span whole output planes: a 1x1 layer that
+/// adds a residual before its activation (a ResNet block's end) on planes of at least
+/// [`WHOLE_PLANE_PIXELS`], when that still makes [`WANTED_TASKS`] tiles. Its epilogue reads the
+/// residual and rewrites the output, both far larger than the caches there (51 MB at 56x56,
+/// batch 16); in bands of 5 rows (280 values a channel) that is 256 short runs a tile. In
+/// ResNet-50's forward (`op_times`, Zen 5 EPYC, three rounds alternated with the bands) its
+/// 56-px block ends took 7.28 ms (6.24-7.43) at batch 16 against 7.85 (7.50-8.15), and 12.64
+/// (12.22-14.05) at batch 32 against 17.85 (17.73-17.95). Tiles of 64 or 256 rows over half
+/// or a quarter of the plane came out between the two; the 28-px block ends (784 pixels) ran
+/// the same either way, the 14- and 7-px ones slower.
+fn whole_plane_rows(b: usize, g: &Geom, epi: &Epilogue<'_>) -> Option<usize> {
+    const ROWS: usize = 128;
+    let wide =
+        g.is_pointwise() && epi.pre_residual.is_some() && g.out_plane() >= WHOLE_PLANE_PIXELS;
+    (wide && b * g.cout.div_ceil(ROWS) >= WANTED_TASKS).then(|| ROWS.min(g.cout))
+}
+
+/// The fewest output pixels for which [`whole_plane_rows`] takes whole planes (56x56).
+const WHOLE_PLANE_PIXELS: usize = 3136;
 
 /// The direct 1x1 kernel for the unfolded products with few inputs (a stem's 3 channels x
 /// 3x3 taps: 27) where it pays ([`direct_kernel`]): `gemm` packed the unfolded band on every

@@ -521,3 +521,30 @@ fn side_by_side_forward_matches_the_definition() -> Result<()> {
     }
     Ok(())
 }
+
+/// A ResNet block's end at 56x56 and batch 16, where [`unfolded`] tiles whole planes
+/// ([`whole_plane_rows`]; 200 output channels: a last tile of 72 rows), against candle's
+/// convolution, add and ReLU.
+#[test]
+fn whole_plane_block_end_matches_candle() -> Result<()> {
+    let case = sq(16, 4, 200, (56, 56), 1, 1, 0);
+    let (x, w, bias) = inputs(case, 900)?;
+    let res = tensor(&[16, 200, 56, 56], 901, 2.0)?;
+    let (_, g) = Geom::new(x.dims(), w.dims(), case.spec)?;
+    let epi = Epilogue {
+        pre_residual: Some(&[]),
+        ..Epilogue::NONE
+    };
+    assert_eq!(whole_plane_rows(16, &g, &epi), Some(128));
+    assert_eq!(
+        whole_plane_rows(8, &g, &epi),
+        None,
+        "too few tiles at batch 8"
+    );
+    let ours = conv2d_add_act(&x, &w, &bias, &res, case.spec, Activation::Relu)?;
+    let theirs = Activation::Relu
+        .apply_tensor(&(with_candle(&x, &w, &bias, case.spec, Activation::Identity)? + &res)?)?;
+    let e = rel_to_max(&ours, &theirs)?;
+    assert!(e <= 1e-5, "rel error {e}");
+    Ok(())
+}
