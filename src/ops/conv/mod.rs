@@ -422,7 +422,7 @@ fn unfolded(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<
 }
 
 /// Rows per tile when [`unfolded`]'s tiles should span whole output planes: a 1x1 layer that
-/// adds a residual before its activation (a ResNet block's end) on planes of at least
+/// adds a residual before its activation (a ResNet block's end) on planes of
 /// [`WHOLE_PLANE_PIXELS`], when that still makes [`WANTED_TASKS`] tiles. Its epilogue reads the
 /// residual and rewrites the output, both far larger than the caches there (51 MB at 56x56,
 /// batch 16); in bands of 5 rows (280 values a channel) that is 256 short runs a tile. In
@@ -433,13 +433,17 @@ fn unfolded(b: usize, g: &Geom, x: &[f32], w: &[f32], epi: Epilogue<'_>) -> Vec<
 /// the same either way, the 14- and 7-px ones slower.
 fn whole_plane_rows(b: usize, g: &Geom, epi: &Epilogue<'_>) -> Option<usize> {
     const ROWS: usize = 128;
-    let wide =
-        g.is_pointwise() && epi.pre_residual.is_some() && g.out_plane() >= WHOLE_PLANE_PIXELS;
+    let wide = g.is_pointwise()
+        && epi.pre_residual.is_some()
+        && WHOLE_PLANE_PIXELS.contains(&g.out_plane());
     (wide && b * g.cout.div_ceil(ROWS) >= WANTED_TASKS).then(|| ROWS.min(g.cout))
 }
 
-/// The fewest output pixels for which [`whole_plane_rows`] takes whole planes (56x56).
-const WHOLE_PLANE_PIXELS: usize = 3136;
+/// The output planes [`whole_plane_rows`] takes whole: from 56x56, where it was measured, to
+/// 64x64. A tile of 128 rows holds 1.5 MiB at 56x56 and 2 MiB (a core's L2 here) at 64x64,
+/// where its epilogue would start reading it back from farther away: larger planes keep the
+/// bands.
+const WHOLE_PLANE_PIXELS: std::ops::RangeInclusive<usize> = 3136..=4096;
 
 /// The direct 1x1 kernel for the unfolded products with few inputs (a stem's 3 channels x
 /// 3x3 taps: 27) where it pays ([`direct_kernel`]): `gemm` packed the unfolded band on every
