@@ -78,11 +78,9 @@ fn architectures(list: &str, batch: usize, quick: bool, stages: bool, ops: bool)
             stage_profile(&net, &x, if quick { 1 } else { 3 });
         }
         if ops {
-            convlens::ops::op_times::start();
-            for _ in 0..3 {
+            common::print_op_times(3, || {
                 std::hint::black_box(net.forward(&x).expect("forward"));
-            }
-            common::print_op_times(&convlens::ops::op_times::stop(), 3);
+            });
         }
     }
 }

@@ -512,11 +512,7 @@ fn main() {
             result(&t, "ms", 1, peak_rss_mb(), load),
         );
         if std::env::var_os("CONVLENS_BENCH_OPS").is_some() {
-            convlens::ops::op_times::start();
-            for _ in 0..3 {
-                ft.step();
-            }
-            common::print_op_times(&convlens::ops::op_times::stop(), 3);
+            common::print_op_times(3, || ft.step());
         }
     }
     if want("vgg16_ascent_128") {

@@ -42,17 +42,22 @@ pub fn input(batch: usize, size: usize) -> Tensor {
     Tensor::from_vec(data, (batch, 3, size, size), &Device::Cpu).unwrap()
 }
 
-/// Prints `ops` ([`convlens::ops::op_times::stop`]'s, recorded over `runs` runs of one
-/// workload): per op and shapes its median call, calls per run, GMAC/s at the median and its
+/// Runs `run` `runs` times recording every convolution call ([`convlens::ops::op_times`]),
+/// then prints per op and shapes its median call, calls per run, GMAC/s at the median and its
 /// share of the time the ops took.
-pub fn print_op_times(ops: &[convlens::ops::op_times::OpTimes], runs: usize) {
+pub fn print_op_times(runs: usize, mut run: impl FnMut()) {
+    convlens::ops::op_times::start();
+    for _ in 0..runs {
+        run();
+    }
+    let ops = convlens::ops::op_times::stop();
     let total: f64 = ops.iter().map(|t| t.seconds.iter().sum::<f64>()).sum();
     println!(
         "convolution ops over {runs} runs, {:.1} ms a run in all (median call, calls a run, \
          GMAC/s, share):",
         total * 1e3 / runs.max(1) as f64
     );
-    for t in ops {
+    for t in &ops {
         let (median, sum) = (t.median(), t.seconds.iter().sum::<f64>());
         println!(
             "  {:7.2} ms x{:<3} {:6.1} {:5.1} %  {} {}",
