@@ -797,8 +797,7 @@ mod tests {
     #[test]
     #[ignore]
     fn timing() -> Result<()> {
-        // SAFETY: the test harness has long allocated (malloc is initialised).
-        unsafe { crate::ops::keep_freed_memory() };
+        crate::ops::test_util::keep_freed_memory();
         // Process CPU time in ms (utime + stime, 100 Hz ticks), robust to other load.
         let cpu_ms = || -> f64 {
             let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();

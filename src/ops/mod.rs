@@ -639,6 +639,14 @@ pub(crate) mod test_util {
 
     use super::Activation;
 
+    /// The app's allocator setup ([`super::keep_freed_memory`]) for the kernels' timing tests:
+    /// without it each large output they allocate comes as fresh pages, faulted in and zeroed
+    /// on every call.
+    pub fn keep_freed_memory() {
+        // SAFETY: a test runs after the harness has allocated, so malloc is initialised.
+        unsafe { super::keep_freed_memory() };
+    }
+
     /// Every fused activation, for tests that loop over them.
     pub const ACTS: [Activation; 3] = [Activation::Identity, Activation::Relu, Activation::Relu6];
 

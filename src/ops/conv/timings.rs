@@ -106,8 +106,7 @@ fn macs(c: Case) -> f64 {
 #[test]
 #[ignore = "a measurement, minutes of CPU"]
 fn timings() -> Result<()> {
-    // SAFETY: the test harness has long allocated (malloc is initialised).
-    unsafe { crate::ops::keep_freed_memory() };
+    crate::ops::test_util::keep_freed_memory();
     // (name, cin, cout, size, k, stride, padding)
     let layers = [
         ("conv1", 3, 64, 224, 7, 2, 3),

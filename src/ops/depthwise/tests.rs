@@ -396,8 +396,7 @@ fn fused_activation_gradients_match_the_three_ops() -> Result<()> {
 #[test]
 #[ignore]
 fn timing() -> Result<()> {
-    // SAFETY: the test harness has long allocated (malloc is initialised).
-    unsafe { crate::ops::keep_freed_memory() };
+    crate::ops::test_util::keep_freed_memory();
     let cases = [
         (32, 96, 112, 3, 1),
         (32, 672, 14, 5, 1),

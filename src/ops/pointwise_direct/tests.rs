@@ -117,8 +117,7 @@ fn transposed_weights_and_nan_follow_the_activation() {
 #[test]
 #[ignore]
 fn timing() {
-    // SAFETY: the test harness has long allocated (malloc is initialised).
-    unsafe { crate::ops::keep_freed_memory() };
+    crate::ops::test_util::keep_freed_memory();
     let Some(kernel) = Kernel::detect() else {
         return;
     };

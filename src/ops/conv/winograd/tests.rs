@@ -281,8 +281,7 @@ fn dispatched_convolutions_match_candle() -> Result<()> {
 #[test]
 #[ignore = "a measurement, minutes of CPU"]
 fn timings() {
-    // SAFETY: the test harness has long allocated (malloc is initialised).
-    unsafe { crate::ops::keep_freed_memory() };
+    crate::ops::test_util::keep_freed_memory();
     let layers = [
         (64, 64, 224),
         (64, 128, 112),
