@@ -159,6 +159,37 @@ pub(crate) unsafe fn gemm_strided(
     }
 }
 
+/// `src` (`rows x cols`, row-major) transposed: `[cols, rows]`, row-major, in 32 x 32 blocks
+/// on rayon tasks. For a left-hand side that `gemm` would otherwise read down its columns:
+/// a transposed view (`MatRef::transposed`) of a weight `[Cout, Cin]` reaches the microkernel
+/// unpacked, one value per cache line a step along `k`, whenever the other operand has at
+/// most 128 columns (`gemm` packs it only above that).
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const BLOCK: usize = 32;
+    debug_assert_eq!(src.len(), rows * cols);
+    let mut out = Unfilled::new(rows * cols);
+    if rows > 0 && cols > 0 {
+        out.slots()
+            .par_chunks_mut(BLOCK * rows)
+            .enumerate()
+            .for_each(|(cb, dst)| {
+                let c0 = cb * BLOCK;
+                let width = dst.len() / rows;
+                for r0 in (0..rows).step_by(BLOCK) {
+                    for c in 0..width {
+                        let row = &mut dst[c * rows..][r0..(r0 + BLOCK).min(rows)];
+                        for (r, d) in row.iter_mut().enumerate() {
+                            d.write(src[(r0 + r) * cols + c0 + c]);
+                        }
+                    }
+                }
+            });
+    }
+    // SAFETY: the chunks cover all `rows * cols` slots, and each slot (row `c`, column `r`)
+    // of every chunk was written above.
+    unsafe { out.assume_filled() }
+}
+
 /// What happens to each output tile after its product:
 /// `act(v + bias[row] + pre_residual) + residual`.
 #[derive(Clone, Copy)]
@@ -422,4 +453,29 @@ fn epilogue_tile<const FMA: bool>(
 ) {
     // SAFETY: called by `tiled_matmul` on its own task's tile of `out`.
     unsafe { epi.tile::<FMA>(out, img, m, n, r0, rows, c0, cols) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose;
+
+    /// Every value lands at its transposed place, across partial 32 x 32 blocks on both axes,
+    /// and empty matrices stay empty.
+    #[test]
+    fn transpose_moves_every_value() {
+        for (rows, cols) in [(37, 70), (1, 33), (64, 1), (32, 32), (0, 5), (5, 0)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = transpose(&src, rows, cols);
+            assert_eq!(t.len(), rows * cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        src[r * cols + c],
+                        "({r}, {c}) of {rows}x{cols}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -30,7 +30,9 @@ use rayon::prelude::*;
 use winograd::kept::{self, Direction};
 
 use super::bias_act::activate;
-use super::matmul::{Epilogue, MatRef, SyncPtr, WANTED_TASKS, gemm_into, row_tile, tiled_matmul};
+use super::matmul::{
+    Epilogue, MatRef, SyncPtr, WANTED_TASKS, gemm_into, row_tile, tiled_matmul, transpose,
+};
 use super::op_times::Timed;
 use super::pointwise_direct::{Kernel, direct_kernel};
 use super::weight_grad::{self, Rows};
@@ -674,8 +676,9 @@ impl CustomOp2 for GradInput {
             let gx = side_by_side::grad_input(b, &g, &gp, &w);
             return Ok((CpuStorage::F32(gx), Shape::from((b, g.cin, g.y.n, g.x.n))));
         }
-        let mut gx = zeroed(b * g.cin * g.in_plane());
         let (kdim, n, ow) = (g.kdim(), g.out_plane(), g.x.o);
+        let wt = transpose(&w, g.cout, kdim);
+        let mut gx = zeroed(b * g.cin * g.in_plane());
         let (ya, xa) = (g.y, g.x);
         // Bands of input rows, about as many rows as the forward's output bands cover.
         let band = (g.band_rows() * ya.s).clamp(1, ya.n);
@@ -705,7 +708,7 @@ impl CustomOp2 for GradInput {
                         colgrad.as_mut_ptr(),
                         t,
                         false,
-                        MatRef::transposed(&w, 0, kdim),
+                        MatRef::row_major(&wt, 0, g.cout),
                         MatRef::row_major(&gp, img * g.cout * n + oy_a * ow, n),
                     );
                 }

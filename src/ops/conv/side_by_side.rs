@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use super::{Geom, unfold};
-use crate::ops::matmul::{Epilogue, MatRef, SyncPtr, gemm_into, row_tile};
+use crate::ops::matmul::{Epilogue, MatRef, SyncPtr, gemm_into, row_tile, transpose};
 use crate::ops::weight_grad::Rows;
 use crate::ops::{Unfilled, zeroed};
 
@@ -156,6 +156,7 @@ pub(super) fn grad_input(b: usize, g: &Geom, gp: &[f32], w: &[f32]) -> Vec<f32> 
     let groups = b.div_ceil(group);
     let per_task = ROWS_PER_TASK.div_ceil(taps).min(g.cin.max(1));
     let chunks = g.cin.div_ceil(per_task);
+    let wt = transpose(w, g.cout, kdim);
     let mut gx = zeroed(b * g.cin * g.in_plane());
     let dst = SyncPtr(gx.as_mut_ptr());
     (0..groups * chunks)
@@ -179,7 +180,7 @@ pub(super) fn grad_input(b: usize, g: &Geom, gp: &[f32], w: &[f32]) -> Vec<f32> 
                     colgrad.as_mut_ptr(),
                     cols,
                     false,
-                    MatRef::transposed(w, c0 * taps, kdim),
+                    MatRef::row_major(&wt, c0 * taps * g.cout, g.cout),
                     MatRef::row_major(&wide, first * n, all),
                 );
             }
