@@ -227,7 +227,9 @@ fn f2_g(a: f32, b: f32, d: f32) -> [f32; 4] {
 }
 
 /// Runs `f` with AVX2 and FMA enabled when the CPU has them (the transforms are loops of adds
-/// over a row of tiles, which the compiler then vectorises 8 wide).
+/// over a row of tiles, which the compiler then vectorises 8 wide). AVX-512 here measured
+/// nothing on an Intel Xeon (the VGG-16 ascent step, see `benches/reference/log.md`): the
+/// transforms wait on memory.
 #[inline(always)]
 fn vectorised(f: impl FnOnce()) {
     #[cfg(target_arch = "x86_64")]
