@@ -29,8 +29,8 @@
 //! compare ratios measured side by side, not numbers from different days. With
 //! `CONVLENS_BENCH_SPLIT=1` the fine-tuning steps print each step's phases to stderr (frozen
 //! forward, trainable forward with the loss, backward, optimiser); with `CONVLENS_BENCH_OPS=1`
-//! the ResNet-50 fine-tuning workload runs 3 more steps recording every convolution call and
-//! prints them by layer shape (`convlens::ops::op_times`).
+//! the ResNet-50 fine-tuning and VGG-16 ascent workloads run 3 more steps recording every
+//! convolution call and print them by layer shape (`convlens::ops::op_times`).
 // Tests and benchmarks may panic on failure, print, and call the APIs the library bans
 // (reference softmax, image::open on figures, threads for concurrent runs).
 #![allow(
@@ -528,6 +528,11 @@ fn main() {
             ascent_step(&vgg, "features.28", &filters, &images)
         });
         record("vgg16_ascent_128", result(&t, "ms", 1, peak_rss_mb(), load));
+        if std::env::var_os("CONVLENS_BENCH_OPS").is_some() {
+            common::print_op_times(3, || {
+                ascent_step(&vgg, "features.28", &filters, &images);
+            });
+        }
     }
     let out = json!({
         "impl": "convlens",
