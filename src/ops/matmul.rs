@@ -341,12 +341,13 @@ pub(crate) fn row_tile(m: usize, tasks: usize) -> usize {
     }
 }
 
-/// Products at most this deep (`k`) over planes of 56x56 or more get column tiles of about
-/// 512 instead of 128: each `gemm` call of 128 columns was too small a product (ResNet-50's
-/// 64 -> 256 downsample at 56 px, 2 Mi multiply-adds a tile). That layer at batch 32 took
-/// 13.2-14.3 ms against 26.0-27.9 (an Intel Xeon, `--ops`, 4 runs each); the whole forward
-/// 34.6-34.9 img/s against 33.4-34.2 (3 alternated rounds). Lite0 at batch 32 within the
-/// spread.
+/// Products at most this deep (`k`), of 256 or more rows, over planes of 56x56 or more get
+/// column tiles of about 512 instead of 128. ResNet-50's 64 -> 256 downsample at 56 px (a
+/// 256 x 128 x 64 product a tile) took 13.2-14.3 ms at batch 32 against 26.0-27.9 (an Intel
+/// Xeon, `--ops`, 4 runs each); the whole forward 34.6-34.9 img/s against 33.4-34.2 (3
+/// alternated rounds). Its 64 -> 64 layer measured the same either way, and Lite0's short
+/// products (at most 240 rows) made the `lucid` step ~3 % slower in 3 of 3 rounds: they keep
+/// the narrow tiles.
 const SHORT_K: usize = 64;
 
 /// How an `m x n` output per image is cut into rayon tasks: `(column tile, row tile)` sizes.
@@ -354,7 +355,11 @@ fn task_tiles(batch: usize, m: usize, n: usize, k: usize) -> (usize, usize) {
     // Columns per tile: the tile's output and its slice of the right-hand side stay within
     // ~128 KiB each, so the epilogue finds the output in L2; more for a short product over a
     // large plane ([`SHORT_K`]).
-    let fewest = if k <= SHORT_K && n >= 3136 { 512 } else { 128 };
+    let fewest = if k <= SHORT_K && m >= 256 && n >= 3136 {
+        512
+    } else {
+        128
+    };
     let target = (32_768 / m.max(k).max(1)).max(fewest);
     let col_tiles = n.div_ceil(target).max(1);
     let nt = n.div_ceil(col_tiles).next_multiple_of(16).min(n).max(1);
