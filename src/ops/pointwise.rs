@@ -229,8 +229,8 @@ impl CustomOp2 for GradInput {
         let _timed = timed(self.name(), [l1.dims(), l2.dims()], b * cin * cout * hw);
         let gp = f32_data(s1, l1, self.name())?;
         let w = f32_data(s2, l2, self.name())?;
-        let wt = transpose(&w, cout, cin);
-        let (wt, epi) = (MatRef::row_major(&wt, 0, cout), Epilogue::NONE);
+        let w_transposed = transpose(&w, cout, cin);
+        let (wt, epi) = (MatRef::row_major(&w_transposed, 0, cout), Epilogue::NONE);
         let gx = if hw < GATHER_BELOW && b > 1 {
             let side_by_side =
                 batched_matmul(wt, cin, cout, &gather(&gp, b, cout, hw), 1, b * hw, epi);
