@@ -314,6 +314,14 @@ fn ascent_step(net: &Network, layer: &str, filters: &[usize], images: &Tensor) {
     std::hint::black_box((values, next.to_dtype(DType::F32).unwrap()));
 }
 
+/// With `CONVLENS_BENCH_OPS` set, runs `step` 3 more times recording every convolution call
+/// and prints them by layer shape ([`common::print_op_times`]).
+fn print_op_times_if_asked(step: impl FnMut()) {
+    if std::env::var_os("CONVLENS_BENCH_OPS").is_some() {
+        common::print_op_times(3, step);
+    }
+}
+
 fn main() {
     // SAFETY: first thing in `main`, before any thread is started.
     unsafe { convlens::ops::configure_cpu_threads() };
@@ -511,9 +519,7 @@ fn main() {
             "resnet50_finetune_layer4_b16",
             result(&t, "ms", 1, peak_rss_mb(), load),
         );
-        if std::env::var_os("CONVLENS_BENCH_OPS").is_some() {
-            common::print_op_times(3, || ft.step());
-        }
+        print_op_times_if_asked(|| ft.step());
     }
     if want("vgg16_ascent_128") {
         let vgg = common::random_network("vgg16");
@@ -528,11 +534,9 @@ fn main() {
             ascent_step(&vgg, "features.28", &filters, &images)
         });
         record("vgg16_ascent_128", result(&t, "ms", 1, peak_rss_mb(), load));
-        if std::env::var_os("CONVLENS_BENCH_OPS").is_some() {
-            common::print_op_times(3, || {
-                ascent_step(&vgg, "features.28", &filters, &images);
-            });
-        }
+        print_op_times_if_asked(|| {
+            ascent_step(&vgg, "features.28", &filters, &images);
+        });
     }
     let out = json!({
         "impl": "convlens",
