@@ -34,8 +34,7 @@ impl DeviceChoice {
                             .into(),
                     ));
                 }
-                Device::new_cuda(n)
-                    .map_err(|e| Error::Device(format!("cannot open CUDA device {n}: {e}")))
+                open_cuda(n).map_err(|e| Error::Device(format!("cannot open CUDA device {n}: {e}")))
             }
             DeviceChoice::Metal(n) => {
                 if !cfg!(feature = "metal") {
@@ -50,7 +49,7 @@ impl DeviceChoice {
             }
             DeviceChoice::Auto => {
                 if cfg!(feature = "cuda")
-                    && let Ok(d) = Device::new_cuda(0)
+                    && let Ok(d) = open_cuda(0)
                 {
                     return Ok(d);
                 }
@@ -63,6 +62,15 @@ impl DeviceChoice {
             }
         }
     }
+}
+
+/// CUDA device `n` with one stream of its own, shared by every thread. candle's `new_cuda` gives
+/// each OS thread its own stream (CUDA's per-thread default stream), while convlens runs a
+/// network's forward on rayon's threads and the loss, the optimiser and the copies back on the
+/// caller's: work on one tensor would then race between streams (a buffer freed on one while a
+/// kernel on the other still reads it: `CUDA_ERROR_ILLEGAL_ADDRESS` in training).
+fn open_cuda(n: usize) -> candle_core::Result<Device> {
+    Device::new_cuda_with_stream(n)
 }
 
 impl FromStr for DeviceChoice {
