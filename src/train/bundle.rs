@@ -194,11 +194,11 @@ pub fn save_manifest(dir: &Path, manifest: &TrainedManifest) -> Result<()> {
     crate::fsutil::write_json_atomic(&dir.join(MANIFEST), manifest)
 }
 
-/// The saved tensors of a trained model, on the CPU; a tensor holding NaN or an infinity is an
+/// The saved tensors of a trained model, on `device`; a tensor holding NaN or an infinity is an
 /// error naming it.
-pub fn load_tensors(dir: &Path) -> Result<HashMap<String, Tensor>> {
+pub fn load_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let path = dir.join(WEIGHTS);
-    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).map_err(|e| {
+    let tensors = candle_core::safetensors::load(&path, device).map_err(|e| {
         Error::Model(format!(
             "{}: not a readable safetensors weights file ({e})",
             path.display()
@@ -286,10 +286,7 @@ pub fn build_network(dir: &Path, m: &TrainedManifest, device: &Device) -> Result
     };
     check_classes(&path, output_weight, classes)?;
     checkpoint::audit_file(&path, architecture, &expected)?;
-    let tensors: HashMap<String, Tensor> = load_tensors(dir)?
-        .into_iter()
-        .map(|(k, t)| Ok((k, t.to_device(device)?)))
-        .collect::<Result<_>>()?;
+    let tensors = load_tensors(dir, device)?;
     let Some(mut net) = base_net else {
         return small_convnet::build(&tensors, size, classes);
     };

@@ -165,6 +165,7 @@ pub fn train(
             });
             let (val, stats) = run.features(
                 &base.network,
+                &device,
                 (data, Split::Validation),
                 &transform,
                 &cache,
@@ -204,6 +205,7 @@ pub fn train(
             } else {
                 let (train_features, stats) = run.features(
                     &base.network,
+                    &device,
                     (data, Split::Train),
                     &transform,
                     &cache,
@@ -290,10 +292,13 @@ impl Run<'_> {
         }
     }
 
-    /// The cached features of `split`'s images; progress names the split.
+    /// The cached features of `split`'s images, computed on `device` (the base's); progress
+    /// names the split.
+    #[allow(clippy::too_many_arguments)]
     fn features(
         &mut self,
         base: &Network,
+        device: &Device,
         (data, split): (&ImageFolder, Split),
         transform: &TrainTransform,
         cache: &FeatureCache,
@@ -310,7 +315,7 @@ impl Run<'_> {
             transform,
             Some(cache),
             self.cfg.batch_size,
-            &Device::Cpu,
+            device,
             &mut |done, _| {
                 on_event(TrainEvent::Progress {
                     what: what.clone(),
@@ -496,9 +501,9 @@ impl Run<'_> {
         cancel: &CancelToken,
     ) -> Result<()> {
         let cfg = self.cfg;
-        let loaded = bundle::load_tensors(&self.out_dir)?;
-        let mut head = Head::from_tensors(cfg.head, &loaded)?;
         let device = base.device.clone();
+        let loaded = bundle::load_tensors(&self.out_dir, &device)?;
+        let mut head = Head::from_tensors(cfg.head, &loaded)?;
         // A private copy of the base, so the caller's model stays frozen.
         let mut net = base.spec.load(&device)?.network;
         net.truncate_after(FEATURE_LAYER)?;

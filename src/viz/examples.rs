@@ -262,7 +262,7 @@ pub fn compute(
         }
     };
     let (channels, h, w) = (shape[0], shape[1], shape[2]);
-    let field = receptive_field(&model.network, layer, size as usize)?;
+    let field = receptive_field(&model.network, layer, size as usize, &model.device)?;
     let mut by_max: Vec<TopK> = (0..channels).map(|_| TopK::new(top)).collect();
     let mut by_mean: Vec<TopK> = (0..channels).map(|_| TopK::new(top)).collect();
     let n = listing.images.len();

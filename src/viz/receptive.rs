@@ -51,8 +51,14 @@ impl ReceptiveField {
     }
 }
 
-/// The receptive field of `layer` (a spatial layer) for a square input of `input_size` pixels.
-pub fn receptive_field(net: &Network, layer: &str, input_size: usize) -> Result<ReceptiveField> {
+/// The receptive field of `layer` (a spatial layer) for a square input of `input_size` pixels,
+/// probed by gradients on `device` (the one holding `net`'s weights).
+pub fn receptive_field(
+    net: &Network,
+    layer: &str,
+    input_size: usize,
+    device: &Device,
+) -> Result<ReceptiveField> {
     let size = input_size * PROBE_SCALE;
     let mut rng = ChaCha8Rng::seed_from_u64(0x7266_6965_6c64);
     let values: Vec<f32> = (0..PROBE_IMAGES * 3 * size * size)
@@ -61,7 +67,7 @@ pub fn receptive_field(net: &Network, layer: &str, input_size: usize) -> Result<
     let x = Var::from_tensor(&Tensor::from_vec(
         values,
         (PROBE_IMAGES, 3, size, size),
-        &Device::Cpu,
+        device,
     )?)?;
     let out = net.forward_range(None, layer, x.as_tensor(), false)?;
     if out.rank() != 4 {

@@ -117,7 +117,7 @@ fn the_receptive_field_of_lite0_blocks_4_is_its_stages_arithmetic() {
     // stem 3x3/2 -> 3 px; blocks.0 dw 3x3 -> 7; blocks.1 dw 3x3/2 -> 11; blocks.2 dw 3x3 -> 19
     // (jump 4); blocks.3 dw 5x5/2 -> 35; blocks.4 dw 5x5 -> 67 px (jump 8), symmetric padding:
     // unit i is centred on input pixel 8 i.
-    let field = receptive_field(&lite0().network, "blocks.4", 224).unwrap();
+    let field = receptive_field(&lite0().network, "blocks.4", 224, &Device::Cpu).unwrap();
     assert_eq!(field.stride, 8.0);
     assert_eq!(field.radius, 33);
     assert_eq!(field.offset, 0.0);

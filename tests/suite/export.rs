@@ -386,7 +386,7 @@ fn finetuned(base: &Model, dir: &Path, layers: &[&str]) -> Model {
     };
     let out = dir.join("run");
     train(base, &data, &cfg, &out, &mut |_| {}, &CancelToken::new()).unwrap();
-    let mut tensors = bundle::load_tensors(&out).unwrap();
+    let mut tensors = bundle::load_tensors(&out, &Device::Cpu).unwrap();
     let mut net = base.spec.load(&Device::Cpu).unwrap().network;
     for (name, t) in net.tensors_mut_from(layers[0]).unwrap() {
         if layers.iter().any(|l| name.starts_with(&format!("{l}."))) {
@@ -450,7 +450,7 @@ fn pytorch_export_of_a_finetuned_run_carries_its_base_layers() {
         println!("{name} fine-tuned: {}", report.verification.summary());
         let exported = candle_core::safetensors::load(&report.files[0], &Device::Cpu).unwrap();
         let (run, manifest) = model.spec.trained.as_ref().unwrap();
-        let run_tensors = convlens::train::bundle::load_tensors(run).unwrap();
+        let run_tensors = convlens::train::bundle::load_tensors(run, &Device::Cpu).unwrap();
         let saved = &run_tensors[saved_key];
         let written = exported[torch_key].reshape(saved.dims()).unwrap();
         assert_eq!(rel_to_max(&written, saved), 0.0, "{name}: {torch_key}");
@@ -719,7 +719,7 @@ fn pytorch_export_of_every_zoo_family_and_a_finetuned_run_on_it() {
             .filter(|k| k.starts_with(&format!("{slot}.")))
             .collect();
         let (run_dir, _) = run.spec.trained.as_ref().unwrap();
-        let run_tensors = convlens::train::bundle::load_tensors(run_dir).unwrap();
+        let run_tensors = convlens::train::bundle::load_tensors(run_dir, &Device::Cpu).unwrap();
         let head_tensors = run_tensors.keys().filter(|k| k.starts_with("head."));
         assert_eq!(head.len(), head_tensors.count(), "{fixture}: {head:?}");
         let last_bias = head.iter().filter(|k| k.ends_with(".bias")).max().unwrap();
