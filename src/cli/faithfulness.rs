@@ -120,15 +120,27 @@ struct Work {
     note: String,
 }
 
-/// The methods asked for, or every method that can explain the model when none were.
+/// The methods asked for, refused up front (before any map is computed) when one cannot
+/// explain the model on its device; or, when none were, every method that can.
 fn default_applicable(
     args: &FaithfulnessArgs,
     methods: Vec<CamMethod>,
     model: &crate::zoo::Model,
-) -> Vec<CamMethod> {
+) -> Result<Vec<CamMethod>> {
     match args.methods {
-        Some(_) => methods,
-        None => CamMethod::applicable(&methods, &model.network),
+        Some(_) => {
+            for m in &methods {
+                if let Some(why) = m.refusal(&model.network, &model.device) {
+                    return Err(Error::Model(why));
+                }
+            }
+            Ok(methods)
+        }
+        None => Ok(CamMethod::applicable(
+            &methods,
+            &model.network,
+            &model.device,
+        )),
     }
 }
 
@@ -149,7 +161,7 @@ pub fn run(args: &FaithfulnessArgs) -> Result<ExitCode> {
         }
         let out = report_dir(args.out.as_deref(), &args.input)?;
         let model = args.model.load()?;
-        let methods = default_applicable(args, methods, &model);
+        let methods = default_applicable(args, methods, &model)?;
         let layer = layer_of(args, &model)?;
         let work = gather(&args.input, args.split.as_deref(), &model)?;
         // Created once the model and the folder are known good: a refused run leaves no
@@ -163,7 +175,7 @@ pub fn run(args: &FaithfulnessArgs) -> Result<ExitCode> {
         ));
     }
     let model = args.model.load()?;
-    let methods = default_applicable(args, methods, &model);
+    let methods = default_applicable(args, methods, &model)?;
     let layer = layer_of(args, &model)?;
     let class = args
         .class

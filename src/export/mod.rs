@@ -107,11 +107,15 @@ pub enum FigureRequest {
 }
 
 impl FigureRequest {
-    /// Why the figure cannot be made for `net` (its method cannot explain the model,
-    /// [`CamMethod::refusal`]), or `None`.
-    pub fn refusal(&self, net: &crate::graph::Network) -> Option<String> {
+    /// Why the figure cannot be made for `net` on `device` (its method cannot explain the
+    /// model there, [`CamMethod::refusal`]), or `None`.
+    pub fn refusal(
+        &self,
+        net: &crate::graph::Network,
+        device: &candle_core::Device,
+    ) -> Option<String> {
         match self {
-            FigureRequest::Cam(r) => r.method.refusal(net),
+            FigureRequest::Cam(r) => r.method.refusal(net, device),
             _ => None,
         }
     }

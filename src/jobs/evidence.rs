@@ -96,7 +96,7 @@ pub fn faithfulness(
     model.network.index_of(&map.layer)?;
     // The comparison leaves out a method that cannot explain this model (FullGrad on ConvNeXt).
     let methods = &if compare {
-        CamMethod::applicable(methods, &model.network)
+        CamMethod::applicable(methods, &model.network, &model.device)
     } else {
         methods.to_vec()
     };

@@ -430,7 +430,9 @@ impl Request {
                     ctx.progress("figures", i, figures.len());
                     // A batch ("every method") leaves out a method that cannot explain the
                     // model (FullGrad on ConvNeXt); a single figure reports why.
-                    if figures.len() > 1 && request.refusal(&loaded.network).is_some() {
+                    if figures.len() > 1
+                        && request.refusal(&loaded.network, &loaded.device).is_some()
+                    {
                         continue;
                     }
                     // Never over a file already there (an earlier export, or this one's).

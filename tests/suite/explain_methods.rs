@@ -413,3 +413,18 @@ fn the_cli_gives_each_map_at_its_resolution_and_reproduces_a_pixel_figure() {
     assert!(!out.status.success());
     assert!(common::text(&out.stderr).contains("--smooth aug"));
 }
+
+/// On the CPU every method explains Lite0, the CPU-only guided ones included; FullGrad is
+/// refused only for its probes, not for the device (`CamMethod::refusal`).
+#[test]
+fn every_method_applies_on_the_cpu() {
+    let model = common::load_lite0();
+    let all = CamMethod::ALL.to_vec();
+    assert_eq!(
+        CamMethod::applicable(&all, &model.network, &Device::Cpu),
+        all
+    );
+    for m in [CamMethod::GuidedBackprop, CamMethod::GuidedGradCam] {
+        assert_eq!(m.refusal(&model.network, &Device::Cpu), None, "{m}");
+    }
+}

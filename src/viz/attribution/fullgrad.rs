@@ -34,7 +34,7 @@ use crate::{Error, Result};
 /// its min-max scaling. Errors, naming the stage, on a network whose convolutions cannot be
 /// probed ([`CamMethod::refusal`]).
 pub fn full_grad(net: &Network, input: &Tensor, opts: &CamOptions) -> Result<Cam> {
-    if let Some(why) = CamMethod::FullGrad.refusal(net) {
+    if let Some(why) = CamMethod::FullGrad.refusal(net, input.device()) {
         return Err(Error::Model(why));
     }
     let (_, channels, h, w) = input.dims4()?;

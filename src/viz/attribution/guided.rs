@@ -19,10 +19,8 @@ pub fn guided_backprop(
     class: usize,
     score: CamScore,
 ) -> Result<Tensor> {
-    if !input.device().is_cpu() {
-        return Err(Error::Model(
-            "guided backpropagation runs on the CPU only (choose --device cpu)".into(),
-        ));
+    if let Some(why) = CamMethod::GuidedBackprop.refusal(net, input.device()) {
+        return Err(Error::Model(why));
     }
     let _guided = GuidedBackprop::enable();
     input_gradients(net, input, class, score)

@@ -188,10 +188,14 @@ impl CamMethod {
         )
     }
 
-    /// Why the method cannot explain `net`, or `None` when it can: FullGrad needs every
-    /// stage to expose the gradients at its layers' outputs ([`Network::bias_probe_refusal`]).
-    pub fn refusal(self, net: &Network) -> Option<String> {
+    /// Why the method cannot explain `net` on `device`, or `None` when it can: FullGrad needs
+    /// every stage to expose the gradients at its layers' outputs
+    /// ([`Network::bias_probe_refusal`]); the guided methods need the CPU's ReLU kernels.
+    pub fn refusal(self, net: &Network, device: &Device) -> Option<String> {
         match self {
+            CamMethod::GuidedBackprop | CamMethod::GuidedGradCam if !device.is_cpu() => {
+                Some(format!("{self} runs on the CPU only (choose --device cpu)"))
+            }
             CamMethod::FullGrad => net.bias_probe_refusal().map(|why| {
                 format!(
                     "FullGrad cannot explain this model: {why}; it runs on every architecture \
@@ -202,13 +206,13 @@ impl CamMethod {
         }
     }
 
-    /// `methods` without those that cannot explain `net` ([`CamMethod::refusal`]): what a
-    /// comparison of every method runs.
-    pub fn applicable(methods: &[CamMethod], net: &Network) -> Vec<CamMethod> {
+    /// `methods` without those that cannot explain `net` on `device` ([`CamMethod::refusal`]):
+    /// what a comparison of every method runs.
+    pub fn applicable(methods: &[CamMethod], net: &Network, device: &Device) -> Vec<CamMethod> {
         methods
             .iter()
             .copied()
-            .filter(|m| m.refusal(net).is_none())
+            .filter(|m| m.refusal(net, device).is_none())
             .collect()
     }
 
