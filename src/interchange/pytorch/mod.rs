@@ -65,7 +65,7 @@ fn base_of(model: &Model) -> Result<Option<Base>> {
     };
     let base_spec = crate::train::bundle::base_of(dir, manifest)?
         .ok_or_else(|| Error::Model(format!("{}: no base model", dir.display())))?;
-    let tensors = crate::train::bundle::load_tensors(dir, &candle_core::Device::Cpu)?;
+    let tensors = crate::train::bundle::load_tensors(dir, &Device::Cpu)?;
     let head = Head::from_tensors(manifest.head.unwrap_or_default(), &tensors)?;
     let ckpt = Checkpoint::open(&base_spec.weights_path, &Device::Cpu)?;
     let classes = base_spec.manifest.num_classes;
@@ -302,7 +302,7 @@ fn scratch_state_dict(model: &Model, weights_file: &str) -> Result<StateDict> {
     let Some((dir, _)) = &model.spec.trained else {
         return Err(Error::Model("not a trained model".into()));
     };
-    let saved = crate::train::bundle::load_tensors(dir, &candle_core::Device::Cpu)?;
+    let saved = crate::train::bundle::load_tensors(dir, &Device::Cpu)?;
     let size = model.spec.preprocess.input_size() as usize;
     let classes = model.spec.labels.len();
     let mut tensors = Vec::new();

@@ -48,6 +48,9 @@ pub fn guided_grad_cam(
     opts: &CamOptions,
     class: usize,
 ) -> Result<Tensor> {
+    if let Some(why) = CamMethod::GuidedGradCam.refusal(net, input.device()) {
+        return Err(Error::Model(why));
+    }
     let gb = guided_backprop(net, input, class, opts.score)?;
     let cam_opts = CamOptions {
         method: CamMethod::GradCam,
