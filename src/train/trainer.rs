@@ -164,8 +164,7 @@ pub fn train(
                 epochs: 0,
             });
             let (val, stats) = run.features(
-                &base.network,
-                &device,
+                base,
                 (data, Split::Validation),
                 &transform,
                 &cache,
@@ -204,8 +203,7 @@ pub fn train(
                 run.phase(&mut learner, "head", cfg.epochs, cfg.lr, on_event, cancel)?;
             } else {
                 let (train_features, stats) = run.features(
-                    &base.network,
-                    &device,
+                    base,
                     (data, Split::Train),
                     &transform,
                     &cache,
@@ -292,13 +290,11 @@ impl Run<'_> {
         }
     }
 
-    /// The cached features of `split`'s images, computed on `device` (the base's); progress
+    /// The cached features of `split`'s images, computed by `base` on its device; progress
     /// names the split.
-    #[allow(clippy::too_many_arguments)]
     fn features(
         &mut self,
-        base: &Network,
-        device: &Device,
+        base: &Model,
         (data, split): (&ImageFolder, Split),
         transform: &TrainTransform,
         cache: &FeatureCache,
@@ -309,13 +305,13 @@ impl Run<'_> {
         let total = samples.len();
         let what = format!("{split} images");
         let (features, skipped, stats) = extract_features(
-            base,
+            &base.network,
             FEATURE_LAYER,
             samples,
             transform,
             Some(cache),
             self.cfg.batch_size,
-            device,
+            &base.device,
             &mut |done, _| {
                 on_event(TrainEvent::Progress {
                     what: what.clone(),

@@ -23,18 +23,22 @@ def check(ok, what):
         failures.append(what)
 
 
-def load(name):
+def read_json(path):
+    """The JSON in `path`, or None when it is missing or not JSON (a failed command)."""
     try:
-        return json.loads((R / f"{name}.out").read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def load(name):
+    """What command `name` printed with --json."""
+    return read_json(R / f"{name}.out")
 
 
 def sidecar(name):
-    try:
-        return json.loads((R / f"{name}.json").read_text())
-    except (OSError, ValueError):
-        return None
+    """The JSON sidecar of command `name`'s figure."""
+    return read_json(R / f"{name}.json")
 
 
 rcs = dict(re.findall(r"^(\S+)\s+rc=(\d+)", (R / "times.txt").read_text(), re.M))
