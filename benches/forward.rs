@@ -148,8 +148,8 @@ fn stage_profile(net: &convlens::graph::Network, x: &Tensor, runs: usize) {
             .collect();
         let ms = median(times) * 1e3;
         total += ms;
-        println!("  {id:>14}: {ms:8.1} ms");
+        println!("  {id:>14}: {ms:8.3} ms");
         input = out.expect("one run");
     }
-    println!("  {:>14}: {total:8.1} ms", "sum");
+    println!("  {:>14}: {total:8.3} ms", "sum");
 }
