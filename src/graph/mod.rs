@@ -5,6 +5,7 @@
 //! piecewise ([`Network::forward_range`]): candle keeps gradients only for `Var` leaves, so
 //! Grad-CAM and gradient ascent split the network at the layer they look at.
 
+pub mod classifier;
 pub mod layers;
 pub mod probe;
 

@@ -190,7 +190,8 @@ mod tests {
     use candle_core::{DType, Device};
 
     use super::*;
-    use crate::graph::layers::{Classifier, ConvBnAct, ConvKind, GlobalAvgPool};
+    use crate::graph::classifier::Classifier;
+    use crate::graph::layers::{ConvBnAct, ConvKind, GlobalAvgPool};
     use crate::ops::{Activation, BatchNormParams};
 
     fn ramp(n: usize, a: f32, b: f32) -> Vec<f32> {

@@ -27,7 +27,7 @@ use super::checkpoint::{Checkpoint, ExpectedTensors};
 use super::detect::{Detected, Shapes, classes, detected, indices_after};
 use super::registry::{Architecture, PreprocessDefaults};
 use super::{IMAGENET_MEAN, IMAGENET_STD};
-use crate::graph::layers::Classifier;
+use crate::graph::classifier::Classifier;
 use crate::graph::probe::{BiasProbing, Pass};
 use crate::graph::{Network, Stage};
 use crate::interchange::onnx::OnnxGraph;

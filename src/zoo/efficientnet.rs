@@ -25,7 +25,8 @@ use super::mobile_blocks::{
     BlockSpec, KeyLayout, SeSpec, build_block, conv_bn, expected_block, make_divisible,
 };
 use super::registry::{Architecture, PreprocessDefaults};
-use crate::graph::layers::{Classifier, ConvKind, GlobalAvgPool};
+use crate::graph::classifier::Classifier;
+use crate::graph::layers::{ConvKind, GlobalAvgPool};
 use crate::graph::{Network, Stage};
 use crate::ops::Activation;
 use crate::{Error, Result};

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::graph::layers::Classifier;
+use crate::graph::classifier::Classifier;
 use crate::graph::probe::{BiasProbes, BiasProbing};
 use crate::graph::{Network, Stage};
 use crate::interchange::onnx::OnnxGraph;
